@@ -1,0 +1,1 @@
+"""The so-im fabric: ZeroMQ sockets, protobuf envelopes, discovery, keys and the node base."""

@@ -1,0 +1,138 @@
+"""Configuration: every SOIM_* environment variable, parsed and validated in one place.
+
+Role: turn the environment (honcho reads `.env` into it) into a frozen `Config`; a bad value
+raises `ConfigError`, whose message starts with the variable's name. No sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fabric import timing
+
+ROLES = ("gateway", "router", "directory", "storage")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
+
+
+class ConfigError(ValueError):
+    """A SOIM_* variable has a bad value. `str()` names the variable first."""
+
+    def __init__(self, var: str, problem: str) -> None:
+        super().__init__(f"{var}: {problem}")
+        self.var = var
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated settings of one process."""
+
+    cluster: str = "soim"
+    node_id: str = ""
+    host: str = "127.0.0.1"
+    advertise_host: str = "127.0.0.1"
+    discovery_ifaces: tuple[str, ...] = ("127.0.0.1",)
+    keys_dir: Path = Path("var/keys")
+    rpc_port: int = 0
+    events_port: int = 0
+    metrics_port: int = 0
+    gateway_port: int = 7000
+    db: str = "sqlite:var/data"
+    shards: int = 8
+    redis_url: str = ""
+    redis_prefix: str = "soim:"
+    log_level: str = "INFO"
+    max_frame_bytes: int = timing.MAX_FRAME_BYTES
+    batch_rows: int = 512
+    batch_ms: int = 5
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, role: str = "") -> Config:
+        """Read and validate every SOIM_* variable of `env` (default: os.environ)."""
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        cluster = r.name("SOIM_CLUSTER", "soim")
+        default_id = f"{role or 'node'}-{socket.gethostname()[:20]}-{uuid.uuid4().hex[:6]}"
+        node_id = r.name("SOIM_NODE_ID", default_id)
+        host = r.host("SOIM_HOST", "127.0.0.1")
+        advertise = r.host("SOIM_ADVERTISE_HOST", host if host not in ("0.0.0.0", "*") else "")
+        if not advertise:
+            raise ConfigError("SOIM_ADVERTISE_HOST", "required when SOIM_HOST binds all interfaces")
+        ifaces = tuple(
+            p.strip() for p in env.get("SOIM_DISCOVERY_IFACES", advertise).split(",") if p.strip()
+        )
+        if not ifaces:
+            raise ConfigError("SOIM_DISCOVERY_IFACES", "names no interface")
+        shards = r.integer("SOIM_SHARDS", 8, 1, 1024)
+        if shards & (shards - 1):
+            raise ConfigError("SOIM_SHARDS", f"must be a power of two, got {shards}")
+        db = env.get("SOIM_DB", "sqlite:var/data").strip()
+        if not (db.startswith("sqlite:") or db.startswith("mysql://")):
+            raise ConfigError("SOIM_DB", f"must start with sqlite: or mysql://, got {db!r}")
+        redis_url = env.get("SOIM_REDIS_URL", "").strip()
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("SOIM_REDIS_URL", f"must be a redis:// URL, got {redis_url!r}")
+        level = env.get("SOIM_LOG_LEVEL", "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("SOIM_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR: {level!r}")
+        extra = {k: v for k, v in env.items() if k.startswith("SOIM_")}
+        return cls(
+            cluster=cluster,
+            node_id=node_id,
+            host=host,
+            advertise_host=advertise,
+            discovery_ifaces=ifaces,
+            keys_dir=Path(env.get("SOIM_KEYS_DIR", "var/keys")),
+            rpc_port=r.integer("SOIM_RPC_PORT", 0, 0, 65535),
+            events_port=r.integer("SOIM_EVENTS_PORT", 0, 0, 65535),
+            metrics_port=r.integer("SOIM_METRICS_PORT", 0, 0, 65535),
+            gateway_port=r.integer("SOIM_GATEWAY_PORT", 7000, 0, 65535),
+            db=db,
+            shards=shards,
+            redis_url=redis_url,
+            redis_prefix=env.get("SOIM_REDIS_PREFIX", "soim:"),
+            log_level=level,
+            max_frame_bytes=r.integer("SOIM_MAX_FRAME_BYTES", timing.MAX_FRAME_BYTES, 256, 1 << 24),
+            batch_rows=r.integer("SOIM_BATCH_ROWS", 512, 1, 100_000),
+            batch_ms=r.integer("SOIM_BATCH_MS", 5, 0, 10_000),
+            extra=extra,
+        )
+
+
+class _Reader:
+    """Typed getters that raise ConfigError naming the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def name(self, var: str, default: str) -> str:
+        value = self.env.get(var, default).strip() or default
+        if not _NAME_RE.match(value):
+            raise ConfigError(var, f"must be 1-63 letters, digits, '_', '.' or '-': {value!r}")
+        return value
+
+    def host(self, var: str, default: str) -> str:
+        value = self.env.get(var, default).strip()
+        if value and not _HOST_RE.match(value):
+            raise ConfigError(var, f"is not a host name or address: {value!r}")
+        return value
+
+    def integer(self, var: str, default: int, low: int, high: int) -> int:
+        raw = self.env.get(var)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(var, f"must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(var, f"must be between {low} and {high}, got {value}")
+        return value

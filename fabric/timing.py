@@ -1,0 +1,46 @@
+"""Every timing constant of the fabric, in one place, with its unit in its name.
+
+Role: the single source of intervals, deadlines and limits; no socket of its own.
+"""
+
+HEARTBEAT_INTERVAL_S = 1.0
+"""A node publishes a heartbeat (with its load) this often."""
+
+HEARTBEAT_MISSES_DEAD = 3
+"""A peer is dead after this many missed heartbeats."""
+
+PEER_DEAD_AFTER_S = HEARTBEAT_INTERVAL_S * HEARTBEAT_MISSES_DEAD
+"""Silence after which a peer is declared dead."""
+
+LIVENESS_CHECK_INTERVAL_S = 0.25
+"""How often the membership view looks for silent peers."""
+
+RPC_DEFAULT_TIMEOUT_S = 5.0
+"""Deadline of an RPC when the caller gives none."""
+
+RPC_RETRY_BACKOFF_S = 0.05
+"""First pause before an idempotent RPC is retried; doubles per attempt."""
+
+RPC_MAX_ATTEMPTS = 3
+"""Attempts for an idempotent RPC (1 for any other)."""
+
+RPC_EXPIRY_SWEEP_S = 0.05
+"""How often the RPC client fails calls whose deadline has passed."""
+
+DRAIN_MAX_BATCH = 256
+"""Most frames taken from one socket in one drain pass."""
+
+SOCKET_LINGER_MS = 200
+"""Linger on close: short, so a stopping node exits fast."""
+
+SHUTDOWN_BUDGET_S = 4.0
+"""A node stops within this after SIGTERM (the design allows 5 s)."""
+
+DISCOVERY_SETTLE_S = 0.1
+"""Coalescing window for zeroconf change events."""
+
+MAX_FRAME_BYTES = 64 * 1024
+"""Largest envelope payload accepted on a cluster or client socket (default)."""
+
+HWM_MESSAGES = 100_000
+"""Send/receive high-water mark on every socket."""

@@ -1,0 +1,1 @@
+"""Protocol buffers of so-im: the .proto sources and their generated modules."""

@@ -1,0 +1,77 @@
+"""Shared fixtures: unique cluster names, a throwaway MariaDB database, a Redis key prefix.
+
+A missing MariaDB or Redis fails the run: these fixtures never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+import redis
+
+MYSQL = dict(host=os.environ.get("SOIM_TEST_MYSQL_HOST", "127.0.0.1"),
+             port=int(os.environ.get("SOIM_TEST_MYSQL_PORT", "3306")),
+             user=os.environ.get("SOIM_TEST_MYSQL_USER", "root"),
+             password=os.environ.get("SOIM_TEST_MYSQL_PASSWORD", ""))
+REDIS_URL = os.environ.get("SOIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    """A cluster name no other test uses, so discovery never crosses tests."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def _mysql_url(db: str) -> str:
+    auth = MYSQL["user"] + (f":{MYSQL['password']}" if MYSQL["password"] else "")
+    return f"mysql://{auth}@{MYSQL['host']}:{MYSQL['port']}/{db}"
+
+
+@pytest.fixture
+def mysql_db() -> Iterator[str]:
+    """A fresh database soim_test_<random>, as a SOIM_DB URL; dropped afterwards."""
+    name = f"soim_test_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+        yield _mysql_url(name)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def mysql_dbs() -> Iterator[list[str]]:
+    """Two fresh databases, for sharding across databases; dropped afterwards."""
+    names = [f"soim_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
+    try:
+        with conn.cursor() as cur:
+            for name in names:
+                cur.execute(f"CREATE DATABASE `{name}`")
+        yield [_mysql_url(n) for n in names]
+    finally:
+        with conn.cursor() as cur:
+            for name in names:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"soimtest:{uuid.uuid4().hex[:10]}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    try:
+        yield prefix
+    finally:
+        for key in client.scan_iter(match=prefix + "*", count=1000):
+            client.delete(key)
+        client.close()

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Makes sure MariaDB (127.0.0.1:3306) and Redis (127.0.0.1:6379) are up for the test suite.
+# Installs them with apt-get when missing and running as root; otherwise says what to install.
+set -uo pipefail
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  return 1
+}
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "so-im tests need $1 on 127.0.0.1:$2; install and start it ($3), or run make test as root." >&2
+    exit 1
+  fi
+}
+
+apt_install() {
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! port_open 3306; then
+  if [ ! -x /usr/sbin/mariadbd ]; then
+    need_root MariaDB 3306 "apt-get install mariadb-server"
+    apt_install mariadb-server
+  fi
+  need_root MariaDB 3306 "mariadbd --user=mysql"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  wait_port 3306 || { echo "MariaDB did not come up on 127.0.0.1:3306" >&2; exit 1; }
+fi
+
+if ! port_open 6379; then
+  if ! command -v redis-server >/dev/null; then
+    need_root Redis 6379 "apt-get install redis-server"
+    apt_install redis-server
+  fi
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null
+  wait_port 6379 || { echo "Redis did not come up on 127.0.0.1:6379" >&2; exit 1; }
+fi
+echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up"
