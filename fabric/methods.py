@@ -1,0 +1,40 @@
+"""RPC method specs: the name, request and reply types, and whether a call may be retried.
+
+Role: the shared catalogue both ends of an RPC agree on; this module holds the `Method` type and
+the fabric's own methods (every node serves them). Role-specific catalogues live beside each node.
+No sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from schema import fabric_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One RPC: only `idempotent` methods are ever retried by the client."""
+
+    name: str
+    request: type[Message]
+    reply: type[Message]
+    idempotent: bool = False
+
+
+ECHO = Method("fabric.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply, idempotent=True)
+STATUS = Method("fabric.Status", fabric_pb2.StatusRequest, fabric_pb2.StatusReply, idempotent=True)
+
+
+class RpcError(Exception):
+    """An RPC ended with an ErrorCode (common.proto) other than OK; `detail` is safe to show."""
+
+    def __init__(self, code: int, detail: str = "") -> None:
+        from schema import common_pb2
+
+        self.code = code
+        self.detail = detail
+        name = common_pb2.ErrorCode.Name(code) if code in common_pb2.ErrorCode.values() else code
+        super().__init__(f"{name}: {detail}" if detail else str(name))

@@ -1,0 +1,148 @@
+"""The RPC client: calls methods of one peer over a DEALER socket, many calls in flight.
+
+Role: send REQUEST envelopes with a request id and an absolute deadline, match REPLY envelopes
+back to their callers, fail calls whose deadline passes with TIMEOUT, and retry only methods
+marked idempotent (a fresh request id per attempt, each attempt a share of the deadline).
+Peer sockets: one connected DEALER (Curve client) per peer ROUTER served by `RpcServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from google.protobuf.message import Message
+
+from fabric import envelope, metrics, timing
+from fabric.drain import recv_ready
+from fabric.methods import Method, RpcError
+from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+_RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
+
+
+class RpcClient:
+    """Calls one peer. Create, `start()`, `await call(...)`, `await close()`."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, *, node_id: str = "",
+                 max_bytes: int = timing.MAX_FRAME_BYTES,
+                 secure: Callable[[zmq.asyncio.Socket], None] | None = None,
+                 name: str = "rpc_client") -> None:
+        self.endpoint = endpoint
+        self.node_id = node_id
+        self.max_bytes = max_bytes
+        self.name = name
+        self.sock: zmq.asyncio.Socket = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, timing.SOCKET_LINGER_MS)
+        self.sock.setsockopt(zmq.SNDHWM, timing.HWM_MESSAGES)
+        self.sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
+        if secure is not None:
+            secure(self.sock)
+        self.sock.connect(endpoint)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[envelope.Envelope]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._in = metrics.FRAMES_IN.labels(name)
+        self._out = metrics.FRAMES_OUT.labels(name)
+
+    def start(self) -> None:
+        """Start the task that reads replies."""
+        if self._reader is None:
+            self._reader = asyncio.ensure_future(self._read())
+
+    async def close(self) -> None:
+        """Fail pending calls with UNAVAILABLE and close the socket."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(RpcError(pb.UNAVAILABLE, "client closed"))
+        self._pending.clear()
+        self.sock.close(linger=timing.SOCKET_LINGER_MS)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls waiting for a reply."""
+        return len(self._pending)
+
+    async def call(self, method: Method, request: Message, timeout: float | None = None) -> Any:
+        """Call `method`; return its reply message or raise RpcError (TIMEOUT at the deadline)."""
+        self.start()
+        timeout = timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        attempts = timing.RPC_MAX_ATTEMPTS if method.idempotent else 1
+        payload = request.SerializeToString()
+        backoff = timing.RPC_RETRY_BACKOFF_S
+        try:
+            for attempt in range(attempts):
+                left = deadline - time.monotonic()
+                share = left / (attempts - attempt)
+                try:
+                    env = await self._attempt(method, payload, share)
+                except RpcError as err:
+                    if err.code not in _RETRYABLE or attempt == attempts - 1:
+                        raise
+                    pause = min(backoff, max(deadline - time.monotonic(), 0) / 4)
+                    await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
+                    backoff *= 2
+                    continue
+                return envelope.parse_payload(method.reply, env.payload, env.header)
+            raise RpcError(pb.TIMEOUT, method.name)  # unreachable: the loop raises or returns
+        except RpcError as err:
+            metrics.RPC_ERRORS.labels(method.name, pb.ErrorCode.Name(err.code)
+                                      if err.code in pb.ErrorCode.values() else "?").inc()
+            raise
+        except envelope.EnvelopeError as err:
+            raise RpcError(pb.BAD_REQUEST, f"bad reply: {err}") from None
+        finally:
+            metrics.RPC_SECONDS.labels(method.name).observe(time.monotonic() - started)
+
+    async def _attempt(self, method: Method, payload: bytes, timeout: float) -> envelope.Envelope:
+        loop = asyncio.get_running_loop()
+        rid = next(self._ids)
+        fut: asyncio.Future[envelope.Envelope] = loop.create_future()
+        self._pending[rid] = fut
+        deadline_ms = int((time.time() + timeout) * 1000)
+        timer = loop.call_later(max(timeout, 0.0), self._expire, rid, method.name)
+        try:
+            await self.sock.send_multipart(
+                envelope.request(method.name, rid, deadline_ms, payload, self.node_id))
+            self._out.inc()
+            env = await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(rid, None)
+        if env.header.error != pb.OK:
+            raise RpcError(env.header.error, env.header.detail)
+        return env
+
+    def _expire(self, rid: int, name: str) -> None:
+        fut = self._pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(RpcError(pb.TIMEOUT, f"{name} to {self.endpoint}"))
+
+    async def _read(self) -> None:
+        while True:
+            batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
+            self._in.inc(len(batch))
+            for frames in batch:
+                try:
+                    env = envelope.decode(frames, self.max_bytes)
+                except envelope.EnvelopeError as err:
+                    metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+                    continue
+                fut = self._pending.pop(env.header.request_id, None)
+                if fut is None or fut.done():
+                    metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
+                    continue
+                fut.set_result(env)

@@ -1,0 +1,169 @@
+"""The RPC server: serves registered methods on a ROUTER socket.
+
+Role: receive REQUEST envelopes from DEALER peers, dispatch to handlers by method name, send one
+REPLY per request (a payload, or an ErrorCode with a safe detail — never a traceback).
+Peer sockets: a bound ROUTER (Curve server); peers are `RpcClient` DEALERs.
+
+Handlers take `(request, call)` and return the reply message. Hot handlers are plain functions
+answered in the same drain pass; a handler may instead return an awaitable, which runs as a task
+bounded by the request's deadline. A handler raises `RpcError` to answer with an error code.
+Bad frames are counted by reason and answered with an error code (request id 0 when the header
+did not parse); they never stop the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from google.protobuf.message import Message
+
+from fabric import envelope, metrics, timing
+from fabric.drain import recv_ready
+from fabric.methods import Method, RpcError
+from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
+
+
+@dataclass(slots=True)
+class Call:
+    """What a handler knows about the request besides its payload."""
+
+    identity: bytes
+    header: pb.Header
+
+    @property
+    def deadline_s(self) -> float:
+        """The caller's absolute deadline, in time.time() seconds."""
+        return self.header.deadline_ms / 1000.0
+
+
+class RpcServer:
+    """Serves methods on a bound ROUTER socket until `serve()` is cancelled."""
+
+    def __init__(self, sock: zmq.asyncio.Socket, node_id: str, max_bytes: int,
+                 name: str = "rpc") -> None:
+        self.sock = sock
+        self.node_id = node_id
+        self.max_bytes = max_bytes
+        self.name = name
+        self._handlers: dict[str, tuple[Method, Handler]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in = metrics.FRAMES_IN.labels(name)
+        self._out = metrics.FRAMES_OUT.labels(name)
+        self._served_children: dict[tuple[str, int], Any] = {}
+
+    def register(self, method: Method, handler: Handler) -> None:
+        """Serve `method` with `handler`."""
+        self._handlers[method.name] = (method, handler)
+
+    async def serve(self) -> None:
+        """Receive, dispatch and reply forever (cancel to stop)."""
+        shadow = self.sock._shadow_sock
+        while True:
+            batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
+            self._in.inc(len(batch))
+            replies: list[list[bytes]] = []
+            for frames in batch:
+                out = self._handle(frames)
+                if out is not None:
+                    replies.append(out)
+            for out in replies:
+                try:
+                    shadow.send_multipart(out, _NOBLOCK)
+                except zmq.Again:
+                    metrics.BAD_FRAMES.labels(self.name, "reply_dropped").inc()
+            self._out.inc(len(replies))
+
+    async def close(self) -> None:
+        """Cancel handler tasks still running."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+
+    def _handle(self, frames: list[bytes]) -> list[bytes] | None:
+        identity = frames[0]
+        try:
+            env = envelope.decode(frames[1:], self.max_bytes)
+        except envelope.EnvelopeError as err:
+            metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+            rid = err.header.request_id if err.header is not None else 0
+            return [identity, *envelope.error_reply(rid, err.reason.error_code(), err.detail,
+                                                    sender=self.node_id)]
+        header = env.header
+        if header.kind != pb.REQUEST:
+            metrics.BAD_FRAMES.labels(self.name, "not_request").inc()
+            return None
+        entry = self._handlers.get(header.method)
+        if entry is None:
+            self._served("<unknown>", pb.UNKNOWN_METHOD)
+            return [identity, *envelope.error_reply(header.request_id, pb.UNKNOWN_METHOD,
+                                                    header.method[:64], sender=self.node_id)]
+        method, handler = entry
+        if header.deadline_ms < time.time() * 1000.0:
+            self._served(method.name, pb.DEADLINE_EXCEEDED)
+            return None  # the caller has already given up
+        try:
+            request = envelope.parse_payload(method.request, env.payload, header)
+            result = handler(request, Call(identity, header))
+        except envelope.EnvelopeError as err:
+            metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+            return self._error(identity, header, pb.BAD_REQUEST, err.detail)
+        except RpcError as err:
+            return self._error(identity, header, err.code, err.detail)
+        except Exception:
+            log.exception("handler %s failed", header.method)
+            return self._error(identity, header, pb.INTERNAL, "handler failed")
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._finish(identity, header, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return None
+        self._served(method.name, pb.OK)
+        return [identity, *envelope.reply(header.request_id, result.SerializeToString(),
+                                          sender=self.node_id)]
+
+    async def _finish(self, identity: bytes, header: pb.Header,
+                      pending: Awaitable[Message]) -> None:
+        remaining = header.deadline_ms / 1000.0 - time.time()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                result = await pending
+            out = [identity, *envelope.reply(header.request_id, result.SerializeToString(),
+                                             sender=self.node_id)]
+            self._served(header.method, pb.OK)
+        except TimeoutError:
+            self._served(header.method, pb.DEADLINE_EXCEEDED)
+            return
+        except RpcError as err:
+            out = self._error(identity, header, err.code, err.detail)
+        except Exception:
+            log.exception("handler %s failed", header.method)
+            out = self._error(identity, header, pb.INTERNAL, "handler failed")
+        await self.sock.send_multipart(out)
+        self._out.inc()
+
+    def _error(self, identity: bytes, header: pb.Header, code: int, detail: str) -> list[bytes]:
+        self._served(header.method, code)
+        return [identity, *envelope.error_reply(header.request_id, code, detail,
+                                                sender=self.node_id)]
+
+    def _served(self, method: str, code: int) -> None:
+        child = self._served_children.get((method, code))
+        if child is None:
+            name = pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else str(code)
+            child = metrics.RPC_SERVED.labels(method, name)
+            self._served_children[(method, code)] = child
+        child.inc()

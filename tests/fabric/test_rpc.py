@@ -1,0 +1,172 @@
+"""RPC over real DEALER/ROUTER sockets on 127.0.0.1: round trips, deadlines, error codes,
+retries of idempotent calls only, and many calls in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from fabric import envelope
+from fabric.methods import ECHO, Method, RpcError
+from fabric.rpc_client import RpcClient
+from fabric.rpc_server import Call, RpcServer
+from schema import common_pb2 as pb
+from schema import fabric_pb2
+
+NOT_IDEMPOTENT_ECHO = Method("test.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply)
+
+
+def echo(req: fabric_pb2.EchoRequest, call: Call) -> object:
+    """Answers at once, after a delay, or with the error code asked for."""
+    if req.fail_code:
+        raise RpcError(req.fail_code, "asked to fail")
+    if req.delay_ms:
+        async def later() -> fabric_pb2.EchoReply:
+            await asyncio.sleep(req.delay_ms / 1000)  # the handler's own work, not a test wait
+            return fabric_pb2.EchoReply(data=req.data)
+        return later()
+    return fabric_pb2.EchoReply(data=req.data)
+
+
+@asynccontextmanager
+async def served(handler: Callable[..., object] = echo) -> AsyncIterator[RpcClient]:
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    server = RpcServer(router, "srv", 65536)
+    server.register(ECHO, handler)
+    server.register(NOT_IDEMPOTENT_ECHO, handler)
+    task = asyncio.ensure_future(server.serve())
+    client = RpcClient(ctx, f"tcp://127.0.0.1:{port}", node_id="cli")
+    try:
+        yield client
+    finally:
+        await client.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await server.close()
+        router.close(0)
+        ctx.term()
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_round_trip() -> None:
+    async def main() -> None:
+        async with served() as client:
+            reply = await client.call(ECHO, fabric_pb2.EchoRequest(data=b"hello"), timeout=2)
+            assert reply.data == b"hello"
+    run(main())
+
+
+def test_deadline_gives_timeout_not_hang() -> None:
+    async def main() -> None:
+        async with served() as client:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(RpcError) as err:
+                await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(delay_ms=2000),
+                                  timeout=0.3)
+            assert err.value.code == pb.TIMEOUT
+            assert loop.time() - started < 1.0
+            assert client.in_flight == 0
+    run(main())
+
+
+def test_error_codes_cross_the_wire() -> None:
+    async def main() -> None:
+        async with served() as client:
+            for code in (pb.NOT_FRIEND, pb.GROUP_FULL, pb.FORBIDDEN):
+                with pytest.raises(RpcError) as err:
+                    await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(fail_code=code))
+                assert err.value.code == code
+                assert err.value.detail == "asked to fail"
+            with pytest.raises(RpcError) as err:
+                await client.call(Method("no.Such", fabric_pb2.EchoRequest,
+                                         fabric_pb2.EchoReply), fabric_pb2.EchoRequest())
+            assert err.value.code == pb.UNKNOWN_METHOD
+    run(main())
+
+
+def test_handler_crash_is_internal_error_not_traceback() -> None:
+    def broken(req: fabric_pb2.EchoRequest, call: Call) -> fabric_pb2.EchoReply:
+        raise KeyError("secret internals")
+
+    async def main() -> None:
+        async with served(broken) as client:
+            with pytest.raises(RpcError) as err:
+                await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest())
+            assert err.value.code == pb.INTERNAL
+            assert "secret" not in err.value.detail
+    run(main())
+
+
+@asynccontextmanager
+async def flaky_router(drop_first: int) -> AsyncIterator[tuple[RpcClient, list[int]]]:
+    """A raw ROUTER that ignores the first `drop_first` requests, then echoes."""
+    ctx = zmq.asyncio.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    seen: list[int] = []
+
+    async def loop() -> None:
+        while True:
+            ident, *frames = await router.recv_multipart()
+            env = envelope.decode(frames, 65536)
+            seen.append(env.header.request_id)
+            if len(seen) > drop_first:
+                await router.send_multipart([ident, *envelope.reply(env.header.request_id,
+                                                                    env.payload)])
+
+    task = asyncio.ensure_future(loop())
+    client = RpcClient(ctx, f"tcp://127.0.0.1:{port}")
+    try:
+        yield client, seen
+    finally:
+        await client.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        router.close(0)
+        ctx.term()
+
+
+def test_idempotent_call_is_retried() -> None:
+    async def main() -> None:
+        async with flaky_router(drop_first=1) as (client, seen):
+            reply = await client.call(ECHO, fabric_pb2.EchoRequest(data=b"again"), timeout=1.5)
+            assert reply.data == b"again"
+            assert len(seen) == 2 and seen[0] != seen[1]
+    run(main())
+
+
+def test_non_idempotent_call_is_not_retried() -> None:
+    async def main() -> None:
+        async with flaky_router(drop_first=1) as (client, seen):
+            with pytest.raises(RpcError) as err:
+                await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(), timeout=0.5)
+            assert err.value.code == pb.TIMEOUT
+            assert len(seen) == 1
+    run(main())
+
+
+def test_thousand_calls_in_flight() -> None:
+    async def main() -> None:
+        async with served() as client:
+            calls = [client.call(NOT_IDEMPOTENT_ECHO,
+                                 fabric_pb2.EchoRequest(data=str(i).encode(),
+                                                        delay_ms=5 if i % 2 else 0),
+                                 timeout=10)
+                     for i in range(1000)]
+            replies = await asyncio.gather(*calls)
+            assert [r.data for r in replies] == [str(i).encode() for i in range(1000)]
+            assert client.in_flight == 0
+    run(main())
