@@ -1,0 +1,131 @@
+"""Curve on every socket, and the ZAP authenticator that decides who may connect.
+
+Role: put keys on sockets and answer ZAP requests. Its one socket is the authenticator's REP on
+inproc://zeromq.zap.01 of the node's context; its peers are libzmq's ZAP clients inside every
+Curve server socket of that context:
+
+- "cluster" domain (RPC ROUTER, events PUB, ...): a client is admitted only when its public key
+  is one of the certificate files in keys_dir/authorized (the cluster key);
+- "client" domain (the gateway's client ROUTER): any Curve client is admitted (a `soim` client has
+  no cluster key; it proves nothing but that it speaks Curve to the right server key; users log
+  in afterwards).
+
+A plain-text (NULL) peer never completes a handshake with a Curve server, so it gets nothing.
+
+pyzmq's `configure_curve(location=CURVE_ALLOW_ANY)` switches on a flag that covers *every*
+domain, which would open the cluster domain as well; so each domain gets its own key policy
+through `configure_curve_callback` instead.
+
+Order: `Security.start()` runs (inside the event loop) before any socket binds. Server sockets
+are also marked ZAP_ENFORCE_DOMAIN, so a socket bound while no authenticator runs refuses
+every client instead of admitting all of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from fabric import keys
+
+CLUSTER_DOMAIN = "cluster"
+CLIENT_DOMAIN = "client"
+
+
+class _ClusterKeys:
+    """ZAP policy of the cluster domain: a fixed set of authorized z85 public keys."""
+
+    def __init__(self, authorized: frozenset[bytes]) -> None:
+        self.authorized = authorized
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return domain == CLUSTER_DOMAIN and key in self.authorized
+
+
+class _AnyClient:
+    """ZAP policy of the client domain: every Curve client may try to log in."""
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return domain == CLIENT_DOMAIN
+
+
+class Security:
+    """The ZAP authenticator of one context plus the keys its sockets use."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, keys_dir: Path) -> None:
+        self.ctx = ctx
+        self.keys_dir = Path(keys_dir)
+        self.cluster = keys.load_cluster(self.keys_dir)
+        self._gateway: keys.KeyPair | None = None
+        self._auth: AsyncioAuthenticator | None = None
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._auth is not None
+
+    def start(self) -> None:
+        """Start answering ZAP requests; call from the running event loop, before any bind."""
+        if self._auth is not None:
+            raise RuntimeError("Security already started")
+        authorized = self._authorized_keys()
+        auth = AsyncioAuthenticator(self.ctx)
+        auth.configure_curve_callback(CLUSTER_DOMAIN, credentials_provider=_ClusterKeys(authorized))
+        auth.configure_curve_callback(CLIENT_DOMAIN, credentials_provider=_AnyClient())
+        auth.start()
+        self._auth = auth
+
+    def stop(self) -> None:
+        """Stop the authenticator and close its socket; from then on every handshake fails."""
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def cluster_server(self, sock: zmq.Socket) -> None:
+        """Make `sock` a Curve server with the cluster key, admitting only authorized keys."""
+        self._server(sock, self.cluster.secret, CLUSTER_DOMAIN)
+
+    def client_server(self, sock: zmq.Socket) -> None:
+        """Make `sock` the gateway's Curve server for `soim` clients (any client key)."""
+        if self._gateway is None:
+            self._gateway = keys.load_gateway(self.keys_dir)
+        self._server(sock, self._gateway.secret, CLIENT_DOMAIN)
+
+    def cluster_client(self, sock: zmq.Socket, server_public: bytes) -> None:
+        """Make `sock` a Curve client of a peer node, presenting the cluster keypair."""
+        _client(sock, self.cluster, server_public)
+
+    def _server(self, sock: zmq.Socket, secret: bytes, domain: str) -> None:
+        if self._auth is None:
+            raise RuntimeError("Security.start() must run before a server socket is set up")
+        sock.curve_secretkey = secret
+        sock.curve_server = True
+        sock.zap_domain = domain.encode()
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+
+    def _authorized_keys(self) -> frozenset[bytes]:
+        """The public keys in keys_dir/authorized; KeysMissing when there are none."""
+        location = self.keys_dir / keys.AUTHORIZED
+        try:
+            found = zmq.auth.load_certificates(location)
+        except (OSError, ValueError) as err:
+            raise keys.KeysMissing(self.keys_dir, f"{keys.AUTHORIZED}/: {err}") from None
+        if not found:
+            raise keys.KeysMissing(self.keys_dir, f"{keys.AUTHORIZED}/ holds no public key")
+        return frozenset(found)
+
+
+def anonymous_client(sock: zmq.Socket, server_public: bytes) -> None:
+    """Make `sock` a Curve client with a fresh ephemeral keypair (a `soim` client has no keys)."""
+    public, secret = zmq.curve_keypair()
+    _client(sock, keys.KeyPair(public=public, secret=secret), server_public)
+
+
+def _client(sock: zmq.Socket, pair: keys.KeyPair, server_public: bytes) -> None:
+    sock.curve_secretkey = pair.secret
+    sock.curve_publickey = pair.public
+    sock.curve_serverkey = server_public
