@@ -1,16 +1,23 @@
-"""The drain helper: one await, then take whatever else is already queued without blocking.
+"""Batch I/O on zmq.asyncio sockets: drain what is queued, send a batch without waiting.
 
-Role: the receive half of every so-im loop (`recv_ready(sock, max_batch)`); works on any
-zmq.asyncio socket (ROUTER, DEALER, SUB). Waking once per batch instead of once per frame is what
-keeps the per-message cost low at every hop.
+Role: the receive and send halves of every so-im hot loop. `recv_ready(sock, max_batch)` waits
+once, then takes whatever else is already queued with NOBLOCK; `send_batch(sock, messages)`
+sends many multipart messages through the socket's synchronous shadow with plain int flags and
+then re-arms the asyncio reader, so a recv pending on the same socket cannot miss an edge.
+Works on any socket type (ROUTER, DEALER, PUB, SUB).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import zmq
 import zmq.asyncio
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE)
+_MORE_NOBLOCK = _MORE | _NOBLOCK
+_EVENTS = int(zmq.EVENTS)
 
 
 async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> list[list[bytes]]:
@@ -28,3 +35,23 @@ async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> list[list[byte
     except zmq.Again:
         pass
     return batch
+
+
+def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int:
+    """Send each multipart message now; return how many were dropped at the high-water mark.
+
+    Sending may make libzmq read pending input and swallow the edge an asyncio reader waits on;
+    reading EVENTS through the asyncio socket afterwards reschedules that reader.
+    """
+    shadow = sock._shadow_sock
+    send = shadow.send
+    dropped = 0
+    for frames in messages:
+        last = len(frames) - 1
+        try:
+            for i, frame in enumerate(frames):
+                send(frame, _MORE_NOBLOCK if i < last else _NOBLOCK)
+        except zmq.Again:
+            dropped += 1
+    sock.get(_EVENTS)
+    return dropped

@@ -6,11 +6,13 @@ gateway's client ROUTER.
 
 Frame layout (after any routing identity a ROUTER prepends, or the topic a PUB prepends):
 
-    frame 0  MAGIC    b"SOIM\\x01"  — protocol and version
-    frame 1  header   soim.Header (common.proto): kind, request_id, method, deadline_ms,
-                      error, detail, sender
-    frame 2  payload  the serialized request/reply/event message named by `method`
-                      (empty on an error reply)
+    frame 0  MAGIC + header   b"SOIM\\x01" (protocol and version, 5 bytes) followed by the
+                             serialized soim.Header (common.proto): kind, request_id, method,
+                             deadline_ms, error, detail, sender
+    frame 1  payload         the serialized request/reply/event message named by `method`
+                             (empty on an error reply)
+
+Two frames, not three: every frame costs a send and a receive at every hop.
 
 Validation order in `decode`: frame count → size → magic → header parse → header schema checks
 (kind known; request_id set on requests and replies — an error reply to a request whose header
@@ -33,7 +35,8 @@ from google.protobuf.message import Message
 from schema import common_pb2 as pb
 
 MAGIC = b"SOIM\x01"
-N_FRAMES = 3
+N_FRAMES = 2
+_MAGIC_LEN = len(MAGIC)
 _KINDS = frozenset(pb.Kind.values()) - {pb.KIND_UNSPECIFIED}
 M = TypeVar("M", bound=Message)
 
@@ -78,20 +81,20 @@ class Envelope:
 
 def encode(header: pb.Header, payload: bytes = b"") -> list[bytes]:
     """Frames for `header` and `payload` (the caller prepends identity or topic)."""
-    return [MAGIC, header.SerializeToString(), payload]
+    return [MAGIC + header.SerializeToString(), payload]
 
 
 def request(method: str, request_id: int, deadline_ms: int, payload: bytes,
             sender: str = "") -> list[bytes]:
     """Frames of a REQUEST."""
-    return [MAGIC, pb.Header(kind=pb.REQUEST, request_id=request_id, method=method,
-                             deadline_ms=deadline_ms, sender=sender).SerializeToString(), payload]
+    return [MAGIC + pb.Header(kind=pb.REQUEST, request_id=request_id, method=method,
+                              deadline_ms=deadline_ms, sender=sender).SerializeToString(), payload]
 
 
 def reply(request_id: int, payload: bytes, method: str = "", sender: str = "") -> list[bytes]:
     """Frames of a successful REPLY."""
-    return [MAGIC, pb.Header(kind=pb.REPLY, request_id=request_id, method=method,
-                             sender=sender).SerializeToString(), payload]
+    return [MAGIC + pb.Header(kind=pb.REPLY, request_id=request_id, method=method,
+                              sender=sender).SerializeToString(), payload]
 
 
 def error_reply(request_id: int, code: int, detail: str = "", method: str = "",
@@ -99,12 +102,12 @@ def error_reply(request_id: int, code: int, detail: str = "", method: str = "",
     """Frames of an error REPLY: no payload, just the code and a short safe detail."""
     header = pb.Header(kind=pb.REPLY, request_id=request_id, method=method, error=code,
                        detail=detail[:200], sender=sender)
-    return [MAGIC, header.SerializeToString(), b""]
+    return [MAGIC + header.SerializeToString(), b""]
 
 
 def event(method: str, payload: bytes, sender: str = "") -> list[bytes]:
     """Frames of an EVENT (PUB/SUB or a push to a client)."""
-    return [MAGIC, pb.Header(kind=pb.EVENT, method=method, sender=sender).SerializeToString(),
+    return [MAGIC + pb.Header(kind=pb.EVENT, method=method, sender=sender).SerializeToString(),
             payload]
 
 
@@ -112,14 +115,14 @@ def decode(frames: Sequence[bytes], max_bytes: int) -> Envelope:
     """Validate and decode the envelope frames (identity/topic already removed)."""
     if len(frames) != N_FRAMES:
         raise EnvelopeError(DecodeError.FRAME_COUNT, f"{len(frames)} frames")
-    magic, raw_header, payload = frames
-    if len(raw_header) + len(payload) > max_bytes:
-        raise EnvelopeError(DecodeError.TOO_LARGE, f"{len(raw_header) + len(payload)} bytes")
-    if magic != MAGIC:
+    head, payload = frames
+    if len(head) + len(payload) > max_bytes:
+        raise EnvelopeError(DecodeError.TOO_LARGE, f"{len(head) + len(payload)} bytes")
+    if head[:_MAGIC_LEN] != MAGIC:
         raise EnvelopeError(DecodeError.BAD_MAGIC)
     header = pb.Header()
     try:
-        header.ParseFromString(raw_header)
+        header.ParseFromString(head[_MAGIC_LEN:])
     except (_PbDecodeError, ValueError) as err:  # ValueError: invalid UTF-8 in a string
         raise EnvelopeError(DecodeError.BAD_HEADER, type(err).__name__) from None
     kind = header.kind

@@ -20,7 +20,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import recv_ready
+from fabric.drain import recv_ready, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -48,21 +48,27 @@ class RpcClient:
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[envelope.Envelope]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._deadlines: dict[int, tuple[float, str]] = {}
+        self._outbox: list[list[bytes]] = []
+        self._loop = asyncio.get_running_loop()
+        self._tasks: list[asyncio.Task[None]] = []
         self._in = metrics.FRAMES_IN.labels(name)
         self._out = metrics.FRAMES_OUT.labels(name)
+        self._latency: dict[str, Any] = {}
 
     def start(self) -> None:
-        """Start the task that reads replies."""
-        if self._reader is None:
-            self._reader = asyncio.ensure_future(self._read())
+        """Start the tasks that read replies and expire calls."""
+        if not self._tasks:
+            self._loop = asyncio.get_running_loop()
+            self._tasks = [asyncio.ensure_future(self._read()),
+                           asyncio.ensure_future(self._expire())]
 
     async def close(self) -> None:
         """Fail pending calls with UNAVAILABLE and close the socket."""
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(RpcError(pb.UNAVAILABLE, "client closed"))
@@ -105,31 +111,49 @@ class RpcClient:
         except envelope.EnvelopeError as err:
             raise RpcError(pb.BAD_REQUEST, f"bad reply: {err}") from None
         finally:
-            metrics.RPC_SECONDS.labels(method.name).observe(time.monotonic() - started)
+            latency = self._latency.get(method.name)
+            if latency is None:
+                latency = self._latency[method.name] = metrics.RPC_SECONDS.labels(method.name)
+            latency.observe(time.monotonic() - started)
 
     async def _attempt(self, method: Method, payload: bytes, timeout: float) -> envelope.Envelope:
-        loop = asyncio.get_running_loop()
         rid = next(self._ids)
-        fut: asyncio.Future[envelope.Envelope] = loop.create_future()
+        fut: asyncio.Future[envelope.Envelope] = self._loop.create_future()
+        expires = time.monotonic() + max(timeout, 0.0)
         self._pending[rid] = fut
+        self._deadlines[rid] = (expires, method.name)
         deadline_ms = int((time.time() + timeout) * 1000)
-        timer = loop.call_later(max(timeout, 0.0), self._expire, rid, method.name)
+        self._outbox.append(envelope.request(method.name, rid, deadline_ms, payload, self.node_id))
+        if len(self._outbox) == 1:
+            self._loop.call_soon(self._flush)
         try:
-            await self.sock.send_multipart(
-                envelope.request(method.name, rid, deadline_ms, payload, self.node_id))
-            self._out.inc()
             env = await fut
         finally:
-            timer.cancel()
             self._pending.pop(rid, None)
+            self._deadlines.pop(rid, None)
         if env.header.error != pb.OK:
             raise RpcError(env.header.error, env.header.detail)
         return env
 
-    def _expire(self, rid: int, name: str) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(RpcError(pb.TIMEOUT, f"{name} to {self.endpoint}"))
+    def _flush(self) -> None:
+        """Send every request queued since the last pass, in one batch."""
+        outbox, self._outbox = self._outbox, []
+        dropped = send_batch(self.sock, outbox)
+        self._out.inc(len(outbox) - dropped)
+        if dropped:
+            metrics.BAD_FRAMES.labels(self.name, "hwm_drop").inc(dropped)
+
+    async def _expire(self) -> None:
+        """Fail calls whose deadline has passed with TIMEOUT (one timer for all calls)."""
+        while True:
+            await asyncio.sleep(timing.RPC_EXPIRY_SWEEP_S)  # the sweep period
+            now = time.monotonic()
+            expired = [rid for rid, (at, _) in self._deadlines.items() if at <= now]
+            for rid in expired:
+                _, name = self._deadlines.pop(rid)
+                fut = self._pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(RpcError(pb.TIMEOUT, f"{name} to {self.endpoint}"))
 
     async def _read(self) -> None:
         while True:

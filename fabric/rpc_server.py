@@ -14,7 +14,6 @@ did not parse); they never stop the loop.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,12 +25,11 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import recv_ready
+from fabric.drain import recv_ready, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
-_NOBLOCK = int(zmq.NOBLOCK)
 
 Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
 
@@ -70,7 +68,6 @@ class RpcServer:
 
     async def serve(self) -> None:
         """Receive, dispatch and reply forever (cancel to stop)."""
-        shadow = self.sock._shadow_sock
         while True:
             batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
             self._in.inc(len(batch))
@@ -79,12 +76,7 @@ class RpcServer:
                 out = self._handle(frames)
                 if out is not None:
                     replies.append(out)
-            for out in replies:
-                try:
-                    shadow.send_multipart(out, _NOBLOCK)
-                except zmq.Again:
-                    metrics.BAD_FRAMES.labels(self.name, "reply_dropped").inc()
-            self._out.inc(len(replies))
+            self._send(replies)
 
     async def close(self) -> None:
         """Cancel handler tasks still running."""
@@ -126,7 +118,7 @@ class RpcServer:
         except Exception:
             log.exception("handler %s failed", header.method)
             return self._error(identity, header, pb.INTERNAL, "handler failed")
-        if inspect.isawaitable(result):
+        if not isinstance(result, Message):
             task = asyncio.ensure_future(self._finish(identity, header, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -152,8 +144,13 @@ class RpcServer:
         except Exception:
             log.exception("handler %s failed", header.method)
             out = self._error(identity, header, pb.INTERNAL, "handler failed")
-        await self.sock.send_multipart(out)
-        self._out.inc()
+        self._send([out])
+
+    def _send(self, replies: list[list[bytes]]) -> None:
+        dropped = send_batch(self.sock, replies)
+        self._out.inc(len(replies) - dropped)
+        if dropped:
+            metrics.BAD_FRAMES.labels(self.name, "reply_dropped").inc(dropped)
 
     def _error(self, identity: bytes, header: pb.Header, code: int, detail: str) -> list[bytes]:
         self._served(header.method, code)

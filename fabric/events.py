@@ -1,0 +1,122 @@
+"""Events over PUB/SUB: a node's publisher and a subscriber that listens to many peers.
+
+Role: fire-and-forget fan-out — heartbeats, goodbyes, cache invalidations, and (with a gateway
+id as topic) deliveries from routers to gateways. Frames are `[topic, *envelope]` with an EVENT
+envelope whose method names the payload type.
+Peer sockets: `Publisher` binds a PUB (Curve server); `Subscriber` is one SUB (Curve client)
+connected to the PUB of every peer it follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+from google.protobuf.message import Message
+
+from fabric import envelope, metrics, timing
+from fabric.drain import recv_ready
+
+log = logging.getLogger(__name__)
+_NOBLOCK = int(zmq.NOBLOCK)
+
+EventHandler = Callable[[bytes, envelope.Envelope], None]
+
+
+class Publisher:
+    """A bound PUB socket; `publish` never blocks (a slow subscriber loses events at its HWM)."""
+
+    def __init__(self, sock: zmq.asyncio.Socket, node_id: str, name: str = "events") -> None:
+        self.sock = sock
+        self.node_id = node_id
+        self._shadow = sock._shadow_sock
+        self._out = metrics.FRAMES_OUT.labels(name)
+
+    def publish(self, topic: bytes, method: str, msg: Message) -> None:
+        """Send one event under `topic`."""
+        self.publish_raw(topic, method, msg.SerializeToString())
+
+    def publish_raw(self, topic: bytes, method: str, payload: bytes) -> None:
+        """Send one event whose payload is already serialized."""
+        try:
+            self._shadow.send_multipart([topic, *envelope.event(method, payload, self.node_id)],
+                                        _NOBLOCK)
+            self._out.inc()
+        except zmq.Again:
+            metrics.BAD_FRAMES.labels("events_out", "hwm_drop").inc()
+
+
+class Subscriber:
+    """One SUB socket following many publishers; handlers run per topic prefix on the loop."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, *, max_bytes: int = timing.MAX_FRAME_BYTES,
+                 secure: Callable[[zmq.asyncio.Socket], None] | None = None,
+                 name: str = "events_in") -> None:
+        self.sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
+        if secure is not None:
+            secure(self.sock)
+        self.max_bytes = max_bytes
+        self.name = name
+        self._handlers: list[tuple[bytes, EventHandler]] = []
+        self._connected: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._in = metrics.FRAMES_IN.labels(name)
+
+    def on(self, topic: bytes, handler: EventHandler) -> None:
+        """Subscribe to `topic` (a prefix) and call `handler(topic, envelope)` for each event."""
+        self._handlers.append((topic, handler))
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def connect(self, endpoint: str) -> None:
+        """Follow the publisher at `endpoint` (idempotent)."""
+        if endpoint not in self._connected:
+            self.sock.connect(endpoint)
+            self._connected.add(endpoint)
+
+    def disconnect(self, endpoint: str) -> None:
+        """Stop following `endpoint`."""
+        if endpoint in self._connected:
+            self._connected.discard(endpoint)
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disconnect(endpoint)
+
+    def start(self) -> None:
+        """Start the receive loop."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        """Stop the loop and close the socket."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.sock.close(linger=0)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
+            self._in.inc(len(batch))
+            for frames in batch:
+                self._dispatch(frames)
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        topic = frames[0]
+        try:
+            env = envelope.decode(frames[1:], self.max_bytes)
+        except envelope.EnvelopeError as err:
+            metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+            return
+        for prefix, handler in self._handlers:
+            if topic.startswith(prefix):
+                try:
+                    handler(topic, env)
+                except Exception:
+                    log.exception("event handler for %r failed", prefix)
+                    metrics.BAD_FRAMES.labels(self.name, "handler_failed").inc()

@@ -1,0 +1,180 @@
+"""The live membership view: zeroconf says who exists, ZeroMQ heartbeats say who is alive.
+
+Role: merge discovery callbacks (added/updated/removed) with heartbeats and goodbyes heard on
+the events SUB into one view of live peers, and call `on_added` / `on_updated` / `on_removed`
+exactly once per transition. A peer is alive once it was discovered and a heartbeat came; it is
+dead after PEER_DEAD_AFTER_S without one (a crashed node sends no mDNS goodbye), at once on its
+`Bye` event or its mDNS goodbye. A dead peer whose beats resume comes back.
+Peer sockets: none of its own; it drives the node's events `Subscriber` (connect/disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fabric import envelope, metrics, timing
+from fabric.config import ROLES
+from fabric.discovery import NodeInfo
+from fabric.events import Subscriber
+from schema import fabric_pb2
+
+HEARTBEAT_TOPIC = b"hb"
+BYE_TOPIC = b"bye"
+HEARTBEAT_METHOD = "fabric.Heartbeat"
+BYE_METHOD = "fabric.Bye"
+
+PeerCallback = Callable[["Peer"], None]
+
+
+@dataclass
+class Peer:
+    """One peer as the membership view knows it."""
+
+    info: NodeInfo
+    alive: bool = False
+    last_beat: float = 0.0          # time.monotonic() of the last heartbeat
+    first_seen: float = field(default_factory=time.time)
+    load: float = 0.0
+    sessions: int = 0
+    uptime_s: float = 0.0
+
+    @property
+    def node_id(self) -> str:
+        return self.info.node_id
+
+    @property
+    def role(self) -> str:
+        return self.info.role
+
+
+class Membership:
+    """Live peers of this node's cluster (never itself)."""
+
+    def __init__(self, self_id: str, subscriber: Subscriber, *,
+                 on_added: PeerCallback | None = None,
+                 on_updated: PeerCallback | None = None,
+                 on_removed: PeerCallback | None = None) -> None:
+        self.self_id = self_id
+        self.subscriber = subscriber
+        self._on_added = on_added
+        self._on_updated = on_updated
+        self._on_removed = on_removed
+        self._peers: dict[str, Peer] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        subscriber.on(HEARTBEAT_TOPIC, self._heartbeat)
+        subscriber.on(BYE_TOPIC, self._bye)
+
+    # ---- queries
+    def alive(self, role: str | None = None) -> list[Peer]:
+        """Live peers, optionally of one role, ordered by node id."""
+        return sorted((p for p in self._peers.values() if p.alive and
+                       (role is None or p.role == role)), key=lambda p: p.node_id)
+
+    def get(self, node_id: str) -> Peer | None:
+        """The peer with this id if it is alive."""
+        peer = self._peers.get(node_id)
+        return peer if peer is not None and peer.alive else None
+
+    # ---- lifecycle
+    def start(self) -> None:
+        """Start looking for silent peers."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    async def close(self) -> None:
+        """Stop the sweeper."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+
+    # ---- discovery callbacks
+    def discovered(self, info: NodeInfo) -> None:
+        """zeroconf: a node of our cluster appeared."""
+        if info.node_id == self.self_id:
+            return
+        known = self._peers.get(info.node_id)
+        if known is not None:
+            self.updated(info)
+            return
+        self._peers[info.node_id] = Peer(info)
+        self.subscriber.connect(info.endpoints["events"])
+
+    def updated(self, info: NodeInfo) -> None:
+        """zeroconf: a node's record changed."""
+        peer = self._peers.get(info.node_id)
+        if peer is None:
+            self.discovered(info)
+            return
+        old = peer.info.endpoints.get("events")
+        peer.info = info
+        if old != info.endpoints.get("events"):
+            if old:
+                self.subscriber.disconnect(old)
+            self.subscriber.connect(info.endpoints["events"])
+        if peer.alive and self._on_updated:
+            self._on_updated(peer)
+
+    def vanished(self, info: NodeInfo) -> None:
+        """zeroconf goodbye: the node deregistered."""
+        self._forget(info.node_id)
+
+    # ---- heartbeat events
+    def _heartbeat(self, topic: bytes, env: envelope.Envelope) -> None:
+        try:
+            beat = envelope.parse_payload(fabric_pb2.Heartbeat, env.payload)
+        except envelope.EnvelopeError as err:
+            metrics.BAD_FRAMES.labels("membership", err.reason.value).inc()
+            return
+        peer = self._peers.get(beat.node_id)
+        if peer is None:
+            return  # not (yet) discovered, or a goodbye already came
+        peer.last_beat = time.monotonic()
+        peer.load = beat.load
+        peer.sessions = beat.sessions
+        peer.uptime_s = beat.uptime_s
+        if not peer.alive:
+            peer.alive = True
+            self._gauge()
+            if self._on_added:
+                self._on_added(peer)
+
+    def _bye(self, topic: bytes, env: envelope.Envelope) -> None:
+        try:
+            bye = envelope.parse_payload(fabric_pb2.Bye, env.payload)
+        except envelope.EnvelopeError as err:
+            metrics.BAD_FRAMES.labels("membership", err.reason.value).inc()
+            return
+        self._forget(bye.node_id)
+
+    def _forget(self, node_id: str) -> None:
+        peer = self._peers.pop(node_id, None)
+        if peer is None:
+            return
+        self.subscriber.disconnect(peer.info.endpoints.get("events", ""))
+        if peer.alive:
+            peer.alive = False
+            self._gauge()
+            if self._on_removed:
+                self._on_removed(peer)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(timing.LIVENESS_CHECK_INTERVAL_S)  # periodic liveness check
+            horizon = time.monotonic() - timing.PEER_DEAD_AFTER_S
+            for peer in list(self._peers.values()):
+                if peer.alive and peer.last_beat < horizon:
+                    peer.alive = False
+                    self._gauge()
+                    if self._on_removed:
+                        self._on_removed(peer)
+
+    def _gauge(self) -> None:
+        counts = dict.fromkeys(ROLES, 0)
+        for peer in self._peers.values():
+            counts[peer.role] = counts.get(peer.role, 0) + peer.alive
+        for role, n in counts.items():
+            metrics.PEERS_ALIVE.labels(role).set(n)

@@ -1,0 +1,243 @@
+"""The node base: what every so-im process does besides its role.
+
+Role: lifecycle start → register → serve → graceful stop (SIGTERM/SIGINT, under 5 s); logging
+with the node id; Curve + ZAP on every socket; the fabric.* RPC methods; heartbeats; the live
+membership view; RPC clients to peers; the Prometheus endpoint. A role subclasses `Node`, sets
+`role`, registers its handlers in `on_start` and flushes in `on_stop`.
+Peer sockets: binds an RPC ROUTER and an events PUB (both Curve servers, ZAP domain "cluster");
+one events SUB connected to every discovered peer's PUB; DEALERs to peers via `PeerClients`;
+zeroconf (AsyncZeroconf) for discovery; an HTTP listener for /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from typing import ClassVar
+
+import zmq
+import zmq.asyncio
+
+import fabric
+from fabric import metrics, timing
+from fabric.config import Config, ConfigError
+from fabric.discovery import Discovery, NodeInfo
+from fabric.events import Publisher, Subscriber
+from fabric.membership import (
+    BYE_METHOD,
+    BYE_TOPIC,
+    HEARTBEAT_METHOD,
+    HEARTBEAT_TOPIC,
+    Membership,
+    Peer,
+)
+from fabric.methods import ECHO, STATUS, RpcError
+from fabric.peer_clients import PeerClients
+from fabric.rpc_server import Call, RpcServer
+from fabric.security import Security
+from schema import fabric_pb2
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """Base of every role. Subclasses override the hooks at the bottom."""
+
+    role: ClassVar[str] = "node"
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.log = logging.LoggerAdapter(log, {"node": self.node_id})
+        self.ctx = zmq.asyncio.Context()
+        self.security = Security(self.ctx, cfg.keys_dir)
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self.rpc_sock = self._socket(zmq.ROUTER)
+        self.pub_sock = self._socket(zmq.PUB)
+        self.rpc = RpcServer(self.rpc_sock, self.node_id, cfg.max_frame_bytes)
+        self.publisher = Publisher(self.pub_sock, self.node_id)
+        self.subscriber = Subscriber(self.ctx, max_bytes=cfg.max_frame_bytes,
+                                     secure=self._secure_sub)
+        self.membership = Membership(self.node_id, self.subscriber, on_added=self.peer_added,
+                                     on_updated=self.peer_updated, on_removed=self._peer_removed)
+        self.peers = PeerClients(self.ctx, self.membership, self.node_id, cfg.max_frame_bytes,
+                                 self.security.cluster_client)
+        self.discovery = Discovery(cfg, self.membership.discovered, self.membership.vanished,
+                                   self.membership.updated)
+        self.metrics_server = metrics.MetricsServer(cfg.host, cfg.metrics_port)
+        self.endpoints: dict[str, str] = {}
+        self.info: NodeInfo | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._beat_seq = 0
+
+    # ---- lifecycle
+    async def run(self) -> None:
+        """Start, register, serve until `stop()` or a signal, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            await self.start()
+            await self.stopping.wait()
+        finally:
+            await self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the node to stop (safe from a signal handler)."""
+        self.stopping.set()
+
+    async def start(self) -> None:
+        """Bind, discover, register and begin serving."""
+        self.security.start()
+        self.security.cluster_server(self.rpc_sock)
+        self.security.cluster_server(self.pub_sock)
+        self.endpoints["rpc"] = self._bind(self.rpc_sock, self.cfg.rpc_port)
+        self.endpoints["events"] = self._bind(self.pub_sock, self.cfg.events_port)
+        metrics_port = self.metrics_server.start()
+        self.rpc.register(ECHO, self._echo)
+        self.rpc.register(STATUS, self._status)
+        await self.on_start()
+        self.subscriber.start()
+        self.membership.start()
+        self._tasks.append(asyncio.ensure_future(self.rpc.serve()))
+        self._tasks.append(asyncio.ensure_future(self._beat()))
+        self.info = NodeInfo(
+            node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
+            version=fabric.__version__, host=self.cfg.advertise_host,
+            endpoints=dict(self.endpoints), metrics_port=metrics_port,
+            public_key=self.security.cluster.public.decode(),
+            client_key=self.client_key(), started_at=self.started_at)
+        await self.discovery.async_start()
+        await self.discovery.async_register(self.info)
+        self.log.info("%s %s serving: %s, metrics :%d", self.role, self.node_id,
+                      " ".join(f"{k}={v}" for k, v in self.endpoints.items()), metrics_port)
+
+    async def shutdown(self) -> None:
+        """Deregister, stop intake, flush, close everything with a short linger."""
+        self.log.info("stopping")
+        try:
+            async with asyncio.timeout(timing.SHUTDOWN_BUDGET_S):
+                await self._shutdown_steps()
+        except TimeoutError:
+            self.log.error("shutdown took longer than %.1fs; closing hard",
+                           timing.SHUTDOWN_BUDGET_S)
+        self.ctx.destroy(linger=0)
+        self.log.info("stopped")
+
+    async def _shutdown_steps(self) -> None:
+        self.publisher.publish(BYE_TOPIC, BYE_METHOD, fabric_pb2.Bye(node_id=self.node_id))
+        await self.discovery.async_unregister()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.rpc.close()
+        await self.on_stop()
+        await self.peers.close()
+        await self.membership.close()
+        await self.subscriber.close()
+        await self.discovery.async_close()
+        self.metrics_server.stop()
+        for sock in (self.rpc_sock, self.pub_sock):
+            sock.close(linger=timing.SOCKET_LINGER_MS)
+        self.security.stop()
+
+    # ---- helpers
+    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, timing.SOCKET_LINGER_MS)
+        sock.setsockopt(zmq.SNDHWM, timing.HWM_MESSAGES)
+        sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
+        return sock
+
+    def _bind(self, sock: zmq.asyncio.Socket, port: int) -> str:
+        sock.bind(f"tcp://{self.cfg.host}:{port or '*'}")
+        bound = sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1]
+        return f"tcp://{self.cfg.advertise_host}:{bound}"
+
+    def _secure_sub(self, sock: zmq.asyncio.Socket) -> None:
+        self.security.cluster_client(sock, self.security.cluster.public)
+
+    async def _beat(self) -> None:
+        while True:
+            self._beat_seq += 1
+            load = self.load()
+            metrics.NODE_LOAD.set(load)
+            self.publisher.publish(HEARTBEAT_TOPIC, HEARTBEAT_METHOD, fabric_pb2.Heartbeat(
+                node_id=self.node_id, role=self.role, seq=self._beat_seq, load=load,
+                uptime_s=time.time() - self.started_at, sessions=self.sessions()))
+            await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S)  # the heartbeat period
+
+    def _echo(self, req: fabric_pb2.EchoRequest, call: Call) -> object:
+        if req.fail_code:
+            raise RpcError(req.fail_code, "echo asked to fail")
+        if req.delay_ms:
+            return self._echo_later(req)
+        return fabric_pb2.EchoReply(data=req.data)
+
+    async def _echo_later(self, req: fabric_pb2.EchoRequest) -> fabric_pb2.EchoReply:
+        await asyncio.sleep(req.delay_ms / 1000.0)  # the delay the caller asked for
+        return fabric_pb2.EchoReply(data=req.data)
+
+    def _status(self, req: fabric_pb2.StatusRequest, call: Call) -> fabric_pb2.StatusReply:
+        return fabric_pb2.StatusReply(
+            node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
+            version=fabric.__version__, uptime_s=time.time() - self.started_at, load=self.load(),
+            endpoints=self.endpoints, metrics_port=self.metrics_server.port,
+            peers_alive=[p.node_id for p in self.membership.alive()])
+
+    def _peer_removed(self, peer: Peer) -> None:
+        self.peers.drop(peer.node_id)
+        self.peer_removed(peer)
+
+    # ---- hooks for roles
+    async def on_start(self) -> None:
+        """Register handlers, bind role sockets (endpoints go in `self.endpoints`)."""
+
+    async def on_stop(self) -> None:
+        """Flush and close role state; intake has stopped."""
+
+    def load(self) -> float:
+        """The load figure sent in heartbeats."""
+        return 0.0
+
+    def sessions(self) -> int:
+        """Client sessions held (gateways)."""
+        return 0
+
+    def client_key(self) -> str:
+        """The z85 client-plane server key (gateways); empty for other roles."""
+        return ""
+
+    def peer_added(self, peer: Peer) -> None:
+        """A peer became alive."""
+
+    def peer_updated(self, peer: Peer) -> None:
+        """A live peer's record changed."""
+
+    def peer_removed(self, peer: Peer) -> None:
+        """A peer died or left."""
+
+
+def main(node_cls: type[Node]) -> int:
+    """Run one node of `node_cls` from the environment; config errors are one line, exit 2."""
+    try:
+        cfg = Config.from_env(role=node_cls.role)
+    except ConfigError as err:
+        print(f"{node_cls.role}: {err}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level,
+                        format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_run(node_cls, cfg))
+    except ConfigError as err:
+        print(f"{node_cls.role}: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _run(node_cls: type[Node], cfg: Config) -> None:
+    await node_cls(cfg).run()

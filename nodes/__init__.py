@@ -1,0 +1,1 @@
+"""so-im node roles: gateway, router, directory, storage; each runs as `python -m nodes.<role>`."""

@@ -1,0 +1,1 @@
+"""The directory node of so-im (see __main__ for how it runs)."""

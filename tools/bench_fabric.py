@@ -1,0 +1,197 @@
+"""soimctl bench fabric: RPC and PUB/SUB throughput against a raw pyzmq ceiling, same run.
+
+Role: one benchmark command. A server process (spawned here) serves fabric.Echo through
+`RpcServer`, a raw DEALER→ROUTER echo with no envelope, and a `Publisher`; this process drives
+each with the same number of calls in flight and 100-byte payloads, then prints JSON with
+`rpc_per_s`, `pubsub_per_s`, `ceiling_per_s` and `ratio` = rpc_per_s / ceiling_per_s.
+Every socket uses Curve with the cluster keys, as in a real cluster.
+Peer sockets: DEALER → server ROUTER (RPC and raw), SUB → server PUB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from fabric.config import Config
+from fabric.events import Publisher, Subscriber
+from fabric.keys import load_cluster
+from fabric.methods import ECHO
+from fabric.rpc_client import RpcClient
+from fabric.rpc_server import Call, RpcServer
+from fabric.security import Security
+from schema import fabric_pb2
+
+PAYLOAD = b"x" * 100
+
+
+def _serve(keys_dir: str, ports: Any, stop: Any, publish: Any) -> None:
+    asyncio.run(_server_main(Path(keys_dir), ports, stop, publish))
+
+
+async def _server_main(keys_dir: Path, ports: Any, stop: Any, publish: Any) -> None:
+    ctx = zmq.asyncio.Context()
+    security = Security(ctx, keys_dir)
+    security.start()
+    rpc_sock, raw_sock, pub_sock = (ctx.socket(t) for t in (zmq.ROUTER, zmq.ROUTER, zmq.PUB))
+    for sock in (rpc_sock, raw_sock, pub_sock):
+        security.cluster_server(sock)
+        sock.sndhwm = sock.rcvhwm = 100_000
+    ports.put([s.bind_to_random_port("tcp://127.0.0.1") for s in (rpc_sock, raw_sock, pub_sock)])
+    server = RpcServer(rpc_sock, "bench-server", 1 << 20)
+
+    def echo(req: fabric_pb2.EchoRequest, call: Call) -> fabric_pb2.EchoReply:
+        return fabric_pb2.EchoReply(data=req.data)
+
+    server.register(ECHO, echo)
+    tasks = [asyncio.ensure_future(server.serve()), asyncio.ensure_future(_raw_echo(raw_sock)),
+             asyncio.ensure_future(_publish(Publisher(pub_sock, "bench-server"), publish))]
+    while not stop.is_set():
+        await asyncio.sleep(0.05)  # polling the parent's stop flag
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    security.stop()
+    ctx.destroy(linger=0)
+
+
+async def _raw_echo(sock: zmq.asyncio.Socket) -> None:
+    """The ceiling's server: plain ROUTER echo, drained in batches like the RPC server."""
+    shadow = sock._shadow_sock
+    while True:
+        frames = await sock.recv_multipart()
+        shadow.send_multipart(frames)
+        try:
+            for _ in range(255):
+                shadow.send_multipart(shadow.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+
+
+async def _publish(pub: Publisher, go: Any) -> None:
+    while not go.is_set():
+        await asyncio.sleep(0.01)  # waiting for the parent's go signal
+    event = fabric_pb2.EchoReply(data=PAYLOAD)
+    while True:
+        for _ in range(500):
+            pub.publish(b"bench", "fabric.EchoReply", event)
+        await asyncio.sleep(0)
+
+
+async def _rpc_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
+                    inflight: int, seconds: float) -> float:
+    server_key = security.cluster.public
+    client = RpcClient(ctx, endpoint, max_bytes=1 << 20,
+                       secure=lambda s: security.cluster_client(s, server_key))
+    request = fabric_pb2.EchoRequest(data=PAYLOAD)
+    await client.call(ECHO, request, timeout=5)  # connect and warm up
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await client.call(ECHO, request, timeout=10)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return done / elapsed
+
+
+def _ceiling_rate(security: Security, endpoint: str, inflight: int, seconds: float) -> float:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    security.cluster_client(sock, security.cluster.public)
+    sock.connect(endpoint)
+    sock.send_multipart([PAYLOAD])
+    sock.recv_multipart()  # connect and warm up
+    for _ in range(inflight):
+        sock.send_multipart([PAYLOAD])
+    done = 0
+    started = time.perf_counter()
+    stop_at = started + seconds
+    while True:
+        sock.recv_multipart()
+        done += 1
+        if done % 256 == 0 and time.perf_counter() > stop_at:
+            break
+        sock.send_multipart([PAYLOAD])
+    elapsed = time.perf_counter() - started
+    sock.close(0)
+    ctx.term()
+    return done / elapsed
+
+
+async def _pubsub_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
+                       go: Any, seconds: float) -> float:
+    key = security.cluster.public
+    sub = Subscriber(ctx, max_bytes=1 << 20, secure=lambda s: security.cluster_client(s, key))
+    got = 0
+    first = last = 0.0
+
+    def count(topic: bytes, env: object) -> None:
+        nonlocal got, first, last
+        last = time.perf_counter()
+        if not got:
+            first = last
+        got += 1
+
+    sub.on(b"bench", count)
+    sub.connect(endpoint)
+    sub.start()
+    await asyncio.sleep(0.3)  # let the SUB handshake before the publisher starts
+    go.set()
+    await asyncio.sleep(seconds)  # the measuring window
+    await sub.close()
+    return (got - 1) / (last - first) if got > 1 and last > first else 0.0
+
+
+def run(args: dict[str, Any]) -> int:
+    """Run the benchmark and print its JSON."""
+    cfg = Config.from_env(role="soimctl")
+    load_cluster(cfg.keys_dir)  # a clear error before anything starts
+    seconds = float(args.get("--seconds") or 3)
+    inflight = int(args.get("--inflight") or 64)
+    mpc = mp.get_context("spawn")
+    ports, stop, go = mpc.Queue(), mpc.Event(), mpc.Event()
+    proc = mpc.Process(target=_serve, args=(str(cfg.keys_dir), ports, stop, go), daemon=True)
+    proc.start()
+    try:
+        rpc_port, raw_port, pub_port = ports.get(timeout=20)
+        result = asyncio.run(_measure(cfg, rpc_port, raw_port, pub_port, go, inflight, seconds))
+    finally:
+        stop.set()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    result.update(inflight=inflight, seconds=seconds, payload_bytes=len(PAYLOAD), curve=True,
+                  cpus=os.cpu_count(), python=platform.python_version(),
+                  pyzmq=zmq.__version__, libzmq=zmq.zmq_version())
+    print(json.dumps(result, indent=None if args.get("--json") else 2))
+    return 0
+
+
+async def _measure(cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go: Any,
+                   inflight: int, seconds: float) -> dict[str, Any]:
+    ctx = zmq.asyncio.Context()
+    security = Security(ctx, cfg.keys_dir)
+    try:
+        ceiling = _ceiling_rate(security, f"tcp://127.0.0.1:{raw_port}", inflight, seconds)
+        rpc = await _rpc_rate(ctx, security, f"tcp://127.0.0.1:{rpc_port}", inflight, seconds)
+        pubsub = await _pubsub_rate(ctx, security, f"tcp://127.0.0.1:{pub_port}", go, seconds)
+    finally:
+        ctx.destroy(linger=0)
+    return {"rpc_per_s": round(rpc), "pubsub_per_s": round(pubsub),
+            "ceiling_per_s": round(ceiling), "ratio": round(rpc / ceiling, 3)}

@@ -1,0 +1,76 @@
+"""A read-only window on a running cluster for soimctl: who is alive, and RPC clients to them.
+
+Role: join the cluster as an observer — zeroconf browsing (no registration), the heartbeat SUB
+and the membership view, plus `PeerClients` for RPCs to nodes. It binds nothing.
+Peer sockets: one events SUB connected to every discovered node's PUB, DEALERs to nodes' RPC
+ROUTERs on demand (Curve clients with the cluster keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from types import TracebackType
+
+import zmq.asyncio
+
+from fabric.config import Config
+from fabric.discovery import Discovery
+from fabric.events import Subscriber
+from fabric.keys import load_cluster
+from fabric.membership import Membership, Peer
+from fabric.peer_clients import PeerClients
+from fabric.security import Security
+
+
+class ClusterView:
+    """`async with ClusterView(cfg) as view: peers = await view.settle(2.0)`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ctx = zmq.asyncio.Context()
+        self.security = Security(self.ctx, cfg.keys_dir)
+        cluster_public = load_cluster(cfg.keys_dir).public
+        self.subscriber = Subscriber(
+            self.ctx, max_bytes=cfg.max_frame_bytes,
+            secure=lambda sock: self.security.cluster_client(sock, cluster_public))
+        self.node_id = f"soimctl-{uuid.uuid4().hex[:8]}"
+        self.membership = Membership(self.node_id, self.subscriber)
+        self.discovery = Discovery(cfg, self.membership.discovered, self.membership.vanished,
+                                   self.membership.updated)
+        self.peers = PeerClients(self.ctx, self.membership, self.node_id, cfg.max_frame_bytes,
+                                 self.security.cluster_client)
+
+    async def __aenter__(self) -> ClusterView:
+        self.subscriber.start()
+        self.membership.start()
+        await self.discovery.async_start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.peers.close()
+        await self.membership.close()
+        await self.subscriber.close()
+        await self.discovery.async_close()
+        self.ctx.destroy(linger=0)
+
+    async def settle(self, wait_s: float) -> list[Peer]:
+        """Live peers once every discovered node has been heard, or when `wait_s` runs out.
+
+        A node is listed only after a heartbeat, so a node that crashed but whose mDNS record
+        lingers is never shown.
+        """
+        deadline = time.monotonic() + wait_s
+        quiet_since = time.monotonic()
+        seen = 0
+        while time.monotonic() < deadline:
+            known = len(self.discovery.peers())
+            if known != seen:
+                seen, quiet_since = known, time.monotonic()
+            heard_all = known > 0 and len(self.membership.alive()) >= known
+            if heard_all and time.monotonic() - quiet_since > 0.5:
+                break
+            await asyncio.sleep(0.05)  # polling the view until the deadline
+        return self.membership.alive()
