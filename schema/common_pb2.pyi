@@ -46,6 +46,8 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """too many requests from this session or address"""
     DEADLINE_EXCEEDED: _ErrorCode.ValueType  # 9
     """the request arrived after its own deadline"""
+    NOT_OWNER: _ErrorCode.ValueType  # 10
+    """not this node's user or conversation on its ring view; re-resolve"""
     UNAUTHENTICATED: _ErrorCode.ValueType  # 20
     """authentication and authorisation
     log in first
@@ -114,6 +116,8 @@ RATE_LIMITED: ErrorCode.ValueType  # 8
 """too many requests from this session or address"""
 DEADLINE_EXCEEDED: ErrorCode.ValueType  # 9
 """the request arrived after its own deadline"""
+NOT_OWNER: ErrorCode.ValueType  # 10
+"""not this node's user or conversation on its ring view; re-resolve"""
 UNAUTHENTICATED: ErrorCode.ValueType  # 20
 """authentication and authorisation
 log in first
