@@ -1,0 +1,361 @@
+"""Zeroconf (mDNS) discovery: announce this node, browse for the nodes of its cluster.
+
+Role: publish one `_soim._tcp.local.` service whose TXT record is a `NodeInfo`, and turn the
+services other nodes publish into added / updated / removed callbacks. Its peer sockets are the
+UDP sockets of python-zeroconf on port 5353 (multicast group 224.0.0.251), opened only on the
+addresses of `Config.discovery_ifaces` (default 127.0.0.1): never on a real interface unless
+SOIM_DISCOVERY_IFACES names it. No ZeroMQ socket; liveness is fabric.membership's business,
+because a crashed node sends no mDNS goodbye.
+
+Loopback multicast on Linux: `lo` carries no MULTICAST flag, yet it works without root and
+without `ip link set lo multicast on`. Zeroconf joins 224.0.0.251 with IP_ADD_MEMBERSHIP on
+127.0.0.1, sends with IP_MULTICAST_IF=127.0.0.1 and IP_MULTICAST_LOOP=1, and the kernel loops
+the datagrams back to every socket (any process) that joined the group on lo.
+
+Browser events are coalesced: changes are collected for `timing.DISCOVERY_SETTLE_S`, then
+applied in one pass (resolve every changed service, validate its TXT record, diff the view)
+and the callbacks run on the event loop. A record that fails validation is ignored and counted
+in `bad_records` by its `RecordError`; a peer can never crash the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import ipaddress
+import logging
+import math
+import re
+import socket
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import ifaddr
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from fabric import timing
+from fabric.config import ROLES, Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_soim._tcp.local."
+TXT_VERSION = "1"
+RESOLVE_TIMEOUT_MS = 2000
+"""How long one service's SRV/TXT records may take to arrive before it counts as unresolved."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
+_ENDPOINT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+_ENDPOINT_RE = re.compile(r"^tcp://([A-Za-z0-9_.:-]{1,253}|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
+_Z85_RE = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+_EP = "ep."
+_TXT_MAX = 255
+
+
+class RecordError(enum.Enum):
+    """Why a discovered service is not (or no longer) in the view. A closed set."""
+
+    NOT_UTF8 = "not_utf8"
+    TOO_LONG = "too_long"
+    MISSING_FIELD = "missing_field"
+    BAD_TXT_VERSION = "bad_txt_version"
+    BAD_NAME = "bad_name"
+    BAD_ROLE = "bad_role"
+    BAD_HOST = "bad_host"
+    BAD_ENDPOINT = "bad_endpoint"
+    BAD_NUMBER = "bad_number"
+    BAD_KEY = "bad_key"
+    UNRESOLVED = "unresolved"
+
+
+class DiscoveryError(ValueError):
+    """A TXT record that is not a valid NodeInfo; `reason` is its RecordError."""
+
+    def __init__(self, reason: RecordError, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node announces about itself: the TXT record of its service."""
+
+    node_id: str
+    role: str
+    cluster: str
+    version: str
+    host: str
+    endpoints: Mapping[str, str]  # {"rpc": "tcp://127.0.0.1:5555", "events": ..., "client": ...}
+    metrics_port: int
+    public_key: str  # z85 of the cluster server key
+    client_key: str  # z85 of the gateway key; "" for every other role
+    started_at: float  # time.time() when the node started
+
+    def to_txt(self) -> dict[str, str]:
+        """The TXT properties; `from_txt` reads them back."""
+        txt = {
+            "txtvers": TXT_VERSION, "id": self.node_id, "role": self.role,
+            "cluster": self.cluster, "ver": self.version, "host": self.host,
+            "metrics": str(self.metrics_port), "pk": self.public_key, "ck": self.client_key,
+            "t": repr(self.started_at),
+        }
+        txt.update({_EP + name: url for name, url in self.endpoints.items()})
+        return txt
+
+    @classmethod
+    def from_txt(cls, props: Mapping[bytes, bytes | None] | Mapping[str, str]) -> NodeInfo:
+        """Validate TXT properties (as zeroconf or `to_txt` gives them); DiscoveryError if bad."""
+        txt = _decode(props)
+        if txt.get("txtvers") != TXT_VERSION:
+            raise DiscoveryError(RecordError.BAD_TXT_VERSION, repr(txt.get("txtvers")))
+        node_id = _matching(txt, "id", _NAME_RE, RecordError.BAD_NAME)
+        cluster = _matching(txt, "cluster", _NAME_RE, RecordError.BAD_NAME)
+        role = _field(txt, "role")
+        if role not in ROLES:
+            raise DiscoveryError(RecordError.BAD_ROLE, repr(role))
+        endpoints = {k[len(_EP):]: v for k, v in txt.items() if k.startswith(_EP)}
+        if not endpoints:
+            raise DiscoveryError(RecordError.MISSING_FIELD, "no ep.* endpoint")
+        for name, url in endpoints.items():
+            match = _ENDPOINT_RE.match(url)
+            if not _ENDPOINT_NAME_RE.match(name) or not match or not 0 < int(match[2]) < 65536:
+                raise DiscoveryError(RecordError.BAD_ENDPOINT, f"{name}={url!r}")
+        client_key = txt.get("ck", "")
+        if client_key and not _Z85_RE.match(client_key):
+            raise DiscoveryError(RecordError.BAD_KEY, "ck is not a z85 key")
+        return cls(
+            node_id=node_id, role=role, cluster=cluster,
+            version=_matching(txt, "ver", _VERSION_RE, RecordError.BAD_NAME),
+            host=_matching(txt, "host", _HOST_RE, RecordError.BAD_HOST),
+            endpoints=endpoints,
+            metrics_port=int(_number(txt, "metrics", int, 0, 65535)),
+            public_key=_matching(txt, "pk", _Z85_RE, RecordError.BAD_KEY),
+            client_key=client_key,
+            started_at=_number(txt, "t", float, 0.0, math.inf),
+        )
+
+
+def _decode(props: Mapping[bytes, bytes | None] | Mapping[str, str]) -> dict[str, str]:
+    txt: dict[str, str] = {}
+    for key, value in props.items():
+        raw_key = key if isinstance(key, bytes) else key.encode()
+        raw_value = b"" if value is None else value if isinstance(value, bytes) else value.encode()
+        if len(raw_key) + 1 + len(raw_value) > _TXT_MAX:
+            raise DiscoveryError(RecordError.TOO_LONG, f"{raw_key[:32]!r}")
+        try:
+            txt[raw_key.decode()] = raw_value.decode()
+        except UnicodeDecodeError:
+            raise DiscoveryError(RecordError.NOT_UTF8, f"{raw_key[:32]!r}") from None
+    return txt
+
+
+def _field(txt: Mapping[str, str], key: str) -> str:
+    value = txt.get(key)
+    if value is None:
+        raise DiscoveryError(RecordError.MISSING_FIELD, key)
+    return value
+
+
+def _matching(txt: Mapping[str, str], key: str, pattern: re.Pattern[str],
+              reason: RecordError) -> str:
+    value = _field(txt, key)
+    if not pattern.match(value):
+        raise DiscoveryError(reason, f"{key}={value[:64]!r}")
+    return value
+
+
+def _number(txt: Mapping[str, str], key: str, kind: type[int] | type[float],
+            low: float, high: float) -> int | float:
+    raw = _field(txt, key)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise DiscoveryError(RecordError.BAD_NUMBER, f"{key}={raw[:32]!r}") from None
+    if not low <= value <= high:  # NaN fails this test too
+        raise DiscoveryError(RecordError.BAD_NUMBER, f"{key}={raw[:32]!r}")
+    return value
+
+
+def interface_addresses(ifaces: Sequence[str]) -> list[str]:
+    """The local IPv4 addresses that `ifaces` (addresses or interface names) stand for.
+
+    Raises ConfigError naming SOIM_DISCOVERY_IFACES for anything that is not a local IPv4
+    address or the name of an interface with one; 0.0.0.0 (every interface) is refused.
+    """
+    adapters = ifaddr.get_adapters()
+    by_name = {a.nice_name: a for a in adapters} | {a.name: a for a in adapters}
+    local = {str(ip.ip) for a in adapters for ip in a.ips if ip.is_IPv4}
+    found: list[str] = []
+    for item in ifaces:
+        if item in by_name:
+            addrs = [str(ip.ip) for ip in by_name[item].ips if ip.is_IPv4]
+            if not addrs:
+                raise ConfigError("SOIM_DISCOVERY_IFACES",
+                                  f"interface {item!r} has no IPv4 address")
+        else:
+            try:
+                addr = ipaddress.ip_address(item)
+            except ValueError:
+                raise ConfigError("SOIM_DISCOVERY_IFACES", f"no interface {item!r}") from None
+            if addr.version != 4 or addr.is_unspecified or str(addr) not in local:
+                raise ConfigError("SOIM_DISCOVERY_IFACES",
+                                  f"{item!r} is not an IPv4 address of this host")
+            addrs = [str(addr)]
+        found += [a for a in addrs if a not in found]
+    return found
+
+
+def instance_label(cluster: str, node_id: str) -> str:
+    """The service instance label: `<cluster>-<node_id>`, made a safe DNS label (<= 63 bytes)."""
+    raw = f"{cluster}-{node_id}"
+    label = re.sub(r"[^A-Za-z0-9-]", "-", raw)
+    if label != raw or len(label) > 63:
+        label = f"{label[:54]}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+    return label
+
+
+class Discovery:
+    """One node's zeroconf presence and its view of the other nodes of its cluster."""
+
+    def __init__(self, cfg: Config, on_added: Callable[[NodeInfo], None],
+                 on_removed: Callable[[NodeInfo], None],
+                 on_updated: Callable[[NodeInfo], None]) -> None:
+        self.cfg = cfg
+        self.on_added, self.on_removed, self.on_updated = on_added, on_removed, on_updated
+        self.addresses = interface_addresses(cfg.discovery_ifaces)
+        self.bad_records: Counter[RecordError] = Counter()
+        self._own_id = cfg.node_id
+        self._azc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._own: AsyncServiceInfo | None = None
+        self._pending: dict[str, ServiceStateChange] = {}
+        self._wake = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._records: dict[str, NodeInfo] = {}  # service name -> valid record, any cluster
+        self._peers: dict[str, NodeInfo] = {}  # node id -> record, as the callbacks last saw it
+
+    def peers(self) -> dict[str, NodeInfo]:
+        """The nodes of this cluster, by node id, without this node."""
+        return dict(self._peers)
+
+    async def async_start(self) -> None:
+        """Open zeroconf on the discovery addresses and start browsing."""
+        if self._azc is not None:
+            raise RuntimeError("Discovery already started")
+        self._azc = AsyncZeroconf(interfaces=list(self.addresses), ip_version=IPVersion.V4Only)
+        self._pump = asyncio.ensure_future(self._run())
+        self._browser = AsyncServiceBrowser(self._azc.zeroconf, SERVICE_TYPE,
+                                            handlers=[self._on_change])
+
+    async def async_register(self, info: NodeInfo) -> None:
+        """Announce `info` (after mDNS probing); a second call publishes the new record."""
+        if self._azc is None:
+            raise RuntimeError("Discovery.async_start() first")
+        NodeInfo.from_txt(info.to_txt())  # never publish what peers would reject
+        self._own_id = info.node_id
+        label = instance_label(info.cluster, info.node_id)
+        service = AsyncServiceInfo(
+            SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=_service_port(info),
+            properties=info.to_txt(), server=f"{label}.local.",
+            addresses=[socket.inet_aton(a) for a in self._service_addresses(info)])
+        if self._own is not None and self._own.name == service.name:
+            await (await self._azc.async_update_service(service))
+        else:
+            await self.async_unregister()
+            await self._azc.async_register_service(service)
+        self._own = service
+
+    async def async_unregister(self) -> None:
+        """Withdraw this node's service; peers see it removed at once (mDNS goodbye)."""
+        if self._azc is not None and self._own is not None:
+            own, self._own = self._own, None
+            await (await self._azc.async_unregister_service(own))
+
+    async def async_close(self) -> None:
+        """Stop browsing, say goodbye, close zeroconf. No callback runs afterwards."""
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+            self._pump = None
+        if self._browser is not None:
+            await self._browser.async_cancel()
+            self._browser = None
+        await self.async_unregister()
+        if self._azc is not None:
+            await self._azc.async_close()
+            self._azc = None
+
+    def _service_addresses(self, info: NodeInfo) -> list[str]:
+        """A/PTR addresses: the advertised host when it is an IPv4 literal, else ours."""
+        try:
+            if ipaddress.ip_address(info.host).version == 4:
+                return [info.host]
+        except ValueError:
+            pass
+        return list(self.addresses)
+
+    # ---- browsing
+    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
+                   state_change: ServiceStateChange) -> None:
+        """Browser handler (event loop): remember the latest change per service, wake the pump."""
+        self._pending[name] = state_change
+        self._wake.set()
+
+    async def _run(self) -> None:
+        """Apply pending changes in settled batches, one batch at a time."""
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(timing.DISCOVERY_SETTLE_S)  # coalescing window, not a sync wait
+            self._wake.clear()
+            batch, self._pending = self._pending, {}
+            await self._apply(batch)
+
+    async def _apply(self, batch: Mapping[str, ServiceStateChange]) -> None:
+        names = list(batch)
+        records = await asyncio.gather(*(self._resolve(n, batch[n]) for n in names))
+        for name, record in zip(names, records, strict=True):
+            if record is None:
+                self._records.pop(name, None)
+            else:
+                self._records[name] = record
+        view = {r.node_id: r for r in self._records.values()
+                if r.cluster == self.cfg.cluster and r.node_id != self._own_id}
+        old, self._peers = self._peers, view
+        for node_id in old.keys() - view.keys():
+            self._notify(self.on_removed, old[node_id])
+        for node_id, record in view.items():
+            if node_id not in old:
+                self._notify(self.on_added, record)
+            elif old[node_id] != record:
+                self._notify(self.on_updated, record)
+
+    async def _resolve(self, name: str, change: ServiceStateChange) -> NodeInfo | None:
+        """The service's current valid record, or None (removed, unresolved, bad: counted)."""
+        if change is ServiceStateChange.Removed or self._azc is None:
+            return None
+        service = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await service.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+            self.bad_records[RecordError.UNRESOLVED] += 1
+            return None
+        try:
+            return NodeInfo.from_txt(service.properties)
+        except DiscoveryError as err:
+            self.bad_records[err.reason] += 1
+            log.warning("ignoring bad discovery record %s: %s", name, err)
+            return None
+
+    def _notify(self, callback: Callable[[NodeInfo], None], info: NodeInfo) -> None:
+        try:
+            callback(info)
+        except Exception:
+            log.exception("discovery callback %r failed for %s", callback, info.node_id)
+
+
+def _service_port(info: NodeInfo) -> int:
+    """The SRV port: the node's main endpoint (client for gateways, else rpc, else the first)."""
+    name = next(n for n in ("client", "rpc", *info.endpoints) if n in info.endpoints)
+    return int(info.endpoints[name].rsplit(":", 1)[1])
