@@ -140,9 +140,11 @@ def _load_pair(keys_dir: Path, name: str, need_public: bool = True) -> KeyPair:
 
 def _load_public(path: Path, keys_dir: Path) -> bytes:
     """The public key in certificate file `path`; raises KeysMissing."""
+    if not path.exists():
+        raise KeysMissing(keys_dir)
     public = _readable_public(path)
     if public is None:
-        raise KeysMissing(keys_dir, f"{path.name} is missing or holds no valid public key")
+        raise KeysMissing(keys_dir, f"{path.name} holds no valid public key")
     return public
 
 
