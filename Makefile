@@ -31,6 +31,7 @@ test: $(STAMP) services
 
 proto: $(STAMP)
 	$(BIN)/python -m tools.protogen
+	$(BIN)/python -m tools.protodoc
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
