@@ -252,7 +252,11 @@ class Discovery:
                                             handlers=[self._on_change])
 
     async def async_register(self, info: NodeInfo) -> None:
-        """Announce `info` (after mDNS probing); a second call publishes the new record."""
+        """Announce `info` once mDNS probing is done; a second call publishes the new record.
+
+        Raises DiscoveryError if `info` is not a valid record, and zeroconf's
+        NonUniqueNameException if a live node already announces this cluster and node id.
+        """
         if self._azc is None:
             raise RuntimeError("Discovery.async_start() first")
         NodeInfo.from_txt(info.to_txt())  # never publish what peers would reject
@@ -290,7 +294,7 @@ class Discovery:
             self._azc = None
 
     def _service_addresses(self, info: NodeInfo) -> list[str]:
-        """A/PTR addresses: the advertised host when it is an IPv4 literal, else ours."""
+        """The service's A records: the advertised host if it is an IPv4 literal, else ours."""
         try:
             if ipaddress.ip_address(info.host).version == 4:
                 return [info.host]
