@@ -7,9 +7,12 @@ No sockets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from schema import fabric_pb2
 
@@ -22,6 +25,19 @@ class Method:
     request: type[Message]
     reply: type[Message]
     idempotent: bool = False
+
+
+def catalogue(service: ServiceDescriptor, idempotent: Iterable[str] = ()) -> dict[str, Method]:
+    """The methods of a .proto `service` block, named "<service in lower case>.<rpc>".
+
+    The .proto services are method tables only (no gRPC); `idempotent` names the rpcs a client
+    may retry.
+    """
+    retry = set(idempotent)
+    prefix = service.name.lower()
+    return {m.name: Method(f"{prefix}.{m.name}", GetMessageClass(m.input_type),
+                           GetMessageClass(m.output_type), m.name in retry)
+            for m in service.methods}
 
 
 ECHO = Method("fabric.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply, idempotent=True)
