@@ -67,7 +67,8 @@ class Config:
         if not advertise:
             raise ConfigError("SOIM_ADVERTISE_HOST", "required when SOIM_HOST binds all interfaces")
         ifaces = tuple(
-            p.strip() for p in env.get("SOIM_DISCOVERY_IFACES", advertise).split(",") if p.strip()
+            p.strip() for p in env.get("SOIM_DISCOVERY_IFACES", "127.0.0.1").split(",")
+            if p.strip()
         )
         if not ifaces:
             raise ConfigError("SOIM_DISCOVERY_IFACES", "names no interface")

@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_soim._tcp.local."
 TXT_VERSION = "1"
-RESOLVE_TIMEOUT_MS = 2000
-"""How long one service's SRV/TXT records may take to arrive before it counts as unresolved."""
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
@@ -342,7 +340,7 @@ class Discovery:
         if change is ServiceStateChange.Removed or self._azc is None:
             return None
         service = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await service.async_request(self._azc.zeroconf, RESOLVE_TIMEOUT_MS):
+        if not await service.async_request(self._azc.zeroconf, int(timing.DISCOVERY_RESOLVE_TIMEOUT_S * 1000)):
             self.bad_records[RecordError.UNRESOLVED] += 1
             return None
         try:

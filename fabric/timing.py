@@ -44,3 +44,36 @@ MAX_FRAME_BYTES = 64 * 1024
 
 HWM_MESSAGES = 100_000
 """Send/receive high-water mark on every socket."""
+
+CLIENT_PING_INTERVAL_S = 10.0
+"""A client pings its gateway this often when it has nothing else to say."""
+
+SESSION_IDLE_EXPIRY_S = 30.0
+"""A gateway drops a session that sent nothing (not even a ping) for this long."""
+
+CLIENT_REQUEST_TIMEOUT_S = 10.0
+"""The gateway's own deadline for a client request (client clocks are not trusted)."""
+
+UPSTREAM_TIMEOUT_S = 5.0
+"""Deadline of a gateway's call to a directory, router or storage node."""
+
+REBIND_SNAPSHOT_INTERVAL_S = 5.0
+"""A gateway re-sends each router the full list of its sessions this often (self-healing)."""
+
+REBIND_RETRY_S = 0.3
+"""Pause before a gateway retries bindings a router refused as not its own."""
+
+SESSION_RATE_PER_S = 50.0
+"""Requests per second a session may sustain (token bucket refill rate)."""
+
+SESSION_RATE_BURST = 200.0
+"""Requests a session may send in a burst (token bucket size)."""
+
+REDIRECT_MARGIN_SESSIONS = 20
+"""A login is redirected only to a gateway with at least this many fewer sessions ..."""
+
+REDIRECT_RATIO = 0.75
+"""... and at most this fraction of this gateway's sessions."""
+
+DISCOVERY_RESOLVE_TIMEOUT_S = 2.0
+"""How long discovery waits for a peer's SRV/TXT/A answers before giving up on that record."""
