@@ -340,7 +340,8 @@ class Discovery:
         if change is ServiceStateChange.Removed or self._azc is None:
             return None
         service = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await service.async_request(self._azc.zeroconf, int(timing.DISCOVERY_RESOLVE_TIMEOUT_S * 1000)):
+        timeout_ms = int(timing.DISCOVERY_RESOLVE_TIMEOUT_S * 1000)
+        if not await service.async_request(self._azc.zeroconf, timeout_ms):
             self.bad_records[RecordError.UNRESOLVED] += 1
             return None
         try:
