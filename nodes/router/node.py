@@ -1,15 +1,174 @@
 """The router node: presence and routing over a consistent-hash ring of routers.
 
-Role today: a runnable member of the cluster — it starts, registers in zeroconf, heartbeats,
-serves the fabric.* methods and stops gracefully. Presence, the ring and delivery arrive with
-their own module here.
-Peer sockets: those of `fabric.node.Node` (RPC ROUTER, events PUB, events SUB, peer DEALERs).
+Role: own the users that hash to this router on the ring of live routers (`fabric.ring.Ring`
+over their node ids, itself included) and hold their sessions (`presence.Presence`); serve the
+Router RPCs of `api.ROUTER` — BindSessions (NOT_OWNER per binding for users of another router;
+a full snapshot replaces one gateway's sessions), UnbindSessions, Lookup, OnlineUsers (one page
+of owned users) and Deliver (fan-out through `delivery.fan_out`, published as GatewayDelivery
+events under `api.delivery_topic(gateway id)`). Membership drives the rest: a router joining,
+leaving or dying changes the ring and the sessions of users this router no longer owns are
+dropped at once (gateways re-bind them at the new owner); a gateway dying takes its sessions
+with it. The heartbeat load is the number of bound sessions.
+Peer sockets: those of `fabric.node.Node` — the RPC ROUTER (gateways and storage call it), the
+events PUB (heartbeats and deliveries; every gateway subscribes), the events SUB (peers'
+heartbeats, for membership) and peer DEALERs (unused by the router itself).
 """
 
+from __future__ import annotations
+
+import re
+
+from prometheus_client import Counter, Gauge
+
+from fabric.config import Config
+from fabric.membership import Peer
+from fabric.methods import RpcError
 from fabric.node import Node
+from fabric.ring import Ring
+from fabric.rpc_server import Call
+from nodes.router.api import DELIVERY_METHOD, ROUTER, delivery_topic
+from nodes.router.delivery import fan_out
+from nodes.router.presence import Binding, Presence
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+SESSIONS = Gauge("soim_router_sessions", "Sessions bound at this router")
+USERS = Gauge("soim_router_users", "Users with a session bound at this router")
+BIND_RESULTS = Counter("soim_router_bind_results_total", "Bindings answered, by result",
+                       ["result"])
+SESSIONS_DROPPED = Counter("soim_router_sessions_dropped_total",
+                           "Sessions forgotten other than by unbind, by reason", ["reason"])
+DELIVERIES = Counter("soim_router_deliveries_published_total",
+                     "GatewayDelivery events published")
+PUSHES = Counter("soim_router_session_pushes_total", "Pushes published to sessions")
+PUSHES_TOO_LARGE = Counter("soim_router_pushes_too_large_total",
+                           "Session pushes dropped: larger than a frame")
+
+GATEWAY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+"""A node id as SOIM_NODE_ID allows it (fabric.config)."""
+MAX_SESSION_ID_BYTES = 255   # a ZeroMQ routing identity
+MAX_DEVICE_CHARS = 32        # client.proto RegisterRequest.device
+MAX_LOOKUP_USERS = 1000      # keeps a Lookup reply well under the frame limit
+MAX_PAGE = 1000              # OnlineUsers page size ceiling
+DEFAULT_PAGE = 50            # OnlineUsers limit 0
+EVENT_HEADER_ROOM = 512      # bytes of a frame left for the event header (method, sender)
+
+_OK = pb.OK
+_NOT_OWNER = pb.NOT_OWNER
+_INVALID = pb.INVALID_ARGUMENT
 
 
 class RouterNode(Node):
     """A router."""
 
     role = "router"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.presence = Presence()
+        self.ring = Ring([self.node_id])
+        self._delivery_budget = cfg.max_frame_bytes - EVENT_HEADER_ROOM
+        self._bind_counts = {code: BIND_RESULTS.labels(pb.ErrorCode.Name(code))
+                             for code in (_OK, _NOT_OWNER, _INVALID)}
+
+    # ---- node hooks
+    async def on_start(self) -> None:
+        SESSIONS.set_function(lambda: self.presence.session_count)
+        USERS.set_function(lambda: self.presence.user_count)
+        self.rpc.register(ROUTER["BindSessions"], self._bind)
+        self.rpc.register(ROUTER["UnbindSessions"], self._unbind)
+        self.rpc.register(ROUTER["Lookup"], self._lookup)
+        self.rpc.register(ROUTER["OnlineUsers"], self._online_users)
+        self.rpc.register(ROUTER["Deliver"], self._deliver)
+
+    def load(self) -> float:
+        return float(self.presence.session_count)
+
+    def peer_added(self, peer: Peer) -> None:
+        if peer.role == "router":
+            self._ring_changed()
+
+    def peer_removed(self, peer: Peer) -> None:
+        if peer.role == "router":
+            self._ring_changed()
+        elif peer.role == "gateway":
+            dropped = self.presence.drop_gateway(peer.node_id)
+            SESSIONS_DROPPED.labels("gateway_gone").inc(dropped)
+            self.log.info("gateway %s gone: dropped %d sessions", peer.node_id, dropped)
+
+    # ---- ring
+    def owns(self, user_id: int) -> bool:
+        """Is `user_id` this router's on its current ring?"""
+        return self.ring.owner(user_id) == self.node_id
+
+    def _ring_changed(self) -> None:
+        ring = Ring([self.node_id, *(p.node_id for p in self.membership.alive("router"))])
+        if ring == self.ring:
+            return
+        self.ring = ring
+        dropped = self.presence.retain_users(self.owns)
+        SESSIONS_DROPPED.labels("ring_change").inc(dropped)
+        self.log.info("ring now %s: dropped %d sessions of users owned elsewhere",
+                      ",".join(sorted(ring.members)), dropped)
+
+    # ---- RPC handlers (plain functions: answered in the same drain pass)
+    def _bind(self, req: cluster_pb2.BindRequest, call: Call) -> cluster_pb2.BindReply:
+        snapshot_of = req.gateway_id if req.full_snapshot else None
+        if snapshot_of is not None and not GATEWAY_ID_RE.match(snapshot_of):
+            raise RpcError(_INVALID, "a full snapshot needs a valid gateway_id")
+        results: list[int] = []
+        accepted: list[Binding] = []
+        for b in req.bindings:
+            code = self._check(b, snapshot_of)
+            results.append(code)
+            if code == _OK:
+                accepted.append(Binding(b.user_id, b.gateway_id, b.session_id, b.device))
+        if snapshot_of is not None:
+            dropped = self.presence.replace_gateway(snapshot_of, accepted)
+            SESSIONS_DROPPED.labels("snapshot").inc(dropped)
+        else:
+            for binding in accepted:
+                self.presence.bind(*binding)
+        for code in results:
+            self._bind_counts[code].inc()
+        return cluster_pb2.BindReply(results=results)
+
+    def _check(self, b: cluster_pb2.SessionBinding, snapshot_of: str | None) -> int:
+        if (not b.user_id or not b.session_id or len(b.session_id) > MAX_SESSION_ID_BYTES
+                or len(b.device) > MAX_DEVICE_CHARS or not GATEWAY_ID_RE.match(b.gateway_id)
+                or (snapshot_of is not None and b.gateway_id != snapshot_of)):
+            return _INVALID
+        return _OK if self.owns(b.user_id) else _NOT_OWNER
+
+    def _unbind(self, req: cluster_pb2.UnbindRequest, call: Call) -> cluster_pb2.UnbindReply:
+        for s in req.sessions:
+            self.presence.unbind(s.user_id, s.gateway_id, s.session_id)
+        return cluster_pb2.UnbindReply()
+
+    def _lookup(self, req: cluster_pb2.UserIds, call: Call) -> cluster_pb2.LookupReply:
+        if len(req.user_ids) > MAX_LOOKUP_USERS:
+            raise RpcError(_INVALID, f"at most {MAX_LOOKUP_USERS} user ids per lookup")
+        reply = cluster_pb2.LookupReply()
+        for user_id in req.user_ids:
+            entry = reply.users.add(user_id=user_id)
+            for b in self.presence.bindings_of(user_id):
+                entry.sessions.add(user_id=user_id, gateway_id=b.gateway_id,
+                                   session_id=b.session_id, device=b.device)
+        return reply
+
+    def _online_users(self, req: client_pb2.OnlineUsersRequest,
+                      call: Call) -> cluster_pb2.RouterOnlineUsersReply:
+        limit = min(req.limit or DEFAULT_PAGE, MAX_PAGE)
+        page, more = self.presence.users_after(req.cursor, limit)
+        return cluster_pb2.RouterOnlineUsersReply(user_ids=page, more=more)
+
+    def _deliver(self, req: cluster_pb2.DeliverBatch, call: Call) -> cluster_pb2.DeliverReply:
+        out = fan_out(self.presence, req, self.node_id, self._delivery_budget)
+        publish = self.publisher.publish
+        for gateway_id, event in out.events:
+            publish(delivery_topic(gateway_id), DELIVERY_METHOD, event)
+        DELIVERIES.inc(len(out.events))
+        PUSHES.inc(out.sessions)
+        if out.too_large:
+            PUSHES_TOO_LARGE.inc(out.too_large)
+        return cluster_pb2.DeliverReply(sessions=out.sessions)
