@@ -56,8 +56,8 @@ class Node:
         self.security = Security(self.ctx, cfg.keys_dir)
         self.started_at = time.time()
         self.stopping = asyncio.Event()
-        self.rpc_sock = self._socket(zmq.ROUTER)
-        self.pub_sock = self._socket(zmq.PUB)
+        self.rpc_sock = self.new_socket(zmq.ROUTER)
+        self.pub_sock = self.new_socket(zmq.PUB)
         self.rpc = RpcServer(self.rpc_sock, self.node_id, cfg.max_frame_bytes)
         self.publisher = Publisher(self.pub_sock, self.node_id)
         self.subscriber = Subscriber(self.ctx, max_bytes=cfg.max_frame_bytes,
@@ -95,8 +95,8 @@ class Node:
         self.security.start()
         self.security.cluster_server(self.rpc_sock)
         self.security.cluster_server(self.pub_sock)
-        self.endpoints["rpc"] = self._bind(self.rpc_sock, self.cfg.rpc_port)
-        self.endpoints["events"] = self._bind(self.pub_sock, self.cfg.events_port)
+        self.endpoints["rpc"] = self.bind_socket(self.rpc_sock, self.cfg.rpc_port)
+        self.endpoints["events"] = self.bind_socket(self.pub_sock, self.cfg.events_port)
         metrics_port = self.metrics_server.start()
         self.rpc.register(ECHO, self._echo)
         self.rpc.register(STATUS, self._status)
@@ -146,14 +146,16 @@ class Node:
         self.security.stop()
 
     # ---- helpers
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+    def new_socket(self, kind: int) -> zmq.asyncio.Socket:
+        """A socket of this node's context with the fabric's linger and high-water marks."""
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, timing.SOCKET_LINGER_MS)
         sock.setsockopt(zmq.SNDHWM, timing.HWM_MESSAGES)
         sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
         return sock
 
-    def _bind(self, sock: zmq.asyncio.Socket, port: int) -> str:
+    def bind_socket(self, sock: zmq.asyncio.Socket, port: int) -> str:
+        """Bind on SOIM_HOST (`port` 0: any free port); return the advertised endpoint."""
         sock.bind(f"tcp://{self.cfg.host}:{port or '*'}")
         bound = sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1]
         return f"tcp://{self.cfg.advertise_host}:{bound}"
