@@ -8,7 +8,9 @@ Handlers take `(request, call)` and return the reply message. Hot handlers are p
 answered in the same drain pass; a handler may instead return an awaitable, which runs as a task
 bounded by the request's deadline. A handler raises `RpcError` to answer with an error code.
 Bad frames are counted by reason and answered with an error code (request id 0 when the header
-did not parse); they never stop the loop.
+did not parse); they never stop the loop. An optional `gate(identity, method)` may refuse a
+request before it is parsed (the gateway: log in first, rate limits); `own_deadline_s` replaces
+the caller's deadline by the server's own (for clients, whose clocks are not trusted).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from schema import common_pb2 as pb
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
+Gate = Callable[[bytes, Method], int]
+"""Called with (identity, method) before a request is parsed; a non-OK ErrorCode refuses it."""
 
 
 @dataclass(slots=True)
@@ -51,8 +55,11 @@ class RpcServer:
     """Serves methods on a bound ROUTER socket until `serve()` is cancelled."""
 
     def __init__(self, sock: zmq.asyncio.Socket, node_id: str, max_bytes: int,
-                 name: str = "rpc") -> None:
+                 name: str = "rpc", gate: Gate | None = None,
+                 own_deadline_s: float | None = None) -> None:
         self.sock = sock
+        self.gate = gate
+        self.own_deadline_s = own_deadline_s
         self.node_id = node_id
         self.max_bytes = max_bytes
         self.name = name
@@ -104,7 +111,13 @@ class RpcServer:
             return [identity, *envelope.error_reply(header.request_id, pb.UNKNOWN_METHOD,
                                                     header.method[:64], sender=self.node_id)]
         method, handler = entry
-        if header.deadline_ms < time.time() * 1000.0:
+        if self.gate is not None:
+            code = self.gate(identity, method)
+            if code != pb.OK:
+                return self._error(identity, header, code, "")
+        if self.own_deadline_s is not None:
+            header.deadline_ms = int((time.time() + self.own_deadline_s) * 1000)
+        elif header.deadline_ms < time.time() * 1000.0:
             self._served(method.name, pb.DEADLINE_EXCEEDED)
             return None  # the caller has already given up
         try:
