@@ -3,6 +3,8 @@
 Role: send REQUEST envelopes with a request id and an absolute deadline, match REPLY envelopes
 back to their callers, fail calls whose deadline passes with TIMEOUT, and retry only methods
 marked idempotent (a fresh request id per attempt, each attempt a share of the deadline).
+EVENT frames the server pushes on the same connection (a gateway's pushes to a client) go to
+`on_event`.
 Peer sockets: one connected DEALER (Curve client) per peer ROUTER served by `RpcServer`.
 """
 
@@ -34,11 +36,13 @@ class RpcClient:
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, *, node_id: str = "",
                  max_bytes: int = timing.MAX_FRAME_BYTES,
                  secure: Callable[[zmq.asyncio.Socket], None] | None = None,
-                 name: str = "rpc_client") -> None:
+                 name: str = "rpc_client",
+                 on_event: Callable[[envelope.Envelope], None] | None = None) -> None:
         self.endpoint = endpoint
         self.node_id = node_id
         self.max_bytes = max_bytes
         self.name = name
+        self.on_event = on_event
         self.sock: zmq.asyncio.Socket = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, timing.SOCKET_LINGER_MS)
         self.sock.setsockopt(zmq.SNDHWM, timing.HWM_MESSAGES)
@@ -164,6 +168,10 @@ class RpcClient:
                     env = envelope.decode(frames, self.max_bytes)
                 except envelope.EnvelopeError as err:
                     metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+                    continue
+                if env.header.kind == pb.EVENT:
+                    if self.on_event is not None:
+                        self.on_event(env)
                     continue
                 fut = self._pending.pop(env.header.request_id, None)
                 if fut is None or fut.done():
