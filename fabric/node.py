@@ -170,7 +170,7 @@ class Node:
             metrics.NODE_LOAD.set(load)
             self.publisher.publish(HEARTBEAT_TOPIC, HEARTBEAT_METHOD, fabric_pb2.Heartbeat(
                 node_id=self.node_id, role=self.role, seq=self._beat_seq, load=load,
-                uptime_s=time.time() - self.started_at, sessions=self.sessions()))
+                uptime_s=time.time() - self.started_at, sessions=self.session_count()))
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S)  # the heartbeat period
 
     def _echo(self, req: fabric_pb2.EchoRequest, call: Call) -> object:
@@ -206,7 +206,7 @@ class Node:
         """The load figure sent in heartbeats."""
         return 0.0
 
-    def sessions(self) -> int:
+    def session_count(self) -> int:
         """Client sessions held (gateways)."""
         return 0
 

@@ -77,3 +77,6 @@ REDIRECT_RATIO = 0.75
 
 DISCOVERY_RESOLVE_TIMEOUT_S = 2.0
 """How long discovery waits for a peer's SRV/TXT/A answers before giving up on that record."""
+
+SESSION_SWEEP_INTERVAL_S = 1.0
+"""How often a gateway looks for idle sessions."""

@@ -1,13 +1,36 @@
 """The gateway node: client access over a Curve ROUTER on a well-known port.
 
-Role today: a runnable member of the cluster — it starts, registers in zeroconf with its client
-key in the TXT record, heartbeats, serves the fabric.* methods and stops gracefully. Client
-sessions arrive with their own module here.
-Peer sockets: those of `fabric.node.Node` (RPC ROUTER, events PUB, events SUB, peer DEALERs).
+Role: accept `soim` clients (register, login, resume, the people and group commands), hold
+their sessions, keep each session bound at its owner router, and push to clients what routers
+publish for this gateway. The user of every request comes from the session, never the client.
+Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT);
+the events SUB follows every router's PUB (topic `delivery_topic(this gateway)`); DEALERs to
+directories and routers; plus everything of `fabric.node.Node`.
 """
 
+from __future__ import annotations
+
+import asyncio
+import time
+
+import zmq
+
+from fabric import envelope, metrics, timing
+from fabric.drain import send_batch
 from fabric.keys import load_gateway_public
+from fabric.membership import Peer
+from fabric.methods import Method
 from fabric.node import Node
+from fabric.rpc_server import RpcServer
+from nodes.gateway.api import CLIENT, PRE_AUTH, PUSH_METHOD
+from nodes.gateway.auth import AuthCommands
+from nodes.gateway.binding import RouteBinder
+from nodes.gateway.commands import Commands
+from nodes.gateway.sessions import SessionTable
+from nodes.gateway.upstream import Upstream
+from nodes.router.api import DELIVERY_METHOD, delivery_topic
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
 
 
 class GatewayNode(Node):
@@ -15,5 +38,100 @@ class GatewayNode(Node):
 
     role = "gateway"
 
+    async def on_start(self) -> None:
+        self.sessions = SessionTable()
+        self.client_sock = self.new_socket(zmq.ROUTER)
+        self.security.client_server(self.client_sock)
+        self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
+        self.clients = RpcServer(self.client_sock, self.node_id, self.cfg.max_frame_bytes,
+                                 name="client", gate=self._gate,
+                                 own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S)
+        self.upstream = Upstream(self.membership, self.peers)
+        self.binder = RouteBinder(self.node_id, self.sessions, self.upstream, self._sync_hint)
+        auth = AuthCommands(self.node_id, self.sessions, self.upstream, self.binder,
+                            self.membership)
+        cmds = Commands(self.sessions, self.upstream)
+        handlers = {
+            "Register": auth.register, "Login": auth.login, "Resume": auth.resume,
+            "Logout": auth.logout, "Ping": auth.ping, "Me": auth.me,
+            "OnlineUsers": cmds.online_users, "Friends": cmds.friends,
+            "AddFriend": cmds.add_friend, "SearchUsers": cmds.search_users,
+            "Groups": cmds.groups, "GroupCreate": cmds.group_create,
+            "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
+            "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
+        }
+        for name, handler in handlers.items():
+            self.clients.register(CLIENT[name], handler)
+        self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
+        self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
+                               asyncio.ensure_future(self._expire_idle())]
+        self.binder.start()
+
+    async def on_stop(self) -> None:
+        for task in self._gateway_tasks:
+            task.cancel()
+        await asyncio.gather(*self._gateway_tasks, return_exceptions=True)
+        await self.clients.close()
+        going = client_pb2.Push(notice=client_pb2.Notice(
+            kind=client_pb2.NOTICE_GOING_AWAY, text="gateway stopping; reconnect"))
+        self.push([s.identity for s in self.sessions], going.SerializeToString())
+        await self.binder.close()
+        self.client_sock.close(linger=timing.SOCKET_LINGER_MS)
+
+    # ---- hooks
+    def load(self) -> float:
+        return float(len(self.sessions))
+
+    def session_count(self) -> int:
+        return len(self.sessions)
+
     def client_key(self) -> str:
         return load_gateway_public(self.cfg.keys_dir).decode()
+
+    def peer_added(self, peer: Peer) -> None:
+        if peer.role == "router":
+            self.binder.ring_changed()
+
+    def peer_removed(self, peer: Peer) -> None:
+        if peer.role == "router":
+            self.binder.ring_changed()
+
+    # ---- client plane
+    def _gate(self, identity: bytes, method: Method) -> int:
+        now = time.monotonic()
+        session = self.sessions.touch(identity, now)
+        if session is None:
+            return pb.OK if method.name in PRE_AUTH else pb.UNAUTHENTICATED
+        return pb.OK if session.allow(now) else pb.RATE_LIMITED
+
+    def push(self, identities: list[bytes], push: bytes) -> None:
+        """Send one serialized Push to each of these connections."""
+        frames = envelope.event(PUSH_METHOD, push, self.node_id)
+        dropped = send_batch(self.client_sock, [[i, *frames] for i in identities])
+        if dropped:
+            metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
+
+    def _sync_hint(self, identities: list[bytes]) -> None:
+        hint = client_pb2.Push(sync_hint=client_pb2.SyncHint(
+            reason=client_pb2.SYNC_REASON_ROUTE_CHANGED))
+        self.push(identities, hint.SerializeToString())
+
+    def _on_delivery(self, topic: bytes, env: envelope.Envelope) -> None:
+        if env.header.method != DELIVERY_METHOD:
+            return
+        delivery = envelope.parse_payload(cluster_pb2.GatewayDelivery, env.payload)
+        out: list[list[bytes]] = []
+        for item in delivery.items:
+            frames = envelope.event(PUSH_METHOD, item.push, self.node_id)
+            out.extend([sid, *frames] for sid in item.session_ids
+                       if self.sessions.get(sid) is not None)
+        if out:
+            dropped = send_batch(self.client_sock, out)
+            if dropped:
+                metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
+
+    async def _expire_idle(self) -> None:
+        while True:
+            await asyncio.sleep(timing.SESSION_SWEEP_INTERVAL_S)  # the idle sweep period
+            for session in self.sessions.expire(time.monotonic()):
+                await self.binder.unbind(session)

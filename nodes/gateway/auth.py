@@ -1,0 +1,128 @@
+"""Client commands that open, resume and close sessions: Register, Login, Resume, Logout, Ping, Me.
+
+Role: the gateway side of authentication — the directory checks the password or token, this
+module creates the session (the only source of the user id from then on), binds it at the
+owning router, and may point the client at a clearly less loaded gateway (`redirect`).
+Peer sockets: none of its own; directories and routers are reached through `Upstream` and
+`RouteBinder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fabric import timing
+from fabric.membership import Membership
+from fabric.methods import RpcError
+from fabric.rpc_server import Call
+from nodes.gateway.binding import RouteBinder
+from nodes.gateway.sessions import Session, SessionTable
+from nodes.gateway.upstream import Upstream
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+MAX_DEVICE_CHARS = 32
+
+
+def _device(name: str) -> str:
+    if not name:
+        return "default"
+    if len(name) > MAX_DEVICE_CHARS or not name.isprintable():
+        raise RpcError(pb.INVALID_ARGUMENT, f"device: 1-{MAX_DEVICE_CHARS} printable characters")
+    return name
+
+
+class AuthCommands:
+    """Session-opening handlers of one gateway."""
+
+    def __init__(self, node_id: str, sessions: SessionTable, upstream: Upstream,
+                 binder: RouteBinder, membership: Membership) -> None:
+        self.node_id = node_id
+        self.sessions = sessions
+        self.upstream = upstream
+        self.binder = binder
+        self.membership = membership
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def register(self, req: client_pb2.RegisterRequest, call: Call) -> client_pb2.LoginReply:
+        device = _device(req.device)
+        auth = await self.upstream.directory("Register", cluster_pb2.DirRegisterRequest(
+            account=req.account, password=req.password, nickname=req.nickname))
+        return await self._open(call.identity, auth, device, may_redirect=True)
+
+    async def login(self, req: client_pb2.LoginRequest, call: Call) -> client_pb2.LoginReply:
+        device = _device(req.device)
+        auth = await self.upstream.directory("Login", cluster_pb2.DirLoginRequest(
+            account=req.account, password=req.password))
+        return await self._open(call.identity, auth, device, may_redirect=True)
+
+    async def resume(self, req: client_pb2.ResumeRequest, call: Call) -> client_pb2.LoginReply:
+        device = _device(req.device)
+        auth = await self.upstream.directory("VerifyToken",
+                                             cluster_pb2.DirTokenRequest(token=req.token))
+        return await self._open(call.identity, auth, device, may_redirect=False)
+
+    async def logout(self, req: client_pb2.LogoutRequest, call: Call) -> client_pb2.LogoutReply:
+        session = self.sessions.remove(call.identity)
+        if session is not None:
+            await self.binder.unbind(session)
+            self._touch(session.user_id)
+        return client_pb2.LogoutReply()
+
+    def ping(self, req: client_pb2.PingRequest, call: Call) -> client_pb2.PingReply:
+        return client_pb2.PingReply(client_time_ms=req.client_time_ms,
+                                    server_time_ms=int(time.time() * 1000))
+
+    def me(self, req: client_pb2.MeRequest, call: Call) -> client_pb2.MeReply:
+        s = self.sessions.get(call.identity)
+        assert s is not None  # the gate admits only sessions here
+        return client_pb2.MeReply(user_id=s.user_id, account=s.account, nickname=s.nickname,
+                                  device=s.device, gateway=self.node_id)
+
+    async def _open(self, identity: bytes, auth: cluster_pb2.DirAuthReply, device: str,
+                    may_redirect: bool) -> client_pb2.LoginReply:
+        user = auth.user
+        session = Session(identity=identity, user_id=user.user_id, account=user.account,
+                          nickname=user.nickname, device=device, token=auth.token,
+                          token_expires_ms=auth.token_expires_ms)
+        replaced = self.sessions.add(session)
+        if replaced is not None:
+            await self.binder.unbind(replaced)
+        await self.binder.bind(session)
+        self._touch(user.user_id)
+        reply = client_pb2.LoginReply(user_id=user.user_id, account=user.account,
+                                      nickname=user.nickname, token=auth.token,
+                                      token_expires_ms=auth.token_expires_ms)
+        if may_redirect:
+            target = self.redirect_target()
+            if target is not None:
+                reply.redirect.CopyFrom(target)
+        return reply
+
+    def redirect_target(self) -> client_pb2.Redirect | None:
+        """A gateway with clearly fewer sessions than this one, if there is one."""
+        mine = len(self.sessions)
+        best = min(self.membership.alive("gateway"), key=lambda p: p.sessions, default=None)
+        if best is None or "client" not in best.info.endpoints:
+            return None
+        if (best.sessions + timing.REDIRECT_MARGIN_SESSIONS <= mine
+                and best.sessions <= timing.REDIRECT_RATIO * mine):
+            return client_pb2.Redirect(gateway_id=best.node_id,
+                                       endpoint=best.info.endpoints["client"],
+                                       server_key=best.info.client_key)
+        return None
+
+    def _touch(self, user_id: int) -> None:
+        """Record the user's last activity at a directory, in the background."""
+        seen = cluster_pb2.UserSeen(user_id=user_id, ts_ms=int(time.time() * 1000))
+        task = asyncio.ensure_future(self.upstream.directory(
+            "Touch", cluster_pb2.TouchRequest(seen=[seen])))
+        self._background.add(task)
+        task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # a lost Touch only makes "last active" older

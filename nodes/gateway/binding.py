@@ -1,0 +1,148 @@
+"""Route binding: every session of this gateway is bound at the router owning its user.
+
+Role: bind a session at login, unbind it at logout or expiry, and keep every binding on the
+owner of the current router ring — when a router joins, leaves or dies, the sessions whose
+owner changed are bound at the new owner (in chunks, batched per router), and their clients get
+a `SyncHint` so they fetch what a push may have missed meanwhile. Bindings a router refuses as
+not its own (its ring view lags ours) are retried shortly; a periodic pass heals anything else.
+Peer sockets: DEALERs to router RPC ROUTERs, through `Upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from fabric import timing
+from fabric.methods import RpcError
+from nodes.gateway.sessions import Session, SessionTable
+from nodes.gateway.upstream import Upstream
+from schema import cluster_pb2
+from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+CHUNK = 500
+"""Bindings per BindSessions call (keeps frames well under the size limit)."""
+
+
+class RouteBinder:
+    """Keeps `sessions` bound on the router ring of `upstream`."""
+
+    def __init__(self, gateway_id: str, sessions: SessionTable, upstream: Upstream,
+                 sync_hint: Callable[[list[bytes]], None]) -> None:
+        self.gateway_id = gateway_id
+        self.sessions = sessions
+        self.upstream = upstream
+        self.sync_hint = sync_hint
+        self.bound_at: dict[bytes, str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the reconcile loop."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        """Stop the loop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def ring_changed(self) -> None:
+        """A router joined, left or died: reconcile now."""
+        self._wake.set()
+
+    def binding(self, session: Session) -> cluster_pb2.SessionBinding:
+        """The router's record of `session`."""
+        return cluster_pb2.SessionBinding(user_id=session.user_id, gateway_id=self.gateway_id,
+                                          session_id=session.identity, device=session.device)
+
+    async def bind(self, session: Session) -> None:
+        """Bind a new session at its owner; on any failure the loop binds it later."""
+        ring = self.upstream.ring()
+        if not ring:
+            return
+        owner = ring.owner(session.user_id)
+        try:
+            reply = await self.upstream.router(owner, "BindSessions", cluster_pb2.BindRequest(
+                bindings=[self.binding(session)], gateway_id=self.gateway_id))
+        except RpcError as err:
+            log.warning("bind of user %d at %s failed: %s", session.user_id, owner, err)
+            self._wake.set()
+            return
+        if list(reply.results) == [pb.OK]:
+            self.bound_at[session.identity] = owner
+        else:
+            self._wake.set()
+
+    async def unbind(self, session: Session) -> None:
+        """Forget a session at the router it is bound to (best effort)."""
+        router = self.bound_at.pop(session.identity, None)
+        if router is None:
+            return
+        ref = cluster_pb2.SessionRef(user_id=session.user_id, gateway_id=self.gateway_id,
+                                     session_id=session.identity)
+        with contextlib.suppress(RpcError):
+            await self.upstream.router(router, "UnbindSessions",
+                                       cluster_pb2.UnbindRequest(sessions=[ref]))
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timing.REBIND_SNAPSHOT_INTERVAL_S):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                if not await self.reconcile():
+                    await asyncio.sleep(timing.REBIND_RETRY_S)  # back off before retrying
+                    self._wake.set()
+            except Exception:
+                log.exception("reconcile failed")
+
+    async def reconcile(self) -> bool:
+        """Bind every session not bound at its owner; True when all are where they belong."""
+        ring = self.upstream.ring()
+        if not ring:
+            return True
+        live = {s.identity for s in self.sessions}
+        for identity in [i for i in self.bound_at if i not in live]:
+            del self.bound_at[identity]
+        todo: dict[str, list[Session]] = {}
+        for session in self.sessions:
+            owner = ring.owner(session.user_id)
+            if self.bound_at.get(session.identity) != owner:
+                todo.setdefault(owner, []).append(session)
+        if not todo:
+            return True
+        results = await asyncio.gather(*(self._bind_chunk(owner, chunk)
+                                         for owner, group in todo.items()
+                                         for chunk in _chunks(group)))
+        return all(results)
+
+    async def _bind_chunk(self, owner: str, chunk: list[Session]) -> bool:
+        try:
+            reply = await self.upstream.router(owner, "BindSessions", cluster_pb2.BindRequest(
+                bindings=[self.binding(s) for s in chunk], gateway_id=self.gateway_id))
+        except RpcError as err:
+            log.warning("rebinding %d sessions at %s failed: %s", len(chunk), owner, err)
+            return False
+        moved: list[bytes] = []
+        complete = True
+        for session, code in zip(chunk, reply.results, strict=False):
+            if code != pb.OK:
+                complete = False
+                continue
+            if self.bound_at.get(session.identity) is not None:
+                moved.append(session.identity)
+            self.bound_at[session.identity] = owner
+        if moved:
+            self.sync_hint(moved)
+        return complete and len(reply.results) == len(chunk)
+
+
+def _chunks(sessions: list[Session]) -> list[list[Session]]:
+    return [sessions[i:i + CHUNK] for i in range(0, len(sessions), CHUNK)]

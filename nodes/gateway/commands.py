@@ -1,0 +1,124 @@
+"""Client commands about people and groups: users, friends, add, search, group … .
+
+Role: each handler takes the user from the session (never from the request), asks the
+directory, fills in online state from the routers, and pushes notices to the other side where
+a command concerns them (a friend request, an accepted request).
+Peer sockets: none of its own; directories and routers are reached through `Upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fabric.methods import RpcError
+from fabric.rpc_server import Call
+from nodes.gateway.sessions import Session, SessionTable
+from nodes.gateway.upstream import Upstream
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+ONLINE_PAGE_DEFAULT = 50
+ONLINE_PAGE_MAX = 200
+
+
+class Commands:
+    """People and group handlers of one gateway."""
+
+    def __init__(self, sessions: SessionTable, upstream: Upstream) -> None:
+        self.sessions = sessions
+        self.upstream = upstream
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _me(self, call: Call) -> Session:
+        session = self.sessions.get(call.identity)
+        if session is None:  # the gate admits only sessions here; a logout may race
+            raise RpcError(pb.UNAUTHENTICATED, "log in first")
+        return session
+
+    async def online_users(self, req: client_pb2.OnlineUsersRequest,
+                           call: Call) -> client_pb2.OnlineUsersReply:
+        self._me(call)
+        limit = req.limit or ONLINE_PAGE_DEFAULT
+        if limit > ONLINE_PAGE_MAX:
+            raise RpcError(pb.INVALID_ARGUMENT, f"limit: at most {ONLINE_PAGE_MAX}")
+        ids, more = await self.upstream.online_users(req.cursor, limit)
+        users = await self.upstream.directory("Users", cluster_pb2.UserIds(user_ids=ids)) \
+            if ids else cluster_pb2.DirUsersReply()
+        return client_pb2.OnlineUsersReply(
+            users=[client_pb2.OnlineUser(user_id=u.user_id, account=u.account)
+                   for u in users.users],
+            next_cursor=ids[-1] if more and ids else 0)
+
+    async def friends(self, req: client_pb2.FriendsRequest, call: Call) -> client_pb2.FriendsReply:
+        me = self._me(call)
+        reply = await self.upstream.directory("Friends", cluster_pb2.UserRef(user_id=me.user_id))
+        online = await self.upstream.online(f.user_id for f in reply.friends)
+        for friend in reply.friends:
+            friend.online = friend.user_id in online
+        return reply
+
+    async def add_friend(self, req: client_pb2.AddFriendRequest,
+                         call: Call) -> client_pb2.AddFriendReply:
+        me = self._me(call)
+        reply = await self.upstream.directory("AddFriend", cluster_pb2.DirAddFriendRequest(
+            user_id=me.user_id, friend_id=req.user_id))
+        kind = (client_pb2.NOTICE_FRIEND_ACCEPTED if reply.result == client_pb2.ADD_FRIEND_ACCEPTED
+                else client_pb2.NOTICE_FRIEND_REQUEST)
+        notice = client_pb2.Push(notice=client_pb2.Notice(
+            kind=kind, conv_id=reply.conv_id,
+            user=client_pb2.UserSummary(user_id=me.user_id, account=me.account,
+                                        nickname=me.nickname)))
+        self._later(self.upstream.deliver([req.user_id], notice.SerializeToString()))
+        return reply
+
+    async def search_users(self, req: client_pb2.SearchUsersRequest,
+                           call: Call) -> client_pb2.SearchUsersReply:
+        self._me(call)
+        return await self.upstream.directory("SearchUsers", req)
+
+    async def groups(self, req: client_pb2.GroupsRequest, call: Call) -> client_pb2.GroupsReply:
+        me = self._me(call)
+        return await self.upstream.directory(
+            "Groups", cluster_pb2.UserRef(user_id=me.user_id))
+
+    async def group_create(self, req: client_pb2.GroupCreateRequest,
+                           call: Call) -> client_pb2.GroupCreateReply:
+        me = self._me(call)
+        return await self.upstream.directory(
+            "GroupCreate", cluster_pb2.DirGroupCreateRequest(
+                user_id=me.user_id, name=req.name, user_limit=req.user_limit))
+
+    async def group_search(self, req: client_pb2.GroupSearchRequest,
+                           call: Call) -> client_pb2.GroupSearchReply:
+        self._me(call)
+        return await self.upstream.directory("GroupSearch", req)
+
+    async def group_join(self, req: client_pb2.GroupJoinRequest,
+                         call: Call) -> client_pb2.GroupJoinReply:
+        me = self._me(call)
+        return await self.upstream.directory(
+            "GroupJoin", cluster_pb2.DirGroupRequest(user_id=me.user_id, group_id=req.group_id))
+
+    async def group_leave(self, req: client_pb2.GroupLeaveRequest,
+                          call: Call) -> client_pb2.GroupLeaveReply:
+        me = self._me(call)
+        await self.upstream.directory(
+            "GroupLeave", cluster_pb2.DirGroupRequest(user_id=me.user_id, group_id=req.group_id))
+        return client_pb2.GroupLeaveReply()
+
+    async def group_users(self, req: client_pb2.GroupUsersRequest,
+                          call: Call) -> client_pb2.GroupUsersReply:
+        me = self._me(call)
+        reply = await self.upstream.directory(
+            "GroupUsers", cluster_pb2.DirGroupRequest(user_id=me.user_id, group_id=req.group_id))
+        online = await self.upstream.online(m.user_id for m in reply.members)
+        for member in reply.members:
+            member.online = member.user_id in online
+        return reply
+
+    def _later(self, job: Any) -> None:
+        """Run a best-effort push without holding up the reply."""
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
