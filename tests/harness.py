@@ -1,0 +1,99 @@
+"""Test support: a whole so-im cluster of real node processes, and clients for it.
+
+`Cluster` starts nodes of any role with one environment (unique cluster name, fresh keys, the
+database and Redis of the test), waits until the cluster's membership shows them alive, and
+opens `ClientSession`s against its gateways. Everything it started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fabric import keys
+from fabric.config import Config
+from tests.processes import NodeProcess
+from tests.support import async_wait_until
+from tools.cluster_view import ClusterView
+from tui.session import ClientSession
+
+FAST_SCRYPT_N = "1024"
+"""Tests hash passwords with a low scrypt cost so hundreds of logins stay quick."""
+
+
+class Cluster:
+    """Nodes of one test cluster plus an observer view of it."""
+
+    def __init__(self, tmp_path: Path, name: str, db: str, extra: Mapping[str, str] | None = None):
+        self.tmp_path = tmp_path
+        self.keys_dir = tmp_path / "keys"
+        keys.generate(self.keys_dir)
+        self.env: dict[str, str] = {
+            "SOIM_CLUSTER": name, "SOIM_KEYS_DIR": str(self.keys_dir), "SOIM_DB": db,
+            "SOIM_GATEWAY_PORT": "0", "SOIM_SCRYPT_N": FAST_SCRYPT_N, "SOIM_LOG_LEVEL": "INFO",
+            **(extra or {})}
+        self.nodes: list[NodeProcess] = []
+        self.view: ClusterView | None = None
+        self.clients: list[ClientSession] = []
+
+    def start(self, role: str, count: int = 1, **env: str) -> list[NodeProcess]:
+        """Start `count` nodes of `role` (extra SOIM_* settings as keyword arguments)."""
+        started = [NodeProcess(role, {**self.env, **env}, self.tmp_path) for _ in range(count)]
+        self.nodes += started
+        return started
+
+    def alive(self, role: str | None = None) -> list[str]:
+        """Node ids the observer sees alive."""
+        assert self.view is not None
+        return [p.node_id for p in self.view.membership.alive(role)]
+
+    async def wait_alive(self, nodes: list[NodeProcess], timeout: float = 20.0) -> None:
+        """Wait until every node of `nodes` is alive in the observer's view."""
+        ids = {n.node_id for n in nodes}
+        try:
+            await async_wait_until(lambda: ids <= set(self.alive()), timeout=timeout,
+                                   what=f"nodes alive: {sorted(ids - set(self.alive()))}")
+        except AssertionError:
+            raise AssertionError("\n".join(n.log()[-3000:] for n in nodes if n.node_id
+                                           not in self.alive())) from None
+
+    def gateways(self) -> list[tuple[str, bytes]]:
+        """(client endpoint, server key) of every live gateway, ordered by node id."""
+        assert self.view is not None
+        return [(p.info.endpoints["client"], p.info.client_key.encode())
+                for p in self.view.membership.alive("gateway")]
+
+    async def client(self, gateway: int = 0, device: str = "test") -> ClientSession:
+        """A connected (not yet logged in) client of the `gateway`-th live gateway."""
+        endpoint, key = self.gateways()[gateway]
+        session = ClientSession(endpoint, key, device=device)
+        await session.connect()
+        self.clients.append(session)
+        return session
+
+    async def close(self) -> None:
+        """Close clients, then stop (and if need be kill) every node."""
+        await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+        for node in self.nodes:
+            node.stop()
+        for node in self.nodes:
+            node.wait(10)
+
+
+@asynccontextmanager
+async def running_cluster(tmp_path: Path, name: str, db: str,
+                          extra: Mapping[str, str] | None = None) -> AsyncIterator[Cluster]:
+    """A `Cluster` with its observer view open; everything is stopped on exit."""
+    cluster = Cluster(tmp_path, name, db, extra)
+    cfg = Config.from_env(cluster.env, role="test")
+    try:
+        async with ClusterView(cfg) as view:
+            cluster.view = view
+            yield cluster
+            await cluster.close()
+    finally:
+        for node in cluster.nodes:
+            node.kill()
+            node.wait(5)
