@@ -12,6 +12,12 @@ without `ip link set lo multicast on`. Zeroconf joins 224.0.0.251 with IP_ADD_ME
 127.0.0.1, sends with IP_MULTICAST_IF=127.0.0.1 and IP_MULTICAST_LOOP=1, and the kernel loops
 the datagrams back to every socket (any process) that joined the group on lo.
 
+Questions are always QM (multicast answers), never zeroconf's default QU for a first query:
+every node process and soimctl on a host has its own zeroconf bound to port 5353 (SO_REUSEPORT),
+and the kernel hands a unicast answer to just one of those sockets — often another process's —
+so a QU asker missed the answers of nodes on other hosts until its next query, ~1 s later.
+A multicast answer reaches every socket that joined the group.
+
 Browser events are coalesced: changes are collected for `timing.DISCOVERY_SETTLE_S`, then
 applied in one pass (resolve every changed service, validate its TXT record, diff the view)
 and the callbacks run on the event loop. A record that fails validation is ignored and counted
@@ -33,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ifaddr
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from fabric import timing
@@ -247,7 +253,8 @@ class Discovery:
         self._azc = AsyncZeroconf(interfaces=list(self.addresses), ip_version=IPVersion.V4Only)
         self._pump = asyncio.ensure_future(self._run())
         self._browser = AsyncServiceBrowser(self._azc.zeroconf, SERVICE_TYPE,
-                                            handlers=[self._on_change])
+                                            handlers=[self._on_change],
+                                            question_type=DNSQuestionType.QM)
 
     async def async_register(self, info: NodeInfo) -> None:
         """Announce `info` once mDNS probing is done; a second call publishes the new record.
@@ -341,7 +348,8 @@ class Discovery:
             return None
         service = AsyncServiceInfo(SERVICE_TYPE, name)
         timeout_ms = int(timing.DISCOVERY_RESOLVE_TIMEOUT_S * 1000)
-        if not await service.async_request(self._azc.zeroconf, timeout_ms):
+        if not await service.async_request(self._azc.zeroconf, timeout_ms,
+                                           question_type=DNSQuestionType.QM):
             self.bad_records[RecordError.UNRESOLVED] += 1
             return None
         try:
