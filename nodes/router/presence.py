@@ -62,10 +62,6 @@ class Presence:
         return [Binding(user_id, gw, sid, device)
                 for (gw, sid), device in self._users.get(user_id, _NO_SESSIONS).items()]
 
-    def users(self) -> Iterable[int]:
-        """Every user with a session, unordered."""
-        return self._users.keys()
-
     def users_after(self, cursor: int, limit: int) -> tuple[list[int], bool]:
         """Up to `limit` user ids greater than `cursor`, ascending, and whether more follow."""
         if self._sorted is None:

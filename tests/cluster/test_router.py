@@ -1,7 +1,8 @@
 """Router nodes as real processes: bind/unbind/lookup over several devices, NOT_OWNER by ring,
 full snapshots, garbage refused per binding, OnlineUsers pages, Deliver fan-out per gateway
 topic (ordered, `except` skipped, split at the frame limit), a dead gateway's sessions dropped,
-and a third router taking exactly its range.
+and a third router taking exactly its range; plus the pure presence table and fan-out in
+process (edge cases that are slow to reach through processes).
 
 The test joins each cluster as an observer (`tools.cluster_view.ClusterView`): it calls the
 routers over RPC and receives GatewayDelivery events on the view's SUB, which follows every
@@ -22,6 +23,8 @@ from fabric.config import Config
 from fabric.methods import STATUS, Method, RpcError
 from fabric.ring import Ring
 from nodes.router.api import DELIVERY_METHOD, ROUTER, delivery_topic
+from nodes.router.delivery import fan_out
+from nodes.router.presence import Binding, Presence
 from schema import client_pb2, cluster_pb2, fabric_pb2
 from schema import common_pb2 as pb
 from tests.processes import NodeProcess, node_processes
@@ -395,3 +398,43 @@ async def _online_is(view: ClusterView, node_id: str, expect: list[int]) -> bool
 async def _bind_ok(view: ClusterView, node_id: str, users: list[int], ring: Ring) -> bool:
     results = await bind(view, node_id, [binding(u, "gw-a", b"s%d" % u) for u in users])
     return results == [OK if ring.owner(u) == node_id else NOT_OWNER for u in users]
+
+
+# ---- the pure parts, in process
+@pytest.mark.timeout(10)
+def test_presence_moves_replaces_and_retains() -> None:
+    p = Presence()
+    p.bind(1, "gw", b"a", "tui")
+    p.bind(1, "gw", b"a", "phone")            # again: the device is updated, not a second one
+    p.bind(2, "gw", b"b", "tui")
+    assert p.session_count == 2
+    p.bind(3, "gw", b"a", "web")              # the connection logged in as someone else
+    assert p.bindings_of(1) == [] and p.bindings_of(3) == [Binding(3, "gw", b"a", "web")]
+    assert not p.unbind(1, "gw", b"a")        # a stale unbind of the old user
+    assert p.users_after(0, 10) == ([2, 3], False)
+    p.bind(4, "other", b"a", "tui")
+    assert p.replace_gateway("gw", [Binding(2, "gw", b"b", "tui"),
+                                    Binding(5, "gw", b"c", "tui")]) == 1     # 3's went
+    assert p.users_after(0, 2) == ([2, 4], True) and p.users_after(4, 2) == ([5], False)
+    assert p.retain_users(lambda u: u != 5) == 1
+    assert p.drop_gateway("gw") == 1 and p.drop_gateway("gw") == 0
+    assert p.users_after(0, 10) == ([4], False) and p.session_count == p.user_count == 1
+
+
+@pytest.mark.timeout(10)
+def test_fan_out_splits_at_the_budget_and_drops_what_cannot_fit() -> None:
+    p = Presence()
+    sids = [b"%03d" % i for i in range(50)]
+    for sid in sids:
+        p.bind(1, "gw", sid, "tui")
+    p.bind(2, "gw", b"x" * 200, "tui")        # a session id too long for the tiny budget
+    batch = deliver_batch(([1], b"one", None), ([1, 2], b"two", None))
+    out = fan_out(p, batch, "r", budget=120)
+    assert len(out.events) > 2
+    assert all(event.ByteSize() <= 120 for _, event in out.events)
+    items = [(item.push, sid) for _, event in out.events for item in event.items
+             for sid in item.session_ids]
+    assert items == [(b"one", s) for s in sids] + [(b"two", s) for s in sids]
+    assert (out.sessions, out.too_large) == (100, 1)
+    huge = fan_out(p, deliver_batch(([1], b"p" * 500, None)), "r", budget=120)
+    assert (huge.events, huge.sessions, huge.too_large) == ([], 0, 50)
