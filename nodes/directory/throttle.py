@@ -1,0 +1,151 @@
+"""Login throttle: failures counted per key in a window; too many lock the key out for a while.
+
+Role: the brute-force brake of Login (and the per-address brake of Register). Keys are
+"acct:<account>" and "addr:<client address>"; five failed logins of one account within a
+minute lock that account for 60 s (LOCKED_OUT), even with the right password.
+With SOIM_REDIS_URL set the counters live in Redis under SOIM_REDIS_PREFIX, so every directory
+node shares them; without it they are per process. Calls block on Redis: run them in a worker
+thread, as the login path does.
+Peer sockets: the Redis client's TCP connection (owned by shard_store's Redis client) when used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+
+ACCOUNT_FAILURES = 5
+"""Failed logins of one account allowed within WINDOW_S."""
+ADDRESS_FAILURES = 50
+"""Failed logins from one client address allowed within WINDOW_S (any accounts)."""
+WINDOW_S = 60
+"""The window failures are counted in (fixed, from the first failure)."""
+LOCKOUT_S = 60
+"""How long a key stays locked once it has too many failures."""
+
+
+class Counters(Protocol):
+    """Windowed counters and timed locks, local or shared."""
+
+    def hit(self, key: str, window_s: int) -> int:
+        """Count one event for `key`; return the count in its current window."""
+
+    def lock(self, key: str, seconds: int) -> None:
+        """Lock `key` for `seconds` and clear its count."""
+
+    def locked(self, key: str) -> bool:
+        """Whether `key` is locked now."""
+
+    def clear(self, key: str) -> None:
+        """Forget the count of `key` (a lock stays)."""
+
+
+class LocalCounters:
+    """Per-process counters; thread-safe; expired entries are swept as they pile up."""
+
+    SWEEP_AT = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._mutex = threading.Lock()
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._locks: dict[str, float] = {}
+
+    def hit(self, key: str, window_s: int) -> int:
+        now = self._clock()
+        with self._mutex:
+            count, ends = self._counts.get(key, (0, 0.0))
+            if ends <= now:
+                count, ends = 0, now + window_s
+            self._counts[key] = (count + 1, ends)
+            if len(self._counts) > self.SWEEP_AT:
+                self._sweep(now)
+            return count + 1
+
+    def lock(self, key: str, seconds: int) -> None:
+        with self._mutex:
+            self._locks[key] = self._clock() + seconds
+            self._counts.pop(key, None)
+
+    def locked(self, key: str) -> bool:
+        with self._mutex:
+            until = self._locks.get(key)
+            if until is None:
+                return False
+            if until <= self._clock():
+                del self._locks[key]
+                return False
+            return True
+
+    def clear(self, key: str) -> None:
+        with self._mutex:
+            self._counts.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        self._locks = {k: v for k, v in self._locks.items() if v > now}
+
+
+class RedisCounters:
+    """Counters shared by every directory: INCR + EXPIRE NX in one MULTI, locks as SET EX."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._count = prefix + "throttle:n:"
+        self._lock = prefix + "throttle:lock:"
+
+    def hit(self, key: str, window_s: int) -> int:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(self._count + key)
+        pipe.expire(self._count + key, window_s, nx=True)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def lock(self, key: str, seconds: int) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(self._lock + key, b"1", ex=seconds)
+        pipe.delete(self._count + key)
+        pipe.execute()
+
+    def locked(self, key: str) -> bool:
+        return bool(self._redis.exists(self._lock + key))
+
+    def clear(self, key: str) -> None:
+        self._redis.delete(self._count + key)
+
+
+class LoginThrottle:
+    """The policy over `Counters`: who is locked, and what a failure or a success does."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+
+    def locked(self, account: str, addr: str) -> bool:
+        """Whether a login of `account` from `addr` must be refused with LOCKED_OUT now."""
+        if self.counters.locked("acct:" + account):
+            return True
+        return bool(addr) and self.counters.locked("addr:" + addr)
+
+    def failed(self, account: str, addr: str) -> None:
+        """Count a failed login; lock the account (or address) when it has too many."""
+        self._count("acct:" + account, ACCOUNT_FAILURES)
+        if addr:
+            self._count("addr:" + addr, ADDRESS_FAILURES)
+
+    def succeeded(self, account: str) -> None:
+        """A correct password clears the account's failures."""
+        self.counters.clear("acct:" + account)
+
+    def register_allowed(self, addr: str, per_min: int) -> bool:
+        """Count a registration from `addr`; False when over `per_min` (0: no limit)."""
+        if per_min == 0 or not addr:
+            return True
+        return self.counters.hit("reg:" + addr, 60) <= per_min
+
+    def _count(self, key: str, allowed: int) -> None:
+        if self.counters.hit(key, WINDOW_S) >= allowed:
+            self.counters.lock(key, LOCKOUT_S)
