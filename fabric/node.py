@@ -58,14 +58,14 @@ class Node:
         self.stopping = asyncio.Event()
         self.rpc_sock = self.new_socket(zmq.ROUTER)
         self.pub_sock = self.new_socket(zmq.PUB)
-        self.rpc = RpcServer(self.rpc_sock, self.node_id, cfg.max_frame_bytes)
+        self.rpc = RpcServer(self.rpc_sock, self.node_id, timing.CLUSTER_MAX_FRAME_BYTES)
         self.publisher = Publisher(self.pub_sock, self.node_id)
-        self.subscriber = Subscriber(self.ctx, max_bytes=cfg.max_frame_bytes,
+        self.subscriber = Subscriber(self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
                                      secure=self._secure_sub)
         self.membership = Membership(self.node_id, self.subscriber, on_added=self.peer_added,
                                      on_updated=self.peer_updated, on_removed=self._peer_removed)
-        self.peers = PeerClients(self.ctx, self.membership, self.node_id, cfg.max_frame_bytes,
-                                 self.security.cluster_client)
+        self.peers = PeerClients(self.ctx, self.membership, self.node_id,
+                                 timing.CLUSTER_MAX_FRAME_BYTES, self.security.cluster_client)
         self.discovery = Discovery(cfg, self.membership.discovered, self.membership.vanished,
                                    self.membership.updated)
         self.metrics_server = metrics.MetricsServer(cfg.host, cfg.metrics_port)

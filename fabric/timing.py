@@ -40,7 +40,10 @@ DISCOVERY_SETTLE_S = 0.1
 """Coalescing window for zeroconf change events."""
 
 MAX_FRAME_BYTES = 64 * 1024
-"""Largest envelope payload accepted on a cluster or client socket (default)."""
+"""Largest envelope accepted from a client (default of SOIM_MAX_FRAME_BYTES)."""
+
+CLUSTER_MAX_FRAME_BYTES = 4 * 1024 * 1024
+"""Largest envelope accepted between nodes (authenticated peers; batches can be large)."""
 
 HWM_MESSAGES = 100_000
 """Send/receive high-water mark on every socket."""

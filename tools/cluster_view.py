@@ -15,6 +15,7 @@ from types import TracebackType
 
 import zmq.asyncio
 
+from fabric import timing
 from fabric.config import Config
 from fabric.discovery import Discovery
 from fabric.events import Subscriber
@@ -33,14 +34,14 @@ class ClusterView:
         self.security = Security(self.ctx, cfg.keys_dir)
         cluster_public = load_cluster(cfg.keys_dir).public
         self.subscriber = Subscriber(
-            self.ctx, max_bytes=cfg.max_frame_bytes,
+            self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
             secure=lambda sock: self.security.cluster_client(sock, cluster_public))
         self.node_id = f"soimctl-{uuid.uuid4().hex[:8]}"
         self.membership = Membership(self.node_id, self.subscriber)
         self.discovery = Discovery(cfg, self.membership.discovered, self.membership.vanished,
                                    self.membership.updated)
-        self.peers = PeerClients(self.ctx, self.membership, self.node_id, cfg.max_frame_bytes,
-                                 self.security.cluster_client)
+        self.peers = PeerClients(self.ctx, self.membership, self.node_id,
+                                 timing.CLUSTER_MAX_FRAME_BYTES, self.security.cluster_client)
 
     async def __aenter__(self) -> ClusterView:
         self.subscriber.start()
