@@ -2,9 +2,10 @@
 
 Role: bind a session at login, unbind it at logout or expiry, and keep every binding on the
 owner of the current router ring — when a router joins, leaves or dies, the sessions whose
-owner changed are bound at the new owner (in chunks, batched per router), and their clients get
-a `SyncHint` so they fetch what a push may have missed meanwhile. Bindings a router refuses as
-not its own (its ring view lags ours) are retried shortly; a periodic pass heals anything else.
+owner changed are bound at the new owner (one call per router), and their clients get a
+`SyncHint` so they fetch what a push may have missed meanwhile. Bindings a router refuses as not
+its own (its ring view lags ours) are retried shortly; every REBIND_SNAPSHOT_INTERVAL_S each
+router gets the full list of this gateway's sessions it owns, which heals anything else.
 Peer sockets: DEALERs to router RPC ROUTERs, through `Upstream`.
 """
 
@@ -23,8 +24,6 @@ from schema import cluster_pb2
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
-CHUNK = 500
-"""Bindings per BindSessions call (keeps frames well under the size limit)."""
 
 
 class RouteBinder:
@@ -92,16 +91,34 @@ class RouteBinder:
 
     async def _run(self) -> None:
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timing.REBIND_SNAPSHOT_INTERVAL_S):
-                    await self._wake.wait()
+                    woken = await self._wake.wait()
             self._wake.clear()
             try:
-                if not await self.reconcile():
+                done = await (self.reconcile() if woken else self.snapshot())
+                if not done:
                     await asyncio.sleep(timing.REBIND_RETRY_S)  # back off before retrying
                     self._wake.set()
             except Exception:
-                log.exception("reconcile failed")
+                log.exception("rebinding failed")
+
+    async def snapshot(self) -> bool:
+        """Send every router the full list of this gateway's sessions it owns.
+
+        A router replaces what it holds for this gateway with the list, so anything it lost
+        (it thought this gateway dead for a moment) or kept too long (a lost unbind) is healed.
+        """
+        ring = self.upstream.ring()
+        if not ring:
+            return True
+        groups: dict[str, list[Session]] = {r: [] for r in ring.members}
+        for session in self.sessions:
+            groups[ring.owner(session.user_id)].append(session)
+        results = await asyncio.gather(*(self._send(owner, group, full=True)
+                                         for owner, group in groups.items()))
+        return all(results)
 
     async def reconcile(self) -> bool:
         """Bind every session not bound at its owner; True when all are where they belong."""
@@ -118,15 +135,15 @@ class RouteBinder:
                 todo.setdefault(owner, []).append(session)
         if not todo:
             return True
-        results = await asyncio.gather(*(self._bind_chunk(owner, chunk)
-                                         for owner, group in todo.items()
-                                         for chunk in _chunks(group)))
+        results = await asyncio.gather(*(self._send(owner, group, full=False)
+                                         for owner, group in todo.items()))
         return all(results)
 
-    async def _bind_chunk(self, owner: str, chunk: list[Session]) -> bool:
+    async def _send(self, owner: str, chunk: list[Session], full: bool) -> bool:
+        request = cluster_pb2.BindRequest(bindings=[self.binding(s) for s in chunk],
+                                          gateway_id=self.gateway_id, full_snapshot=full)
         try:
-            reply = await self.upstream.router(owner, "BindSessions", cluster_pb2.BindRequest(
-                bindings=[self.binding(s) for s in chunk], gateway_id=self.gateway_id))
+            reply = await self.upstream.router(owner, "BindSessions", request)
         except RpcError as err:
             log.warning("rebinding %d sessions at %s failed: %s", len(chunk), owner, err)
             return False
@@ -142,7 +159,3 @@ class RouteBinder:
         if moved:
             self.sync_hint(moved)
         return complete and len(reply.results) == len(chunk)
-
-
-def _chunks(sessions: list[Session]) -> list[list[Session]]:
-    return [sessions[i:i + CHUNK] for i in range(0, len(sessions), CHUNK)]
