@@ -1,30 +1,37 @@
 """The envelope: the one encode/decode pair for every frame on every so-im socket.
 
-Role: turn (header, payload) into ZeroMQ frames and back, validating in a fixed order. No
+Role: turn (header, payload) into a ZeroMQ frame and back, validating in a fixed order. No
 sockets of its own; used by the RPC client/server (DEALER/ROUTER), the events PUB/SUB and the
 gateway's client ROUTER.
 
-Frame layout (after any routing identity a ROUTER prepends, or the topic a PUB prepends):
+Frame layout (after any routing identity a ROUTER prepends, or the topic a PUB prepends), one
+frame:
 
-    frame 0  MAGIC + header   b"SOIM\\x01" (protocol and version, 5 bytes) followed by the
-                             serialized soim.Header (common.proto): kind, request_id, method,
-                             deadline_ms, error, detail, sender
-    frame 1  payload         the serialized request/reply/event message named by `method`
+    bytes 0-4    MAGIC       b"SOIM\\x02": protocol and layout version
+    bytes 5-6    header_len  length of the header, unsigned big-endian (so at most 65,535)
+    next         header      header_len bytes: the serialized soim.Header (common.proto): kind,
+                             request_id, method, deadline_ms, error, detail, sender
+    the rest     payload     the serialized request/reply/event message named by `method`
                              (empty on an error reply)
 
-Two frames, not three: every frame costs a send and a receive at every hop.
+One frame, not two: every frame costs a send, a receive and (under Curve) an encryption at every
+hop.
 
-Validation order in `decode`: frame count → size → magic → header parse → header schema checks
-(kind known; request_id set on requests and replies — an error reply to a request whose header
-did not parse carries request_id 0; method set on requests and events;
+Validation order in `decode`: frame count → size → magic → header length → header parse →
+header schema checks (kind known; request_id set on requests and replies — an error reply to a
+request whose header did not parse carries request_id 0; method set on requests and events;
 deadline set on requests). The payload is parsed by `parse_payload` once the method (and so the
 message type) is known. Every failure is an `EnvelopeError` carrying one `DecodeError` of a
 closed set, which maps to a wire `ErrorCode` with `error_code()`.
+
+The module functions build frames for any header; an `Encoder` builds the hot ones (requests and
+plain replies) by reusing a Header per method instead of constructing one per frame.
 """
 
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,10 +41,13 @@ from google.protobuf.message import Message
 
 from schema import common_pb2 as pb
 
-MAGIC = b"SOIM\x01"
-N_FRAMES = 2
+MAGIC = b"SOIM\x02"
+N_FRAMES = 1
+_PREFIX = struct.Struct(f">{len(MAGIC)}sH")  # MAGIC, header_len
+_HEADER_AT = _PREFIX.size
 _MAGIC_LEN = len(MAGIC)
 _KINDS = frozenset(pb.Kind.values()) - {pb.KIND_UNSPECIFIED}
+_parse_header = pb.Header.FromString
 M = TypeVar("M", bound=Message)
 
 
@@ -79,62 +89,107 @@ class Envelope:
     payload: bytes
 
 
+def frame(header: bytes, payload: bytes) -> bytes:
+    """The frame for an already serialized header and payload."""
+    return b"".join((_PREFIX.pack(MAGIC, len(header)), header, payload))
+
+
 def encode(header: pb.Header, payload: bytes = b"") -> list[bytes]:
     """Frames for `header` and `payload` (the caller prepends identity or topic)."""
-    return [MAGIC + header.SerializeToString(), payload]
+    return [frame(header.SerializeToString(), payload)]
 
 
 def request(method: str, request_id: int, deadline_ms: int, payload: bytes,
             sender: str = "") -> list[bytes]:
     """Frames of a REQUEST."""
-    return [MAGIC + pb.Header(kind=pb.REQUEST, request_id=request_id, method=method,
-                              deadline_ms=deadline_ms, sender=sender).SerializeToString(), payload]
+    return encode(pb.Header(kind=pb.REQUEST, request_id=request_id, method=method,
+                            deadline_ms=deadline_ms, sender=sender), payload)
 
 
 def reply(request_id: int, payload: bytes, method: str = "", sender: str = "") -> list[bytes]:
     """Frames of a successful REPLY."""
-    return [MAGIC + pb.Header(kind=pb.REPLY, request_id=request_id, method=method,
-                              sender=sender).SerializeToString(), payload]
+    return encode(pb.Header(kind=pb.REPLY, request_id=request_id, method=method, sender=sender),
+                  payload)
 
 
 def error_reply(request_id: int, code: int, detail: str = "", method: str = "",
                 sender: str = "") -> list[bytes]:
     """Frames of an error REPLY: no payload, just the code and a short safe detail."""
-    header = pb.Header(kind=pb.REPLY, request_id=request_id, method=method, error=code,
-                       detail=detail[:200], sender=sender)
-    return [MAGIC + header.SerializeToString(), b""]
+    return encode(pb.Header(kind=pb.REPLY, request_id=request_id, method=method, error=code,
+                            detail=detail[:200], sender=sender))
 
 
 def event(method: str, payload: bytes, sender: str = "") -> list[bytes]:
     """Frames of an EVENT (PUB/SUB or a push to a client)."""
-    return [MAGIC + pb.Header(kind=pb.EVENT, method=method, sender=sender).SerializeToString(),
-            payload]
+    return encode(pb.Header(kind=pb.EVENT, method=method, sender=sender), payload)
+
+
+class Encoder:
+    """Builds the frames of the hot paths for one sender, reusing one Header per method.
+
+    Constructing a Header from keyword arguments costs more than the rest of an encode, so this
+    keeps one per method (and one for replies) and sets only request_id and deadline_ms. Not
+    thread-safe: one Encoder per socket owner.
+    """
+
+    def __init__(self, sender: str = "") -> None:
+        self.sender = sender
+        self._requests: dict[str, pb.Header] = {}
+        self._reply = pb.Header(kind=pb.REPLY, sender=sender)
+
+    def request(self, method: str, request_id: int, deadline_ms: int,
+                payload: bytes) -> list[bytes]:
+        """Frames of a REQUEST; same bytes as `request()`."""
+        header = self._requests.get(method)
+        if header is None:
+            header = self._requests[method] = pb.Header(kind=pb.REQUEST, method=method,
+                                                        sender=self.sender)
+        header.request_id = request_id
+        header.deadline_ms = deadline_ms
+        return [frame(header.SerializeToString(), payload)]
+
+    def reply(self, request_id: int, payload: bytes) -> list[bytes]:
+        """Frames of a successful REPLY; same bytes as `reply()`."""
+        header = self._reply
+        header.request_id = request_id
+        return [frame(header.SerializeToString(), payload)]
 
 
 def decode(frames: Sequence[bytes], max_bytes: int) -> Envelope:
     """Validate and decode the envelope frames (identity/topic already removed)."""
     if len(frames) != N_FRAMES:
         raise EnvelopeError(DecodeError.FRAME_COUNT, f"{len(frames)} frames")
-    head, payload = frames
-    if len(head) + len(payload) > max_bytes:
-        raise EnvelopeError(DecodeError.TOO_LARGE, f"{len(head) + len(payload)} bytes")
-    if head[:_MAGIC_LEN] != MAGIC:
+    data = frames[0]
+    size = len(data)
+    if size > max_bytes:
+        raise EnvelopeError(DecodeError.TOO_LARGE, f"{size} bytes")
+    if not data.startswith(MAGIC):
         raise EnvelopeError(DecodeError.BAD_MAGIC)
-    header = pb.Header()
+    if size < _HEADER_AT:
+        raise EnvelopeError(DecodeError.BAD_HEADER, "no header length")
+    end = _HEADER_AT + (data[_MAGIC_LEN] << 8 | data[_MAGIC_LEN + 1])
+    if end > size:
+        raise EnvelopeError(DecodeError.BAD_HEADER, "header length past the frame")
     try:
-        header.ParseFromString(head[_MAGIC_LEN:])
+        header = _parse_header(data[_HEADER_AT:end])
     except (_PbDecodeError, ValueError) as err:  # ValueError: invalid UTF-8 in a string
         raise EnvelopeError(DecodeError.BAD_HEADER, type(err).__name__) from None
     kind = header.kind
-    if kind not in _KINDS:
+    if kind == pb.REQUEST:
+        if not header.request_id:
+            raise EnvelopeError(DecodeError.MISSING_FIELD, "request_id", header)
+        if not header.method:
+            raise EnvelopeError(DecodeError.MISSING_FIELD, "method", header)
+        if header.deadline_ms <= 0:
+            raise EnvelopeError(DecodeError.MISSING_FIELD, "deadline_ms", header)
+    elif kind == pb.REPLY:
+        if not header.request_id and not header.error:
+            raise EnvelopeError(DecodeError.MISSING_FIELD, "request_id", header)
+    elif kind not in _KINDS:
         raise EnvelopeError(DecodeError.BAD_KIND, str(kind), header)
-    if not header.request_id and (kind == pb.REQUEST or (kind == pb.REPLY and not header.error)):
-        raise EnvelopeError(DecodeError.MISSING_FIELD, "request_id", header)
-    if kind != pb.REPLY and not header.method:
+    elif not header.method:
         raise EnvelopeError(DecodeError.MISSING_FIELD, "method", header)
-    if kind == pb.REQUEST and header.deadline_ms <= 0:
-        raise EnvelopeError(DecodeError.MISSING_FIELD, "deadline_ms", header)
-    return Envelope(header, bytes(payload))
+    return Envelope(header, bytes(data[end:]))
 
 
 def parse_payload(msg_type: type[M], payload: bytes, header: pb.Header | None = None) -> M:

@@ -100,25 +100,33 @@ def good_call(sock: zmq.Socket, rid: int) -> None:
             return
 
 
-def header(kind: int, rid: int, method: str, deadline: int) -> bytes:
-    """Frame 0 of an envelope: the magic and a header with these fields."""
-    return envelope.MAGIC + pb.Header(kind=kind, request_id=rid, method=method,
-                                      deadline_ms=deadline).SerializeToString()
+def request_frame(kind: int, rid: int, method: str, deadline: int, payload: bytes = b"") -> bytes:
+    """An envelope frame whose header has these fields."""
+    return envelope.frame(pb.Header(kind=kind, request_id=rid, method=method,
+                                    deadline_ms=deadline).SerializeToString(), payload)
 
+
+ECHO_HEADER = pb.Header(kind=1, request_id=7, method=ECHO.name, deadline_ms=2**62)
 
 frame_lists = st.one_of(
-    st.lists(st.binary(max_size=64), min_size=0, max_size=6),                  # raw garbage
-    st.tuples(st.binary(max_size=64).map(lambda b: envelope.MAGIC + b),
-              st.binary(max_size=64)).map(list),                                 # bad header
-    st.tuples(st.builds(header, st.integers(0, 9), st.integers(0, 2**64 - 1),
-                        st.text(max_size=20), st.integers(-1, 2**62)),
-              st.binary(max_size=64)).map(list),                                 # odd headers
-    st.tuples(st.just(header(1, 7, ECHO.name, 2**62)),
-              st.binary(min_size=MAX_BYTES, max_size=MAX_BYTES + 64)).map(list),  # oversized
-    st.tuples(st.just(header(1, 7, ECHO.name, 2**62)),
-              st.binary(max_size=32).map(lambda b: b"\x0a\x05" + b)).map(list),   # truncated
-    st.tuples(st.just(header(1, 7, ECHO.name, 2**62)[:-3]), st.binary(max_size=8))
-    .map(list),                                                                  # cut header
+    # raw garbage
+    st.lists(st.binary(max_size=64), min_size=0, max_size=6),
+    # bad header length or header
+    st.binary(max_size=64).map(lambda b: [envelope.MAGIC + b]),
+    # odd headers, sometimes with extra frames
+    st.tuples(st.builds(request_frame, st.integers(0, 9), st.integers(0, 2**64 - 1),
+                        st.text(max_size=20), st.integers(-1, 2**62), st.binary(max_size=64)),
+              st.lists(st.binary(max_size=16), max_size=2)).map(lambda t: [t[0], *t[1]]),
+    # oversized
+    st.binary(min_size=MAX_BYTES, max_size=MAX_BYTES + 64)
+    .map(lambda b: envelope.encode(ECHO_HEADER, b)),
+    # truncated payload
+    st.binary(max_size=32).map(lambda b: envelope.encode(ECHO_HEADER, b"\x0a\x05" + b)),
+    # header cut short (its length says so)
+    st.tuples(st.integers(1, 20), st.binary(max_size=8))
+    .map(lambda t: [envelope.frame(ECHO_HEADER.SerializeToString()[:-t[0]], t[1])]),
+    # header length past the end of the frame
+    st.integers(1, 20).map(lambda n: [envelope.encode(ECHO_HEADER)[0][:-n]]),
 )
 
 
@@ -136,14 +144,17 @@ def test_bad_frames_are_answered_and_counted(server: ServerThread, dealer: zmq.S
     dealer.send_multipart([b"garbage"])
     env = envelope.decode(dealer.recv_multipart(), 1 << 20)
     assert env.header.error == pb.BAD_FRAME
-    dealer.send_multipart([header(1, 9, ECHO.name, 2**62), b"x" * MAX_BYTES])
+    dealer.send_multipart([request_frame(1, 9, ECHO.name, 2**62, b"x" * MAX_BYTES)])
     env = envelope.decode(dealer.recv_multipart(), 1 << 20)
     assert env.header.error == pb.TOO_LARGE
-    dealer.send_multipart([header(1, 11, ECHO.name, 2**62), b"\xff\xff"])
+    dealer.send_multipart([request_frame(1, 11, ECHO.name, 2**62, b"\xff\xff")])
     env = envelope.decode(dealer.recv_multipart(), 1 << 20)
     assert (env.header.request_id, env.header.error) == (11, pb.BAD_REQUEST)
-    dealer.send_multipart([header(1, 12, "no.Such", 2**62), b""])
+    dealer.send_multipart([request_frame(1, 12, "no.Such", 2**62)])
     env = envelope.decode(dealer.recv_multipart(), 1 << 20)
     assert (env.header.request_id, env.header.error) == (12, pb.UNKNOWN_METHOD)
-    assert bad_frames_total() >= before + 3
+    dealer.send_multipart([request_frame(1, 13, ECHO.name, 2**62), b"second frame"])
+    env = envelope.decode(dealer.recv_multipart(), 1 << 20)
+    assert env.header.error == pb.BAD_FRAME
+    assert bad_frames_total() >= before + 4
     good_call(dealer, 4343)
