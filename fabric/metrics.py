@@ -3,22 +3,93 @@
 Role: define the process-wide metric families (frames in/out, bad frames, RPC latency, peers
 alive) and start/stop the metrics HTTP server whose port goes in the zeroconf TXT record.
 Peer sockets: an HTTP listener on the node's host (prometheus-client's WSGI server thread).
+
+Hot paths count per drain pass, not per frame. The RPC latency is observed once per call, so it
+is a `LatencyHistogram`: the same exposition as a prometheus-client Histogram at under half the
+cost of its `observe` (one lock and a bisect instead of a lock per bucket and sum).
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
+from collections.abc import Iterator, Sequence
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+
+class LatencyHistogram(Collector):
+    """A histogram family with one label, exported like prometheus-client's Histogram."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: Sequence[float],
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.bounds = tuple(sorted(buckets))
+        self._children: dict[str, LatencyChild] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, value: str) -> LatencyChild:
+        """The histogram for one label value (created on first use)."""
+        with self._lock:
+            child = self._children.get(value)
+            if child is None:
+                child = self._children[value] = LatencyChild(self.bounds)
+            return child
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        with self._lock:
+            children = list(self._children.items())
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for value, child in children:
+            counts, total = child.snapshot()
+            cumulative, running = [], 0
+            for le, n in zip(les, counts, strict=True):
+                running += n
+                cumulative.append((le, running))
+            family.add_metric([value], cumulative, total)
+        yield family
+
+
+class LatencyChild:
+    """One label value's buckets: counts per bucket (the last is +Inf) and the sum."""
+
+    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        """Count one observation (a bucket's bound is inclusive, as in Prometheus)."""
+        i = bisect.bisect_left(self._bounds, seconds)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += seconds
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """Per-bucket counts and the sum, read together."""
+        with self._lock:
+            return list(self._counts), self._sum
+
 
 FRAMES_IN = Counter("soim_frames_in_total", "Frames received", ["socket"])
 FRAMES_OUT = Counter("soim_frames_out_total", "Frames sent", ["socket"])
 BAD_FRAMES = Counter("soim_bad_frames_total", "Frames refused, by reason", ["socket", "reason"])
-RPC_SECONDS = Histogram(
+RPC_SECONDS = LatencyHistogram(
     "soim_rpc_seconds",
     "RPC latency seen by the caller",
-    ["method"],
+    "method",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 RPC_ERRORS = Counter(
