@@ -68,6 +68,8 @@ class RpcServer:
         self._in = metrics.FRAMES_IN.labels(name)
         self._out = metrics.FRAMES_OUT.labels(name)
         self._served_children: dict[tuple[str, int], Any] = {}
+        self._answered: dict[str, int] = {}  # OK replies per method in this drain pass
+        self._encoder = envelope.Encoder(node_id)
 
     def register(self, method: Method, handler: Handler) -> None:
         """Serve `method` with `handler`."""
@@ -78,12 +80,14 @@ class RpcServer:
         while True:
             batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
             self._in.inc(len(batch))
+            now_ms = time.time() * 1000.0
             replies: list[list[bytes]] = []
             for frames in batch:
-                out = self._handle(frames)
+                out = self._handle(frames, now_ms)
                 if out is not None:
                     replies.append(out)
             self._send(replies)
+            self._count_answered()
 
     async def close(self) -> None:
         """Cancel handler tasks still running."""
@@ -92,7 +96,7 @@ class RpcServer:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
 
-    def _handle(self, frames: list[bytes]) -> list[bytes] | None:
+    def _handle(self, frames: list[bytes], now_ms: float) -> list[bytes] | None:
         identity = frames[0]
         try:
             env = envelope.decode(frames[1:], self.max_bytes)
@@ -117,7 +121,7 @@ class RpcServer:
                 return self._error(identity, header, code, "")
         if self.own_deadline_s is not None:
             header.deadline_ms = int((time.time() + self.own_deadline_s) * 1000)
-        elif header.deadline_ms < time.time() * 1000.0:
+        elif header.deadline_ms < now_ms:
             self._served(method.name, pb.DEADLINE_EXCEEDED)
             return None  # the caller has already given up
         try:
@@ -136,9 +140,9 @@ class RpcServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return None
-        self._served(method.name, pb.OK)
-        return [identity, *envelope.reply(header.request_id, result.SerializeToString(),
-                                          sender=self.node_id)]
+        answered = self._answered
+        answered[method.name] = answered.get(method.name, 0) + 1
+        return [identity, *self._encoder.reply(header.request_id, result.SerializeToString())]
 
     async def _finish(self, identity: bytes, header: pb.Header,
                       pending: Awaitable[Message]) -> None:
@@ -146,8 +150,8 @@ class RpcServer:
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
                 result = await pending
-            out = [identity, *envelope.reply(header.request_id, result.SerializeToString(),
-                                             sender=self.node_id)]
+            out = [identity, *self._encoder.reply(header.request_id,
+                                                  result.SerializeToString())]
             self._served(header.method, pb.OK)
         except TimeoutError:
             self._served(header.method, pb.DEADLINE_EXCEEDED)
@@ -170,10 +174,16 @@ class RpcServer:
         return [identity, *envelope.error_reply(header.request_id, code, detail,
                                                 sender=self.node_id)]
 
-    def _served(self, method: str, code: int) -> None:
+    def _count_answered(self) -> None:
+        """Count the pass's OK replies, one counter update per method rather than per reply."""
+        for method, n in self._answered.items():
+            self._served(method, pb.OK, n)
+        self._answered.clear()
+
+    def _served(self, method: str, code: int, n: int = 1) -> None:
         child = self._served_children.get((method, code))
         if child is None:
             name = pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else str(code)
             child = metrics.RPC_SERVED.labels(method, name)
             self._served_children[(method, code)] = child
-        child.inc()
+        child.inc(n)
