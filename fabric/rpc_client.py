@@ -28,6 +28,8 @@ from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
+_Pending = tuple["asyncio.Future[envelope.Envelope]", float, str]
+"""A call waiting for its reply: the caller's future, when it expires (monotonic), the method."""
 
 
 class RpcClient:
@@ -51,8 +53,8 @@ class RpcClient:
             secure(self.sock)
         self.sock.connect(endpoint)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[envelope.Envelope]] = {}
-        self._deadlines: dict[int, tuple[float, str]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._encoder = envelope.Encoder(node_id)
         self._outbox: list[list[bytes]] = []
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
@@ -73,7 +75,7 @@ class RpcClient:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for fut in self._pending.values():
+        for fut, _, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(RpcError(pb.UNAVAILABLE, "client closed"))
         self._pending.clear()
@@ -85,59 +87,55 @@ class RpcClient:
         return len(self._pending)
 
     async def call(self, method: Method, request: Message, timeout: float | None = None) -> Any:
-        """Call `method`; return its reply message or raise RpcError (TIMEOUT at the deadline)."""
-        self.start()
-        timeout = timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout
+        """Call `method`; return its reply message or raise RpcError (TIMEOUT at the deadline).
+
+        The common case — one attempt, answered — is one await on a future that `_read` sets.
+        """
+        if not self._tasks:
+            self.start()
         started = time.monotonic()
-        deadline = started + timeout
-        attempts = timing.RPC_MAX_ATTEMPTS if method.idempotent else 1
+        deadline = started + (timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout)
         payload = request.SerializeToString()
+        name = method.name
+        attempts = timing.RPC_MAX_ATTEMPTS if method.idempotent else 1
         backoff = timing.RPC_RETRY_BACKOFF_S
         try:
-            for attempt in range(attempts):
-                left = deadline - time.monotonic()
-                share = left / (attempts - attempt)
+            for left in range(attempts, 0, -1):  # attempts left, this one included
+                share = max(deadline - time.monotonic(), 0.0) / left
+                rid = next(self._ids)
+                fut: asyncio.Future[envelope.Envelope] = self._loop.create_future()
+                self._pending[rid] = (fut, time.monotonic() + share, name)
+                self._outbox.append(self._encoder.request(
+                    name, rid, int((time.time() + share) * 1000), payload))
+                if len(self._outbox) == 1:
+                    self._loop.call_soon(self._flush)
                 try:
-                    env = await self._attempt(method, payload, share)
+                    env = await fut
+                    header = env.header
+                    if header.error != pb.OK:
+                        raise RpcError(header.error, header.detail)
+                    return envelope.parse_payload(method.reply, env.payload, header)
                 except RpcError as err:
-                    if err.code not in _RETRYABLE or attempt == attempts - 1:
+                    if err.code not in _RETRYABLE or left == 1:
                         raise
-                    pause = min(backoff, max(deadline - time.monotonic(), 0) / 4)
-                    await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
-                    backoff *= 2
-                    continue
-                return envelope.parse_payload(method.reply, env.payload, env.header)
-            raise RpcError(pb.TIMEOUT, method.name)  # unreachable: the loop raises or returns
+                except asyncio.CancelledError:
+                    self._pending.pop(rid, None)
+                    raise
+                pause = min(backoff, max(deadline - time.monotonic(), 0.0) / 4)
+                await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
+                backoff *= 2
+            raise AssertionError("unreachable: the last attempt returns or raises")
         except RpcError as err:
-            metrics.RPC_ERRORS.labels(method.name, pb.ErrorCode.Name(err.code)
+            metrics.RPC_ERRORS.labels(name, pb.ErrorCode.Name(err.code)
                                       if err.code in pb.ErrorCode.values() else "?").inc()
             raise
         except envelope.EnvelopeError as err:
             raise RpcError(pb.BAD_REQUEST, f"bad reply: {err}") from None
         finally:
-            latency = self._latency.get(method.name)
+            latency = self._latency.get(name)
             if latency is None:
-                latency = self._latency[method.name] = metrics.RPC_SECONDS.labels(method.name)
+                latency = self._latency[name] = metrics.RPC_SECONDS.labels(name)
             latency.observe(time.monotonic() - started)
-
-    async def _attempt(self, method: Method, payload: bytes, timeout: float) -> envelope.Envelope:
-        rid = next(self._ids)
-        fut: asyncio.Future[envelope.Envelope] = self._loop.create_future()
-        expires = time.monotonic() + max(timeout, 0.0)
-        self._pending[rid] = fut
-        self._deadlines[rid] = (expires, method.name)
-        deadline_ms = int((time.time() + timeout) * 1000)
-        self._outbox.append(envelope.request(method.name, rid, deadline_ms, payload, self.node_id))
-        if len(self._outbox) == 1:
-            self._loop.call_soon(self._flush)
-        try:
-            env = await fut
-        finally:
-            self._pending.pop(rid, None)
-            self._deadlines.pop(rid, None)
-        if env.header.error != pb.OK:
-            raise RpcError(env.header.error, env.header.detail)
-        return env
 
     def _flush(self) -> None:
         """Send every request queued since the last pass, in one batch."""
@@ -152,11 +150,10 @@ class RpcClient:
         while True:
             await asyncio.sleep(timing.RPC_EXPIRY_SWEEP_S)  # the sweep period
             now = time.monotonic()
-            expired = [rid for rid, (at, _) in self._deadlines.items() if at <= now]
+            expired = [rid for rid, (_, at, _) in self._pending.items() if at <= now]
             for rid in expired:
-                _, name = self._deadlines.pop(rid)
-                fut = self._pending.pop(rid, None)
-                if fut is not None and not fut.done():
+                fut, _, name = self._pending.pop(rid)
+                if not fut.done():
                     fut.set_exception(RpcError(pb.TIMEOUT, f"{name} to {self.endpoint}"))
 
     async def _read(self) -> None:
@@ -173,8 +170,8 @@ class RpcClient:
                     if self.on_event is not None:
                         self.on_event(env)
                     continue
-                fut = self._pending.pop(env.header.request_id, None)
-                if fut is None or fut.done():
+                call = self._pending.pop(env.header.request_id, None)
+                if call is None or call[0].done():
                     metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
                     continue
-                fut.set_result(env)
+                call[0].set_result(env)
