@@ -1,7 +1,7 @@
 """The gateway node: client access over a Curve ROUTER on a well-known port.
 
-Role: accept `soim` clients (register, login, resume, the people and group commands), hold
-their sessions, keep each session bound at its owner router, and push to clients what routers
+Role: accept `soim` clients (register, login, resume, the people, group and message commands),
+hold their sessions, keep each session bound at its owner router, and push to clients what routers
 publish for this gateway. The user of every request comes from the session, never the client.
 Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT);
 the events SUB follows every router's PUB (topic `delivery_topic(this gateway)`); DEALERs to
@@ -22,10 +22,13 @@ from fabric.membership import Peer
 from fabric.methods import Method
 from fabric.node import Node
 from fabric.rpc_server import RpcServer
+from nodes.gateway.access import INVALIDATION_TOPIC, AccessCache
 from nodes.gateway.api import CLIENT, PRE_AUTH, PUSH_METHOD
 from nodes.gateway.auth import AuthCommands
 from nodes.gateway.binding import RouteBinder
 from nodes.gateway.commands import Commands
+from nodes.gateway.messaging import Messaging
+from nodes.gateway.send_batcher import SendBatcher
 from nodes.gateway.sessions import SessionTable
 from nodes.gateway.upstream import Upstream
 from nodes.router.api import DELIVERY_METHOD, delivery_topic
@@ -51,6 +54,9 @@ class GatewayNode(Node):
         auth = AuthCommands(self.node_id, self.sessions, self.upstream, self.binder,
                             self.membership)
         cmds = Commands(self.sessions, self.upstream)
+        self.access = AccessCache(self.upstream)
+        self.batcher = SendBatcher(self.node_id, self.access, self.upstream)
+        msgs = Messaging(self.node_id, self.sessions, self.upstream, self.access, self.batcher)
         handlers = {
             "Register": auth.register, "Login": auth.login, "Resume": auth.resume,
             "Logout": auth.logout, "Ping": auth.ping, "Me": auth.me,
@@ -59,10 +65,14 @@ class GatewayNode(Node):
             "Groups": cmds.groups, "GroupCreate": cmds.group_create,
             "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
             "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
+            "Send": msgs.send, "Sync": msgs.sync, "History": msgs.history,
+            "Delivered": msgs.delivered, "Read": msgs.read,
+            "GroupReadCounts": msgs.group_read_counts,
         }
         for name, handler in handlers.items():
             self.clients.register(CLIENT[name], handler)
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
+        self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
         self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
                                asyncio.ensure_future(self._expire_idle())]
         self.binder.start()
@@ -72,6 +82,7 @@ class GatewayNode(Node):
             task.cancel()
         await asyncio.gather(*self._gateway_tasks, return_exceptions=True)
         await self.clients.close()
+        await self.batcher.close()
         going = client_pb2.Push(notice=client_pb2.Notice(
             kind=client_pb2.NOTICE_GOING_AWAY, text="gateway stopping; reconnect"))
         self.push([s.identity for s in self.sessions], going.SerializeToString())

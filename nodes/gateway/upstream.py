@@ -1,9 +1,9 @@
 """The gateway's calls into the cluster: directories (any live one), routers (by ring owner).
 
-Role: turn "ask the directory", "who of these users is online", "push this to those users" and
-"who is online anywhere" into RPCs to the right nodes, batched per owner router and run
-concurrently. Every call has the upstream deadline.
-Peer sockets: DEALERs to directory and router RPC ROUTERs, through the node's `PeerClients`.
+Role: turn "ask the directory", "who of these users is online", "push this to those users",
+"who is online anywhere" and "which storage node owns this conversation" into RPCs to the right
+nodes, batched per owner and run concurrently. Every call has the upstream deadline.
+Peer sockets: DEALERs to directory, router and storage RPC ROUTERs, through `PeerClients`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fabric.peer_clients import PeerClients
 from fabric.ring import Ring
 from nodes.directory.api import DIRECTORY
 from nodes.router.api import ROUTER
+from nodes.storage.api import STORAGE
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 
@@ -34,6 +35,7 @@ class Upstream:
         self.peers = peers
         self._turn = itertools.count()
         self._ring = Ring()
+        self._storage_ring = Ring()
 
     # ---- directory
     async def directory(self, name: str, request: Message) -> Any:
@@ -44,6 +46,26 @@ class Upstream:
         peer = live[next(self._turn) % len(live)]
         return await self.peers.get(peer.node_id).call(DIRECTORY[name], request,
                                                        timeout=timing.UPSTREAM_TIMEOUT_S)
+
+    # ---- storage
+    def storage_ring(self) -> Ring:
+        """The storage ring (by conversation id) as this gateway sees it now."""
+        members = frozenset(p.node_id for p in self.membership.alive("storage"))
+        if members != self._storage_ring.members:
+            self._storage_ring = Ring(members)
+        return self._storage_ring
+
+    def storage_owner(self, conv_id: int) -> str:
+        """The storage node owning `conv_id`; UNAVAILABLE when none is alive."""
+        ring = self.storage_ring()
+        if not ring:
+            raise RpcError(pb.UNAVAILABLE, "no storage node is alive")
+        return ring.owner(conv_id)
+
+    async def storage(self, node_id: str, name: str, request: Message) -> Any:
+        """Call Storage.<name> on one storage node."""
+        return await self.peers.get(node_id).call(STORAGE[name], request,
+                                                  timeout=timing.UPSTREAM_TIMEOUT_S)
 
     # ---- routers
     def ring(self) -> Ring:

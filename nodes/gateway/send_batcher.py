@@ -1,0 +1,135 @@
+"""The gateway's send path: Sends of one pass become one access check and one StoreBatch per
+storage node, and the StoreBatch replies become the acks.
+
+Role: batch at this hop (DESIGN §11). Sends queue up; when no batch is in flight the queue is
+flushed at once (no waiting when idle); while one is in flight the next one accumulates. One
+batch in flight at a time also keeps each session's sends in the order they arrived. The sender
+of every item is the session's user, never a field of the request.
+Peer sockets: none of its own; directory and storage nodes are reached through `AccessCache`
+and `Upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from fabric.methods import RpcError
+from nodes.gateway.access import AccessCache
+from nodes.gateway.sessions import Session
+from nodes.gateway.upstream import Upstream
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+_RETRY_LATER = frozenset({pb.NOT_OWNER, pb.TIMEOUT})
+
+
+@dataclass(slots=True)
+class PendingSend:
+    """A Send waiting for its ack."""
+
+    session: Session
+    request: client_pb2.SendRequest
+    future: asyncio.Future[client_pb2.SendAck]
+
+
+class SendBatcher:
+    """Queues Sends and stores them in batches, one batch in flight at a time."""
+
+    def __init__(self, gateway_id: str, access: AccessCache, upstream: Upstream) -> None:
+        self.gateway_id = gateway_id
+        self.access = access
+        self.upstream = upstream
+        self._queue: list[PendingSend] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    def submit(self, session: Session, request: client_pb2.SendRequest
+               ) -> asyncio.Future[client_pb2.SendAck]:
+        """Queue a Send; the future resolves to its SendAck or fails with RpcError."""
+        future: asyncio.Future[client_pb2.SendAck] = asyncio.get_running_loop().create_future()
+        self._queue.append(PendingSend(session, request, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.ensure_future(self._drain())
+        return future
+
+    async def close(self) -> None:
+        """Stop; queued sends fail with UNAVAILABLE (their clients retry elsewhere)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        for pending in self._queue:
+            _fail(pending, pb.UNAVAILABLE, "gateway stopping")
+        self._queue = []
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                await self._store(batch)
+            except Exception:
+                log.exception("send batch failed")
+                for pending in batch:
+                    _fail(pending, pb.INTERNAL, "send failed; retry")
+
+    async def _store(self, batch: list[PendingSend]) -> None:
+        checks = [cluster_pb2.AccessCheck(user_id=p.session.user_id, **_target(p.request))
+                  for p in batch]
+        try:
+            results = await self.access.check(checks)
+        except RpcError as err:
+            for pending in batch:
+                _fail(pending, err.code, err.detail)
+            return
+        by_owner: dict[str, list[tuple[PendingSend, cluster_pb2.StoreItem]]] = {}
+        for pending, result in zip(batch, results, strict=True):
+            if result.error != pb.OK:
+                _fail(pending, result.error, "")
+                continue
+            try:
+                owner = self.upstream.storage_owner(result.conv_id)
+            except RpcError as err:
+                _fail(pending, err.code, err.detail)
+                continue
+            by_owner.setdefault(owner, []).append((pending, self._item(pending, result)))
+        await asyncio.gather(*(self._store_at(owner, items) for owner, items in by_owner.items()))
+
+    def _item(self, pending: PendingSend, access: cluster_pb2.AccessResult
+              ) -> cluster_pb2.StoreItem:
+        s, req = pending.session, pending.request
+        return cluster_pb2.StoreItem(
+            origin=cluster_pb2.ClientRequestRef(session_id=s.identity), sender=s.user_id,
+            sender_account=s.account, client_msg_id=req.client_msg_id, conv_id=access.conv_id,
+            body=req.body, **_target(req))
+
+    async def _store_at(self, owner: str,
+                        items: list[tuple[PendingSend, cluster_pb2.StoreItem]]) -> None:
+        request = cluster_pb2.StoreBatchRequest(gateway_id=self.gateway_id,
+                                                items=[item for _, item in items])
+        try:
+            reply = await self.upstream.storage(owner, "StoreBatch", request)
+        except RpcError as err:
+            for pending, _ in items:
+                _fail(pending, pb.UNAVAILABLE if err.code in _RETRY_LATER else err.code,
+                      "not stored; retry")
+            return
+        for (pending, _), result in zip(items, reply.results, strict=True):
+            if result.error == pb.OK:
+                if not pending.future.done():
+                    pending.future.set_result(result.ack)
+            else:
+                code = pb.UNAVAILABLE if result.error in _RETRY_LATER else result.error
+                _fail(pending, code, "not stored; retry" if code == pb.UNAVAILABLE else "")
+
+
+def _target(req: client_pb2.SendRequest) -> dict[str, int]:
+    which = req.WhichOneof("to")
+    if which is None:
+        raise RpcError(pb.INVALID_ARGUMENT, "send needs a user or a group")
+    return {which: getattr(req, which)}
+
+
+def _fail(pending: PendingSend, code: int, detail: str) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(RpcError(code, detail))
