@@ -96,6 +96,8 @@ class MySQLConn(Conn):
         self._db = db
         self._pooled = pooled
         self._cur = pooled.cursor()
+        self.thread_id = int(pooled.dbapi_connection.thread_id())
+        """The server's id of this session (what KILL takes)."""
 
     def execute(self, sql: str, params: Params = None) -> int:
         try:
@@ -138,11 +140,6 @@ class MySQLConn(Conn):
             self.broken = True
         pooled.close()
         self._db.returned()
-
-    @property
-    def thread_id(self) -> int:
-        """The server's id of this session (what KILL takes)."""
-        return int(self._pooled.dbapi_connection.thread_id())
 
     def _translate(self, err: pymysql.err.Error) -> StoreError:
         if isinstance(err, pymysql.err.IntegrityError):
