@@ -1,15 +1,117 @@
 """The directory node: accounts, friends and groups over shard_store.
 
-Role today: a runnable member of the cluster — it starts, registers in zeroconf, heartbeats,
-serves the fabric.* methods and stops gracefully. Accounts, friends and groups arrive with their
-own modules here.
-Peer sockets: those of `fabric.node.Node` (RPC ROUTER, events PUB, events SUB, peer DEALERs).
+Role: a stateless member of the cluster (any directory serves any request) that opens the
+store, the id allocator and (with SOIM_REDIS_URL) Redis at start, serves the Directory rpcs of
+schema/cluster.proto (catalogue in nodes.directory.api), and keeps its caches fresh from the
+CacheInvalidation events every directory publishes. Handlers live in accounts, friends, groups
+and access; blocking work runs in the worker pools of `context.Context`.
+Peer sockets: those of `fabric.node.Node` — RPC ROUTER (Directory rpcs), events PUB (also
+CacheInvalidation, topic "inv"), events SUB (listens to "inv" of every peer), peer DEALERs —
+plus the store's database connections and the Redis client's TCP connection.
 """
 
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis
+
+from fabric import envelope
+from fabric.config import ConfigError
+from fabric.keys import load_cluster
 from fabric.node import Node
+from nodes.directory import account_rows
+from nodes.directory.access import Access
+from nodes.directory.accounts import Accounts
+from nodes.directory.api import DIRECTORY
+from nodes.directory.caches import L2
+from nodes.directory.context import INV_METHOD, INV_TOPIC, Context
+from nodes.directory.friends import Friends
+from nodes.directory.groups import Groups
+from nodes.directory.options import DirectoryOptions
+from nodes.directory.throttle import LocalCounters, LoginThrottle, RedisCounters
+from nodes.directory.tokens import TokenSigner, signing_key
+from schema import cluster_pb2
+from shard_store.backend import StoreUnavailable
+from shard_store.segments import SegmentAllocator
+from shard_store.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class DirectoryNode(Node):
     """A directory."""
 
     role = "directory"
+    shared: Context | None = None
+    store: Store | None = None
+    ids: SegmentAllocator | None = None
+    redis: redis.Redis | None = None
+
+    async def on_start(self) -> None:
+        cfg = self.cfg
+        options = DirectoryOptions.from_extra(cfg.extra)
+        signer = TokenSigner(signing_key(load_cluster(cfg.keys_dir).secret), options.token_ttl_s)
+        try:
+            self.store = await asyncio.to_thread(Store.from_config, cfg)
+        except StoreUnavailable as err:
+            raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
+        await asyncio.to_thread(account_rows.ensure_seen, self.store)
+        self.ids = SegmentAllocator(self.store)
+        if cfg.redis_url:
+            self.redis = await asyncio.to_thread(_connect_redis, cfg.redis_url)
+        counters = (RedisCounters(self.redis, cfg.redis_prefix) if self.redis is not None
+                    else LocalCounters())
+        self.shared = ctx = Context(
+            store=self.store, ids=self.ids, options=options, signer=signer,
+            throttle=LoginThrottle(counters), publish=self.publisher.publish,
+            l2=L2(self.redis, cfg.redis_prefix) if self.redis is not None else None)
+        accounts, friends, access = Accounts(ctx), Friends(ctx), Access(ctx)
+        groups = Groups(ctx, access, accounts)
+        handlers = {
+            "Register": accounts.register, "Login": accounts.login,
+            "VerifyToken": accounts.verify_token, "Users": accounts.users,
+            "Touch": accounts.touch, "SearchUsers": accounts.search_users,
+            "Friends": friends.friends, "AddFriend": friends.add_friend,
+            "CheckAccess": access.check_access, "Conversations": access.conversations,
+            "Groups": groups.groups, "GroupCreate": groups.group_create,
+            "GroupSearch": groups.group_search, "GroupJoin": groups.group_join,
+            "GroupLeave": groups.group_leave, "GroupUsers": groups.group_users,
+            "GroupMembers": groups.group_members,
+        }
+        for name, method in DIRECTORY.items():
+            self.rpc.register(method, handlers[name])
+        self.subscriber.on(INV_TOPIC, self._invalidated)
+
+    async def on_stop(self) -> None:
+        if self.shared is not None:
+            await asyncio.to_thread(self.shared.close)
+        if self.ids is not None:
+            self.ids.close()
+        if self.store is not None:
+            self.store.close()
+        if self.redis is not None:
+            self.redis.close()
+
+    def _invalidated(self, topic: bytes, env: envelope.Envelope) -> None:
+        """A peer's CacheInvalidation: drop what it names from the in-process caches."""
+        if env.header.method != INV_METHOD or self.shared is None:
+            return
+        try:
+            inv = envelope.parse_payload(cluster_pb2.CacheInvalidation, env.payload)
+        except envelope.EnvelopeError:
+            log.warning("bad CacheInvalidation from %s", env.header.sender)
+            return
+        self.shared.l1.apply(inv)
+
+
+def _connect_redis(url: str) -> redis.Redis:
+    """A Redis client that answered a PING; ConfigError naming SOIM_REDIS_URL otherwise."""
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as err:
+        client.close()
+        raise ConfigError("SOIM_REDIS_URL", f"cannot reach Redis: {err}") from None
+    return client

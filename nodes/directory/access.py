@@ -1,0 +1,174 @@
+"""Access facts, cached: who is friends with whom in which conversation, who is in which group.
+
+Role: the CheckAccess and Conversations rpcs, and the cached lookups that they and the group
+rpcs share. Lookups go L1 (in process, on the loop) → L2 (Redis, when configured) → the
+database, the last two in one database-thread job per request. Peer sockets: none of its own
+(served on the node's RPC ROUTER).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fabric.rpc_server import Call
+from nodes.directory import account_rows, friend_rows, group_rows
+from nodes.directory.caches import Members, Pair, pair
+from nodes.directory.context import Context
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+
+class Access:
+    """Cached friendship and membership facts, and the two rpcs built on them."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # ---- cached lookups
+    async def friendships(self, pairs: Iterable[Pair]) -> dict[Pair, int]:
+        """conv_id of each pair (0 when not accepted friends)."""
+        l1 = self.ctx.l1.friendships
+        out: dict[Pair, int] = {}
+        missing: list[Pair] = []
+        for p in dict.fromkeys(pairs):
+            hit, conv_id = l1.get(p)
+            if hit and conv_id is not None:
+                out[p] = conv_id
+            else:
+                missing.append(p)
+        if missing:
+            epoch = self.ctx.l1.epoch
+            loaded = await self.ctx.db(self._load_friendships, missing)
+            if epoch == self.ctx.l1.epoch:
+                for p, conv_id in loaded.items():
+                    l1.put(p, conv_id)
+            out.update(loaded)
+        return out
+
+    def _load_friendships(self, pairs: list[Pair]) -> dict[Pair, int]:
+        l2 = self.ctx.l2
+        found = l2.friendships(pairs) if l2 is not None else {}
+        rest = [p for p in pairs if p not in found]
+        if rest:
+            convs = friend_rows.conversations(self.ctx.store, rest)
+            loaded = {p: convs.get(p, 0) for p in rest}
+            if l2 is not None:
+                l2.put_friendships(loaded)
+            found.update(loaded)
+        return found
+
+    async def members(self, group_ids: Iterable[int]) -> dict[int, Members]:
+        """Member ids (ascending) of each group; None for a group that does not exist."""
+        l1 = self.ctx.l1.members
+        out: dict[int, Members] = {}
+        missing: list[int] = []
+        for g in dict.fromkeys(group_ids):
+            hit, ids = l1.get(g)
+            if hit:
+                out[g] = ids
+            else:
+                missing.append(g)
+        if missing:
+            epoch = self.ctx.l1.epoch
+            loaded = await self.ctx.db(self._load_members, missing)
+            if epoch == self.ctx.l1.epoch:
+                for g, ids in loaded.items():
+                    l1.put(g, ids)
+            out.update(loaded)
+        return out
+
+    def _load_members(self, group_ids: list[int]) -> dict[int, Members]:
+        l2 = self.ctx.l2
+        found = l2.members(group_ids) if l2 is not None else {}
+        rest = [g for g in group_ids if g not in found]
+        if rest:
+            known = group_rows.members(self.ctx.store, rest)
+            loaded: dict[int, Members] = {
+                g: tuple(known[g]) if g in known else None for g in rest}
+            if l2 is not None:
+                l2.put_members(loaded)
+            found.update(loaded)
+        return found
+
+    async def direct(self, user_ids: Iterable[int]) -> dict[int, dict[int, int]]:
+        """For each user, conv_id → friend of its accepted friendships (L1, then the database)."""
+        l1 = self.ctx.l1.direct
+        out: dict[int, dict[int, int]] = {}
+        missing: list[int] = []
+        for u in dict.fromkeys(user_ids):
+            hit, convs = l1.get(u)
+            if hit and convs is not None:
+                out[u] = convs
+            else:
+                missing.append(u)
+        if missing:
+            epoch = self.ctx.l1.epoch
+            loaded = await self.ctx.db(self._load_direct, missing)
+            if epoch == self.ctx.l1.epoch:
+                for u, convs in loaded.items():
+                    l1.put(u, convs)
+            out.update(loaded)
+        return out
+
+    def _load_direct(self, user_ids: list[int]) -> dict[int, dict[int, int]]:
+        return {u: {r.conv_id: r.friend_id for r in friend_rows.of_user(self.ctx.store, u)
+                    if r.accepted} for u in user_ids}
+
+    # ---- rpcs
+    async def check_access(self, req: cluster_pb2.AccessRequest,
+                           call: Call) -> cluster_pb2.AccessReply:
+        """One AccessResult per check, in order: OK with the conversation, or why not."""
+        checks = [(c, c.WhichOneof("target")) for c in req.checks]
+        friendships = await self.friendships(
+            pair(c.user_id, c.to_user) for c, target in checks if target == "to_user")
+        directs = await self.direct(c.user_id for c, target in checks if target == "conv_id")
+        members = await self.members(
+            [c.to_group for c, target in checks if target == "to_group"]
+            + [c.conv_id for c, target in checks
+               if target == "conv_id" and c.conv_id not in directs[c.user_id]])
+        results = []
+        for c, target in checks:
+            if not c.user_id or target is None:
+                results.append(cluster_pb2.AccessResult(error=pb.NOT_FOUND))
+            elif target == "to_user":
+                conv_id = friendships[pair(c.user_id, c.to_user)]
+                results.append(_direct(conv_id, c.to_user) if conv_id and c.user_id != c.to_user
+                               else cluster_pb2.AccessResult(error=pb.NOT_FRIEND))
+            elif target == "conv_id" and c.conv_id in directs[c.user_id]:
+                results.append(_direct(c.conv_id, directs[c.user_id][c.conv_id]))
+            else:
+                group_id = c.to_group if target == "to_group" else c.conv_id
+                results.append(_group(group_id, c.user_id, members[group_id]))
+        return cluster_pb2.AccessReply(results=results)
+
+    async def conversations(self, req: cluster_pb2.UserRef, call: Call) -> client_pb2.SyncReply:
+        """Every conversation of the user, direct then group, each by conv_id; seqs zero."""
+        return await self.ctx.db(self._conversations, req.user_id)
+
+    def _conversations(self, user_id: int) -> client_pb2.SyncReply:
+        store = self.ctx.store
+        friends = [r for r in friend_rows.of_user(store, user_id) if r.accepted]
+        people = account_rows.users(store, [r.friend_id for r in friends])
+        groups = group_rows.groups(store, group_rows.of_user(store, user_id))
+        convs = [client_pb2.Conversation(
+            conv_id=r.conv_id, kind=client_pb2.CONV_KIND_DIRECT, peer_id=r.friend_id,
+            title=people[r.friend_id].nickname if r.friend_id in people else "")
+            for r in sorted(friends, key=lambda r: r.conv_id)]
+        convs += [client_pb2.Conversation(conv_id=g.group_id, kind=client_pb2.CONV_KIND_GROUP,
+                                          peer_id=g.group_id, title=g.name)
+                  for g in sorted(groups.values(), key=lambda g: g.group_id)]
+        return client_pb2.SyncReply(conversations=convs)
+
+
+def _direct(conv_id: int, peer_id: int) -> cluster_pb2.AccessResult:
+    return cluster_pb2.AccessResult(error=pb.OK, conv_id=conv_id,
+                                    kind=client_pb2.CONV_KIND_DIRECT, peer_id=peer_id)
+
+
+def _group(group_id: int, user_id: int, members: Members) -> cluster_pb2.AccessResult:
+    if members is None:
+        return cluster_pb2.AccessResult(error=pb.NOT_FOUND)
+    if user_id not in members:
+        return cluster_pb2.AccessResult(error=pb.NOT_MEMBER)
+    return cluster_pb2.AccessResult(error=pb.OK, conv_id=group_id,
+                                    kind=client_pb2.CONV_KIND_GROUP, peer_id=group_id)

@@ -1,0 +1,125 @@
+"""Directory rpcs of accounts: Register, Login, VerifyToken, Users, Touch, SearchUsers.
+
+Role: validate, throttle, hash and check passwords (scrypt threads), read and write accounts
+(database threads), issue and verify tokens. Handlers are coroutines; nothing here blocks the
+event loop. Peer sockets: none of its own (served on the node's RPC ROUTER).
+"""
+
+from __future__ import annotations
+
+from fabric.methods import RpcError
+from fabric.rpc_server import Call
+from nodes.directory import account_rows, passwords, validation
+from nodes.directory.context import Context
+from nodes.directory.tokens import now_ms
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+
+class Accounts:
+    """The account handlers over one `Context`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def register(self, req: cluster_pb2.DirRegisterRequest,
+                       call: Call) -> cluster_pb2.DirAuthReply:
+        """A new account, logged in. INVALID_ACCOUNT/PASSWORD/NAME, ALREADY_EXISTS, RATE_LIMITED."""
+        account = validation.account(req.account)
+        password = validation.password(req.password)
+        nickname = validation.name(req.nickname, "nickname") if req.nickname else account
+        ctx = self.ctx
+        allowed = await ctx.db(ctx.throttle.register_allowed, req.client_addr,
+                               ctx.options.register_per_min)
+        if not allowed:
+            raise RpcError(pb.RATE_LIMITED, "too many new accounts from this address")
+        pw_hash = await ctx.kdf(passwords.hash_password, password, ctx.options.scrypt_n)
+        user = await ctx.db(account_rows.create, ctx.store, ctx.ids, account, nickname, pw_hash,
+                            now_ms())
+        return self._authorised(user)
+
+    async def login(self, req: cluster_pb2.DirLoginRequest,
+                    call: Call) -> cluster_pb2.DirAuthReply:
+        """Account and password to a token. BAD_CREDENTIALS, LOCKED_OUT, ACCOUNT_DISABLED.
+
+        Every failure counts against the account and the client address; an unknown account
+        costs the same scrypt time as a known one.
+        """
+        if (not validation.ACCOUNT_RE.fullmatch(req.account)
+                or not validation.PASSWORD_MIN <= len(req.password) <= validation.PASSWORD_MAX):
+            raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
+        ctx = self.ctx
+        found = await ctx.db(self._lookup, req.account, req.client_addr)
+        if found is None:
+            await ctx.kdf(passwords.burn, req.password, ctx.options.scrypt_n)
+            good = False
+        else:
+            good = await ctx.kdf(passwords.check_password, req.password, found[1])
+        if not good or found is None:
+            await ctx.db(ctx.throttle.failed, req.account, req.client_addr)
+            raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
+        await ctx.db(ctx.throttle.succeeded, req.account)
+        user = found[0]
+        if user.disabled:
+            raise RpcError(pb.ACCOUNT_DISABLED, "this account is disabled")
+        return self._authorised(user)
+
+    def _lookup(self, account: str, addr: str) -> tuple[cluster_pb2.UserRecord, str] | None:
+        """(user, password hash) of `account` (None if unknown); LOCKED_OUT when throttled."""
+        ctx = self.ctx
+        if ctx.throttle.locked(account, addr):
+            raise RpcError(pb.LOCKED_OUT, "too many failed logins; try again in a minute")
+        creds = account_rows.credentials(ctx.store, account)
+        if creds is None:
+            return None
+        user = account_rows.users(ctx.store, [creds.user_id]).get(creds.user_id)
+        return None if user is None else (user, creds.pw_hash)
+
+    async def verify_token(self, req: cluster_pb2.DirTokenRequest,
+                           call: Call) -> cluster_pb2.DirAuthReply:
+        """A valid token to its user and a fresh token. TOKEN_INVALID, ACCOUNT_DISABLED."""
+        token = self.ctx.signer.verify(req.token)
+        found = await self.ctx.db(account_rows.users, self.ctx.store, [token.user_id])
+        user = found.get(token.user_id)
+        if user is None:
+            raise RpcError(pb.TOKEN_INVALID, "no such user")
+        if user.disabled:
+            raise RpcError(pb.ACCOUNT_DISABLED, "this account is disabled")
+        return self._authorised(user)
+
+    def _authorised(self, user: cluster_pb2.UserRecord) -> cluster_pb2.DirAuthReply:
+        token, expires_ms = self.ctx.signer.issue(user.user_id)
+        return cluster_pb2.DirAuthReply(user=user, token=token, token_expires_ms=expires_ms)
+
+    async def users(self, req: cluster_pb2.UserIds, call: Call) -> cluster_pb2.DirUsersReply:
+        """The known users among the ids, in request order, with last-active times."""
+        found = await self.ctx.db(self.records, list(req.user_ids))
+        return cluster_pb2.DirUsersReply(
+            users=[found[u] for u in dict.fromkeys(req.user_ids) if u in found])
+
+    def records(self, user_ids: list[int]) -> dict[int, cluster_pb2.UserRecord]:
+        """User records with last_active_ms filled in (blocking: a database thread)."""
+        found = account_rows.users(self.ctx.store, user_ids)
+        for user_id, ms in account_rows.last_active(self.ctx.store, found).items():
+            found[user_id].last_active_ms = ms
+        return found
+
+    async def touch(self, req: cluster_pb2.TouchRequest, call: Call) -> cluster_pb2.TouchReply:
+        """Record last-active times; a later time than the stored one wins."""
+        latest: dict[int, int] = {}
+        for seen in req.seen:
+            if seen.user_id and seen.ts_ms > latest.get(seen.user_id, 0):
+                latest[seen.user_id] = seen.ts_ms
+        await self.ctx.db(account_rows.touch, self.ctx.store, latest)
+        return cluster_pb2.TouchReply()
+
+    async def search_users(self, req: client_pb2.SearchUsersRequest,
+                           call: Call) -> client_pb2.SearchUsersReply:
+        """At most 20 users whose account starts with the prefix, by account."""
+        prefix = validation.account_prefix(req.prefix)
+        store = self.ctx.store
+        hits = await self.ctx.db(account_rows.search, store, prefix)
+        found = await self.ctx.db(account_rows.users, store, [u for _, u in hits])
+        return client_pb2.SearchUsersReply(users=[
+            client_pb2.UserSummary(user_id=u, account=a, nickname=found[u].nickname)
+            for a, u in hits if u in found])

@@ -1,0 +1,104 @@
+"""What every directory handler shares: the store, the id allocator, settings, token signer,
+throttle, caches, the worker pools, and the way a write is announced.
+
+Role: run blocking work off the event loop — `db()` on a pool of database threads, `kdf()` on
+a pool as wide as the machine for scrypt (which releases the GIL) — and `announce()` a committed
+write: Redis cache entries deleted, this process's caches dropped, a CacheInvalidation published.
+Peer sockets: none of its own; `publish` is the node's events PUB; the store's pools and the
+Redis client's connection are opened and closed by the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+import redis
+from google.protobuf.message import Message
+
+from fabric.methods import RpcError
+from nodes.directory.caches import L1, L2, L2_TTL_S
+from nodes.directory.options import DirectoryOptions
+from nodes.directory.throttle import LoginThrottle
+from nodes.directory.tokens import TokenSigner
+from schema import cluster_pb2
+from schema import common_pb2 as pb
+from shard_store.backend import StoreError, StoreUnavailable
+from shard_store.segments import SegmentAllocator
+from shard_store.store import Store
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+INV_TOPIC = b"inv"
+INV_METHOD = "directory.CacheInvalidation"
+DB_THREADS = 8
+"""Database worker threads (the store's pools hold 8 connections per database)."""
+KDF_THREADS = min(os.cpu_count() or 2, 8)
+"""scrypt threads: one per core (scrypt releases the GIL), at most 8 — each takes 128 MiB."""
+
+
+@dataclass
+class Context:
+    """The directory's shared state. Create with `Context(...)`, `close()` when stopping."""
+
+    store: Store
+    ids: SegmentAllocator
+    options: DirectoryOptions
+    signer: TokenSigner
+    throttle: LoginThrottle
+    publish: Callable[[bytes, str, Message], None]
+    l2: L2 | None = None
+    l1: L1 = field(default_factory=L1)
+    _db_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(DB_THREADS, thread_name_prefix="dir-db"))
+    _kdf_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(KDF_THREADS, thread_name_prefix="dir-kdf"))
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking database (or Redis) work in a database thread.
+
+        A database or Redis that is down is UNAVAILABLE (callers retry idempotent calls); any
+        other store failure is INTERNAL. Both are logged here, once.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._db_pool,
+                                              functools.partial(fn, *args, **kwargs))
+        except (StoreUnavailable, redis.ConnectionError, redis.TimeoutError) as err:
+            log.warning("%s: %s", fn.__name__, err)
+            raise RpcError(pb.UNAVAILABLE, "the directory's database is unavailable") from None
+        except (StoreError, redis.RedisError) as err:
+            log.error("%s: %s", fn.__name__, err)
+            raise RpcError(pb.INTERNAL, "directory database error") from None
+
+    async def kdf(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run password hashing in a scrypt thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._kdf_pool, functools.partial(fn, *args, **kwargs))
+
+    async def announce(self, inv: cluster_pb2.CacheInvalidation) -> None:
+        """A write has committed: invalidate Redis, then this process, then everyone else.
+
+        The write stands even if Redis cannot be reached: its entries then expire by TTL.
+        """
+        if self.l2 is not None:
+            try:
+                await self.db(self.l2.invalidate, inv)
+            except RpcError:
+                log.warning("Redis entries of a write not invalidated; they expire in %d s",
+                            L2_TTL_S)
+        self.l1.apply(inv)
+        self.publish(INV_TOPIC, INV_METHOD, inv)
+
+    def close(self) -> None:
+        """Wait for running work, then stop the pools (the node closes store and Redis)."""
+        self._kdf_pool.shutdown(wait=True, cancel_futures=True)
+        self._db_pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,66 @@
+"""Directory rpcs of friendships: AddFriend (request, or accept when they asked first) and
+Friends (both directions, with state).
+
+Role: check the two users, write the friendship (database threads), announce the change so
+every directory and gateway drops its cached friendship facts. The gateway pushes the Notice
+to the other user. Peer sockets: none of its own (served on the node's RPC ROUTER; the
+CacheInvalidation goes out on the node's events PUB).
+"""
+
+from __future__ import annotations
+
+from fabric.methods import RpcError
+from fabric.rpc_server import Call
+from nodes.directory import account_rows, caches, friend_rows, validation
+from nodes.directory.context import Context
+from nodes.directory.tokens import now_ms
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+
+class Friends:
+    """The friendship handlers over one `Context`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def add_friend(self, req: cluster_pb2.DirAddFriendRequest,
+                         call: Call) -> client_pb2.AddFriendReply:
+        """Request, or accept. Errors: SELF_FRIEND, NOT_FOUND, ALREADY_FRIENDS."""
+        me = validation.user_id(req.user_id)
+        other = validation.user_id(req.friend_id, "friend_id")
+        if me == other:
+            raise RpcError(pb.SELF_FRIEND, "you cannot befriend yourself")
+        outcome, conv_id = await self.ctx.db(self._add, me, other)
+        await self.ctx.announce(caches.friendship_changed(me, other, conv_id))
+        result = (client_pb2.ADD_FRIEND_ACCEPTED if outcome is friend_rows.Outcome.ACCEPTED
+                  else client_pb2.ADD_FRIEND_REQUESTED)
+        return client_pb2.AddFriendReply(result=result, conv_id=conv_id)
+
+    def _add(self, me: int, other: int) -> tuple[friend_rows.Outcome, int]:
+        ctx = self.ctx
+        if other not in account_rows.users(ctx.store, [other]):
+            raise RpcError(pb.NOT_FOUND, f"no user {other}")
+        return friend_rows.add(ctx.store, ctx.ids, me, other, now_ms())
+
+    async def friends(self, req: cluster_pb2.UserRef, call: Call) -> client_pb2.FriendsReply:
+        """Friends and pending requests of the user, by account; `online` left false."""
+        return await self.ctx.db(self._friends, req.user_id)
+
+    def _friends(self, user_id: int) -> client_pb2.FriendsReply:
+        store = self.ctx.store
+        rows = friend_rows.of_user(store, user_id)
+        people = account_rows.users(store, [r.friend_id for r in rows])
+        out = []
+        for r in rows:
+            person = people.get(r.friend_id)
+            if person is None:
+                continue
+            state = (client_pb2.FRIEND_STATE_ACCEPTED if r.accepted
+                     else client_pb2.FRIEND_STATE_OUTGOING if r.requested_by == user_id
+                     else client_pb2.FRIEND_STATE_INCOMING)
+            out.append(client_pb2.Friend(user_id=r.friend_id, account=person.account,
+                                         nickname=person.nickname, conv_id=r.conv_id,
+                                         state=state))
+        out.sort(key=lambda f: f.account)
+        return client_pb2.FriendsReply(friends=out)
