@@ -13,6 +13,7 @@ client's TCP connection when L2 is on.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -22,6 +23,7 @@ import redis
 
 from schema import cluster_pb2
 
+log = logging.getLogger(__name__)
 L1_TTL_S = 30.0
 """An L1 entry lives at most this long even if an invalidation event was lost."""
 L1_MAX_ENTRIES = 100_000
@@ -98,7 +100,11 @@ class L1:
 
 
 class L2:
-    """The shared Redis cache of friendships and group members (blocking: worker threads)."""
+    """The shared Redis cache of friendships and group members (blocking: worker threads).
+
+    Reads and fills are best effort: with Redis unreachable they miss and skip, and lookups go
+    to the database. `invalidate` raises, so the writer knows (see Context.announce).
+    """
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._redis = client
@@ -112,25 +118,35 @@ class L2:
 
     def friendships(self, pairs: list[Pair]) -> dict[Pair, int]:
         """The cached conv_id (0: not friends) of those of `pairs` that are cached."""
-        values = self._redis.mget([self._fkey(p) for p in pairs]) if pairs else []
+        values = self._mget([self._fkey(p) for p in pairs])
         return {p: int(v) for p, v in zip(pairs, values, strict=True) if v is not None}
 
     def put_friendships(self, found: dict[Pair, int]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for p, conv_id in found.items():
-            pipe.set(self._fkey(p), conv_id, ex=L2_TTL_S)
-        pipe.execute()
+        self._set({self._fkey(p): str(conv_id).encode() for p, conv_id in found.items()})
 
     def members(self, group_ids: list[int]) -> dict[int, Members]:
         """The cached member lists of those of `group_ids` that are cached."""
-        values = self._redis.mget([self._gkey(g) for g in group_ids]) if group_ids else []
+        values = self._mget([self._gkey(g) for g in group_ids])
         return {g: _unpack(v) for g, v in zip(group_ids, values, strict=True) if v is not None}
 
     def put_members(self, found: dict[int, Members]) -> None:
+        self._set({self._gkey(g): _pack(ids) for g, ids in found.items()})
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        try:
+            return list(self._redis.mget(keys)) if keys else []
+        except redis.RedisError as err:
+            log.warning("Redis cache read skipped: %s", err)
+            return [None] * len(keys)
+
+    def _set(self, items: dict[str, bytes]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for group_id, ids in found.items():
-            pipe.set(self._gkey(group_id), _pack(ids), ex=L2_TTL_S)
-        pipe.execute()
+        for key, value in items.items():
+            pipe.set(key, value, ex=L2_TTL_S)
+        try:
+            pipe.execute()
+        except redis.RedisError as err:
+            log.warning("Redis cache fill skipped: %s", err)
 
     def invalidate(self, inv: cluster_pb2.CacheInvalidation) -> None:
         """Delete the Redis entries `inv` names (before it is published)."""
