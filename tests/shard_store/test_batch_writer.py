@@ -1,0 +1,189 @@
+"""Batch writer on both backends: dedup, seq clashes, failed flushes, shutdown, batching rules."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import Future, wait
+
+import pytest
+
+from shard_store import BatchWriter, FlushFailed, MessageRow, SeqClash, Store, WriterClosed
+from tests.shard_store.conftest import Faults, msg, stored_messages
+from tests.support import wait_until
+
+
+def dedup_workload(n: int, dup_share: float, convs: int, seed: int) -> tuple[
+        list[MessageRow], dict[int, MessageRow]]:
+    """`n` rows in submission order; dup_share of them repeat an earlier row's unique key with a
+    new seq and msg_id (a retry that reached the writer twice). Returns rows and, for each
+    duplicate's index, the original row it must resolve to."""
+    rnd = random.Random(seed)
+    seqs = [0] * (convs + 1)
+    last: dict[int, MessageRow] = {}
+    rows: list[MessageRow] = []
+    originals: dict[int, MessageRow] = {}
+    for i in range(n):
+        conv = rnd.randint(1, convs)
+        seqs[conv] += 1
+        if conv in last and rnd.random() < dup_share:
+            originals[i] = last[conv]
+            rows.append(last[conv]._replace(seq=seqs[conv], msg_id=10_000_000 + i))
+        else:
+            last[conv] = msg(conv, seqs[conv], f"u{i}", msg_id=i + 1, body=f"body {i} ' \\ é")
+            rows.append(last[conv])
+    return rows, originals
+
+
+@pytest.mark.timeout(90)
+def test_100k_rows_with_duplicates_store_each_once(store: Store) -> None:
+    rows, originals = dedup_workload(100_000, 0.01, 500, seed=3)
+    assert 900 <= len(originals) <= 1100
+    writer = BatchWriter(store, max_rows=512, max_ms=5)
+    futures: list[Future[MessageRow] | None] = [None] * len(rows)
+
+    def submit(part: int) -> None:  # one conversation is always submitted by one thread
+        for i, row in enumerate(rows):
+            if row.conv_id % 4 == part:
+                futures[i] = writer.submit(row)
+
+    threads = [threading.Thread(target=submit, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    done, not_done = wait([f for f in futures if f is not None], timeout=60)
+    writer.close()
+    assert not not_done and len(done) == len(rows)
+    for i, (row, fut) in enumerate(zip(rows, futures, strict=True)):
+        assert fut is not None
+        assert fut.result() == originals.get(i, row)
+    unique = [r for i, r in enumerate(rows) if i not in originals]
+    assert stored_messages(store) == set(unique)
+    stats = writer.stats()
+    assert stats.duplicates == len(originals) and stats.failed_flushes == stats.clashes == 0
+
+
+def test_seq_clash_fails_that_row_only(store: Store) -> None:
+    with BatchWriter(store, max_rows=64, max_ms=5) as writer:
+        a = msg(11, 1, "a")
+        assert writer.submit(a).result(10) == a
+        clash = writer.submit(msg(11, 1, "b", msg_id=99))
+        with pytest.raises(SeqClash) as err:
+            clash.result(10)
+        assert (err.value.conv_id, err.value.seq) == (11, 1)
+        # In one flush: a clash, a duplicate and plain rows side by side.
+        c, e, f = msg(11, 2, "c"), msg(11, 3, "e"), msg(11, 4, "f")
+        futs = writer.submit_many([c, msg(11, 2, "d", msg_id=98), e, f,
+                                   f._replace(seq=5, msg_id=97)])
+        assert futs[0].result(10) == c
+        with pytest.raises(SeqClash):
+            futs[1].result(10)
+        assert [x.result(10) for x in futs[2:]] == [e, f, f]
+    assert stored_messages(store) == {a, c, e, f}
+
+
+@pytest.mark.timeout(60)
+def test_killed_flush_fails_all_its_rows_and_next_flush_succeeds(
+        store: Store, faults: Faults) -> None:
+    writer = BatchWriter(store, max_rows=64, max_ms=5)
+    try:
+        early, victim = msg(1, 1), msg(3, 1)  # tables 1 and 3: killed between the two INSERTs
+        with faults.stall(victim):
+            futures = writer.submit_many([early, victim])
+            faults.wait_stalled(writer, victim)
+            faults.kill(writer, futures)
+        for fut in futures:
+            with pytest.raises(FlushFailed):
+                fut.result(0)
+        assert stored_messages(store) == set()  # the first INSERT rolled back: no half-ack
+        later = msg(2, 1)
+        assert writer.submit(later).result(10) == later
+        assert [f.result(10) for f in writer.submit_many([early, victim])] == [early, victim]
+        assert stored_messages(store) == {early, victim, later}
+        assert writer.stats().failed_flushes == 1
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_mid_stream_loses_nothing_acknowledged(store: Store) -> None:
+    writer = BatchWriter(store, max_rows=128, max_ms=2)
+    futures: list[Future[MessageRow]] = []
+    refused = threading.Event()
+
+    def produce() -> None:
+        seq = 0
+        while True:
+            seq += 1
+            try:
+                futures.extend(writer.submit_many([msg(c, seq) for c in range(1, 33)]))
+            except WriterClosed:
+                refused.set()
+                return
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_until(lambda: len(futures) > 5_000, what="a stream of rows")
+    writer.close(timeout_s=20)
+    producer.join(timeout=10)
+    assert refused.is_set()
+    assert all(f.done() for f in futures)
+    acked = {f.result() for f in futures}  # close flushed everything it had accepted
+    assert len(acked) == len(futures)
+    assert stored_messages(store) == acked
+
+
+def test_idle_writer_flushes_at_once(store: Store) -> None:
+    with BatchWriter(store, max_rows=1000, max_ms=60_000) as writer:
+        row = msg(5, 1)
+        assert writer.submit(row).result(timeout=10) == row  # never waits out max_ms
+
+
+@pytest.mark.timeout(60)
+def test_rows_batch_while_a_commit_runs_and_seal_at_max_rows(
+        store: Store, faults: Faults) -> None:
+    writer = BatchWriter(store, max_rows=10, max_ms=60_000)
+    try:
+        first = msg(3, 1)
+        with faults.stall(first):
+            head = writer.submit(first)
+            faults.wait_stalled(writer, first)
+            rest = writer.submit_many([msg(c, 1) for c in range(100, 130)])
+            # One sealed batch waits for the committer, the builder holds the next one built,
+            # and the last 10 rows stay pending until the stalled commit ends.
+            wait_until(lambda: writer.backlog == 10, what="20 rows taken into sealed batches")
+            assert not head.done() and not any(f.done() for f in rest)
+            if store.kind == "sqlite":
+                faults.kill(writer, [head])  # a slow trigger cannot be waited out
+        wait([head, *rest], timeout=30)
+        assert all(f.result() for f in rest)
+        stats = writer.stats()
+        assert stats.flushes + stats.failed_flushes == 4  # the stalled one, then 3 x 10 rows
+        assert stats.rows == 30 + (store.kind == "mysql")
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("bad, error", [
+    (msg(1, 1)._replace(body="x" * 4001), ValueError),
+    (msg(1, 1)._replace(client_msg_id=""), ValueError),
+    (msg(1, 1)._replace(client_msg_id="x" * 65), ValueError),
+    (msg(1, 1)._replace(body="\ud800"), ValueError),
+    (msg(1, 1)._replace(seq="1"), TypeError),
+    ((1, 1, 1, 1, "a", 1, "b"), TypeError),
+])
+def test_invalid_rows_are_refused_before_queuing(store: Store, bad: MessageRow,
+                                                 error: type[Exception]) -> None:
+    with BatchWriter(store) as writer:
+        with pytest.raises(error):
+            writer.submit_many([msg(1, 1), bad])
+        assert writer.backlog == 0
+    assert stored_messages(store) == set()
+
+
+def test_body_of_4000_chars_round_trips(store: Store) -> None:
+    row = msg(9, 1, body="é" * 2000 + "😀" * 2000)
+    with BatchWriter(store) as writer:
+        assert writer.submit(row).result(10) == row
+    assert stored_messages(store) == {row}
