@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import zmq.asyncio
+
 from fabric import keys
 from fabric.config import Config
 from tests.processes import NodeProcess
@@ -37,6 +39,7 @@ class Cluster:
         self.nodes: list[NodeProcess] = []
         self.view: ClusterView | None = None
         self.clients: list[ClientSession] = []
+        self._ctx: zmq.asyncio.Context | None = None
 
     def start(self, role: str, count: int = 1, **env: str) -> list[NodeProcess]:
         """Start `count` nodes of `role` (extra SOIM_* settings as keyword arguments)."""
@@ -68,7 +71,9 @@ class Cluster:
     async def client(self, gateway: int = 0, device: str = "test") -> ClientSession:
         """A connected (not yet logged in) client of the `gateway`-th live gateway."""
         endpoint, key = self.gateways()[gateway]
-        session = ClientSession(endpoint, key, device=device)
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context()
+        session = ClientSession(endpoint, key, device=device, ctx=self._ctx)
         await session.connect()
         self.clients.append(session)
         return session
@@ -76,6 +81,8 @@ class Cluster:
     async def close(self) -> None:
         """Close clients, then stop (and if need be kill) every node."""
         await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
         for node in self.nodes:
             node.stop()
         for node in self.nodes:

@@ -55,12 +55,14 @@ class ClientSession:
     """One user's connection to the cluster. `await connect()`, then log in."""
 
     def __init__(self, endpoint: str, server_key: bytes, *, device: str = "soim",
-                 timeout: float = timing.CLIENT_REQUEST_TIMEOUT_S) -> None:
+                 timeout: float = timing.CLIENT_REQUEST_TIMEOUT_S,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
         self.endpoint = endpoint
         self.server_key = server_key
         self.device = device
         self.timeout = timeout
-        self.ctx = zmq.asyncio.Context()
+        self._own_ctx = ctx is None
+        self.ctx = ctx if ctx is not None else zmq.asyncio.Context()
         self.events: asyncio.Queue[ClientEvent] = asyncio.Queue()
         self.user: client_pb2.LoginReply | None = None
         self.token = ""
@@ -89,7 +91,8 @@ class ClientSession:
             with contextlib.suppress(RpcError):
                 await self._rpc.call(CLIENT["Logout"], client_pb2.LogoutRequest(), timeout=1.0)
         await self._drop_link()
-        self.ctx.destroy(linger=0)
+        if self._own_ctx:
+            self.ctx.destroy(linger=0)
 
     async def call(self, name: str, request: Message, timeout: float | None = None) -> Any:
         """Send client.<name>; return the reply or raise RpcError with the gateway's code."""
