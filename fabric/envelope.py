@@ -125,11 +125,12 @@ def event(method: str, payload: bytes, sender: str = "") -> list[bytes]:
 
 
 class Encoder:
-    """Builds the frames of the hot paths for one sender, reusing one Header per method.
+    """Builds the frame of the hot paths for one sender, reusing one Header per method.
 
     Constructing a Header from keyword arguments costs more than the rest of an encode, so this
-    keeps one per method (and one for replies) and sets only request_id and deadline_ms. Not
-    thread-safe: one Encoder per socket owner.
+    keeps one per method (and one for replies) and sets only request_id and deadline_ms. Its
+    methods return the single frame itself, not a list. Not thread-safe: one Encoder per socket
+    owner.
     """
 
     def __init__(self, sender: str = "") -> None:
@@ -137,22 +138,21 @@ class Encoder:
         self._requests: dict[str, pb.Header] = {}
         self._reply = pb.Header(kind=pb.REPLY, sender=sender)
 
-    def request(self, method: str, request_id: int, deadline_ms: int,
-                payload: bytes) -> list[bytes]:
-        """Frames of a REQUEST; same bytes as `request()`."""
+    def request(self, method: str, request_id: int, deadline_ms: int, payload: bytes) -> bytes:
+        """The frame of a REQUEST; the same bytes as `request()`."""
         header = self._requests.get(method)
         if header is None:
             header = self._requests[method] = pb.Header(kind=pb.REQUEST, method=method,
                                                         sender=self.sender)
         header.request_id = request_id
         header.deadline_ms = deadline_ms
-        return [frame(header.SerializeToString(), payload)]
+        return frame(header.SerializeToString(), payload)
 
-    def reply(self, request_id: int, payload: bytes) -> list[bytes]:
-        """Frames of a successful REPLY; same bytes as `reply()`."""
+    def reply(self, request_id: int, payload: bytes) -> bytes:
+        """The frame of a successful REPLY; the same bytes as `reply()`."""
         header = self._reply
         header.request_id = request_id
-        return [frame(header.SerializeToString(), payload)]
+        return frame(header.SerializeToString(), payload)
 
 
 def decode(frames: Sequence[bytes], max_bytes: int) -> Envelope:
@@ -189,14 +189,12 @@ def decode(frames: Sequence[bytes], max_bytes: int) -> Envelope:
         raise EnvelopeError(DecodeError.BAD_KIND, str(kind), header)
     elif not header.method:
         raise EnvelopeError(DecodeError.MISSING_FIELD, "method", header)
-    return Envelope(header, bytes(data[end:]))
+    return Envelope(header, data[end:])
 
 
 def parse_payload(msg_type: type[M], payload: bytes, header: pb.Header | None = None) -> M:
     """Parse `payload` as `msg_type`; a bad payload is an EnvelopeError(BAD_PAYLOAD)."""
-    msg = msg_type()
     try:
-        msg.ParseFromString(payload)
+        return msg_type.FromString(payload)
     except (_PbDecodeError, ValueError) as err:
         raise EnvelopeError(DecodeError.BAD_PAYLOAD, type(err).__name__, header) from None
-    return msg

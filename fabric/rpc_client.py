@@ -56,6 +56,7 @@ class RpcClient:
         self._pending: dict[int, _Pending] = {}
         self._encoder = envelope.Encoder(node_id)
         self._outbox: list[list[bytes]] = []
+        self._flush_soon = False  # a _flush is scheduled for this loop iteration
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._in = metrics.FRAMES_IN.labels(name)
@@ -93,7 +94,7 @@ class RpcClient:
         """
         if not self._tasks:
             self.start()
-        started = time.monotonic()
+        now = started = time.monotonic()
         deadline = started + (timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout)
         payload = request.SerializeToString()
         name = method.name
@@ -101,13 +102,14 @@ class RpcClient:
         backoff = timing.RPC_RETRY_BACKOFF_S
         try:
             for left in range(attempts, 0, -1):  # attempts left, this one included
-                share = max(deadline - time.monotonic(), 0.0) / left
+                share = max(deadline - now, 0.0) / left
                 rid = next(self._ids)
                 fut: asyncio.Future[envelope.Envelope] = self._loop.create_future()
-                self._pending[rid] = (fut, time.monotonic() + share, name)
-                self._outbox.append(self._encoder.request(
-                    name, rid, int((time.time() + share) * 1000), payload))
-                if len(self._outbox) == 1:
+                self._pending[rid] = (fut, now + share, name)
+                self._outbox.append([self._encoder.request(
+                    name, rid, int((time.time() + share) * 1000), payload)])
+                if not self._flush_soon:
+                    self._flush_soon = True
                     self._loop.call_soon(self._flush)
                 try:
                     env = await fut
@@ -124,6 +126,7 @@ class RpcClient:
                 pause = min(backoff, max(deadline - time.monotonic(), 0.0) / 4)
                 await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
                 backoff *= 2
+                now = time.monotonic()
             raise AssertionError("unreachable: the last attempt returns or raises")
         except RpcError as err:
             metrics.RPC_ERRORS.labels(name, pb.ErrorCode.Name(err.code)
@@ -139,7 +142,10 @@ class RpcClient:
 
     def _flush(self) -> None:
         """Send every request queued since the last pass, in one batch."""
+        self._flush_soon = False
         outbox, self._outbox = self._outbox, []
+        if not outbox:
+            return
         dropped = send_batch(self.sock, outbox)
         self._out.inc(len(outbox) - dropped)
         if dropped:
@@ -157,6 +163,7 @@ class RpcClient:
                     fut.set_exception(RpcError(pb.TIMEOUT, f"{name} to {self.endpoint}"))
 
     async def _read(self) -> None:
+        pending = self._pending
         while True:
             batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
             self._in.inc(len(batch))
@@ -166,12 +173,18 @@ class RpcClient:
                 except envelope.EnvelopeError as err:
                     metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
                     continue
-                if env.header.kind == pb.EVENT:
+                header = env.header
+                if header.kind == pb.EVENT:
                     if self.on_event is not None:
                         self.on_event(env)
                     continue
-                call = self._pending.pop(env.header.request_id, None)
+                call = pending.pop(header.request_id, None)
                 if call is None or call[0].done():
                     metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
                     continue
                 call[0].set_result(env)
+            if not self._flush_soon:
+                # the callers woken above run next and queue their next requests: send those
+                # in the same loop iteration rather than one later
+                self._flush_soon = True
+                self._loop.call_soon(self._flush)

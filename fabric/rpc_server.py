@@ -142,7 +142,7 @@ class RpcServer:
             return None
         answered = self._answered
         answered[method.name] = answered.get(method.name, 0) + 1
-        return [identity, *self._encoder.reply(header.request_id, result.SerializeToString())]
+        return [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
 
     async def _finish(self, identity: bytes, header: pb.Header,
                       pending: Awaitable[Message]) -> None:
@@ -150,8 +150,7 @@ class RpcServer:
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
                 result = await pending
-            out = [identity, *self._encoder.reply(header.request_id,
-                                                  result.SerializeToString())]
+            out = [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
             self._served(header.method, pb.OK)
         except TimeoutError:
             self._served(header.method, pb.DEADLINE_EXCEEDED)
