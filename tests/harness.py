@@ -73,7 +73,8 @@ class Cluster:
         endpoint, key = self.gateways()[gateway]
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
-        session = ClientSession(endpoint, key, device=device, ctx=self._ctx)
+        session = ClientSession(endpoint, key, device=device, ctx=self._ctx,
+                                locator=self.gateways)
         await session.connect()
         self.clients.append(session)
         return session

@@ -1,9 +1,11 @@
-"""The client session: everything a so-im client says to a gateway, with no rendering.
+"""The client session: everything a so-im client says to the cluster, with no rendering.
 
-Role: connect to a gateway with its Curve key, log in or register (following a redirect to a
-less loaded gateway), ping, notice a dead link and reconnect with backoff and resume by token,
-and offer one method per command. Pushes and connection changes arrive on `events`.
-Peer sockets: one DEALER (Curve client with a fresh keypair) to a gateway's client ROUTER.
+Role: one method per command of the so-im set (login, send, users, friends, group …, search,
+add, me) plus register, history, sync and receipts; sends are retried with the same
+client_msg_id until acked (the store keeps one copy); incoming messages come out of `events`
+once each, in seq order per conversation, with gaps filled from history; a sync runs at login,
+after every reconnect and on a `SyncHint`. The TUI and soimctl build on it.
+Peer sockets: those of its `Link` (one DEALER to a gateway's client ROUTER).
 """
 
 from __future__ import annotations
@@ -11,34 +13,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import zmq.asyncio
 from google.protobuf.message import Message
 
-from fabric import envelope, timing
+from fabric import timing
 from fabric.methods import RpcError
-from fabric.rpc_client import RpcClient
-from fabric.security import anonymous_client
-from nodes.gateway.api import CLIENT, PUSH_METHOD
 from schema import client_pb2
 from schema import common_pb2 as pb
+from tui.conversations import ConversationTracker
+from tui.link import LINK_DOWN, Link, LinkState, Locator
 
-log = logging.getLogger(__name__)
-RECONNECT_FIRST_S = 0.2
-RECONNECT_MAX_S = 5.0
-_LINK_DOWN = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
+SEND_DEADLINE_S = 30.0
+SEND_ATTEMPT_S = 5.0
+RESYNC_AFTER_S = 1.0
+_SEND_RETRY = LINK_DOWN | {pb.UNAUTHENTICATED, pb.RATE_LIMITED, pb.INTERNAL, pb.NOT_OWNER}
 
 
 class EventKind(enum.Enum):
     """What happened, as seen by the client."""
 
-    PUSH = "push"                  # the gateway pushed something (message, notice, ...)
+    MESSAGE = "message"            # a chat message, in order, once
+    PUSH = "push"                  # any other push: notice, receipt, presence, sync hint
     DISCONNECTED = "disconnected"  # the link died; reconnecting
-    RECONNECTED = "reconnected"    # resumed on a gateway; fetch what may have been missed
+    RECONNECTED = "reconnected"    # resumed on a gateway; a sync follows
     REDIRECTED = "redirected"      # moved to a less loaded gateway at login
 
 
@@ -48,84 +50,148 @@ class ClientEvent:
 
     kind: EventKind
     push: client_pb2.Push | None = None
+    message: client_pb2.ChatMessage | None = None
     endpoint: str = ""
 
 
 class ClientSession:
-    """One user's connection to the cluster. `await connect()`, then log in."""
+    """One user's connection to the cluster. `await connect()`, then register or log in."""
 
     def __init__(self, endpoint: str, server_key: bytes, *, device: str = "soim",
                  timeout: float = timing.CLIENT_REQUEST_TIMEOUT_S,
-                 ctx: zmq.asyncio.Context | None = None) -> None:
-        self.endpoint = endpoint
-        self.server_key = server_key
-        self.device = device
-        self.timeout = timeout
+                 ctx: zmq.asyncio.Context | None = None, locator: Locator | None = None,
+                 start_at: str = "all", auto_delivered: bool = True) -> None:
         self._own_ctx = ctx is None
         self.ctx = ctx if ctx is not None else zmq.asyncio.Context()
+        self.device = device
         self.events: asyncio.Queue[ClientEvent] = asyncio.Queue()
-        self.user: client_pb2.LoginReply | None = None
-        self.token = ""
-        self._rpc: RpcClient | None = None
-        self._keepalive: asyncio.Task[None] | None = None
-        self._reconnecting: asyncio.Task[None] | None = None
-        self._closed = False
+        self.link = Link(endpoint, server_key, device=device, timeout=timeout, ctx=self.ctx,
+                         locator=locator, on_push=self._on_push, on_state=self._on_state)
+        self.tracker = ConversationTracker(self._history_page, self._emit, start_at)
+        self.auto_delivered = auto_delivered
+        self._inbox: asyncio.Queue[client_pb2.Push | None] = asyncio.Queue()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def user(self) -> client_pb2.LoginReply | None:
+        return self.link.user
+
+    @property
+    def token(self) -> str:
+        return self.link.token
+
+    @property
+    def endpoint(self) -> str:
+        return self.link.endpoint
 
     # ---- connection
     async def connect(self) -> None:
-        """Open the link to the current gateway (no round trip yet)."""
-        key = self.server_key
-        self._rpc = RpcClient(self.ctx, self.endpoint, name="soim_client",
-                              secure=lambda sock: anonymous_client(sock, key),
-                              on_event=self._on_event)
-        self._rpc.start()
+        """Open the link (no round trip yet)."""
+        self.link.open()
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.ensure_future(self._dispatch())
 
     async def close(self) -> None:
         """Log out if logged in, and close everything."""
-        self._closed = True
-        for task in (self._keepalive, self._reconnecting):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        if self._rpc is not None and self.user is not None:
-            with contextlib.suppress(RpcError):
-                await self._rpc.call(CLIENT["Logout"], client_pb2.LogoutRequest(), timeout=1.0)
-        await self._drop_link()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await self.link.close()
         if self._own_ctx:
             self.ctx.destroy(linger=0)
 
     async def call(self, name: str, request: Message, timeout: float | None = None) -> Any:
         """Send client.<name>; return the reply or raise RpcError with the gateway's code."""
-        if self._rpc is None:
-            raise RpcError(pb.UNAVAILABLE, "not connected")
-        return await self._rpc.call(CLIENT[name], request, timeout or self.timeout)
+        return await self.link.call(name, request, timeout)
 
-    # ---- session commands
+    async def reconnect(self) -> None:
+        """Re-open the link with backoff and resume the session by token."""
+        await self.link.recover()
+
+    # ---- session
     async def register(self, account: str, password: str,
                        nickname: str = "") -> client_pb2.LoginReply:
-        reply = await self.call("Register", client_pb2.RegisterRequest(
+        return await self._authenticated("Register", client_pb2.RegisterRequest(
             account=account, password=password, device=self.device, nickname=nickname))
-        return await self._logged_in(reply)
 
     async def login(self, account: str, password: str) -> client_pb2.LoginReply:
-        reply = await self.call("Login", client_pb2.LoginRequest(
+        return await self._authenticated("Login", client_pb2.LoginRequest(
             account=account, password=password, device=self.device))
-        return await self._logged_in(reply)
 
     async def resume(self, token: str) -> client_pb2.LoginReply:
-        reply = await self.call("Resume", client_pb2.ResumeRequest(token=token,
-                                                                   device=self.device))
-        return await self._logged_in(reply)
+        return await self._authenticated("Resume", client_pb2.ResumeRequest(
+            token=token, device=self.device))
 
     async def logout(self) -> None:
         await self.call("Logout", client_pb2.LogoutRequest())
-        self.user, self.token = None, ""
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        self.link.forget()
 
     async def ping(self) -> client_pb2.PingReply:
         return await self.call("Ping", client_pb2.PingRequest(
             client_time_ms=int(time.time() * 1000)))
+
+    async def _authenticated(self, name: str, request: Message) -> client_pb2.LoginReply:
+        reply = await self.link.authenticate(name, request)
+        self._inbox.put_nowait(None)  # a sync
+        return reply
+
+    # ---- messages
+    async def send(self, body: str, *, to_user: int = 0, to_group: int = 0,
+                   client_msg_id: str = "",
+                   deadline_s: float = SEND_DEADLINE_S) -> client_pb2.SendAck:
+        """Send until acked: retried with the same client_msg_id across reconnects."""
+        request = client_pb2.SendRequest(client_msg_id=client_msg_id or uuid.uuid4().hex,
+                                         body=body)
+        if to_group:
+            request.to_group = to_group
+        else:
+            request.to_user = to_user
+        deadline = time.monotonic() + deadline_s
+        pause = 0.1
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return await self.call("Send", request, timeout=min(SEND_ATTEMPT_S, max(left, 0.1)))
+            except RpcError as err:
+                if err.code not in _SEND_RETRY or time.monotonic() + pause > deadline:
+                    raise
+                if err.code in LINK_DOWN or err.code == pb.UNAUTHENTICATED:
+                    await self._recover_until(deadline)
+                else:
+                    await asyncio.sleep(pause)  # retry backoff
+                    pause = min(pause * 2, 1.0)
+
+    async def _recover_until(self, deadline: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                await self.link.recover()
+
+    async def sync(self) -> client_pb2.SyncReply:
+        """Per-conversation seqs, cursors and unread counts."""
+        return await self.call("Sync", client_pb2.SyncRequest())
+
+    async def history(self, conv_id: int, *, after_seq: int = 0, before_seq: int = 0,
+                      limit: int = 50) -> client_pb2.HistoryReply:
+        request = client_pb2.HistoryRequest(conv_id=conv_id, limit=limit)
+        if before_seq:
+            request.before_seq = before_seq
+        else:
+            request.after_seq = after_seq
+        return await self.call("History", request)
+
+    async def delivered(self, conv_id: int, seq: int) -> client_pb2.DeliveredReply:
+        return await self.call("Delivered", client_pb2.DeliveredRequest(conv_id=conv_id, seq=seq))
+
+    async def read(self, conv_id: int, seq: int) -> client_pb2.ReadReply:
+        return await self.call("Read", client_pb2.ReadRequest(conv_id=conv_id, seq=seq))
+
+    async def group_read_counts(self, conv_id: int, from_seq: int,
+                                to_seq: int) -> client_pb2.GroupReadCountsReply:
+        return await self.call("GroupReadCounts", client_pb2.GroupReadCountsRequest(
+            conv_id=conv_id, from_seq=from_seq, to_seq=to_seq))
 
     # ---- the so-im command set
     async def me(self) -> client_pb2.MeReply:
@@ -163,64 +229,59 @@ class ClientSession:
     async def group_users(self, group_id: int) -> client_pb2.GroupUsersReply:
         return await self.call("GroupUsers", client_pb2.GroupUsersRequest(group_id=group_id))
 
-    # ---- internals
-    async def _logged_in(self, reply: client_pb2.LoginReply) -> client_pb2.LoginReply:
-        self.user, self.token = reply, reply.token
-        if reply.redirect.endpoint:
-            target = reply.redirect
-            with contextlib.suppress(RpcError):
-                await self.call("Logout", client_pb2.LogoutRequest(), timeout=1.0)
-            await self._drop_link()
-            self.endpoint, self.server_key = target.endpoint, target.server_key.encode()
-            await self.connect()
-            resumed = await self.call("Resume", client_pb2.ResumeRequest(
-                token=self.token, device=self.device))
-            self.user, self.token = resumed, resumed.token
-            self.events.put_nowait(ClientEvent(EventKind.REDIRECTED, endpoint=self.endpoint))
-        if self._keepalive is None or self._keepalive.done():
-            self._keepalive = asyncio.ensure_future(self._keep_alive())
-        return self.user
+    # ---- incoming
+    def _on_push(self, push: client_pb2.Push) -> None:
+        self._inbox.put_nowait(push)
 
-    def _on_event(self, env: envelope.Envelope) -> None:
-        if env.header.method != PUSH_METHOD:
-            return
-        try:
-            push = envelope.parse_payload(client_pb2.Push, env.payload)
-        except envelope.EnvelopeError:
-            log.warning("dropped an unparsable push")
-            return
-        self.events.put_nowait(ClientEvent(EventKind.PUSH, push=push))
+    def _on_state(self, state: LinkState, endpoint: str) -> None:
+        self.events.put_nowait(ClientEvent(EventKind(state.value), endpoint=endpoint))
+        if state is LinkState.RECONNECTED:
+            self._inbox.put_nowait(None)  # a sync
 
-    async def _keep_alive(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(timing.CLIENT_PING_INTERVAL_S)  # the ping period
+    def _emit(self, msg: client_pb2.ChatMessage) -> None:
+        self.events.put_nowait(ClientEvent(EventKind.MESSAGE, message=msg))
+
+    async def _history_page(self, conv_id: int, after: int, limit: int) -> client_pb2.HistoryReply:
+        return await self.history(conv_id, after_seq=after, limit=limit)
+
+    async def _dispatch(self) -> None:
+        """Handle pushes and syncs one at a time, so messages come out in order."""
+        while True:
+            item = await self._inbox.get()
             try:
-                await self.ping()
-            except RpcError as err:
-                if err.code in _LINK_DOWN or err.code == pb.UNAUTHENTICATED:
-                    await self.reconnect()
+                if item is None or item.WhichOneof("item") == "sync_hint":
+                    if item is not None:
+                        self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
+                    if self.link.user is not None:
+                        await self.tracker.sync((await self.sync()).conversations)
+                elif item.WhichOneof("item") == "message":
+                    await self.tracker.on_message(item.message)
+                else:
+                    self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
+            except RpcError:
+                if self.link.user is not None:  # try again after the next reconnect or hint
+                    self._later(self._resync_soon())
+            if self._inbox.empty():
+                self._acknowledge()
 
-    async def reconnect(self) -> None:
-        """Re-open the link with backoff and resume the session by token."""
-        self.events.put_nowait(ClientEvent(EventKind.DISCONNECTED, endpoint=self.endpoint))
-        pause = RECONNECT_FIRST_S
-        while not self._closed:
-            await self._drop_link()
-            await self.connect()
-            try:
-                reply = await self.call("Resume", client_pb2.ResumeRequest(
-                    token=self.token, device=self.device), timeout=2.0)
-            except RpcError as err:
-                if err.code not in _LINK_DOWN:
-                    raise
-                await asyncio.sleep(pause)  # reconnect backoff
-                pause = min(pause * 2, RECONNECT_MAX_S)
-                continue
-            self.user, self.token = reply, reply.token
-            self.events.put_nowait(ClientEvent(EventKind.RECONNECTED, endpoint=self.endpoint))
+    async def _resync_soon(self) -> None:
+        await asyncio.sleep(RESYNC_AFTER_S)  # back off before another sync attempt
+        self._inbox.put_nowait(None)
+
+    def _acknowledge(self) -> None:
+        """Tell the gateway what has been delivered here, one Delivered per conversation."""
+        touched, self.tracker.touched = self.tracker.touched, set()
+        if not self.auto_delivered:
             return
+        for conv_id in touched:
+            self._later(self._delivered_quietly(conv_id, self.tracker.last[conv_id]))
 
-    async def _drop_link(self) -> None:
-        if self._rpc is not None:
-            await self._rpc.close()
-            self._rpc = None
+    async def _delivered_quietly(self, conv_id: int, seq: int) -> None:
+        with contextlib.suppress(RpcError):
+            await self.delivered(conv_id, seq)
+
+    def _later(self, job: Any) -> None:
+        task = asyncio.ensure_future(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+

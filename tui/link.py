@@ -1,0 +1,176 @@
+"""The client's link to the cluster: one connection to some gateway that stays up.
+
+Role: connect to a gateway with its Curve key, send requests, receive pushes, ping, follow a
+login redirect, and when the link dies reconnect with backoff (to the same gateway, or to
+another one the locator knows) and resume the session by token. One reconnect runs at a time;
+every caller that finds the link down waits for it.
+Peer sockets: one DEALER (Curve client with a fresh keypair) to a gateway's client ROUTER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import zmq.asyncio
+from google.protobuf.message import Message
+
+from fabric import envelope, timing
+from fabric.methods import RpcError
+from fabric.rpc_client import RpcClient
+from fabric.security import anonymous_client
+from nodes.gateway.api import CLIENT, PUSH_METHOD
+from schema import client_pb2
+from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
+RESUME_TIMEOUT_S = 2.0
+LINK_DOWN = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
+
+Gateway = tuple[str, bytes]  # (client endpoint, server public key)
+Locator = Callable[[], list[Gateway]]
+
+
+class LinkState(enum.Enum):
+    """Connection changes reported to the session."""
+
+    DISCONNECTED = "disconnected"
+    RECONNECTED = "reconnected"
+    REDIRECTED = "redirected"
+
+
+class Link:
+    """A connection that survives gateway restarts and moves."""
+
+    def __init__(self, endpoint: str, server_key: bytes, *, device: str, timeout: float,
+                 ctx: zmq.asyncio.Context, locator: Locator | None,
+                 on_push: Callable[[client_pb2.Push], None],
+                 on_state: Callable[[LinkState, str], None]) -> None:
+        self.endpoint = endpoint
+        self.server_key = server_key
+        self.device = device
+        self.timeout = timeout
+        self.ctx = ctx
+        self.locator = locator
+        self.on_push = on_push
+        self.on_state = on_state
+        self.user: client_pb2.LoginReply | None = None
+        self.token = ""
+        self.closed = False
+        self._rpc: RpcClient | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        """Open the socket to the current gateway (no round trip yet)."""
+        key = self.server_key
+        self._rpc = RpcClient(self.ctx, self.endpoint, name="soim_client",
+                              secure=lambda sock: anonymous_client(sock, key),
+                              on_event=self._on_event)
+        self._rpc.start()
+
+    async def close(self) -> None:
+        """Log out if logged in and close the socket."""
+        self.closed = True
+        for task in (self._keepalive, self._reconnect):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._rpc is not None and self.user is not None:
+            with contextlib.suppress(RpcError):
+                await self._rpc.call(CLIENT["Logout"], client_pb2.LogoutRequest(), timeout=1.0)
+        await self._drop()
+
+    async def call(self, name: str, request: Message, timeout: float | None = None) -> Any:
+        """client.<name> on the current gateway; RpcError carries the gateway's code."""
+        if self._rpc is None:
+            raise RpcError(pb.UNAVAILABLE, "not connected")
+        return await self._rpc.call(CLIENT[name], request, timeout or self.timeout)
+
+    async def authenticate(self, name: str, request: Message) -> client_pb2.LoginReply:
+        """Register, Login or Resume; follow a redirect; keep the link alive from then on."""
+        reply: client_pb2.LoginReply = await self.call(name, request)
+        self.user, self.token = reply, reply.token
+        if reply.redirect.endpoint:
+            target = reply.redirect
+            with contextlib.suppress(RpcError):
+                await self.call("Logout", client_pb2.LogoutRequest(), timeout=1.0)
+            await self._drop()
+            self.endpoint, self.server_key = target.endpoint, target.server_key.encode()
+            self.open()
+            self.user = await self.call("Resume", client_pb2.ResumeRequest(
+                token=self.token, device=self.device))
+            self.token = self.user.token
+            self.on_state(LinkState.REDIRECTED, self.endpoint)
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = asyncio.ensure_future(self._keep_alive())
+        return self.user
+
+    def forget(self) -> None:
+        """After a logout: no session to resume, no keepalive."""
+        self.user, self.token = None, ""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+
+    async def recover(self) -> None:
+        """The link looks dead (or the gateway forgot us): reconnect and resume, once."""
+        if self.closed or not self.token:
+            return
+        if self._reconnect is None or self._reconnect.done():
+            self._reconnect = asyncio.ensure_future(self._reconnect_loop())
+        await asyncio.shield(self._reconnect)
+
+    async def _reconnect_loop(self) -> None:
+        self.on_state(LinkState.DISCONNECTED, self.endpoint)
+        pause = RECONNECT_FIRST_S
+        attempt = 0
+        while not self.closed:
+            candidates = [(self.endpoint, self.server_key)]
+            if self.locator is not None:
+                candidates += [g for g in self.locator() if g[0] != self.endpoint]
+            self.endpoint, self.server_key = candidates[attempt % len(candidates)]
+            attempt += 1
+            await self._drop()
+            self.open()
+            try:
+                reply = await self.call("Resume", client_pb2.ResumeRequest(
+                    token=self.token, device=self.device), timeout=RESUME_TIMEOUT_S)
+            except RpcError as err:
+                if err.code not in LINK_DOWN:
+                    raise
+                await asyncio.sleep(pause)  # reconnect backoff
+                pause = min(pause * 2, RECONNECT_MAX_S)
+                continue
+            self.user, self.token = reply, reply.token
+            self.on_state(LinkState.RECONNECTED, self.endpoint)
+            return
+
+    async def _keep_alive(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(timing.CLIENT_PING_INTERVAL_S)  # the ping period
+            try:  # Me also tells whether the gateway still knows our session
+                await self.call("Me", client_pb2.MeRequest(), timeout=RESUME_TIMEOUT_S)
+            except RpcError as err:
+                if err.code in LINK_DOWN or err.code == pb.UNAUTHENTICATED:
+                    await self.recover()
+
+    def _on_event(self, env: envelope.Envelope) -> None:
+        if env.header.method != PUSH_METHOD:
+            return
+        try:
+            push = envelope.parse_payload(client_pb2.Push, env.payload)
+        except envelope.EnvelopeError:
+            log.warning("dropped an unparsable push")
+            return
+        self.on_push(push)
+
+    async def _drop(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.close()
+            self._rpc = None
