@@ -38,9 +38,10 @@ async def user(cluster: Cluster, account: str, gateway: int = 0) -> ClientSessio
 
 
 @pytest.mark.timeout(120)
-def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str) -> None:
+def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
+                         redis_env: dict[str, str]) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
+        async with running_cluster(tmp_path, cluster_name, db_url, redis_env) as cluster:
             await start_cluster(cluster)
             alice = await user(cluster, "alice", 0)
             bob = await user(cluster, "bob", 1)
