@@ -155,6 +155,20 @@ class Conn(ABC):
     def close(self) -> None:
         """Give the connection back to its pool (or drop it when `broken`)."""
 
+    def write_batch(self, statements: Sequence[Statement]) -> list[int]:
+        """Run `statements` as one transaction and commit; return each one's affected rows.
+
+        On any error the transaction is rolled back and the error raised: all or nothing.
+        """
+        self.begin()
+        try:
+            counts = [self.execute(sql, params) for sql, params in statements]
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return counts
+
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
         """`with conn.transaction():` commits on success, rolls back on any exception."""
@@ -186,8 +200,12 @@ class Database(ABC):
         self.index = index
 
     @abstractmethod
-    def connection(self) -> Conn:
-        """A connection from the pool; close it (or use `with`) to give it back."""
+    def connection(self, batch: bool = False) -> Conn:
+        """A connection from the pool; close it (or use `with`) to give it back.
+
+        `batch=True`: one whose `write_batch` takes a single round trip (MySQL: from a small
+        second pool of multi-statement connections, kept apart from ordinary queries).
+        """
 
     @abstractmethod
     def interrupt(self, conn: Conn) -> None:
@@ -223,7 +241,7 @@ class Database(ABC):
     @abstractmethod
     def select_in_statements(self, table: str, columns: Sequence[str], key: Sequence[str],
                              kinds: str, keys: Sequence[Sequence[Any]]) -> list[Statement]:
-        """SELECT `columns` WHERE (key…) IN (keys…), as a locking read on MySQL."""
+        """SELECT `columns` WHERE (key…) IN (keys…)."""
 
 
 def open_database(spec: DbSpec, index: int, *, pool_size: int = 8,

@@ -371,26 +371,25 @@ class _Lane:
                 pass
 
     def _write(self, flush: _Flush) -> dict[Future[MessageRow], MessageRow | SeqClash]:
-        """Run the flush in one transaction; return the rows that were not simply inserted."""
+        """Run the flush as one transaction; return the rows that were not simply inserted.
+
+        Rows whose INSERT was ignored are read back after the COMMIT: message rows are never
+        updated or deleted, so what is stored under their unique key then is final.
+        """
         if self._conn is None:
-            self._conn = self.db.connection()
+            self._conn = self.db.connection(batch=True)
         conn = self._conn
+        counts = iter(conn.write_batch([st for _, _, stmts in flush.groups for st in stmts]))
         special: dict[Future[MessageRow], MessageRow | SeqClash] = {}
-        conn.begin()
-        try:
-            for table, items, stmts in flush.groups:
-                inserted = sum(conn.execute(sql, params) for sql, params in stmts)
-                if inserted != len(items):
-                    self._classify(conn, table, items, special)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+        for table, items, stmts in flush.groups:
+            inserted = sum(next(counts) for _ in stmts)
+            if inserted != len(items):
+                self._classify(conn, table, items, special)
         return special
 
     def _classify(self, conn: Conn, table: str, items: list[Item],
                   special: dict[Future[MessageRow], MessageRow | SeqClash]) -> None:
-        """Read back by the unique key (a locking read) to tell duplicates from seq clashes."""
+        """Read back by the unique key to tell duplicates from seq clashes."""
         keys = [(row.conv_id, row.sender, row.client_msg_id) for row, _, _ in items]
         stored: dict[tuple[int, int, str], MessageRow] = {}
         for sql, params in self.db.select_in_statements(table, _COLUMNS, _KEY, "iis", keys):

@@ -9,6 +9,7 @@ MySQL server, all created and closed by the pool (utf8mb4, autocommit, strict SQ
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,6 +17,7 @@ from typing import Any
 
 import pymysql
 from dbutils.pooled_db import PooledDB
+from pymysql.constants import CLIENT
 
 from shard_store.backend import (
     Column,
@@ -43,8 +45,9 @@ _TYPES = {"id": "BIGINT", "int": "INT", "name": "VARCHAR(64)", "tag": "VARCHAR(1
           "hash": "VARCHAR(255)", "text": "TEXT"}
 _SESSION = "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
-_ESCAPES = str.maketrans({"\0": "\\0", "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\x1a": "\\Z",
-                          "'": "\\'", '"': '\\"'})
+_ESCAPES = (("\\", "\\\\"), ("\0", "\\0"), ("\n", "\\n"), ("\r", "\\r"), ("\x1a", "\\Z"),
+            ("'", "\\'"), ('"', '\\"'))
+"""PyMySQL's escapes, backslash first; a few str.replace calls beat str.translate ~10x."""
 _NEEDS_ESCAPE = re.compile(r"[\0\\\n\r\x1a'\"]").search
 
 
@@ -53,7 +56,9 @@ def quote(value: str) -> str:
     if type(value) is not str:
         raise TypeError(f"expected str, got {type(value).__name__}")
     if _NEEDS_ESCAPE(value):
-        value = value.translate(_ESCAPES)
+        for char, escaped in _ESCAPES:
+            if char in value:
+                value = value.replace(char, escaped)
     return "'" + value + "'"
 
 
@@ -91,9 +96,10 @@ def _no_failover(_err: BaseException) -> bool:
 class MySQLConn(Conn):
     """A pooled PyMySQL connection with one cursor."""
 
-    def __init__(self, db: MySQLDatabase, pooled: Any) -> None:
+    def __init__(self, db: MySQLDatabase, pooled: Any, multi: bool) -> None:
         super().__init__(db)
         self._db = db
+        self._multi = multi
         self._pooled = pooled
         self._cur = pooled.cursor()
         self.thread_id = int(pooled.dbapi_connection.thread_id())
@@ -111,6 +117,28 @@ class MySQLConn(Conn):
             return list(self._cur.fetchall())
         except pymysql.err.Error as err:
             raise self._translate(err) from err
+
+    def write_batch(self, statements: Sequence[Statement]) -> list[int]:
+        """One round trip, `BEGIN;…;COMMIT`, on a batch connection (else one per statement).
+
+        Fewer round trips matter twice: less latency, and fewer points where the writer thread
+        must win the GIL back from busy submitter threads after waiting on the socket.
+        """
+        if not self._multi:
+            return super().write_batch(statements)
+        parts = [sql if params is None else self._cur.mogrify(sql, params)
+                 for sql, params in statements]
+        try:
+            self._cur.execute(";".join(["BEGIN", *parts, "COMMIT"]))
+            counts = []
+            for _ in parts:
+                self._cur.nextset()
+                counts.append(int(self._cur.rowcount))
+            self._cur.nextset()
+        except pymysql.err.Error as err:
+            self.rollback()
+            raise self._translate(err) from err
+        return counts
 
     def begin(self) -> None:
         try:
@@ -159,14 +187,16 @@ class MySQLDatabase(Database):
     def __init__(self, spec: DbSpec, index: int, *, pool_size: int = 8) -> None:
         super().__init__(spec, index)
         self._closed = False
+        self._lock = threading.Lock()
+        self._args: dict[str, Any] = dict(
+            blocking=False, maxconnections=0, reset=False, ping=1, isfatal=_no_failover,
+            host=spec.host, port=spec.port, user=spec.user, password=spec.password,
+            database=spec.database, charset="utf8mb4", autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S, read_timeout=IO_TIMEOUT_S,
+            write_timeout=IO_TIMEOUT_S, init_command=_SESSION)
+        self._batch_pool: PooledDB | None = None
         try:
-            self._pool = PooledDB(
-                pymysql, mincached=1, maxcached=pool_size, maxconnections=0, blocking=False,
-                reset=False, ping=1, isfatal=_no_failover,
-                host=spec.host, port=spec.port, user=spec.user, password=spec.password,
-                database=spec.database, charset="utf8mb4", autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S, read_timeout=IO_TIMEOUT_S,
-                write_timeout=IO_TIMEOUT_S, init_command=_SESSION)
+            self._pool = PooledDB(pymysql, mincached=1, maxcached=pool_size, **self._args)
         except pymysql.err.Error as err:
             raise StoreUnavailable(self._open_problem(err)) from None
         try:
@@ -190,18 +220,27 @@ class MySQLDatabase(Database):
                     f"it with CREATE DATABASE {self.spec.database} CHARACTER SET utf8mb4")
         return f"SOIM_DB: cannot connect to {where}: {_one_line(err)}"
 
-    def connection(self) -> MySQLConn:
+    def connection(self, batch: bool = False) -> MySQLConn:
         if self._closed:
             raise StoreError(f"{self.spec.display}: the store is closed")
         try:
-            return MySQLConn(self, self._pool.connection())
+            pool = self._batches() if batch else self._pool
+            return MySQLConn(self, pool.connection(), batch)
         except pymysql.err.Error as err:
             raise StoreUnavailable(self._open_problem(err)) from None
+
+    def _batches(self) -> PooledDB:
+        """The multi-statement pool, made on first use (only batch writers need it)."""
+        with self._lock:
+            if self._batch_pool is None:
+                self._batch_pool = PooledDB(pymysql, mincached=0, maxcached=2,
+                                            client_flag=CLIENT.MULTI_STATEMENTS, **self._args)
+            return self._batch_pool
 
     def returned(self) -> None:
         """A connection came back: after close(), close it instead of keeping it idle."""
         if self._closed:
-            self._pool.close()
+            self.close()
 
     def interrupt(self, conn: Conn) -> None:
         if not isinstance(conn, MySQLConn):
@@ -212,6 +251,8 @@ class MySQLDatabase(Database):
     def close(self) -> None:
         self._closed = True
         self._pool.close()
+        if self._batch_pool is not None:
+            self._batch_pool.close()
 
     def server_version(self) -> str:
         with self.connection() as conn:
@@ -257,7 +298,7 @@ class MySQLDatabase(Database):
         fmt = row_formatter(kinds)
         head = f"SELECT {_names(columns)} FROM `{table}` WHERE ({_names(key)}) IN ("
         return [(head + ",".join(fmt(k) for k in keys[i:i + MAX_KEYS_PER_SELECT])
-                 + ") LOCK IN SHARE MODE", None)
+                 + ")", None)
                 for i in range(0, len(keys), MAX_KEYS_PER_SELECT)]
 
 

@@ -138,7 +138,7 @@ class SQLiteDatabase(Database):
             raise
         return raw
 
-    def connection(self) -> SQLiteConn:
+    def connection(self, batch: bool = False) -> SQLiteConn:
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self.spec.display}: the store is closed")

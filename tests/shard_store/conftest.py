@@ -124,8 +124,8 @@ class Faults:
             with self.store.locate("message", row.conv_id).db.connection() as conn:
                 wait_until(lambda: conn.query(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                    "WHERE DB = DATABASE() AND INFO LIKE %s",
-                    (f"INSERT IGNORE INTO `{table}`%",))[0][0] == 1,
+                    "WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE %s",
+                    (f"%INSERT IGNORE INTO `{table}`%",))[0][0] == 1,
                     what="the writer blocked on the row lock")
 
     def kill(self, writer: BatchWriter, futures: list[Any]) -> None:
