@@ -130,9 +130,11 @@ class SegmentAllocator:
                 return
             try:
                 lo, hi = self._take_range(t.name)
-            except StoreError as err:
+            except Exception as err:  # the thread must survive: callers get the error instead
+                problem = err if isinstance(err, StoreError) else StoreError(
+                    f"id range for {t.name!r}: {type(err).__name__}: {err}")
                 with t.cond:
-                    t.loading, t.error = False, err
+                    t.loading, t.error = False, problem
                     t.cond.notify_all()
                 continue
             with t.cond:
