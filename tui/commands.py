@@ -1,0 +1,376 @@
+"""The so-im command set, shared by `soim` and `soim --plain`: grammar, parsing and execution.
+
+Role: one docopt usage string per command (the grammar, also the help text); `parse` turns a
+typed line into a `Command` or raises `CommandError`; `execute` runs a command on a
+`ClientSession` and returns a result (a table, a line of text, a failure, …) that each front end
+renders its own way. Nothing here draws or prints.
+Peer sockets: those of the `ClientSession` it is given.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from docopt import DocoptExit, docopt
+
+from fabric.methods import RpcError
+from schema import client_pb2
+from schema import common_pb2 as pb
+from tui.session import ClientSession
+
+USAGES: dict[str, str] = {
+    "login": "Usage: login -u ACCOUNT -p PASSWORD\n\nOptions:\n  -u ACCOUNT   account name\n"
+             "  -p PASSWORD  password",
+    "register": "Usage: register -u ACCOUNT -p PASSWORD [-n NICKNAME]\n\nOptions:\n"
+                "  -u ACCOUNT   account name (3-32 of a-z 0-9 _ . -)\n"
+                "  -p PASSWORD  password (8-128 characters)\n  -n NICKNAME  shown to others",
+    "send": "Usage: send (-u USER_ID | -g GROUP_ID) TEXT...\n\nOptions:\n"
+            "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
+    "users": "Usage: users",
+    "friends": "Usage: friends",
+    "group": "Usage:\n  group\n  group create NAME...\n  group search PREFIX\n"
+             "  group join GROUP_ID\n  group leave GROUP_ID\n  group users [GROUP_ID]",
+    "search": "Usage: search -u PREFIX\n\nOptions:\n  -u PREFIX  account prefix",
+    "add": "Usage: add -u USER_ID\n\nOptions:\n  -u USER_ID  the user to befriend (or accept)",
+    "me": "Usage: me",
+    "history": "Usage: history [-n N]\n\nOptions:\n  -n N  how many messages [default: 20]",
+    "open": "Usage: open TARGET",
+    "help": "Usage: help",
+    "exit": "Usage: exit",
+}
+"""The grammar: the usage string of every command, by name."""
+
+SUMMARY: dict[str, str] = {
+    "login": "log in", "register": "create an account and log in",
+    "send": "send to a friend or a group", "users": "users online now",
+    "friends": "my friends and friend requests", "group": "my groups; create, search, join, "
+    "leave, members", "search": "users by account prefix", "add": "ask for (or accept) a friend",
+    "me": "who I am", "history": "recent messages of the open conversation",
+    "open": "open a conversation: a friend's USER_ID or g:GROUP_ID", "help": "this list",
+    "exit": "quit",
+}
+
+USER_ID_MAX = (1 << 64) - 1
+HISTORY_MAX = 100
+
+
+class CommandError(Exception):
+    """A line that is not a valid command: unknown (`usage` empty) or not matching its usage."""
+
+    def __init__(self, name: str, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.name = name
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class Target:
+    """A conversation to open: a friend (`group` False) or a group, by id."""
+
+    id: int
+    group: bool = False
+
+    def __str__(self) -> str:
+        return f"g:{self.id}" if self.group else str(self.id)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed line: the command name and docopt's arguments."""
+
+    name: str
+    args: dict[str, Any]
+
+
+# ---- results
+@dataclass(frozen=True)
+class Table:
+    """Rows under a header, so-im style."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Info:
+    """One line that says what happened."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong, for the user."""
+
+    text: str
+    usage: str = ""
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """Login or register succeeded; `endpoint` is the gateway serving the session."""
+
+    reply: client_pb2.LoginReply
+    endpoint: str
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message is stored: its ack, and what was sent where."""
+
+    ack: client_pb2.SendAck
+    target: Target
+    body: str
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A conversation is now the open one."""
+
+    target: Target
+    conv_id: int
+    title: str
+
+
+@dataclass(frozen=True)
+class History:
+    """The newest messages of a conversation, oldest first."""
+
+    conv_id: int
+    messages: list[client_pb2.ChatMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Help:
+    """The usage of every command."""
+
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Bye:
+    """The user asked to quit."""
+
+
+Result = Table | Info | Failure | LoggedIn | Sent | Opened | History | Help | Bye
+
+
+# ---- parsing
+def parse(line: str) -> Command:
+    """The command on `line` (without a leading '/'); CommandError if it is not one."""
+    words = line.split()
+    if not words:
+        raise CommandError("", "empty command")
+    name = words[0].lower()
+    usage = USAGES.get(name)
+    if usage is None:
+        raise CommandError(name, f"unknown command: {name}")
+    try:
+        args = docopt(usage, words[1:], default_help=False)
+    except DocoptExit:
+        raise CommandError(name, f"usage: {usage_lines(name)[0]}", usage) from None
+    return Command(name, dict(args))
+
+
+def usage_lines(name: str) -> list[str]:
+    """The usage patterns of one command, one per line, without 'Usage:'."""
+    head = USAGES[name].split("\n\n")[0].removeprefix("Usage:")
+    return [ln.strip() for ln in head.splitlines() if ln.strip()]
+
+
+def help_lines() -> list[str]:
+    lines = []
+    for name in USAGES:
+        patterns = usage_lines(name)
+        lines.append(f"{patterns[0]}  — {SUMMARY[name]}")
+        lines += [f"{p}" for p in patterns[1:]]
+    return lines
+
+
+def number(text: str, what: str) -> int:
+    """A positive 64-bit id typed by the user; CommandError if it is not one."""
+    if not text.isdigit() or not 0 < int(text) <= USER_ID_MAX:
+        raise CommandError(what, f"{what} must be a positive number, got {text!r}")
+    return int(text)
+
+
+def target(text: str) -> Target:
+    """USER_ID or g:GROUP_ID."""
+    match = re.fullmatch(r"(g:)?(\d+)", text.strip())
+    if match is None:
+        raise CommandError("open", f"open a friend's USER_ID or g:GROUP_ID, not {text!r}")
+    return Target(number(match.group(2), "id"), group=bool(match.group(1)))
+
+
+# ---- execution
+async def execute(cmd: Command, session: ClientSession, current: Target | None,
+                  client_msg_id: str = "") -> Result:
+    """Run `cmd`; RpcErrors and bad arguments come back as a Failure naming the cause.
+
+    `current` is the open conversation (for `history`, `group users`); `client_msg_id`, if
+    given, is the id a `send` uses, so the caller can recognise the message when it comes back.
+    """
+    try:
+        return await _run(cmd, session, current, client_msg_id)
+    except RpcError as err:
+        return Failure(humanise(err))
+    except CommandError as err:
+        return Failure(str(err), err.usage)
+
+
+def humanise(err: RpcError) -> str:
+    """'Already exists: group name 'x' is taken' from ALREADY_EXISTS and its detail."""
+    if err.code in pb.ErrorCode.values():
+        name = pb.ErrorCode.Name(err.code).replace("_", " ").capitalize()
+    else:
+        name = f"Error {err.code}"
+    return f"{name}: {err.detail}" if err.detail else name
+
+
+async def _run(cmd: Command, session: ClientSession, current: Target | None,
+               client_msg_id: str) -> Result:
+    a = cmd.args
+    match cmd.name:
+        case "login":
+            reply = await session.login(a["-u"], a["-p"])
+            return LoggedIn(reply, session.endpoint)
+        case "register":
+            reply = await session.register(a["-u"], a["-p"], a["-n"] or "")
+            return LoggedIn(reply, session.endpoint)
+        case "send":
+            to = (Target(number(a["-g"], "GROUP_ID"), group=True) if a["-g"]
+                  else Target(number(a["-u"], "USER_ID")))
+            return await send(session, to, " ".join(a["TEXT"]), client_msg_id)
+        case "users":
+            return await _users(session)
+        case "friends":
+            return _friends_table((await session.friends()).friends)
+        case "group":
+            return await _group(a, session, current)
+        case "search":
+            found = (await session.search_users(a["-u"])).users
+            return Table(("uid", "account", "nickname"),
+                         [(str(u.user_id), u.account, u.nickname) for u in found])
+        case "add":
+            reply = await session.add_friend(number(a["-u"], "USER_ID"))
+            if reply.result == client_pb2.ADD_FRIEND_ACCEPTED:
+                return Info(f"friends now with {a['-u']}")
+            return Info(f"friend request sent to {a['-u']}")
+        case "me":
+            me = await session.me()
+            return Table(("uid", "account"), [(str(me.user_id), me.account)])
+        case "history":
+            return await _history(session, current, a["-n"])
+        case "open":
+            return await open_target(session, target(a["TARGET"]))
+        case "help":
+            return Help(help_lines())
+        case _:
+            return Bye()
+
+
+async def send(session: ClientSession, to: Target, body: str, client_msg_id: str = "") -> Sent:
+    """Send `body` to a friend or group; Sent once it is stored."""
+    if to.group:
+        ack = await session.send(body, to_group=to.id, client_msg_id=client_msg_id)
+    else:
+        ack = await session.send(body, to_user=to.id, client_msg_id=client_msg_id)
+    return Sent(ack, to, body)
+
+
+async def open_target(session: ClientSession, to: Target) -> Result:
+    """Find the conversation of a friend or group I belong to."""
+    if to.group:
+        for g in (await session.groups()).groups:
+            if g.group_id == to.id:
+                return Opened(to, g.group_id, g.name)
+        return Failure(f"Not member: you are not in group {to.id}")
+    for f in (await session.friends()).friends:
+        if f.user_id == to.id and f.state == client_pb2.FRIEND_STATE_ACCEPTED:
+            return Opened(to, f.conv_id, f.nickname or f.account)
+    return Failure(f"Not friend: {to.id} is not your friend (add -u {to.id} first)")
+
+
+async def _users(session: ClientSession) -> Table:
+    rows: list[tuple[str, ...]] = []
+    cursor = 0
+    for _ in range(100):  # at most 100 pages of 100
+        page = await session.online_users(cursor=cursor, limit=100)
+        rows += [(str(u.user_id), u.account) for u in page.users]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return Table(("uid", "account"), rows)
+
+
+def _friends_table(friends: list[client_pb2.Friend]) -> Table:
+    state = {client_pb2.FRIEND_STATE_OUTGOING: "request sent",
+             client_pb2.FRIEND_STATE_INCOMING: "wants to add you"}
+    rows = [(str(f.user_id), f.account, f.nickname,
+             state.get(f.state, "online" if f.online else "offline")) for f in friends]
+    return Table(("uid", "account", "nickname", "online"), rows)
+
+
+async def _group(a: dict[str, Any], session: ClientSession, current: Target | None) -> Result:
+    if a["create"]:
+        g = (await session.group_create(" ".join(a["NAME"]))).group
+        return Info(f"created group {g.name} gid={g.group_id}")
+    if a["search"]:
+        found = (await session.group_search(a["PREFIX"])).groups
+        return Table(("gid", "name", "limit", "members", "created"),
+                     [(str(g.group_id), g.name, str(g.user_limit), str(g.members),
+                       stamp(g.created_ms)) for g in found])
+    if a["join"]:
+        g = (await session.group_join(number(a["GROUP_ID"], "GROUP_ID"))).group
+        return Info(f"joined group {g.name} gid={g.group_id} ({g.members}/{g.user_limit})")
+    if a["leave"]:
+        gid = number(a["GROUP_ID"], "GROUP_ID")
+        await session.group_leave(gid)
+        return Info(f"left group {gid}")
+    if a["users"]:
+        if a["GROUP_ID"]:
+            gid = number(a["GROUP_ID"], "GROUP_ID")
+        elif current is not None and current.group:
+            gid = current.id
+        else:
+            return Failure("which group? give GROUP_ID or open the group first",
+                           USAGES["group"])
+        members = (await session.group_users(gid)).members
+        return Table(("uid", "account", "nickname", "online", "last active"),
+                     [(str(m.user_id), m.account, m.nickname,
+                       "online" if m.online else "offline",
+                       stamp(m.last_active_ms) if m.last_active_ms else "never")
+                      for m in members])
+    mine = (await session.groups()).groups
+    return Table(("gid", "name", "limit", "members/limit", "owner", "created"),
+                 [(str(g.group_id), g.name, str(g.user_limit), f"{g.members}/{g.user_limit}",
+                   g.owner_account or str(g.owner), stamp(g.created_ms)) for g in mine])
+
+
+async def _history(session: ClientSession, current: Target | None, n: str) -> Result:
+    if current is None:
+        return Failure("no open conversation: open USER_ID or open g:GROUP_ID first")
+    limit = number(n, "N")
+    if limit > HISTORY_MAX:
+        return Failure(f"history -n: at most {HISTORY_MAX}")
+    opened = await open_target(session, current)
+    if not isinstance(opened, Opened):
+        return opened
+    page = await newest(session, opened.conv_id, limit)
+    return History(opened.conv_id, list(page.messages))
+
+
+async def newest(session: ClientSession, conv_id: int,
+                 limit: int) -> client_pb2.HistoryReply:
+    """The newest `limit` messages of a conversation (History with no position)."""
+    reply: client_pb2.HistoryReply = await session.call(
+        "History", client_pb2.HistoryRequest(conv_id=conv_id, limit=limit))
+    return reply
+
+
+def stamp(ms: int) -> str:
+    """Local date and time of a unix-ms instant, to the minute."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
