@@ -1,0 +1,376 @@
+"""`soim`: the blessed full-screen chat client.
+
+Role: the event loop side of the client. Keys are read with `inkey(timeout=0)` from a reader
+registered on the asyncio loop (never a blocking read, never a thread); SIGWINCH redraws for
+the new size. Lines starting with '/' are commands (`tui.commands`), run one at a time; other
+lines go to the open conversation through an outbox that sends one message at a time, so they
+are stored in the order typed. Session events (messages, receipts, presence, notices,
+reconnects) update the `Model`; every change schedules one redraw (`tui.render_screen`). What
+the open conversation shows is marked read.
+Peer sockets: those of its `ClientSession`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TextIO
+
+from blessed import Terminal
+
+from fabric.methods import RpcError
+from schema import client_pb2
+from tui import commands, render_screen
+from tui.app_input import Action, LineEditor, key_action
+from tui.app_state import Model
+from tui.commands import Target
+from tui.render_text import entry_host, result_lines
+from tui.session import ClientEvent, ClientSession, EventKind
+
+PAGE = 50
+COUNTS_EVERY_S = 2.0
+NOTICES = {
+    client_pb2.NOTICE_FRIEND_REQUEST: "{who} asks to be your friend — /add -u {uid} accepts",
+    client_pb2.NOTICE_FRIEND_ACCEPTED: "{who} accepted: you are friends now",
+    client_pb2.NOTICE_REDIRECT: "the cluster moves you to {where}",
+    client_pb2.NOTICE_GOING_AWAY: "the gateway is stopping; reconnecting…",
+}
+INTRO = ["so-im — connected to {where}",
+         "log in:    /login -u ACCOUNT -p PASSWORD",
+         "new here:  /register -u ACCOUNT -p PASSWORD [-n NICKNAME]",
+         "/help lists every command; Tab switches conversation; PgUp scrolls back"]
+
+
+class App:
+    """One full-screen client on one terminal."""
+
+    def __init__(self, session: ClientSession, term: Terminal, out: TextIO) -> None:
+        self.session = session
+        self.term = term
+        self.out = out
+        self.model = Model()
+        self.model.endpoint = session.endpoint
+        self.editor = LineEditor()
+        self.scroll = 0
+        self._at_top = False
+        self._clear = True
+        self._draw_scheduled = False
+        self._commands: asyncio.Queue[str] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[int, Target, str, str]] = asyncio.Queue()
+        self._done = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refresh_again = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        fd = sys.stdin.fileno()
+        self.model.log([line.format(where=entry_host(self.session.endpoint)) for line in INTRO])
+        workers = [asyncio.ensure_future(job) for job in (
+            self._run_commands(), self._send_outbox(), self._events(), self._tick())]
+        signals = {signal.SIGWINCH: self._resized, signal.SIGINT: self.quit,
+                   signal.SIGTERM: self.quit, signal.SIGHUP: self.quit}
+        with self.term.fullscreen(), self.term.cbreak():
+            loop.add_reader(fd, self._on_keys)
+            for sig, handler in signals.items():
+                loop.add_signal_handler(sig, handler)
+            self.invalidate()
+            try:
+                await self._done.wait()
+            finally:
+                loop.remove_reader(fd)
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
+                for task in [*workers, *self._tasks]:
+                    task.cancel()
+                await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
+        return 0
+
+    def quit(self) -> None:
+        self._done.set()
+
+    # ---- drawing
+    def invalidate(self) -> None:
+        """Something changed: draw once, soon (many changes in one loop pass, one frame)."""
+        if not self._draw_scheduled:
+            self._draw_scheduled = True
+            asyncio.get_running_loop().call_soon(self._draw)
+
+    def _resized(self) -> None:
+        self._clear = True
+        self.invalidate()
+
+    def _draw(self) -> None:
+        self._draw_scheduled = False
+        frame = render_screen.frame(self.term, self.model, self.editor, self.scroll)
+        self.scroll, self._at_top = frame.scroll, frame.at_top
+        self.out.write((self.term.clear if self._clear else "") + frame.text)
+        self.out.flush()
+        self._clear = False
+
+    # ---- keys
+    def _on_keys(self) -> None:
+        """The stdin reader: handle every key already typed, without waiting for more."""
+        try:
+            while key := self.term.inkey(timeout=0, esc_delay=0):
+                self._on_action(key_action(key, self.editor))
+        except EOFError:  # the terminal is gone
+            self.quit()
+        self.invalidate()
+
+    def _on_action(self, action: Action) -> None:
+        match action:
+            case Action.SUBMIT:
+                self._submit()
+            case Action.PAGE_UP:
+                if self._at_top:
+                    self._spawn(self._load_older(self.model.open_conv))
+                self.scroll += self._page()
+            case Action.PAGE_DOWN:
+                self.scroll = max(0, self.scroll - self._page())
+            case Action.NEXT | Action.PREVIOUS:
+                order = [0, *(e.conv_id for e in self.model.sidebar())]
+                here = order.index(self.model.open_conv) if self.model.open_conv in order else 0
+                step = 1 if action is Action.NEXT else -1
+                self._open(order[(here + step) % len(order)])
+            case Action.QUIT:
+                self.quit()
+
+    def _page(self) -> int:
+        return max(self.term.height - 5, 1)
+
+    def _submit(self) -> None:
+        line = self.editor.text.strip()
+        secret = line.startswith(("/login", "/register"))
+        self.editor.submit(remember=not secret)
+        if line.startswith("/"):
+            self.model.log(["", f"> {render_screen.masked(line)}"])
+            self._commands.put_nowait(line[1:])
+        elif line:
+            self._say(line)
+
+    def _say(self, body: str) -> None:
+        """Plain text: to the open conversation, via the outbox."""
+        entry = self.model.entries.get(self.model.open_conv)
+        if entry is None:
+            self.model.say("open a conversation first: Tab, or /open USER_ID or /open g:GROUP_ID",
+                           error=True)
+            return
+        msg_id = uuid.uuid4().hex
+        self.model.add_pending(entry.conv_id, msg_id, body)
+        self._outbox.put_nowait((entry.conv_id, entry.target, msg_id, body))
+        self.scroll = 0
+
+    # ---- commands and sends
+    async def _run_commands(self) -> None:
+        while True:
+            line = await self._commands.get()
+            try:
+                cmd = commands.parse(line)
+            except commands.CommandError as err:
+                self._show(commands.Failure(str(err)))
+                continue
+            entry = self.model.entries.get(self.model.open_conv)
+            msg_id = uuid.uuid4().hex if cmd.name == "send" else ""
+            self._show(await commands.execute(cmd, self.session,
+                                              entry.target if entry else None, msg_id))
+
+    async def _send_outbox(self) -> None:
+        while True:
+            conv_id, target, msg_id, body = await self._outbox.get()
+            try:
+                sent = await commands.send(self.session, target, body, msg_id)
+            except RpcError as err:
+                self.model.failed(conv_id, msg_id, commands.humanise(err))
+                self.model.say(commands.humanise(err), error=True)
+            else:
+                self.model.acked(conv_id, sent.ack, body)
+                self._after_messages(conv_id)
+            self.invalidate()
+
+    def _show(self, result: commands.Result) -> None:
+        """Apply a command's result to the screen."""
+        if isinstance(result, commands.LoggedIn):  # a new user: a new model, same console
+            console, self.model = self.model.console, Model()
+            self.model.console = console
+        self.model.log(result_lines(result))
+        match result:
+            case commands.LoggedIn(reply=reply, endpoint=endpoint):
+                self.model.me, self.model.endpoint = reply, endpoint
+                self.model.say(f"logged in as {reply.account} (uid {reply.user_id})")
+                self._refresh()
+            case commands.Failure(text=text, usage=usage):
+                self.model.say(text, error=True)
+                self.model.log(usage.splitlines())
+            case commands.Info(text=text):  # a friend or group changed
+                self.model.say(text)
+                self._refresh()
+            case commands.Sent(ack=ack, target=target, body=body):
+                self.model.say(f"sent to {target}")
+                if ack.conv_id not in self.model.entries:
+                    self._refresh()
+                self.model.acked(ack.conv_id, ack, body)
+            case commands.Opened(target=target, conv_id=conv_id, title=title):
+                self.model.ensure(conv_id, target, title)
+                self._open(conv_id)
+            case commands.History(conv_id=conv_id, messages=messages):
+                for msg in messages:
+                    self.model.add_message(msg)
+                self.model.say(f"{len(messages)} messages loaded")
+                self._after_messages(conv_id)
+            case commands.Bye():
+                self.quit()
+            case _:  # tables and help: show the console
+                self.model.open_conv, self.scroll = 0, 0
+        self.invalidate()
+
+    # ---- conversations
+    def _open(self, conv_id: int) -> None:
+        self.model.open_conv, self.scroll = conv_id, 0
+        if conv_id not in self.model.entries:
+            return
+        if self.model.thread(conv_id).messages:
+            self._after_messages(conv_id)
+        else:
+            self._spawn(self._load_newest(conv_id))
+
+    async def _load_newest(self, conv_id: int) -> None:
+        page = await commands.newest(self.session, conv_id, PAGE)
+        for msg in page.messages:
+            self.model.add_message(msg)
+        self._after_messages(conv_id)
+
+    async def _load_older(self, conv_id: int) -> None:
+        thread = self.model.thread(conv_id)
+        if conv_id not in self.model.entries or thread.oldest <= 1 or thread.loading:
+            return
+        thread.loading = True
+        try:
+            page = await self.session.history(conv_id, before_seq=thread.oldest, limit=PAGE)
+        finally:
+            thread.loading = False
+        for msg in page.messages:
+            self.model.add_message(msg)
+        self.model.say(f"{len(page.messages)} older messages loaded")
+        self.invalidate()
+
+    def _after_messages(self, conv_id: int) -> None:
+        """New messages in a conversation: if it is open, they are read; groups: counts."""
+        entry = self.model.entries.get(conv_id)
+        if entry is None or conv_id != self.model.open_conv:
+            return
+        newest = self.model.thread(conv_id).newest
+        if newest > entry.read_seq:
+            entry.read_seq = newest
+            self._spawn(self.session.read(conv_id, newest))
+        if entry.target.group:
+            self._spawn(self._load_counts(conv_id))
+        self.invalidate()
+
+    async def _load_counts(self, conv_id: int) -> None:
+        mine = self.model.my_seqs(conv_id)
+        if not mine:
+            return
+        high = mine[-1]
+        low = max(mine[0], high - 99)
+        self.model.set_counts(await self.session.group_read_counts(conv_id, low, high))
+        self.invalidate()
+
+    async def _tick(self) -> None:
+        """Group read counts are fetched, not pushed: refresh those of the open group."""
+        while True:
+            await asyncio.sleep(COUNTS_EVERY_S)  # the refresh period
+            entry = self.model.entries.get(self.model.open_conv)
+            if entry is not None and entry.target.group and self.model.connected:
+                with contextlib.suppress(RpcError):
+                    await self._load_counts(entry.conv_id)
+
+    # ---- the sidebar
+    def _refresh(self) -> None:
+        """Fetch friends, groups and conversation state again (one fetch at a time)."""
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refresh_again = True
+            return
+        self._refreshing = self._spawn(self._refresh_all())
+
+    async def _refresh_all(self) -> None:
+        while self.model.me is not None:
+            self._refresh_again = False
+            self.model.set_friends(list((await self.session.friends()).friends))
+            self.model.set_groups(list((await self.session.groups()).groups))
+            self.invalidate()
+            self.model.apply_sync(list((await self.session.sync()).conversations))
+            self._after_messages(self.model.open_conv)
+            self.invalidate()
+            if not self._refresh_again:
+                return
+
+    # ---- session events
+    async def _events(self) -> None:
+        while True:
+            self._on_event(await self.session.events.get())
+            self.invalidate()
+
+    def _on_event(self, event: ClientEvent) -> None:
+        model = self.model
+        if event.kind is EventKind.MESSAGE and event.message is not None:
+            if model.add_message(event.message):
+                self._refresh()
+            self._after_messages(event.message.conv_id)
+        elif event.kind is EventKind.DISCONNECTED:
+            model.connected = False
+            model.say("connection lost; reconnecting…", error=True)
+        elif event.kind is EventKind.RECONNECTED:
+            model.connected, model.endpoint = True, event.endpoint
+            model.say(f"reconnected to {entry_host(event.endpoint)}")
+            self._refresh()
+        elif event.kind is EventKind.REDIRECTED:
+            model.endpoint = event.endpoint
+            model.say(f"moved to {entry_host(event.endpoint)}")
+        elif event.push is not None:
+            self._on_push(event.push)
+
+    def _on_push(self, push: client_pb2.Push) -> None:
+        match push.WhichOneof("item"):
+            case "receipt":
+                self.model.receipt(push.receipt)
+            case "presence":
+                self.model.set_presence(push.presence.user_id, push.presence.online)
+            case "sync_hint":
+                self._refresh()
+            case "notice":
+                n = push.notice
+                text = NOTICES.get(n.kind, "{text}").format(
+                    who=f"{n.user.account} (uid {n.user.user_id})", uid=n.user.user_id,
+                    where=entry_host(n.redirect.endpoint), text=n.text)
+                self.model.say(text)
+                self.model.log([f"* {text}"])
+                if n.kind in (client_pb2.NOTICE_FRIEND_REQUEST, client_pb2.NOTICE_FRIEND_ACCEPTED):
+                    self._refresh()
+
+    # ---- background work
+    def _spawn(self, job: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `job` in the background; its RpcError ends up on the status line."""
+        task = asyncio.ensure_future(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        err = task.exception()
+        if err is not None:
+            self.model.say(commands.humanise(err) if isinstance(err, RpcError)
+                           else f"internal error: {err!r}", error=True)
+            self.invalidate()
+
+
+async def run_app(session: ClientSession) -> int:
+    """`soim` on this process's terminal."""
+    return await App(session, Terminal(), sys.stdout).run()

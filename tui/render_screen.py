@@ -1,0 +1,164 @@
+"""Draws the full-screen client: header, sidebar, message pane, status line and input line.
+
+Role: turn the `Model` and the `LineEditor` into one frame of terminal output for the current
+terminal size (asked of blessed at every frame, so a resize just draws anew). The sidebar lists
+friends (● online, ○ offline) and groups (#) with unread counts; the pane shows the open
+conversation — time, sender, text, and for my messages the mark (… sending, ✓ sent,
+✓✓ delivered, ✓✓ read; groups: read n/m) — or the console of command output. No sockets.
+
+    ┌ header: me, gateway, connection ───────────────────┐
+    │ sidebar │ title of the open conversation           │
+    │         │ messages (scrolled from the bottom)      │
+    ├ status line ───────────────────────────────────────┤
+    └ > input line ──────────────────────────────────────┘
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from blessed import Terminal
+
+from tui.app_input import LineEditor
+from tui.app_state import Model, Pending
+from tui.render_text import entry_host
+
+SIDEBAR_MAX = 28
+INDENT = " " * 6
+_SECRET = re.compile(r"^(\s*/(?:login|register)\b.*?-p\s*)(\S+)")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One drawn screen, and the pane's scroll position clamped to what there is."""
+
+    text: str
+    scroll: int
+    at_top: bool
+
+
+def frame(term: Terminal, model: Model, editor: LineEditor, scroll: int) -> Frame:
+    """Everything on screen, as one string to write; `scroll` counts pane rows from the end."""
+    width, height = max(term.width, 20), max(term.height, 6)
+    side = min(SIDEBAR_MAX, width // 4)
+    pane_w = width - side - 1
+    rows = height - 4  # header, pane title, status, input
+    lines = pane_lines(term, model, pane_w)
+    scroll = max(0, min(scroll, len(lines) - rows))
+    shown = lines[max(0, len(lines) - rows - scroll):len(lines) - scroll]
+    out = [term.home, term.move_xy(0, 0), term.reverse(term.ljust(term.truncate(
+        header(model), width), width))]
+    bar = sidebar_lines(term, model, side)
+    pane = [term.bold(pane_title(model)), *shown]
+    for row in range(rows + 1):
+        left = bar[row] if row < len(bar) else ""
+        right = pane[row] if row < len(pane) else ""
+        out.append(term.move_xy(0, row + 1) + term.ljust(term.truncate(left, side), side)
+                   + "│" + term.ljust(term.truncate(right, pane_w), pane_w))
+    status = term.truncate(model.status, width)
+    out.append(term.move_xy(0, height - 2)
+               + term.ljust(term.red(status) if model.status_is_error else status, width))
+    text_x, visible = input_view(editor, width - 2)
+    out.append(term.move_xy(0, height - 1) + term.ljust("> " + visible, width))
+    out.append(term.move_xy(2 + text_x, height - 1))
+    return Frame("".join(out), scroll, at_top=len(lines) - scroll <= rows)
+
+
+def header(model: Model) -> str:
+    if model.me is None:
+        return " so-im │ not logged in │ /login -u ACCOUNT -p PASSWORD or /register …"
+    link = "online" if model.connected else "reconnecting…"
+    return (f" so-im │ {model.me.account} (uid {model.me.user_id}) │ "
+            f"{entry_host(model.endpoint)} │ {link}")
+
+
+def sidebar_lines(term: Terminal, model: Model, width: int) -> list[str]:
+    """'console', then friends and groups with their unread counts; the open one reversed."""
+    lines = [_row(term, " console", 0, width, model.open_conv == 0)]
+    entries = model.sidebar()
+    friends = [e for e in entries if not e.target.group]
+    groups = [e for e in entries if e.target.group]
+    lines.append(term.bold(" Friends"))
+    for e in friends:
+        dot = term.green("●") if e.online else "○"
+        lines.append(_row(term, f" {dot} {e.title}", _unread(model, e.conv_id, e.unread), width,
+                          model.open_conv == e.conv_id))
+    lines.append(term.bold(" Groups"))
+    for e in groups:
+        lines.append(_row(term, f" # {e.title}", _unread(model, e.conv_id, e.unread), width,
+                          model.open_conv == e.conv_id))
+    return lines
+
+
+def _unread(model: Model, conv_id: int, unread: int) -> int:
+    return 0 if model.open_conv == conv_id else unread
+
+
+def _row(term: Terminal, label: str, unread: int, width: int, selected: bool) -> str:
+    count = f" {unread} " if unread else ""
+    room = max(width - len(count), 1)
+    text = term.ljust(term.truncate(label, room), room) + term.bold(count)
+    return term.reverse(text) if selected else text
+
+
+def pane_title(model: Model) -> str:
+    entry = model.entries.get(model.open_conv)
+    if entry is None:
+        return " console — /help lists the commands; Tab switches conversation"
+    if entry.target.group:
+        members = model.thread(entry.conv_id).members
+        return f" # {entry.title} (g:{entry.target.id}) · {members} members"
+    state = "online" if entry.online else "offline"
+    return f" {entry.title} (uid {entry.target.id}) · {state}"
+
+
+def pane_lines(term: Terminal, model: Model, width: int) -> list[str]:
+    """Every line of the open view, wrapped to `width`."""
+    if model.open_conv not in model.entries:
+        return [w for line in model.console for w in (term.wrap(line, width) or [""])]
+    thread = model.thread(model.open_conv)
+    out: list[str] = []
+    if thread.oldest > 1:
+        out.append(term.dim("  ⇞ PgUp loads older messages"))
+    me = model.me.user_id if model.me is not None else 0
+    for msg in thread.ordered():
+        mark = model.mark(msg) if msg.sender == me else ""
+        out += message_lines(term, msg.ts_ms, msg.sender_account or str(msg.sender), msg.body,
+                             mark, width)
+    account = model.me.account if model.me is not None else "me"
+    for p in thread.pending:
+        out += message_lines(term, p.ts_ms, account, p.body, _pending_mark(term, p), width)
+    return out
+
+
+def _pending_mark(term: Terminal, p: Pending) -> str:
+    return term.red(f"✗ {p.error}") if p.error else "…"
+
+
+def message_lines(term: Terminal, ts_ms: int, sender: str, body: str, mark: str,
+                  width: int) -> list[str]:
+    """'HH:MM sender: text', wrapped with a hanging indent, the mark at the right edge."""
+    when = time.strftime("%H:%M", time.localtime(ts_ms / 1000))
+    lines = term.wrap(f"{when} {term.bold(sender)}: {body}", width,
+                      subsequent_indent=INDENT) or [""]
+    if mark:
+        used, need = term.length(lines[-1]), term.length(mark)
+        if used + 1 + need <= width:
+            lines[-1] += " " * (width - used - need) + mark
+        else:
+            lines.append(" " * max(width - need, 0) + mark)
+    return lines
+
+
+def masked(line: str) -> str:
+    """A typed line with the password of /login or /register shown as stars."""
+    return _SECRET.sub(lambda m: m.group(1) + "*" * len(m.group(2)), line)
+
+
+def input_view(editor: LineEditor, width: int) -> tuple[int, str]:
+    """The visible window of the input line (password masked) and the cursor's column in it."""
+    text = masked(editor.text)
+    start = max(0, editor.cursor - width + 1)
+    return editor.cursor - start, text[start:start + width]
