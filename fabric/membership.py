@@ -4,7 +4,8 @@ Role: merge discovery callbacks (added/updated/removed) with heartbeats and good
 the events SUB into one view of live peers, and call `on_added` / `on_updated` / `on_removed`
 exactly once per transition. A peer is alive once it was discovered and a heartbeat came; it is
 dead after PEER_DEAD_AFTER_S without one (a crashed node sends no mDNS goodbye), at once on its
-`Bye` event or its mDNS goodbye. A dead peer whose beats resume comes back.
+`Bye` event or its mDNS goodbye. A dead peer whose beats resume comes back. A `DrainNotice`
+marks a peer as draining (alive, but to be given no new work).
 Peer sockets: none of its own; it drives the node's events `Subscriber` (connect/disconnect).
 """
 
@@ -19,12 +20,14 @@ from fabric import envelope, metrics, timing
 from fabric.config import ROLES
 from fabric.discovery import NodeInfo
 from fabric.events import Subscriber
-from schema import fabric_pb2
+from schema import cluster_pb2, fabric_pb2
 
 HEARTBEAT_TOPIC = b"hb"
 BYE_TOPIC = b"bye"
 HEARTBEAT_METHOD = "fabric.Heartbeat"
 BYE_METHOD = "fabric.Bye"
+DRAIN_TOPIC = b"drain"
+DRAIN_METHOD = "node.DrainNotice"
 
 PeerCallback = Callable[["Peer"], None]
 
@@ -40,6 +43,7 @@ class Peer:
     load: float = 0.0
     sessions: int = 0
     uptime_s: float = 0.0
+    draining: bool = False          # it announced a drain: send it no new work
 
     @property
     def node_id(self) -> str:
@@ -66,6 +70,7 @@ class Membership:
         self._sweeper: asyncio.Task[None] | None = None
         subscriber.on(HEARTBEAT_TOPIC, self._heartbeat)
         subscriber.on(BYE_TOPIC, self._bye)
+        subscriber.on(DRAIN_TOPIC, self._drain)
 
     # ---- queries
     def alive(self, role: str | None = None) -> list[Peer]:
@@ -149,6 +154,18 @@ class Membership:
             metrics.BAD_FRAMES.labels("membership", err.reason.value).inc()
             return
         self._forget(bye.node_id)
+
+    def _drain(self, topic: bytes, env: envelope.Envelope) -> None:
+        try:
+            notice = envelope.parse_payload(cluster_pb2.DrainNotice, env.payload)
+        except envelope.EnvelopeError as err:
+            metrics.BAD_FRAMES.labels("membership", err.reason.value).inc()
+            return
+        peer = self._peers.get(notice.node_id)
+        if peer is not None and not peer.draining:
+            peer.draining = True
+            if peer.alive and self._on_updated:
+                self._on_updated(peer)
 
     def _forget(self, node_id: str) -> None:
         peer = self._peers.pop(node_id, None)

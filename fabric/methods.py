@@ -1,8 +1,8 @@
 """RPC method specs: the name, request and reply types, and whether a call may be retried.
 
 Role: the shared catalogue both ends of an RPC agree on; this module holds the `Method` type and
-the fabric's own methods (every node serves them). Role-specific catalogues live beside each node.
-No sockets.
+the methods every node serves (fabric.Echo, fabric.Status, node.Drain). Role-specific
+catalogues live beside each node. No sockets.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from schema import fabric_pb2
+from schema import cluster_pb2, fabric_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,8 @@ def catalogue(service: ServiceDescriptor, idempotent: Iterable[str] = ()) -> dic
 
 ECHO = Method("fabric.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply, idempotent=True)
 STATUS = Method("fabric.Status", fabric_pb2.StatusRequest, fabric_pb2.StatusReply, idempotent=True)
+NODE = catalogue(cluster_pb2.DESCRIPTOR.services_by_name["Node"], idempotent=["Drain"])
+"""Control calls every node serves: node.Drain."""
 
 
 class RpcError(Exception):

@@ -29,16 +29,18 @@ from fabric.events import Publisher, Subscriber
 from fabric.membership import (
     BYE_METHOD,
     BYE_TOPIC,
+    DRAIN_METHOD,
+    DRAIN_TOPIC,
     HEARTBEAT_METHOD,
     HEARTBEAT_TOPIC,
     Membership,
     Peer,
 )
-from fabric.methods import ECHO, STATUS, RpcError
+from fabric.methods import ECHO, NODE, STATUS, RpcError
 from fabric.peer_clients import PeerClients
 from fabric.rpc_server import Call, RpcServer
 from fabric.security import Security
-from schema import fabric_pb2
+from schema import cluster_pb2, fabric_pb2
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Node:
         self.info: NodeInfo | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._beat_seq = 0
+        self.drain_deadline_ms = 0
 
     # ---- lifecycle
     async def run(self) -> None:
@@ -100,6 +103,7 @@ class Node:
         metrics_port = self.metrics_server.start()
         self.rpc.register(ECHO, self._echo)
         self.rpc.register(STATUS, self._status)
+        self.rpc.register(NODE["Drain"], self._drain)
         await self.on_start()
         self.subscriber.start()
         self.membership.start()
@@ -191,6 +195,18 @@ class Node:
             endpoints=self.endpoints, metrics_port=self.metrics_server.port,
             peers_alive=[p.node_id for p in self.membership.alive()])
 
+    def _drain(self, req: cluster_pb2.DrainRequest, call: Call) -> cluster_pb2.DrainReply:
+        if not self.drain_deadline_ms:
+            grace = req.grace_s or timing.DRAIN_GRACE_S
+            self.drain_deadline_ms = int((time.time() + grace) * 1000)
+            self.publisher.publish(DRAIN_TOPIC, DRAIN_METHOD, cluster_pb2.DrainNotice(
+                node_id=self.node_id, role=self.role, deadline_ms=self.drain_deadline_ms,
+                reason=req.reason[:200]))
+            self.log.info("draining (%s); stopping in %.1fs", req.reason or "no reason", grace)
+            self.on_drain()
+            asyncio.get_running_loop().call_later(grace, self.stop)
+        return cluster_pb2.DrainReply(deadline_ms=self.drain_deadline_ms)
+
     def _peer_removed(self, peer: Peer) -> None:
         self.peers.drop(peer.node_id)
         self.peer_removed(peer)
@@ -201,6 +217,9 @@ class Node:
 
     async def on_stop(self) -> None:
         """Flush and close role state; intake has stopped."""
+
+    def on_drain(self) -> None:
+        """`soimctl drain` asked this node to hand its work to peers before it stops."""
 
     def load(self) -> float:
         """The load figure sent in heartbeats."""

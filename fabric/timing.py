@@ -83,3 +83,6 @@ DISCOVERY_RESOLVE_TIMEOUT_S = 2.0
 
 SESSION_SWEEP_INTERVAL_S = 1.0
 """How often a gateway looks for idle sessions."""
+
+DRAIN_GRACE_S = 5.0
+"""A drained node stops this long after `soimctl drain` unless the request says otherwise."""

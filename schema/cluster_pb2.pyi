@@ -672,6 +672,58 @@ class GroupMembersReply(_message.Message):
 Global___GroupMembersReply: _TypeAlias = GroupMembersReply  # noqa: Y015
 
 @_typing.final
+class DirDisableRequest(_message.Message):
+    """Directory.SetDisabled: an operator blocks or unblocks an account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the account to change"""
+    disabled: _builtins.bool
+    """true blocks it, false lets it log in again"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disabled", b"disabled", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirDisableRequest: _TypeAlias = DirDisableRequest  # noqa: Y015
+
+@_typing.final
+class ListGroupsRequest(_message.Message):
+    """Directory.ListGroups: one page of all groups."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.int
+    """list groups with ids above this one (0: from the start)"""
+    limit: _builtins.int
+    """at most this many (0 means 100; at most 1000)"""
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupsRequest: _TypeAlias = ListGroupsRequest  # noqa: Y015
+
+@_typing.final
 class BindRequest(_message.Message):
     """Router.BindSessions: many sessions in one call."""
 

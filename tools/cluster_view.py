@@ -9,9 +9,12 @@ ROUTERs on demand (Curve clients with the cluster keys).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any, TypeVar
 
 import zmq.asyncio
 
@@ -23,6 +26,29 @@ from fabric.keys import load_cluster
 from fabric.membership import Membership, Peer
 from fabric.peer_clients import PeerClients
 from fabric.security import Security
+
+T = TypeVar("T")
+
+
+def config_for(args: dict[str, Any]) -> Config:
+    """The environment's Config, with soimctl's --cluster applied when given."""
+    env = dict(os.environ)
+    cluster = args.get("--cluster")
+    if cluster and not cluster.startswith("$"):
+        env["SOIM_CLUSTER"] = cluster
+    return Config.from_env(env, role="soimctl")
+
+
+def with_view(args: dict[str, Any], job: Callable[[ClusterView], Awaitable[T]],
+              role: str | None = None) -> T:
+    """Run `job(view)` on a settled view of the cluster (waiting for a node of `role`)."""
+
+    async def main() -> T:
+        async with ClusterView(config_for(args)) as view:
+            await view.settle(float(args.get("--wait") or 2), role)
+            return await job(view)
+
+    return asyncio.run(main())
 
 
 class ClusterView:
@@ -57,7 +83,7 @@ class ClusterView:
         await self.discovery.async_close()
         self.ctx.destroy(linger=0)
 
-    async def settle(self, wait_s: float) -> list[Peer]:
+    async def settle(self, wait_s: float, role: str | None = None) -> list[Peer]:
         """Live peers once every discovered node has been heard, or when `wait_s` runs out.
 
         A node is listed only after a heartbeat, so a node that crashed but whose mDNS record
@@ -71,6 +97,8 @@ class ClusterView:
             if known != seen:
                 seen, quiet_since = known, time.monotonic()
             heard_all = known > 0 and len(self.membership.alive()) >= known
+            if role is not None and self.membership.alive(role):
+                break
             if heard_all and time.monotonic() - quiet_since > 0.5:
                 break
             await asyncio.sleep(0.05)  # polling the view until the deadline

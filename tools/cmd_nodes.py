@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
 from fabric.config import Config
-from tools.cluster_view import ClusterView
-
-
-def config_for(args: dict[str, Any]) -> Config:
-    """The environment's Config, with --cluster applied when given."""
-    env = dict(os.environ)
-    cluster = args.get("--cluster")
-    if cluster and not cluster.startswith("$"):
-        env["SOIM_CLUSTER"] = cluster
-    return Config.from_env(env, role="soimctl")
+from tools.cluster_view import ClusterView, config_for
 
 
 async def _collect(cfg: Config, wait_s: float) -> list[dict[str, Any]]:

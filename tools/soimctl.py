@@ -2,26 +2,6 @@
 
 Role: dispatch only. Each command lives in its own module under tools/ (`cmd_<name>.py` or
 `bench_<what>.py`) exposing `run(args) -> int`; this file owns the usage text.
-
-Usage:
-  soimctl nodes [--json] [--cluster NAME] [--wait S]
-  soimctl keys generate [--dir DIR] [--if-missing]
-  soimctl shards [--json]
-  soimctl bench fabric [--json] [--seconds S] [--inflight N]
-  soimctl bench store [--json] [--backend B] [--rows N]
-  soimctl -h | --help
-  soimctl --version
-
-Options:
-  --json           Print JSON for scripts instead of a table.
-  --cluster NAME   Cluster to look at [default: $SOIM_CLUSTER or soim].
-  --wait S         Seconds to listen for nodes before answering [default: 2].
-  --dir DIR        Where keys go [default: $SOIM_KEYS_DIR or var/keys].
-  --if-missing     Keep existing keys; only create what is missing.
-  --seconds S      Length of each benchmark phase in seconds [default: 3].
-  --inflight N     RPC calls kept in flight [default: 64].
-  --backend B      Store backend to measure: mysql or sqlite [default: sqlite].
-  --rows N         Rows to write [default: 200000].
 """
 
 from __future__ import annotations
@@ -34,20 +14,73 @@ from docopt import docopt
 
 from fabric.config import ConfigError
 
+USAGE = """soimctl — look after a so-im cluster.
+
+Usage:
+  soimctl nodes [--json] [--cluster NAME] [--wait S]
+  soimctl users [--json] [--cluster NAME] [--wait S]
+  soimctl user add ACCOUNT --password PASSWORD [--nickname NAME] [--json] [--cluster NAME]
+  soimctl user disable USER_ID [--json] [--cluster NAME]
+  soimctl groups [--json] [--cluster NAME] [--wait S]
+  soimctl stats [--json] [--cluster NAME] [--wait S]
+  soimctl drain NODE [--grace S] [--reason TEXT] [--json] [--cluster NAME]
+  soimctl keys generate [--dir DIR] [--if-missing]
+  soimctl shards [--json]
+  soimctl bench fabric [--json] [--seconds S] [--inflight N]
+  soimctl bench store [--json] [--backend B] [--rows N]
+  soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
+                     [--sessions N]
+  soimctl -h | --help
+  soimctl --version
+
+Options:
+  --json           Print JSON for scripts instead of a table.
+  --cluster NAME   Cluster to look at [default: $SOIM_CLUSTER or soim].
+  --wait S         Seconds to listen for nodes before answering [default: 2].
+  --dir DIR        Where keys go [default: $SOIM_KEYS_DIR or var/keys].
+  --if-missing     Keep existing keys; only create what is missing.
+  --password PASSWORD  The new account's password (8-128 characters).
+  --nickname NAME  The new account's nickname [default: ].
+  --grace S        Seconds a drained node keeps running [default: 5].
+  --reason TEXT    Why, for the logs [default: soimctl drain].
+  --seconds S      Length of each benchmark phase in seconds [default: 3].
+  --inflight N     RPC calls kept in flight [default: 64].
+  --backend B      Store backend to measure: mysql or sqlite [default: sqlite].
+  --rows N         Rows to write [default: 200000].
+  --spawn          Run on a throwaway local cluster (2 gateways, 2 routers, directory, storage)
+                   on the environment's SOIM_DB and SOIM_REDIS_URL, removed afterwards;
+                   without it, bench the running cluster of SOIM_CLUSTER.
+  --logins         Measure logins, resumes, presence lookups and idle sessions instead of chat.
+  --clients N      Chat clients, or accounts logging in at once with --logins [default: 100].
+  --rate R         Messages per second of the latency phase [default: 2000].
+  --duration S     Seconds of each chat phase [default: 30].
+  --sessions N     Idle sessions opened on one gateway with --logins [default: 5000].
+
+Every command reads the SOIM_* settings of the nodes (see .env.example).
+"""
+
+
 VERSION = "0.1.0"
 
 _COMMANDS = {
     ("nodes",): "tools.cmd_nodes",
+    ("users",): "tools.cmd_users",
+    ("user", "add"): "tools.cmd_users",
+    ("user", "disable"): "tools.cmd_users",
+    ("groups",): "tools.cmd_groups",
+    ("stats",): "tools.cmd_stats",
+    ("drain",): "tools.cmd_drain",
     ("keys", "generate"): "tools.cmd_keys",
     ("shards",): "tools.cmd_shards",
     ("bench", "fabric"): "tools.bench_fabric",
     ("bench", "store"): "tools.bench_store",
+    ("bench", "chat"): "tools.bench_chat",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `soimctl` console script."""
-    args: dict[str, Any] = docopt(__doc__ or "", argv=argv, version=f"soimctl {VERSION}")
+    args: dict[str, Any] = docopt(USAGE, argv=argv, version=f"soimctl {VERSION}")
     for words, module in _COMMANDS.items():
         if all(args.get(w) for w in words):
             try:

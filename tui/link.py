@@ -66,6 +66,7 @@ class Link:
         self._rpc: RpcClient | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
+        self._redirected = False
 
     def open(self) -> None:
         """Open the socket to the current gateway (no round trip yet)."""
@@ -118,6 +119,12 @@ class Link:
         if self._keepalive is not None:
             self._keepalive.cancel()
 
+    async def move(self, endpoint: str, server_key: bytes) -> None:
+        """The gateway sent us elsewhere (it is draining): resume there."""
+        self.endpoint, self.server_key = endpoint, server_key
+        self._redirected = True
+        await self.recover()
+
     async def recover(self) -> None:
         """The link looks dead (or the gateway forgot us): reconnect and resume, once."""
         if self.closed or not self.token:
@@ -127,7 +134,9 @@ class Link:
         await asyncio.shield(self._reconnect)
 
     async def _reconnect_loop(self) -> None:
-        self.on_state(LinkState.DISCONNECTED, self.endpoint)
+        moved, self._redirected = self._redirected, False
+        if not moved:
+            self.on_state(LinkState.DISCONNECTED, self.endpoint)
         pause = RECONNECT_FIRST_S
         attempt = 0
         while not self.closed:
@@ -148,7 +157,8 @@ class Link:
                 pause = min(pause * 2, RECONNECT_MAX_S)
                 continue
             self.user, self.token = reply, reply.token
-            self.on_state(LinkState.RECONNECTED, self.endpoint)
+            self.on_state(LinkState.REDIRECTED if moved else LinkState.RECONNECTED,
+                          self.endpoint)
             return
 
     async def _keep_alive(self) -> None:

@@ -235,7 +235,7 @@ class ClientSession:
 
     def _on_state(self, state: LinkState, endpoint: str) -> None:
         self.events.put_nowait(ClientEvent(EventKind(state.value), endpoint=endpoint))
-        if state is LinkState.RECONNECTED:
+        if state is not LinkState.DISCONNECTED:
             self._inbox.put_nowait(None)  # a sync
 
     def _emit(self, msg: client_pb2.ChatMessage) -> None:
@@ -256,6 +256,11 @@ class ClientSession:
                         await self.tracker.sync((await self.sync()).conversations)
                 elif item.WhichOneof("item") == "message":
                     await self.tracker.on_message(item.message)
+                elif (item.WhichOneof("item") == "notice"
+                      and item.notice.kind == client_pb2.NOTICE_REDIRECT):
+                    self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
+                    target = item.notice.redirect
+                    self._later(self.link.move(target.endpoint, target.server_key.encode()))
                 else:
                     self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
             except RpcError:

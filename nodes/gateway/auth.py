@@ -104,7 +104,8 @@ class AuthCommands:
     def redirect_target(self) -> client_pb2.Redirect | None:
         """A gateway with clearly fewer sessions than this one, if there is one."""
         mine = len(self.sessions)
-        best = min(self.membership.alive("gateway"), key=lambda p: p.sessions, default=None)
+        best = min((p for p in self.membership.alive("gateway") if not p.draining),
+                   key=lambda p: p.sessions, default=None)
         if best is None or "client" not in best.info.endpoints:
             return None
         if (best.sessions + timing.REDIRECT_MARGIN_SESSIONS <= mine

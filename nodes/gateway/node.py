@@ -99,6 +99,24 @@ class GatewayNode(Node):
     def client_key(self) -> str:
         return load_gateway_public(self.cfg.keys_dir).decode()
 
+    def on_drain(self) -> None:
+        """Point every client at another gateway (round robin over the live ones)."""
+        others = [p for p in self.membership.alive("gateway")
+                  if not p.draining and "client" in p.info.endpoints]
+        sessions = list(self.sessions)
+        for i, session in enumerate(sessions):
+            if others:
+                target = others[i % len(others)]
+                notice = client_pb2.Notice(
+                    kind=client_pb2.NOTICE_REDIRECT, text="gateway draining",
+                    redirect=client_pb2.Redirect(gateway_id=target.node_id,
+                                                 endpoint=target.info.endpoints["client"],
+                                                 server_key=target.info.client_key))
+            else:
+                notice = client_pb2.Notice(kind=client_pb2.NOTICE_GOING_AWAY,
+                                           text="gateway draining; reconnect later")
+            self.push([session.identity], client_pb2.Push(notice=notice).SerializeToString())
+
     def peer_added(self, peer: Peer) -> None:
         if peer.role == "router":
             self.binder.ring_changed()
