@@ -88,11 +88,11 @@ def search(store: Store, prefix: str) -> list[tuple[str, int]]:
     return [(r[0], int(r[1])) for r in rows]
 
 
-def set_disabled(store: Store, user_id: int, disabled: bool) -> bool:
-    """Disable or enable a user; False when there is no such user."""
-    changed = store.execute("user", user_id, "UPDATE {t} SET disabled = %s WHERE user_id = %s",
-                            (int(disabled), user_id))
-    return changed > 0 or bool(users(store, [user_id]))
+def set_disabled(store: Store, user_id: int, disabled: bool) -> cluster_pb2.UserRecord | None:
+    """Disable or enable a user; its record after the change, None when there is no such user."""
+    store.execute("user", user_id, "UPDATE {t} SET disabled = %s WHERE user_id = %s",
+                  (int(disabled), user_id))
+    return users(store, [user_id]).get(user_id)
 
 
 def _seen_location(store: Store, user_id: int) -> tuple[int, str]:

@@ -1,4 +1,5 @@
-"""Directory rpcs of accounts: Register, Login, VerifyToken, Users, Touch, SearchUsers.
+"""Directory rpcs of accounts: Register, Login, VerifyToken, Users, Touch, SetDisabled,
+SearchUsers.
 
 Role: validate, throttle, hash and check passwords (scrypt threads), read and write accounts
 (database threads), issue and verify tokens. Handlers are coroutines; nothing here blocks the
@@ -112,6 +113,21 @@ class Accounts:
                 latest[seen.user_id] = seen.ts_ms
         await self.ctx.db(account_rows.touch, self.ctx.store, latest)
         return cluster_pb2.TouchReply()
+
+    async def set_disabled(self, req: cluster_pb2.DirDisableRequest,
+                           call: Call) -> cluster_pb2.UserRecord:
+        """Block or unblock an account (operators); its record after the change. NOT_FOUND.
+
+        Login and VerifyToken read the flag from the database, so it holds at once everywhere;
+        the CacheInvalidation tells gateways the record changed.
+        """
+        user = await self.ctx.db(account_rows.set_disabled, self.ctx.store, req.user_id,
+                                 req.disabled)
+        if user is None:
+            raise RpcError(pb.NOT_FOUND, f"no user {req.user_id}")
+        await self.ctx.announce(cluster_pb2.CacheInvalidation(
+            items=[cluster_pb2.Invalidation(user_id=req.user_id)]))
+        return user
 
     async def search_users(self, req: client_pb2.SearchUsersRequest,
                            call: Call) -> client_pb2.SearchUsersReply:

@@ -12,7 +12,8 @@ from schema import cluster_pb2
 
 IDEMPOTENT = (
     "VerifyToken", "Users", "Touch", "SearchUsers", "Friends", "CheckAccess",
-    "Conversations", "Groups", "GroupSearch", "GroupUsers", "GroupMembers",
+    "Conversations", "Groups", "GroupSearch", "GroupUsers", "GroupMembers", "SetDisabled",
+    "ListGroups",
 )
 """Retried on TIMEOUT/UNAVAILABLE. AddFriend is idempotent by its semantics (asking twice
 leaves one request) but is not retried: a retry after an accept would answer ALREADY_FRIENDS."""

@@ -73,6 +73,14 @@ def search(store: Store, prefix: str) -> list[GroupRow]:
     return [found[int(r[0])] for r in rows]
 
 
+def page(store: Store, after: int, limit: int) -> list[GroupRow]:
+    """Up to `limit` groups with ids above `after`, ascending by id (every shard)."""
+    rows = store.scatter("group", f"SELECT {_COLUMNS} FROM {{t}} WHERE group_id > %s", (after,),
+                         order_by="group_id", key=lambda r: int(r[0]), limit=limit)
+    found = _with_counts(store, rows)
+    return [found[int(r[0])] for r in rows]
+
+
 def join(store: Store, group_id: int, user_id: int, now_ms: int) -> GroupRow:
     """Add `user_id` to the group; errors NOT_FOUND, ALREADY_MEMBER, GROUP_FULL.
 

@@ -1,5 +1,5 @@
 """Directory rpcs of groups: Groups, GroupCreate, GroupSearch, GroupJoin, GroupLeave,
-GroupUsers, GroupMembers.
+GroupUsers, GroupMembers, and ListGroups for operators.
 
 Role: validate, read and write groups (database threads), announce membership changes so every
 directory and gateway drops its cached member lists, and refuse member lists to non-members
@@ -20,6 +20,9 @@ from nodes.directory.group_rows import GroupRow
 from nodes.directory.tokens import now_ms
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+
+LIST_PAGE_DEFAULT = 100
+LIST_PAGE_MAX = 1000
 
 
 class Groups:
@@ -64,6 +67,18 @@ class Groups:
     def _search(self, prefix: str) -> client_pb2.GroupSearchReply:
         return client_pb2.GroupSearchReply(
             groups=self._infos(group_rows.search(self.ctx.store, prefix)))
+
+    async def list_groups(self, req: cluster_pb2.ListGroupsRequest,
+                          call: Call) -> client_pb2.GroupSearchReply:
+        """One page of every group (operators), ascending by id. INVALID_ARGUMENT over 1,000."""
+        limit = req.limit or LIST_PAGE_DEFAULT
+        if limit > LIST_PAGE_MAX:
+            raise RpcError(pb.INVALID_ARGUMENT, f"limit: at most {LIST_PAGE_MAX}")
+        return await self.ctx.db(self._list, req.cursor, limit)
+
+    def _list(self, after: int, limit: int) -> client_pb2.GroupSearchReply:
+        return client_pb2.GroupSearchReply(
+            groups=self._infos(group_rows.page(self.ctx.store, after, limit)))
 
     async def group_join(self, req: cluster_pb2.DirGroupRequest,
                          call: Call) -> client_pb2.GroupJoinReply:

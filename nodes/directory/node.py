@@ -78,7 +78,8 @@ class DirectoryNode(Node):
             "Groups": groups.groups, "GroupCreate": groups.group_create,
             "GroupSearch": groups.group_search, "GroupJoin": groups.group_join,
             "GroupLeave": groups.group_leave, "GroupUsers": groups.group_users,
-            "GroupMembers": groups.group_members,
+            "GroupMembers": groups.group_members, "SetDisabled": accounts.set_disabled,
+            "ListGroups": groups.list_groups,
         }
         for name, method in DIRECTORY.items():
             self.rpc.register(method, handlers[name])

@@ -10,18 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from google.protobuf.message import Message
 
 from fabric import keys
 from fabric.config import Config
 from fabric.methods import RpcError
-from nodes.directory import account_rows
 from nodes.directory.api import DIRECTORY
 from nodes.directory.tokens import TokenSigner, signing_key
 from schema import client_pb2 as cpb
 from schema import cluster_pb2 as dpb
 from schema import common_pb2 as pb
-from shard_store.store import Store
 from tests.conftest import REDIS_URL
 from tests.processes import NodeProcess, node_processes
 from tests.support import async_wait_until
@@ -142,13 +141,17 @@ def test_accounts_tokens_and_lockout(dir_env: dict[str, str], tmp_path: Path) ->
             account="bob", password="secret-pw-1")) == pb.LOCKED_OUT
         await d("Login", dpb.DirLoginRequest(account="alice", password="secret-pw-1"))
 
-        # a disabled account can neither log in nor resume
-        with Store.open(dir_env["SOIM_DB"], 4) as store:
-            assert account_rows.set_disabled(store, alice.user.user_id, True)
+        # a disabled account can neither log in nor resume (until enabled again)
+        disable = dpb.DirDisableRequest
+        assert (await d("SetDisabled", disable(user_id=alice.user.user_id, disabled=True))
+                ).disabled
         assert await d.fails("Login", dpb.DirLoginRequest(
             account="alice", password="secret-pw-1")) == pb.ACCOUNT_DISABLED
         assert await d.fails("VerifyToken", dpb.DirTokenRequest(
             token=alice.token)) == pb.ACCOUNT_DISABLED
+        assert await d.fails("SetDisabled", disable(user_id=424_242, disabled=True)) \
+            == pb.NOT_FOUND
+        await d("SetDisabled", disable(user_id=bob.user.user_id, disabled=False))
 
         # users in request order, unknown ids left out; touch; search by account prefix
         ids = [bob.user.user_id, 999_999, alice.user.user_id]
@@ -158,7 +161,7 @@ def test_accounts_tokens_and_lockout(dir_env: dict[str, str], tmp_path: Path) ->
                                                              ts_ms=4000)]))
         users = (await d("Users", dpb.UserIds(user_ids=ids))).users
         assert [u.account for u in users] == ["bob", "alice"]
-        assert users[0].last_active_ms == 5000 and users[1].disabled
+        assert users[0].last_active_ms == 5000 and not users[0].disabled and users[1].disabled
         for i in range(25):
             await register(d, f"zed{i:02d}")
         found = (await d("SearchUsers", cpb.SearchUsersRequest(prefix="zed"))).users
@@ -215,6 +218,12 @@ def test_friends_groups_and_access(dir_env: dict[str, str], tmp_path: Path) -> N
         assert [x.name for x in found] == ["board games", "book club"]
         assert await d.fails("GroupSearch", cpb.GroupSearchRequest(prefix="")) \
             == pb.INVALID_ARGUMENT
+        listed = dpb.ListGroupsRequest
+        page = (await d("ListGroups", listed(limit=1))).groups
+        assert [x.group_id for x in page] == [g.group_id]
+        page = (await d("ListGroups", listed(cursor=g.group_id))).groups
+        assert [x.name for x in page] == ["board games"]
+        assert await d.fails("ListGroups", listed(limit=1001)) == pb.INVALID_ARGUMENT
 
         # the access check caches "not a member" before cat joins
         check = dpb.AccessCheck
@@ -316,6 +325,11 @@ def test_two_directories_share_lockout_and_caches(
             dpb.AccessCheck(user_id=eve, to_user=dave)])
         assert [r.error for r in (await one("CheckAccess", checks)).results] \
             == [pb.NOT_MEMBER, pb.NOT_FRIEND]
+        if with_redis:  # the shared L2 holds the member list now
+            client = redis.Redis.from_url(REDIS_URL)
+            assert client.get(f"{env['SOIM_REDIS_PREFIX']}dir:gm:{g.group_id}") \
+                == str(dave).encode()
+            client.close()
         await two("GroupJoin", dpb.DirGroupRequest(user_id=eve, group_id=g.group_id))
         await two("AddFriend", dpb.DirAddFriendRequest(user_id=eve, friend_id=dave))
         await two("AddFriend", dpb.DirAddFriendRequest(user_id=dave, friend_id=eve))
@@ -332,7 +346,8 @@ def test_two_directories_share_lockout_and_caches(
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("var", "value"), [("SOIM_SCRYPT_N", "3000"),
                                             ("SOIM_TOKEN_TTL_S", "soon"),
-                                            ("SOIM_DB", "mysql://root@127.0.0.1:1/nowhere")])
+                                            ("SOIM_DB", "mysql://root@127.0.0.1:1/nowhere"),
+                                            ("SOIM_REDIS_URL", "redis://127.0.0.1:1/0")])
 def test_bad_setting_is_one_line_naming_it(var: str, value: str, cluster_name: str,
                                            keys_dir: Path, tmp_path: Path) -> None:
     env = {"SOIM_CLUSTER": cluster_name, "SOIM_KEYS_DIR": str(keys_dir),
