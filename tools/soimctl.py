@@ -53,7 +53,8 @@ Options:
   --logins         Measure logins, resumes, presence lookups and idle sessions instead of chat.
   --clients N      Chat clients, or accounts logging in at once with --logins [default: 100].
   --rate R         Messages per second of the latency phase [default: 2000].
-  --duration S     Seconds of each chat phase [default: 30].
+  --duration S     Seconds of each chat phase (default 30), or of the lookup phase of
+                   the login benchmark (default 5).
   --sessions N     Idle sessions opened on one gateway with --logins [default: 5000].
 
 Every command reads the SOIM_* settings of the nodes (see .env.example).

@@ -1,0 +1,38 @@
+"""`soimctl bench chat --spawn` end to end on SQLite: it starts its own cluster, prints JSON with
+every figure, and removes what it made. Figures are not asserted (benchmarks are commands, not
+timed tests); correctness is: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+LOGIN_KEYS = {"logins_per_s", "kdf_per_s", "login_ratio", "resumes_per_s", "lookups_per_s",
+              "gateway_rss_mb_per_1000", "scrypt"}
+
+
+def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Run `soimctl bench chat --spawn --json ARGS` on SQLite; its JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOIM_")}
+    env.update(SOIM_DB=f"sqlite:{tmp_path / 'unused'}", TMPDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "tools.soimctl", "bench", "chat", "--spawn",
+                           "--json", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=100)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(tmp_path.glob("soim-local-*")), "the throwaway cluster's folder is left"
+    return json.loads(done.stdout)
+
+
+@pytest.mark.timeout(120)
+def test_logins(tmp_path: Path) -> None:
+    result = bench(tmp_path, "--logins", "--clients", "2", "--sessions", "50", "--duration", "1")
+    assert result.keys() >= LOGIN_KEYS
+    assert result["scrypt"] == {**result["scrypt"], "n": 2**17, "r": 8, "p": 1}
+    assert result["sessions"] == 50 and result["db"] == "sqlite"
