@@ -5,6 +5,9 @@ Role: one benchmark command. A server process (spawned here) serves fabric.Echo 
 each with the same number of calls in flight and 100-byte payloads, then prints JSON with
 `rpc_per_s`, `pubsub_per_s`, `ceiling_per_s` and `ratio` = rpc_per_s / ceiling_per_s.
 Every socket uses Curve with the cluster keys, as in a real cluster.
+The ceiling and RPC runs alternate in slices (ceiling, rpc, rpc, ceiling, ...), each slice
+ending with everything in flight answered, so both see the same background load on a shared
+machine; each rate is its completed round trips over its slices' total time.
 Peer sockets: DEALER → server ROUTER (RPC and raw), SUB → server PUB.
 """
 
@@ -32,6 +35,8 @@ from fabric.security import Security
 from schema import fabric_pb2
 
 PAYLOAD = b"x" * 100
+SLICES = 6
+"""Slices per run of the ceiling and of RPC; even, for the ceiling, rpc, rpc, ceiling order."""
 
 
 def _serve(keys_dir: str, ports: Any, stop: Any, publish: Any) -> None:
@@ -87,15 +92,12 @@ async def _publish(pub: Publisher, go: Any) -> None:
         await asyncio.sleep(0)
 
 
-async def _rpc_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
-                    inflight: int, seconds: float) -> float:
-    server_key = security.cluster.public
-    client = RpcClient(ctx, endpoint, max_bytes=1 << 20,
-                       secure=lambda s: security.cluster_client(s, server_key))
+async def _rpc_slice(client: RpcClient, inflight: int, seconds: float) -> tuple[int, float]:
+    """Echo calls with `inflight` in flight for `seconds`; (calls completed, time taken)."""
     request = fabric_pb2.EchoRequest(data=PAYLOAD)
-    await client.call(ECHO, request, timeout=5)  # connect and warm up
     done = 0
-    stop_at = time.perf_counter() + seconds
+    started = time.perf_counter()
+    stop_at = started + seconds
 
     async def worker() -> None:
         nonlocal done
@@ -103,35 +105,27 @@ async def _rpc_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
             await client.call(ECHO, request, timeout=10)
             done += 1
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(inflight)))
-    elapsed = time.perf_counter() - started
-    await client.close()
-    return done / elapsed
+    return done, time.perf_counter() - started
 
 
-def _ceiling_rate(security: Security, endpoint: str, inflight: int, seconds: float) -> float:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    security.cluster_client(sock, security.cluster.public)
-    sock.connect(endpoint)
-    sock.send_multipart([PAYLOAD])
-    sock.recv_multipart()  # connect and warm up
-    for _ in range(inflight):
-        sock.send_multipart([PAYLOAD])
-    done = 0
+def _ceiling_slice(sock: zmq.Socket, inflight: int, seconds: float) -> tuple[int, float]:
+    """Raw echoes with `inflight` in flight for `seconds`; (round trips completed, time taken)."""
     started = time.perf_counter()
     stop_at = started + seconds
+    for _ in range(inflight):
+        sock.send(PAYLOAD)
+    done = 0
     while True:
-        sock.recv_multipart()
+        sock.recv()
         done += 1
         if done % 256 == 0 and time.perf_counter() > stop_at:
             break
-        sock.send_multipart([PAYLOAD])
-    elapsed = time.perf_counter() - started
-    sock.close(0)
-    ctx.term()
-    return done / elapsed
+        sock.send(PAYLOAD)
+    for _ in range(inflight - 1):  # the rest still in flight
+        sock.recv()
+        done += 1
+    return done, time.perf_counter() - started
 
 
 async def _pubsub_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
@@ -187,11 +181,31 @@ async def _measure(cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go:
                    inflight: int, seconds: float) -> dict[str, Any]:
     ctx = zmq.asyncio.Context()
     security = Security(ctx, cfg.keys_dir)
+    server_key = security.cluster.public
+    raw_ctx = zmq.Context()
+    raw = raw_ctx.socket(zmq.DEALER)
     try:
-        ceiling = _ceiling_rate(security, f"tcp://127.0.0.1:{raw_port}", inflight, seconds)
-        rpc = await _rpc_rate(ctx, security, f"tcp://127.0.0.1:{rpc_port}", inflight, seconds)
+        security.cluster_client(raw, server_key)
+        raw.connect(f"tcp://127.0.0.1:{raw_port}")
+        raw.send(PAYLOAD)
+        raw.recv()  # connect and warm up
+        client = RpcClient(ctx, f"tcp://127.0.0.1:{rpc_port}", max_bytes=1 << 20,
+                           secure=lambda s: security.cluster_client(s, server_key))
+        await client.call(ECHO, fabric_pb2.EchoRequest(data=PAYLOAD), timeout=5)  # likewise
+        ceiling = rpc = (0, 0.0)
+        for kind in ("ceiling", "rpc", "rpc", "ceiling") * (SLICES // 2):
+            if kind == "ceiling":
+                n, took = _ceiling_slice(raw, inflight, seconds / SLICES)
+                ceiling = (ceiling[0] + n, ceiling[1] + took)
+            else:
+                n, took = await _rpc_slice(client, inflight, seconds / SLICES)
+                rpc = (rpc[0] + n, rpc[1] + took)
+        await client.close()
         pubsub = await _pubsub_rate(ctx, security, f"tcp://127.0.0.1:{pub_port}", go, seconds)
     finally:
+        raw.close(0)
+        raw_ctx.term()
         ctx.destroy(linger=0)
-    return {"rpc_per_s": round(rpc), "pubsub_per_s": round(pubsub),
-            "ceiling_per_s": round(ceiling), "ratio": round(rpc / ceiling, 3)}
+    rpc_per_s, ceiling_per_s = rpc[0] / rpc[1], ceiling[0] / ceiling[1]
+    return {"rpc_per_s": round(rpc_per_s), "pubsub_per_s": round(pubsub),
+            "ceiling_per_s": round(ceiling_per_s), "ratio": round(rpc_per_s / ceiling_per_s, 3)}
