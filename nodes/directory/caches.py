@@ -7,8 +7,8 @@ Redis (SOIM_REDIS_URL) is shared by every directory and touched only from worker
 Every write path invalidates: Redis keys first (from the writer's thread, after COMMIT), then
 this process's L1, then a CacheInvalidation event on topic "inv" tells every other directory
 (and gateway) to drop its L1. A load that raced an invalidation is not cached (epoch check).
-Peer sockets: none of its own; events go out on the node's PUB and come in on its SUB; the Redis
-client's TCP connection when L2 is on.
+Peer sockets: none of its own; events go out on the node's PUB and come in on its SUB; the
+Redis connection of shard_store's `Cache` when L2 is on.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-import redis
-
 from schema import cluster_pb2
+from shard_store.cache import Cache, CacheUnavailable
 
 log = logging.getLogger(__name__)
 L1_TTL_S = 30.0
@@ -100,53 +99,31 @@ class L1:
 
 
 class L2:
-    """The shared Redis cache of friendships and group members (blocking: worker threads).
+    """The shared Redis cache of friendships and group members (blocking: worker threads), in
+    shard_store's `Cache` (keys under SOIM_REDIS_PREFIX).
 
     Reads and fills are best effort: with Redis unreachable they miss and skip, and lookups go
     to the database. `invalidate` raises, so the writer knows (see Context.announce).
     """
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._redis = client
-        self._prefix = prefix + "dir:"
-
-    def _fkey(self, p: Pair) -> str:
-        return f"{self._prefix}fr:{p[0]}:{p[1]}"
-
-    def _gkey(self, group_id: int) -> str:
-        return f"{self._prefix}gm:{group_id}"
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
 
     def friendships(self, pairs: list[Pair]) -> dict[Pair, int]:
         """The cached conv_id (0: not friends) of those of `pairs` that are cached."""
-        values = self._mget([self._fkey(p) for p in pairs])
+        values = self._get([_fkey(p) for p in pairs])
         return {p: int(v) for p, v in zip(pairs, values, strict=True) if v is not None}
 
     def put_friendships(self, found: dict[Pair, int]) -> None:
-        self._set({self._fkey(p): str(conv_id).encode() for p, conv_id in found.items()})
+        self._set({_fkey(p): str(conv_id).encode() for p, conv_id in found.items()})
 
     def members(self, group_ids: list[int]) -> dict[int, Members]:
         """The cached member lists of those of `group_ids` that are cached."""
-        values = self._mget([self._gkey(g) for g in group_ids])
+        values = self._get([_gkey(g) for g in group_ids])
         return {g: _unpack(v) for g, v in zip(group_ids, values, strict=True) if v is not None}
 
     def put_members(self, found: dict[int, Members]) -> None:
-        self._set({self._gkey(g): _pack(ids) for g, ids in found.items()})
-
-    def _mget(self, keys: list[str]) -> list[bytes | None]:
-        try:
-            return list(self._redis.mget(keys)) if keys else []
-        except redis.RedisError as err:
-            log.warning("Redis cache read skipped: %s", err)
-            return [None] * len(keys)
-
-    def _set(self, items: dict[str, bytes]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for key, value in items.items():
-            pipe.set(key, value, ex=L2_TTL_S)
-        try:
-            pipe.execute()
-        except redis.RedisError as err:
-            log.warning("Redis cache fill skipped: %s", err)
+        self._set({_gkey(g): _pack(ids) for g, ids in found.items()})
 
     def invalidate(self, inv: cluster_pb2.CacheInvalidation) -> None:
         """Delete the Redis entries `inv` names (before it is published)."""
@@ -154,11 +131,32 @@ class L2:
         for item in inv.items:
             which = item.WhichOneof("item")
             if which == "friendship":
-                keys.append(self._fkey(pair(item.friendship.user_a, item.friendship.user_b)))
+                keys.append(_fkey(pair(item.friendship.user_a, item.friendship.user_b)))
             elif which == "membership":
-                keys.append(self._gkey(item.membership.group_id))
-        if keys:
-            self._redis.delete(*keys)
+                keys.append(_gkey(item.membership.group_id))
+        self._cache.delete(*keys)
+
+    def _get(self, keys: list[str]) -> list[bytes | None]:
+        try:
+            return [self._cache.get(k) for k in keys]
+        except CacheUnavailable as err:
+            log.warning("Redis cache read skipped: %s", err)
+            return [None] * len(keys)
+
+    def _set(self, items: dict[str, bytes]) -> None:
+        try:
+            for key, value in items.items():
+                self._cache.set(key, value, L2_TTL_S)
+        except CacheUnavailable as err:
+            log.warning("Redis cache fill skipped: %s", err)
+
+
+def _fkey(p: Pair) -> str:
+    return f"dir:fr:{p[0]}:{p[1]}"
+
+
+def _gkey(group_id: int) -> str:
+    return f"dir:gm:{group_id}"
 
 
 def _pack(ids: Members) -> bytes:

@@ -4,8 +4,8 @@ throttle, caches, the worker pools, and the way a write is announced.
 Role: run blocking work off the event loop — `db()` on a pool of database threads, `kdf()` on
 a pool as wide as the machine for scrypt (which releases the GIL) — and `announce()` a committed
 write: Redis cache entries deleted, this process's caches dropped, a CacheInvalidation published.
-Peer sockets: none of its own; `publish` is the node's events PUB; the store's pools and the
-Redis client's connection are opened and closed by the node.
+Peer sockets: none of its own; `publish` is the node's events PUB; the store's pools and
+shard_store's Redis `Cache` are opened and closed by the node.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
-import redis
 from google.protobuf.message import Message
 
 from fabric.methods import RpcError
@@ -30,6 +29,7 @@ from nodes.directory.tokens import TokenSigner
 from schema import cluster_pb2
 from schema import common_pb2 as pb
 from shard_store.backend import StoreError, StoreUnavailable
+from shard_store.cache import CacheUnavailable
 from shard_store.segments import SegmentAllocator
 from shard_store.store import Store
 
@@ -42,7 +42,8 @@ INV_METHOD = "directory.CacheInvalidation"
 DB_THREADS = 8
 """Database worker threads (the store's pools hold 8 connections per database)."""
 KDF_THREADS = min(os.cpu_count() or 2, 8)
-"""scrypt threads: one per core (scrypt releases the GIL), at most 8 — each takes 128 MiB."""
+"""scrypt threads: one per core (scrypt releases the GIL), at most 8 — each hash takes 128 MiB
+at the default cost."""
 
 
 @dataclass
@@ -72,10 +73,10 @@ class Context:
         try:
             return await loop.run_in_executor(self._db_pool,
                                               functools.partial(fn, *args, **kwargs))
-        except (StoreUnavailable, redis.ConnectionError, redis.TimeoutError) as err:
+        except (StoreUnavailable, CacheUnavailable) as err:
             log.warning("%s: %s", fn.__name__, err)
             raise RpcError(pb.UNAVAILABLE, "the directory's database is unavailable") from None
-        except (StoreError, redis.RedisError) as err:
+        except StoreError as err:
             log.error("%s: %s", fn.__name__, err)
             raise RpcError(pb.INTERNAL, "directory database error") from None
 

@@ -7,15 +7,13 @@ CacheInvalidation events every directory publishes. Handlers live in accounts, f
 and access; blocking work runs in the worker pools of `context.Context`.
 Peer sockets: those of `fabric.node.Node` — RPC ROUTER (Directory rpcs), events PUB (also
 CacheInvalidation, topic "inv"), events SUB (listens to "inv" of every peer), peer DEALERs —
-plus the store's database connections and the Redis client's TCP connection.
+plus the store's database connections and the Redis connection of shard_store's `Cache`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-
-import redis
 
 from fabric import envelope
 from fabric.config import ConfigError
@@ -34,6 +32,7 @@ from nodes.directory.throttle import LocalCounters, LoginThrottle, RedisCounters
 from nodes.directory.tokens import TokenSigner, signing_key
 from schema import cluster_pb2
 from shard_store.backend import StoreUnavailable
+from shard_store.cache import Cache, CacheUnavailable
 from shard_store.segments import SegmentAllocator
 from shard_store.store import Store
 
@@ -47,7 +46,7 @@ class DirectoryNode(Node):
     shared: Context | None = None
     store: Store | None = None
     ids: SegmentAllocator | None = None
-    redis: redis.Redis | None = None
+    cache: Cache | None = None
 
     async def on_start(self) -> None:
         cfg = self.cfg
@@ -59,14 +58,16 @@ class DirectoryNode(Node):
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
         await asyncio.to_thread(account_rows.ensure_seen, self.store)
         self.ids = SegmentAllocator(self.store)
-        if cfg.redis_url:
-            self.redis = await asyncio.to_thread(_connect_redis, cfg.redis_url)
-        counters = (RedisCounters(self.redis, cfg.redis_prefix) if self.redis is not None
-                    else LocalCounters())
+        try:
+            self.cache = await asyncio.to_thread(Cache.from_config, cfg)
+        except CacheUnavailable as err:
+            raise ConfigError("SOIM_REDIS_URL", str(err).removeprefix("SOIM_REDIS_URL: ")) \
+                from None
+        counters = RedisCounters(self.cache) if self.cache is not None else LocalCounters()
         self.shared = ctx = Context(
             store=self.store, ids=self.ids, options=options, signer=signer,
             throttle=LoginThrottle(counters), publish=self.publisher.publish,
-            l2=L2(self.redis, cfg.redis_prefix) if self.redis is not None else None)
+            l2=L2(self.cache) if self.cache is not None else None)
         accounts, friends, access = Accounts(ctx), Friends(ctx), Access(ctx)
         groups = Groups(ctx, access, accounts)
         handlers = {
@@ -92,8 +93,8 @@ class DirectoryNode(Node):
             self.ids.close()
         if self.store is not None:
             self.store.close()
-        if self.redis is not None:
-            self.redis.close()
+        if self.cache is not None:
+            self.cache.close()
 
     def _invalidated(self, topic: bytes, env: envelope.Envelope) -> None:
         """A peer's CacheInvalidation: drop what it names from the in-process caches."""
@@ -106,13 +107,3 @@ class DirectoryNode(Node):
             return
         self.shared.l1.apply(inv)
 
-
-def _connect_redis(url: str) -> redis.Redis:
-    """A Redis client that answered a PING; ConfigError naming SOIM_REDIS_URL otherwise."""
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        client.ping()
-    except redis.RedisError as err:
-        client.close()
-        raise ConfigError("SOIM_REDIS_URL", f"cannot reach Redis: {err}") from None
-    return client

@@ -5,8 +5,8 @@ Role: the brute-force brake of Login (and the per-address brake of Register). Ke
 minute lock that account for 60 s (LOCKED_OUT), even with the right password.
 With SOIM_REDIS_URL set the counters live in Redis under SOIM_REDIS_PREFIX, so every directory
 node shares them; without it they are per process. Calls block on Redis: run them in a worker
-thread, as the login path does.
-Peer sockets: the Redis client's TCP connection (owned by shard_store's Redis client) when used.
+thread, as the login path does. With Redis down a login fails UNAVAILABLE (never unthrottled).
+Peer sockets: the Redis connection of shard_store's `Cache`, when used.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import redis
+from shard_store.cache import Cache
 
 ACCOUNT_FAILURES = 5
 """Failed logins of one account allowed within WINDOW_S."""
@@ -91,31 +91,23 @@ class LocalCounters:
 
 
 class RedisCounters:
-    """Counters shared by every directory: INCR + EXPIRE NX in one MULTI, locks as SET EX."""
+    """Counters shared by every directory, in shard_store's Redis cache (atomic INCR + TTL)."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._redis = client
-        self._count = prefix + "throttle:n:"
-        self._lock = prefix + "throttle:lock:"
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
 
     def hit(self, key: str, window_s: int) -> int:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.incr(self._count + key)
-        pipe.expire(self._count + key, window_s, nx=True)
-        count, _ = pipe.execute()
-        return int(count)
+        return self._cache.incr("throttle:n:" + key, window_s)
 
     def lock(self, key: str, seconds: int) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(self._lock + key, b"1", ex=seconds)
-        pipe.delete(self._count + key)
-        pipe.execute()
+        self._cache.set("throttle:lock:" + key, b"1", seconds)
+        self._cache.delete("throttle:n:" + key)
 
     def locked(self, key: str) -> bool:
-        return bool(self._redis.exists(self._lock + key))
+        return self._cache.get("throttle:lock:" + key) is not None
 
     def clear(self, key: str) -> None:
-        self._redis.delete(self._count + key)
+        self._cache.delete("throttle:n:" + key)
 
 
 class LoginThrottle:
