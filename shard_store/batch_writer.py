@@ -17,6 +17,22 @@ Outcome of a row:
   message; the future fails with SeqClash and the row is never acknowledged;
 - the flush failed (lost or killed connection, lock timeout, ...): every future of the flush
   fails with FlushFailed, the transaction rolls back and the next flush takes a fresh connection.
+
+Sequencing (a writer given a `Sequencer`, as the storage node's): rows are submitted without a
+seq, and the sequencer stamps each batch in the builder thread just before its SQL is built, so
+a conversation's seqs follow submission order. Then the writer guarantees that a conversation's
+committed seqs stay contiguous from 1, whatever fails:
+- rows are written with a plain INSERT, so a flush commits all of its rows at their stamped
+  seqs or none of them: a key conflict (a racing former owner of a conversation, a duplicate
+  the sequencer could not see) fails the flush like a lost connection does;
+- a flush that fails, or cannot be built, rolls its lane back: every batch already stamped
+  behind it fails too (an epoch count tells them apart), and before the next batch is stamped —
+  once nothing stamped earlier can still commit — the sequencer forgets the conversations of
+  all those batches and reloads them from the database;
+- `resequence()` (a ring change) rolls back every conversation of every lane the same way.
+Committed seqs are contiguous because a row at seq s only commits when its flush does, and its
+flush only commits when the flush that holds s - 1 (if it is another one) committed before it
+or the sequencer loaded s - 1 from the database.
 Connections: one pooled connection per lane, held by its committer thread, which closes it.
 """
 
@@ -25,11 +41,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass, fields
 from types import TracebackType
+from typing import Protocol
 
 from fabric.config import Config
 from shard_store.backend import (
@@ -74,10 +91,33 @@ class WriterStats:
     failed_rows: int = 0
 
 
+class Sequencer(Protocol):
+    """Stamps seqs at build time for a sequencing writer (see the module doc).
+
+    Both methods run in the builder thread of `db`'s lane, so a sequencer needs no lock for the
+    conversations of one database.
+    """
+
+    def assign(self, db: Database, items: list[Item]) -> list[Item]:
+        """The items to write, in order, with their rows' seqs stamped.
+
+        Items left out must have their futures settled by the sequencer (e.g. a retried send
+        resolved to the stored row). Raising fails the whole batch and rolls its lane back.
+        """
+        ...
+
+    def forget(self, db: Database, conv_ids: Collection[int] | None) -> None:
+        """The seqs stamped for these conversations of `db` (None: all of them) may not all be
+        written and nothing stamped for them can still commit: start them again from the
+        database."""
+        ...
+
+
 @dataclass
 class _Flush:
     items: list[Item]
     groups: list[tuple[str, list[Item], list[Statement]]]
+    epoch: int = 0
 
 
 def _check(row: MessageRow) -> None:
@@ -102,17 +142,20 @@ def _check(row: MessageRow) -> None:
 class BatchWriter:
     """Group-commit writer of the message table. Thread-safe; close() flushes what is pending."""
 
-    def __init__(self, store: Store, *, max_rows: int = 512, max_ms: float = 5.0) -> None:
+    def __init__(self, store: Store, *, max_rows: int = 512, max_ms: float = 5.0,
+                 sequencer: Sequencer | None = None) -> None:
         if max_rows < 1 or max_ms < 0:
             raise ValueError(f"max_rows must be >= 1 and max_ms >= 0: {max_rows}, {max_ms}")
         self._map: ShardMap = store.shard_map
-        self._lanes = [_Lane(db, max_rows, max_ms / 1000) for db in store.databases]
+        self._lanes = [_Lane(db, max_rows, max_ms / 1000, sequencer) for db in store.databases]
         self._closed = False
 
     @classmethod
-    def from_config(cls, store: Store, config: Config) -> BatchWriter:
+    def from_config(cls, store: Store, config: Config,
+                    sequencer: Sequencer | None = None) -> BatchWriter:
         """A writer with SOIM_BATCH_ROWS and SOIM_BATCH_MS."""
-        return cls(store, max_rows=config.batch_rows, max_ms=config.batch_ms)
+        return cls(store, max_rows=config.batch_rows, max_ms=config.batch_ms,
+                   sequencer=sequencer)
 
     def submit(self, row: MessageRow) -> Future[MessageRow]:
         """Queue `row`; the future resolves to the stored row after COMMIT (see module doc)."""
@@ -158,6 +201,12 @@ class BatchWriter:
                 setattr(total, f.name, getattr(total, f.name) + getattr(lane.stats, f.name))
         return total
 
+    def resequence(self) -> None:
+        """Sequencing writers: every conversation starts again from the database (a ring change);
+        rows stamped before and not yet committing fail with FlushFailed (retry them)."""
+        for lane in self._lanes:
+            lane.roll_back(None)
+
     def abort_flush(self) -> bool:
         """Abort every flush in flight (MySQL: KILL its connection); their futures fail."""
         return any([lane.abort() for lane in self._lanes])
@@ -193,9 +242,15 @@ class BatchWriter:
 class _Lane:
     """The builder and committer threads of one database."""
 
-    def __init__(self, db: Database, max_rows: int, max_s: float) -> None:
+    def __init__(self, db: Database, max_rows: int, max_s: float,
+                 sequencer: Sequencer | None) -> None:
         self.db = db
         self.stats = WriterStats()
+        self._seq = sequencer
+        self._epoch = 0
+        """Sequencing: bumped by every rollback; a batch stamped in an older epoch never commits."""
+        self._forget: set[int] | None = set()
+        """Sequencing: conversations to forget before the next stamping (None: all)."""
         self._max_rows = max_rows
         self._max_s = max_s
         self._cond = threading.Condition()
@@ -259,6 +314,28 @@ class _Lane:
         _fail(dropped, WriterClosed, "writer shut down before this row was written")
         self.abort()
 
+    def roll_back(self, conv_ids: Collection[int] | None) -> None:
+        """Batches stamped until now fail; forget `conv_ids` (None: all) before stamping again."""
+        with self._cond:
+            self._roll_back(conv_ids)
+
+    def _roll_back(self, conv_ids: Collection[int] | None) -> None:
+        """roll_back with the lock held."""
+        self._epoch += 1
+        if conv_ids is None or self._forget is None:
+            self._forget = None
+        else:
+            self._forget.update(conv_ids)
+        self._cond.notify_all()
+
+    def _stale(self, items: list[Item], why: str) -> None:
+        """A stamped batch that must not commit: fail it and roll its conversations back."""
+        with self._cond:
+            self._roll_back({row.conv_id for row, _, _ in items})
+        self.stats.failed_flushes += 1
+        self.stats.failed_rows += len(items)
+        _fail(items, FlushFailed, why)
+
     def abort(self) -> bool:
         conn = self._conn if self._busy else None
         if conn is None:
@@ -273,25 +350,44 @@ class _Lane:
 
     def _build_loop(self) -> None:
         while True:
-            batch = self._take()
-            if batch is None:
+            taken = self._take()
+            if taken is None:
                 return
+            batch, epoch, forget = taken
+            items = batch
             try:
-                flush = self._build(batch)
-            except (TypeError, ValueError) as err:
-                _fail(batch, FlushFailed, f"could not build the flush: {err}")
+                if self._seq is not None:
+                    if forget is None or forget:
+                        self._seq.forget(self.db, forget)
+                    items = self._seq.assign(self.db, batch)
+                flush = self._build(items, epoch)
+            except Exception as err:  # a read of the sequencer failed, or a row was unusable
+                if self._seq is not None:
+                    self._stale(batch, f"could not build the flush: {err}")
+                else:
+                    _fail(batch, FlushFailed, f"could not build the flush: {err}")
                 continue
+            if not items:
+                continue  # the sequencer settled every row (retries of stored messages)
             with self._cond:
                 while self._sealed is not None and not self._abandoned:
                     self._cond.wait(IDLE_WAKE_S)
-                if not self._abandoned:
+                abandoned = self._abandoned
+                if not abandoned and (self._seq is None or epoch == self._epoch):
                     self._sealed = flush
                     self._cond.notify_all()
                     continue
-            _fail(batch, WriterClosed, "writer shut down before this row was written")
+            if abandoned:
+                _fail(items, WriterClosed, "writer shut down before this row was written")
+            else:
+                self._stale(items, "an earlier flush failed; retry")
 
-    def _take(self) -> list[Item] | None:
-        """The next batch: at once if the committer is free, else at max_rows or max_ms."""
+    def _take(self) -> tuple[list[Item], int, set[int] | None] | None:
+        """The next batch: at once if the committer is free, else at max_rows or max_ms.
+
+        Sequencing: also the epoch it is stamped in and the conversations to forget first —
+        handed over only once no flush stamped earlier is sealed or running.
+        """
         with self._cond:
             while not self._pending:
                 if self._closing:
@@ -305,13 +401,17 @@ class _Lane:
                 if left <= 0:
                     break
                 self._cond.wait(left)
+            if self._seq is not None and self._forget != set():
+                while (self._busy or self._sealed is not None) and not self._abandoned:
+                    self._cond.wait(IDLE_WAKE_S)
             batch = self._pending[:self._max_rows]
             del self._pending[:self._max_rows]
             if self._pending:
                 self._first_at = time.monotonic()
-            return batch
+            forget, self._forget = self._forget, set()
+            return batch, self._epoch, forget
 
-    def _build(self, batch: list[Item]) -> _Flush:
+    def _build(self, batch: list[Item], epoch: int) -> _Flush:
         by_table: defaultdict[int, list[Item]] = defaultdict(list)
         for item in batch:
             by_table[item[1]].append(item)
@@ -320,9 +420,10 @@ class _Lane:
             items = by_table[table_no]
             table = f"{MESSAGE.name}_{table_no}"
             stmts = self.db.insert_statements(table, _COLUMNS, MESSAGE_KINDS,
-                                              [item[0] for item in items])
+                                              [item[0] for item in items],
+                                              ignore=self._seq is None)
             groups.append((table, items, stmts))
-        return _Flush(batch, groups)
+        return _Flush(batch, groups, epoch)
 
     # -- committer thread --
 
@@ -335,8 +436,12 @@ class _Lane:
                             return
                         self._cond.wait(IDLE_WAKE_S)
                     flush, self._sealed = self._sealed, None
-                    self._busy = True
+                    stale = self._seq is not None and flush.epoch != self._epoch
+                    self._busy = not stale
                     self._cond.notify_all()
+                if stale:
+                    self._stale(flush.items, "an earlier flush failed; retry")
+                    continue
                 self._commit(flush)
                 with self._cond:
                     self._busy = False
@@ -354,6 +459,8 @@ class _Lane:
                 self._conn.broken = True
                 self._conn.close()
                 self._conn = None
+            if self._seq is not None:
+                self.roll_back({row.conv_id for row, _, _ in flush.items})
             self.stats.failed_flushes += 1
             self.stats.failed_rows += len(flush.items)
             _fail(flush.items, FlushFailed, f"flush of {len(flush.items)} rows failed: {err}")

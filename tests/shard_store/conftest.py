@@ -125,7 +125,7 @@ class Faults:
                 wait_until(lambda: conn.query(
                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
                     "WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE %s",
-                    (f"%INSERT IGNORE INTO `{table}`%",))[0][0] == 1,
+                    (f"%INSERT%INTO `{table}`%",))[0][0] == 1,
                     what="the writer blocked on the row lock")
 
     def kill(self, writer: BatchWriter, futures: list[Any]) -> None:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Collection
 from concurrent.futures import Future, wait
 
 import pytest
 
-from shard_store import BatchWriter, FlushFailed, MessageRow, SeqClash, Store, WriterClosed
+from shard_store import (
+    BatchWriter,
+    Database,
+    FlushFailed,
+    MessageRow,
+    SeqClash,
+    Store,
+    WriterClosed,
+)
+from shard_store.batch_writer import Item
 from tests.shard_store.conftest import Faults, msg, stored_messages
 from tests.support import wait_until
 
@@ -187,3 +197,72 @@ def test_body_of_4000_chars_round_trips(store: Store) -> None:
     with BatchWriter(store) as writer:
         assert writer.submit(row).result(10) == row
     assert stored_messages(store) == {row}
+
+
+class CountingSequencer:
+    """The least a Sequencer does: next seq per conversation, loaded as MAX(seq) on first use."""
+
+    def __init__(self) -> None:
+        self.next: dict[int, int] = {}
+        self.forgotten: list[set[int] | None] = []
+
+    def assign(self, db: Database, items: list[Item]) -> list[Item]:
+        out = []
+        for row, table_no, fut in items:
+            if row.conv_id not in self.next:
+                with db.connection() as conn:
+                    last = conn.query(f"SELECT MAX(seq) FROM `message_{table_no}` "
+                                      "WHERE conv_id = %s", (row.conv_id,))[0][0]
+                self.next[row.conv_id] = int(last or 0) + 1
+            out.append((row._replace(seq=self.next[row.conv_id]), table_no, fut))
+            self.next[row.conv_id] += 1
+        return out
+
+    def forget(self, db: Database, conv_ids: Collection[int] | None) -> None:
+        self.forgotten.append(None if conv_ids is None else set(conv_ids))
+        for conv in list(self.next) if conv_ids is None else conv_ids:
+            self.next.pop(conv, None)
+
+
+def unsequenced(conv: int, cmid: str) -> MessageRow:
+    return msg(conv, 0, cmid, msg_id=hash(cmid) & 0xFFFFFF)
+
+
+@pytest.mark.timeout(60)
+def test_sequencing_writer_fails_what_was_stamped_behind_a_failed_flush(
+        store: Store, faults: Faults) -> None:
+    seq = CountingSequencer()
+    writer = BatchWriter(store, max_rows=10, max_ms=60_000, sequencer=seq)
+    try:
+        with faults.stall(msg(1, 1)):
+            head = writer.submit(unsequenced(1, "h"))
+            faults.wait_stalled(writer, msg(1, 1))
+            behind = writer.submit_many([unsequenced(1 + 8 * (i % 2), f"b{i}") for i in range(20)])
+            wait_until(lambda: writer.backlog == 0, what="a batch sealed, the next one stamped")
+            faults.kill(writer, [head, *behind])
+        for fut in [head, *behind]:
+            with pytest.raises(FlushFailed):
+                fut.result(0)
+        assert stored_messages(store) == set()
+        again = writer.submit_many([unsequenced(1, "h"), unsequenced(9, "n")])
+        assert [f.result(10).seq for f in again] == [1, 1]  # started again from the database
+        assert seq.forgotten and set().union(*(s or set() for s in seq.forgotten)) >= {1, 9}
+    finally:
+        writer.close()
+
+
+def test_sequencing_writer_fails_a_flush_on_a_key_conflict_as_a_whole(store: Store) -> None:
+    """A row of another owner at a stamped seq: nothing of the flush is written (no gap)."""
+    seq = CountingSequencer()
+    with BatchWriter(store, max_rows=64, max_ms=5, sequencer=seq) as writer:
+        assert writer.submit(unsequenced(5, "a")).result(10).seq == 1
+        store.execute("message", 5, "INSERT INTO {t} VALUES (5, 2, 99, 8, 'theirs', 0, 'x')")
+        futs = writer.submit_many([unsequenced(5, "b"), unsequenced(5, "c")])
+        for fut in futs:
+            with pytest.raises(FlushFailed):
+                fut.result(10)
+        assert seq.forgotten == []  # forgotten just before the next batch is stamped
+        assert [f.result(10).seq for f in writer.submit_many([unsequenced(5, "b"),
+                                                              unsequenced(5, "c")])] == [3, 4]
+        assert seq.forgotten == [{5}]
+    assert sorted(r.seq for r in stored_messages(store)) == [1, 2, 3, 4]
