@@ -1,17 +1,25 @@
-"""Batch I/O on zmq.asyncio sockets: drain what is queued, send a batch without waiting.
+"""Batch I/O on zmq.asyncio sockets: take what is queued, send a batch without waiting.
 
-Role: the receive and send halves of every so-im hot loop. `recv_ready(sock, max_batch)` waits
-once, then takes whatever else is already queued with NOBLOCK; `send_batch(sock, messages)`
+Role: the receive and send halves of every so-im hot loop. A `Reader` hands each batch queued on
+a socket to a callback, straight from the event loop's callback for the socket's FD (the RPC
+client and server); `recv_ready(sock, max_batch)` waits once through pyzmq's asyncio socket,
+then takes whatever else is already queued (the events subscriber); `send_batch(sock, messages)`
 sends many multipart messages through the socket's synchronous shadow with plain int flags and
-then re-arms the asyncio reader, so a recv pending on the same socket cannot miss an edge.
-Both bypass pyzmq's per-call Python conveniences (enum flags, RCVMORE lookups, the routing-id
-and group handling of `Socket.send`), which cost more than libzmq's own work at these sizes.
-Works on any socket type (ROUTER, DEALER, PUB, SUB).
+then re-arms whatever reads the socket. Works on any socket type (ROUTER, DEALER, PUB, SUB).
+
+ZeroMQ's FD is edge-triggered: it signals that the socket's state changed, and any operation on
+the socket (a send included) may consume that signal while input stays queued. So a socket with
+a `Reader` or a pending `recv_ready` is sent on only through `send_batch`, which looks for input
+after sending, and has one reader. Everything here bypasses pyzmq's per-call conveniences (enum
+flags, RCVMORE lookups, the routing-id and group handling of `Socket.send`, one Future per
+receive), which cost more than libzmq's own work at these message sizes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import weakref
+from collections.abc import Callable, Iterable
 
 import zmq
 import zmq.asyncio
@@ -20,25 +28,24 @@ import zmq.backend
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 _EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_FD = int(zmq.FD)
 _TYPE = int(zmq.TYPE)
 _ROUTER = int(zmq.ROUTER)
 _send = zmq.backend.Socket.send  # the plain send under zmq.Socket.send's routing_id/group layer
 
+Batch = list[list[bytes]]
+_readers: weakref.WeakKeyDictionary[zmq.asyncio.Socket, Reader] = weakref.WeakKeyDictionary()
 
-async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> list[list[bytes]]:
-    """Wait for one multipart message, then drain up to `max_batch` in total with NOBLOCK.
 
-    The extra messages are read through the socket's synchronous shadow while no async recv is
-    pending on it, so no asyncio reader can miss an edge: the next `await` checks EVENTS first.
-    They are received as Frames, whose `more` flag is much cheaper to read than the RCVMORE
-    option `recv_multipart` asks for after every part; a ROUTER's routing id, always followed by
-    the message itself, is received as plain bytes, which is cheaper still.
+def take(sock: zmq.Socket, max_batch: int, routed: bool) -> Batch:
+    """Up to `max_batch` multipart messages already queued on the plain socket `sock`.
+
+    Parts are received as Frames, whose `more` flag is much cheaper to read than the RCVMORE
+    option; a ROUTER's (`routed`) routing id, always followed by the message, as plain bytes.
     """
-    first: list[bytes] = await sock.recv_multipart()
-    batch = [first]
-    shadow = sock._shadow_sock  # the plain zmq.Socket behind the asyncio wrapper
-    recv = shadow.recv
-    routed = shadow.get(_TYPE) == _ROUTER
+    recv = sock.recv
+    batch: Batch = []
     try:
         while len(batch) < max_batch:
             parts = [recv(_NOBLOCK)] if routed else []
@@ -53,11 +60,77 @@ async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> list[list[byte
     return batch
 
 
+class Reader:
+    """Calls `on_batch(batch)` on the event loop whenever messages are queued on `sock`.
+
+    One FD callback for the life of the reader: no task, Future or loop iteration per batch.
+    `start()` on the loop that owns the socket; `close()` before the socket is closed.
+    """
+
+    def __init__(self, sock: zmq.asyncio.Socket, on_batch: Callable[[Batch], None],
+                 max_batch: int) -> None:
+        self.sock = sock
+        self._shadow: zmq.Socket = sock._shadow_sock  # the plain socket behind the wrapper
+        self._on_batch = on_batch
+        self._max_batch = max_batch
+        self._routed = self._shadow.get(_TYPE) == _ROUTER
+        self._fd = self._shadow.get(_FD)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Read on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._ready)
+        _readers[self.sock] = self
+        self._loop.call_soon(self._ready)  # whatever was queued before the FD was watched
+
+    def close(self) -> None:
+        """Stop reading."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            _readers.pop(self.sock, None)
+            self._loop = None
+
+    def check(self) -> None:
+        """Read soon if input is queued (after anything that may have consumed the FD's edge)."""
+        if self._loop is None:
+            return
+        if self._shadow.closed:  # closed under us: at least stop watching its FD
+            self.close()
+        elif self._shadow.get(_EVENTS) & _POLLIN:
+            self._loop.call_soon(self._ready)
+
+    def _ready(self) -> None:
+        if self._loop is None:
+            return
+        if self._shadow.closed:
+            self.close()
+            return
+        if not self._shadow.get(_EVENTS) & _POLLIN:
+            return
+        try:
+            self._on_batch(take(self._shadow, self._max_batch, self._routed))
+        finally:
+            self.check()  # more queued, or arrived meanwhile: after the loop's other callbacks
+
+
+async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> Batch:
+    """Wait for one multipart message, then drain up to `max_batch` in total with NOBLOCK.
+
+    The extra messages are read through the socket's synchronous shadow while no async recv is
+    pending on it, so no asyncio reader can miss an edge: the next `await` checks EVENTS first.
+    """
+    first: list[bytes] = await sock.recv_multipart()
+    shadow = sock._shadow_sock
+    return [first, *take(shadow, max_batch - 1, shadow.get(_TYPE) == _ROUTER)]
+
+
 def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int:
     """Send each multipart message now; return how many were dropped at the high-water mark.
 
-    Sending may make libzmq read pending input and swallow the edge an asyncio reader waits on;
-    reading EVENTS through the asyncio socket afterwards reschedules that reader.
+    Sending may make libzmq read pending input and swallow the edge a reader waits on; reading
+    EVENTS afterwards (through the socket's `Reader`, or the asyncio socket, which reschedules
+    a pending `recv_ready`) catches it.
     """
     shadow = sock._shadow_sock
     dropped = 0
@@ -68,5 +141,9 @@ def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int
             _send(shadow, frames[-1], _NOBLOCK)
         except zmq.Again:
             dropped += 1
-    sock.get(_EVENTS)
+    reader = _readers.get(sock)
+    if reader is not None:
+        reader.check()
+    else:
+        sock.get(_EVENTS)
     return dropped

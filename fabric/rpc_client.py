@@ -22,7 +22,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import recv_ready, send_batch
+from fabric.drain import Batch, Reader, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -57,6 +57,7 @@ class RpcClient:
         self._encoder = envelope.Encoder(node_id)
         self._outbox: list[list[bytes]] = []
         self._flush_soon = False  # a _flush is scheduled for this loop iteration
+        self._reader = Reader(self.sock, self._replies, timing.DRAIN_MAX_BATCH)
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._in = metrics.FRAMES_IN.labels(name)
@@ -64,14 +65,15 @@ class RpcClient:
         self._latency: dict[str, Any] = {}
 
     def start(self) -> None:
-        """Start the tasks that read replies and expire calls."""
+        """Start reading replies and the task that expires calls."""
         if not self._tasks:
             self._loop = asyncio.get_running_loop()
-            self._tasks = [asyncio.ensure_future(self._read()),
-                           asyncio.ensure_future(self._expire())]
+            self._reader.start()
+            self._tasks = [asyncio.ensure_future(self._expire())]
 
     async def close(self) -> None:
         """Fail pending calls with UNAVAILABLE and close the socket."""
+        self._reader.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,29 +164,28 @@ class RpcClient:
                 if not fut.done():
                     fut.set_exception(RpcError(pb.TIMEOUT, f"{name} to {self.endpoint}"))
 
-    async def _read(self) -> None:
+    def _replies(self, batch: Batch) -> None:
+        """Hand each reply in `batch` to its caller (the Reader calls this)."""
         pending = self._pending
-        while True:
-            batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
-            self._in.inc(len(batch))
-            for frames in batch:
-                try:
-                    env = envelope.decode(frames, self.max_bytes)
-                except envelope.EnvelopeError as err:
-                    metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
-                    continue
-                header = env.header
-                if header.kind == pb.EVENT:
-                    if self.on_event is not None:
-                        self.on_event(env)
-                    continue
-                call = pending.pop(header.request_id, None)
-                if call is None or call[0].done():
-                    metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
-                    continue
-                call[0].set_result(env)
-            if not self._flush_soon:
-                # the callers woken above run next and queue their next requests: send those
-                # in the same loop iteration rather than one later
-                self._flush_soon = True
-                self._loop.call_soon(self._flush)
+        self._in.inc(len(batch))
+        for frames in batch:
+            try:
+                env = envelope.decode(frames, self.max_bytes)
+            except envelope.EnvelopeError as err:
+                metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+                continue
+            header = env.header
+            if header.kind == pb.EVENT:
+                if self.on_event is not None:
+                    self.on_event(env)
+                continue
+            call = pending.pop(header.request_id, None)
+            if call is None or call[0].done():
+                metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
+                continue
+            call[0].set_result(env)
+        if not self._flush_soon:
+            # the callers woken above run next and queue their next requests: send those in the
+            # same loop iteration rather than one later
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)

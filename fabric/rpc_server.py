@@ -27,7 +27,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import recv_ready, send_batch
+from fabric.drain import Batch, Reader, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -77,17 +77,24 @@ class RpcServer:
 
     async def serve(self) -> None:
         """Receive, dispatch and reply forever (cancel to stop)."""
-        while True:
-            batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
-            self._in.inc(len(batch))
-            now_ms = time.time() * 1000.0
-            replies: list[list[bytes]] = []
-            for frames in batch:
-                out = self._handle(frames, now_ms)
-                if out is not None:
-                    replies.append(out)
-            self._send(replies)
-            self._count_answered()
+        reader = Reader(self.sock, self._requests, timing.DRAIN_MAX_BATCH)
+        reader.start()
+        try:
+            await asyncio.Event().wait()  # the reader does the work, from the loop's FD callback
+        finally:
+            reader.close()
+
+    def _requests(self, batch: Batch) -> None:
+        """Answer a batch of requests (the Reader calls this)."""
+        self._in.inc(len(batch))
+        now_ms = time.time() * 1000.0
+        replies: list[list[bytes]] = []
+        for frames in batch:
+            out = self._handle(frames, now_ms)
+            if out is not None:
+                replies.append(out)
+        self._send(replies)
+        self._count_answered()
 
     async def close(self) -> None:
         """Cancel handler tasks still running."""
