@@ -78,7 +78,7 @@ class App:
             loop.add_reader(fd, self._on_keys)
             for sig, handler in signals.items():
                 loop.add_signal_handler(sig, handler)
-            self.invalidate()
+            self._on_keys()  # keys typed before start: blessed may hold them already
             try:
                 await self._done.wait()
             finally:
@@ -329,8 +329,9 @@ class App:
             model.say(f"reconnected to {entry_host(event.endpoint)}")
             self._refresh()
         elif event.kind is EventKind.REDIRECTED:
-            model.endpoint = event.endpoint
+            model.connected, model.endpoint = True, event.endpoint
             model.say(f"moved to {entry_host(event.endpoint)}")
+            self._refresh()
         elif event.push is not None:
             self._on_push(event.push)
 

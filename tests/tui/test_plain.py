@@ -1,0 +1,148 @@
+"""`soim --plain` against a cluster of real node processes: a script of the so-im commands from
+two users, each command's printed output checked line by line; errors as humanised codes;
+a script on stdin that simply ends (a pipe, and a regular file) runs to completion and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Cluster, running_cluster
+from tests.tui.lines import LineClient
+from tests.tui.terminal import ROOT, SOIM
+
+PASSWORD = "correct-horse"
+WHEN = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}"
+
+
+def rx(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+async def start_cluster(cluster: Cluster) -> None:
+    nodes = (cluster.start("directory") + cluster.start("router", 2)
+             + cluster.start("gateway", 2) + cluster.start("storage"))
+    await cluster.wait_alive(nodes)
+
+
+def server_args(cluster: Cluster, gateway: int) -> list[str]:
+    endpoint, key = cluster.gateways()[gateway]
+    return ["--server", endpoint, "--server-key", key.decode()]
+
+
+def host(cluster: Cluster, gateway: int) -> str:
+    return re.escape(cluster.gateways()[gateway][0].removeprefix("tcp://"))
+
+
+@pytest.mark.timeout(90)
+def test_the_command_script(tmp_path: Path, cluster_name: str) -> None:
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            await start_cluster(cluster)
+            alice = LineClient(server_args(cluster, 0), tmp_path, "alice")
+            bob = LineClient(server_args(cluster, 1), tmp_path, "bob")
+            try:
+                await script(cluster, alice, bob)
+            finally:
+                codes = alice.close(), bob.close()
+            assert codes == (0, 0)
+
+    asyncio.run(main())
+
+
+async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
+    # register (and log in), on two gateways
+    [m] = await alice.run(f"register -u alice -p {PASSWORD} -n Alice",
+                          [rx(rf"uid=(\d+), entryHost={host(cluster, 0)}")])
+    a = int(m[1])
+    [m] = await bob.run(f"register -u bob -p {PASSWORD}",
+                        [rx(rf"uid=(\d+), entryHost={host(cluster, 1)}")])
+    b = int(m[1])
+
+    # search -u, add -u from both sides, with the notices each side gets
+    await bob.run("search -u ali", ["uid | account | nickname", f"{a} | alice | Alice"])
+    await bob.run(f"add -u {a}", [f"friend request sent to {a}"])
+    await alice.expect([f"* bob (uid {b}) asks to be your friend; add -u {b} accepts"])
+    await bob.run("friends", ["uid | account | nickname | online",
+                              f"{a} | alice | Alice | request sent"])
+    await alice.run(f"add -u {b}", [f"friends now with {b}"])
+    await bob.expect([f"* alice (uid {a}) accepted your friend request"])
+    await alice.run("friends", ["uid | account | nickname | online", f"{b} | bob | bob | online"])
+    await bob.run("friends", ["uid | account | nickname | online",
+                              f"{a} | alice | Alice | online"])
+    await alice.run("users", ["uid | account", f"{a} | alice", f"{b} | bob"])
+
+    # groups: create, search, join, members, mine
+    [m] = await alice.run("group create devs", [rx(r"created group devs gid=(\d+)")])
+    g = int(m[1])
+    _, m = await bob.run("group search de", ["gid | name | limit | members | created",
+                                            rx(rf"{g} \| devs \| (\d+) \| 1 \| {WHEN}")])
+    limit = int(m[1])
+    await bob.run(f"group join {g}", [f"joined group devs gid={g} (2/{limit})"])
+    await bob.run(f"group users {g}", [
+        "uid | account | nickname | online | last active",
+        rx(rf"{a} \| alice \| Alice \| online \| {WHEN}"),
+        rx(rf"{b} \| bob \| bob \| online \| {WHEN}")])
+    await alice.run("group", ["gid | name | limit | members/limit | owner | created",
+                              rx(rf"{g} \| devs \| {limit} \| 2/{limit} \| alice \| {WHEN}")])
+    await alice.run(f"open g:{g}", [f"open: devs (g:{g})"])
+    await alice.run("group users", ["uid | account | nickname | online | last active",
+                                    rx(rf"{a} \| alice .*"), rx(rf"{b} \| bob .*")])
+    await bob.run("me", ["uid | account", f"{b} | bob"])
+
+    # failures are the code's name, humanised, with the detail
+    await alice.run(f"add -u {a}", ["Self friend: you cannot befriend yourself"])
+    await alice.run(f"add -u {b}", ["Already friends: you are friends already"])
+    await bob.run("group create devs", ["Already exists: group name 'devs' is taken"])
+    await bob.run(f"group join {g}", ["Already member: you are a member already"])
+    await alice.run("frobnicate now", ["unknown command: frobnicate"])
+    await alice.run("send hello", ["usage: send (-u USER_ID | -g GROUP_ID) TEXT..."])
+    await alice.run("open 999999", ["Not friend: 999999 is not your friend (add -u 999999 first)"])
+
+    await bob.run("exit", ["bye bye"])
+    assert bob.proc.wait(10) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_script_that_ends_without_exit(tmp_path: Path, cluster_name: str) -> None:
+    """stdin at EOF after the last command, from a pipe and from a file: all output, exit 0."""
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            await start_cluster(cluster)
+            script = (f"register -u carol -p {PASSWORD} -n Carol\nme\n"
+                      "group create readers\ngroup\nfriends\n")
+            piped = await run_script(cluster, script, tmp_path, None)
+            lines = piped.splitlines()
+            assert re.fullmatch(rf"uid=(\d+), entryHost={host(cluster, 0)}", lines[0])
+            uid = lines[0].split(",")[0].removeprefix("uid=")
+            assert lines[1:4] == ["uid | account", f"{uid} | carol", lines[3]]
+            assert re.fullmatch(r"created group readers gid=\d+", lines[3])
+            assert lines[4] == "gid | name | limit | members/limit | owner | created"
+            assert re.fullmatch(rf"\d+ \| readers \| \d+ \| 1/\d+ \| carol \| {WHEN}", lines[5])
+            assert lines[6:] == ["uid | account | nickname | online", "(none)"]
+
+            path = tmp_path / "script.txt"
+            path.write_text(f"login -u carol -p {PASSWORD}\nme\nlogin -u carol -p wrong-one\n")
+            from_file = await run_script(cluster, "", tmp_path, path)
+            assert from_file.splitlines() == [
+                lines[0], "uid | account", f"{uid} | carol",
+                "Bad credentials: wrong account or password"]
+
+    asyncio.run(main())
+
+
+async def run_script(cluster: Cluster, script: str, log_dir: Path, path: Path | None) -> str:
+    """Run `soim --plain` on `script` (a pipe) or on the file `path`; its stdout."""
+    with open(path or log_dir / "empty", "a+b") as stdin_file:
+        stdin_file.seek(0)
+        proc = await asyncio.create_subprocess_exec(
+            *SOIM, "--plain", *server_args(cluster, 0), cwd=ROOT,
+            stdin=stdin_file if path else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(None if path else script.encode()),
+                                          timeout=20)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
