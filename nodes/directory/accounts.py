@@ -30,14 +30,19 @@ class Accounts:
         password = validation.password(req.password)
         nickname = validation.name(req.nickname, "nickname") if req.nickname else account
         ctx = self.ctx
-        allowed = await ctx.db(ctx.throttle.register_allowed, req.client_addr,
-                               ctx.options.register_per_min)
-        if not allowed:
-            raise RpcError(pb.RATE_LIMITED, "too many new accounts from this address")
+        await ctx.db(self._may_register, account, req.client_addr)
         pw_hash = await ctx.kdf(passwords.hash_password, password, ctx.options.scrypt_n)
         user = await ctx.db(account_rows.create, ctx.store, ctx.ids, account, nickname, pw_hash,
                             now_ms())
         return self._authorised(user)
+
+    def _may_register(self, account: str, addr: str) -> None:
+        """RATE_LIMITED or ALREADY_EXISTS before the costly hash (the insert still decides)."""
+        ctx = self.ctx
+        if not ctx.throttle.register_allowed(addr, ctx.options.register_per_min):
+            raise RpcError(pb.RATE_LIMITED, "too many new accounts from this address")
+        if account_rows.credentials(ctx.store, account) is not None:
+            raise RpcError(pb.ALREADY_EXISTS, f"account {account!r} is taken")
 
     async def login(self, req: cluster_pb2.DirLoginRequest,
                     call: Call) -> cluster_pb2.DirAuthReply:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,33 @@ def test_friends_groups_and_access(dir_env: dict[str, str], tmp_path: Path) -> N
             check(user_id=c, to_group=g.group_id)]))
         assert after.results[0].error == pb.NOT_MEMBER
         assert (await d("Groups", dpb.UserRef(user_id=c))).groups == []
+
+        # races: one name wins, a group never passes its limit, a mutual add is one friendship
+        async def outcome(call: Awaitable[Any]) -> Any:
+            try:
+                return await call
+            except RpcError as err:
+                return err.code
+
+        names = await asyncio.gather(*(outcome(register(d, "racer")) for _ in range(6)))
+        assert [x for x in names if isinstance(x, int)] == [pb.ALREADY_EXISTS] * 5
+        crowd = [(await register(d, f"fan{i}")).user.user_id for i in range(6)]
+        small = (await d("GroupCreate", create(user_id=a, name="small", user_limit=3))).group
+        joins = await asyncio.gather(*(outcome(d("GroupJoin", grp(user_id=u,
+                                                                  group_id=small.group_id)))
+                                       for u in crowd))
+        assert sorted(x for x in joins if isinstance(x, int)) == [pb.GROUP_FULL] * 4
+        members = (await d("GroupMembers", dpb.GroupIds(group_ids=[small.group_id]))).groups
+        assert len(members[0].user_ids) == 3
+        x, y = crowd[0], crowd[1]
+        adds = await asyncio.gather(*(outcome(d("AddFriend", add(user_id=me, friend_id=other)))
+                                      for me, other in ((x, y), (y, x)) * 3))
+        assert [r.result for r in adds if not isinstance(r, int)].count(
+            cpb.ADD_FRIEND_ACCEPTED) == 1
+        assert all(r == pb.ALREADY_FRIENDS for r in adds if isinstance(r, int))
+        convs = {f.conv_id for me in (x, y) for f in (await d("Friends", dpb.UserRef(
+            user_id=me))).friends if f.state == cpb.FRIEND_STATE_ACCEPTED}
+        assert len(convs) == 1 and convs != {0}
 
     run(dir_env, tmp_path, 1, body)
 
