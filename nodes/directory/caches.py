@@ -1,7 +1,7 @@
 """The directory's caches of access facts: friendship → conv_id, a user's direct conversations,
 group → member ids.
 
-Role: answer CheckAccess, Conversations and GroupMembers without a database round trip. L1 is
+Role: answer CheckAccess, GroupMembers and GroupUsers without a database round trip. L1 is
 in-process (LRU, a short TTL as a backstop), touched only on the event loop; an optional L2 in
 Redis (SOIM_REDIS_URL) is shared by every directory and touched only from worker threads.
 Every write path invalidates: Redis keys first (from the writer's thread, after COMMIT), then

@@ -19,9 +19,9 @@ from typing import Protocol
 from shard_store.cache import Cache
 
 ACCOUNT_FAILURES = 5
-"""Failed logins of one account allowed within WINDOW_S."""
+"""Failed logins of one account within WINDOW_S that lock it (the 5th failure locks)."""
 ADDRESS_FAILURES = 50
-"""Failed logins from one client address allowed within WINDOW_S (any accounts)."""
+"""Failed logins from one client address within WINDOW_S (any accounts) that lock it."""
 WINDOW_S = 60
 """The window failures are counted in (fixed, from the first failure)."""
 LOCKOUT_S = 60
