@@ -188,7 +188,7 @@ class App:
                 self.model.failed(conv_id, msg_id, commands.humanise(err))
                 self.model.say(commands.humanise(err), error=True)
             else:
-                self.model.acked(conv_id, sent.ack, body)
+                self.model.acked(target, sent.ack, body)
                 self._after_messages(conv_id)
             self.invalidate()
 
@@ -213,7 +213,7 @@ class App:
                 self.model.say(f"sent to {target}")
                 if ack.conv_id not in self.model.entries:
                     self._refresh()
-                self.model.acked(ack.conv_id, ack, body)
+                self.model.acked(target, ack, body)
             case commands.Opened(target=target, conv_id=conv_id, title=title):
                 self.model.ensure(conv_id, target, title)
                 self._open(conv_id)

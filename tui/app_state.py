@@ -162,25 +162,19 @@ class Model:
         self.thread(conv_id).pending.append(Pending(client_msg_id, body,
                                                     int(time.time() * 1000)))
 
-    def acked(self, conv_id: int, ack: client_pb2.SendAck, body: str) -> None:
-        """My message is stored: it takes its seq among the others."""
+    def acked(self, target: Target, ack: client_pb2.SendAck, body: str) -> None:
+        """My message to `target` is stored: it takes its seq among the others."""
         assert self.me is not None
+        to = {"to_group": target.id} if target.group else {"to_user": target.id}
         self.add_message(client_pb2.ChatMessage(
-            conv_id=ack.conv_id or conv_id, seq=ack.seq, msg_id=ack.msg_id,
-            sender=self.me.user_id, sender_account=self.me.account, body=body,
-            ts_ms=ack.ts_ms, client_msg_id=ack.client_msg_id,
-            **self._to(self.entries.get(ack.conv_id or conv_id))))
+            conv_id=ack.conv_id, seq=ack.seq, msg_id=ack.msg_id, sender=self.me.user_id,
+            sender_account=self.me.account, body=body, ts_ms=ack.ts_ms,
+            client_msg_id=ack.client_msg_id, **to))
 
     def failed(self, conv_id: int, client_msg_id: str, error: str) -> None:
         for p in self.thread(conv_id).pending:
             if p.client_msg_id == client_msg_id:
                 p.error = error
-
-    @staticmethod
-    def _to(entry: Entry | None) -> dict[str, int]:
-        if entry is None:
-            return {}
-        return {"to_group": entry.target.id} if entry.target.group else {"to_user": entry.target.id}
 
     # ---- receipts
     def receipt(self, r: client_pb2.Receipt) -> None:
