@@ -1585,7 +1585,7 @@ class GroupCreateRequest(_message.Message):
     name: _builtins.str
     """1-32 printable characters"""
     user_limit: _builtins.int
-    """2-1,000; 0 means 200"""
+    """2-1,000; 0 means 500"""
     def __init__(
         self,
         *,
