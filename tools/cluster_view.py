@@ -40,12 +40,13 @@ def config_for(args: dict[str, Any]) -> Config:
 
 
 def with_view(args: dict[str, Any], job: Callable[[ClusterView], Awaitable[T]],
-              role: str | None = None) -> T:
-    """Run `job(view)` on a settled view of the cluster (waiting for a node of `role`)."""
+              roles: tuple[str, ...] = ()) -> T:
+    """Run `job(view)` on a settled view of the cluster (once a node of each of `roles` is
+    alive, or when every discovered node has been heard)."""
 
     async def main() -> T:
         async with ClusterView(config_for(args)) as view:
-            await view.settle(float(args.get("--wait") or 2), role)
+            await view.settle(float(args.get("--wait") or 5), roles)
             return await job(view)
 
     return asyncio.run(main())
@@ -83,8 +84,9 @@ class ClusterView:
         await self.discovery.async_close()
         self.ctx.destroy(linger=0)
 
-    async def settle(self, wait_s: float, role: str | None = None) -> list[Peer]:
-        """Live peers once every discovered node has been heard, or when `wait_s` runs out.
+    async def settle(self, wait_s: float, roles: tuple[str, ...] = ()) -> list[Peer]:
+        """Live peers once a node of each of `roles` is alive (without roles: once every
+        discovered node has been heard), or when `wait_s` runs out.
 
         A node is listed only after a heartbeat, so a node that crashed but whose mDNS record
         lingers is never shown.
@@ -97,9 +99,10 @@ class ClusterView:
             if known != seen:
                 seen, quiet_since = known, time.monotonic()
             heard_all = known > 0 and len(self.membership.alive()) >= known
-            if role is not None and self.membership.alive(role):
-                break
-            if heard_all and time.monotonic() - quiet_since > 0.5:
+            if roles:
+                if all(self.membership.alive(r) for r in roles):
+                    break
+            elif heard_all and time.monotonic() - quiet_since > 0.5:
                 break
             await asyncio.sleep(0.05)  # polling the view until the deadline
         return self.membership.alive()

@@ -41,7 +41,7 @@ async def all_groups(view: ClusterView) -> list[dict[str, Any]]:
 def run(args: dict[str, Any]) -> int:
     """Print every group."""
     try:
-        rows = with_view(args, all_groups, role="directory")
+        rows = with_view(args, all_groups, roles=("directory",))
     except RpcError as err:
         print(f"soimctl: {err}")
         return 1

@@ -35,7 +35,7 @@ async def _collect(cfg: Config, wait_s: float) -> list[dict[str, Any]]:
 def run(args: dict[str, Any]) -> int:
     """Print the cluster's live nodes."""
     cfg = config_for(args)
-    rows = asyncio.run(_collect(cfg, float(args.get("--wait") or 2)))
+    rows = asyncio.run(_collect(cfg, float(args.get("--wait") or 5)))
     if args.get("--json"):
         print(json.dumps({"cluster": cfg.cluster, "nodes": rows}, indent=2))
         return 0

@@ -60,7 +60,7 @@ def run(args: dict[str, Any]) -> int:
             return _add(args)
         if args.get("disable"):
             return _disable(args)
-        rows = with_view(args, online_users, role="router")
+        rows = with_view(args, online_users, roles=("router", "directory"))
     except RpcError as err:
         print(f"soimctl: {err}")
         return 1
@@ -81,7 +81,7 @@ def _add(args: dict[str, Any]) -> int:
     async def add(view: ClusterView) -> cluster_pb2.DirAuthReply:
         return await _directory(view, "Register", request)
 
-    reply = with_view(args, add, role="directory")
+    reply = with_view(args, add, roles=("directory",))
     user = {"user_id": reply.user.user_id, "account": reply.user.account}
     print(json.dumps(user) if args.get("--json") else f"{user['user_id']} | {user['account']}")
     return 0
@@ -94,7 +94,7 @@ def _disable(args: dict[str, Any]) -> int:
         return await _directory(view, "SetDisabled",
                                 cluster_pb2.DirDisableRequest(user_id=user_id, disabled=True))
 
-    reply = with_view(args, disable, role="directory")
+    reply = with_view(args, disable, roles=("directory",))
     print(json.dumps({"user_id": reply.user_id, "disabled": reply.disabled})
           if args.get("--json") else f"{reply.user_id} | {reply.account} | disabled")
     return 0

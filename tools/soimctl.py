@@ -36,7 +36,7 @@ Usage:
 Options:
   --json           Print JSON for scripts instead of a table.
   --cluster NAME   Cluster to look at [default: $SOIM_CLUSTER or soim].
-  --wait S         Seconds to listen for nodes before answering [default: 2].
+  --wait S         At most this many seconds to find the nodes needed [default: 5].
   --dir DIR        Where keys go [default: $SOIM_KEYS_DIR or var/keys].
   --if-missing     Keep existing keys; only create what is missing.
   --password PASSWORD  The new account's password (8-128 characters).
