@@ -104,6 +104,8 @@ class RpcClient:
         backoff = timing.RPC_RETRY_BACKOFF_S
         try:
             for left in range(attempts, 0, -1):  # attempts left, this one included
+                if self.sock.closed:  # closed meanwhile: no reader or expiry would end it
+                    raise RpcError(pb.UNAVAILABLE, f"{name}: client closed")
                 share = max(deadline - now, 0.0) / left
                 rid = next(self._ids)
                 fut: asyncio.Future[envelope.Envelope] = self._loop.create_future()
