@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from tests.support import async_wait_until
+from tui.render_screen import SIDEBAR_MAX
 
 ROOT = Path(__file__).resolve().parents[2]
 SOIM = [str(Path(sys.executable).parent / "soim")]  # the console script
@@ -70,6 +71,26 @@ class Tmux:
         except AssertionError:
             raise AssertionError(f"{pattern!r} never showed on {name}; the screen:\n"
                                  f"{self.screen(name)}\nstderr:\n{self.stderr(name)}") from None
+
+    async def register(self, name: str, nickname: str, password: str) -> int:
+        """Register account `name` by typing /register in window `name`; the uid it shows."""
+        self.type(name, f"/register -u {name} -p {password} -n {nickname}")
+        match = await self.wait(name, rf"^ so-im │ {name} \(uid (\d+)\) │ [\d.]+:\d+ │ online")
+        return int(match[1])
+
+    async def wait_layout(self, name: str, width: int, height: int) -> None:
+        """The screen is drawn for width x height: header on top, input line at the bottom,
+        the sidebar border on every row between, no line wider than the terminal."""
+        side = min(SIDEBAR_MAX, width // 4)
+
+        def drawn() -> bool:
+            lines = self.screen(name).rstrip("\n").split("\n")
+            return (len(lines) == height and lines[0].startswith(" so-im │")
+                    and lines[-1].startswith(">")
+                    and all(len(line) > side and line[side] == "│" for line in lines[1:-2])
+                    and all(len(line) <= width for line in lines))
+
+        await async_wait_until(drawn, timeout=10, what=f"a {width}x{height} layout of {name}")
 
     def stderr(self, name: str) -> str:
         path = self.log_dir / f"{name}.err"

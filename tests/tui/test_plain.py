@@ -1,6 +1,8 @@
 """`soim --plain` against a cluster of real node processes: a script of the so-im commands from
-two users, each command's printed output checked line by line; errors as humanised codes;
-a script on stdin that simply ends (a pipe, and a regular file) runs to completion and exits 0."""
+two users, each command's printed output checked line by line — tables, acks, incoming
+messages as `sender: text`, history, what arrived while offline (printed once after the next
+login), errors as humanised codes; a script on stdin that simply ends (a pipe, and a regular
+file) runs to completion and exits 0."""
 
 from __future__ import annotations
 
@@ -93,6 +95,17 @@ async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
                                     rx(rf"{a} \| alice .*"), rx(rf"{b} \| bob .*")])
     await bob.run("me", ["uid | account", f"{b} | bob"])
 
+    # messages: acks with their seq, incoming as `sender: text`, history of the open one
+    await bob.run(f"send -u {a} hello alice", [f"sent to {a} seq=1"])
+    await alice.expect(["bob: hello alice"])
+    await alice.run(f"send -g {g} hi devs", [f"sent to g:{g} seq=1"])
+    await bob.expect([f"[g:{g}] alice: hi devs"])
+    await alice.run(f"send -u {b} hi   bob", [f"sent to {b} seq=2"])
+    await bob.expect(["alice: hi bob"])
+    await alice.run(f"open {b}", [f"open: bob ({b})"])
+    await alice.run("history -n 5", ["bob: hello alice", "alice: hi bob"])
+    await alice.run("history -n 1", ["alice: hi bob"])
+
     # failures are the code's name, humanised, with the detail
     await alice.run(f"add -u {a}", ["Self friend: you cannot befriend yourself"])
     await alice.run(f"add -u {b}", ["Already friends: you are friends already"])
@@ -104,6 +117,21 @@ async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
 
     await bob.run("exit", ["bye bye"])
     assert bob.proc.wait(10) == 0
+
+    # what came while Bob was away prints after his next login, once: it is marked read
+    await alice.run(f"send -u {b} see you", [f"sent to {b} seq=3"])
+    await alice.run(f"send -g {g} bye devs", [f"sent to g:{g} seq=2"])
+    for unread in (["alice: see you", f"[g:{g}] alice: bye devs"], []):
+        again = LineClient(server_args(cluster, 1), alice.err_path.parent, "bob-again")
+        try:
+            await again.run(f"login -u bob -p {PASSWORD}",
+                            [rx(rf"uid={b}, entryHost={host(cluster, 1)}")])
+            if unread:  # one line per conversation, in the order the sync lists them
+                got = await again.expect([rx(".+")] * len(unread))
+                assert sorted(m[0] for m in got) == sorted(unread)
+            await again.run("me", ["uid | account", f"{b} | bob"])
+        finally:
+            assert again.close() == 0
 
 
 @pytest.mark.timeout(60)

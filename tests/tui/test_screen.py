@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Cluster, running_cluster
-from tests.support import async_wait_until
 from tests.tui.terminal import Tmux
 
 PASSWORD = "correct-horse"
@@ -24,17 +23,6 @@ PASSWORD = "correct-horse"
 def server_args(cluster: Cluster, gateway: int) -> list[str]:
     endpoint, key = cluster.gateways()[gateway]
     return ["--server", endpoint, "--server-key", key.decode(), "--device", "tui"]
-
-
-async def register(tmux: Tmux, name: str, nickname: str) -> int:
-    """Register `name` by typing /register; its uid as the header shows it."""
-    tmux.type(name, f"/register -u {name} -p {PASSWORD} -n {nickname}")
-    match = await tmux.wait(name, rf"^ so-im │ {name} \(uid (\d+)\) │ 127\.0\.0\.1:\d+ │ online")
-    return int(match[1])
-
-
-def input_line(tmux: Tmux, name: str) -> str:
-    return tmux.screen(name).splitlines()[-1].rstrip()
 
 
 @pytest.mark.timeout(90)
@@ -62,7 +50,7 @@ async def scenario(tmux: Tmux) -> None:
     await tmux.wait("alice", r"^> /register -u alice -p \*{13} -n Alice$")
     tmux.keys("alice", "Enter")
     a = int((await tmux.wait("alice", r"alice \(uid (\d+)\)"))[1])
-    b = await register(tmux, "bob", "Bob")
+    b = await tmux.register("bob", "Bob", PASSWORD)
     assert PASSWORD not in tmux.screen("alice") + tmux.screen("bob")
 
     # befriend: a request notice, then both sidebars show the other one online
@@ -121,24 +109,11 @@ async def scenario(tmux: Tmux) -> None:
 
     # a resize: everything drawn again for 80x24, and back
     tmux.resize("alice", 80, 24)
-    await wait_layout(tmux, "alice", 80, 24)
+    await tmux.wait_layout("alice", 80, 24)
     assert "● Bob" in tmux.screen("alice") and "# devs" in tmux.screen("alice")
     tmux.resize("alice", 120, 40)
-    await wait_layout(tmux, "alice", 120, 40)
+    await tmux.wait_layout("alice", 120, 40)
 
 
 async def async_input(tmux: Tmux, name: str, want: str) -> None:
     await tmux.wait(name, rf"^{re.escape(want)}\s*\Z")
-
-
-async def wait_layout(tmux: Tmux, name: str, width: int, height: int) -> None:
-    """The screen is drawn for width x height: header on top, input line at the bottom, the
-    sidebar border on every row between, no line wider than the terminal."""
-    def drawn() -> bool:
-        lines = tmux.screen(name).rstrip("\n").split("\n")
-        side = min(28, width // 4)
-        return (len(lines) == height and lines[0].startswith(" so-im │")
-                and lines[-1].startswith(">")
-                and all(len(line) > side and line[side] == "│" for line in lines[1:-2])
-                and all(len(line) <= width for line in lines))
-    await async_wait_until(drawn, timeout=10, what=f"a {width}x{height} layout")
