@@ -10,8 +10,8 @@ Peer sockets: none of its own; directories and routers are reached through `Upst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from typing import Any
 
 from fabric import timing
 from fabric.membership import Membership
@@ -44,7 +44,8 @@ class AuthCommands:
         self.upstream = upstream
         self.binder = binder
         self.membership = membership
-        self._background: set[asyncio.Task[Any]] = set()
+        self._seen: dict[int, int] = {}
+        self._toucher: asyncio.Task[None] | None = None
 
     async def register(self, req: client_pb2.RegisterRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
@@ -116,14 +117,16 @@ class AuthCommands:
         return None
 
     def _touch(self, user_id: int) -> None:
-        """Record the user's last activity at a directory, in the background."""
-        seen = cluster_pb2.UserSeen(user_id=user_id, ts_ms=int(time.time() * 1000))
-        task = asyncio.ensure_future(self.upstream.directory(
-            "Touch", cluster_pb2.TouchRequest(seen=[seen])))
-        self._background.add(task)
-        task.add_done_callback(self._settle)
+        """Record the user's last activity at a directory, in the background. One Touch is in
+        flight at a time; it carries every user touched while the previous one was out."""
+        self._seen[user_id] = int(time.time() * 1000)
+        if self._toucher is None or self._toucher.done():
+            self._toucher = asyncio.ensure_future(self._send_touches())
 
-    def _settle(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled():
-            task.exception()  # a lost Touch only makes "last active" older
+    async def _send_touches(self) -> None:
+        while self._seen:
+            seen, self._seen = self._seen, {}
+            request = cluster_pb2.TouchRequest(seen=[cluster_pb2.UserSeen(user_id=u, ts_ms=ms)
+                                                     for u, ms in seen.items()])
+            with contextlib.suppress(RpcError):  # a lost Touch only makes "last active" older
+                await self.upstream.directory("Touch", request)
