@@ -7,7 +7,9 @@ file) runs to completion and exits 0."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -159,18 +161,47 @@ def test_a_script_that_ends_without_exit(tmp_path: Path, cluster_name: str) -> N
                 lines[0], "uid | account", f"{uid} | carol",
                 "Bad credentials: wrong account or password"]
 
+            # no --server: the cluster's gateways are found by zeroconf, the key from the TXT
+            found = await run_script(cluster, f"login -u carol -p {PASSWORD}\n", tmp_path, None,
+                                     args=[], env=cluster.env)
+            hosts = [e.removeprefix("tcp://") for e, _ in cluster.gateways()]
+            assert found.splitlines() in [[f"uid={uid}, entryHost={h}"] for h in hosts]
+
     asyncio.run(main())
 
 
-async def run_script(cluster: Cluster, script: str, log_dir: Path, path: Path | None) -> str:
-    """Run `soim --plain` on `script` (a pipe) or on the file `path`; its stdout."""
+async def run_script(cluster: Cluster, script: str, log_dir: Path, path: Path | None,
+                     args: list[str] | None = None, env: dict[str, str] | None = None) -> str:
+    """Run `soim --plain ARGS` (default: gateway 0) on `script` (a pipe) or on the file
+    `path`; its stdout."""
     with open(path or log_dir / "empty", "a+b") as stdin_file:
         stdin_file.seek(0)
         proc = await asyncio.create_subprocess_exec(
-            *SOIM, "--plain", *server_args(cluster, 0), cwd=ROOT,
+            *SOIM, "--plain", *(server_args(cluster, 0) if args is None else args), cwd=ROOT,
             stdin=stdin_file if path else asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})})
         out, err = await asyncio.wait_for(proc.communicate(None if path else script.encode()),
                                           timeout=20)
     assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+@pytest.mark.timeout(30)
+def test_bad_arguments_and_settings_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    cases = [
+        (["--server", "localhost:7000"], {}, "soim: --server: not a tcp://host:port endpoint"),
+        (["--server", "tcp://127.0.0.1:7000", "--server-key", "short"], {},
+         "soim: --server-key: must be a Z85 public key of 40 characters"),
+        (["--server", "tcp://127.0.0.1:7000"], {"SOIM_KEYS_DIR": str(tmp_path / "none")},
+         f"soim: SOIM_KEYS_DIR: no keys in {tmp_path / 'none'}"),
+        ([], {"SOIM_SHARDS": "3"}, "soim: SOIM_SHARDS: must be a power of two, got 3"),
+        ([], {}, "soim: the full-screen client needs a terminal; use --plain"),
+    ]
+    for args, env, message in cases:
+        plain = [] if not args and not env else ["--plain"]
+        done = subprocess.run([*SOIM, *plain, *args], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, **env}, stdin=subprocess.DEVNULL, timeout=20)
+        assert done.returncode == 2, (args, env, done.stderr)
+        assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
+        assert done.stdout == ""
