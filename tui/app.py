@@ -106,6 +106,8 @@ class App:
 
     def _draw(self) -> None:
         self._draw_scheduled = False
+        if self._done.is_set():  # the screen is being handed back to the shell
+            return
         frame = render_screen.frame(self.term, self.model, self.editor, self.scroll)
         self.scroll, self._at_top = frame.scroll, frame.at_top
         self.out.write((self.term.clear if self._clear else "") + frame.text)
