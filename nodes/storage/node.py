@@ -1,15 +1,168 @@
-"""The storage node: sequenced, batched message writes into the sharded message tables.
+"""The storage node: sequenced, group-committed message writes; delivery, history, sync, receipts.
 
-Role today: a runnable member of the cluster — it starts, registers in zeroconf, heartbeats,
-serves the fabric.* methods and stops gracefully. The sequencer and batch writer arrive with
-their own modules here.
-Peer sockets: those of `fabric.node.Node` (RPC ROUTER, events PUB, events SUB, peer DEALERs).
+Role: own the conversations that hash to this node on the ring of live storage nodes
+(`fabric.ring.Ring` over conv_id, itself included) and serve the Storage rpcs of `api.STORAGE`:
+StoreBatch (`intake`: checked items, message ids, the sequencing batch writer, acks after
+COMMIT), History / Sync / GroupReadCounts (`reads`, from the database), Cursors (`cursors`).
+The writer's `Sequencer` (`sequencer`) stamps seqs and settles retried sends in the writer's
+builder thread; every ring change makes it start each conversation again from the database
+(`BatchWriter.resequence`), and the (conv_id, seq) primary key fails the flush of a racing
+former owner. Committed messages go to routers (`fanout`) and move their senders' cursors.
+The heartbeat load is the writer's backlog. SIGTERM: intake closes, the writer flushes what it
+took (within WRITER_CLOSE_S), the last pushes leave, the store closes.
+Peer sockets: those of `fabric.node.Node` — the RPC ROUTER (gateways call it), the events PUB
+(heartbeats), the events SUB (peers' heartbeats; directories' CacheInvalidations, topic "inv"),
+peer DEALERs to routers (Deliver) and directories (members, accounts, conversations) — plus the
+store's database connections.
 """
 
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Gauge
+from prometheus_client.metrics_core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from fabric.config import Config, ConfigError
+from fabric.membership import Peer
 from fabric.node import Node
+from fabric.ring import Ring
+from nodes.storage.api import STORAGE
+from nodes.storage.cursors import Cursors
+from nodes.storage.fanout import Fanout, Stored
+from nodes.storage.intake import Intake
+from nodes.storage.msg_ids import STEP, MsgIds
+from nodes.storage.people import INVALIDATION_TOPIC, People
+from nodes.storage.reads import Reads
+from nodes.storage.sequencer import Sequencer
+from nodes.storage.workers import Workers
+from shard_store.backend import StoreUnavailable
+from shard_store.batch_writer import BatchWriter
+from shard_store.segments import SegmentAllocator
+from shard_store.store import Store
+
+WRITER_CLOSE_S = 2.0
+"""At SIGTERM the writer flushes for at most this long (the node has 4 s in all)."""
+FANOUT_CLOSE_S = 0.5
+"""... and the last pushes get this long to leave."""
+
+BACKLOG = Gauge("soim_storage_writer_backlog", "Rows submitted, not yet taken into a flush")
+CONVERSATIONS = Gauge("soim_storage_sequencer_conversations",
+                      "Conversations whose next seq is held in memory")
+
+
+class _WriterStats(Collector):
+    """The batch writer's counters as Prometheus counters."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        s = self.writer.stats()
+        for name, doc, value in (
+                ("flushes", "Flushes committed", s.flushes),
+                ("flushed_rows", "Rows in committed flushes", s.rows),
+                ("failed_flushes", "Flushes failed (or failed behind a failed one)",
+                 s.failed_flushes),
+                ("failed_rows", "Rows of failed flushes", s.failed_rows)):
+            family = CounterMetricFamily(f"soim_storage_writer_{name}", doc)
+            family.add_metric([], value)
+            yield family
 
 
 class StorageNode(Node):
     """A storage node."""
 
     role = "storage"
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.ring = Ring([self.node_id])
+        self.store: Store | None = None
+        self.segments: SegmentAllocator | None = None
+        self.writer: BatchWriter | None = None
+        self.intake: Intake | None = None
+        self.fanout: Fanout | None = None
+        self.cursors: Cursors | None = None
+        self.workers = Workers()
+        self.sequencer = Sequencer()
+        self._stats: _WriterStats | None = None
+
+    # ---- node hooks
+    async def on_start(self) -> None:
+        try:
+            self.store = store = await asyncio.to_thread(Store.from_config, self.cfg)
+        except StoreUnavailable as err:
+            raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
+        self.segments = SegmentAllocator(store, default_step=STEP)
+        ids = MsgIds(self.segments, self.workers.reads)
+        ids.take_now(0)  # start the first refill now
+        self.writer = writer = BatchWriter.from_config(store, self.cfg, sequencer=self.sequencer)
+        people = People(self.membership, self.peers)
+        self.fanout = Fanout(self.membership, self.peers, people)
+        self.fanout.start()
+        self.cursors = Cursors(store, self.workers, self.fanout)
+        self.intake = Intake(writer, ids, self.owns, people, self._committed)
+        reads = Reads(store, self.workers, people)
+        for name, handler in (("StoreBatch", self.intake.store_batch),
+                              ("History", reads.history), ("Sync", reads.sync),
+                              ("Cursors", self.cursors.cursors),
+                              ("GroupReadCounts", reads.group_read_counts)):
+            self.rpc.register(STORAGE[name], handler)
+        self.subscriber.on(INVALIDATION_TOPIC, people.invalidated)
+        BACKLOG.set_function(lambda: writer.backlog)
+        CONVERSATIONS.set_function(self.sequencer.conversations)
+        self._stats = _WriterStats(writer)
+        REGISTRY.register(self._stats)
+
+    async def on_stop(self) -> None:
+        if self.intake is not None:
+            self.intake.open = False
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close, WRITER_CLOSE_S)
+        if self.intake is not None:
+            self.intake.drain()  # the last commits' acks and pushes
+        if self.fanout is not None:
+            await self.fanout.close(FANOUT_CLOSE_S)
+        if self.cursors is not None:
+            await self.cursors.close()
+        self.workers.close()
+        if self.segments is not None:
+            await asyncio.to_thread(self.segments.close)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        if self._stats is not None:
+            REGISTRY.unregister(self._stats)
+
+    def load(self) -> float:
+        return float(self.writer.backlog) if self.writer is not None else 0.0
+
+    def peer_added(self, peer: Peer) -> None:
+        if peer.role == "storage":
+            self._ring_changed()
+
+    def peer_removed(self, peer: Peer) -> None:
+        if peer.role == "storage":
+            self._ring_changed()
+
+    # ---- ownership
+    def owns(self, conv_id: int) -> bool:
+        """Is `conv_id` this node's on its current ring?"""
+        return self.ring.owner(conv_id) == self.node_id
+
+    def _ring_changed(self) -> None:
+        ring = Ring([self.node_id, *(p.node_id for p in self.membership.alive("storage"))])
+        if ring == self.ring:
+            return
+        self.ring = ring
+        if self.writer is not None:
+            self.writer.resequence()
+        self.log.info("storage ring now %s: every conversation reloads its last seq",
+                      ",".join(sorted(ring.members)))
+
+    def _committed(self, stored: list[Stored]) -> None:
+        assert self.fanout is not None and self.cursors is not None
+        self.fanout.messages(stored)
+        self.cursors.own(stored)

@@ -1,0 +1,188 @@
+"""Fan-out: committed messages and moved cursors, handed to the routers owning their recipients.
+
+Role: after a commit, every message goes to the routers owning each of its recipients — both
+users of a 1:1 conversation, every member of a group — as one `Router.Deliver` per router per
+batch, skipping the session that sent it (it has its ack). Receipts go the same way to the
+friend of a direct conversation and to the user's other devices. Work is queued per commit and
+handled by one task in commit order, so one conversation's pushes leave in seq order; a batch
+waits only for the member lists of its groups (usually prefetched while the rows committed).
+Delivery is best effort: a router or directory that fails loses those pushes (counted), and
+clients recover them with Sync and History. Large batches are split under MAX_BATCH_BYTES.
+Peer sockets: none of its own; routers and directories through the node's `PeerClients`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from fabric import timing
+from fabric.membership import Membership
+from fabric.methods import RpcError
+from fabric.peer_clients import PeerClients
+from fabric.ring import Ring
+from nodes.router.api import ROUTER
+from nodes.storage.people import People
+from schema import client_pb2, cluster_pb2
+from shard_store.schema import MessageRow
+
+log = logging.getLogger(__name__)
+MAX_BATCH_BYTES = 1 << 20
+"""A Deliver frame is split past this (the cluster frame limit is 4 MiB)."""
+MEMBERS_WAIT_S = timing.UPSTREAM_TIMEOUT_S
+
+DELIVERIES = Counter("soim_storage_deliveries_total", "Pushes handed to routers (per router)")
+DELIVER_CALLS = Counter("soim_storage_deliver_calls_total", "Router.Deliver calls made")
+LOST = Counter("soim_storage_pushes_lost_total",
+               "Pushes not handed to a router (no router, no member list, a failed call)")
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message as committed, with the StoreItem and gateway it came from."""
+
+    row: MessageRow
+    item: cluster_pb2.StoreItem
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Push:
+    push: bytes
+    users: tuple[int, ...]
+    group: int
+    skip: cluster_pb2.SessionRef
+
+
+def chat_message(row: MessageRow, sender_account: str, to_user: int = 0,
+                 to_group: int = 0) -> client_pb2.ChatMessage:
+    """The client view of a stored row."""
+    msg = client_pb2.ChatMessage(conv_id=row.conv_id, seq=row.seq, msg_id=row.msg_id,
+                                 sender=row.sender, sender_account=sender_account,
+                                 body=row.body, ts_ms=row.ts, client_msg_id=row.client_msg_id)
+    if to_group:
+        msg.to_group = to_group
+    elif to_user:
+        msg.to_user = to_user
+    return msg
+
+
+class Fanout:
+    """Queues pushes per commit and hands them to routers in order."""
+
+    def __init__(self, membership: Membership, peers: PeerClients, people: People) -> None:
+        self.membership = membership
+        self.peers = peers
+        self.people = people
+        self._jobs: deque[list[_Push]] = deque()
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._ring = Ring()
+        self._task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def close(self, timeout_s: float) -> None:
+        """Hand over what is queued (within `timeout_s`), then stop."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._jobs:
+                    self._drained.clear()
+                    self._wake.set()
+                    await self._drained.wait()
+                await asyncio.gather(*self._calls, return_exceptions=True)
+        except TimeoutError:
+            LOST.inc(sum(len(job) for job in self._jobs))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, *self._calls, return_exceptions=True)
+
+    def messages(self, stored: list[Stored]) -> None:
+        """Push newly committed messages to their recipients (the sender's other devices too)."""
+        job = []
+        for s in stored:
+            item = s.item
+            msg = chat_message(s.row, item.sender_account, item.to_user, item.to_group)
+            push = client_pb2.Push(message=msg).SerializeToString()
+            skip = cluster_pb2.SessionRef(user_id=item.sender, gateway_id=s.gateway_id,
+                                          session_id=item.origin.session_id)
+            users = () if item.to_group else (item.sender, item.to_user)
+            job.append(_Push(push, users, item.to_group, skip))
+        self._queue(job)
+
+    def receipts(self, receipts: list[tuple[client_pb2.Receipt, int, cluster_pb2.SessionRef]]
+                 ) -> None:
+        """Push moved cursors: (receipt, the friend or 0, the session that moved it)."""
+        self._queue([_Push(client_pb2.Push(receipt=r).SerializeToString(),
+                           (r.user_id, peer) if peer else (r.user_id,), 0, skip)
+                     for r, peer, skip in receipts])
+
+    def _queue(self, job: list[_Push]) -> None:
+        if job:
+            self._jobs.append(job)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._jobs:
+                job = self._jobs.popleft()
+                groups = {p.group for p in job if p.group}
+                members: dict[int, tuple[int, ...]] = {}
+                if groups:
+                    try:
+                        async with asyncio.timeout(MEMBERS_WAIT_S):
+                            members = await self.people.members(groups)
+                    except (RpcError, TimeoutError) as err:
+                        log.warning("group members unavailable, pushes lost: %s", err)
+                self._send(job, members)
+            self._drained.set()
+
+    def _routers(self) -> Ring:
+        members = frozenset(p.node_id for p in self.membership.alive("router"))
+        if members != self._ring.members:
+            self._ring = Ring(members)
+        return self._ring
+
+    def _send(self, job: list[_Push], members: dict[int, tuple[int, ...]]) -> None:
+        ring = self._routers()
+        batches: dict[str, list[tuple[cluster_pb2.DeliverBatch, int]]] = {}
+        lost = 0
+        for p in job:
+            users = members.get(p.group) if p.group else p.users
+            if not users or not ring:
+                lost += 1
+                continue
+            for router_id, ids in ring.owners(users).items():
+                out = batches.setdefault(router_id, [])
+                size = len(p.push) + 10 * len(ids) + 64
+                if not out or out[-1][1] + size > MAX_BATCH_BYTES:
+                    out.append((cluster_pb2.DeliverBatch(), 0))
+                batch, used = out[-1]
+                delivery = batch.deliveries.add(user_ids=ids, push=p.push)
+                getattr(delivery, "except").CopyFrom(p.skip)
+                out[-1] = (batch, used + size)
+        LOST.inc(lost)
+        for router_id, out in batches.items():
+            for batch, _ in out:  # tasks start in creation order: frames leave in this order
+                task = asyncio.ensure_future(self._deliver(router_id, batch))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+
+    async def _deliver(self, router_id: str, batch: cluster_pb2.DeliverBatch) -> None:
+        DELIVER_CALLS.inc()
+        try:
+            await self.peers.get(router_id).call(ROUTER["Deliver"], batch,
+                                                 timeout=timing.UPSTREAM_TIMEOUT_S)
+        except RpcError as err:
+            LOST.inc(len(batch.deliveries))
+            log.warning("Deliver to %s failed: %s", router_id, err)
+            return
+        DELIVERIES.inc(len(batch.deliveries))

@@ -1,0 +1,124 @@
+"""History, Sync and GroupReadCounts: answers read from the message and cursor tables.
+
+Role: the read side of the storage node. Every answer comes from the database (any storage
+node can give it; a row is only acked once committed, so an acked message is always visible),
+on the read pool of `Workers`; the gateway has checked access. History pages one conversation
+in ascending seq order with sender accounts and recipients filled in from `People`. Sync fills
+last_seq, the user's read and delivered cursors, unread (last_seq - read_seq) and, for a direct
+conversation, the friend's cursors. GroupReadCounts counts, per stored seq of a range, the
+members other than its author whose cursors reached it.
+No sockets: requests arrive on the node's RPC ROUTER; directories are asked through `People`.
+"""
+
+from __future__ import annotations
+
+from fabric.methods import RpcError
+from fabric.rpc_server import Call
+from nodes.storage import queries
+from nodes.storage.fanout import chat_message
+from nodes.storage.people import DIRECT, GROUP, People
+from nodes.storage.workers import Workers
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+from shard_store.schema import MessageRow
+from shard_store.store import Store
+
+HISTORY_DEFAULT = 50
+HISTORY_MAX = 100
+READ_COUNTS_MAX = 100
+
+
+class Reads:
+    """The read handlers of one storage node."""
+
+    def __init__(self, store: Store, workers: Workers, people: People) -> None:
+        self.store = store
+        self.workers = workers
+        self.people = people
+
+    async def history(self, req: client_pb2.HistoryRequest,
+                      call: Call) -> client_pb2.HistoryReply:
+        if not req.conv_id or req.limit > HISTORY_MAX:
+            raise RpcError(pb.INVALID_ARGUMENT, f"a conversation and a limit of 1-{HISTORY_MAX}")
+        rows, more = await self.workers.read(self._history, req)
+        reply = client_pb2.HistoryReply(conv_id=req.conv_id, more=more)
+        if not rows:
+            return reply
+        accounts = await self.people.accounts({r.sender for r in rows})
+        kind, users = await self.people.conversation(req.conv_id, rows[0].sender)
+        for r in rows:
+            to_user = (users[1] if r.sender == users[0] else users[0]) if kind == DIRECT else 0
+            reply.messages.append(chat_message(r, accounts.get(r.sender, ""), to_user,
+                                               req.conv_id if kind == GROUP else 0))
+        return reply
+
+    def _history(self, req: client_pb2.HistoryRequest) -> tuple[list[MessageRow], bool]:
+        which = req.WhichOneof("position")
+        loc = self.store.locate("message", req.conv_id)
+        with loc.db.connection() as conn:
+            return queries.history(conn, loc.table, req.conv_id,
+                                   req.after_seq if which == "after_seq" else None,
+                                   req.before_seq if which == "before_seq" else None,
+                                   req.limit or HISTORY_DEFAULT)
+
+    async def sync(self, req: cluster_pb2.StoreSyncRequest, call: Call) -> client_pb2.SyncReply:
+        if not req.user_id:
+            raise RpcError(pb.INVALID_ARGUMENT, "a user is required")
+        return await self.workers.read(self._sync, req)
+
+    def _sync(self, req: cluster_pb2.StoreSyncRequest) -> client_pb2.SyncReply:
+        convs = list(req.conversations)
+        last: dict[int, int] = {}
+        conv_ids = list(dict.fromkeys(c.conv_id for c in convs))
+        for (db_index, table), ids in queries.by_table(self.store, "message", conv_ids).items():
+            with self.store.databases[db_index].connection() as conn:
+                last.update(queries.last_seqs(conn, table, ids))
+        pairs = [(req.user_id, c.conv_id) for c in convs]
+        pairs += [(c.peer_id, c.conv_id) for c in convs if c.kind == DIRECT and c.peer_id]
+        cursors = self._cursors(pairs)
+        reply = client_pb2.SyncReply()
+        for c in convs:
+            out = reply.conversations.add()
+            out.CopyFrom(c)
+            out.last_seq = last.get(c.conv_id, 0)
+            out.read_seq, out.delivered_seq = cursors.get((req.user_id, c.conv_id), (0, 0))
+            out.unread = max(out.last_seq - out.read_seq, 0)
+            if c.kind == DIRECT and c.peer_id:
+                out.peer_read_seq, out.peer_delivered_seq = cursors.get((c.peer_id, c.conv_id),
+                                                                        (0, 0))
+        return reply
+
+    async def group_read_counts(self, req: client_pb2.GroupReadCountsRequest,
+                                call: Call) -> client_pb2.GroupReadCountsReply:
+        if not (req.conv_id and 0 < req.from_seq <= req.to_seq < req.from_seq + READ_COUNTS_MAX):
+            raise RpcError(pb.INVALID_ARGUMENT, f"from_seq..to_seq: 1 to {READ_COUNTS_MAX} seqs")
+        members = (await self.people.members([req.conv_id]))[req.conv_id]
+        counts = await self.workers.read(self._read_counts, req, members)
+        return client_pb2.GroupReadCountsReply(conv_id=req.conv_id, members=len(members),
+                                               counts=counts)
+
+    def _read_counts(self, req: client_pb2.GroupReadCountsRequest,
+                     members: tuple[int, ...]) -> list[client_pb2.SeqReadCount]:
+        loc = self.store.locate("message", req.conv_id)
+        with loc.db.connection() as conn:
+            authors = queries.authors(conn, loc.table, req.conv_id, req.from_seq, req.to_seq)
+        cursors = self._cursors([(m, req.conv_id) for m in members])
+        reached = [(m, *cursors.get((m, req.conv_id), (0, 0))) for m in members]
+        return [client_pb2.SeqReadCount(
+                    seq=seq,
+                    read=sum(1 for m, read, _ in reached if m != author and read >= seq),
+                    delivered=sum(1 for m, _, dlv in reached if m != author and dlv >= seq))
+                for seq, author in authors]
+
+    def _cursors(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int]]:
+        """Stored (read, delivered) of (user, conv) pairs, each from its user's shard."""
+        out: dict[tuple[int, int], tuple[int, int]] = {}
+        by_table: dict[tuple[int, str], list[tuple[int, int]]] = {}
+        for pair in pairs:
+            loc = self.store.locate("cursor", pair[0])
+            by_table.setdefault((loc.db.index, loc.table), []).append(pair)
+        for (db_index, table), some in by_table.items():
+            with self.store.databases[db_index].connection() as conn:
+                out.update(queries.cursors(conn, table, some))
+        return out
+
