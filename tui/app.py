@@ -59,7 +59,8 @@ class App:
         self._at_top = False
         self._clear = True
         self._draw_scheduled = False
-        self._commands: asyncio.Queue[str] = asyncio.Queue()
+        self._commands: asyncio.Queue[tuple[str, Target | None, int]] = asyncio.Queue()
+        self._views = 0  # how many times the open view changed
         self._outbox: asyncio.Queue[tuple[int, Target, str, str]] = asyncio.Queue()
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -151,9 +152,27 @@ class App:
         self.editor.submit(remember=not secret)
         if line.startswith("/"):
             self.model.log(["", f"> {render_screen.masked(line)}"])
-            self._commands.put_nowait(line[1:])
+            if not self._open_known(line[1:]):
+                entry = self.model.entries.get(self.model.open_conv)
+                self._commands.put_nowait((line[1:], entry.target if entry else None,
+                                           self._views))
         elif line:
             self._say(line)
+
+    def _open_known(self, line: str) -> bool:
+        """`/open` of a conversation in the sidebar switches at once, before any command still
+        running finishes — so the text typed right after it goes there."""
+        try:
+            cmd = commands.parse(line)
+            entry = (self.model.entry_of(commands.target(cmd.args["TARGET"]))
+                     if cmd.name == "open" else None)
+        except commands.CommandError:
+            return False
+        if entry is None:
+            return False
+        self.model.log(result_lines(commands.Opened(entry.target, entry.conv_id, entry.title)))
+        self._open(entry.conv_id)
+        return True
 
     def _say(self, body: str) -> None:
         """Plain text: to the open conversation, via the outbox."""
@@ -170,16 +189,14 @@ class App:
     # ---- commands and sends
     async def _run_commands(self) -> None:
         while True:
-            line = await self._commands.get()
+            line, current, views = await self._commands.get()
             try:
                 cmd = commands.parse(line)
             except commands.CommandError as err:
-                self._show(commands.Failure(str(err)))
+                self._show(commands.Failure(str(err), err.usage), views)
                 continue
-            entry = self.model.entries.get(self.model.open_conv)
             msg_id = uuid.uuid4().hex if cmd.name == "send" else ""
-            self._show(await commands.execute(cmd, self.session,
-                                              entry.target if entry else None, msg_id))
+            self._show(await commands.execute(cmd, self.session, current, msg_id), views)
 
     async def _send_outbox(self) -> None:
         while True:
@@ -194,8 +211,9 @@ class App:
                 self._after_messages(conv_id)
             self.invalidate()
 
-    def _show(self, result: commands.Result) -> None:
-        """Apply a command's result to the screen."""
+    def _show(self, result: commands.Result, views: int) -> None:
+        """Apply a command's result to the screen; `views` counted view changes when it was
+        typed (a table shows the console only if the user has not moved on since)."""
         if isinstance(result, commands.LoggedIn):  # a new user: a new model, same console
             console, self.model = self.model.console, Model()
             self.model.console = console
@@ -226,22 +244,29 @@ class App:
                 self._after_messages(conv_id)
             case commands.Bye():
                 self.quit()
-            case _:  # tables and help: show the console
-                self.model.open_conv, self.scroll = 0, 0
+            case _ if views == self._views:  # tables and help: show the console
+                self._open(0)
         self.invalidate()
 
     # ---- conversations
     def _open(self, conv_id: int) -> None:
+        """Show a conversation (0: the console); the first time, fetch its newest page."""
         self.model.open_conv, self.scroll = conv_id, 0
+        self._views += 1
         if conv_id not in self.model.entries:
             return
-        if self.model.thread(conv_id).messages:
-            self._after_messages(conv_id)
-        else:
+        thread = self.model.thread(conv_id)
+        if not thread.fetched:
+            thread.fetched = True
             self._spawn(self._load_newest(conv_id))
+        self._after_messages(conv_id)
 
     async def _load_newest(self, conv_id: int) -> None:
-        page = await commands.newest(self.session, conv_id, PAGE)
+        try:
+            page = await commands.newest(self.session, conv_id, PAGE)
+        except RpcError:
+            self.model.thread(conv_id).fetched = False  # try again at the next open
+            raise
         for msg in page.messages:
             self.model.add_message(msg)
         self._after_messages(conv_id)

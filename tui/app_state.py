@@ -54,6 +54,7 @@ class Thread:
     pending: list[Pending] = field(default_factory=list)
     members: int = 0                                      # groups: for read counts
     counts: dict[int, client_pb2.SeqReadCount] = field(default_factory=dict)
+    fetched: bool = False                                 # the newest page was asked for
     loading: bool = False                                 # an older page is being fetched
 
     @property

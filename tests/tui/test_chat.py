@@ -121,9 +121,9 @@ async def scenario(setup: Setup, tmux: Tmux) -> None:
     tmux.type("alice", "welcome to devs")
     await tmux.wait("bob", r"^ # devs +1 │")
     tmux.type("bob", f"/open g:{g}")
-    await tmux.wait("bob", r"│\d\d:\d\d alice: welcome to devs$")
+    tmux.type("bob", "thanks")  # at once: it goes to the group just opened
+    await tmux.wait("bob", r"│\d\d:\d\d alice: welcome to devs\n.*│\d\d:\d\d bob: thanks +✓")
     await tmux.wait("alice", r"│\d\d:\d\d alice: welcome to devs +✓✓ read 1/2$")
-    tmux.type("bob", "thanks")
     await tmux.wait("alice", r"│\d\d:\d\d bob: thanks$")
 
     # Carol's history with Alice: a page shows, Page Up at the top loads the older ones
