@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
-import uuid
+import tempfile
 from pathlib import Path
 
 from tests.support import async_wait_until
@@ -23,14 +24,16 @@ SOIM = [str(Path(sys.executable).parent / "soim")]  # the console script
 
 
 class Tmux:
-    """A private tmux server (its own socket name); one session per client."""
+    """A private tmux server (its own socket, in a short temporary directory: the test's
+    tmp_path may be too long for a unix socket path); one session per client."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.socket = f"soimtest-{uuid.uuid4().hex[:10]}"
+        self._dir = tempfile.mkdtemp(prefix="soimtmux-")
+        self.socket = os.path.join(self._dir, "tmux")
         self.log_dir = log_dir
 
     def tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+        done = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True,
                               text=True, timeout=10, check=True)
         return done.stdout
 
@@ -97,5 +100,7 @@ class Tmux:
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+        """Kill the server and every client in it; remove the socket."""
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True,
                        timeout=10, check=False)
+        shutil.rmtree(self._dir, ignore_errors=True)
