@@ -131,4 +131,8 @@ async def stdin_lines(stream: TextIO) -> AsyncIterator[str]:
 async def run_plain(session: ClientSession) -> int:
     """`soim --plain` on this process's stdin and stdout."""
     client = PlainClient(session, sys.stdout)
-    return await client.run(stdin_lines(sys.stdin))
+    try:
+        return await client.run(stdin_lines(sys.stdin))
+    except BrokenPipeError:  # whoever read our output has gone (soim --plain | head -1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
