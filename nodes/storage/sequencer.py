@@ -11,31 +11,37 @@ sequencer then forgets the conversations involved and loads them again.
 A conversation's state is loaded on first use: its last seq (MAX(seq), an index seek) and, when
 it has no message yet, the knowledge that every key it will ever hold passes through here, so no
 database lookup is needed for its dedup. Otherwise, keys not seen since the load are looked up
-in the database before stamping (one query per shard table per batch). Memory is bounded: keys
-of settled rows are evicted beyond MAX_KEYS per conversation (the conversation then looks keys
-up in the database), idle conversations beyond MAX_CONVS per database.
+in the database before stamping (one query per shard table per batch). Memory is bounded per
+database: keys of settled rows beyond MAX_KEYS or MAX_KEY_BYTES are evicted oldest first (their
+conversation then looks keys up in the database), idle conversations beyond MAX_CONVS are
+dropped. Each load of a conversation has a generation; keys of an older one are ignored.
 No sockets: reads on a pooled connection of the builder's database.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Collection
 from concurrent.futures import Future, InvalidStateError
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 
 from nodes.storage import queries
-from shard_store.backend import Database, FlushFailed
+from shard_store.backend import Conn, Database, FlushFailed
 from shard_store.batch_writer import Item
 from shard_store.schema import MESSAGE, MessageRow
 
-MAX_KEYS = 4096
-"""Settled keys remembered per conversation (retries of older sends are looked up)."""
+MAX_KEYS = 50_000
+"""Settled keys remembered per database (retries of older sends are looked up)."""
+MAX_KEY_BYTES = 32 << 20
+"""... and the most body text those keys' rows may hold."""
 MAX_CONVS = 100_000
 """Conversations remembered per database (idle ones are dropped and loaded again on use)."""
+KEY_OVERHEAD_BYTES = 600
+"""Roughly what a remembered key costs besides its body (the future, the row, the entry)."""
 
 BATCH_ROWS = Histogram("soim_storage_batch_rows", "Rows stamped per write batch",
                        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000))
@@ -46,8 +52,8 @@ LOOKUPS = Counter("soim_storage_sequencer_lookups_total",
 RETRIES = Counter("soim_storage_sequencer_retries_total",
                   "Retried sends settled by the sequencer without a write")
 
-_Key = tuple[int, str]
-"""(sender, client_msg_id) within one conversation."""
+_Key = tuple[int, int, str]
+"""(conv_id, sender, client_msg_id)."""
 
 
 @dataclass(slots=True)
@@ -56,98 +62,136 @@ class _Conv:
 
     next_seq: int
     complete: bool
-    """Every key the conversation holds is in `keys` (it was empty when loaded, none evicted)."""
-    keys: dict[_Key, Future[MessageRow]] = field(default_factory=dict)
+    """Every key the conversation holds is in the key table (it was empty when loaded, and no
+    key of it was evicted since)."""
+    gen: int
+    """Which load this is: key table entries of other loads are stale."""
     last: Future[MessageRow] | None = None
     """The future of the last row stamped: once it is done, nothing of this conversation is
     in flight (flushes of a database settle in order)."""
 
 
+@dataclass
+class _Lane:
+    """The state of one database's conversations (touched by its builder thread only)."""
+
+    convs: OrderedDict[int, _Conv] = field(default_factory=OrderedDict)
+    keys: dict[_Key, tuple[int, Future[MessageRow], int]] = field(default_factory=dict)
+    """Key -> (generation, future, bytes), oldest first."""
+    key_bytes: int = 0
+
+
 class Sequencer:
     """Seqs and dedup for the writer's builder threads (one state per database)."""
 
-    def __init__(self, max_keys: int = MAX_KEYS, max_convs: int = MAX_CONVS) -> None:
+    def __init__(self, max_keys: int = MAX_KEYS, max_key_bytes: int = MAX_KEY_BYTES,
+                 max_convs: int = MAX_CONVS) -> None:
         self.max_keys = max_keys
+        self.max_key_bytes = max_key_bytes
         self.max_convs = max_convs
-        self._lanes: dict[int, OrderedDict[int, _Conv]] = {}
+        self._lanes: dict[int, _Lane] = {}
+        self._gens = itertools.count(1)
 
     def conversations(self) -> int:
         """Conversations held, over all databases (approximate while builders run)."""
-        return sum(len(convs) for convs in list(self._lanes.values()))
+        return sum(len(lane.convs) for lane in list(self._lanes.values()))
 
     def forget(self, db: Database, conv_ids: Collection[int] | None) -> None:
-        convs = self._lane(db)
+        lane = self._lane(db)
         if conv_ids is None:
-            convs.clear()
+            lane.convs.clear()
+            lane.keys.clear()
+            lane.key_bytes = 0
             return
         for conv_id in conv_ids:
-            convs.pop(conv_id, None)
+            lane.convs.pop(conv_id, None)  # its keys are stale now: a new load, a new gen
 
     def assign(self, db: Database, items: list[Item]) -> list[Item]:
-        convs = self._lane(db)
-        self._load(db, convs, items)
+        lane = self._lane(db)
+        convs, keys = lane.convs, lane.keys
+        self._load(db, lane, items)
         out: list[Item] = []
         for row, table_no, fut in items:
             conv = convs[row.conv_id]
-            key = (row.sender, row.client_msg_id)
-            prior = conv.keys.get(key)
-            if prior is not None:
-                _follow(prior, fut)
+            key = (row.conv_id, row.sender, row.client_msg_id)
+            prior = keys.get(key)
+            if prior is not None and prior[0] == conv.gen:
+                _follow(prior[1], fut)
                 RETRIES.inc()
                 continue
             out.append((row._replace(seq=conv.next_seq), table_no, fut))
             conv.next_seq += 1
-            conv.keys[key] = fut
             conv.last = fut
-        self._trim(convs, {row.conv_id for row, _, _ in items})
+            self._remember(lane, key, conv.gen, fut, row)
+        self._trim(lane, {row.conv_id for row, _, _ in items})
         BATCH_ROWS.observe(len(out))
         return out
 
-    def _lane(self, db: Database) -> OrderedDict[int, _Conv]:
-        convs = self._lanes.get(db.index)
-        if convs is None:
-            convs = self._lanes[db.index] = OrderedDict()
-        return convs
+    def _lane(self, db: Database) -> _Lane:
+        lane = self._lanes.get(db.index)
+        if lane is None:
+            lane = self._lanes[db.index] = _Lane()
+        return lane
 
-    def _load(self, db: Database, convs: OrderedDict[int, _Conv], items: list[Item]) -> None:
+    def _remember(self, lane: _Lane, key: _Key, gen: int, fut: Future[MessageRow],
+                  row: MessageRow) -> None:
+        old = lane.keys.pop(key, None)  # re-inserted at the end: the table stays oldest first
+        if old is not None:
+            lane.key_bytes -= old[2]
+        size = KEY_OVERHEAD_BYTES + len(row.body)
+        lane.keys[key] = (gen, fut, size)
+        lane.key_bytes += size
+
+    def _load(self, db: Database, lane: _Lane, items: list[Item]) -> None:
         """Load unknown conversations, then look up keys their states cannot vouch for."""
+        convs = lane.convs
         unknown: dict[str, list[int]] = {}
         for row, table_no, _ in items:
             if row.conv_id not in convs:
                 unknown.setdefault(f"{MESSAGE.name}_{table_no}", []).append(row.conv_id)
-        if not unknown and all(convs[row.conv_id].complete for row, _, _ in items):
-            return
-        with db.connection() as conn:
+        with ExitStack() as stack:
+            opened: list[Conn] = []
+
+            def conn() -> Conn:  # a pooled connection (a ping) only when there is a query
+                if not opened:
+                    opened.append(stack.enter_context(db.connection()))
+                return opened[0]
+
             for table, conv_ids in unknown.items():
-                for conv_id, last in queries.last_seqs(conn, table, list(dict.fromkeys(conv_ids))
-                                                       ).items():
-                    convs[conv_id] = _Conv(next_seq=last + 1, complete=last == 0)
+                for conv_id, last in queries.last_seqs(conn(), table,
+                                                       list(dict.fromkeys(conv_ids))).items():
+                    convs[conv_id] = _Conv(last + 1, last == 0, next(self._gens))
                     LOADS.inc()
             lookup: dict[str, dict[queries.Key, None]] = {}
             for row, table_no, _ in items:
                 conv = convs[row.conv_id]
-                if not conv.complete and (row.sender, row.client_msg_id) not in conv.keys:
-                    keys = lookup.setdefault(f"{MESSAGE.name}_{table_no}", {})
-                    keys[(row.conv_id, row.sender, row.client_msg_id)] = None
+                if conv.complete:
+                    continue
+                key = (row.conv_id, row.sender, row.client_msg_id)
+                known = lane.keys.get(key)
+                if known is None or known[0] != conv.gen:
+                    lookup.setdefault(f"{MESSAGE.name}_{table_no}", {})[key] = None
             for table, keys in lookup.items():
                 LOOKUPS.inc(len(keys))
-                for stored in queries.messages_by_key(conn, db.kind, table, list(keys)):
+                for stored in queries.messages_by_key(conn(), db.kind, table, list(keys)):
                     done: Future[MessageRow] = Future()
                     done.set_result(stored)
-                    convs[stored.conv_id].keys[(stored.sender, stored.client_msg_id)] = done
+                    key = (stored.conv_id, stored.sender, stored.client_msg_id)
+                    self._remember(lane, key, convs[stored.conv_id].gen, done, stored)
 
-    def _trim(self, convs: OrderedDict[int, _Conv], used: set[int]) -> None:
+    def _trim(self, lane: _Lane, used: set[int]) -> None:
+        convs, keys = lane.convs, lane.keys
         for conv_id in used:
             convs.move_to_end(conv_id)
-            conv = convs[conv_id]
-            if len(conv.keys) > self.max_keys:
-                keys = conv.keys
-                while len(keys) > self.max_keys:
-                    oldest = next(iter(keys))
-                    if not keys[oldest].done():
-                        break  # still in flight: keep it, evict once it settled
-                    del keys[oldest]
-                    conv.complete = False
+        while len(keys) > self.max_keys or lane.key_bytes > self.max_key_bytes:
+            key, (gen, fut, size) = next(iter(keys.items()))
+            if not fut.done():
+                break  # still in flight: evict once it settled
+            del keys[key]
+            lane.key_bytes -= size
+            conv = convs.get(key[0])
+            if conv is not None and conv.gen == gen:
+                conv.complete = False
         for _ in range(len(convs) - self.max_convs):
             conv_id, conv = next(iter(convs.items()))
             if conv.last is not None and not conv.last.done():
