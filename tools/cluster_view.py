@@ -28,6 +28,10 @@ from fabric.peer_clients import PeerClients
 from fabric.security import Security
 
 T = TypeVar("T")
+FIRST_ANSWERS_S = 0.5
+"""Answers to the first mDNS query may take this long to come in."""
+QUIET_S = 1.0
+"""Without named roles, the view is settled once no new node appeared for this long."""
 
 
 def config_for(args: dict[str, Any]) -> Config:
@@ -92,7 +96,7 @@ class ClusterView:
         lingers is never shown.
         """
         deadline = time.monotonic() + wait_s
-        quiet_since = time.monotonic()
+        quiet_since = time.monotonic() + FIRST_ANSWERS_S
         seen = 0
         while time.monotonic() < deadline:
             known = len(self.discovery.peers())
@@ -102,7 +106,7 @@ class ClusterView:
             if roles:
                 if all(self.membership.alive(r) for r in roles):
                     break
-            elif heard_all and time.monotonic() - quiet_since > 0.5:
+            elif heard_all and time.monotonic() - quiet_since > QUIET_S:
                 break
             await asyncio.sleep(0.05)  # polling the view until the deadline
         return self.membership.alive()

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import zmq
 import zmq.asyncio
 from google.protobuf.message import Message
 
@@ -67,6 +68,7 @@ class Link:
         self._keepalive: asyncio.Task[None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._redirected = False
+        self._watch: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         """Open the socket to the current gateway (no round trip yet)."""
@@ -75,6 +77,21 @@ class Link:
                               secure=lambda sock: anonymous_client(sock, key),
                               on_event=self._on_event)
         self._rpc.start()
+        self._watch = asyncio.ensure_future(self._watch_link(self._rpc))
+
+    async def _watch_link(self, rpc: RpcClient) -> None:
+        """Recover as soon as the TCP link to the gateway drops (a killed or restarted
+        gateway), instead of waiting for the next keepalive."""
+        monitor = rpc.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            await monitor.recv_multipart()
+            if self._rpc is rpc and self.token and not self.closed and (
+                    self._reconnect is None or self._reconnect.done()):
+                self._reconnect = asyncio.ensure_future(self._reconnect_loop())
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                rpc.sock.disable_monitor()
+            monitor.close(linger=0)
 
     async def close(self) -> None:
         """Log out if logged in and close the socket."""
@@ -181,6 +198,10 @@ class Link:
         self.on_push(push)
 
     async def _drop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+            self._watch = None
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None
