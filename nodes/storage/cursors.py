@@ -5,8 +5,10 @@ stored one is INVALID_ARGUMENT), move the cursors to the max of stored and asked
 delivered as far), answer with the cursors after the update, and when they moved push a Receipt
 to the friend of a direct conversation and to the user's other devices. Also move a sender's
 own cursors to each message it stored (`own`), so unread counts exclude one's own messages.
-All writes of this node run on its one cursor thread (`Workers.write`), so they never race
-each other; every statement only ever raises a cursor.
+Updates are group-committed: what queues up while one batch is written (any number of requests
+and senders' moves) goes into the next, one job on the node's one cursor thread
+(`Workers.write`) with one connection per database, so writes never race each other; every
+statement only ever raises a cursor.
 No sockets: requests arrive on the node's RPC ROUTER; receipts leave through `Fanout`.
 """
 
@@ -33,13 +35,15 @@ Outcome = tuple[int, tuple[int, int], tuple[int, int]]
 
 
 class Cursors:
-    """The cursor writes of one storage node."""
+    """The cursor writes of one storage node, group-committed: what queues up while a batch is
+    being written goes into the next one (one database job, whatever the number of requests)."""
 
     def __init__(self, store: Store, workers: Workers, fanout: Fanout) -> None:
         self.store = store
         self.workers = workers
         self.fanout = fanout
-        self._own: set[asyncio.Task[None]] = set()
+        self._queue: list[tuple[list[Move], bool, asyncio.Future[list[Outcome]] | None]] = []
+        self._job: asyncio.Task[None] | None = None
 
     async def cursors(self, req: cluster_pb2.CursorBatchRequest,
                       call: Call) -> cluster_pb2.CursorBatchReply:
@@ -49,7 +53,9 @@ class Cursors:
                 raise RpcError(pb.INVALID_ARGUMENT, "an update needs a user, a conversation "
                                                     "and a seq")
             moves.append((u.user_id, u.conv_id, u.read_seq, max(u.delivered_seq, u.read_seq)))
-        outcomes = await self.workers.write(self._apply, moves)
+        done: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._enqueue(moves, True, done)
+        outcomes = await done
         reply = cluster_pb2.CursorBatchReply()
         receipts = []
         for u, (code, before, after) in zip(req.updates, outcomes, strict=True):
@@ -70,58 +76,69 @@ class Cursors:
         for s in stored:
             key = (s.row.sender, s.row.conv_id)
             newest[key] = max(newest.get(key, 0), s.row.seq)
-        moves = [(user, conv, seq, seq) for (user, conv), seq in newest.items()]
-        task = asyncio.ensure_future(self.workers.write(self._apply, moves, check=False))
-        self._own.add(task)
-        task.add_done_callback(self._own_done)
+        self._enqueue([(user, conv, seq, seq) for (user, conv), seq in newest.items()], False,
+                      None)
 
-    def _own_done(self, task: asyncio.Task[list[Outcome]]) -> None:
-        self._own.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("senders' cursors not moved: %s", task.exception())
+    def _enqueue(self, moves: list[Move], check: bool,
+                 done: asyncio.Future[list[Outcome]] | None) -> None:
+        self._queue.append((moves, check, done))
+        if self._job is None or self._job.done():
+            self._job = asyncio.ensure_future(self._run())
 
-    def _apply(self, moves: list[Move], check: bool = True) -> list[Outcome]:
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            moves = [m for ms, _, _ in batch for m in ms]
+            checks = [check for ms, check, _ in batch for _ in ms]
+            try:
+                outcomes = await self.workers.write(self._apply, moves, checks)
+            except RpcError as err:
+                if not any(done for _, _, done in batch):
+                    log.warning("senders' cursors not moved: %s", err)
+                for _, _, done in batch:
+                    if done is not None and not done.done():
+                        done.set_exception(err)
+                continue
+            at = 0
+            for ms, _, done in batch:
+                if done is not None and not done.done():
+                    done.set_result(outcomes[at:at + len(ms)])
+                at += len(ms)
+
+    def _apply(self, moves: list[Move], checks: list[bool]) -> list[Outcome]:
         """Cursor thread: validate, read, raise and read back the cursors of `moves`."""
         outcomes: list[Outcome] = [(pb.OK, (0, 0), (0, 0))] * len(moves)
-        valid = list(range(len(moves)))
-        if check:
-            last = self._last_seqs({conv for _, conv, _, _ in moves})
-            valid = [i for i in valid if max(moves[i][2:]) <= last[moves[i][1]]]
-            for i in set(range(len(moves))) - set(valid):
-                outcomes[i] = (pb.INVALID_ARGUMENT, (0, 0), (0, 0))
-        by_table: dict[tuple[int, str], list[int]] = {}
-        for i in valid:
-            loc = self.store.locate("cursor", moves[i][0])
-            by_table.setdefault((loc.db.index, loc.table), []).append(i)
-        for (db_index, table), indexes in by_table.items():
+        checked = [i for i, check in enumerate(checks) if check]
+        last = queries.last_seqs_of(self.store, {moves[i][1] for i in checked})
+        valid = [i for i, check in enumerate(checks)
+                 if not check or max(moves[i][2:]) <= last[moves[i][1]]]
+        for i in set(checked) - set(valid):
+            outcomes[i] = (pb.INVALID_ARGUMENT, (0, 0), (0, 0))
+        for db_index, tables in queries.by_shard(self.store, "cursor", valid,
+                                                 lambda i: moves[i][0]).items():
             db = self.store.databases[db_index]
-            pairs = [(moves[i][0], moves[i][1]) for i in indexes]
             with db.connection() as conn:
-                before = queries.cursors(conn, table, pairs)
-                want: dict[tuple[int, int], tuple[int, int]] = {}
-                for i in indexes:
-                    user, conv, read, delivered = moves[i]
-                    now = want.get((user, conv)) or before.get((user, conv), (0, 0))
-                    want[(user, conv)] = (max(now[0], read), max(now[1], delivered))
-                changed = [(u, c, r, d) for (u, c), (r, d) in want.items()
-                           if (r, d) != before.get((u, c), (0, 0))]
-                if changed:
-                    queries.upsert_cursors(conn, db.kind, table, changed)
-                    after = queries.cursors(conn, table, pairs)
-                else:
-                    after = before
-            for i in indexes:
-                key = (moves[i][0], moves[i][1])
-                outcomes[i] = (pb.OK, before.get(key, (0, 0)), after.get(key, (0, 0)))
+                for table, indexes in tables.items():
+                    pairs = [(moves[i][0], moves[i][1]) for i in indexes]
+                    before = queries.cursors(conn, table, pairs)
+                    want: dict[tuple[int, int], tuple[int, int]] = {}
+                    for i in indexes:
+                        user, conv, read, delivered = moves[i]
+                        now = want.get((user, conv)) or before.get((user, conv), (0, 0))
+                        want[(user, conv)] = (max(now[0], read), max(now[1], delivered))
+                    changed = [(u, c, r, d) for (u, c), (r, d) in want.items()
+                               if (r, d) != before.get((u, c), (0, 0))]
+                    if changed:
+                        queries.upsert_cursors(conn, db.kind, table, changed)
+                        after = queries.cursors(conn, table, pairs)
+                    else:
+                        after = before
+                    for i in indexes:
+                        key = (moves[i][0], moves[i][1])
+                        outcomes[i] = (pb.OK, before.get(key, (0, 0)), after.get(key, (0, 0)))
         return outcomes
 
-    def _last_seqs(self, conv_ids: set[int]) -> dict[int, int]:
-        last: dict[int, int] = {}
-        for (db_index, table), convs in queries.by_table(self.store, "message", conv_ids).items():
-            with self.store.databases[db_index].connection() as conn:
-                last.update(queries.last_seqs(conn, table, convs))
-        return last
-
     async def close(self) -> None:
-        """Wait for senders' cursor moves still running."""
-        await asyncio.gather(*self._own, return_exceptions=True)
+        """Wait for the cursor writes queued or running."""
+        if self._job is not None:
+            await asyncio.gather(self._job, return_exceptions=True)

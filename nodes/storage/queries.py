@@ -1,17 +1,17 @@
 """The storage node's SQL: message and cursor reads, and forward-only cursor upserts.
 
 Role: every statement the storage node runs besides the batch writer's INSERTs, written once
-for both backends except where their dialects differ (row-value lookups, upserts). Each
-function takes an open `Conn` and a physical table name, runs in a database thread (the writer's
-builder thread or a worker of the node) and never commits anything it did not write.
-`by_table` groups keys by the shard table holding them.
+for both backends except where their dialects differ (row-value lookups, upserts). Most
+functions take an open `Conn` and a physical table name; `by_shard` groups keys by database and
+table, and `last_seqs_of` / `cursors_of` read many keys across the store with one connection per
+database. All run in database threads (the writer's builder thread or a worker of the node).
 No sockets: connections come from the store's pools.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from shard_store.backend import Conn
 from shard_store.schema import MessageRow
@@ -25,14 +25,38 @@ Key = tuple[int, int, str]
 """A message's unique key: (conv_id, sender, client_msg_id)."""
 CursorRow = tuple[int, int, int, int]
 """(user_id, conv_id, read_seq, delivered_seq)."""
+T = TypeVar("T")
 
 
-def by_table(store: Store, logical: str, keys: Iterable[int]) -> dict[tuple[int, str], list[int]]:
-    """`keys` of `logical` grouped by (database index, physical table), each in given order."""
-    out: dict[tuple[int, str], list[int]] = {}
+def by_shard(store: Store, logical: str, keys: Iterable[T],
+             shard_key: Callable[[T], int] = int) -> dict[int, dict[str, list[T]]]:
+    """`keys` grouped by database index, then by the physical table of `logical` holding them
+    (routed by `shard_key(key)`), each in the given order."""
+    out: dict[int, dict[str, list[T]]] = {}
     for key in keys:
-        loc = store.locate(logical, key)
-        out.setdefault((loc.db.index, loc.table), []).append(key)
+        loc = store.locate(logical, shard_key(key))
+        out.setdefault(loc.db.index, {}).setdefault(loc.table, []).append(key)
+    return out
+
+
+def last_seqs_of(store: Store, conv_ids: Iterable[int]) -> dict[int, int]:
+    """MAX(seq) of many conversations, one connection per database."""
+    out: dict[int, int] = {}
+    for db_index, tables in by_shard(store, "message", dict.fromkeys(conv_ids)).items():
+        with store.databases[db_index].connection() as conn:
+            for table, ids in tables.items():
+                out.update(last_seqs(conn, table, ids))
+    return out
+
+
+def cursors_of(store: Store, pairs: Iterable[tuple[int, int]]
+               ) -> dict[tuple[int, int], tuple[int, int]]:
+    """Stored (read, delivered) of many (user_id, conv_id), one connection per database."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    for db_index, tables in by_shard(store, "cursor", pairs, lambda p: p[0]).items():
+        with store.databases[db_index].connection() as conn:
+            for table, some in tables.items():
+                out.update(cursors(conn, table, some))
     return out
 
 

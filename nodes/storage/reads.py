@@ -68,14 +68,10 @@ class Reads:
 
     def _sync(self, req: cluster_pb2.StoreSyncRequest) -> client_pb2.SyncReply:
         convs = list(req.conversations)
-        last: dict[int, int] = {}
-        conv_ids = list(dict.fromkeys(c.conv_id for c in convs))
-        for (db_index, table), ids in queries.by_table(self.store, "message", conv_ids).items():
-            with self.store.databases[db_index].connection() as conn:
-                last.update(queries.last_seqs(conn, table, ids))
+        last = queries.last_seqs_of(self.store, (c.conv_id for c in convs))
         pairs = [(req.user_id, c.conv_id) for c in convs]
         pairs += [(c.peer_id, c.conv_id) for c in convs if c.kind == DIRECT and c.peer_id]
-        cursors = self._cursors(pairs)
+        cursors = queries.cursors_of(self.store, pairs)
         reply = client_pb2.SyncReply()
         for c in convs:
             out = reply.conversations.add()
@@ -102,23 +98,10 @@ class Reads:
         loc = self.store.locate("message", req.conv_id)
         with loc.db.connection() as conn:
             authors = queries.authors(conn, loc.table, req.conv_id, req.from_seq, req.to_seq)
-        cursors = self._cursors([(m, req.conv_id) for m in members])
+        cursors = queries.cursors_of(self.store, [(m, req.conv_id) for m in members])
         reached = [(m, *cursors.get((m, req.conv_id), (0, 0))) for m in members]
         return [client_pb2.SeqReadCount(
                     seq=seq,
                     read=sum(1 for m, read, _ in reached if m != author and read >= seq),
                     delivered=sum(1 for m, _, dlv in reached if m != author and dlv >= seq))
                 for seq, author in authors]
-
-    def _cursors(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, int]]:
-        """Stored (read, delivered) of (user, conv) pairs, each from its user's shard."""
-        out: dict[tuple[int, int], tuple[int, int]] = {}
-        by_table: dict[tuple[int, str], list[tuple[int, int]]] = {}
-        for pair in pairs:
-            loc = self.store.locate("cursor", pair[0])
-            by_table.setdefault((loc.db.index, loc.table), []).append(pair)
-        for (db_index, table), some in by_table.items():
-            with self.store.databases[db_index].connection() as conn:
-                out.update(queries.cursors(conn, table, some))
-        return out
-

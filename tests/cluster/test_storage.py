@@ -7,6 +7,7 @@ mid-flush or the storage node is killed -9 with sends in flight."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from fabric.ring import Ring
 from schema import client_pb2
 from shard_store import Store
 from shard_store.backend import parse_db_urls
@@ -237,13 +239,18 @@ class Senders:
         self.targets = targets
         self.acked: dict[Key, client_pb2.SendAck] = {}
 
-    async def run(self, per_stream: int, streams: int = 2) -> None:
-        await asyncio.gather(*(self._stream(m, t, s, per_stream) for m, t in
+    async def run(self, per_stream: int = 0, streams: int = 2,
+                  until: asyncio.Event | None = None) -> None:
+        """`per_stream` sends per stream, or as many as fit before `until` is set."""
+        await asyncio.gather(*(self._stream(m, t, s, per_stream, until) for m, t in
                                zip(self.members, self.targets, strict=True)
                                for s in range(streams)))
 
-    async def _stream(self, m: Member, target: dict[str, int], stream: int, n: int) -> None:
-        for i in range(n):
+    async def _stream(self, m: Member, target: dict[str, int], stream: int, n: int,
+                      until: asyncio.Event | None) -> None:
+        for i in itertools.count():
+            if i == n > 0 or (until is not None and until.is_set()):
+                return
             cmid = f"{m.id}-{stream}-{i}"
             ack = await m.client.send(f"{cmid} {'x' * (i % 50)}", client_msg_id=cmid, **target)
             assert self.acked.setdefault((ack.conv_id, m.id, cmid), ack) == ack
@@ -387,5 +394,42 @@ def test_storage_stopped_with_sends_in_flight_flushes_within_5s(tmp_path: Path,
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
             await restart_storage_under_load(cluster, db_url, "stop")
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(150)
+def test_conversations_move_when_a_storage_node_joins_and_when_one_leaves(
+        tmp_path: Path, cluster_name: str, mysql_db: str) -> None:
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, mysql_db) as cluster:
+            await start_cluster(cluster, routers=1, gateways=1)
+            [first] = [n for n in cluster.nodes if n.role == "storage"]
+            members, targets = await pairs_and_a_group(cluster, 16)
+            senders = Senders(members, targets)
+            done = asyncio.Event()
+
+            async def more_acks(n: int) -> None:
+                goal = len(senders.acked) + n
+                await async_wait_until(lambda: len(senders.acked) >= goal, timeout=60,
+                                       what=f"{n} more acks")
+
+            async def join_then_leave() -> None:
+                await more_acks(100)
+                [second] = cluster.start("storage")
+                await cluster.wait_alive([second])
+                ring = Ring([first.node_id, second.node_id])
+                await more_acks(150)
+                if any(ring.owner(a.conv_id) == second.node_id for a in senders.acked.values()):
+                    stored = "soim_storage_messages_stored_total"
+                    await async_wait_until(lambda: metric(cluster, second.node_id, stored) > 0,
+                                           what="the new owner storing")
+                first.stop()
+                assert await asyncio.to_thread(first.wait) == 0
+                await more_acks(150)
+                done.set()
+
+            await asyncio.gather(senders.run(until=done), join_then_leave())
+            await asyncio.to_thread(check_database, mysql_db, senders.acked)
 
     asyncio.run(main())
