@@ -1,15 +1,18 @@
-"""soimctl bench chat: a real cluster under client load — logins, resumes, presence lookups and
-idle sessions (--logins), with the KDF ceiling measured in the same run.
+"""soimctl bench chat: a real cluster under client load — chat messages (delivered per second,
+send→deliver latency at a fixed rate, nothing lost or duplicated) or, with --logins, logins,
+resumes, presence lookups and idle sessions; each with a ceiling measured in the same run.
 
 Role: one benchmark command. With --spawn it starts a throwaway cluster (tools.local_cluster: 2
 gateways, 2 routers, 1 directory, 1 storage) on the SOIM_DB / SOIM_REDIS_URL it is given and
 removes it afterwards; without, it targets the running cluster of SOIM_CLUSTER (SOIM_KEYS_DIR).
 The load comes from client worker processes (`ClientPool`): each holds many raw client
-connections and drives them synchronously, one request in flight per connection, so neither
-asyncio nor the client library's timers are part of what is measured.
+connections and drives them synchronously with one poller — requests of a setup step, or a chat
+phase in which every connection sends and receives — so neither asyncio nor the client
+library's timers are part of what is measured.
 Peer sockets: in the workers, one DEALER per client connection (Curve with a fresh keypair) to a
-gateway's client ROUTER; here, a `ClusterView` (zeroconf, events SUB) and DEALERs to the routers'
-RPC ROUTERs for Router.Lookup (cluster keys).
+gateway's client ROUTER; here, a `ClusterView` (zeroconf, events SUB), DEALERs to the routers'
+RPC ROUTERs for Router.Lookup (cluster keys), a DEALER to bench_fabric's raw echo ROUTER (the
+ceiling, in a server process of its own) and the database connections of a shard_store `Store`.
 """
 
 from __future__ import annotations
@@ -18,25 +21,27 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
+import queue
 import signal
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 from google.protobuf.message import Message
 
-from fabric import envelope, timing
+from fabric import envelope, keys, timing
 from fabric.config import Config
 from fabric.ring import Ring
 from fabric.security import anonymous_client
@@ -48,23 +53,46 @@ from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 from shard_store.backend import StoreError
 from shard_store.store import Store
+from tools import bench_fabric
 from tools.cluster_view import ClusterView
 from tools.local_cluster import LocalCluster, throwaway
 
 CLIENT_WORKERS = max(2, os.cpu_count() or 2)
 """Processes the client connections are spread over."""
 PASSWORD = "bench-password-1"
-CALL_TIMEOUT_S = 60.0
-"""Deadline of one exchange (every request of a phase answered)."""
+REQUEST_TIMEOUT_S = 2 * timing.CLIENT_REQUEST_TIMEOUT_S
+"""A client request not answered this long after it was sent is lost (TIMEOUT); a gateway
+answers every request by its own deadline, CLIENT_REQUEST_TIMEOUT_S."""
 RESUME_WINDOW = 64
 """Resumes each worker keeps in flight."""
+KDF_QUEUE = 2
+"""Password logins in flight per scrypt thread of the directory."""
 LOOKUP_BATCH = 100
 LOOKUP_INFLIGHT = 16
 LOOKUP_S = 5.0
 """Default length of the lookup phase (--duration)."""
+CHAT_S = 30.0
+"""Default length of each chat phase (--duration)."""
 SETTLE_S = 30.0
 """How long to wait for the spawned nodes to be alive, or a gateway to report its sessions."""
 SPAWN = {"gateway": 2, "router": 2, "directory": 1, "storage": 1}
+WINDOW = 8
+"""Sends each chat client keeps in flight in the unthrottled phase."""
+CLIENT_SEND_CAP_PER_S = timing.SESSION_RATE_PER_S * 0.9
+"""Sends/s one client makes at most: under the gateway's per-session rate limit."""
+GROUP_EVERY = 10
+"""In the unthrottled phase every GROUP_EVERY-th send of a client goes to the group."""
+GROUP_MAX = 1000
+"""The first GROUP_MAX clients (the most a group admits) are in the group."""
+BODY_CHARS = 100
+FILLER = "so-im bench chat " * 6
+QUIET_S = 2.0
+"""A chat phase ends once its acks are in and no push came for this long ..."""
+DRAIN_MAX_S = 20.0
+"""... or this long after the last send."""
+CEILING_S = 3.0
+CEILING_INFLIGHT = 64
+M = TypeVar("M", bound=Message)
 
 
 class BenchError(Exception):
@@ -75,15 +103,39 @@ class BenchError(Exception):
 
 @dataclass
 class Exchange:
-    """What one worker's share of a phase gave: when it ran and each request's outcome."""
+    """What one worker's share of a setup step gave: when it ran and each request's outcome."""
 
     started: float
     finished: float
-    results: list[tuple[int, bytes]]  # (error code, reply payload) per request
+    results: list[tuple[int, bytes] | None]  # (error code, reply payload); None: not asked
+
+
+@dataclass
+class ChatPlan:
+    """One chat phase of one worker: what each of its connections sends, and how fast."""
+
+    targets: list[list[tuple[str, int]]]  # per connection: ("to_user" | "to_group", id), in turn
+    start_at: float                        # time.monotonic() when every worker starts
+    seconds: float
+    rate: float                            # sends/s of this worker; 0: each keeps WINDOW out
+    tag: str                               # makes client_msg_ids unique in the run
+
+
+@dataclass
+class ChatLog:
+    """What one worker saw in a chat phase."""
+
+    acks: list[tuple[int, int, int, int, int]]  # (connection, target turn, conv_id, seq, msg_id)
+    received: list[list[int]]                   # per connection: msg_id of every pushed message
+    latencies_ns: list[int]                     # send → push, of every push
+    sent: int                                   # acked within the phase window
+    delivered: int                              # pushed within the phase window
+    delivered_group: int                        # of which group messages
+    errors: dict[str, int]
 
 
 def _client_worker(conn: Connection) -> None:
-    """Body of a worker process: open sockets and run exchanges on them as the parent asks.
+    """Body of a worker process: open sockets, run setup steps and chat phases as asked.
 
     Between commands it pings every connection each CLIENT_PING_INTERVAL_S, so idle sessions
     do not expire. It exits on "close", when the parent goes away, or on Ctrl-C.
@@ -98,25 +150,25 @@ def _client_worker(conn: Connection) -> None:
     try:
         while True:
             if not conn.poll(timing.CLIENT_PING_INTERVAL_S):
-                deadline_ms = int((time.time() + CALL_TIMEOUT_S) * 1000)
-                for sock in socks:  # keepalive; the replies are skipped by the next exchange
-                    with contextlib.suppress(zmq.Again):
-                        sock.send(encoder.request(CLIENT["Ping"].name, next(rids), deadline_ms,
-                                                  ping), zmq.NOBLOCK)
+                _keepalive(socks, encoder, rids)
                 continue
             command, arg = conn.recv()
             if command == "open":
                 for endpoint, key in arg:
                     sock = ctx.socket(zmq.DEALER)
                     sock.linger = 0
+                    sock.rcvhwm = sock.sndhwm = 0
                     anonymous_client(sock, key)
                     sock.connect(endpoint)
                     socks.append(sock)
-                arg = ("Ping", [ping] * len(socks), len(socks))
-            elif command != "call":
+                conn.send(_exchange(socks, encoder, rids, "Ping", [ping] * len(socks),
+                                    len(socks)))
+            elif command == "call":
+                conn.send(_exchange(socks, encoder, rids, *arg))
+            elif command == "chat":
+                conn.send(_chat(socks, encoder, rids, arg))
+            else:
                 return
-            name, payloads, window = arg
-            conn.send(_exchange(socks, encoder, rids, name, payloads, window))
     except (EOFError, BrokenPipeError):
         return
     finally:
@@ -125,37 +177,154 @@ def _client_worker(conn: Connection) -> None:
         ctx.term()
 
 
+def _keepalive(socks: Iterable[zmq.Socket], encoder: envelope.Encoder,
+               rids: Iterator[int]) -> None:
+    """A Ping on each connection, so its session does not expire idle; nobody waits for the
+    replies (whoever reads the socket next skips them)."""
+    deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
+    frame = client_pb2.PingRequest().SerializeToString()
+    for sock in socks:
+        with contextlib.suppress(zmq.Again):
+            sock.send(encoder.request(CLIENT["Ping"].name, next(rids), deadline_ms, frame),
+                      zmq.NOBLOCK)
+
+
 def _exchange(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int],
-              name: str, payloads: Sequence[bytes], window: int) -> Exchange:
-    """Send payloads[i] as client.<name> on socks[i], at most `window` in flight; wait for all."""
+              name: str, payloads: Sequence[bytes | None], window: int) -> Exchange:
+    """Send payloads[i] (unless None) as client.<name> on socks[i], at most `window` in flight;
+    wait for every reply (TIMEOUT for one not here REQUEST_TIMEOUT_S after its request)."""
     method = CLIENT[name].name
-    results: list[tuple[int, bytes]] = [(pb.TIMEOUT, b"")] * len(payloads)
-    waiting: dict[zmq.Socket, tuple[int, int]] = {}
+    results: list[tuple[int, bytes] | None] = [None if p is None else (pb.TIMEOUT, b"")
+                                               for p in payloads]
+    todo = [i for i, p in enumerate(payloads) if p is not None]
+    waiting: dict[zmq.Socket, tuple[int, int, float]] = {}  # (connection, request id, sent at)
     poller = zmq.Poller()
     started = last = time.monotonic()
-    deadline = started + CALL_TIMEOUT_S
-    deadline_ms = int((time.time() + CALL_TIMEOUT_S) * 1000)
-    sent = 0
-    while (sent < len(payloads) or waiting) and time.monotonic() < deadline:
-        while sent < len(payloads) and len(waiting) < window:
-            sock, rid = socks[sent], next(rids)
-            sock.send(encoder.request(method, rid, deadline_ms, payloads[sent]))
-            poller.register(sock, zmq.POLLIN)
-            waiting[sock] = (sent, rid)
-            sent += 1
+    ping_at = started + timing.CLIENT_PING_INTERVAL_S
+    while todo or waiting:
+        now = time.monotonic()
+        if now > ping_at:  # a long step: keep the sessions that wait for nothing alive
+            _keepalive((sock for sock in socks if sock not in waiting), encoder, rids)
+            ping_at = now + timing.CLIENT_PING_INTERVAL_S
+        for sock, (_, _, sent_at) in list(waiting.items()):
+            if now - sent_at > REQUEST_TIMEOUT_S:
+                poller.unregister(sock)
+                del waiting[sock]
+        deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
+        while todo and len(waiting) < window:
+            i, rid = todo.pop(), next(rids)
+            socks[i].send(encoder.request(method, rid, deadline_ms, payloads[i] or b""))
+            poller.register(socks[i], zmq.POLLIN)
+            waiting[socks[i]] = (i, rid, now)
         for sock, _ in poller.poll(100):
-            index, rid = waiting[sock]
+            i, rid, _ = waiting[sock]
             try:
                 env = envelope.decode([sock.recv()], timing.CLUSTER_MAX_FRAME_BYTES)
             except envelope.EnvelopeError:
                 continue
             if env.header.kind != pb.REPLY or env.header.request_id != rid:
                 continue  # a push, or the reply to an earlier keepalive ping
-            results[index] = (env.header.error, env.payload)
+            results[i] = (env.header.error, env.payload)
             poller.unregister(sock)
             del waiting[sock]
             last = time.monotonic()
     return Exchange(started, last, results)
+
+
+def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int],
+          plan: ChatPlan) -> ChatLog:
+    """Run one chat phase on the first len(plan.targets) connections.
+
+    Until start_at + seconds every connection sends — at the worker's share of a fixed rate, or
+    as fast as it may (WINDOW in flight, at most CLIENT_SEND_CAP_PER_S) — and all the while every
+    connection reads its acks and pushes. Then it waits for the acks still out and for the
+    pushes to stop (QUIET_S without one), up to DRAIN_MAX_S.
+    """
+    n = len(plan.targets)
+    method = CLIENT["Send"].name
+    log = ChatLog([], [[] for _ in range(n)], [], 0, 0, 0, {})
+    errors: Counter[str] = Counter()
+    poller = zmq.Poller()
+    index = {}
+    for i, sock in enumerate(socks[:n]):
+        poller.register(sock, zmq.POLLIN)
+        index[sock] = i
+    pending: dict[int, tuple[int, int]] = {}  # request id -> (connection, target turn)
+    in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
+    stop_at = plan.start_at + plan.seconds
+    deadline_ms = int((time.time() + plan.start_at - time.monotonic() + plan.seconds
+                       + DRAIN_MAX_S) * 1000)
+    due = 0
+
+    def send(i: int) -> None:
+        turn = turns[i]
+        field, to = plan.targets[i][turn % len(plan.targets[i])]
+        rid = next(rids)
+        request = client_pb2.SendRequest(client_msg_id=f"{plan.tag}{rid}", body=(
+            f"{time.monotonic_ns():016x}" + FILLER)[:BODY_CHARS], **{field: to})
+        socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
+        pending[rid] = (i, turn)
+        in_flight[i] += 1
+        turns[i] += 1
+
+    time.sleep(max(plan.start_at - time.monotonic(), 0))  # the start shared by all workers
+    last_push = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now < stop_at:
+            if plan.rate:
+                while due < int((now - plan.start_at) * plan.rate) + 1:
+                    send(due % n)
+                    due += 1
+                wait_ms = math.ceil((plan.start_at + due / plan.rate - now) * 1000)
+            else:
+                for i in range(n):
+                    if in_flight[i] < WINDOW and next_ok[i] <= now:
+                        send(i)
+                        next_ok[i] = max(next_ok[i] + 1 / CLIENT_SEND_CAP_PER_S, now - 1)
+                wait_ms = 1
+        elif (not pending and now - last_push > QUIET_S) or now > stop_at + DRAIN_MAX_S:
+            break
+        else:
+            wait_ms = 100
+        for sock, _ in poller.poll(wait_ms):
+            i = index[sock]
+            while True:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                at = time.monotonic()
+                try:
+                    env = envelope.decode([frame], timing.CLUSTER_MAX_FRAME_BYTES)
+                except envelope.EnvelopeError as err:
+                    errors[f"bad frame {err.reason.value}"] += 1
+                    continue
+                if env.header.kind == pb.EVENT:
+                    push = client_pb2.Push.FromString(env.payload)
+                    if push.WhichOneof("item") != "message":
+                        continue
+                    msg = push.message
+                    log.received[i].append(msg.msg_id)
+                    log.latencies_ns.append(time.monotonic_ns() - int(msg.body[:16], 16))
+                    if at < stop_at:
+                        log.delivered += 1
+                        log.delivered_group += msg.HasField("to_group")
+                    last_push = at
+                    continue
+                sent = pending.pop(env.header.request_id, None)
+                if sent is None:
+                    continue  # a keepalive ping's reply
+                in_flight[i] -= 1
+                if env.header.error != pb.OK:
+                    errors[pb.ErrorCode.Name(env.header.error)] += 1
+                    continue
+                ack = client_pb2.SendAck.FromString(env.payload)
+                log.acks.append((i, sent[1], ack.conv_id, ack.seq, ack.msg_id))
+                log.sent += at < stop_at
+    errors["no ack"] += len(pending)
+    log.errors = dict(+errors)
+    return log
 
 
 class ClientPool:
@@ -173,29 +342,45 @@ class ClientPool:
             self._pipes.append(here)
             self._procs.append(proc)
         self.pids = [p.pid for p in self._procs]
-        self.size = 0
+        self.workers = workers
 
-    def open(self, targets: Sequence[tuple[str, bytes]]) -> int:
-        """Connect one client per (endpoint, server key); return how many answered a Ping."""
+    def open(self, targets: Sequence[tuple[str, bytes]]) -> None:
+        """Connect one client per (endpoint, server key); BenchError unless all answer a Ping."""
         n = len(self._pipes)
-        replies = self._ask([("open", list(targets[w::n])) for w in range(n)])
-        self.size += len(targets)
-        return sum(code == pb.OK for r in replies for code, _ in r.results)
+        replies = self._ask([("open", list(targets[w::n])) for w in range(n)],
+                            2 * REQUEST_TIMEOUT_S)
+        _ok("connect (Ping)", [r for reply in replies for r in reply.results],
+            client_pb2.PingReply.FromString)
 
-    def call(self, name: str, payloads: Sequence[bytes], window: int) -> tuple[float, list]:
-        """payloads[i] to connection i; (seconds from first send to last reply, results)."""
+    def call(self, name: str, payloads: Sequence[bytes | None],
+             window: int) -> tuple[float, list[tuple[int, bytes] | None]]:
+        """payloads[i] (unless None) to connection i, at most `window` in flight per worker;
+        (seconds from the first send to the last reply, result per connection)."""
         n = len(self._pipes)
-        replies = self._ask([("call", (name, list(payloads[w::n]), window)) for w in range(n)])
-        results: list[tuple[int, bytes]] = [(pb.TIMEOUT, b"")] * len(payloads)
+        rounds = -(-len(payloads) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
+        replies = self._ask([("call", (name, list(payloads[w::n]), window)) for w in range(n)],
+                            rounds * REQUEST_TIMEOUT_S)
+        results: list[tuple[int, bytes] | None] = [None] * len(payloads)
         for w, reply in enumerate(replies):
             results[w::n] = reply.results
         elapsed = max(r.finished for r in replies) - min(r.started for r in replies)
         return max(elapsed, 1e-9), results
 
-    def _ask(self, commands: list[tuple[str, Any]]) -> list[Exchange]:
+    def chat(self, targets: list[list[tuple[str, int]]], seconds: float, rate: float,
+             tag: str) -> list[ChatLog]:
+        """One chat phase over connections 0..len(targets)-1, starting on every worker at once;
+        `rate` is the total sends/s (0: as fast as each may). One ChatLog per worker."""
+        n = len(self._pipes)
+        start_at = time.monotonic() + 0.5
+        return self._ask([("chat", ChatPlan(targets[w::n], start_at, seconds,
+                                            rate * len(targets[w::n]) / len(targets),
+                                            f"{tag}{w}-")) for w in range(n)],
+                         seconds + DRAIN_MAX_S)
+
+    def _ask(self, commands: list[tuple[str, Any]], seconds: float) -> list[Any]:
         for pipe, command in zip(self._pipes, commands, strict=True):
             pipe.send(command)
-        deadline = time.monotonic() + CALL_TIMEOUT_S + 30
+        deadline = time.monotonic() + seconds + 30
         replies = []
         for pipe in self._pipes:
             if not pipe.poll(max(deadline - time.monotonic(), 0)):
@@ -215,12 +400,14 @@ class ClientPool:
                 proc.join(5)
 
 
-def _ok(what: str, results: list[tuple[int, bytes]], parse: Callable[[bytes], Message]) -> list:
-    """Parsed replies; BenchError naming the error codes if any request failed."""
-    bad = Counter(pb.ErrorCode.Name(code) for code, _ in results if code != pb.OK)
+def _ok(what: str, results: Sequence[tuple[int, bytes] | None],
+        parse: Callable[[bytes], M]) -> list[M]:
+    """Parsed replies of the requests asked (not the Nones), in connection order; BenchError
+    naming the error codes if any of them failed."""
+    bad = Counter(pb.ErrorCode.Name(r[0]) for r in results if r is not None and r[0] != pb.OK)
     if bad:
         raise BenchError(f"{what}: {sum(bad.values())} of {len(results)} failed: {dict(bad)}")
-    return [parse(payload) for _, payload in results]
+    return [parse(r[1]) for r in results if r is not None]
 
 
 # ---- measurements
@@ -326,7 +513,7 @@ async def _wait_sessions(view: ClusterView, gateway_id: str, at_least: int) -> N
     raise BenchError(f"gateway {gateway_id} did not report {at_least} sessions")
 
 
-# ---- the --logins mode
+# ---- the cluster, and the --logins mode
 
 @dataclass
 class Target:
@@ -366,21 +553,15 @@ async def logins(target: Target, clients: int, sessions: int,
     pool = ClientPool(min(clients, CLIENT_WORKERS))
     session_pool = ClientPool(CLIENT_WORKERS)
     try:
-        if await asyncio.to_thread(pool.open, spread) != clients:
-            raise BenchError("not every client connection answered a Ping")
-        register = [client_pb2.RegisterRequest(account=a, password=PASSWORD, device="bench")
-                    .SerializeToString() for a in accounts]
-        took, results = await asyncio.to_thread(pool.call, "Register", register, clients)
-        _ok("Register", results, client_pb2.LoginReply.FromString)
+        await asyncio.to_thread(pool.open, spread)
+        took, _ = await _step(pool, "Register", [client_pb2.RegisterRequest(
+            account=a, password=PASSWORD, device="bench").SerializeToString()
+            for a in accounts], _kdf_window(pool))
         registers_per_s = clients / took
-        _, results = await asyncio.to_thread(
-            pool.call, "Logout", [client_pb2.LogoutRequest().SerializeToString()] * clients,
-            clients)
-        _ok("Logout", results, client_pb2.LogoutReply.FromString)
-        login = [client_pb2.LoginRequest(account=a, password=PASSWORD, device="bench")
-                 .SerializeToString() for a in accounts]
-        took, results = await asyncio.to_thread(pool.call, "Login", login, clients)
-        users = _ok("Login", results, client_pb2.LoginReply.FromString)
+        await _step(pool, "Logout", [client_pb2.LogoutRequest().SerializeToString()] * clients)
+        took, users = await _step(pool, "Login", [client_pb2.LoginRequest(
+            account=a, password=PASSWORD, device="bench").SerializeToString()
+            for a in accounts], _kdf_window(pool))
         logins_per_s = clients / took
 
         n, r, p = await asyncio.to_thread(_scrypt_params, target.cfg, accounts[0])
@@ -392,23 +573,18 @@ async def logins(target: Target, clients: int, sessions: int,
         pid = target.pid(gw_id, gw_endpoint)
         before_sessions = target.view.membership.get(gw_id).sessions  # type: ignore[union-attr]
         rss_before = _rss_mb(pid)
-        if await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions) \
-                != sessions:
-            raise BenchError("not every session connection answered a Ping")
+        await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions)
         resume = [client_pb2.ResumeRequest(token=users[i % clients].token, device=f"s{i}")
                   .SerializeToString() for i in range(sessions)]
         meter = target.cpu_meter(session_pool)
         meter.start()
-        took, results = await asyncio.to_thread(session_pool.call, "Resume", resume,
-                                                RESUME_WINDOW)
+        took, _ = await _step(session_pool, "Resume", resume, RESUME_WINDOW)
         resume_cores = meter.stop()
-        _ok("Resume", results, client_pb2.LoginReply.FromString)
         resumes_per_s = sessions / took
         await _wait_sessions(target.view, gw_id, before_sessions + sessions)
         rss_after = _rss_mb(pid)
-        await asyncio.to_thread(
-            session_pool.call, "Logout",
-            [client_pb2.LogoutRequest().SerializeToString()] * sessions, RESUME_WINDOW)
+        await _step(session_pool, "Logout",
+                    [client_pb2.LogoutRequest().SerializeToString()] * sessions, RESUME_WINDOW)
     finally:
         await asyncio.to_thread(session_pool.close)
         await asyncio.to_thread(pool.close)
@@ -425,9 +601,10 @@ async def logins(target: Target, clients: int, sessions: int,
         "scrypt": {"n": n, "r": r, "p": p, "maxmem_mb": passwords.maxmem(n, r, p) >> 20,
                    "kdf_processes": KDF_THREADS},
         "clients": clients, "sessions": sessions,
-        "load": f"{clients} client connections logging in at once and {sessions} resuming "
-                f"({RESUME_WINDOW} in flight per worker) on one gateway, raw client-plane "
-                f"DEALERs (Curve) driven from {CLIENT_WORKERS} worker processes",
+        "load": f"{clients} accounts registering and logging in ({KDF_QUEUE} per scrypt thread "
+                f"in flight), then {sessions} connections resuming ({RESUME_WINDOW} in flight "
+                f"per worker) on one gateway: raw client-plane DEALERs (Curve) driven from "
+                f"{CLIENT_WORKERS} worker processes",
     }
 
 
@@ -439,6 +616,187 @@ def _scrypt_params(cfg: Config, account: str) -> tuple[int, int, int]:
         raise BenchError(f"account {account} is not in SOIM_DB; is it the cluster's database?")
     _, n, r, p, _, _ = creds.pw_hash.split("$")
     return int(n), int(r), int(p)
+
+
+# ---- the chat mode
+
+async def chat(target: Target, clients: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Friend pairs plus one group: a fixed-rate phase (1:1 sends) for latency, an unthrottled
+    phase (1:1 and group sends) for throughput, then every ack checked against the pushes and
+    the database."""
+    if clients % 2:
+        raise BenchError("--clients must be even: the clients chat in friend pairs")
+    if rate > clients * CLIENT_SEND_CAP_PER_S:
+        raise BenchError(f"--rate {rate:g} needs more clients: one may send "
+                         f"{CLIENT_SEND_CAP_PER_S:g} msgs/s under the gateway's session limit")
+    run_id = uuid.uuid4().hex[:8]
+    members = min(clients, GROUP_MAX)
+    spread = [(ep, key) for _, ep, key in
+              itertools.islice(itertools.cycle(target.gateways()), clients)]
+    pool = ClientPool(CLIENT_WORKERS)
+    try:
+        await asyncio.to_thread(pool.open, spread)
+        register = [client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD)
+                    .SerializeToString() for i in range(clients)]
+        _, replies = await _step(pool, "Register", register, _kdf_window(pool, 1))
+        users = [u.user_id for u in replies]
+        friend = [users[i ^ 1] for i in range(clients)]
+        for side in (0, 1):  # the even side asks, the odd side accepts
+            _, replies = await _step(pool, "AddFriend", [
+                client_pb2.AddFriendRequest(user_id=friend[i]).SerializeToString()
+                if i % 2 == side else None for i in range(clients)])
+        convs = {r.conv_id for r in replies}
+        _, [created] = await _step(pool, "GroupCreate", [client_pb2.GroupCreateRequest(
+            name=f"bench-{run_id}", user_limit=max(members, 2)).SerializeToString()])
+        group = created.group.group_id
+        await _step(pool, "GroupJoin", [None] + [
+            client_pb2.GroupJoinRequest(group_id=group).SerializeToString()
+            for _ in range(1, members)])
+        one_to_one = [[("to_user", friend[i])] for i in range(clients)]
+        mixed = [one_to_one[i] * (GROUP_EVERY - 1) + [("to_group", group)] * (i < members)
+                 for i in range(clients)]
+        meter = target.cpu_meter(pool)
+        meter.start()
+        timed = await asyncio.to_thread(pool.chat, one_to_one, seconds, rate, f"{run_id}t")
+        timed_cores = meter.stop()
+        meter.start()
+        flood = await asyncio.to_thread(pool.chat, mixed, seconds, 0, f"{run_id}f")
+        flood_cores = meter.stop()
+    finally:
+        await asyncio.to_thread(pool.close)
+    acked, pushes = _audit([(timed, one_to_one), (flood, mixed)], members)
+    stored = await asyncio.to_thread(_check_store, target.cfg, acked, convs | {group})
+    ceiling = await asyncio.to_thread(_fabric_ceiling, target.cfg.keys_dir)
+    latencies = sorted(ns for log in timed for ns in log.latencies_ns)
+    loaded = sorted(ns for log in flood for ns in log.latencies_ns)
+    errors = Counter[str]()
+    for log in timed + flood:
+        errors.update(log.errors)
+    return {
+        "delivered_per_s": round(sum(log.delivered for log in flood) / seconds),
+        "delivered_group_per_s": round(sum(log.delivered_group for log in flood) / seconds),
+        "sent_per_s": round(sum(log.sent for log in flood) / seconds),
+        "send_cap_per_s": round(clients * CLIENT_SEND_CAP_PER_S),
+        **{f"p{q}_ms": _percentile_ms(latencies, q) for q in (50, 95, 99)},
+        "timed_sent_per_s": round(sum(log.sent for log in timed) / seconds),
+        "unthrottled_p50_ms": _percentile_ms(loaded, 50),
+        "unthrottled_p99_ms": _percentile_ms(loaded, 99),
+        "lost": pushes["lost"] + stored["lost"],
+        "duplicated": pushes["duplicated"] + stored["duplicated"],
+        "ceiling_per_s": round(ceiling),
+        "acked": len(acked), "pushes": pushes, "store": stored, "send_errors": dict(errors),
+        "cpu_cores": {"timed": timed_cores, "unthrottled": flood_cores},
+        "clients": clients, "group_members": members, "rate": rate, "duration_s": seconds,
+        "load": f"{clients} clients in friend pairs, the first {members} also in one group, "
+                f"spread over the gateways, raw client-plane DEALERs (Curve) driven from "
+                f"{CLIENT_WORKERS} worker processes. Timed phase: 1:1 sends at {rate:g}/s in "
+                f"all. Unthrottled phase: each client keeps {WINDOW} sends in flight (at most "
+                f"{CLIENT_SEND_CAP_PER_S:g}/s, under the gateway's session limit), every "
+                f"{GROUP_EVERY}th to the group; delivered = pushes received. No receipts.",
+        "ceiling": f"bench fabric's raw Curve DEALER→ROUTER echo, {CEILING_INFLIGHT} in "
+                   f"flight, {CEILING_S:g} s, after the chat phases",
+    }
+
+
+async def _step(pool: ClientPool, name: str, payloads: list[bytes | None],
+                window: int = 0) -> tuple[float, list[Any]]:
+    """payloads[i] (None: nothing) on connection i, at most `window` in flight per worker (0:
+    all at once); (seconds from the first send to the last reply, the replies)."""
+    took, results = await asyncio.to_thread(pool.call, name, payloads, window or len(payloads))
+    return took, _ok(name, results, CLIENT[name].reply.FromString)
+
+
+def _kdf_window(pool: ClientPool, per_thread: int = KDF_QUEUE) -> int:
+    """Logins (or registrations) each worker keeps in flight: `per_thread` per scrypt thread of
+    the directory in all — with 2, a hash is always waiting for each thread and none waits
+    long enough to miss the gateway's upstream deadline."""
+    return max(1, per_thread * KDF_THREADS // pool.workers)
+
+
+def _audit(phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]],
+           members: int) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
+    """Every acked message of the phases as (conv_id, seq, msg_id), and how its pushes went:
+    each must reach the other side of its pair, or every other group member, exactly once."""
+    received: dict[int, Counter[int]] = {}
+    expected: list[tuple[int, list[int]]] = []
+    acked = []
+    for logs, targets in phases:
+        workers = len(logs)
+        for w, log in enumerate(logs):
+            for j, got in enumerate(log.received):
+                received.setdefault(w + j * workers, Counter()).update(got)
+            for j, turn, conv_id, seq, msg_id in log.acks:
+                sender = w + j * workers
+                field, _ = targets[sender][turn % len(targets[sender])]
+                to = [sender ^ 1] if field == "to_user" else [
+                    m for m in range(members) if m != sender]
+                expected.append((msg_id, to))
+                acked.append((conv_id, seq, msg_id))
+    lost = sum(not received.get(r, Counter())[msg_id] for msg_id, to in expected for r in to)
+    return acked, {"expected": sum(len(to) for _, to in expected), "lost": lost,
+                   "duplicated": sum(n - 1 for got in received.values() for n in got.values()
+                                     if n > 1)}
+
+
+def _check_store(cfg: Config, acked: list[tuple[int, int, int]],
+                 convs: set[int]) -> dict[str, int]:
+    """The message tables against the acks: every acked (conv_id, seq, msg_id) stored, each
+    message once, seqs contiguous from 1 in every conversation of the run."""
+    rows: list[tuple[Any, ...]] = []
+    with Store.from_config(cfg, pool_size=1) as store:
+        for conv_id in convs:
+            rows += store.query("message", conv_id, "SELECT conv_id, seq, msg_id, sender, "
+                                "client_msg_id FROM {t} WHERE conv_id = %s", (conv_id,))
+    at = {(int(r[0]), int(r[1])): int(r[2]) for r in rows}
+    copies = Counter(int(r[2]) for r in rows) + Counter((r[0], r[3], r[4]) for r in rows)
+    top: dict[int, int] = {}
+    for conv_id, seq in at:
+        top[conv_id] = max(top.get(conv_id, 0), seq)
+    return {"rows": len(rows),
+            "lost": sum(at.get((conv_id, seq)) != msg_id for conv_id, seq, msg_id in acked),
+            "duplicated": sum(n - 1 for n in copies.values() if n > 1),
+            "seq_gaps": sum(top.values()) - len(at)}
+
+
+def _fabric_ceiling(keys_dir: Path) -> float:
+    """Round trips/s of bench fabric's raw pyzmq echo (Curve DEALER→ROUTER, no envelope), its
+    server in a process of its own, CEILING_INFLIGHT in flight for CEILING_S."""
+    spawn = mp.get_context("spawn")
+    ports, stop, go = spawn.Queue(), spawn.Event(), spawn.Event()
+    proc = spawn.Process(target=bench_fabric._serve, args=(str(keys_dir), ports, stop, go),
+                         daemon=True)
+    proc.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        try:
+            _, raw_port, _ = ports.get(timeout=SETTLE_S)
+        except queue.Empty:
+            raise BenchError("bench fabric's echo server did not start") from None
+        pair = keys.load_cluster(keys_dir)
+        sock.linger = 0
+        sock.rcvtimeo = int(SETTLE_S * 1000)  # a lost echo raises zmq.Again, not a hang
+        sock.curve_secretkey, sock.curve_publickey = pair.secret, pair.public
+        sock.curve_serverkey = pair.public
+        sock.connect(f"tcp://127.0.0.1:{raw_port}")
+        sock.send(bench_fabric.PAYLOAD)
+        sock.recv()  # connect and warm up
+        done, took = bench_fabric._ceiling_slice(sock, CEILING_INFLIGHT, CEILING_S)
+    finally:
+        sock.close(0)
+        ctx.term()
+        stop.set()
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    return done / took
+
+
+def _percentile_ms(ordered: list[int], q: int) -> float | None:
+    """The q-th percentile of sorted nanoseconds, in ms (None when there are none)."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) * q // 100, len(ordered) - 1)] / 1e6, 2)
 
 
 # ---- the command
@@ -457,8 +815,10 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
                 raise BenchError(f"cluster {cfg.cluster} needs a gateway, a router and a "
                                  f"directory alive; found {dict(roles)}")
         target = Target(view, cfg, pids)
-        return await logins(target, opts["clients"], opts["sessions"],
-                            opts["duration"] or LOOKUP_S)
+        if opts["logins"]:
+            return await logins(target, opts["clients"], opts["sessions"],
+                                opts["duration"] or LOOKUP_S)
+        return await chat(target, opts["clients"], opts["rate"], opts["duration"] or CHAT_S)
 
 
 def _options(args: dict[str, Any]) -> dict[str, Any]:
@@ -485,6 +845,7 @@ def run(args: dict[str, Any]) -> int:
     """Entry point from soimctl: `bench chat [--json] [--spawn] [--logins] …`."""
     try:
         opts = _options(args)
+        opts["logins"] = bool(args.get("--logins"))
         env = dict(os.environ)
         if args.get("--spawn"):
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up as on Ctrl-C
@@ -504,6 +865,7 @@ def _measure(env: dict[str, str], cluster: LocalCluster | None,
              opts: dict[str, Any]) -> dict[str, Any]:
     cfg = Config.from_env(env, role="soimctl")
     result = asyncio.run(_run(cfg, cluster, opts))
-    result.update(mode="logins", db=cfg.db.split(":", 1)[0], redis=bool(cfg.redis_url),
-                  cpus=os.cpu_count(), python=platform.python_version())
+    result.update(mode="logins" if opts["logins"] else "chat", db=cfg.db.split(":", 1)[0],
+                  redis=bool(cfg.redis_url), cpus=os.cpu_count(),
+                  python=platform.python_version())
     return result

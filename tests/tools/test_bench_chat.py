@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 LOGIN_KEYS = {"logins_per_s", "kdf_per_s", "login_ratio", "resumes_per_s", "lookups_per_s",
               "gateway_rss_mb_per_1000", "scrypt"}
+CHAT_KEYS = {"delivered_per_s", "p50_ms", "p95_ms", "p99_ms", "lost", "duplicated",
+             "ceiling_per_s"}
 
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -36,3 +38,12 @@ def test_logins(tmp_path: Path) -> None:
     assert result.keys() >= LOGIN_KEYS
     assert result["scrypt"] == {**result["scrypt"], "n": 2**17, "r": 8, "p": 1}
     assert result["sessions"] == 50 and result["db"] == "sqlite"
+
+
+@pytest.mark.timeout(120)
+def test_chat(tmp_path: Path) -> None:
+    result = bench(tmp_path, "--clients", "4", "--rate", "20", "--duration", "1")
+    assert result.keys() >= CHAT_KEYS
+    assert result["acked"] > 0 and result["store"]["rows"] >= result["acked"]
+    assert result["lost"] == result["duplicated"] == 0, result
+    assert result["store"]["seq_gaps"] == 0 and not result["send_errors"]
