@@ -64,7 +64,10 @@ class Reader:
     """Calls `on_batch(batch)` on the event loop whenever messages are queued on `sock`.
 
     One FD callback for the life of the reader: no task, Future or loop iteration per batch.
-    `start()` on the loop that owns the socket; `close()` before the socket is closed.
+    A callback takes up to `max_batch` messages, reading EVENTS again after each batch (input
+    that arrived while the batch was handled is taken at once); what is left waits for the
+    loop's other callbacks. `start()` on the loop that owns the socket; `close()` before the
+    socket is closed.
     """
 
     def __init__(self, sock: zmq.asyncio.Socket, on_batch: Callable[[Batch], None],
@@ -76,13 +79,15 @@ class Reader:
         self._routed = self._shadow.get(_TYPE) == _ROUTER
         self._fd = self._shadow.get(_FD)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading = False  # inside _ready, which reads EVENTS itself before it returns
+        self._scheduled = False  # a _ready is queued on the loop
 
     def start(self) -> None:
         """Read on the running loop."""
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._ready)
         _readers[self.sock] = self
-        self._loop.call_soon(self._ready)  # whatever was queued before the FD was watched
+        self._schedule()  # whatever was queued before the FD was watched
 
     def close(self) -> None:
         """Stop reading."""
@@ -93,27 +98,41 @@ class Reader:
 
     def check(self) -> None:
         """Read soon if input is queued (after anything that may have consumed the FD's edge)."""
-        if self._loop is None:
+        if self._loop is None or self._reading or self._scheduled:
             return
         if self._shadow.closed:  # closed under us: at least stop watching its FD
             self.close()
         elif self._shadow.get(_EVENTS) & _POLLIN:
-            self._loop.call_soon(self._ready)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._scheduled = True
+        self._loop.call_soon(self._ready)
 
     def _ready(self) -> None:
+        self._scheduled = False
         if self._loop is None:
             return
         if self._shadow.closed:
             self.close()
             return
-        if not self._shadow.get(_EVENTS) & _POLLIN:
-            return
+        shadow = self._shadow
+        left = self._max_batch
+        drained = False
+        self._reading = True
         try:
-            self._on_batch(take(self._shadow, self._max_batch, self._routed))
+            while left > 0:
+                if not shadow.get(_EVENTS) & _POLLIN:
+                    drained = True
+                    break
+                batch = take(shadow, left, self._routed)
+                left -= len(batch)
+                self._on_batch(batch)
         finally:
-            self.check()  # more queued, or arrived meanwhile: after the loop's other callbacks
-
-
+            self._reading = False
+            if not drained:  # budget spent, or on_batch failed: the rest after other callbacks
+                self.check()
 async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> Batch:
     """Wait for one multipart message, then drain up to `max_batch` in total with NOBLOCK.
 
