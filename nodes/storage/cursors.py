@@ -79,9 +79,9 @@ class Cursors:
         self._enqueue([(user, conv, seq, seq) for (user, conv), seq in newest.items()], False,
                       None)
 
-    def _enqueue(self, moves: list[Move], check: bool,
+    def _enqueue(self, moves: list[Move], requested: bool,
                  done: asyncio.Future[list[Outcome]] | None) -> None:
-        self._queue.append((moves, check, done))
+        self._queue.append((moves, requested, done))
         if self._job is None or self._job.done():
             self._job = asyncio.ensure_future(self._run())
 
@@ -89,9 +89,9 @@ class Cursors:
         while self._queue:
             batch, self._queue = self._queue, []
             moves = [m for ms, _, _ in batch for m in ms]
-            checks = [check for ms, check, _ in batch for _ in ms]
+            requested = [r for ms, r, _ in batch for _ in ms]
             try:
-                outcomes = await self.workers.write(self._apply, moves, checks)
+                outcomes = await self.workers.write(self._apply, moves, requested)
             except RpcError as err:
                 if not any(done for _, _, done in batch):
                     log.warning("senders' cursors not moved: %s", err)
@@ -105,22 +105,24 @@ class Cursors:
                     done.set_result(outcomes[at:at + len(ms)])
                 at += len(ms)
 
-    def _apply(self, moves: list[Move], checks: list[bool]) -> list[Outcome]:
-        """Cursor thread: validate, read, raise and read back the cursors of `moves`."""
+    def _apply(self, moves: list[Move], requested: list[bool]) -> list[Outcome]:
+        """Cursor thread: raise the cursors of `moves`. Requested ones (from clients) are
+        checked against the last stored seq and read before and after, for the answer and the
+        receipts; the others (senders' own) are written as they are (a raise only ever)."""
         outcomes: list[Outcome] = [(pb.OK, (0, 0), (0, 0))] * len(moves)
-        checked = [i for i, check in enumerate(checks) if check]
-        last = queries.last_seqs_of(self.store, {moves[i][1] for i in checked})
-        valid = [i for i, check in enumerate(checks)
-                 if not check or max(moves[i][2:]) <= last[moves[i][1]]]
-        for i in set(checked) - set(valid):
+        asked = [i for i, r in enumerate(requested) if r]
+        last = queries.last_seqs_of(self.store, {moves[i][1] for i in asked})
+        valid = [i for i, r in enumerate(requested)
+                 if not r or max(moves[i][2:]) <= last[moves[i][1]]]
+        for i in set(asked) - set(valid):
             outcomes[i] = (pb.INVALID_ARGUMENT, (0, 0), (0, 0))
         for db_index, tables in queries.by_shard(self.store, "cursor", valid,
                                                  lambda i: moves[i][0]).items():
             db = self.store.databases[db_index]
             with db.connection() as conn:
                 for table, indexes in tables.items():
-                    pairs = [(moves[i][0], moves[i][1]) for i in indexes]
-                    before = queries.cursors(conn, table, pairs)
+                    pairs = [(moves[i][0], moves[i][1]) for i in indexes if requested[i]]
+                    before = queries.cursors(conn, table, pairs) if pairs else {}
                     want: dict[tuple[int, int], tuple[int, int]] = {}
                     for i in indexes:
                         user, conv, read, delivered = moves[i]
@@ -130,12 +132,11 @@ class Cursors:
                                if (r, d) != before.get((u, c), (0, 0))]
                     if changed:
                         queries.upsert_cursors(conn, db.kind, table, changed)
-                        after = queries.cursors(conn, table, pairs)
-                    else:
-                        after = before
+                    after = queries.cursors(conn, table, pairs) if pairs and changed else before
                     for i in indexes:
-                        key = (moves[i][0], moves[i][1])
-                        outcomes[i] = (pb.OK, before.get(key, (0, 0)), after.get(key, (0, 0)))
+                        if requested[i]:
+                            key = (moves[i][0], moves[i][1])
+                            outcomes[i] = (pb.OK, before.get(key, (0, 0)), after.get(key, (0, 0)))
         return outcomes
 
     async def close(self) -> None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 1 << 20
 """A Deliver frame is split past this (the cluster frame limit is 4 MiB)."""
 MEMBERS_WAIT_S = timing.UPSTREAM_TIMEOUT_S
+ROUTER_CACHE = 500_000
+"""User -> router answers cached before the cache starts over."""
 
 DELIVERIES = Counter("soim_storage_deliveries_total", "Pushes handed to routers (per router)")
 DELIVER_CALLS = Counter("soim_storage_deliver_calls_total", "Router.Deliver calls made")
@@ -82,6 +84,7 @@ class Fanout:
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._ring = Ring()
+        self._router_of: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -149,7 +152,21 @@ class Fanout:
         members = frozenset(p.node_id for p in self.membership.alive("router"))
         if members != self._ring.members:
             self._ring = Ring(members)
+            self._router_of.clear()
+        elif len(self._router_of) >= ROUTER_CACHE:
+            self._router_of.clear()
         return self._ring
+
+    def _by_router(self, ring: Ring, users: tuple[int, ...]) -> dict[str, list[int]]:
+        """`users` grouped by the router owning them (owners cached per ring)."""
+        out: dict[str, list[int]] = {}
+        router_of = self._router_of
+        for user in users:
+            router = router_of.get(user)
+            if router is None:
+                router = router_of[user] = ring.owner(user)
+            out.setdefault(router, []).append(user)
+        return out
 
     def _send(self, job: list[_Push], members: dict[int, tuple[int, ...]]) -> None:
         ring = self._routers()
@@ -160,7 +177,7 @@ class Fanout:
             if not users or not ring:
                 lost += 1
                 continue
-            for router_id, ids in ring.owners(users).items():
+            for router_id, ids in self._by_router(ring, users).items():
                 out = batches.setdefault(router_id, [])
                 size = len(p.push) + 10 * len(ids) + 64
                 if not out or out[-1][1] + size > MAX_BATCH_BYTES:

@@ -87,10 +87,11 @@ class Intake:
         reply = cluster_pb2.StoreBatchReply()
         accepted: list[int] = []
         refused: dict[int, int] = {}
+        full = not self.open or self.writer.backlog > MAX_BACKLOG
         for i, item in enumerate(req.items):
             result = reply.results.add()
             result.origin.CopyFrom(item.origin)
-            code = self._check(item)
+            code = pb.UNAVAILABLE if full else self._check(item)
             if code == pb.OK:
                 accepted.append(i)
             else:
@@ -106,8 +107,6 @@ class Intake:
         return self._submit(req, reply, accepted, ids)
 
     def _check(self, item: cluster_pb2.StoreItem) -> int:
-        if not self.open or self.writer.backlog > MAX_BACKLOG:
-            return pb.UNAVAILABLE
         which = item.WhichOneof("to")
         if (not item.conv_id or not item.sender or which is None or not getattr(item, which)
                 or (which == "to_group" and item.to_group != item.conv_id)

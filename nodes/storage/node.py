@@ -47,6 +47,8 @@ WRITER_CLOSE_S = 2.0
 """At SIGTERM the writer flushes for at most this long (the node has 4 s in all)."""
 FANOUT_CLOSE_S = 0.5
 """... and the last pushes get this long to leave."""
+OWNED_CACHE = 200_000
+"""Ownership answers cached (conversation ids) before the cache starts over."""
 
 BACKLOG = Gauge("soim_storage_writer_backlog", "Rows submitted, not yet taken into a flush")
 CONVERSATIONS = Gauge("soim_storage_sequencer_conversations",
@@ -80,6 +82,7 @@ class StorageNode(Node):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.ring = Ring([self.node_id])
+        self._owned: dict[int, bool] = {}
         self.store: Store | None = None
         self.segments: SegmentAllocator | None = None
         self.writer: BatchWriter | None = None
@@ -149,14 +152,20 @@ class StorageNode(Node):
 
     # ---- ownership
     def owns(self, conv_id: int) -> bool:
-        """Is `conv_id` this node's on its current ring?"""
-        return self.ring.owner(conv_id) == self.node_id
+        """Is `conv_id` this node's on its current ring? (Answers are cached per ring.)"""
+        owned = self._owned.get(conv_id)
+        if owned is None:
+            if len(self._owned) >= OWNED_CACHE:
+                self._owned.clear()
+            owned = self._owned[conv_id] = self.ring.owner(conv_id) == self.node_id
+        return owned
 
     def _ring_changed(self) -> None:
         ring = Ring([self.node_id, *(p.node_id for p in self.membership.alive("storage"))])
         if ring == self.ring:
             return
         self.ring = ring
+        self._owned.clear()
         if self.writer is not None:
             self.writer.resequence()
         self.log.info("storage ring now %s: every conversation reloads its last seq",
