@@ -92,7 +92,8 @@ class RpcClient:
     async def call(self, method: Method, request: Message, timeout: float | None = None) -> Any:
         """Call `method`; return its reply message or raise RpcError (TIMEOUT at the deadline).
 
-        The common case — one attempt, answered — is one await on a future that `_read` sets.
+        The common case — one attempt, answered — is one await on a future that the Reader's
+        callback (`_replies`) sets.
         """
         if not self._tasks:
             self.start()

@@ -158,6 +158,28 @@ def test_non_idempotent_call_is_not_retried() -> None:
     run(main())
 
 
+def test_closing_the_client_ends_calls_and_their_retries() -> None:
+    """A pending idempotent call fails with UNAVAILABLE when its client closes; its retry must
+    not be queued on the closed socket, where no reply or expiry would ever end it."""
+
+    async def main() -> None:
+        async with flaky_router(drop_first=10**9) as (client, seen):
+            loop = asyncio.get_running_loop()
+            call = asyncio.ensure_future(client.call(ECHO, fabric_pb2.EchoRequest(), timeout=30))
+            async with asyncio.timeout(5):
+                while not seen:  # the request reached the (silent) server
+                    await asyncio.sleep(0.01)  # polling the server's log, with a deadline
+            started = loop.time()
+            await client.close()
+            with pytest.raises(RpcError) as err:
+                async with asyncio.timeout(5):
+                    await call
+            assert err.value.code == pb.UNAVAILABLE
+            assert loop.time() - started < 1.0
+            assert client.in_flight == 0
+    run(main())
+
+
 def test_thousand_calls_in_flight() -> None:
     async def main() -> None:
         async with served() as client:
