@@ -65,8 +65,13 @@ REQUEST_TIMEOUT_S = 2 * timing.CLIENT_REQUEST_TIMEOUT_S
 answers every request by its own deadline, CLIENT_REQUEST_TIMEOUT_S."""
 RESUME_WINDOW = 64
 """Resumes each worker keeps in flight."""
-KDF_QUEUE = 2
-"""Password logins in flight per scrypt thread of the directory."""
+OPEN_WINDOW = 256
+"""First pings each worker keeps in flight on new connections (a Curve handshake each)."""
+KDF_SLICES = 8
+"""Slices the logins and the raw hashes are cut into, alternating (even)."""
+KDF_INFLIGHT = KDF_THREADS + 1
+"""Password logins in flight: one per scrypt thread of the directory and one waiting, so the
+KDF never idles and no login waits long enough to miss the gateway's upstream deadline."""
 LOOKUP_BATCH = 100
 LOOKUP_INFLIGHT = 16
 LOOKUP_S = 5.0
@@ -154,7 +159,8 @@ def _client_worker(conn: Connection) -> None:
                 continue
             command, arg = conn.recv()
             if command == "open":
-                for endpoint, key in arg:
+                targets, window = arg
+                for endpoint, key in targets:
                     sock = ctx.socket(zmq.DEALER)
                     sock.linger = 0
                     sock.rcvhwm = sock.sndhwm = 0
@@ -162,7 +168,7 @@ def _client_worker(conn: Connection) -> None:
                     sock.connect(endpoint)
                     socks.append(sock)
                 conn.send(_exchange(socks, encoder, rids, "Ping", [ping] * len(socks),
-                                    len(socks)))
+                                    window))
             elif command == "call":
                 conn.send(_exchange(socks, encoder, rids, *arg))
             elif command == "chat":
@@ -344,11 +350,14 @@ class ClientPool:
         self.pids = [p.pid for p in self._procs]
         self.workers = workers
 
-    def open(self, targets: Sequence[tuple[str, bytes]]) -> None:
-        """Connect one client per (endpoint, server key); BenchError unless all answer a Ping."""
+    def open(self, targets: Sequence[tuple[str, bytes]], window: int = 0) -> None:
+        """Connect one client per (endpoint, server key); BenchError unless each answers a
+        Ping (at most `window` pings in flight per worker; 0: all at once)."""
         n = len(self._pipes)
-        replies = self._ask([("open", list(targets[w::n])) for w in range(n)],
-                            2 * REQUEST_TIMEOUT_S)
+        window = window or len(targets)
+        rounds = -(-len(targets) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
+        replies = self._ask([("open", (list(targets[w::n]), window)) for w in range(n)],
+                            rounds * REQUEST_TIMEOUT_S)
         _ok("connect (Ping)", [r for reply in replies for r in reply.results],
             client_pb2.PingReply.FromString)
 
@@ -412,17 +421,13 @@ def _ok(what: str, results: Sequence[tuple[int, bytes] | None],
 
 # ---- measurements
 
-def _kdf_rate(count: int, n: int, r: int, p: int) -> float:
-    """Hashes/s of raw hashlib.scrypt at these parameters, `count` hashes on KDF_THREADS
-    processes (the directory's scrypt pool is as wide; scrypt releases the GIL there)."""
-    with ProcessPoolExecutor(KDF_THREADS, mp_context=mp.get_context("spawn")) as pool:
-        list(pool.map(passwords.derive, [PASSWORD] * KDF_THREADS, [b"warm"] * KDF_THREADS,
-                      [1024] * KDF_THREADS))
-        started = time.monotonic()
-        salts = [os.urandom(passwords.SALT_BYTES) for _ in range(count)]
-        list(pool.map(passwords.derive, [PASSWORD] * count, salts, [n] * count, [r] * count,
-                      [p] * count))
-        return count / (time.monotonic() - started)
+def _kdf_slice(pool: ProcessPoolExecutor, count: int, n: int, r: int, p: int) -> float:
+    """Seconds `count` raw hashlib.scrypt hashes at these parameters take on `pool`."""
+    salts = [os.urandom(passwords.SALT_BYTES) for _ in range(count)]
+    started = time.monotonic()
+    list(pool.map(passwords.derive, [PASSWORD] * count, salts, [n] * count, [r] * count,
+                  [p] * count))
+    return time.monotonic() - started
 
 
 async def _lookup_rate(view: ClusterView, user_ids: list[int],
@@ -550,22 +555,17 @@ async def logins(target: Target, clients: int, sessions: int,
     run_id = uuid.uuid4().hex[:8]
     accounts = [f"b{run_id}{i}" for i in range(clients)]
     spread = [(ep, key) for _, ep, key in itertools.islice(itertools.cycle(gateways), clients)]
-    pool = ClientPool(min(clients, CLIENT_WORKERS))
+    pool = ClientPool(1)  # logins cost the client nothing next to scrypt
     session_pool = ClientPool(CLIENT_WORKERS)
     try:
         await asyncio.to_thread(pool.open, spread)
         took, _ = await _step(pool, "Register", [client_pb2.RegisterRequest(
             account=a, password=PASSWORD, device="bench").SerializeToString()
-            for a in accounts], _kdf_window(pool))
+            for a in accounts], KDF_INFLIGHT)
         registers_per_s = clients / took
         await _step(pool, "Logout", [client_pb2.LogoutRequest().SerializeToString()] * clients)
-        took, users = await _step(pool, "Login", [client_pb2.LoginRequest(
-            account=a, password=PASSWORD, device="bench").SerializeToString()
-            for a in accounts], _kdf_window(pool))
-        logins_per_s = clients / took
-
         n, r, p = await asyncio.to_thread(_scrypt_params, target.cfg, accounts[0])
-        kdf_per_s = await asyncio.to_thread(_kdf_rate, clients, n, r, p)
+        logins_per_s, kdf_per_s, users = await _logins_and_kdf(pool, accounts, n, r, p)
         lookups_per_s, lookup_calls_per_s = await _lookup_rate(
             target.view, [u.user_id for u in users], lookup_s)
 
@@ -573,7 +573,8 @@ async def logins(target: Target, clients: int, sessions: int,
         pid = target.pid(gw_id, gw_endpoint)
         before_sessions = target.view.membership.get(gw_id).sessions  # type: ignore[union-attr]
         rss_before = _rss_mb(pid)
-        await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions)
+        await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions,
+                                OPEN_WINDOW)
         resume = [client_pb2.ResumeRequest(token=users[i % clients].token, device=f"s{i}")
                   .SerializeToString() for i in range(sessions)]
         meter = target.cpu_meter(session_pool)
@@ -601,11 +602,40 @@ async def logins(target: Target, clients: int, sessions: int,
         "scrypt": {"n": n, "r": r, "p": p, "maxmem_mb": passwords.maxmem(n, r, p) >> 20,
                    "kdf_processes": KDF_THREADS},
         "clients": clients, "sessions": sessions,
-        "load": f"{clients} accounts registering and logging in ({KDF_QUEUE} per scrypt thread "
-                f"in flight), then {sessions} connections resuming ({RESUME_WINDOW} in flight "
-                f"per worker) on one gateway: raw client-plane DEALERs (Curve) driven from "
-                f"{CLIENT_WORKERS} worker processes",
+        "load": f"{clients} accounts registering and logging in ({KDF_INFLIGHT} in flight, "
+                f"for {KDF_THREADS} scrypt threads), then {sessions} connections resuming "
+                f"({RESUME_WINDOW} in flight per worker) on one gateway: raw client-plane "
+                f"DEALERs (Curve) driven from {CLIENT_WORKERS} worker processes",
     }
+
+
+async def _logins_and_kdf(pool: ClientPool, accounts: list[str], n: int, r: int,
+                          p: int) -> tuple[float, float, list[client_pb2.LoginReply]]:
+    """(logins/s, raw scrypt hashes/s, the login replies): one login per account through the
+    cluster (KDF_INFLIGHT in flight), and as many hashes on a pool of KDF_THREADS processes as
+    wide as the directory's scrypt pool (scrypt releases the GIL there), in alternating slices
+    — kdf, logins, logins, kdf, … — so both see the same background load."""
+    slices = KDF_SLICES if len(accounts) >= KDF_SLICES else 2
+    parts = [range(len(accounts) * k // slices, len(accounts) * (k + 1) // slices)
+             for k in range(slices)]
+    users: list[client_pb2.LoginReply] = []
+    login_s = kdf_s = 0.0
+
+    async def log_in(part: range) -> float:
+        took, replies = await _step(pool, "Login", [
+            client_pb2.LoginRequest(account=accounts[i], password=PASSWORD,
+                                    device="bench").SerializeToString()
+            if i in part else None for i in range(len(accounts))], KDF_INFLIGHT)
+        users.extend(replies)
+        return took
+
+    with ProcessPoolExecutor(KDF_THREADS, mp_context=mp.get_context("spawn")) as kdf_pool:
+        await asyncio.to_thread(_kdf_slice, kdf_pool, KDF_THREADS, 1024, 8, 1)  # start, warm
+        for first, second in zip(parts[::2], parts[1::2], strict=True):
+            kdf_s += await asyncio.to_thread(_kdf_slice, kdf_pool, len(first), n, r, p)
+            login_s += await log_in(first) + await log_in(second)
+            kdf_s += await asyncio.to_thread(_kdf_slice, kdf_pool, len(second), n, r, p)
+    return len(accounts) / login_s, len(accounts) / kdf_s, users
 
 
 def _scrypt_params(cfg: Config, account: str) -> tuple[int, int, int]:
@@ -638,7 +668,8 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         await asyncio.to_thread(pool.open, spread)
         register = [client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD)
                     .SerializeToString() for i in range(clients)]
-        _, replies = await _step(pool, "Register", register, _kdf_window(pool, 1))
+        _, replies = await _step(pool, "Register", register,
+                                 max(1, KDF_THREADS // pool.workers))
         users = [u.user_id for u in replies]
         friend = [users[i ^ 1] for i in range(clients)]
         for side in (0, 1):  # the even side asks, the odd side accepts
@@ -704,13 +735,6 @@ async def _step(pool: ClientPool, name: str, payloads: list[bytes | None],
     all at once); (seconds from the first send to the last reply, the replies)."""
     took, results = await asyncio.to_thread(pool.call, name, payloads, window or len(payloads))
     return took, _ok(name, results, CLIENT[name].reply.FromString)
-
-
-def _kdf_window(pool: ClientPool, per_thread: int = KDF_QUEUE) -> int:
-    """Logins (or registrations) each worker keeps in flight: `per_thread` per scrypt thread of
-    the directory in all — with 2, a hash is always waiting for each thread and none waits
-    long enough to miss the gateway's upstream deadline."""
-    return max(1, per_thread * KDF_THREADS // pool.workers)
 
 
 def _audit(phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]],
@@ -806,7 +830,10 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
         pids: dict[str, tuple[str, int]] = {}
         if cluster is not None:
             nodes = [n for role, count in SPAWN.items() for n in cluster.start(role, count)]
-            await cluster.wait_alive(view, nodes, SETTLE_S)
+            try:
+                await cluster.wait_alive(view, nodes, SETTLE_S)
+            except RuntimeError as err:
+                raise BenchError(f"the throwaway cluster did not start: {err}") from None
             pids = {n.node_id: (n.role, n.pid) for n in nodes}
         else:
             alive = await view.settle(3.0)
