@@ -69,7 +69,8 @@ class ClientSession:
                          locator=locator, on_push=self._on_push, on_state=self._on_state)
         self.tracker = ConversationTracker(self._history_page, self._emit, start_at)
         self.auto_delivered = auto_delivered
-        self._inbox: asyncio.Queue[client_pb2.Push | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[client_pb2.Push | asyncio.Future[None] | None] = \
+            asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -248,6 +249,9 @@ class ClientSession:
         """Handle pushes and syncs one at a time, so messages come out in order."""
         while True:
             item = await self._inbox.get()
+            if isinstance(item, asyncio.Future):
+                await self._sync_for(item)
+                continue
             try:
                 if item is None or item.WhichOneof("item") == "sync_hint":
                     if item is not None:
@@ -268,6 +272,22 @@ class ClientSession:
                     self._later(self._resync_soon())
             if self._inbox.empty():
                 self._acknowledge()
+
+    async def catch_up(self) -> None:
+        """Sync now; return once everything the sync fetched has been put on `events`."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(done)
+        await done
+
+    async def _sync_for(self, done: asyncio.Future[None]) -> None:
+        try:
+            await self.tracker.sync((await self.sync()).conversations)
+        except RpcError as err:
+            if not done.done():
+                done.set_exception(err)
+            return
+        if not done.done():
+            done.set_result(None)
 
     async def _resync_soon(self) -> None:
         await asyncio.sleep(RESYNC_AFTER_S)  # back off before another sync attempt
