@@ -26,6 +26,8 @@ from tests.support import async_wait_until, wait_until
 from tui.session import ClientSession, EventKind
 
 PASSWORD = "correct horse"
+OFFLINE = 1000
+"""Messages a user receives while logged out."""
 Key = tuple[int, int, str]
 
 
@@ -191,40 +193,41 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
 
             await async_wait_until(counts_right, what="group read counts")
 
-            # an offline user: 200 messages, then unread counts and History on login
+            # an offline user: 1,000 messages, then unread counts and History on login
             await dave.client.logout()
             sent = []
-            for chunk in range(10):
+            for chunk in range(OFFLINE // 50):
                 sent += await asyncio.gather(*(alice.client.send(f"d{chunk}-{i}", to_user=dave.id)
-                                               for i in range(20)))
-            assert sorted(a.seq for a in sent) == list(range(1, 201))
+                                               for i in range(50)))
+            assert sorted(a.seq for a in sent) == list(range(1, OFFLINE + 1))
             back = await login(cluster, "user02", 0, "dave-2")
             conv = {c.conv_id: c for c in (await back.client.sync()).conversations}[ad]
-            assert (conv.last_seq, conv.read_seq, conv.unread) == (200, 0, 200)
+            assert (conv.last_seq, conv.read_seq, conv.unread) == (OFFLINE, 0, OFFLINE)
             assert conv.peer_id == alice.id
 
             async def alice_has_read_her_own() -> bool:
                 mine = {c.conv_id: c for c in (await alice.client.sync()).conversations}
-                return mine[ad].unread == 0 and mine[ad].read_seq == 200 == mine[ad].last_seq
+                return (mine[ad].unread == 0
+                        and mine[ad].read_seq == OFFLINE == mine[ad].last_seq)
 
             await async_wait_until(alice_has_read_her_own, what="the sender's cursor")
             pages, before = [], 0
             while True:
-                page = await back.client.history(ad, before_seq=before, limit=50) if before \
+                page = await back.client.history(ad, before_seq=before, limit=100) if before \
                     else await back.client.call("History", client_pb2.HistoryRequest(
-                        conv_id=ad, limit=50))
+                        conv_id=ad, limit=100))
                 pages.append(page)
                 before = page.messages[0].seq
                 if not page.more:
                     break
-            assert [p.more for p in pages] == [True, True, True, False]
+            assert [p.more for p in pages] == [True] * (OFFLINE // 100 - 1) + [False]
             older_first = [m for p in reversed(pages) for m in p.messages]
             by_seq = {a.seq: a for a in sent}
-            assert [m.seq for m in older_first] == list(range(1, 201))
+            assert [m.seq for m in older_first] == list(range(1, OFFLINE + 1))
             assert all(m.msg_id == by_seq[m.seq].msg_id and m.sender == alice.id
                        and m.sender_account == "user00" and m.to_user == dave.id
                        for m in older_first)
-            await async_wait_until(lambda: len(back.seen(ad)) == 200, what="dave's sync")
+            await async_wait_until(lambda: len(back.seen(ad)) == OFFLINE, what="dave's sync")
             assert view(back.seen(ad)) == view(older_first)
 
     asyncio.run(main())
