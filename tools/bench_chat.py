@@ -69,9 +69,10 @@ OPEN_WINDOW = 256
 """First pings each worker keeps in flight on new connections (a Curve handshake each)."""
 KDF_SLICES = 8
 """Slices the logins and the raw hashes are cut into, alternating (even)."""
-KDF_INFLIGHT = KDF_THREADS + 1
-"""Password logins in flight: one per scrypt thread of the directory and one waiting, so the
-KDF never idles and no login waits long enough to miss the gateway's upstream deadline."""
+KDF_INFLIGHT = KDF_THREADS
+"""Password logins in flight: one per scrypt thread of the directory. A login queued behind
+another waits out the gateway's 5 s upstream deadline on a loaded machine; one in flight per
+thread leaves the KDF idle only for a round trip between hashes."""
 LOOKUP_BATCH = 100
 LOOKUP_INFLIGHT = 16
 LOOKUP_S = 5.0
@@ -158,17 +159,15 @@ def _client_worker(conn: Connection) -> None:
                 _keepalive(socks, encoder, rids)
                 continue
             command, arg = conn.recv()
-            if command == "open":
+            if command == "open":  # `window` connections at a time, each answering a Ping
                 targets, window = arg
-                for endpoint, key in targets:
-                    sock = ctx.socket(zmq.DEALER)
-                    sock.linger = 0
-                    sock.rcvhwm = sock.sndhwm = 0
-                    anonymous_client(sock, key)
-                    sock.connect(endpoint)
-                    socks.append(sock)
-                conn.send(_exchange(socks, encoder, rids, "Ping", [ping] * len(socks),
-                                    window))
+                results: list[tuple[int, bytes] | None] = []
+                for at in range(0, len(targets), window):
+                    fresh = [_connect(ctx, *target) for target in targets[at:at + window]]
+                    socks += fresh
+                    results += _exchange(fresh, encoder, rids, "Ping", [ping] * len(fresh),
+                                         window).results
+                conn.send(Exchange(0.0, 0.0, results))
             elif command == "call":
                 conn.send(_exchange(socks, encoder, rids, *arg))
             elif command == "chat":
@@ -181,6 +180,16 @@ def _client_worker(conn: Connection) -> None:
         for sock in socks:
             sock.close(0)
         ctx.term()
+
+
+def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes) -> zmq.Socket:
+    """A client connection to a gateway: a DEALER with a fresh Curve keypair."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvhwm = sock.sndhwm = 0
+    anonymous_client(sock, server_key)
+    sock.connect(endpoint)
+    return sock
 
 
 def _keepalive(socks: Iterable[zmq.Socket], encoder: envelope.Encoder,
@@ -351,8 +360,8 @@ class ClientPool:
         self.workers = workers
 
     def open(self, targets: Sequence[tuple[str, bytes]], window: int = 0) -> None:
-        """Connect one client per (endpoint, server key); BenchError unless each answers a
-        Ping (at most `window` pings in flight per worker; 0: all at once)."""
+        """Connect one client per (endpoint, server key), `window` at a time per worker (0:
+        all at once); BenchError unless each answers a Ping."""
         n = len(self._pipes)
         window = window or len(targets)
         rounds = -(-len(targets) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
