@@ -1,0 +1,69 @@
+"""`make run` brings up the whole local cluster under honcho — 2 gateways, 2 routers, a
+directory and a storage node on the embedded defaults — which `soimctl nodes` sees within 20 s,
+and Ctrl-C stops it cleanly. (The test points keys, data and gateway ports at its own tmp dir;
+the .venv is the one `make test` made, so nothing is installed again.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.processes import ROOT
+from tests.support import free_port, wait_until
+
+
+@pytest.mark.timeout(90)
+def test_make_run_starts_a_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    env = {**os.environ, "SOIM_CLUSTER": f"run{uuid.uuid4().hex[:8]}",
+           "SOIM_KEYS_DIR": str(tmp_path / "keys"), "SOIM_DB": f"sqlite:{tmp_path / 'data'}",
+           "SOIM_GATEWAY1_PORT": str(free_port()), "SOIM_GATEWAY2_PORT": str(free_port())}
+    log = open(tmp_path / "make-run.log", "wb")  # noqa: SIM115 (closed below)
+    make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    started = time.monotonic()
+    try:
+        def listing() -> list[tuple[str, str]]:
+            out = subprocess.run(
+                [sys.executable, "-m", "tools.soimctl", "nodes", "--json", "--wait", "3"],
+                cwd=ROOT, env=env, capture_output=True, timeout=30)
+            if out.returncode != 0:
+                return []
+            return sorted(n["role"] for n in json.loads(out.stdout)["nodes"])
+
+        roles = wait_until(lambda: listing() == ["directory", "gateway", "gateway", "router",
+                                                 "router", "storage"],
+                           timeout=40, interval=0.2, what="the six nodes of make run")
+        assert roles
+        assert time.monotonic() - started < 20 + 10, "nodes seen late (20 s + keys and start-up)"
+        os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        assert make.wait(15) in (0, 2, 130, -signal.SIGINT)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait(5)
+        log.close()
+    text = (tmp_path / "make-run.log").read_text(errors="replace")
+    assert "soim" in text and "Ctrl-C" in text, text[-2000:]
+    wait_until(lambda: not _survivors(env["SOIM_CLUSTER"]), timeout=10,
+               what="every node process gone")
+
+
+def _survivors(cluster: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if f"SOIM_CLUSTER={cluster}".encode() in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
