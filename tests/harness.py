@@ -21,6 +21,10 @@ from tests.support import async_wait_until
 from tools.cluster_view import ClusterView
 from tui.session import ClientSession
 
+MAX_CLIENT_SOCKETS = 8192
+"""Clients share one context; each holds a DEALER and a link monitor (libzmq's default cap is
+1,023 sockets per context)."""
+
 FAST_SCRYPT_N = "1024"
 """Tests hash passwords with a low scrypt cost so hundreds of logins stay quick."""
 
@@ -73,6 +77,7 @@ class Cluster:
         endpoint, key = self.gateways()[gateway]
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
+            self._ctx.max_sockets = MAX_CLIENT_SOCKETS
         session = ClientSession(endpoint, key, device=device, ctx=self._ctx,
                                 locator=self.gateways)
         await session.connect()
