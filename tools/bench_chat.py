@@ -134,6 +134,7 @@ class ChatLog:
     acks: list[tuple[int, int, int, int, int]]  # (connection, target turn, conv_id, seq, msg_id)
     received: list[list[int]]                   # per connection: msg_id of every pushed message
     latencies_ns: list[int]                     # send → push, of every push
+    ack_latencies_ns: list[int]                 # send → ack, of every ack
     sent: int                                   # acked within the phase window
     delivered: int                              # pushed within the phase window
     delivered_group: int                        # of which group messages
@@ -257,14 +258,14 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     """
     n = len(plan.targets)
     method = CLIENT["Send"].name
-    log = ChatLog([], [[] for _ in range(n)], [], 0, 0, 0, {})
+    log = ChatLog([], [[] for _ in range(n)], [], [], 0, 0, 0, {})
     errors: Counter[str] = Counter()
     poller = zmq.Poller()
     index = {}
     for i, sock in enumerate(socks[:n]):
         poller.register(sock, zmq.POLLIN)
         index[sock] = i
-    pending: dict[int, tuple[int, int]] = {}  # request id -> (connection, target turn)
+    pending: dict[int, tuple[int, int, int]] = {}  # request id -> (connection, turn, sent ns)
     in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
     stop_at = plan.start_at + plan.seconds
     deadline_ms = int((time.time() + plan.start_at - time.monotonic() + plan.seconds
@@ -274,11 +275,11 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     def send(i: int) -> None:
         turn = turns[i]
         field, to = plan.targets[i][turn % len(plan.targets[i])]
-        rid = next(rids)
+        rid, now_ns = next(rids), time.monotonic_ns()
         request = client_pb2.SendRequest(client_msg_id=f"{plan.tag}{rid}", body=(
-            f"{time.monotonic_ns():016x}" + FILLER)[:BODY_CHARS], **{field: to})
+            f"{now_ns:016x}" + FILLER)[:BODY_CHARS], **{field: to})
         socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
-        pending[rid] = (i, turn)
+        pending[rid] = (i, turn, now_ns)
         in_flight[i] += 1
         turns[i] += 1
 
@@ -336,6 +337,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                     continue
                 ack = client_pb2.SendAck.FromString(env.payload)
                 log.acks.append((i, sent[1], ack.conv_id, ack.seq, ack.msg_id))
+                log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
                 log.sent += at < stop_at
     errors["no ack"] += len(pending)
     log.errors = dict(+errors)
@@ -708,6 +710,7 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
     stored = await asyncio.to_thread(_check_store, target.cfg, acked, convs | {group})
     ceiling = await asyncio.to_thread(_fabric_ceiling, target.cfg.keys_dir)
     latencies = sorted(ns for log in timed for ns in log.latencies_ns)
+    acks = sorted(ns for log in timed for ns in log.ack_latencies_ns)
     loaded = sorted(ns for log in flood for ns in log.latencies_ns)
     errors = Counter[str]()
     for log in timed + flood:
@@ -719,6 +722,7 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         "send_cap_per_s": round(clients * CLIENT_SEND_CAP_PER_S),
         **{f"p{q}_ms": _percentile_ms(latencies, q) for q in (50, 95, 99)},
         "timed_sent_per_s": round(sum(log.sent for log in timed) / seconds),
+        "ack_p50_ms": _percentile_ms(acks, 50), "ack_p99_ms": _percentile_ms(acks, 99),
         "unthrottled_p50_ms": _percentile_ms(loaded, 50),
         "unthrottled_p99_ms": _percentile_ms(loaded, 99),
         "lost": pushes["lost"] + stored["lost"],
