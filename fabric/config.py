@@ -127,13 +127,19 @@ class _Reader:
         return value
 
     def integer(self, var: str, default: int, low: int, high: int) -> int:
-        raw = self.env.get(var)
-        if raw is None or raw.strip() == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(var, f"must be an integer, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(var, f"must be between {low} and {high}, got {value}")
-        return value
+        return read_int(self.env, var, default, low, high)
+
+
+def read_int(env: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
+    """An integer variable in [low, high] (`default` when unset or empty); roles read their
+    own settings from `Config.extra` with it."""
+    raw = env.get(var)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(var, f"must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(var, f"must be between {low} and {high}, got {value}")
+    return value

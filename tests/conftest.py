@@ -1,4 +1,4 @@
-"""Shared fixtures: unique cluster names, a throwaway MariaDB database, a Redis key prefix.
+"""Shared fixtures: unique cluster names, keys, a throwaway MariaDB database, a Redis prefix.
 
 A missing MariaDB or Redis fails the run: these fixtures never skip.
 """
@@ -8,16 +8,34 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pymysql
 import pytest
 import redis
+
+from fabric import keys
 
 MYSQL = dict(host=os.environ.get("SOIM_TEST_MYSQL_HOST", "127.0.0.1"),
              port=int(os.environ.get("SOIM_TEST_MYSQL_PORT", "3306")),
              user=os.environ.get("SOIM_TEST_MYSQL_USER", "root"),
              password=os.environ.get("SOIM_TEST_MYSQL_PASSWORD", ""))
 REDIS_URL = os.environ.get("SOIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    """Freshly generated cluster and gateway keys."""
+    path = tmp_path / "keys"
+    keys.generate(path)
+    return path
+
+
+@pytest.fixture
+def cluster_env(cluster_name: str, keys_dir: Path) -> dict[str, str]:
+    """SOIM_* variables for the nodes of one test cluster."""
+    return {"SOIM_CLUSTER": cluster_name, "SOIM_KEYS_DIR": str(keys_dir),
+            "SOIM_LOG_LEVEL": "INFO"}
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Test support: waiting on a condition with a deadline (never a bare sleep), free ports."""
+"""Test support: waiting on a condition with a deadline (never a bare sleep), expected error
+codes, free ports."""
 
 from __future__ import annotations
 
@@ -37,6 +38,19 @@ async def async_wait_until(cond: Callable[[], T | Awaitable[T]], timeout: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def expect_error(code: int, pending: Awaitable[object]) -> None:
+    """`pending` fails with RpcError `code` (an ErrorCode of common.proto)."""
+    from fabric.methods import RpcError
+    from schema import common_pb2 as pb
+
+    try:
+        await pending
+    except RpcError as err:
+        assert err.code == code, f"wanted {pb.ErrorCode.Name(code)}, got {err}"
+        return
+    raise AssertionError(f"wanted {pb.ErrorCode.Name(code)}, but the call succeeded")
 
 
 def free_port() -> int:

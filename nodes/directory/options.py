@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fabric.config import ConfigError
+from fabric.config import ConfigError, read_int
 from nodes.directory import passwords
 
 TOKEN_TTL_DEFAULT_S = 24 * 3600
@@ -35,25 +35,13 @@ class DirectoryOptions:
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> DirectoryOptions:
         """Read the directory's variables from `Config.extra`."""
-        scrypt_n = _integer(extra, "SOIM_SCRYPT_N", passwords.SCRYPT_N, 2**10, 2**20)
+        scrypt_n = read_int(extra, "SOIM_SCRYPT_N", passwords.SCRYPT_N, 2**10, 2**20)
         if scrypt_n & (scrypt_n - 1):
             raise ConfigError("SOIM_SCRYPT_N", f"must be a power of two, got {scrypt_n}")
         return cls(
             scrypt_n=scrypt_n,
-            token_ttl_s=_integer(extra, "SOIM_TOKEN_TTL_S", TOKEN_TTL_DEFAULT_S,
+            token_ttl_s=read_int(extra, "SOIM_TOKEN_TTL_S", TOKEN_TTL_DEFAULT_S,
                                  TOKEN_TTL_MIN_S, TOKEN_TTL_MAX_S),
-            register_per_min=_integer(extra, "SOIM_REGISTER_PER_MIN", 0, 0, 1_000_000),
+            register_per_min=read_int(extra, "SOIM_REGISTER_PER_MIN", 0, 0, 1_000_000),
         )
 
-
-def _integer(extra: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
-    raw = extra.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(var, f"must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(var, f"must be between {low} and {high}, got {value}")
-    return value

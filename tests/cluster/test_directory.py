@@ -31,13 +31,6 @@ FAST_SCRYPT = "1024"
 """SOIM_SCRYPT_N for tests: the same code path as 2**17, 128x cheaper."""
 
 
-@pytest.fixture
-def keys_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "keys"
-    keys.generate(path)
-    return path
-
-
 @pytest.fixture(params=["sqlite", "mysql"])
 def dir_env(request: pytest.FixtureRequest, cluster_name: str, keys_dir: Path,
             tmp_path: Path) -> dict[str, str]:

@@ -9,20 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
 from tests.harness import Cluster, running_cluster
+from tests.support import expect_error
 from tui.session import ClientSession
 
 PASSWORD = "correct horse"
-
-
-async def expect(code: int, pending: object) -> None:
-    """`pending` (an awaitable) fails with the error `code`."""
-    with pytest.raises(RpcError) as err:
-        await pending  # type: ignore[misc]
-    assert err.value.code == code, f"wanted {pb.ErrorCode.Name(code)}, got {err.value}"
 
 
 async def start_cluster(cluster: Cluster) -> None:
@@ -55,16 +48,17 @@ def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
             assert (me.user_id, me.account, me.nickname) == (b, "bob", "Bob")
             again = await cluster.client(1)
             assert (await again.login("alice", PASSWORD)).user_id == a
-            await expect(pb.BAD_CREDENTIALS, (await cluster.client()).login("alice", "nope1234"))
-            await expect(pb.BAD_CREDENTIALS, (await cluster.client()).login("nobody", PASSWORD))
-            await expect(pb.ALREADY_EXISTS, (await cluster.client()).register("alice", PASSWORD))
-            await expect(pb.INVALID_ACCOUNT, (await cluster.client()).register("A!", PASSWORD))
-            await expect(pb.INVALID_PASSWORD, (await cluster.client()).register("dave", "short"))
+            fresh = cluster.client
+            await expect_error(pb.BAD_CREDENTIALS, (await fresh()).login("alice", "nope1234"))
+            await expect_error(pb.BAD_CREDENTIALS, (await fresh()).login("nobody", PASSWORD))
+            await expect_error(pb.ALREADY_EXISTS, (await fresh()).register("alice", PASSWORD))
+            await expect_error(pb.INVALID_ACCOUNT, (await fresh()).register("A!", PASSWORD))
+            await expect_error(pb.INVALID_PASSWORD, (await fresh()).register("dave", "short"))
 
             # search -u
             found = await alice.search_users("b")
             assert [(u.user_id, u.account) for u in found.users] == [(b, "bob")]
-            await expect(pb.INVALID_ARGUMENT, alice.search_users(""))
+            await expect_error(pb.INVALID_ARGUMENT, alice.search_users(""))
 
             # add -u, then adding back accepts; both sides notified
             requested = await alice.add_friend(b)
@@ -76,9 +70,9 @@ def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
             assert accepted.result == client_pb2.ADD_FRIEND_ACCEPTED and accepted.conv_id
             assert (await next_push(alice, "notice")).notice.kind == \
                 client_pb2.NOTICE_FRIEND_ACCEPTED
-            await expect(pb.ALREADY_FRIENDS, alice.add_friend(b))
-            await expect(pb.SELF_FRIEND, alice.add_friend(a))
-            await expect(pb.NOT_FOUND, alice.add_friend(987654321))
+            await expect_error(pb.ALREADY_FRIENDS, alice.add_friend(b))
+            await expect_error(pb.SELF_FRIEND, alice.add_friend(a))
+            await expect_error(pb.NOT_FOUND, alice.add_friend(987654321))
 
             # friends with online state
             friends = {f.user_id: f for f in (await alice.friends()).friends}
@@ -93,16 +87,16 @@ def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
             # groups
             created = (await alice.group_create("rustaceans")).group
             assert created.group_id and created.name == "rustaceans" and created.owner == a
-            await expect(pb.ALREADY_EXISTS, carol.group_create("rustaceans"))
-            await expect(pb.INVALID_NAME, carol.group_create(""))
-            await expect(pb.INVALID_NAME, carol.group_create("x" * 33))
+            await expect_error(pb.ALREADY_EXISTS, carol.group_create("rustaceans"))
+            await expect_error(pb.INVALID_NAME, carol.group_create(""))
+            await expect_error(pb.INVALID_NAME, carol.group_create("x" * 33))
             search = await bob.group_search("rust")
             assert [g.group_id for g in search.groups] == [created.group_id]
-            await expect(pb.NOT_MEMBER, bob.group_users(created.group_id))
+            await expect_error(pb.NOT_MEMBER, bob.group_users(created.group_id))
             joined = (await bob.group_join(created.group_id)).group
             assert joined.members == 2
-            await expect(pb.ALREADY_MEMBER, bob.group_join(created.group_id))
-            await expect(pb.NOT_FOUND, bob.group_join(123456789))
+            await expect_error(pb.ALREADY_MEMBER, bob.group_join(created.group_id))
+            await expect_error(pb.NOT_FOUND, bob.group_join(123456789))
             members = {m.user_id: m for m in (await bob.group_users(created.group_id)).members}
             assert set(members) == {a, b} and members[a].online
             mine = await bob.groups()
@@ -110,8 +104,8 @@ def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
 
             small = (await carol.group_create("tiny", user_limit=2)).group
             await alice.group_join(small.group_id)
-            await expect(pb.GROUP_FULL, bob.group_join(small.group_id))
-            await expect(pb.INVALID_ARGUMENT, carol.group_create("huge", user_limit=100_000))
+            await expect_error(pb.GROUP_FULL, bob.group_join(small.group_id))
+            await expect_error(pb.INVALID_ARGUMENT, carol.group_create("huge", user_limit=100_000))
 
             await bob.group_leave(created.group_id)
             assert (await bob.groups()).groups == []
@@ -160,8 +154,8 @@ def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path,
                 ("GroupUsers", client_pb2.GroupUsersRequest(group_id=1)),
                 ("Logout", client_pb2.LogoutRequest()),
             ]:
-                await expect(pb.UNAUTHENTICATED, stranger.call(name, request))
-            await expect(pb.TOKEN_INVALID, stranger.resume("forged.token.value"))
+                await expect_error(pb.UNAUTHENTICATED, stranger.call(name, request))
+            await expect_error(pb.TOKEN_INVALID, stranger.resume("forged.token.value"))
 
             alice = await user(cluster, "alice")
             mallory = await user(cluster, "mallory", 1)
@@ -172,9 +166,9 @@ def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path,
             assert [(f.user_id, f.state) for f in friends] == [
                 (mallory.user.user_id, client_pb2.FRIEND_STATE_INCOMING)]
             group = (await alice.group_create("private")).group
-            await expect(pb.NOT_MEMBER, mallory.group_users(group.group_id))
+            await expect_error(pb.NOT_MEMBER, mallory.group_users(group.group_id))
             # after logout the connection is a stranger again
             await mallory.logout()
-            await expect(pb.UNAUTHENTICATED, mallory.me())
+            await expect_error(pb.UNAUTHENTICATED, mallory.me())
 
     asyncio.run(main())

@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
 from shard_store import Store
 from tests.harness import running_cluster
 from tests.shard_store.conftest import stored_messages
+from tests.support import expect_error
 
 PASSWORD = "correct horse"
-
-
-async def refused(code: int, pending: object) -> None:
-    with pytest.raises(RpcError) as err:
-        await pending  # type: ignore[misc]
-    assert err.value.code == code, f"wanted {pb.ErrorCode.Name(code)}, got {err.value}"
 
 
 @pytest.mark.timeout(120)
@@ -47,15 +41,15 @@ def test_refused_sends_get_their_codes_and_store_nothing(tmp_path: Path,
                 return alice.call("Send", client_pb2.SendRequest(
                     client_msg_id="m1", body=body, **to))
 
-            await refused(pb.NOT_FRIEND, send("hi", to_user=bob.user.user_id))
-            await refused(pb.NOT_MEMBER, send("hi", to_group=group))
-            await refused(pb.EMPTY_BODY, send("   ", to_user=bob.user.user_id))
-            await refused(pb.BODY_TOO_LONG, send("x" * 4001, to_user=bob.user.user_id))
-            await refused(pb.INVALID_ARGUMENT, send("hi"))
+            await expect_error(pb.NOT_FRIEND, send("hi", to_user=bob.user.user_id))
+            await expect_error(pb.NOT_MEMBER, send("hi", to_group=group))
+            await expect_error(pb.EMPTY_BODY, send("   ", to_user=bob.user.user_id))
+            await expect_error(pb.BODY_TOO_LONG, send("x" * 4001, to_user=bob.user.user_id))
+            await expect_error(pb.INVALID_ARGUMENT, send("hi"))
             # nor can she read, mark or count a conversation that is not hers
-            await refused(pb.NOT_FOUND, alice.history(conv))
-            await refused(pb.NOT_FOUND, alice.read(conv, 1))
-            await refused(pb.NOT_MEMBER, alice.group_read_counts(group, 1, 1))
+            await expect_error(pb.NOT_FOUND, alice.history(conv))
+            await expect_error(pb.NOT_FOUND, alice.read(conv, 1))
+            await expect_error(pb.NOT_MEMBER, alice.group_read_counts(group, 1, 1))
 
             # the members themselves can: 4,000 characters is allowed
             ack = await bob.send("y" * 4000, to_user=carol.user.user_id)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric import envelope, keys
+from fabric import envelope
 from fabric.config import Config
 from fabric.methods import STATUS, Method, RpcError
 from fabric.ring import Ring
@@ -32,21 +32,6 @@ from tests.support import async_wait_until
 from tools.cluster_view import ClusterView
 
 OK, NOT_OWNER, INVALID = pb.OK, pb.NOT_OWNER, pb.INVALID_ARGUMENT
-
-
-@pytest.fixture
-def keys_dir(tmp_path: Path) -> Path:
-    """Freshly generated cluster and gateway keys."""
-    path = tmp_path / "keys"
-    keys.generate(path)
-    return path
-
-
-@pytest.fixture
-def cluster_env(cluster_name: str, keys_dir: Path) -> dict[str, str]:
-    """SOIM_* variables for the nodes of one test cluster."""
-    return {"SOIM_CLUSTER": cluster_name, "SOIM_KEYS_DIR": str(keys_dir),
-            "SOIM_LOG_LEVEL": "INFO"}
 
 
 # ---- helpers

@@ -21,12 +21,6 @@ HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_A
 SILENCE_MS = 1000
 
 
-@pytest.fixture
-def keys_dir(tmp_path: Path) -> Path:
-    keys.generate(tmp_path / "keys")
-    return tmp_path / "keys"
-
-
 @asynccontextmanager
 async def started(keys_dir: Path) -> AsyncIterator[tuple[zmq.asyncio.Context, Security]]:
     """A context with Security running; both closed on exit."""
