@@ -7,55 +7,22 @@ is printed when a test fails to find what it waited for.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from tools.local_cluster import LocalNode
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class NodeProcess:
-    """One node process; `stop()` sends SIGTERM, `kill()` sends SIGKILL."""
+class NodeProcess(LocalNode):
+    """One node process of a test; the test runner's environment plus `env`, optionally run
+    under `prefix` (e.g. `ip netns exec NS`). `stop()` sends SIGTERM, `kill()` SIGKILL."""
 
     def __init__(self, role: str, env: Mapping[str, str], log_dir: Path,
-                 prefix: Iterator[str] | None = None, argv: list[str] | None = None) -> None:
-        self.role = role
-        self.node_id = env.get("SOIM_NODE_ID") or f"{role}-{uuid.uuid4().hex[:8]}"
-        self.log_path = log_dir / f"{self.node_id}.log"
-        full_env = {**os.environ, **env, "SOIM_NODE_ID": self.node_id,
-                    "PYTHONUNBUFFERED": "1"}
-        cmd = [*(prefix or []), sys.executable, "-m", f"nodes.{role}", *(argv or [])]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in wait())
-        self.proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        """Ask for a graceful stop."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """kill -9."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-
-    def wait(self, timeout: float = 10.0) -> int:
-        """Wait for the exit (killing after `timeout`); return the exit code."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(5)
-        self._log.close()
-        return code
-
-    def log(self) -> str:
-        """What the process printed so far."""
-        return self.log_path.read_text(errors="replace")
+                 prefix: Sequence[str] = ()) -> None:
+        super().__init__(role, {**os.environ, **env}, log_dir, prefix)
 
 
 @contextmanager

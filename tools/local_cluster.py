@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -42,16 +42,19 @@ STOP_TIMEOUT_S = 10.0
 
 
 class LocalNode:
-    """One node process; its output goes to `<log_dir>/<node id>.log`."""
+    """One node process (run under `prefix`, e.g. `ip netns exec NS`); its output goes to
+    `<log_dir>/<node id>.log`."""
 
-    def __init__(self, role: str, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(self, role: str, env: Mapping[str, str], log_dir: Path,
+                 prefix: Sequence[str] = ()) -> None:
         self.role = role
         self.node_id = env.get("SOIM_NODE_ID") or f"{role}-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.node_id}.log"
         full_env = {**env, "SOIM_NODE_ID": self.node_id, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in wait())
-        self.proc = subprocess.Popen([sys.executable, "-m", f"nodes.{role}"], env=full_env,
-                                     cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", f"nodes.{role}"],
+                                     env=full_env, cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int:
