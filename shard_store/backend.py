@@ -245,7 +245,7 @@ class Database(ABC):
 
 
 def open_database(spec: DbSpec, index: int, *, pool_size: int = 8,
-                  busy_timeout_s: float = 3.0) -> Database:
+                  busy_timeout_s: float = 10.0) -> Database:
     """Open one database of SOIM_DB; raises StoreUnavailable (one line) if it cannot."""
     if spec.kind == "mysql":
         from shard_store.mysql import MySQLDatabase

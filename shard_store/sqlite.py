@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -40,6 +41,8 @@ _PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
             "PRAGMA wal_autocheckpoint=10000", "PRAGMA cache_size=-16384")
 """WAL; checkpoint every ~40 MB rather than 4 MB (2-3x the insert rate); 16 MiB page cache."""
 _PLACEHOLDER = re.compile(r"%([%s])")
+OPEN_RETRY_PAUSE_S = 0.05
+"""Pause between attempts to open a file another process is setting up."""
 
 
 @lru_cache(maxsize=512)
@@ -112,7 +115,7 @@ class SQLiteDatabase(Database):
     insert_ignore = "INSERT OR IGNORE"
 
     def __init__(self, spec: DbSpec, index: int, *, pool_size: int = 8,
-                 busy_timeout_s: float = 3.0) -> None:
+                 busy_timeout_s: float = 10.0) -> None:
         super().__init__(spec, index)
         self.path = Path(spec.path) / FILE_NAME
         self._busy_timeout_s = busy_timeout_s
@@ -121,11 +124,24 @@ class SQLiteDatabase(Database):
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            first = self._new()
+            first = self._first()
         except (OSError, sqlite3.Error) as err:
             problem = " ".join(str(err).split())
             raise StoreUnavailable(f"SOIM_DB: cannot open {self.path}: {problem}") from None
         self._idle = [first]
+
+    def _first(self) -> sqlite3.Connection:
+        """The first connection. Turning a new file into WAL needs an exclusive lock that
+        SQLite does not wait for, so nodes starting together (make run) retry until the busy
+        timeout has passed."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                return self._new()
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+            time.sleep(OPEN_RETRY_PAUSE_S)  # another process holds the lock: retry shortly
 
     def _new(self) -> sqlite3.Connection:
         raw = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None,

@@ -50,7 +50,7 @@ class Store:
 
     @classmethod
     def open(cls, db: str = "sqlite:var/data", shards: int = 8, *, pool_size: int = 8,
-             busy_timeout_s: float = 3.0, target_version: int = LATEST) -> Store:
+             busy_timeout_s: float = 10.0, target_version: int = LATEST) -> Store:
         """Open and migrate every database of `db` (a SOIM_DB value).
 
         Raises ConfigError("SOIM_DB", …) for a malformed value and StoreUnavailable, whose
