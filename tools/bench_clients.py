@@ -1,0 +1,381 @@
+"""The load generator of `soimctl bench chat`: client worker processes holding raw connections.
+
+Role: `ClientPool` spreads many client connections over worker processes; each worker drives
+its connections synchronously with one poller — the requests of a setup step (`Exchange`), or a
+chat phase (`ChatPlan` → `ChatLog`) in which every connection sends at its pace and records
+acks and pushes — so neither asyncio nor the client library's timers are part of what is
+measured.
+Peer sockets: in each worker, one DEALER per client connection (Curve with a fresh keypair) to a
+gateway's client ROUTER; a multiprocessing pipe to the parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+import zmq
+from google.protobuf.message import Message
+
+from fabric import envelope, timing
+from fabric.security import anonymous_client
+from nodes.gateway.api import CLIENT
+from schema import client_pb2
+from schema import common_pb2 as pb
+
+CLIENT_WORKERS = max(2, os.cpu_count() or 2)
+"""Processes the client connections are spread over."""
+REQUEST_TIMEOUT_S = 2 * timing.CLIENT_REQUEST_TIMEOUT_S
+"""A client request not answered this long after it was sent is lost (TIMEOUT); a gateway
+answers every request by its own deadline, CLIENT_REQUEST_TIMEOUT_S."""
+WINDOW = 8
+"""Sends each chat client keeps in flight in the unthrottled phase."""
+CLIENT_SEND_CAP_PER_S = timing.SESSION_RATE_PER_S * 0.9
+"""Sends/s one client makes at most: under the gateway's per-session rate limit."""
+BODY_CHARS = 100
+FILLER = "so-im bench chat " * 6
+QUIET_S = 2.0
+"""A chat phase ends once its acks are in and no push came for this long ..."""
+DRAIN_MAX_S = 20.0
+"""... or this long after the last send."""
+
+M = TypeVar("M", bound=Message)
+
+
+class BenchError(Exception):
+    """The benchmark could not run or its clients failed; the message says why."""
+
+
+# ---- client worker processes
+
+@dataclass
+class Exchange:
+    """What one worker's share of a setup step gave: when it ran and each request's outcome."""
+
+    started: float
+    finished: float
+    results: list[tuple[int, bytes] | None]  # (error code, reply payload); None: not asked
+
+
+@dataclass
+class ChatPlan:
+    """One chat phase of one worker: what each of its connections sends, and how fast."""
+
+    targets: list[list[tuple[str, int]]]  # per connection: ("to_user" | "to_group", id), in turn
+    start_at: float                        # time.monotonic() when every worker starts
+    seconds: float
+    rate: float                            # sends/s of this worker; 0: each keeps WINDOW out
+    tag: str                               # makes client_msg_ids unique in the run
+
+
+@dataclass
+class ChatLog:
+    """What one worker saw in a chat phase."""
+
+    acks: list[tuple[int, int, int, int, int]]  # (connection, target turn, conv_id, seq, msg_id)
+    received: list[list[int]]                   # per connection: msg_id of every pushed message
+    latencies_ns: list[int]                     # send → push, of every push
+    ack_latencies_ns: list[int]                 # send → ack, of every ack
+    sent: int                                   # acked within the phase window
+    delivered: int                              # pushed within the phase window
+    delivered_group: int                        # of which group messages
+    errors: dict[str, int]
+
+
+def _client_worker(conn: Connection) -> None:
+    """Body of a worker process: open sockets, run setup steps and chat phases as asked.
+
+    Between commands it pings every connection each CLIENT_PING_INTERVAL_S, so idle sessions
+    do not expire. It exits on "close", when the parent goes away, or on Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    ctx = zmq.Context()
+    ctx.max_sockets = 65536
+    socks: list[zmq.Socket] = []
+    encoder = envelope.Encoder()
+    rids = itertools.count(1)
+    ping = client_pb2.PingRequest().SerializeToString()
+    try:
+        while True:
+            if not conn.poll(timing.CLIENT_PING_INTERVAL_S):
+                _keepalive(socks, encoder, rids)
+                continue
+            command, arg = conn.recv()
+            if command == "open":  # `window` connections at a time, each answering a Ping
+                targets, window = arg
+                results: list[tuple[int, bytes] | None] = []
+                for at in range(0, len(targets), window):
+                    fresh = [_connect(ctx, *target) for target in targets[at:at + window]]
+                    socks += fresh
+                    results += _exchange(fresh, encoder, rids, "Ping", [ping] * len(fresh),
+                                         window).results
+                conn.send(Exchange(0.0, 0.0, results))
+            elif command == "call":
+                conn.send(_exchange(socks, encoder, rids, *arg))
+            elif command == "chat":
+                conn.send(_chat(socks, encoder, rids, arg))
+            else:
+                return
+    except (EOFError, BrokenPipeError):
+        return
+    finally:
+        for sock in socks:
+            sock.close(0)
+        ctx.term()
+
+
+def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes) -> zmq.Socket:
+    """A client connection to a gateway: a DEALER with a fresh Curve keypair."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvhwm = sock.sndhwm = 0
+    anonymous_client(sock, server_key)
+    sock.connect(endpoint)
+    return sock
+
+
+def _keepalive(socks: Iterable[zmq.Socket], encoder: envelope.Encoder,
+               rids: Iterator[int]) -> None:
+    """A Ping on each connection, so its session does not expire idle; nobody waits for the
+    replies (whoever reads the socket next skips them)."""
+    deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
+    frame = client_pb2.PingRequest().SerializeToString()
+    for sock in socks:
+        with contextlib.suppress(zmq.Again):
+            sock.send(encoder.request(CLIENT["Ping"].name, next(rids), deadline_ms, frame),
+                      zmq.NOBLOCK)
+
+
+def _exchange(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int],
+              name: str, payloads: Sequence[bytes | None], window: int) -> Exchange:
+    """Send payloads[i] (unless None) as client.<name> on socks[i], at most `window` in flight;
+    wait for every reply (TIMEOUT for one not here REQUEST_TIMEOUT_S after its request)."""
+    method = CLIENT[name].name
+    results: list[tuple[int, bytes] | None] = [None if p is None else (pb.TIMEOUT, b"")
+                                               for p in payloads]
+    todo = [i for i, p in enumerate(payloads) if p is not None]
+    waiting: dict[zmq.Socket, tuple[int, int, float]] = {}  # (connection, request id, sent at)
+    poller = zmq.Poller()
+    started = last = time.monotonic()
+    ping_at = started + timing.CLIENT_PING_INTERVAL_S
+    while todo or waiting:
+        now = time.monotonic()
+        if now > ping_at:  # a long step: keep the sessions that wait for nothing alive
+            _keepalive((sock for sock in socks if sock not in waiting), encoder, rids)
+            ping_at = now + timing.CLIENT_PING_INTERVAL_S
+        for sock, (_, _, sent_at) in list(waiting.items()):
+            if now - sent_at > REQUEST_TIMEOUT_S:
+                poller.unregister(sock)
+                del waiting[sock]
+        deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
+        while todo and len(waiting) < window:
+            i, rid = todo.pop(), next(rids)
+            socks[i].send(encoder.request(method, rid, deadline_ms, payloads[i] or b""))
+            poller.register(socks[i], zmq.POLLIN)
+            waiting[socks[i]] = (i, rid, now)
+        for sock, _ in poller.poll(100):
+            i, rid, _ = waiting[sock]
+            try:
+                env = envelope.decode([sock.recv()], timing.CLUSTER_MAX_FRAME_BYTES)
+            except envelope.EnvelopeError:
+                continue
+            if env.header.kind != pb.REPLY or env.header.request_id != rid:
+                continue  # a push, or the reply to an earlier keepalive ping
+            results[i] = (env.header.error, env.payload)
+            poller.unregister(sock)
+            del waiting[sock]
+            last = time.monotonic()
+    return Exchange(started, last, results)
+
+
+def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int],
+          plan: ChatPlan) -> ChatLog:
+    """Run one chat phase on the first len(plan.targets) connections.
+
+    Until start_at + seconds every connection sends — at the worker's share of a fixed rate, or
+    as fast as it may (WINDOW in flight, at most CLIENT_SEND_CAP_PER_S) — and all the while every
+    connection reads its acks and pushes. Then it waits for the acks still out and for the
+    pushes to stop (QUIET_S without one), up to DRAIN_MAX_S.
+    """
+    n = len(plan.targets)
+    method = CLIENT["Send"].name
+    log = ChatLog([], [[] for _ in range(n)], [], [], 0, 0, 0, {})
+    errors: Counter[str] = Counter()
+    poller = zmq.Poller()
+    index = {}
+    for i, sock in enumerate(socks[:n]):
+        poller.register(sock, zmq.POLLIN)
+        index[sock] = i
+    pending: dict[int, tuple[int, int, int]] = {}  # request id -> (connection, turn, sent ns)
+    in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
+    stop_at = plan.start_at + plan.seconds
+    deadline_ms = int((time.time() + plan.start_at - time.monotonic() + plan.seconds
+                       + DRAIN_MAX_S) * 1000)
+    due = 0
+
+    def send(i: int) -> None:
+        turn = turns[i]
+        field, to = plan.targets[i][turn % len(plan.targets[i])]
+        rid, now_ns = next(rids), time.monotonic_ns()
+        request = client_pb2.SendRequest(client_msg_id=f"{plan.tag}{rid}", body=(
+            f"{now_ns:016x}" + FILLER)[:BODY_CHARS], **{field: to})
+        socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
+        pending[rid] = (i, turn, now_ns)
+        in_flight[i] += 1
+        turns[i] += 1
+
+    time.sleep(max(plan.start_at - time.monotonic(), 0))  # the start shared by all workers
+    last_push = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now < stop_at:
+            if plan.rate:
+                while due < int((now - plan.start_at) * plan.rate) + 1:
+                    send(due % n)
+                    due += 1
+                wait_ms = math.ceil((plan.start_at + due / plan.rate - now) * 1000)
+            else:
+                for i in range(n):
+                    if in_flight[i] < WINDOW and next_ok[i] <= now:
+                        send(i)
+                        next_ok[i] = max(next_ok[i] + 1 / CLIENT_SEND_CAP_PER_S, now - 1)
+                wait_ms = 1
+        elif (not pending and now - last_push > QUIET_S) or now > stop_at + DRAIN_MAX_S:
+            break
+        else:
+            wait_ms = 100
+        for sock, _ in poller.poll(wait_ms):
+            i = index[sock]
+            while True:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                at = time.monotonic()
+                try:
+                    env = envelope.decode([frame], timing.CLUSTER_MAX_FRAME_BYTES)
+                except envelope.EnvelopeError as err:
+                    errors[f"bad frame {err.reason.value}"] += 1
+                    continue
+                if env.header.kind == pb.EVENT:
+                    push = client_pb2.Push.FromString(env.payload)
+                    if push.WhichOneof("item") != "message":
+                        continue
+                    msg = push.message
+                    log.received[i].append(msg.msg_id)
+                    log.latencies_ns.append(time.monotonic_ns() - int(msg.body[:16], 16))
+                    if at < stop_at:
+                        log.delivered += 1
+                        log.delivered_group += msg.HasField("to_group")
+                    last_push = at
+                    continue
+                sent = pending.pop(env.header.request_id, None)
+                if sent is None:
+                    continue  # a keepalive ping's reply
+                in_flight[i] -= 1
+                if env.header.error != pb.OK:
+                    errors[pb.ErrorCode.Name(env.header.error)] += 1
+                    continue
+                ack = client_pb2.SendAck.FromString(env.payload)
+                log.acks.append((i, sent[1], ack.conv_id, ack.seq, ack.msg_id))
+                log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
+                log.sent += at < stop_at
+    errors["no ack"] += len(pending)
+    log.errors = dict(+errors)
+    return log
+
+
+class ClientPool:
+    """Client connections spread over worker processes: connection i lives in worker i % n."""
+
+    def __init__(self, workers: int) -> None:
+        ctx = mp.get_context("spawn")
+        self._pipes: list[Connection] = []
+        self._procs: list[Any] = []
+        for _ in range(workers):
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_client_worker, args=(there,), daemon=True)
+            proc.start()
+            there.close()
+            self._pipes.append(here)
+            self._procs.append(proc)
+        self.pids = [p.pid for p in self._procs]
+        self.workers = workers
+
+    def open(self, targets: Sequence[tuple[str, bytes]], window: int = 0) -> None:
+        """Connect one client per (endpoint, server key), `window` at a time per worker (0:
+        all at once); BenchError unless each answers a Ping."""
+        n = len(self._pipes)
+        window = window or len(targets)
+        rounds = -(-len(targets) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
+        replies = self._ask([("open", (list(targets[w::n]), window)) for w in range(n)],
+                            rounds * REQUEST_TIMEOUT_S)
+        replies_ok("connect (Ping)", [r for reply in replies for r in reply.results],
+            client_pb2.PingReply.FromString)
+
+    def call(self, name: str, payloads: Sequence[bytes | None],
+             window: int) -> tuple[float, list[tuple[int, bytes] | None]]:
+        """payloads[i] (unless None) to connection i, at most `window` in flight per worker;
+        (seconds from the first send to the last reply, result per connection)."""
+        n = len(self._pipes)
+        rounds = -(-len(payloads) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
+        replies = self._ask([("call", (name, list(payloads[w::n]), window)) for w in range(n)],
+                            rounds * REQUEST_TIMEOUT_S)
+        results: list[tuple[int, bytes] | None] = [None] * len(payloads)
+        for w, reply in enumerate(replies):
+            results[w::n] = reply.results
+        elapsed = max(r.finished for r in replies) - min(r.started for r in replies)
+        return max(elapsed, 1e-9), results
+
+    def chat(self, targets: list[list[tuple[str, int]]], seconds: float, rate: float,
+             tag: str) -> list[ChatLog]:
+        """One chat phase over connections 0..len(targets)-1, starting on every worker at once;
+        `rate` is the total sends/s (0: as fast as each may). One ChatLog per worker."""
+        n = len(self._pipes)
+        start_at = time.monotonic() + 0.5
+        return self._ask([("chat", ChatPlan(targets[w::n], start_at, seconds,
+                                            rate * len(targets[w::n]) / len(targets),
+                                            f"{tag}{w}-")) for w in range(n)],
+                         seconds + DRAIN_MAX_S)
+
+    def _ask(self, commands: list[tuple[str, Any]], seconds: float) -> list[Any]:
+        for pipe, command in zip(self._pipes, commands, strict=True):
+            pipe.send(command)
+        deadline = time.monotonic() + seconds + 30
+        replies = []
+        for pipe in self._pipes:
+            if not pipe.poll(max(deadline - time.monotonic(), 0)):
+                raise BenchError("a client worker did not answer in time")
+            replies.append(pipe.recv())
+        return replies
+
+    def close(self) -> None:
+        """Stop the workers (their sockets close with them)."""
+        for pipe in self._pipes:
+            with contextlib.suppress(OSError):  # BrokenPipeError: that worker is gone
+                pipe.send(("close", None))
+        for proc in self._procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def replies_ok(what: str, results: Sequence[tuple[int, bytes] | None],
+        parse: Callable[[bytes], M]) -> list[M]:
+    """Parsed replies of the requests asked (not the Nones), in connection order; BenchError
+    naming the error codes if any of them failed."""
+    bad = Counter(pb.ErrorCode.Name(r[0]) for r in results if r is not None and r[0] != pb.OK)
+    if bad:
+        raise BenchError(f"{what}: {sum(bad.values())} of {len(results)} failed: {dict(bad)}")
+    return [parse(r[1]) for r in results if r is not None]

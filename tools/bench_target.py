@@ -1,0 +1,128 @@
+"""The cluster a `soimctl bench chat` run measures, as the bench sees it.
+
+Role: `Target` (the live gateways, the pids of spawned nodes, a `CpuMeter` over them), the
+process figures read from /proc (CPU seconds, RSS, who listens on a port), and `step`, one
+request per client connection through a `ClientPool`. Shared by the login and chat modes.
+Peer sockets: those of its `ClusterView` (zeroconf, events SUB) and of the client workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fabric.config import Config
+from nodes.gateway.api import CLIENT
+from tools.bench_clients import (
+    BenchError,
+    ClientPool,
+    replies_ok,
+)
+from tools.cluster_view import ClusterView
+
+PASSWORD = "bench-password-1"
+SETTLE_S = 30.0
+"""How long to wait for the spawned nodes to be alive, or a gateway to report its sessions."""
+SPAWN = {"gateway": 2, "router": 2, "directory": 1, "storage": 1}
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of a process in MB (MiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores each group of processes kept busy between `start()` and `stop()`."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._start: dict[int, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._start = {pid: cpu_s(pid) for pids in self.groups.values() for pid in pids}
+        self._t0 = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self._t0
+        return {group: round(sum(cpu_s(pid) - self._start[pid] for pid in pids) / wall, 2)
+                for group, pids in self.groups.items() if pids}
+
+
+def listening_pid(port: int) -> int:
+    """The pid of the local process listening on TCP `port` (found through /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A":
+                inodes.add(f"socket:[{cols[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
+    raise BenchError(f"no local process of this user listens on port {port}")
+
+
+async def wait_sessions(view: ClusterView, gateway_id: str, at_least: int) -> None:
+    """Wait until the gateway's heartbeat reports `at_least` sessions."""
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        peer = view.membership.get(gateway_id)
+        if peer is not None and peer.sessions >= at_least:
+            return
+        await asyncio.sleep(0.1)  # polling heartbeats until the deadline
+    raise BenchError(f"gateway {gateway_id} did not report {at_least} sessions")
+
+
+@dataclass
+class Target:
+    """The cluster under test, as this process sees it."""
+
+    view: ClusterView
+    cfg: Config
+    pids: dict[str, tuple[str, int]]  # node id -> (role, pid), for the spawned nodes
+
+    def gateways(self) -> list[tuple[str, str, bytes]]:
+        """(node id, client endpoint, server key) of every live gateway, by node id."""
+        return [(p.node_id, p.info.endpoints["client"], p.info.client_key.encode())
+                for p in self.view.membership.alive("gateway")]
+
+    def pid(self, node_id: str, endpoint: str) -> int:
+        """The pid of a gateway of this machine."""
+        if node_id in self.pids:
+            return self.pids[node_id][1]
+        return listening_pid(int(endpoint.rsplit(":", 1)[1]))
+
+    def cpu_meter(self, *pools: ClientPool) -> CpuMeter:
+        """A CpuMeter over the spawned nodes (by role) and the client workers of `pools`."""
+        groups: dict[str, list[int]] = {role: [] for role in SPAWN}
+        for role, pid in self.pids.values():
+            groups[role].append(pid)
+        groups["clients"] = [pid for pool in pools for pid in pool.pids]
+        return CpuMeter(groups)
+
+
+async def step(pool: ClientPool, name: str, payloads: list[bytes | None],
+                window: int = 0) -> tuple[float, list[Any]]:
+    """payloads[i] (None: nothing) on connection i, at most `window` in flight per worker (0:
+    all at once); (seconds from the first send to the last reply, the replies)."""
+    took, results = await asyncio.to_thread(pool.call, name, payloads, window or len(payloads))
+    return took, replies_ok(name, results, CLIENT[name].reply.FromString)
