@@ -1,0 +1,366 @@
+"""A lane of the batch writer: the two threads that write one database's message rows.
+
+Role: the builder thread takes pending rows (stamping seqs through a `Sequencer` when there is
+one) and turns them into one multi-row INSERT per shard table; the committer thread runs each
+flush in one transaction, classifies ignored rows (duplicate or seq clash) and settles the
+futures; a failed flush fails every row of it, and with a sequencer every batch stamped behind
+it too, and rolls the affected conversations back. See `shard_store.batch_writer` for the
+outcomes of a row.
+Connections: one pooled connection of its database, held by the committer thread, which
+closes it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Collection
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Protocol
+
+from shard_store.backend import (
+    Conn,
+    Database,
+    FlushFailed,
+    SeqClash,
+    Statement,
+    StoreError,
+    WriterClosed,
+)
+from shard_store.schema import (
+    MESSAGE,
+    MESSAGE_KINDS,
+    MessageRow,
+)
+
+IDLE_WAKE_S = 0.5
+"""Idle threads re-check their state at least this often."""
+
+_COLUMNS = MessageRow._fields
+_KEY = ("conv_id", "sender", "client_msg_id")
+Item = tuple[MessageRow, int, "Future[MessageRow]"]
+"""A pending row, the number of its shard table in its database, and its future."""
+
+
+@dataclass
+class WriterStats:
+    """Counters of one writer (summed over its lanes)."""
+
+    flushes: int = 0
+    rows: int = 0
+    duplicates: int = 0
+    clashes: int = 0
+    failed_flushes: int = 0
+    failed_rows: int = 0
+
+
+class Sequencer(Protocol):
+    """Stamps seqs at build time for a sequencing writer (see the module doc).
+
+    Both methods run in the builder thread of `db`'s lane, so a sequencer needs no lock for the
+    conversations of one database.
+    """
+
+    def assign(self, db: Database, items: list[Item]) -> list[Item]:
+        """The items to write, in order, with their rows' seqs stamped.
+
+        Items left out must have their futures settled by the sequencer (e.g. a retried send
+        resolved to the stored row). Raising fails the whole batch and rolls its lane back.
+        """
+        ...
+
+    def forget(self, db: Database, conv_ids: Collection[int] | None) -> None:
+        """The seqs stamped for these conversations of `db` (None: all of them) may not all be
+        written and nothing stamped for them can still commit: start them again from the
+        database."""
+        ...
+
+
+@dataclass
+class _Flush:
+    items: list[Item]
+    groups: list[tuple[str, list[Item], list[Statement]]]
+    epoch: int = 0
+
+
+class Lane:
+    """The builder and committer threads of one database."""
+
+    def __init__(self, db: Database, max_rows: int, max_s: float,
+                 sequencer: Sequencer | None) -> None:
+        self.db = db
+        self.stats = WriterStats()
+        self._seq = sequencer
+        self._epoch = 0
+        """Sequencing: bumped by every rollback; a batch stamped in an older epoch never commits."""
+        self._forget: set[int] | None = set()
+        """Sequencing: conversations to forget before the next stamping (None: all)."""
+        self._max_rows = max_rows
+        self._max_s = max_s
+        self._cond = threading.Condition()
+        self._pending: list[Item] = []
+        self._first_at = 0.0
+        self._sealed: _Flush | None = None
+        self._busy = False
+        self._closing = False
+        self._abandoned = False
+        self._built_all = False
+        self._conn: Conn | None = None
+        self._threads = [
+            threading.Thread(target=self._build_loop, name=f"soim-writer-build-{db.index}",
+                             daemon=True),
+            threading.Thread(target=self._commit_loop, name=f"soim-writer-commit-{db.index}",
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    @property
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def put(self, items: list[Item]) -> None:
+        with self._cond:
+            if self._closing:
+                raise WriterClosed("the batch writer is closed")
+            before = len(self._pending)
+            self._pending.extend(items)
+            if before == 0:
+                self._first_at = time.monotonic()
+                self._cond.notify_all()
+            elif before < self._max_rows <= len(self._pending):
+                self._cond.notify_all()
+
+    def begin_close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def join(self, deadline: float) -> None:
+        for t in self._threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def abandon(self) -> None:
+        """Past the close deadline: fail what is not written yet and abort the flush."""
+        with self._cond:
+            self._abandoned = True
+            dropped = self._pending + (self._sealed.items if self._sealed else [])
+            self._pending, self._sealed = [], None
+            self._cond.notify_all()
+        _fail(dropped, WriterClosed, "writer shut down before this row was written")
+        self.abort()
+
+    def roll_back(self, conv_ids: Collection[int] | None) -> None:
+        """Batches stamped until now fail; forget `conv_ids` (None: all) before stamping again."""
+        with self._cond:
+            self._roll_back(conv_ids)
+
+    def _roll_back(self, conv_ids: Collection[int] | None) -> None:
+        """roll_back with the lock held."""
+        self._epoch += 1
+        if conv_ids is None or self._forget is None:
+            self._forget = None
+        else:
+            self._forget.update(conv_ids)
+        self._cond.notify_all()
+
+    def _stale(self, items: list[Item], why: str) -> None:
+        """A stamped batch that must not commit: fail it and roll its conversations back."""
+        with self._cond:
+            self._roll_back({row.conv_id for row, _, _ in items})
+        self.stats.failed_flushes += 1
+        self.stats.failed_rows += len(items)
+        _fail(items, FlushFailed, why)
+
+    def abort(self) -> bool:
+        conn = self._conn if self._busy else None
+        if conn is None:
+            return False
+        try:
+            self.db.interrupt(conn)
+        except StoreError:
+            return False
+        return True
+
+    # -- builder thread --
+
+    def _build_loop(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            batch, epoch, forget = taken
+            items = batch
+            try:
+                if self._seq is not None:
+                    if forget is None or forget:
+                        self._seq.forget(self.db, forget)
+                    items = self._seq.assign(self.db, batch)
+                flush = self._build(items, epoch)
+            except Exception as err:  # a read of the sequencer failed, or a row was unusable
+                if self._seq is not None:
+                    self._stale(batch, f"could not build the flush: {err}")
+                else:
+                    _fail(batch, FlushFailed, f"could not build the flush: {err}")
+                continue
+            if not items:
+                continue  # the sequencer settled every row (retries of stored messages)
+            with self._cond:
+                while self._sealed is not None and not self._abandoned:
+                    self._cond.wait(IDLE_WAKE_S)
+                abandoned = self._abandoned
+                if not abandoned and (self._seq is None or epoch == self._epoch):
+                    self._sealed = flush
+                    self._cond.notify_all()
+                    continue
+            if abandoned:
+                _fail(items, WriterClosed, "writer shut down before this row was written")
+            else:
+                self._stale(items, "an earlier flush failed; retry")
+
+    def _take(self) -> tuple[list[Item], int, set[int] | None] | None:
+        """The next batch: at once if the committer is free, else at max_rows or max_ms.
+
+        Sequencing: also the epoch it is stamped in and the conversations to forget first —
+        handed over only once no flush stamped earlier is sealed or running.
+        """
+        with self._cond:
+            while not self._pending:
+                if self._closing:
+                    self._built_all = True
+                    self._cond.notify_all()
+                    return None
+                self._cond.wait(IDLE_WAKE_S)
+            while ((self._busy or self._sealed is not None) and not self._closing
+                   and len(self._pending) < self._max_rows):
+                left = self._first_at + self._max_s - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if self._seq is not None and self._forget != set():
+                while (self._busy or self._sealed is not None) and not self._abandoned:
+                    self._cond.wait(IDLE_WAKE_S)
+            batch = self._pending[:self._max_rows]
+            del self._pending[:self._max_rows]
+            if self._pending:
+                self._first_at = time.monotonic()
+            forget, self._forget = self._forget, set()
+            return batch, self._epoch, forget
+
+    def _build(self, batch: list[Item], epoch: int) -> _Flush:
+        by_table: defaultdict[int, list[Item]] = defaultdict(list)
+        for item in batch:
+            by_table[item[1]].append(item)
+        groups = []
+        for table_no in sorted(by_table):  # one lock order for every writer: no deadlocks
+            items = by_table[table_no]
+            table = f"{MESSAGE.name}_{table_no}"
+            stmts = self.db.insert_statements(table, _COLUMNS, MESSAGE_KINDS,
+                                              [item[0] for item in items],
+                                              ignore=self._seq is None)
+            groups.append((table, items, stmts))
+        return _Flush(batch, groups, epoch)
+
+    # -- committer thread --
+
+    def _commit_loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while self._sealed is None:
+                        if self._built_all or self._abandoned:
+                            return
+                        self._cond.wait(IDLE_WAKE_S)
+                    flush, self._sealed = self._sealed, None
+                    stale = self._seq is not None and flush.epoch != self._epoch
+                    self._busy = not stale
+                    self._cond.notify_all()
+                if stale:
+                    self._stale(flush.items, "an earlier flush failed; retry")
+                    continue
+                self._commit(flush)
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _commit(self, flush: _Flush) -> None:
+        try:
+            special = self._write(flush)
+        except Exception as err:  # any failure fails the whole flush, never a half-ack
+            if self._conn is not None:
+                self._conn.broken = True
+                self._conn.close()
+                self._conn = None
+            if self._seq is not None:
+                self.roll_back({row.conv_id for row, _, _ in flush.items})
+            self.stats.failed_flushes += 1
+            self.stats.failed_rows += len(flush.items)
+            _fail(flush.items, FlushFailed, f"flush of {len(flush.items)} rows failed: {err}")
+            return
+        self.stats.flushes += 1
+        self.stats.rows += len(flush.items)
+        for row, _, fut in flush.items:
+            out = special.get(fut, row) if special else row
+            try:
+                if isinstance(out, SeqClash):
+                    fut.set_exception(out)
+                else:
+                    fut.set_result(out)
+            except InvalidStateError:  # the caller cancelled it; the row is written anyway
+                pass
+
+    def _write(self, flush: _Flush) -> dict[Future[MessageRow], MessageRow | SeqClash]:
+        """Run the flush as one transaction; return the rows that were not simply inserted.
+
+        Rows whose INSERT was ignored are read back after the COMMIT: message rows are never
+        updated or deleted, so what is stored under their unique key then is final.
+        """
+        if self._conn is None:
+            self._conn = self.db.connection(batch=True)
+        conn = self._conn
+        counts = iter(conn.write_batch([st for _, _, stmts in flush.groups for st in stmts]))
+        special: dict[Future[MessageRow], MessageRow | SeqClash] = {}
+        for table, items, stmts in flush.groups:
+            inserted = sum(next(counts) for _ in stmts)
+            if inserted != len(items):
+                self._classify(conn, table, items, special)
+        return special
+
+    def _classify(self, conn: Conn, table: str, items: list[Item],
+                  special: dict[Future[MessageRow], MessageRow | SeqClash]) -> None:
+        """Read back by the unique key to tell duplicates from seq clashes."""
+        keys = [(row.conv_id, row.sender, row.client_msg_id) for row, _, _ in items]
+        stored: dict[tuple[int, int, str], MessageRow] = {}
+        for sql, params in self.db.select_in_statements(table, _COLUMNS, _KEY, "iis", keys):
+            for rec in conn.query(sql, params):
+                have = MessageRow(*rec)
+                stored[(have.conv_id, have.sender, have.client_msg_id)] = have
+        for row, _, fut in items:
+            have = stored.get((row.conv_id, row.sender, row.client_msg_id))
+            if have is None:
+                special[fut] = SeqClash(row.conv_id, row.seq)
+                self.stats.clashes += 1
+            elif have != row:
+                special[fut] = have
+                self.stats.duplicates += 1
+
+
+def _fail(items: list[Item], kind: type[StoreError], message: str) -> None:
+    for _, _, fut in items:
+        with suppress(InvalidStateError):  # cancelled by the caller: nothing to tell
+            fut.set_exception(kind(message))
