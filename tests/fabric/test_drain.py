@@ -62,12 +62,12 @@ def test_echo_survives_sends_from_another_task() -> None:
         async def pusher() -> None:
             while not got_all.is_set():
                 send_batch(router, [[i, b"push"] for i in identities])
-                await asyncio.sleep(0)
+                await asyncio.sleep(0)  # let the reader run between pushes (load, not a wait)
 
         push_task = asyncio.ensure_future(pusher())
         for start in range(0, N, 500):
             send_batch(dealer, [[b"req"]] * 500)
-            await asyncio.sleep(0.001 if start % 2000 else 0)
+            await asyncio.sleep(0.001 if start % 2000 else 0)  # the requests' pace
         async with asyncio.timeout(30):
             await got_all.wait()
         push_task.cancel()
@@ -107,7 +107,7 @@ def test_queued_before_start_and_closed_reader_lets_go() -> None:
         dealer2.send(b"later")
         async with asyncio.timeout(5):
             while got[-1][1] != b"later":
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # polling the callback's list, with a deadline
         reader2.close()
         for sock in (again, dealer, dealer2):
             sock.close(0)
