@@ -67,6 +67,7 @@ class Membership:
         self._on_updated = on_updated
         self._on_removed = on_removed
         self._peers: dict[str, Peer] = {}
+        self._alive: dict[str | None, list[Peer]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         subscriber.on(HEARTBEAT_TOPIC, self._heartbeat)
         subscriber.on(BYE_TOPIC, self._bye)
@@ -74,9 +75,14 @@ class Membership:
 
     # ---- queries
     def alive(self, role: str | None = None) -> list[Peer]:
-        """Live peers, optionally of one role, ordered by node id."""
-        return sorted((p for p in self._peers.values() if p.alive and
-                       (role is None or p.role == role)), key=lambda p: p.node_id)
+        """Live peers, optionally of one role, ordered by node id (a fresh list each call,
+        computed once per change of the view: hot paths ask on every message)."""
+        cached = self._alive.get(role)
+        if cached is None:
+            cached = self._alive[role] = sorted(
+                (p for p in self._peers.values() if p.alive and (role is None or p.role == role)),
+                key=lambda p: p.node_id)
+        return list(cached)
 
     def get(self, node_id: str) -> Peer | None:
         """The peer with this id if it is alive."""
@@ -190,6 +196,8 @@ class Membership:
                         self._on_removed(peer)
 
     def _gauge(self) -> None:
+        """A peer came or went: forget cached answers, update the gauges."""
+        self._alive.clear()
         counts = dict.fromkeys(ROLES, 0)
         for peer in self._peers.values():
             counts[peer.role] = counts.get(peer.role, 0) + peer.alive
