@@ -12,6 +12,7 @@ zeroconf (AsyncZeroconf) for discovery; an HTTP listener for /metrics.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -117,6 +118,9 @@ class Node:
             client_key=self.client_key(), started_at=self.started_at)
         await self.discovery.async_start()
         await self.discovery.async_register(self.info)
+        gc.collect()
+        gc.freeze()  # what start-up made lives as long as the node: no collection scans it again
+        gc.set_threshold(*timing.GC_THRESHOLDS)
         self.log.info("%s %s serving: %s, metrics :%d", self.role, self.node_id,
                       " ".join(f"{k}={v}" for k, v in self.endpoints.items()), metrics_port)
 

@@ -86,3 +86,8 @@ SESSION_SWEEP_INTERVAL_S = 1.0
 
 DRAIN_GRACE_S = 5.0
 """A drained node stops this long after `soimctl drain` unless the request says otherwise."""
+
+GC_THRESHOLDS = (20_000, 20, 10)
+"""gc.set_threshold of every node. With the default 700, requests in flight for a few
+milliseconds survive into the old generations and set off full collections every ~2 s (tens of
+ms each); at 20,000 they die young, and a young collection stays around a millisecond."""

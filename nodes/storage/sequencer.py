@@ -21,7 +21,7 @@ No sockets: reads on a pooled connection of the builder's database.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Collection
 from concurrent.futures import Future, InvalidStateError
 from contextlib import ExitStack, suppress
@@ -76,9 +76,14 @@ class _Lane:
     """The state of one database's conversations (touched by its builder thread only)."""
 
     convs: OrderedDict[int, _Conv] = field(default_factory=OrderedDict)
-    keys: dict[_Key, tuple[int, Future[MessageRow], int]] = field(default_factory=dict)
-    """Key -> (generation, future, bytes), oldest first."""
+    keys: dict[_Key, tuple[int, Future[MessageRow] | tuple, int]] = field(default_factory=dict)
+    """Key -> (generation, the row's future while in flight, then the stored row as a plain
+    tuple, bytes), oldest first. Settled rows are kept as plain tuples of ints and strings,
+    which the garbage collector does not track: a table of futures (a lock and a condition
+    each) made every full collection of the node take hundreds of milliseconds."""
     key_bytes: int = 0
+    in_flight: deque[tuple[_Key, Future[MessageRow]]] = field(default_factory=deque)
+    """Keys stamped and not yet seen settled, in stamping order (flushes settle in order)."""
 
 
 class Sequencer:
@@ -101,6 +106,7 @@ class Sequencer:
         if conv_ids is None:
             lane.convs.clear()
             lane.keys.clear()
+            lane.in_flight.clear()
             lane.key_bytes = 0
             return
         for conv_id in conv_ids:
@@ -109,6 +115,7 @@ class Sequencer:
     def assign(self, db: Database, items: list[Item]) -> list[Item]:
         lane = self._lane(db)
         convs, keys = lane.convs, lane.keys
+        _settle(lane)
         self._load(db, lane, items)
         out: list[Item] = []
         for row, table_no, fut in items:
@@ -123,6 +130,7 @@ class Sequencer:
             conv.next_seq += 1
             conv.last = fut
             self._remember(lane, key, conv.gen, fut, row)
+            lane.in_flight.append((key, fut))
         self._trim(lane, {row.conv_id for row, _, _ in items})
         BATCH_ROWS.observe(len(out))
         return out
@@ -133,13 +141,13 @@ class Sequencer:
             lane = self._lanes[db.index] = _Lane()
         return lane
 
-    def _remember(self, lane: _Lane, key: _Key, gen: int, fut: Future[MessageRow],
+    def _remember(self, lane: _Lane, key: _Key, gen: int, ref: Future[MessageRow] | tuple,
                   row: MessageRow) -> None:
         old = lane.keys.pop(key, None)  # re-inserted at the end: the table stays oldest first
         if old is not None:
             lane.key_bytes -= old[2]
         size = KEY_OVERHEAD_BYTES + len(row.body)
-        lane.keys[key] = (gen, fut, size)
+        lane.keys[key] = (gen, ref, size)
         lane.key_bytes += size
 
     def _load(self, db: Database, lane: _Lane, items: list[Item]) -> None:
@@ -174,18 +182,16 @@ class Sequencer:
             for table, keys in lookup.items():
                 LOOKUPS.inc(len(keys))
                 for stored in queries.messages_by_key(conn(), db.kind, table, list(keys)):
-                    done: Future[MessageRow] = Future()
-                    done.set_result(stored)
                     key = (stored.conv_id, stored.sender, stored.client_msg_id)
-                    self._remember(lane, key, convs[stored.conv_id].gen, done, stored)
+                    self._remember(lane, key, convs[stored.conv_id].gen, tuple(stored), stored)
 
     def _trim(self, lane: _Lane, used: set[int]) -> None:
         convs, keys = lane.convs, lane.keys
         for conv_id in used:
             convs.move_to_end(conv_id)
         while len(keys) > self.max_keys or lane.key_bytes > self.max_key_bytes:
-            key, (gen, fut, size) = next(iter(keys.items()))
-            if not fut.done():
+            key, (gen, ref, size) = next(iter(keys.items()))
+            if isinstance(ref, Future) and not ref.done():
                 break  # still in flight: evict once it settled
             del keys[key]
             lane.key_bytes -= size
@@ -199,8 +205,30 @@ class Sequencer:
             del convs[conv_id]
 
 
-def _follow(original: Future[MessageRow], retry: Future[MessageRow]) -> None:
+def _settle(lane: _Lane) -> None:
+    """Swap the futures of settled rows for plain tuples: the stored row when its flush
+    committed; a failed row's entry goes (its conversation is loaded again, a new generation)."""
+    keys, convs, in_flight = lane.keys, lane.convs, lane.in_flight
+    while in_flight and in_flight[0][1].done():
+        key, fut = in_flight.popleft()
+        conv = convs.get(key[0])
+        if conv is not None and conv.last is fut:
+            conv.last = None
+        entry = keys.get(key)
+        if entry is None or entry[1] is not fut:
+            continue  # evicted, or stamped again since
+        if fut.cancelled() or fut.exception() is not None:
+            del keys[key]
+            lane.key_bytes -= entry[2]
+        else:
+            keys[key] = (entry[0], tuple(fut.result()), entry[2])
+
+
+def _follow(original: Future[MessageRow] | tuple, retry: Future[MessageRow]) -> None:
     """Settle `retry` as `original` settles (at once if it already has)."""
+    if not isinstance(original, Future):
+        retry.set_result(MessageRow._make(original))
+        return
 
     def copy(done: Future[MessageRow]) -> None:
         with suppress(InvalidStateError):
