@@ -12,6 +12,7 @@ gateway's client ROUTER; a multiprocessing pipe to the parent.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import math
 import multiprocessing as mp
@@ -99,6 +100,7 @@ def _client_worker(conn: Connection) -> None:
     do not expire. It exits on "close", when the parent goes away, or on Ctrl-C.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    gc.disable()  # a bounded run: full collections over the growing logs would stall the load
     ctx = zmq.Context()
     ctx.max_sockets = 65536
     socks: list[zmq.Socket] = []
