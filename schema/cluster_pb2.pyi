@@ -231,6 +231,86 @@ class DirTokenRequest(_message.Message):
 Global___DirTokenRequest: _TypeAlias = DirTokenRequest  # noqa: Y015
 
 @_typing.final
+class DirTokensRequest(_message.Message):
+    """Directory.VerifyTokens: the tokens of many ResumeRequests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirTokenRequest]:
+        """at most 500"""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___DirTokenRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirTokensRequest: _TypeAlias = DirTokensRequest  # noqa: Y015
+
+@_typing.final
+class DirTokenResult(_message.Message):
+    """One token's outcome in Directory.VerifyTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    code: _common_pb2.ErrorCode.ValueType
+    """OK, TOKEN_INVALID or ACCOUNT_DISABLED"""
+    detail: _builtins.str
+    """why not, safe to show the client"""
+    @_builtins.property
+    def auth(self) -> Global___DirAuthReply:
+        """set when code is OK: as the reply of VerifyToken"""
+
+    def __init__(
+        self,
+        *,
+        code: _common_pb2.ErrorCode.ValueType = ...,
+        detail: _builtins.str = ...,
+        auth: Global___DirAuthReply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "code", b"code", "detail", b"detail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirTokenResult: _TypeAlias = DirTokenResult  # noqa: Y015
+
+@_typing.final
+class DirTokensReply(_message.Message):
+    """The answer to Directory.VerifyTokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DirTokenResult]:
+        """one per token, same order"""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___DirTokenResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirTokensReply: _TypeAlias = DirTokensReply  # noqa: Y015
+
+@_typing.final
 class UserRecord(_message.Message):
     """A user's directory record."""
 

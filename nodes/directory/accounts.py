@@ -1,4 +1,4 @@
-"""Directory rpcs of accounts: Register, Login, VerifyToken, Users, Touch, SetDisabled,
+"""Directory rpcs of accounts: Register, Login, VerifyToken(s), Users, Touch, SetDisabled,
 SearchUsers.
 
 Role: validate, throttle, hash and check passwords (scrypt threads), read and write accounts
@@ -12,9 +12,12 @@ from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.directory import account_rows, passwords, validation
 from nodes.directory.context import Context
-from nodes.directory.tokens import now_ms
+from nodes.directory.tokens import Token, now_ms
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+
+MAX_TOKENS = 500
+"""Most tokens in one VerifyTokens call."""
 
 
 class Accounts:
@@ -84,14 +87,46 @@ class Accounts:
     async def verify_token(self, req: cluster_pb2.DirTokenRequest,
                            call: Call) -> cluster_pb2.DirAuthReply:
         """A valid token to its user and a fresh token. TOKEN_INVALID, ACCOUNT_DISABLED."""
-        token = self.ctx.signer.verify(req.token)
-        found = await self.ctx.db(account_rows.users, self.ctx.store, [token.user_id])
-        user = found.get(token.user_id)
-        if user is None:
-            raise RpcError(pb.TOKEN_INVALID, "no such user")
-        if user.disabled:
-            raise RpcError(pb.ACCOUNT_DISABLED, "this account is disabled")
-        return self._authorised(user)
+        result = (await self._verify([req.token])).results[0]
+        if result.code != pb.OK:
+            raise RpcError(result.code, result.detail)
+        return result.auth
+
+    async def verify_tokens(self, req: cluster_pb2.DirTokensRequest,
+                            call: Call) -> cluster_pb2.DirTokensReply:
+        """VerifyToken of many tokens, one result each, with one read of their users."""
+        if len(req.tokens) > MAX_TOKENS:
+            raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_TOKENS} tokens per call")
+        return await self._verify([t.token for t in req.tokens])
+
+    async def _verify(self, tokens: list[str]) -> cluster_pb2.DirTokensReply:
+        """Check signatures and expiry here, then read every signed user from the database (so a
+        disabled account is refused at once) and issue each a fresh token."""
+        checked: list[Token | RpcError] = []
+        for token in tokens:
+            try:
+                checked.append(self.ctx.signer.verify(token))
+            except RpcError as err:
+                checked.append(err)
+        user_ids = [c.user_id for c in checked if isinstance(c, Token)]
+        found = (await self.ctx.db(account_rows.users, self.ctx.store, user_ids)
+                 if user_ids else {})
+        reply = cluster_pb2.DirTokensReply()
+        for outcome in checked:
+            result = reply.results.add()
+            if isinstance(outcome, RpcError):
+                result.code, result.detail = outcome.code, outcome.detail
+                continue
+            user = found.get(outcome.user_id)
+            if user is None:
+                result.code, result.detail = pb.TOKEN_INVALID, "no such user"
+            elif user.disabled:
+                result.code, result.detail = pb.ACCOUNT_DISABLED, "this account is disabled"
+            else:
+                result.auth.user.CopyFrom(user)
+                result.auth.token, result.auth.token_expires_ms = \
+                    self.ctx.signer.issue(user.user_id)
+        return reply
 
     def _authorised(self, user: cluster_pb2.UserRecord) -> cluster_pb2.DirAuthReply:
         token, expires_ms = self.ctx.signer.issue(user.user_id)
@@ -123,7 +158,7 @@ class Accounts:
                            call: Call) -> cluster_pb2.UserRecord:
         """Block or unblock an account (operators); its record after the change. NOT_FOUND.
 
-        Login and VerifyToken read the flag from the database, so it holds at once everywhere;
+        Login and VerifyToken(s) read the flag from the database, so it holds at once everywhere;
         the CacheInvalidation tells gateways the record changed.
         """
         user = await self.ctx.db(account_rows.set_disabled, self.ctx.store, req.user_id,

@@ -1,7 +1,7 @@
 """The Directory RPC catalogue: the method specs gateways (and soimctl) call a directory with.
 
 Role: one name, `DIRECTORY`, mapping each rpc of `service Directory` (schema/cluster.proto) to
-its `fabric.methods.Method`; only the read-only rpcs and VerifyToken are marked idempotent, so
+its `fabric.methods.Method`; only the read-only rpcs and VerifyToken(s) are marked idempotent, so
 only those are ever retried by a caller. No sockets.
 """
 
@@ -11,7 +11,7 @@ from fabric.methods import catalogue
 from schema import cluster_pb2
 
 IDEMPOTENT = (
-    "VerifyToken", "Users", "Touch", "SearchUsers", "Friends", "CheckAccess",
+    "VerifyToken", "VerifyTokens", "Users", "Touch", "SearchUsers", "Friends", "CheckAccess",
     "Conversations", "Groups", "GroupSearch", "GroupUsers", "GroupMembers", "SetDisabled",
     "ListGroups",
 )

@@ -72,7 +72,8 @@ class DirectoryNode(Node):
         groups = Groups(ctx, access, accounts)
         handlers = {
             "Register": accounts.register, "Login": accounts.login,
-            "VerifyToken": accounts.verify_token, "Users": accounts.users,
+            "VerifyToken": accounts.verify_token, "VerifyTokens": accounts.verify_tokens,
+            "Users": accounts.users,
             "Touch": accounts.touch, "SearchUsers": accounts.search_users,
             "Friends": friends.friends, "AddFriend": friends.add_friend,
             "CheckAccess": access.check_access, "Conversations": access.conversations,

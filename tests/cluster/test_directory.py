@@ -170,6 +170,42 @@ def test_accounts_tokens_and_lockout(dir_env: dict[str, str], tmp_path: Path) ->
 
 
 @pytest.mark.timeout(60)
+def test_verify_tokens_answers_each_token(dir_env: dict[str, str], tmp_path: Path) -> None:
+    """VerifyTokens: one result per token, in order, each as VerifyToken would answer it."""
+    async def body(view: ClusterView, dirs: list[Dir]) -> None:
+        d = dirs[0]
+        alice, bob = await register(d, "alice"), await register(d, "bob")
+        await d("SetDisabled", dpb.DirDisableRequest(user_id=bob.user.user_id, disabled=True))
+        signer = TokenSigner(signing_key(keys.load_cluster(Path(dir_env["SOIM_KEYS_DIR"]))
+                                         .secret), 3600)
+        expired, _ = signer.issue(alice.user.user_id, expires_ms=int(time.time() * 1000) - 1)
+        nobody, _ = signer.issue(424_242)
+        asks = [(alice.token, pb.OK), (bob.token, pb.ACCOUNT_DISABLED),
+                (expired, pb.TOKEN_INVALID), ("not a token", pb.TOKEN_INVALID),
+                (nobody, pb.TOKEN_INVALID), (alice.token, pb.OK)]
+        reply = await d("VerifyTokens", dpb.DirTokensRequest(
+            tokens=[dpb.DirTokenRequest(token=t) for t, _ in asks]))
+        assert [r.code for r in reply.results] == [code for _, code in asks]
+        assert reply.results[2].detail == "expired"
+        for result in (reply.results[0], reply.results[5]):
+            assert result.auth.user.account == "alice" and result.auth.token != alice.token
+            assert (await d("VerifyToken", dpb.DirTokenRequest(token=result.auth.token))
+                    ).user.user_id == alice.user.user_id
+        assert not reply.results[1].HasField("auth")
+
+        # enabled again, the same token resumes; empty and oversized calls
+        await d("SetDisabled", dpb.DirDisableRequest(user_id=bob.user.user_id, disabled=False))
+        again = await d("VerifyTokens", dpb.DirTokensRequest(
+            tokens=[dpb.DirTokenRequest(token=bob.token)]))
+        assert [r.code for r in again.results] == [pb.OK]
+        assert not (await d("VerifyTokens", dpb.DirTokensRequest())).results
+        assert await d.fails("VerifyTokens", dpb.DirTokensRequest(
+            tokens=[dpb.DirTokenRequest(token=alice.token)] * 501)) == pb.INVALID_ARGUMENT
+
+    run(dir_env, tmp_path, 1, body)
+
+
+@pytest.mark.timeout(60)
 def test_friends_groups_and_access(dir_env: dict[str, str], tmp_path: Path) -> None:
     async def body(view: ClusterView, dirs: list[Dir]) -> None:
         d = dirs[0]
