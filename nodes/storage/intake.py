@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter
 
-from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.storage.fanout import Stored
 from nodes.storage.msg_ids import MsgIds
@@ -102,9 +101,13 @@ class Intake:
         if not accepted:
             return reply
         ids = self.ids.take_now(len(accepted))
-        if ids is None:
-            return self._submit_later(req, reply, accepted)
-        return self._submit(req, reply, accepted, ids)
+        if ids is not None:
+            return self._submit(req, reply, accepted, ids, self._loop.create_future())
+        done: asyncio.Future[cluster_pb2.StoreBatchReply] = self._loop.create_future()
+        self.ids.take(len(accepted),
+                      lambda ids: self._submit(req, reply, accepted, ids, done),
+                      lambda err: done.set_result(self._refuse(reply, accepted, err.code)))
+        return done
 
     def _check(self, item: cluster_pb2.StoreItem) -> int:
         which = item.WhichOneof("to")
@@ -118,17 +121,10 @@ class Intake:
             return pb.BODY_TOO_LONG
         return pb.OK if self.owns(item.conv_id) else pb.NOT_OWNER
 
-    async def _submit_later(self, req: cluster_pb2.StoreBatchRequest,
-                            reply: cluster_pb2.StoreBatchReply,
-                            accepted: list[int]) -> cluster_pb2.StoreBatchReply:
-        try:
-            ids = await self.ids.take(len(accepted))
-        except RpcError as err:
-            return self._refuse(reply, accepted, err.code)
-        return await self._submit(req, reply, accepted, ids)
-
     def _submit(self, req: cluster_pb2.StoreBatchRequest, reply: cluster_pb2.StoreBatchReply,
-                accepted: list[int], ids: list[int]) -> Reply:
+                accepted: list[int], ids: list[int],
+                done: asyncio.Future[cluster_pb2.StoreBatchReply]) -> Reply:
+        """Submit the accepted items in order; `done` gets the reply once all settled."""
         ts = int(time.time() * 1000)
         items = [req.items[i] for i in accepted]
         rows = [MessageRow(it.conv_id, 0, msg_id, it.sender, it.client_msg_id, ts, it.body)
@@ -136,9 +132,11 @@ class Intake:
         try:
             futures = self.writer.submit_many(rows)
         except StoreError:  # closed: this node is stopping
-            return self._refuse(reply, accepted, pb.UNAVAILABLE)
+            done.set_result(self._refuse(reply, accepted, pb.UNAVAILABLE))
+            return done
         except (TypeError, ValueError):
-            return self._refuse(reply, accepted, pb.INVALID_ARGUMENT)
+            done.set_result(self._refuse(reply, accepted, pb.INVALID_ARGUMENT))
+            return done
         learn = self.people.learn
         groups = []
         for item in items:
@@ -147,7 +145,7 @@ class Intake:
                 groups.append(item.to_group)
         if groups:
             self.people.prefetch(groups)
-        request = _Request(reply, len(rows), self._loop.create_future())
+        request = _Request(reply, len(rows), done)
         for index, item, row, fut in zip(accepted, items, rows, futures, strict=True):
             pending = _Pending(request, index, item, row, req.gateway_id)
             fut.add_done_callback(functools.partial(self._on_settled, pending))

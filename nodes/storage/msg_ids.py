@@ -3,7 +3,8 @@
 Role: the StoreBatch handler takes the ids of a whole request at once without ever blocking the
 event loop on the database: `take_now(n)` serves from memory, and when fewer than LOW_WATER
 remain a worker thread fetches REFILL more from the `SegmentAllocator`. A caller that finds the
-buffer short awaits `take(n)`; waiters are served in arrival order.
+buffer short calls `take(n, then, failed)`, which queues it at once; requests are served in
+arrival order, so the sends of one gateway keep their order even across a refill.
 No sockets: the allocator borrows database 0's pool in its own thread and in the executor's.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from fabric.methods import RpcError
 from schema import common_pb2 as pb
-from shard_store.backend import StoreError
 from shard_store.segments import SegmentAllocator
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,22 @@ WAIT_S = 2.0
 """Longest a request waits for ids before UNAVAILABLE."""
 
 
+@dataclass(slots=True)
+class _Waiter:
+    """A request queued for ids."""
+
+    n: int
+    then: Callable[[list[int]], None]
+    failed: Callable[[RpcError], None]
+    timer: asyncio.TimerHandle | None = None
+    over: bool = False
+
+    def end(self) -> None:
+        self.over = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+
 class MsgIds:
     """Buffered msg ids. Use on the event loop only."""
 
@@ -37,39 +55,51 @@ class MsgIds:
         self._executor = executor
         self._ids: deque[int] = deque()
         self._refill: asyncio.Future[list[int]] | None = None
-        self._turn = asyncio.Lock()
-
-    @property
-    def waiting(self) -> bool:
-        """A request is waiting for ids (later ones must queue behind it)."""
-        return self._turn.locked()
+        self._waiters: deque[_Waiter] = deque()
 
     def take_now(self, n: int) -> list[int] | None:
-        """`n` ids from memory, or None when fewer are buffered (a refill has started)."""
+        """`n` ids from memory, or None when fewer are buffered or a request is already waiting
+        (a refill has started; call `take`, which keeps this request's place in line)."""
         self._maybe_refill()
-        if len(self._ids) < n or self.waiting:
+        if self._waiters or len(self._ids) < n:
             return None
-        pop = self._ids.popleft
-        out = [pop() for _ in range(n)]
+        out = self._pop(n)
         self._maybe_refill()
         return out
 
-    async def take(self, n: int) -> list[int]:
-        """`n` ids, waiting for refills in turn; RpcError(UNAVAILABLE) past WAIT_S."""
-        async with self._turn:
-            try:
-                async with asyncio.timeout(WAIT_S):
-                    while len(self._ids) < n:
-                        self._maybe_refill()
-                        assert self._refill is not None
-                        await asyncio.shield(self._refill)
-            except (TimeoutError, StoreError) as err:
-                raise RpcError(pb.UNAVAILABLE, "no message ids: database unavailable") from err
-            pop = self._ids.popleft
-            return [pop() for _ in range(n)]
+    def take(self, n: int, then: Callable[[list[int]], None],
+             failed: Callable[[RpcError], None]) -> None:
+        """Queue for `n` ids behind every request that asked before: `then(ids)` runs as soon
+        as refills allow — synchronously, before any later request can take ids — or
+        `failed(RpcError(UNAVAILABLE))` past WAIT_S or when a refill fails."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(n, then, failed)
+        waiter.timer = loop.call_later(WAIT_S, self._give_up, waiter)
+        self._waiters.append(waiter)
+        self._serve()
+
+    def _pop(self, n: int) -> list[int]:
+        pop = self._ids.popleft
+        return [pop() for _ in range(n)]
+
+    def _serve(self) -> None:
+        waiters = self._waiters
+        while waiters and (waiters[0].over or len(self._ids) >= waiters[0].n):
+            waiter = waiters.popleft()
+            if not waiter.over:
+                waiter.end()
+                waiter.then(self._pop(waiter.n))
+        self._maybe_refill()
+
+    def _give_up(self, waiter: _Waiter) -> None:
+        if not waiter.over:
+            waiter.end()
+            waiter.failed(RpcError(pb.UNAVAILABLE, "no message ids: database unavailable"))
+        self._serve()  # drop it from the line
 
     def _maybe_refill(self) -> None:
-        if self._refill is None and len(self._ids) < LOW_WATER:
+        short = self._waiters and len(self._ids) < self._waiters[0].n
+        if self._refill is None and (len(self._ids) < LOW_WATER or short):
             loop = asyncio.get_running_loop()
             self._refill = loop.run_in_executor(self._executor, self._alloc.next_ids, TAG, REFILL)
             self._refill.add_done_callback(self._refilled)
@@ -81,5 +111,11 @@ class MsgIds:
         err = fut.exception()
         if err is not None:
             log.warning("message ids: %s", err)
+            waiters, self._waiters = self._waiters, deque()
+            for waiter in waiters:  # their requests answer UNAVAILABLE; clients retry
+                if not waiter.over:
+                    waiter.end()
+                    waiter.failed(RpcError(pb.UNAVAILABLE, "no message ids: database unavailable"))
             return
         self._ids.extend(fut.result())
+        self._serve()
