@@ -1,8 +1,9 @@
 """Client commands that open, resume and close sessions: Register, Login, Resume, Logout, Ping, Me.
 
-Role: the gateway side of authentication — the directory checks the password or token, this
-module creates the session (the only source of the user id from then on), binds it at the
-owning router, and may point the client at a clearly less loaded gateway (`redirect`).
+Role: the gateway side of authentication — the directory checks the password or token (one
+VerifyTokens call carries every resume that arrived while the previous one was out), this module
+creates the session (the only source of the user id from then on), binds it at the owning
+router, and may point the client at a clearly less loaded gateway (`redirect`).
 Peer sockets: none of its own; directories and routers are reached through `Upstream` and
 `RouteBinder`.
 """
@@ -19,11 +20,13 @@ from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.gateway.binding import RouteBinder
 from nodes.gateway.sessions import Session, SessionTable
-from nodes.gateway.upstream import Upstream
+from nodes.gateway.upstream import Batched, Upstream
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 
 MAX_DEVICE_CHARS = 32
+MAX_TOKENS_PER_CALL = 500
+"""Resumes verified in one Directory.VerifyTokens (the directory's limit)."""
 
 
 def _device(name: str) -> str:
@@ -46,6 +49,8 @@ class AuthCommands:
         self.membership = membership
         self._seen: dict[int, int] = {}
         self._toucher: asyncio.Task[None] | None = None
+        self._tokens: Batched[str, cluster_pb2.DirTokenResult] = Batched(
+            self._verify_tokens, MAX_TOKENS_PER_CALL)
 
     async def register(self, req: client_pb2.RegisterRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
@@ -61,9 +66,16 @@ class AuthCommands:
 
     async def resume(self, req: client_pb2.ResumeRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
-        auth = await self.upstream.directory("VerifyToken",
-                                             cluster_pb2.DirTokenRequest(token=req.token))
-        return await self._open(call.identity, auth, device, may_redirect=False)
+        result = await self._tokens.submit(req.token)
+        if result.code != pb.OK:
+            raise RpcError(result.code, result.detail)
+        return await self._open(call.identity, result.auth, device, may_redirect=False)
+
+    async def _verify_tokens(self, tokens: list[str]) -> list[cluster_pb2.DirTokenResult]:
+        """One Directory.VerifyTokens for the resumes of a pass (see `Batched`)."""
+        reply = await self.upstream.directory("VerifyTokens", cluster_pb2.DirTokensRequest(
+            tokens=[cluster_pb2.DirTokenRequest(token=t) for t in tokens]))
+        return list(reply.results)
 
     async def logout(self, req: client_pb2.LogoutRequest, call: Call) -> client_pb2.LogoutReply:
         session = self.sessions.remove(call.identity)

@@ -1,6 +1,7 @@
 """Route binding: every session of this gateway is bound at the router owning its user.
 
-Role: bind a session at login, unbind it at logout or expiry, and keep every binding on the
+Role: bind a session at login (the sessions opened while the previous BindSessions to the same
+router was out go in one call), unbind it at logout or expiry, and keep every binding on the
 owner of the current router ring — when a router joins, leaves or dies, the sessions whose
 owner changed are bound at the new owner (one call per router), and their clients get a
 `SyncHint` so they fetch what a push may have missed meanwhile. Bindings a router refuses as not
@@ -13,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 
 from fabric import timing
 from fabric.methods import RpcError
 from nodes.gateway.sessions import Session, SessionTable
-from nodes.gateway.upstream import Upstream
+from nodes.gateway.upstream import Batched, Upstream
 from schema import cluster_pb2
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
+MAX_BINDINGS_PER_CALL = 1000
+"""New sessions bound in one BindSessions call."""
 
 
 class RouteBinder:
@@ -37,6 +41,7 @@ class RouteBinder:
         self.sync_hint = sync_hint
         self.bound_at: dict[bytes, str] = {}
         self._wake = asyncio.Event()
+        self._binds: dict[str, Batched[cluster_pb2.SessionBinding, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -61,22 +66,33 @@ class RouteBinder:
                                           session_id=session.identity, device=session.device)
 
     async def bind(self, session: Session) -> None:
-        """Bind a new session at its owner; on any failure the loop binds it later."""
+        """Bind a new session at its owner; on any failure the loop binds it later.
+
+        The sessions opened while the previous BindSessions to that router was out go in one call.
+        """
         ring = self.upstream.ring()
         if not ring:
             return
         owner = ring.owner(session.user_id)
+        batched = self._binds.get(owner)
+        if batched is None:
+            batched = self._binds[owner] = Batched(
+                functools.partial(self._bind_at, owner), MAX_BINDINGS_PER_CALL)
         try:
-            reply = await self.upstream.router(owner, "BindSessions", cluster_pb2.BindRequest(
-                bindings=[self.binding(session)], gateway_id=self.gateway_id))
+            code = await batched.submit(self.binding(session))
         except RpcError as err:
             log.warning("bind of user %d at %s failed: %s", session.user_id, owner, err)
             self._wake.set()
             return
-        if list(reply.results) == [pb.OK]:
+        if code == pb.OK:
             self.bound_at[session.identity] = owner
         else:
             self._wake.set()
+
+    async def _bind_at(self, owner: str, bindings: list[cluster_pb2.SessionBinding]) -> list[int]:
+        reply = await self.upstream.router(owner, "BindSessions", cluster_pb2.BindRequest(
+            bindings=bindings, gateway_id=self.gateway_id))
+        return list(reply.results)
 
     async def unbind(self, session: Session) -> None:
         """Forget a session at the router it is bound to (best effort)."""
@@ -128,6 +144,8 @@ class RouteBinder:
         live = {s.identity for s in self.sessions}
         for identity in [i for i in self.bound_at if i not in live]:
             del self.bound_at[identity]
+        for router in [r for r in self._binds if r not in ring.members]:
+            del self._binds[router]  # a call still out there finishes on its own
         todo: dict[str, list[Session]] = {}
         for session in self.sessions:
             owner = ring.owner(session.user_id)

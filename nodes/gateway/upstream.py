@@ -2,7 +2,9 @@
 
 Role: turn "ask the directory", "who of these users is online", "push this to those users",
 "who is online anywhere" and "which storage node owns this conversation" into RPCs to the right
-nodes, batched per owner and run concurrently. Every call has the upstream deadline.
+nodes, batched per owner and run concurrently; `Batched` turns many single asks (a token to
+verify, a session to bind) into one call per event-loop pass. Every call has the upstream
+deadline.
 Peer sockets: DEALERs to directory, router and storage RPC ROUTERs, through `PeerClients`.
 """
 
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
@@ -25,6 +28,62 @@ from nodes.router.api import ROUTER
 from nodes.storage.api import STORAGE
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
+
+
+class Batched(Generic[I, R]):
+    """One call in flight at a time, carrying every item submitted while the previous one was
+    out (at most `max_items`; more go in the next call).
+
+    `send(items)` makes the call and returns one result per item, in order. The first item of an
+    event-loop pass starts the sender as a task, so every item submitted in the same pass (one
+    drain of requests) goes in the same call. A failed call fails each of its items with the
+    call's RpcError (any other exception: INTERNAL).
+    """
+
+    def __init__(self, send: Callable[[list[I]], Awaitable[list[R]]], max_items: int) -> None:
+        self._send = send
+        self._max = max_items
+        self._queue: list[tuple[I, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, item: I) -> asyncio.Future[R]:
+        """Queue `item`; the future is its result."""
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        return fut
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+                try:
+                    results = await self._send([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise RpcError(pb.INTERNAL, f"{len(results)} results for {len(batch)}")
+                except RpcError as err:
+                    _fail(batch, err.code, err.detail)
+                    continue
+                except Exception:
+                    log.exception("batched call failed")
+                    _fail(batch, pb.INTERNAL, "upstream call failed")
+                    continue
+                for (_, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():  # its caller may have given up (cancelled)
+                        fut.set_result(result)
+        finally:
+            self._task = None
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], code: int, detail: str) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(RpcError(code, detail))
 
 
 class Upstream:
