@@ -41,7 +41,7 @@ This module is the writer's front (submit, close, stats); the lanes do the writi
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import fields
 from types import TracebackType
@@ -86,19 +86,23 @@ class BatchWriter:
     """Group-commit writer of the message table. Thread-safe; close() flushes what is pending."""
 
     def __init__(self, store: Store, *, max_rows: int = 512, max_ms: float = 5.0,
-                 sequencer: Sequencer | None = None) -> None:
+                 sequencer: Sequencer | None = None,
+                 on_commit: Callable[[float], None] | None = None) -> None:
+        """`on_commit(seconds)`, if given, hears how long each committed flush's transaction
+        took, in the committer thread (for a latency histogram)."""
         if max_rows < 1 or max_ms < 0:
             raise ValueError(f"max_rows must be >= 1 and max_ms >= 0: {max_rows}, {max_ms}")
         self._map: ShardMap = store.shard_map
-        self._lanes = [Lane(db, max_rows, max_ms / 1000, sequencer) for db in store.databases]
+        self._lanes = [Lane(db, max_rows, max_ms / 1000, sequencer, on_commit)
+                       for db in store.databases]
         self._closed = False
 
     @classmethod
-    def from_config(cls, store: Store, config: Config,
-                    sequencer: Sequencer | None = None) -> BatchWriter:
+    def from_config(cls, store: Store, config: Config, sequencer: Sequencer | None = None,
+                    on_commit: Callable[[float], None] | None = None) -> BatchWriter:
         """A writer with SOIM_BATCH_ROWS and SOIM_BATCH_MS."""
         return cls(store, max_rows=config.batch_rows, max_ms=config.batch_ms,
-                   sequencer=sequencer)
+                   sequencer=sequencer, on_commit=on_commit)
 
     def submit(self, row: MessageRow) -> Future[MessageRow]:
         """Queue `row`; the future resolves to the stored row after COMMIT (see module doc)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass
@@ -89,9 +89,10 @@ class _Flush:
 class Lane:
     """The builder and committer threads of one database."""
 
-    def __init__(self, db: Database, max_rows: int, max_s: float,
-                 sequencer: Sequencer | None) -> None:
+    def __init__(self, db: Database, max_rows: int, max_s: float, sequencer: Sequencer | None,
+                 on_commit: Callable[[float], None] | None = None) -> None:
         self.db = db
+        self._on_commit = on_commit
         self.stats = WriterStats()
         self._seq = sequencer
         self._epoch = 0
@@ -299,6 +300,7 @@ class Lane:
                 self._conn = None
 
     def _commit(self, flush: _Flush) -> None:
+        started = time.perf_counter()
         try:
             special = self._write(flush)
         except Exception as err:  # any failure fails the whole flush, never a half-ack
@@ -312,6 +314,8 @@ class Lane:
             self.stats.failed_rows += len(flush.items)
             _fail(flush.items, FlushFailed, f"flush of {len(flush.items)} rows failed: {err}")
             return
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - started)
         self.stats.flushes += 1
         self.stats.rows += len(flush.items)
         for row, _, fut in flush.items:

@@ -47,7 +47,7 @@ from tools.bench_clients import (
     ClientPool,
 )
 from tools.bench_logins import logins
-from tools.bench_target import PASSWORD, SETTLE_S, SPAWN, Target, step
+from tools.bench_target import PASSWORD, SETTLE_S, SPAWN, Target, bucket_quantile_ms, step
 from tools.cluster_view import ClusterView
 from tools.local_cluster import LocalCluster, throwaway
 
@@ -106,9 +106,11 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         mixed = [one_to_one[i] * (GROUP_EVERY - 1) + [("to_group", group)] * (i < members)
                  for i in range(clients)]
         meter = target.cpu_meter(pool)
+        commits_before = await asyncio.to_thread(target.commit_buckets)
         meter.start()
         timed = await asyncio.to_thread(pool.chat, one_to_one, seconds, rate, f"{run_id}t")
         timed_cores = meter.stop()
+        commits_after = await asyncio.to_thread(target.commit_buckets)
         meter.start()
         flood = await asyncio.to_thread(pool.chat, mixed, seconds, 0, f"{run_id}f")
         flood_cores = meter.stop()
@@ -131,6 +133,8 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         **{f"p{q}_ms": _percentile_ms(latencies, q) for q in (50, 95, 99)},
         "timed_sent_per_s": round(sum(log.sent for log in timed) / seconds),
         "ack_p50_ms": _percentile_ms(acks, 50), "ack_p99_ms": _percentile_ms(acks, 99),
+        **{f"commit_p{q}_ms": bucket_quantile_ms(commits_before, commits_after, q / 100)
+           for q in (50, 99)},
         "unthrottled_p50_ms": _percentile_ms(loaded, 50),
         "unthrottled_p99_ms": _percentile_ms(loaded, 99),
         "lost": pushes["lost"] + stored["lost"],
@@ -147,6 +151,10 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
                 f"{GROUP_EVERY}th to the group; delivered = pushes received. No receipts.",
         "ceiling": f"bench fabric's raw Curve DEALER→ROUTER echo, {CEILING_INFLIGHT} in "
                    f"flight, {CEILING_S:g} s, after the chat phases",
+        "commit": "commit_p50_ms/commit_p99_ms: the storage nodes' flush transactions (INSERTs "
+                  "and the durable COMMIT) during the timed phase, the upper bound of the "
+                  "soim_storage_commit_seconds bucket holding that quantile; every ack waits "
+                  "for one",
     }
 
 

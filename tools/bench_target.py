@@ -1,9 +1,11 @@
 """The cluster a `soimctl bench chat` run measures, as the bench sees it.
 
-Role: `Target` (the live gateways, the pids of spawned nodes, a `CpuMeter` over them), the
-process figures read from /proc (CPU seconds, RSS, who listens on a port), and `step`, one
-request per client connection through a `ClientPool`. Shared by the login and chat modes.
-Peer sockets: those of its `ClusterView` (zeroconf, events SUB) and of the client workers.
+Role: `Target` (the live gateways, the pids of spawned nodes, a `CpuMeter` over them, the
+storage nodes' commit-time histogram), the process figures read from /proc (CPU seconds, RSS,
+who listens on a port), and `step`, one request per client connection through a `ClientPool`.
+Shared by the login and chat modes.
+Peer sockets: those of its `ClusterView` (zeroconf, events SUB) and of the client workers; an
+HTTP GET of each storage node's /metrics.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from fabric.config import Config
 from nodes.gateway.api import CLIENT
@@ -23,6 +28,7 @@ from tools.bench_clients import (
     replies_ok,
 )
 from tools.cluster_view import ClusterView
+from tools.cmd_stats import SCRAPE_TIMEOUT_S
 
 PASSWORD = "bench-password-1"
 SETTLE_S = 30.0
@@ -36,6 +42,19 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def bucket_quantile_ms(before: dict[float, float], after: dict[float, float],
+                       q: float) -> float | None:
+    """The upper bound (ms) of the histogram bucket holding quantile `q` of what was observed
+    between two `Target.commit_buckets()` readings (None: nothing observed)."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not counts or counts[-1][1] <= 0:
+        return None
+    for le, n in counts:
+        if n >= q * counts[-1][1]:
+            return round(le * 1000, 2) if le != float("inf") else None
+    return None
 
 
 def cpu_s(pid: int) -> float:
@@ -110,6 +129,23 @@ class Target:
         if node_id in self.pids:
             return self.pids[node_id][1]
         return listening_pid(int(endpoint.rsplit(":", 1)[1]))
+
+    def commit_buckets(self) -> dict[float, float]:
+        """Flush commits so far of every live storage node, cumulative by bucket upper bound
+        in seconds (the soim_storage_commit_seconds histogram)."""
+        out: dict[float, float] = {}
+        for peer in self.view.membership.alive("storage"):
+            url = f"http://{peer.info.host}:{peer.info.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
+                text = response.read().decode()
+            for family in text_string_to_metric_families(text):
+                if family.name != "soim_storage_commit_seconds":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_bucket"):
+                        le = float(sample.labels["le"])
+                        out[le] = out.get(le, 0.0) + sample.value
+        return out
 
     def cpu_meter(self, *pools: ClientPool) -> CpuMeter:
         """A CpuMeter over the spawned nodes (by role) and the client workers of `pools`."""

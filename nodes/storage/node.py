@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Gauge
+from prometheus_client import REGISTRY, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
@@ -51,6 +51,10 @@ OWNED_CACHE = 200_000
 """Ownership answers cached (conversation ids) before the cache starts over."""
 
 BACKLOG = Gauge("soim_storage_writer_backlog", "Rows submitted, not yet taken into a flush")
+COMMIT_SECONDS = Histogram(
+    "soim_storage_commit_seconds", "Time a flush's transaction took (INSERTs and COMMIT)",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
+             0.25, 1.0))
 CONVERSATIONS = Gauge("soim_storage_sequencer_conversations",
                       "Conversations whose next seq is held in memory")
 
@@ -102,7 +106,8 @@ class StorageNode(Node):
         self.segments = SegmentAllocator(store, default_step=STEP)
         ids = MsgIds(self.segments, self.workers.reads)
         ids.take_now(0)  # start the first refill now
-        self.writer = writer = BatchWriter.from_config(store, self.cfg, sequencer=self.sequencer)
+        self.writer = writer = BatchWriter.from_config(store, self.cfg, sequencer=self.sequencer,
+                                                       on_commit=COMMIT_SECONDS.observe)
         people = People(self.membership, self.peers)
         self.fanout = Fanout(self.membership, self.peers, people)
         self.fanout.start()

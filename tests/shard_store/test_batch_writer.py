@@ -96,7 +96,8 @@ def test_seq_clash_fails_that_row_only(store: Store) -> None:
 @pytest.mark.timeout(60)
 def test_killed_flush_fails_all_its_rows_and_next_flush_succeeds(
         store: Store, faults: Faults) -> None:
-    writer = BatchWriter(store, max_rows=64, max_ms=5)
+    commits: list[float] = []
+    writer = BatchWriter(store, max_rows=64, max_ms=5, on_commit=commits.append)
     try:
         early, victim = msg(1, 1), msg(3, 1)  # tables 1 and 3: killed between the two INSERTs
         with faults.stall(victim):
@@ -112,6 +113,8 @@ def test_killed_flush_fails_all_its_rows_and_next_flush_succeeds(
         assert [f.result(10) for f in writer.submit_many([early, victim])] == [early, victim]
         assert stored_messages(store) == {early, victim, later}
         assert writer.stats().failed_flushes == 1
+        assert len(commits) == writer.stats().flushes >= 2  # timed: committed flushes only
+        assert all(0 < s < 10 for s in commits)
     finally:
         writer.close()
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 LOGIN_KEYS = {"logins_per_s", "kdf_per_s", "login_ratio", "resumes_per_s", "lookups_per_s",
               "gateway_rss_mb_per_1000", "scrypt"}
 CHAT_KEYS = {"delivered_per_s", "p50_ms", "p95_ms", "p99_ms", "lost", "duplicated",
-             "ceiling_per_s"}
+             "ceiling_per_s", "commit_p50_ms", "commit_p99_ms"}
 
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -47,3 +47,4 @@ def test_chat(tmp_path: Path) -> None:
     assert result["acked"] > 0 and result["store"]["rows"] >= result["acked"]
     assert result["lost"] == result["duplicated"] == 0, result
     assert result["store"]["seq_gaps"] == 0 and not result["send_errors"]
+    assert result["commit_p50_ms"] is not None  # the storage node's commits were scraped
