@@ -3,13 +3,19 @@
 Role: implement `Database`/`Conn` for a `mysql://` entry of SOIM_DB, and build multi-row
 statements as SQL text from pre-escaped literals with one format per row (executemany and
 PyMySQL's per-argument escaping are several times slower). Its sockets: TCP connections to the
-MySQL server, all created and closed by the pool (utf8mb4, autocommit, strict SQL mode).
+MySQL server, all created and closed by the pool (utf8mb4, autocommit, strict SQL mode). A
+connection is pinged before it is lent out only when it has been idle for IDLE_PING_S or a
+connection of the same server was lost since it was given back (`Freshness`); a dead one is
+replaced by a new one.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -37,6 +43,8 @@ SCHEMA_LOCK_WAIT_S = 30
 MAX_STATEMENT_CHARS = 4 << 20
 """Split multi-row statements above this (max_allowed_packet is 16 MiB by default)."""
 MAX_KEYS_PER_SELECT = 500
+IDLE_PING_S = 5.0
+"""A pooled connection idle for longer is pinged (and replaced if dead) before it is lent out."""
 
 _GONE = {0, 1053, 1152, 1927, 2003, 2006, 2013, 2055}
 """Error codes meaning the server is down or the connection is lost or killed."""
@@ -93,6 +101,43 @@ def _no_failover(_err: BaseException) -> bool:
     return False
 
 
+class Freshness:
+    """Which pooled connections need a ping before they are lent out: DBUtils' `ping` check.
+
+    A connection given back healthy less than `idle_ping_s` ago, and since the last connection
+    was lost, is lent out as it is; any other (idle, given back broken, new to the pool, or older
+    than a loss — the server may have restarted) is pinged, and a dead one is reopened.
+    """
+
+    def __init__(self, idle_ping_s: float = IDLE_PING_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_ping_s = idle_ping_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._lost_at = -math.inf
+
+    def returned(self, raw: Any) -> None:
+        """`raw` (a PyMySQL connection) came back to its pool healthy."""
+        with self._lock:
+            self._returned[raw] = self._clock()
+
+    def lost(self) -> None:
+        """A connection was lost: ping every one given back before now."""
+        with self._lock:
+            self._lost_at = self._clock()
+
+    def __call__(self, raw: Any) -> bool:
+        """DBUtils calls this on checkout; an exception means dead (DBUtils reopens it)."""
+        now = self._clock()
+        with self._lock:
+            since = self._returned.pop(raw, None)
+            fresh = since is not None and since > self._lost_at and now - since < self.idle_ping_s
+        if not fresh:
+            raw.ping(False)  # reconnect=False: raises if the connection is gone
+        return True
+
+
 class MySQLConn(Conn):
     """A pooled PyMySQL connection with one cursor."""
 
@@ -102,7 +147,8 @@ class MySQLConn(Conn):
         self._multi = multi
         self._pooled = pooled
         self._cur = pooled.cursor()
-        self.thread_id = int(pooled.dbapi_connection.thread_id())
+        self._raw = pooled.dbapi_connection
+        self.thread_id = int(self._raw.thread_id())
         """The server's id of this session (what KILL takes)."""
 
     def execute(self, sql: str, params: Params = None) -> int:
@@ -166,6 +212,8 @@ class MySQLConn(Conn):
             self._cur.close()
         except pymysql.err.Error:
             self.broken = True
+        if not self.broken:
+            self._db.freshness.returned(self._raw)
         pooled.close()
         self._db.returned()
 
@@ -174,6 +222,7 @@ class MySQLConn(Conn):
             return Conflict(_one_line(err))
         if isinstance(err, pymysql.err.InterfaceError) or _code(err) in _GONE:
             self.broken = True
+            self._db.freshness.lost()
             return StoreUnavailable(f"SOIM_DB: lost {self._db.spec.display}: {_one_line(err)}")
         return StoreError(f"{self._db.spec.display}: {_one_line(err)}")
 
@@ -184,12 +233,15 @@ class MySQLDatabase(Database):
     kind = "mysql"
     insert_ignore = "INSERT IGNORE"
 
-    def __init__(self, spec: DbSpec, index: int, *, pool_size: int = 8) -> None:
+    def __init__(self, spec: DbSpec, index: int, *, pool_size: int = 8,
+                 idle_ping_s: float = IDLE_PING_S) -> None:
         super().__init__(spec, index)
         self._closed = False
         self._lock = threading.Lock()
+        self.freshness = Freshness(idle_ping_s)
         self._args: dict[str, Any] = dict(
-            blocking=False, maxconnections=0, reset=False, ping=1, isfatal=_no_failover,
+            blocking=False, maxconnections=0, reset=False, ping=self.freshness,
+            isfatal=_no_failover,
             host=spec.host, port=spec.port, user=spec.user, password=spec.password,
             database=spec.database, charset="utf8mb4", autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S, read_timeout=IO_TIMEOUT_S,
