@@ -111,17 +111,23 @@ def ensure_seen(store: Store) -> None:
 
 
 def touch(store: Store, latest: Mapping[int, int]) -> None:
-    """Move each user's last-active time forward to the given ms (never back)."""
+    """Move each user's last-active time forward to the given ms (never back): one upsert per
+    shard."""
     for group in by_shard(store, latest):
         db_index, table = _seen_location(store, group[0])
         db = store.databases[db_index]
-        with db.connection() as conn:
-            for user_id in group:
-                conn.execute(f"{db.insert_ignore} INTO {table} (user_id, last_active) "
-                             "VALUES (%s, 0)", (user_id,))
-                conn.execute(f"UPDATE {table} SET last_active = %s "
-                             "WHERE user_id = %s AND last_active < %s",
-                             (latest[user_id], user_id, latest[user_id]))
+        for i in range(0, len(group), IN_CHUNK):
+            chunk = group[i:i + IN_CHUNK]
+            rows = ",".join(["(%s, %s)"] * len(chunk))
+            if db.kind == "mysql":
+                keep = ("ON DUPLICATE KEY UPDATE "
+                        "last_active = GREATEST(last_active, VALUES(last_active))")
+            else:
+                keep = ("ON CONFLICT(user_id) DO UPDATE "
+                        "SET last_active = MAX(last_active, excluded.last_active)")
+            with db.connection() as conn:
+                conn.execute(f"INSERT INTO {table} (user_id, last_active) VALUES {rows} {keep}",
+                             [v for user_id in chunk for v in (user_id, latest[user_id])])
 
 
 def last_active(store: Store, user_ids: Iterable[int]) -> dict[int, int]:

@@ -156,6 +156,13 @@ def test_accounts_tokens_and_lockout(dir_env: dict[str, str], tmp_path: Path) ->
         users = (await d("Users", dpb.UserIds(user_ids=ids))).users
         assert [u.account for u in users] == ["bob", "alice"]
         assert users[0].last_active_ms == 5000 and not users[0].disabled and users[1].disabled
+        # a later Touch moves a time forward, never back
+        seen = dpb.UserSeen
+        await d("Touch", dpb.TouchRequest(seen=[seen(user_id=bob.user.user_id, ts_ms=4500),
+                                                seen(user_id=alice.user.user_id, ts_ms=7000)]))
+        await d("Touch", dpb.TouchRequest(seen=[seen(user_id=alice.user.user_id, ts_ms=8000)]))
+        users = (await d("Users", dpb.UserIds(user_ids=ids))).users
+        assert [u.last_active_ms for u in users] == [5000, 8000]
         for i in range(25):
             await register(d, f"zed{i:02d}")
         found = (await d("SearchUsers", cpb.SearchUsersRequest(prefix="zed"))).users
