@@ -30,11 +30,11 @@ from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
-I = TypeVar("I")  # noqa: E741
-R = TypeVar("R")
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 
-class Batched(Generic[I, R]):
+class Batched(Generic[ItemT, ResultT]):
     """One call in flight at a time, carrying every item submitted while the previous one was
     out (at most `max_items`; more go in the next call).
 
@@ -44,15 +44,16 @@ class Batched(Generic[I, R]):
     call's RpcError (any other exception: INTERNAL).
     """
 
-    def __init__(self, send: Callable[[list[I]], Awaitable[list[R]]], max_items: int) -> None:
+    def __init__(self, send: Callable[[list[ItemT]], Awaitable[list[ResultT]]],
+                 max_items: int) -> None:
         self._send = send
         self._max = max_items
-        self._queue: list[tuple[I, asyncio.Future[R]]] = []
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def submit(self, item: I) -> asyncio.Future[R]:
+    def submit(self, item: ItemT) -> asyncio.Future[ResultT]:
         """Queue `item`; the future is its result."""
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
