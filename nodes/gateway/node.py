@@ -124,6 +124,10 @@ class GatewayNode(Node):
     def peer_removed(self, peer: Peer) -> None:
         if peer.role == "router":
             self.binder.ring_changed()
+        elif peer.role == "storage":
+            # it may have committed messages whose pushes never left: everyone syncs
+            self._sync_hint([s.identity for s in self.sessions],
+                            client_pb2.SYNC_REASON_STORAGE_CHANGED)
 
     # ---- client plane
     def _gate(self, identity: bytes, method: Method) -> int:
@@ -140,9 +144,9 @@ class GatewayNode(Node):
         if dropped:
             metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 
-    def _sync_hint(self, identities: list[bytes]) -> None:
-        hint = client_pb2.Push(sync_hint=client_pb2.SyncHint(
-            reason=client_pb2.SYNC_REASON_ROUTE_CHANGED))
+    def _sync_hint(self, identities: list[bytes],
+                   reason: int = client_pb2.SYNC_REASON_ROUTE_CHANGED) -> None:
+        hint = client_pb2.Push(sync_hint=client_pb2.SyncHint(reason=reason))
         self.push(identities, hint.SerializeToString())
 
     def _on_delivery(self, topic: bytes, env: envelope.Envelope) -> None:

@@ -436,3 +436,22 @@ def test_conversations_move_when_a_storage_node_joins_and_when_one_leaves(
             await asyncio.to_thread(check_database, mysql_db, senders.acked)
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(90)
+def test_a_storage_node_death_makes_every_client_sync(tmp_path: Path, cluster_name: str) -> None:
+    """A storage node killed -9 may have committed messages whose pushes never left: every
+    gateway tells each of its clients to sync (SyncHint STORAGE_CHANGED) once it notices."""
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            await start_cluster(cluster, storage=2, routers=1)
+            members = [await register(cluster, f"hint{i}", i % 2) for i in range(4)]
+            victim = next(n for n in cluster.nodes if n.role == "storage")
+            victim.kill()
+            for m in members:
+                await async_wait_until(lambda m=m: any(
+                    p.WhichOneof("item") == "sync_hint"
+                    and p.sync_hint.reason == client_pb2.SYNC_REASON_STORAGE_CHANGED
+                    for p in m.pushes), timeout=8, what="a STORAGE_CHANGED sync hint")
+
+    asyncio.run(main())
