@@ -31,6 +31,8 @@ from tui.link import LINK_DOWN, Link, LinkState, Locator
 SEND_DEADLINE_S = 30.0
 SEND_ATTEMPT_S = 5.0
 RESYNC_AFTER_S = 1.0
+PING_CHECK_S = 1.0
+"""How long a failed send waits for the gateway's Ping before it reconnects."""
 _SEND_RETRY = LINK_DOWN | {pb.UNAUTHENTICATED, pb.RATE_LIMITED, pb.INTERNAL, pb.NOT_OWNER}
 
 
@@ -159,11 +161,21 @@ class ClientSession:
             except RpcError as err:
                 if err.code not in _SEND_RETRY or time.monotonic() + pause > deadline:
                     raise
-                if err.code in LINK_DOWN or err.code == pb.UNAUTHENTICATED:
+                if err.code == pb.UNAUTHENTICATED or (
+                        err.code in LINK_DOWN and not await self._gateway_answers()):
                     await self._recover_until(deadline)
-                else:
+                else:  # the gateway is there and said "later" (e.g. no storage node yet)
                     await asyncio.sleep(pause)  # retry backoff
                     pause = min(pause * 2, 1.0)
+
+    async def _gateway_answers(self) -> bool:
+        """Does the gateway answer a Ping now? (An UNAVAILABLE may be its answer, not a dead
+        link: then the link stays and only the send waits.)"""
+        try:
+            await self.link.call("Ping", client_pb2.PingRequest(), timeout=PING_CHECK_S)
+        except RpcError:
+            return False
+        return True
 
     async def _recover_until(self, deadline: float) -> None:
         with contextlib.suppress(TimeoutError):
