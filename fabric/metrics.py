@@ -5,8 +5,10 @@ alive) and start/stop the metrics HTTP server whose port goes in the zeroconf TX
 Peer sockets: an HTTP listener on the node's host (prometheus-client's WSGI server thread).
 
 Hot paths count per drain pass, not per frame. The RPC latency is observed once per call, so it
-is a `LatencyHistogram`: the same exposition as a prometheus-client Histogram at under half the
-cost of its `observe` (one lock and a bisect instead of a lock per bucket and sum).
+is a `LatencyHistogram`: the same exposition as a prometheus-client Histogram at a fraction of
+the cost of its `observe`, which only appends to a list; the list is sorted into the buckets
+(under one lock, for many observations at once) every `FOLD_EVERY` observations and whenever
+the histogram is read.
 """
 
 from __future__ import annotations
@@ -59,28 +61,53 @@ class LatencyHistogram(Collector):
         yield family
 
 
-class LatencyChild:
-    """One label value's buckets: counts per bucket (the last is +Inf) and the sum."""
+FOLD_EVERY = 256
+"""Observations a `LatencyChild` holds before sorting them into its buckets."""
 
-    __slots__ = ("_bounds", "_counts", "_lock", "_sum")
+
+class LatencyChild:
+    """One label value's buckets: counts per bucket (the last is +Inf) and the sum.
+
+    `observe` takes no lock: appending to a list is atomic under the GIL. A fold, under the
+    lock, takes the values pending when it starts; any appended meanwhile wait for the next.
+    """
+
+    __slots__ = ("_bounds", "_counts", "_lock", "_pending", "_sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self._bounds = bounds
         self._counts = [0] * (len(bounds) + 1)
         self._sum = 0.0
+        self._pending: list[float] = []
         self._lock = threading.Lock()
 
     def observe(self, seconds: float) -> None:
         """Count one observation (a bucket's bound is inclusive, as in Prometheus)."""
-        i = bisect.bisect_left(self._bounds, seconds)
-        with self._lock:
-            self._counts[i] += 1
-            self._sum += seconds
+        pending = self._pending
+        pending.append(seconds)
+        if len(pending) >= FOLD_EVERY:
+            self._fold()
 
     def snapshot(self) -> tuple[list[int], float]:
-        """Per-bucket counts and the sum, read together."""
+        """Per-bucket counts and the sum, read together, every observation so far included."""
         with self._lock:
+            self._fold_locked()
             return list(self._counts), self._sum
+
+    def _fold(self) -> None:
+        with self._lock:
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        pending = self._pending
+        n = len(pending)
+        values = pending[:n]
+        del pending[:n]
+        bounds, counts, total = self._bounds, self._counts, self._sum
+        for seconds in values:
+            counts[bisect.bisect_left(bounds, seconds)] += 1
+            total += seconds
+        self._sum = total
 
 
 FRAMES_IN = Counter("soim_frames_in_total", "Frames received", ["socket"])
