@@ -4,15 +4,16 @@ Role: the receive and send halves of every so-im hot loop. A `Reader` hands each
 a socket to a callback, straight from the event loop's callback for the socket's FD (the RPC
 client and server); `recv_ready(sock, max_batch)` waits once through pyzmq's asyncio socket,
 then takes whatever else is already queued (the events subscriber); `send_batch(sock, messages)`
-sends many multipart messages through the socket's synchronous shadow with plain int flags and
-then re-arms whatever reads the socket. Works on any socket type (ROUTER, DEALER, PUB, SUB).
+sends many multipart messages (`send_frames`, many one-frame messages) through the socket's
+synchronous shadow with plain int flags and then re-arms whatever reads the socket. Works on
+any socket type (ROUTER, DEALER, PUB, SUB).
 
 ZeroMQ's FD is edge-triggered: it signals that the socket's state changed, and any operation on
 the socket (a send included) may consume that signal while input stays queued. So a socket with
-a `Reader` or a pending `recv_ready` is sent on only through `send_batch`, which looks for input
-after sending, and has one reader. Everything here bypasses pyzmq's per-call conveniences (enum
-flags, RCVMORE lookups, the routing-id and group handling of `Socket.send`, one Future per
-receive), which cost more than libzmq's own work at these message sizes.
+a `Reader` or a pending `recv_ready` is sent on only through `send_batch` or `send_frames`, which
+look for input after sending, and has one reader. Everything here bypasses pyzmq's per-call
+conveniences (enum flags, RCVMORE lookups, the routing-id and group handling of `Socket.send`,
+one Future per receive), which cost more than libzmq's own work at these message sizes.
 """
 
 from __future__ import annotations
@@ -160,9 +161,27 @@ def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int
             _send(shadow, frames[-1], _NOBLOCK)
         except zmq.Again:
             dropped += 1
+    _sent(sock)
+    return dropped
+
+
+def send_frames(sock: zmq.asyncio.Socket, frames: Iterable[bytes]) -> int:
+    """`send_batch` for messages of one frame each, given as the frames themselves."""
+    shadow = sock._shadow_sock
+    dropped = 0
+    for frame in frames:
+        try:
+            _send(shadow, frame, _NOBLOCK)
+        except zmq.Again:
+            dropped += 1
+    _sent(sock)
+    return dropped
+
+
+def _sent(sock: zmq.asyncio.Socket) -> None:
+    """Look for input after sending on `sock` (see `send_batch`)."""
     reader = _readers.get(sock)
     if reader is not None:
         reader.check()
     else:
         sock.get(_EVENTS)
-    return dropped

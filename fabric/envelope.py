@@ -17,7 +17,8 @@ frame:
 One frame, not two: every frame costs a send, a receive and (under Curve) an encryption at every
 hop.
 
-Validation order in `decode`: frame count → size → magic → header length → header parse →
+Validation order in `decode` (`decode_frame` is the same after the frame count, for callers that
+counted the frames themselves): frame count → size → magic → header length → header parse →
 header schema checks (kind known; request_id set on requests and replies — an error reply to a
 request whose header did not parse carries request_id 0; method set on requests and events;
 deadline set on requests). The payload is parsed by `parse_payload` once the method (and so the
@@ -47,6 +48,7 @@ _PREFIX = struct.Struct(f">{len(MAGIC)}sH")  # MAGIC, header_len
 _HEADER_AT = _PREFIX.size
 _MAGIC_LEN = len(MAGIC)
 _KINDS = frozenset(pb.Kind.values()) - {pb.KIND_UNSPECIFIED}
+_REQUEST, _REPLY = pb.REQUEST, pb.REPLY
 _parse_header = pb.Header.FromString
 M = TypeVar("M", bound=Message)
 
@@ -158,8 +160,21 @@ class Encoder:
 def decode(frames: Sequence[bytes], max_bytes: int) -> Envelope:
     """Validate and decode the envelope frames (identity/topic already removed)."""
     if len(frames) != N_FRAMES:
-        raise EnvelopeError(DecodeError.FRAME_COUNT, f"{len(frames)} frames")
-    data = frames[0]
+        raise frame_count_error(len(frames))
+    return Envelope(*decode_frame(frames[0], max_bytes))
+
+
+def frame_count_error(count: int) -> EnvelopeError:
+    """The error for a message of `count` envelope frames (`N_FRAMES` is right)."""
+    return EnvelopeError(DecodeError.FRAME_COUNT, f"{count} frames")
+
+
+def decode_frame(data: bytes, max_bytes: int) -> tuple[pb.Header, bytes]:
+    """`decode` of the one frame of a message whose frame count is right: (header, payload).
+
+    The RPC hot paths count the frames themselves (`frame_count_error` if wrong) and take the
+    pair, not an Envelope.
+    """
     size = len(data)
     if size > max_bytes:
         raise EnvelopeError(DecodeError.TOO_LARGE, f"{size} bytes")
@@ -175,21 +190,21 @@ def decode(frames: Sequence[bytes], max_bytes: int) -> Envelope:
     except (_PbDecodeError, ValueError) as err:  # ValueError: invalid UTF-8 in a string
         raise EnvelopeError(DecodeError.BAD_HEADER, type(err).__name__) from None
     kind = header.kind
-    if kind == pb.REQUEST:
+    if kind == _REPLY:
+        if not header.request_id and not header.error:
+            raise EnvelopeError(DecodeError.MISSING_FIELD, "request_id", header)
+    elif kind == _REQUEST:
         if not header.request_id:
             raise EnvelopeError(DecodeError.MISSING_FIELD, "request_id", header)
         if not header.method:
             raise EnvelopeError(DecodeError.MISSING_FIELD, "method", header)
         if header.deadline_ms <= 0:
             raise EnvelopeError(DecodeError.MISSING_FIELD, "deadline_ms", header)
-    elif kind == pb.REPLY:
-        if not header.request_id and not header.error:
-            raise EnvelopeError(DecodeError.MISSING_FIELD, "request_id", header)
     elif kind not in _KINDS:
         raise EnvelopeError(DecodeError.BAD_KIND, str(kind), header)
     elif not header.method:
         raise EnvelopeError(DecodeError.MISSING_FIELD, "method", header)
-    return Envelope(header, data[end:])
+    return header, data[end:]
 
 
 def parse_payload(msg_type: type[M], payload: bytes, header: pb.Header | None = None) -> M:

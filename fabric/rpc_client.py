@@ -22,14 +22,20 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import Batch, Reader, send_batch
+from fabric.drain import Batch, Reader, send_frames
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
-_Pending = tuple["asyncio.Future[envelope.Envelope]", float, str]
+_EVENT = pb.EVENT
+_Reply = tuple[pb.Header, bytes]
+"""A decoded reply: its header and the still-serialized payload."""
+_Pending = tuple["asyncio.Future[_Reply]", float, str]
 """A call waiting for its reply: the caller's future, when it expires (monotonic), the method."""
+_Future = asyncio.Future
+_monotonic = time.monotonic
+_time = time.time
 
 
 class RpcClient:
@@ -55,14 +61,14 @@ class RpcClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._encoder = envelope.Encoder(node_id)
-        self._outbox: list[list[bytes]] = []
+        self._outbox: list[bytes] = []
         self._flush_soon = False  # a _flush is scheduled for this loop iteration
         self._reader = Reader(self.sock, self._replies, timing.DRAIN_MAX_BATCH)
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._in = metrics.FRAMES_IN.labels(name)
         self._out = metrics.FRAMES_OUT.labels(name)
-        self._latency: dict[str, Any] = {}
+        self._latency: dict[str, metrics.LatencyChild] = {}
 
     def start(self) -> None:
         """Start reading replies and the task that expires calls."""
@@ -97,7 +103,7 @@ class RpcClient:
         """
         if not self._tasks:
             self.start()
-        now = started = time.monotonic()
+        now = started = _monotonic()
         deadline = started + (timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout)
         payload = request.SerializeToString()
         name = method.name
@@ -107,31 +113,31 @@ class RpcClient:
             for left in range(attempts, 0, -1):  # attempts left, this one included
                 if self.sock.closed:  # closed meanwhile: no reader or expiry would end it
                     raise RpcError(pb.UNAVAILABLE, f"{name}: client closed")
-                share = max(deadline - now, 0.0) / left
+                remaining = deadline - now
+                share = (remaining if remaining > 0.0 else 0.0) / left
                 rid = next(self._ids)
-                fut: asyncio.Future[envelope.Envelope] = self._loop.create_future()
+                fut: asyncio.Future[_Reply] = _Future(loop=self._loop)
                 self._pending[rid] = (fut, now + share, name)
-                self._outbox.append([self._encoder.request(
-                    name, rid, int((time.time() + share) * 1000), payload)])
+                self._outbox.append(self._encoder.request(
+                    name, rid, int((_time() + share) * 1000), payload))
                 if not self._flush_soon:
                     self._flush_soon = True
                     self._loop.call_soon(self._flush)
                 try:
-                    env = await fut
-                    header = env.header
-                    if header.error != pb.OK:
+                    header, body = await fut
+                    if header.error:
                         raise RpcError(header.error, header.detail)
-                    return envelope.parse_payload(method.reply, env.payload, header)
+                    return envelope.parse_payload(method.reply, body, header)
                 except RpcError as err:
                     if err.code not in _RETRYABLE or left == 1:
                         raise
                 except asyncio.CancelledError:
                     self._pending.pop(rid, None)
                     raise
-                pause = min(backoff, max(deadline - time.monotonic(), 0.0) / 4)
+                pause = min(backoff, max(deadline - _monotonic(), 0.0) / 4)
                 await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
                 backoff *= 2
-                now = time.monotonic()
+                now = _monotonic()
             raise AssertionError("unreachable: the last attempt returns or raises")
         except RpcError as err:
             metrics.RPC_ERRORS.labels(name, pb.ErrorCode.Name(err.code)
@@ -143,7 +149,7 @@ class RpcClient:
             latency = self._latency.get(name)
             if latency is None:
                 latency = self._latency[name] = metrics.RPC_SECONDS.labels(name)
-            latency.observe(time.monotonic() - started)
+            latency.observe(_monotonic() - started)
 
     def _flush(self) -> None:
         """Send every request queued since the last pass, in one batch."""
@@ -151,7 +157,7 @@ class RpcClient:
         outbox, self._outbox = self._outbox, []
         if not outbox:
             return
-        dropped = send_batch(self.sock, outbox)
+        dropped = send_frames(self.sock, outbox)
         self._out.inc(len(outbox) - dropped)
         if dropped:
             metrics.BAD_FRAMES.labels(self.name, "hwm_drop").inc(dropped)
@@ -170,23 +176,25 @@ class RpcClient:
     def _replies(self, batch: Batch) -> None:
         """Hand each reply in `batch` to its caller (the Reader calls this)."""
         pending = self._pending
+        max_bytes = self.max_bytes
         self._in.inc(len(batch))
         for frames in batch:
             try:
-                env = envelope.decode(frames, self.max_bytes)
+                if len(frames) != envelope.N_FRAMES:
+                    raise envelope.frame_count_error(len(frames))
+                header, payload = envelope.decode_frame(frames[0], max_bytes)
             except envelope.EnvelopeError as err:
                 metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
                 continue
-            header = env.header
-            if header.kind == pb.EVENT:
+            if header.kind == _EVENT:
                 if self.on_event is not None:
-                    self.on_event(env)
+                    self.on_event(envelope.Envelope(header, payload))
                 continue
             call = pending.pop(header.request_id, None)
             if call is None or call[0].done():
                 metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
                 continue
-            call[0].set_result(env)
+            call[0].set_result((header, payload))
         if not self._flush_soon:
             # the callers woken above run next and queue their next requests: send those in the
             # same loop iteration rather than one later

@@ -32,6 +32,7 @@ from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
+_REQUEST = pb.REQUEST
 
 Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
 Gate = Callable[[bytes, Method], int]
@@ -106,14 +107,15 @@ class RpcServer:
     def _handle(self, frames: list[bytes], now_ms: float) -> list[bytes] | None:
         identity = frames[0]
         try:
-            env = envelope.decode(frames[1:], self.max_bytes)
+            if len(frames) != 1 + envelope.N_FRAMES:
+                raise envelope.frame_count_error(len(frames) - 1)
+            header, payload = envelope.decode_frame(frames[1], self.max_bytes)
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
             rid = err.header.request_id if err.header is not None else 0
             return [identity, *envelope.error_reply(rid, err.reason.error_code(), err.detail,
                                                     sender=self.node_id)]
-        header = env.header
-        if header.kind != pb.REQUEST:
+        if header.kind != _REQUEST:
             metrics.BAD_FRAMES.labels(self.name, "not_request").inc()
             return None
         entry = self._handlers.get(header.method)
@@ -132,7 +134,7 @@ class RpcServer:
             self._served(method.name, pb.DEADLINE_EXCEEDED)
             return None  # the caller has already given up
         try:
-            request = envelope.parse_payload(method.request, env.payload, header)
+            request = envelope.parse_payload(method.request, payload, header)
             result = handler(request, Call(identity, header))
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
