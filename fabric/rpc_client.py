@@ -29,10 +29,9 @@ from schema import common_pb2 as pb
 log = logging.getLogger(__name__)
 _RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
 _EVENT = pb.EVENT
-_Reply = tuple[pb.Header, bytes]
-"""A decoded reply: its header and the still-serialized payload."""
-_Pending = tuple["asyncio.Future[_Reply]", float, str]
-"""A call waiting for its reply: the caller's future, when it expires (monotonic), the method."""
+_Pending = tuple["asyncio.Future[bytes]", float, str]
+"""A call waiting for its reply: the caller's future (set to the reply's still-serialized payload,
+or failed with the reply's error), when it expires (monotonic), the method."""
 _Future = asyncio.Future
 _monotonic = time.monotonic
 _time = time.time
@@ -116,7 +115,7 @@ class RpcClient:
                 remaining = deadline - now
                 share = (remaining if remaining > 0.0 else 0.0) / left
                 rid = next(self._ids)
-                fut: asyncio.Future[_Reply] = _Future(loop=self._loop)
+                fut: asyncio.Future[bytes] = _Future(loop=self._loop)
                 self._pending[rid] = (fut, now + share, name)
                 self._outbox.append(self._encoder.request(
                     name, rid, int((_time() + share) * 1000), payload))
@@ -124,10 +123,7 @@ class RpcClient:
                     self._flush_soon = True
                     self._loop.call_soon(self._flush)
                 try:
-                    header, body = await fut
-                    if header.error:
-                        raise RpcError(header.error, header.detail)
-                    return envelope.parse_payload(method.reply, body, header)
+                    return envelope.parse_payload(method.reply, await fut)
                 except RpcError as err:
                     if err.code not in _RETRYABLE or left == 1:
                         raise
@@ -194,7 +190,11 @@ class RpcClient:
             if call is None or call[0].done():
                 metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
                 continue
-            call[0].set_result((header, payload))
+            error = header.error
+            if error:
+                call[0].set_exception(RpcError(error, header.detail))
+            else:
+                call[0].set_result(payload)
         if not self._flush_soon:
             # the callers woken above run next and queue their next requests: send those in the
             # same loop iteration rather than one later
