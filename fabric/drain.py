@@ -65,10 +65,11 @@ class Reader:
     """Calls `on_batch(batch)` on the event loop whenever messages are queued on `sock`.
 
     One FD callback for the life of the reader: no task, Future or loop iteration per batch.
-    A callback takes up to `max_batch` messages, reading EVENTS again after each batch (input
-    that arrived while the batch was handled is taken at once); what is left waits for the
-    loop's other callbacks. `start()` on the loop that owns the socket; `close()` before the
-    socket is closed.
+    A callback takes up to `max_batch` messages. A `take` that stops at an empty queue has
+    libzmq re-arm the FD for the next message, so the callback is done unless `on_batch` sent
+    on the socket meanwhile (which may consume that edge): then it reads EVENTS and takes on
+    if input is queued. What is left past the budget waits for the loop's other callbacks.
+    `start()` on the loop that owns the socket; `close()` before the socket is closed.
     """
 
     def __init__(self, sock: zmq.asyncio.Socket, on_batch: Callable[[Batch], None],
@@ -80,7 +81,8 @@ class Reader:
         self._routed = self._shadow.get(_TYPE) == _ROUTER
         self._fd = self._shadow.get(_FD)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._reading = False  # inside _ready, which reads EVENTS itself before it returns
+        self._reading = False  # inside _ready, which looks for input itself before it returns
+        self._sent_meanwhile = False  # on_batch sent on the socket during this take's batch
         self._scheduled = False  # a _ready is queued on the loop
 
     def start(self) -> None:
@@ -99,7 +101,10 @@ class Reader:
 
     def check(self) -> None:
         """Read soon if input is queued (after anything that may have consumed the FD's edge)."""
-        if self._loop is None or self._reading or self._scheduled:
+        if self._reading:  # the pass in progress looks before it ends
+            self._sent_meanwhile = True
+            return
+        if self._loop is None or self._scheduled:
             return
         if self._shadow.closed:  # closed under us: at least stop watching its FD
             self.close()
@@ -123,17 +128,24 @@ class Reader:
         drained = False
         self._reading = True
         try:
-            while left > 0:
-                if not shadow.get(_EVENTS) & _POLLIN:
-                    drained = True
-                    break
+            while True:
+                self._sent_meanwhile = False
                 batch = take(shadow, left, self._routed)
                 left -= len(batch)
-                self._on_batch(batch)
+                if batch:
+                    self._on_batch(batch)
+                if not left:
+                    break  # budget spent
+                # take() met an empty queue: done, unless a send may have consumed the edge
+                if not self._sent_meanwhile or not shadow.get(_EVENTS) & _POLLIN:
+                    drained = True
+                    break
         finally:
             self._reading = False
             if not drained:  # budget spent, or on_batch failed: the rest after other callbacks
                 self.check()
+
+
 async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> Batch:
     """Wait for one multipart message, then drain up to `max_batch` in total with NOBLOCK.
 
@@ -161,7 +173,7 @@ def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int
             _send(shadow, frames[-1], _NOBLOCK)
         except zmq.Again:
             dropped += 1
-    _sent(sock)
+    _after_send(sock)
     return dropped
 
 
@@ -174,11 +186,11 @@ def send_frames(sock: zmq.asyncio.Socket, frames: Iterable[bytes]) -> int:
             _send(shadow, frame, _NOBLOCK)
         except zmq.Again:
             dropped += 1
-    _sent(sock)
+    _after_send(sock)
     return dropped
 
 
-def _sent(sock: zmq.asyncio.Socket) -> None:
+def _after_send(sock: zmq.asyncio.Socket) -> None:
     """Look for input after sending on `sock` (see `send_batch`)."""
     reader = _readers.get(sock)
     if reader is not None:

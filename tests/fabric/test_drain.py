@@ -28,9 +28,11 @@ def pair(ctx: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Sock
 
 
 @pytest.mark.timeout(60)
-def test_echo_survives_sends_from_another_task() -> None:
+@pytest.mark.parametrize("max_batch", [256, 7])
+def test_echo_survives_sends_from_another_task(max_batch: int) -> None:
     """A ROUTER read by a Reader echoes N requests sent in bursts while another task keeps
-    pushing to the same peer through send_batch: every echo comes back."""
+    pushing to the same peer through send_batch: every echo comes back, whether a pass ends
+    at an empty queue or at its budget (`max_batch`)."""
 
     async def main() -> None:
         ctx = zmq.asyncio.Context()
@@ -41,7 +43,7 @@ def test_echo_survives_sends_from_another_task() -> None:
             identities.update(frames[0] for frames in batch)
             send_batch(router, batch)
 
-        server = Reader(router, echo, 256)
+        server = Reader(router, echo, max_batch)
         server.start()
         echoed = pushed = 0
         got_all = asyncio.Event()
@@ -56,7 +58,7 @@ def test_echo_survives_sends_from_another_task() -> None:
             if echoed == N:
                 got_all.set()
 
-        client = Reader(dealer, count, 256)
+        client = Reader(dealer, count, max_batch)
         client.start()
 
         async def pusher() -> None:
