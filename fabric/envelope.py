@@ -46,6 +46,8 @@ MAGIC = b"SOIM\x02"
 N_FRAMES = 1
 _PREFIX = struct.Struct(f">{len(MAGIC)}sH")  # MAGIC, header_len
 _HEADER_AT = _PREFIX.size
+_PREFIXES = tuple(_PREFIX.pack(MAGIC, n) for n in range(256))
+"""The prefix of every header shorter than 256 bytes (all but odd error details), prebuilt."""
 _MAGIC_LEN = len(MAGIC)
 _KINDS = frozenset(pb.Kind.values()) - {pb.KIND_UNSPECIFIED}
 _REQUEST, _REPLY = pb.REQUEST, pb.REPLY
@@ -93,7 +95,8 @@ class Envelope:
 
 def frame(header: bytes, payload: bytes) -> bytes:
     """The frame for an already serialized header and payload."""
-    return b"".join((_PREFIX.pack(MAGIC, len(header)), header, payload))
+    n = len(header)
+    return b"".join((_PREFIXES[n] if n < 256 else _PREFIX.pack(MAGIC, n), header, payload))
 
 
 def encode(header: pb.Header, payload: bytes = b"") -> list[bytes]:

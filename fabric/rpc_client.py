@@ -33,6 +33,8 @@ _Pending = tuple["asyncio.Future[bytes]", float, str]
 """A call waiting for its reply: the caller's future (set to the reply's still-serialized payload,
 or failed with the reply's error), when it expires (monotonic), the method."""
 _Future = asyncio.Future
+_decode_frame = envelope.decode_frame
+_parse_payload = envelope.parse_payload
 _monotonic = time.monotonic
 _time = time.time
 
@@ -123,7 +125,7 @@ class RpcClient:
                     self._flush_soon = True
                     self._loop.call_soon(self._flush)
                 try:
-                    return envelope.parse_payload(method.reply, await fut)
+                    return _parse_payload(method.reply, await fut)
                 except RpcError as err:
                     if err.code not in _RETRYABLE or left == 1:
                         raise
@@ -178,7 +180,7 @@ class RpcClient:
             try:
                 if len(frames) != envelope.N_FRAMES:
                     raise envelope.frame_count_error(len(frames))
-                header, payload = envelope.decode_frame(frames[0], max_bytes)
+                header, payload = _decode_frame(frames[0], max_bytes)
             except envelope.EnvelopeError as err:
                 metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
                 continue

@@ -33,6 +33,9 @@ from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 _REQUEST = pb.REQUEST
+_ROUTED_FRAMES = 1 + envelope.N_FRAMES  # the peer's routing id, then the envelope
+_decode_frame = envelope.decode_frame
+_parse_payload = envelope.parse_payload
 
 Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
 Gate = Callable[[bytes, Method], int]
@@ -107,9 +110,9 @@ class RpcServer:
     def _handle(self, frames: list[bytes], now_ms: float) -> list[bytes] | None:
         identity = frames[0]
         try:
-            if len(frames) != 1 + envelope.N_FRAMES:
+            if len(frames) != _ROUTED_FRAMES:
                 raise envelope.frame_count_error(len(frames) - 1)
-            header, payload = envelope.decode_frame(frames[1], self.max_bytes)
+            header, payload = _decode_frame(frames[1], self.max_bytes)
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
             rid = err.header.request_id if err.header is not None else 0
@@ -134,7 +137,7 @@ class RpcServer:
             self._served(method.name, pb.DEADLINE_EXCEEDED)
             return None  # the caller has already given up
         try:
-            request = envelope.parse_payload(method.request, payload, header)
+            request = _parse_payload(method.request, payload, header)
             result = handler(request, Call(identity, header))
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
@@ -150,7 +153,8 @@ class RpcServer:
             task.add_done_callback(self._tasks.discard)
             return None
         answered = self._answered
-        answered[method.name] = answered.get(method.name, 0) + 1
+        name = method.name
+        answered[name] = answered.get(name, 0) + 1
         return [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
 
     async def _finish(self, identity: bytes, header: pb.Header,
