@@ -37,12 +37,6 @@ _send = zmq.backend.Socket.send  # the plain send under zmq.Socket.send's routin
 
 Batch = list[list[bytes]]
 
-PIPELINE_BATCH = 32
-"""Most messages an RPC client's or server's Reader takes in one pass. After each pass the
-server has sent its replies, and the client's woken callers send their next requests before the
-next pass, so the peer starts on them while this side takes the rest. One pass over all that is
-queued (up to timing.DRAIN_MAX_BATCH) made the two sides take turns: with 64 calls in flight,
-each sat idle while the other handled them all (bench fabric: ratio ~0.47 against ~0.55)."""
 _readers: weakref.WeakKeyDictionary[zmq.asyncio.Socket, Reader] = weakref.WeakKeyDictionary()
 
 

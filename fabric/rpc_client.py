@@ -22,7 +22,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import PIPELINE_BATCH, Batch, Reader, send_frames
+from fabric.drain import Batch, Reader, send_frames
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -64,7 +64,7 @@ class RpcClient:
         self._encoder = envelope.Encoder(node_id)
         self._outbox: list[bytes] = []
         self._flush_soon = False  # a _flush is scheduled for this loop iteration
-        self._reader = Reader(self.sock, self._replies, PIPELINE_BATCH)
+        self._reader = Reader(self.sock, self._replies, timing.PIPELINE_BATCH)
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
         self._in = metrics.FRAMES_IN.labels(name)

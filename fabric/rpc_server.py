@@ -26,8 +26,8 @@ import zmq
 import zmq.asyncio
 from google.protobuf.message import Message
 
-from fabric import envelope, metrics
-from fabric.drain import PIPELINE_BATCH, Batch, Reader, send_batch
+from fabric import envelope, metrics, timing
+from fabric.drain import Batch, Reader, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -81,7 +81,7 @@ class RpcServer:
 
     async def serve(self) -> None:
         """Receive, dispatch and reply forever (cancel to stop)."""
-        reader = Reader(self.sock, self._requests, PIPELINE_BATCH)
+        reader = Reader(self.sock, self._requests, timing.PIPELINE_BATCH)
         reader.start()
         try:
             await asyncio.Event().wait()  # the reader does the work, from the loop's FD callback
