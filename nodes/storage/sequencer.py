@@ -8,19 +8,23 @@ future (acked with the same seq and msg_id when it commits, failed when it fails
 stored row resolves to it. The writer makes a failed flush roll back (see its module doc): the
 sequencer then forgets the conversations involved and loads them again.
 
-A conversation's state is loaded on first use: its last seq (MAX(seq), an index seek) and, when
-it has no message yet, the knowledge that every key it will ever hold passes through here, so no
-database lookup is needed for its dedup. Otherwise, keys not seen since the load are looked up
-in the database before stamping (one query per shard table per batch). Memory is bounded per
-database: keys of settled rows beyond MAX_KEYS or MAX_KEY_BYTES are evicted oldest first (their
-conversation then looks keys up in the database), idle conversations beyond MAX_CONVS are
-dropped. Each load of a conversation has a generation; keys of an older one are ignored.
+A conversation's state is loaded on first use: its last seq (MAX(seq), an index seek). A retry
+comes within RETRY_WINDOW_S of its send, so dedup needs only the keys of that window. A
+conversation loaded with messages looks up the keys it has not seen (one query per shard table
+per batch) for one window after its load; one loaded empty never needs to. Memory is bounded
+per database: keys of settled rows beyond MAX_KEYS or MAX_KEY_BYTES are evicted oldest first,
+and a retry of an evicted key is recognised by the key hashes of the current and the previous
+window (a set of ints each) and looked up; idle conversations beyond MAX_CONVS are dropped.
+Each load of a conversation has a generation; keys of an older one are ignored. (Before the
+hashes, an evicted key made its conversation look up every later send: a node that had stored
+~50,000 messages looked nearly every send up, and bench chat's median latency tripled.)
 No sockets: reads on a pooled connection of the builder's database.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict, deque
 from collections.abc import Collection
 from concurrent.futures import Future, InvalidStateError
@@ -38,6 +42,13 @@ MAX_KEYS = 50_000
 """Settled keys remembered per database (retries of older sends are looked up)."""
 MAX_KEY_BYTES = 32 << 20
 """... and the most body text those keys' rows may hold."""
+RETRY_WINDOW_S = 60.0
+"""How long after a send a retry of it may come: a client retries an unacknowledged send for
+30 s (tui.session.SEND_DEADLINE_S). An older retry of a key no longer remembered is not looked
+up; the message table's unique key still refuses it, failing its flush like a lost
+connection, and the conversation is then loaded again and looked up for a window."""
+MAX_RECENT_KEYS = 1_000_000
+"""Key hashes kept per database for one window (~60 MB with the previous window's)."""
 MAX_CONVS = 100_000
 """Conversations remembered per database (idle ones are dropped and loaded again on use)."""
 KEY_OVERHEAD_BYTES = 600
@@ -61,9 +72,10 @@ class _Conv:
     """What the sequencer knows of one conversation."""
 
     next_seq: int
-    complete: bool
-    """Every key the conversation holds is in the key table (it was empty when loaded, and no
-    key of it was evicted since)."""
+    lookup_until: float
+    """Until this time (monotonic) a send whose key is unknown here may be a retry of a message
+    stored before the load, and is looked up in the database: one retry window after a load
+    that found messages; 0 when the conversation was empty."""
     gen: int
     """Which load this is: key table entries of other loads are stale."""
     last: Future[MessageRow] | None = None
@@ -82,6 +94,14 @@ class _Lane:
     which the garbage collector does not track: a table of futures (a lock and a condition
     each) made every full collection of the node take hundreds of milliseconds."""
     key_bytes: int = 0
+    recent: set[int] = field(default_factory=set)
+    """Hashes of the keys remembered in this retry window …"""
+    older: set[int] = field(default_factory=set)
+    """… and in the one before: a retry of an evicted key is found among them (and looked up)."""
+    rotated_at: float = field(default_factory=time.monotonic)
+    lookup_all_until: float = 0.0
+    """Hashes were dropped before their window ended (too many keys): until then, every
+    unknown key is looked up."""
     in_flight: deque[tuple[_Key, Future[MessageRow]]] = field(default_factory=deque)
     """Keys stamped and not yet seen settled, in stamping order (flushes settle in order)."""
 
@@ -90,8 +110,11 @@ class Sequencer:
     """Seqs and dedup for the writer's builder threads (one state per database)."""
 
     def __init__(self, max_keys: int = MAX_KEYS, max_key_bytes: int = MAX_KEY_BYTES,
-                 max_convs: int = MAX_CONVS) -> None:
+                 max_convs: int = MAX_CONVS, retry_window_s: float = RETRY_WINDOW_S,
+                 max_recent_keys: int = MAX_RECENT_KEYS) -> None:
         self.max_keys = max_keys
+        self.retry_window_s = retry_window_s
+        self.max_recent_keys = max_recent_keys
         self.max_key_bytes = max_key_bytes
         self.max_convs = max_convs
         self._lanes: dict[int, _Lane] = {}
@@ -116,6 +139,7 @@ class Sequencer:
         lane = self._lane(db)
         convs, keys = lane.convs, lane.keys
         _settle(lane)
+        self._rotate(lane)
         self._load(db, lane, items)
         out: list[Item] = []
         for row, table_no, fut in items:
@@ -149,6 +173,7 @@ class Sequencer:
         size = KEY_OVERHEAD_BYTES + len(row.body)
         lane.keys[key] = (gen, ref, size)
         lane.key_bytes += size
+        lane.recent.add(hash(key))
 
     def _load(self, db: Database, lane: _Lane, items: list[Item]) -> None:
         """Load unknown conversations, then look up keys their states cannot vouch for."""
@@ -168,16 +193,21 @@ class Sequencer:
             for table, conv_ids in unknown.items():
                 for conv_id, last in queries.last_seqs(conn(), table,
                                                        list(dict.fromkeys(conv_ids))).items():
-                    convs[conv_id] = _Conv(last + 1, last == 0, next(self._gens))
+                    until = 0.0 if last == 0 else time.monotonic() + self.retry_window_s
+                    convs[conv_id] = _Conv(last + 1, until, next(self._gens))
                     LOADS.inc()
             lookup: dict[str, dict[queries.Key, None]] = {}
+            now = time.monotonic()
+            everything = lane.lookup_all_until > now
+            recent, older = lane.recent, lane.older
             for row, table_no, _ in items:
                 conv = convs[row.conv_id]
-                if conv.complete:
-                    continue
                 key = (row.conv_id, row.sender, row.client_msg_id)
                 known = lane.keys.get(key)
-                if known is None or known[0] != conv.gen:
+                if known is not None and known[0] == conv.gen:
+                    continue
+                if (everything or conv.lookup_until > now or hash(key) in recent
+                        or hash(key) in older):
                     lookup.setdefault(f"{MESSAGE.name}_{table_no}", {})[key] = None
             for table, keys in lookup.items():
                 LOOKUPS.inc(len(keys))
@@ -185,19 +215,25 @@ class Sequencer:
                     key = (stored.conv_id, stored.sender, stored.client_msg_id)
                     self._remember(lane, key, convs[stored.conv_id].gen, tuple(stored), stored)
 
+    def _rotate(self, lane: _Lane) -> None:
+        """Start a new window of key hashes each retry window (or sooner when too many)."""
+        now = time.monotonic()
+        full = len(lane.recent) > self.max_recent_keys
+        if full or now - lane.rotated_at >= self.retry_window_s:
+            if full:  # the older hashes go before their time: look everything up meanwhile
+                lane.lookup_all_until = now + self.retry_window_s
+            lane.older, lane.recent, lane.rotated_at = lane.recent, set(), now
+
     def _trim(self, lane: _Lane, used: set[int]) -> None:
         convs, keys = lane.convs, lane.keys
         for conv_id in used:
             convs.move_to_end(conv_id)
         while len(keys) > self.max_keys or lane.key_bytes > self.max_key_bytes:
-            key, (gen, ref, size) = next(iter(keys.items()))
+            key, (_, ref, size) = next(iter(keys.items()))
             if isinstance(ref, Future) and not ref.done():
                 break  # still in flight: evict once it settled
             del keys[key]
             lane.key_bytes -= size
-            conv = convs.get(key[0])
-            if conv is not None and conv.gen == gen:
-                conv.complete = False
         for _ in range(len(convs) - self.max_convs):
             conv_id, conv = next(iter(convs.items()))
             if conv.last is not None and not conv.last.done():

@@ -233,3 +233,35 @@ def test_two_owners_racing_on_the_same_conversations_leave_no_gap(store: Store) 
     assert sum(w.stats().failed_flushes for w in writers) > 0, "the owners never raced"
     check_store(store, acked)
     assert len(stored_messages(store)) == len(acked) == 6 * 40 * 4
+
+
+def lookups() -> float:
+    return REGISTRY.get_sample_value("soim_storage_sequencer_lookups_total") or 0.0
+
+
+def test_keys_are_looked_up_only_within_the_retry_window(store: Store) -> None:
+    """A conversation loaded with messages looks unseen keys up for one retry window, then no
+    more; a key evicted young is looked up until it is older than the window."""
+    window = 1.0
+    with sequencing_writer(store, max_rows=64, max_ms=5) as writer:
+        first = writer.submit(send(21, "a")).result(10)
+    with sequencing_writer(store, Sequencer(max_keys=1, retry_window_s=window),
+                           max_rows=64, max_ms=5) as writer:
+        loaded = time.monotonic()
+        before = lookups()
+        assert writer.submit(send(21, "b")).result(10).seq == 2
+        assert writer.submit(first._replace(msg_id=next(_ids))).result(10) == first
+        assert lookups() == before + 2  # within the window: both looked up, the retry found
+        wait_until(lambda: time.monotonic() > loaded + window, what="the window to pass")
+        before = lookups()
+        c = writer.submit(send(21, "c")).result(10)
+        assert c.seq == 3 and lookups() == before  # past the window: no lookup
+        evicted_at = time.monotonic()
+        assert writer.submit(send(21, "d")).result(10).seq == 4  # then "c" is evicted, young
+        assert writer.submit(c._replace(msg_id=next(_ids))).result(10) == c
+        assert lookups() == before + 1  # … so later sends are looked up: the retry is found
+        wait_until(lambda: time.monotonic() > evicted_at + window, what="the window to pass")
+        before = lookups()
+        assert writer.submit(send(21, "e")).result(10).seq == 5
+        assert lookups() == before
+    assert {r.seq for r in stored_messages(store)} == {1, 2, 3, 4, 5}
