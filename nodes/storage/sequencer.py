@@ -206,8 +206,8 @@ class Sequencer:
                 known = lane.keys.get(key)
                 if known is not None and known[0] == conv.gen:
                     continue
-                if (everything or conv.lookup_until > now or hash(key) in recent
-                        or hash(key) in older):
+                if everything or conv.lookup_until > now or (
+                        (h := hash(key)) in recent or h in older):
                     lookup.setdefault(f"{MESSAGE.name}_{table_no}", {})[key] = None
             for table, keys in lookup.items():
                 LOOKUPS.inc(len(keys))
