@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from fabric.config import Config
 from nodes.gateway.api import CLIENT
@@ -28,7 +25,7 @@ from tools.bench_clients import (
     replies_ok,
 )
 from tools.cluster_view import ClusterView
-from tools.cmd_stats import SCRAPE_TIMEOUT_S
+from tools.cmd_stats import metric_families
 
 PASSWORD = "bench-password-1"
 SETTLE_S = 30.0
@@ -135,10 +132,7 @@ class Target:
         in seconds (the soim_storage_commit_seconds histogram)."""
         out: dict[float, float] = {}
         for peer in self.view.membership.alive("storage"):
-            url = f"http://{peer.info.host}:{peer.info.metrics_port}/metrics"
-            with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
-                text = response.read().decode()
-            for family in text_string_to_metric_families(text):
+            for family in metric_families(peer):
                 if family.name != "soim_storage_commit_seconds":
                     continue
                 for sample in family.samples:

@@ -12,6 +12,7 @@ import json
 import urllib.request
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from fabric.membership import Peer
@@ -29,19 +30,24 @@ COLUMNS = {
 }
 
 
+def metric_families(peer: Peer) -> list[Metric]:
+    """Every metric family a node's /metrics serves now (OSError when it does not answer)."""
+    url = f"http://{peer.info.host}:{peer.info.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
+        return list(text_string_to_metric_families(response.read().decode()))
+
+
 def scrape(peer: Peer) -> dict[str, Any]:
     """The summed figures of one node, or an `error` entry when it did not answer."""
     row: dict[str, Any] = {"role": peer.role, "node_id": peer.node_id}
-    url = f"http://{peer.info.host}:{peer.info.metrics_port}/metrics"
     try:
-        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as response:
-            text = response.read().decode()
+        families = metric_families(peer)
     except OSError as err:
         row["error"] = str(err)
         return row
     for column in COLUMNS.values():
         row[column] = 0.0
-    for family in text_string_to_metric_families(text):
+    for family in families:
         column = COLUMNS.get(family.name)
         if column is None:
             continue
