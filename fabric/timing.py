@@ -94,6 +94,10 @@ SESSION_SWEEP_INTERVAL_S = 1.0
 DRAIN_GRACE_S = 5.0
 """A drained node stops this long after `soimctl drain` unless the request says otherwise."""
 
+OWN_CURSORS_DELAY_S = 0.05
+"""How long a storage node lets senders' own cursor moves gather before writing them, unless a
+client's cursor update goes first: one cursor transaction for many flushes instead of one each."""
+
 GC_THRESHOLDS = (20_000, 20, 10)
 """gc.set_threshold of every node. With the default 700, requests in flight for a few
 milliseconds survive into the old generations and set off full collections every ~2 s (tens of

@@ -6,17 +6,21 @@ delivered as far), answer with the cursors after the update, and when they moved
 to the friend of a direct conversation and to the user's other devices. Also move a sender's
 own cursors to each message it stored (`own`), so unread counts exclude one's own messages.
 Updates are group-committed: what queues up while one batch is written (any number of requests
-and senders' moves) goes into the next, one job on the node's one cursor thread
-(`Workers.write`) with one connection per database, so writes never race each other; every
-statement only ever raises a cursor.
+and senders' moves) goes into the next; senders' moves alone wait up to
+`timing.OWN_CURSORS_DELAY_S` for more (a client's update ends the wait), so a busy node writes
+them in a few transactions a second rather than one per flush. Each batch is one job on the
+node's one cursor thread (`Workers.write`) with one connection per database, so writes never
+race each other; every statement only ever raises a cursor.
 No sockets: requests arrive on the node's RPC ROUTER; receipts leave through `Fanout`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
+from fabric import timing
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.storage import queries
@@ -44,6 +48,7 @@ class Cursors:
         self.fanout = fanout
         self._queue: list[tuple[list[Move], bool, asyncio.Future[list[Outcome]] | None]] = []
         self._job: asyncio.Task[None] | None = None
+        self._asked = asyncio.Event()  # a client's update is queued
 
     async def cursors(self, req: cluster_pb2.CursorBatchRequest,
                       call: Call) -> cluster_pb2.CursorBatchReply:
@@ -82,11 +87,18 @@ class Cursors:
     def _enqueue(self, moves: list[Move], requested: bool,
                  done: asyncio.Future[list[Outcome]] | None) -> None:
         self._queue.append((moves, requested, done))
+        if requested:
+            self._asked.set()
         if self._job is None or self._job.done():
             self._job = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         while self._queue:
+            if not self._asked.is_set():  # senders' moves only: let more gather
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timing.OWN_CURSORS_DELAY_S):
+                        await self._asked.wait()
+            self._asked.clear()
             batch, self._queue = self._queue, []
             moves = [m for ms, _, _ in batch for m in ms]
             requested = [r for ms, r, _ in batch for _ in ms]
