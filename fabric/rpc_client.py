@@ -27,7 +27,8 @@ from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
-_RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
+_RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE, pb.RATE_LIMITED})
+"""What an idempotent call retries after a pause: a rate limit refills while it waits."""
 _EVENT = pb.EVENT
 _Pending = tuple["asyncio.Future[bytes]", float, str]
 """A call waiting for its reply: the caller's future (set to the reply's still-serialized payload,

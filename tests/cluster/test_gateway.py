@@ -1,6 +1,6 @@
 """The client command set through real gateways, routers and a directory (separate processes),
 on SQLite and on MariaDB: every command, its error codes, and guarantee 4 (nothing before login,
-no acting as another user, member lists only for members)."""
+no acting as another user, member lists only for members); the session rate limit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fabric import timing
+from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
 from tests.harness import Cluster, running_cluster
@@ -170,5 +172,26 @@ def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path,
             # after logout the connection is a stranger again
             await mallory.logout()
             await expect_error(pb.UNAUTHENTICATED, mallory.me())
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_session_is_rate_limited_and_its_idempotent_calls_wait_their_turn(
+        tmp_path: Path, cluster_name: str) -> None:
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            await start_cluster(cluster)
+            alice = await user(cluster, "alice")
+            burst = int(timing.SESSION_RATE_BURST) + 50
+            # AddFriend is not idempotent: past the burst it fails at once; Me, sent right
+            # behind them, is idempotent and retried until the limit lets it through
+            *asked, me = await asyncio.gather(
+                *(alice.add_friend(10**9 + i) for i in range(burst)), alice.me(),
+                return_exceptions=True)
+            codes = [r.code for r in asked if isinstance(r, RpcError)]
+            assert len(codes) == burst and pb.RATE_LIMITED in codes, codes
+            assert alice.user and isinstance(me, client_pb2.MeReply), me
+            assert me.user_id == alice.user.user_id
 
     asyncio.run(main())
