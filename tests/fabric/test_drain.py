@@ -10,6 +10,7 @@ import zmq
 import zmq.asyncio
 
 from fabric.drain import Batch, Reader, send_batch
+from tests.support import async_wait_until
 
 N = 20_000
 
@@ -91,14 +92,11 @@ def test_queued_before_start_and_closed_reader_lets_go() -> None:
         router, dealer = pair(ctx)
         got: list[list[bytes]] = []
         dealer.send(b"early")
-        async with asyncio.timeout(5):
-            while not router.get(zmq.EVENTS) & zmq.POLLIN:  # arrived before anyone reads
-                await asyncio.sleep(0.01)  # polling the socket, with a deadline
+        await async_wait_until(lambda: router.get(zmq.EVENTS) & zmq.POLLIN, timeout=5,
+                               what="the message queued before anyone reads")
         reader = Reader(router, got.extend, 16)
         reader.start()
-        async with asyncio.timeout(5):
-            while not got:
-                await asyncio.sleep(0.01)  # polling the callback's list, with a deadline
+        await async_wait_until(lambda: got, timeout=5, what="the early message read")
         assert got[0][1] == b"early"
         reader.close()
         router.close(0)
@@ -107,9 +105,8 @@ def test_queued_before_start_and_closed_reader_lets_go() -> None:
         reader2 = Reader(again, got.extend, 16)
         reader2.start()
         dealer2.send(b"later")
-        async with asyncio.timeout(5):
-            while got[-1][1] != b"later":
-                await asyncio.sleep(0.01)  # polling the callback's list, with a deadline
+        await async_wait_until(lambda: got[-1][1] == b"later", timeout=5,
+                               what="the later message read")
         reader2.close()
         for sock in (again, dealer, dealer2):
             sock.close(0)

@@ -17,6 +17,7 @@ from fabric.rpc_client import RpcClient
 from fabric.rpc_server import Call, RpcServer
 from schema import common_pb2 as pb
 from schema import fabric_pb2
+from tests.support import async_wait_until
 
 NOT_IDEMPOTENT_ECHO = Method("test.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply)
 
@@ -166,9 +167,8 @@ def test_closing_the_client_ends_calls_and_their_retries() -> None:
         async with flaky_router(drop_first=10**9) as (client, seen):
             loop = asyncio.get_running_loop()
             call = asyncio.ensure_future(client.call(ECHO, fabric_pb2.EchoRequest(), timeout=30))
-            async with asyncio.timeout(5):
-                while not seen:  # the request reached the (silent) server
-                    await asyncio.sleep(0.01)  # polling the server's log, with a deadline
+            await async_wait_until(lambda: seen, timeout=5,
+                                   what="the request reaching the (silent) server")
             started = loop.time()
             await client.close()
             with pytest.raises(RpcError) as err:
