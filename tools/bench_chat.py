@@ -69,10 +69,11 @@ CEILING_INFLIGHT = 64
 
 # ---- the chat mode
 
-async def chat(target: Target, clients: int, rate: float, seconds: float) -> dict[str, Any]:
-    """Friend pairs plus one group: a fixed-rate phase (1:1 sends) for latency, an unthrottled
-    phase (1:1 and group sends) for throughput, then every ack checked against the pushes and
-    the database."""
+async def chat(target: Target, clients: int, rate: float, seconds: float,
+               warmup: float) -> dict[str, Any]:
+    """Friend pairs plus one group: a fixed-rate phase (1:1 sends; its first `warmup` seconds
+    measured apart) for latency, an unthrottled phase (1:1 and group sends) for throughput,
+    then every ack checked against the pushes and the database."""
     if clients % 2:
         raise BenchError("--clients must be even: the clients chat in friend pairs")
     if rate > clients * CLIENT_SEND_CAP_PER_S:
@@ -108,7 +109,8 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         meter = target.cpu_meter(pool)
         commits_before = await asyncio.to_thread(target.commit_buckets)
         meter.start()
-        timed = await asyncio.to_thread(pool.chat, one_to_one, seconds, rate, f"{run_id}t")
+        timed = await asyncio.to_thread(pool.chat, one_to_one, warmup + seconds, rate,
+                                        f"{run_id}t", warmup)
         timed_cores = meter.stop()
         commits_after = await asyncio.to_thread(target.commit_buckets)
         meter.start()
@@ -120,6 +122,7 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
     stored = await asyncio.to_thread(_check_store, target.cfg, acked, convs | {group})
     ceiling = await asyncio.to_thread(_fabric_ceiling, target.cfg.keys_dir)
     latencies = sorted(ns for log in timed for ns in log.latencies_ns)
+    cold = sorted(ns for log in timed for ns in log.warmup_latencies_ns)
     acks = sorted(ns for log in timed for ns in log.ack_latencies_ns)
     loaded = sorted(ns for log in flood for ns in log.latencies_ns)
     errors = Counter[str]()
@@ -131,7 +134,8 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         "sent_per_s": round(sum(log.sent for log in flood) / seconds),
         "send_cap_per_s": round(clients * CLIENT_SEND_CAP_PER_S),
         **{f"p{q}_ms": _percentile_ms(latencies, q) for q in (50, 95, 99)},
-        "timed_sent_per_s": round(sum(log.sent for log in timed) / seconds),
+        "timed_sent_per_s": round(sum(log.sent for log in timed) / (warmup + seconds)),
+        "warmup_p50_ms": _percentile_ms(cold, 50), "warmup_p99_ms": _percentile_ms(cold, 99),
         "ack_p50_ms": _percentile_ms(acks, 50), "ack_p99_ms": _percentile_ms(acks, 99),
         **{f"commit_p{q}_ms": bucket_quantile_ms(commits_before, commits_after, q / 100)
            for q in (50, 99)},
@@ -143,10 +147,14 @@ async def chat(target: Target, clients: int, rate: float, seconds: float) -> dic
         "acked": len(acked), "pushes": pushes, "store": stored, "send_errors": dict(errors),
         "cpu_cores": {"timed": timed_cores, "unthrottled": flood_cores},
         "clients": clients, "group_members": members, "rate": rate, "duration_s": seconds,
+        "warmup_s": warmup,
         "load": f"{clients} clients in friend pairs, the first {members} also in one group, "
                 f"spread over the gateways, raw client-plane DEALERs (Curve) driven from "
                 f"{CLIENT_WORKERS} worker processes. Timed phase: 1:1 sends at {rate:g}/s in "
-                f"all. Unthrottled phase: each client keeps {WINDOW} sends in flight (at most "
+                f"all, {warmup:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the first send of "
+                f"each conversation loads its access check and its seq) before the "
+                f"{seconds:g} s of p50_ms … p99_ms and ack_p50_ms/ack_p99_ms. Unthrottled "
+                f"phase: each client keeps {WINDOW} sends in flight (at most "
                 f"{CLIENT_SEND_CAP_PER_S:g}/s, under the gateway's session limit), every "
                 f"{GROUP_EVERY}th to the group; delivered = pushes received. No receipts.",
         "ceiling": f"bench fabric's raw Curve DEALER→ROUTER echo, {CEILING_INFLIGHT} in "
@@ -266,7 +274,8 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
         if opts["logins"]:
             return await logins(target, opts["clients"], opts["sessions"],
                                 opts["duration"] or LOOKUP_S)
-        return await chat(target, opts["clients"], opts["rate"], opts["duration"] or CHAT_S)
+        return await chat(target, opts["clients"], opts["rate"], opts["duration"] or CHAT_S,
+                          opts["warmup"])
 
 
 def _options(args: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +283,8 @@ def _options(args: dict[str, Any]) -> dict[str, Any]:
     the mode)."""
     opts: dict[str, Any] = {}
     for name, kind, low in (("--clients", int, 2), ("--sessions", int, 1),
-                            ("--rate", float, 1.0), ("--duration", float, 0.5)):
+                            ("--rate", float, 1.0), ("--duration", float, 0.5),
+                            ("--warmup", float, 0.0)):
         raw = args.get(name)
         if raw is None:
             opts[name[2:]] = None

@@ -77,6 +77,7 @@ class ChatPlan:
     seconds: float
     rate: float                            # sends/s of this worker; 0: each keeps WINDOW out
     tag: str                               # makes client_msg_ids unique in the run
+    warmup: float = 0.0                    # the first seconds: their latencies kept apart
 
 
 @dataclass
@@ -85,8 +86,9 @@ class ChatLog:
 
     acks: list[tuple[int, int, int, int, int]]  # (connection, target turn, conv_id, seq, msg_id)
     received: list[list[int]]                   # per connection: msg_id of every pushed message
-    latencies_ns: list[int]                     # send → push, of every push
-    ack_latencies_ns: list[int]                 # send → ack, of every ack
+    latencies_ns: list[int]                     # send → push, of every push after warm-up
+    ack_latencies_ns: list[int]                 # send → ack, of every ack after warm-up
+    warmup_latencies_ns: list[int]              # send → push, of the warm-up's sends
     sent: int                                   # acked within the phase window
     delivered: int                              # pushed within the phase window
     delivered_group: int                        # of which group messages
@@ -211,7 +213,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     """
     n = len(plan.targets)
     method = CLIENT["Send"].name
-    log = ChatLog([], [[] for _ in range(n)], [], [], 0, 0, 0, {})
+    log = ChatLog([], [[] for _ in range(n)], [], [], [], 0, 0, 0, {})
     errors: Counter[str] = Counter()
     poller = zmq.Poller()
     index = {}
@@ -224,6 +226,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     deadline_ms = int((time.time() + plan.start_at - time.monotonic() + plan.seconds
                        + DRAIN_MAX_S) * 1000)
     due = 0
+    warm_ns = int((plan.start_at + plan.warmup) * 1e9)  # monotonic_ns of the first counted send
 
     def send(i: int) -> None:
         turn = turns[i]
@@ -275,7 +278,9 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                         continue
                     msg = push.message
                     log.received[i].append(msg.msg_id)
-                    log.latencies_ns.append(time.monotonic_ns() - int(msg.body[:16], 16))
+                    sent_ns = int(msg.body[:16], 16)
+                    (log.latencies_ns if sent_ns >= warm_ns else log.warmup_latencies_ns
+                     ).append(time.monotonic_ns() - sent_ns)
                     if at < stop_at:
                         log.delivered += 1
                         log.delivered_group += msg.HasField("to_group")
@@ -290,7 +295,8 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                     continue
                 ack = client_pb2.SendAck.FromString(env.payload)
                 log.acks.append((i, sent[1], ack.conv_id, ack.seq, ack.msg_id))
-                log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
+                if sent[2] >= warm_ns:
+                    log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
                 log.sent += at < stop_at
     errors["no ack"] += len(pending)
     log.errors = dict(+errors)
@@ -340,14 +346,15 @@ class ClientPool:
         return max(elapsed, 1e-9), results
 
     def chat(self, targets: list[list[tuple[str, int]]], seconds: float, rate: float,
-             tag: str) -> list[ChatLog]:
+             tag: str, warmup: float = 0.0) -> list[ChatLog]:
         """One chat phase over connections 0..len(targets)-1, starting on every worker at once;
-        `rate` is the total sends/s (0: as fast as each may). One ChatLog per worker."""
+        `rate` is the total sends/s (0: as fast as each may); the latencies of sends in the first
+        `warmup` of the `seconds` are logged apart. One ChatLog per worker."""
         n = len(self._pipes)
         start_at = time.monotonic() + 0.5
         return self._ask([("chat", ChatPlan(targets[w::n], start_at, seconds,
                                             rate * len(targets[w::n]) / len(targets),
-                                            f"{tag}{w}-")) for w in range(n)],
+                                            f"{tag}{w}-", warmup)) for w in range(n)],
                          seconds + DRAIN_MAX_S)
 
     def _ask(self, commands: list[tuple[str, Any]], seconds: float) -> list[Any]:

@@ -29,7 +29,7 @@ Usage:
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
-                     [--sessions N]
+                     [--warmup S] [--sessions N]
   soimctl -h | --help
   soimctl --version
 
@@ -55,6 +55,7 @@ Options:
   --rate R         Messages per second of the latency phase [default: 2000].
   --duration S     Seconds of each chat phase (default 30), or of the lookup phase of
                    the login benchmark (default 5).
+  --warmup S       Seconds at --rate before the latency phase, measured apart [default: 3].
   --sessions N     Idle sessions opened on one gateway with --logins [default: 5000].
 
 Every command reads the SOIM_* settings of the nodes (see .env.example).

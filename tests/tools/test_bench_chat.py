@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 LOGIN_KEYS = {"logins_per_s", "kdf_per_s", "login_ratio", "resumes_per_s", "lookups_per_s",
               "gateway_rss_mb_per_1000", "scrypt"}
 CHAT_KEYS = {"delivered_per_s", "p50_ms", "p95_ms", "p99_ms", "lost", "duplicated",
-             "ceiling_per_s", "commit_p50_ms", "commit_p99_ms"}
+             "ceiling_per_s", "commit_p50_ms", "commit_p99_ms", "warmup_p50_ms", "warmup_p99_ms"}
 
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -42,8 +42,10 @@ def test_logins(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_chat(tmp_path: Path) -> None:
-    result = bench(tmp_path, "--clients", "4", "--rate", "20", "--duration", "1")
-    assert result.keys() >= CHAT_KEYS
+    result = bench(tmp_path, "--clients", "4", "--rate", "20", "--duration", "1",
+                   "--warmup", "0.5")
+    assert result.keys() >= CHAT_KEYS and result["warmup_s"] == 0.5
+    assert result["warmup_p99_ms"] is not None and result["p99_ms"] is not None
     assert result["acked"] > 0 and result["store"]["rows"] >= result["acked"]
     assert result["lost"] == result["duplicated"] == 0, result
     assert result["store"]["seq_gaps"] == 0 and not result["send_errors"]
