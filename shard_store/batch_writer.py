@@ -2,13 +2,13 @@
 after the COMMIT that made the row durable.
 
 Role: the one place where messages become durable. Each database of SOIM_DB gets a lane
-(`shard_store.writer_lane`) of two threads fed by a pending list: a builder that turns pending
-rows into one multi-row INSERT IGNORE per shard table, and a committer that runs a whole flush
-in one transaction and then resolves its futures. The builder never lingers while the committer
-is free (an idle writer flushes at once); while a commit is in flight rows accumulate, and the
-next batch is sealed at `max_rows` rows or `max_ms` after its first row, whichever comes first,
-its SQL built while the commit still runs. Rows of one conversation share a lane, so they commit
-in submission order.
+(`shard_store.writer_lane`) of two threads fed by a pending list: a committer that runs each
+flush — one multi-row INSERT IGNORE per shard table — in one transaction and then resolves its
+futures, and a builder. An idle committer takes the pending rows and builds their flush itself
+(an idle writer flushes at once, with no thread hand-off between); while a commit is in flight
+rows accumulate, and the builder seals the next batch at `max_rows` rows or `max_ms` after its
+first row, whichever comes first, its SQL built while the commit still runs. Rows of one
+conversation share a lane, so they commit in submission order.
 
 Outcome of a row:
 - inserted: the future resolves to the row itself;
@@ -20,7 +20,7 @@ Outcome of a row:
   fails with FlushFailed, the transaction rolls back and the next flush takes a fresh connection.
 
 Sequencing (a writer given a `Sequencer`, as the storage node's): rows are submitted without a
-seq, and the sequencer stamps each batch in the builder thread just before its SQL is built, so
+seq, and the sequencer stamps each batch just before its SQL is built (one batch at a time), so
 a conversation's seqs follow submission order. Then the writer guarantees that a conversation's
 committed seqs stay contiguous from 1, whatever fails:
 - rows are written with a plain INSERT, so a flush commits all of its rows at their stamped

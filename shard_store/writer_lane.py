@@ -1,11 +1,15 @@
 """A lane of the batch writer: the two threads that write one database's message rows.
 
-Role: the builder thread takes pending rows (stamping seqs through a `Sequencer` when there is
-one) and turns them into one multi-row INSERT per shard table; the committer thread runs each
-flush in one transaction, classifies ignored rows (duplicate or seq clash) and settles the
+Role: a batch is taken from the pending rows, stamped with seqs through a `Sequencer` when
+there is one, and turned into one multi-row INSERT per shard table; the committer thread runs
+each flush in one transaction, classifies ignored rows (duplicate or seq clash) and settles the
 futures; a failed flush fails every row of it, and with a sequencer every batch stamped behind
 it too, and rolls the affected conversations back. See `shard_store.batch_writer` for the
 outcomes of a row.
+Who builds: an idle committer takes and builds the next batch itself, so a lone row costs one
+thread hand-off in and one out; the builder thread builds only while a commit runs, so the
+next flush is ready when it ends. One batch is built at a time (`_building`), and batches are
+committed in the order they were taken, so stamping needs no lock of its own.
 Connections: one pooled connection of its database, held by the committer thread, which
 closes it.
 """
@@ -60,8 +64,8 @@ class WriterStats:
 class Sequencer(Protocol):
     """Stamps seqs at build time for a sequencing writer (see the module doc).
 
-    Both methods run in the builder thread of `db`'s lane, so a sequencer needs no lock for the
-    conversations of one database.
+    Both methods run in one thread of `db`'s lane at a time (its builder's or its committer's),
+    so a sequencer needs no lock for the conversations of one database.
     """
 
     def assign(self, db: Database, items: list[Item]) -> list[Item]:
@@ -106,9 +110,9 @@ class Lane:
         self._first_at = 0.0
         self._sealed: _Flush | None = None
         self._busy = False
+        self._building = False
         self._closing = False
         self._abandoned = False
-        self._built_all = False
         self._conn: Conn | None = None
         self._threads = [
             threading.Thread(target=self._build_loop, name=f"soim-writer-build-{db.index}",
@@ -194,70 +198,75 @@ class Lane:
             return False
         return True
 
-    # -- builder thread --
+    # -- building (the builder thread while a commit runs, else the committer) --
 
     def _build_loop(self) -> None:
         while True:
-            taken = self._take()
+            taken = self._take_while_busy()
             if taken is None:
                 return
-            batch, epoch, forget = taken
-            items = batch
-            try:
-                if self._seq is not None:
-                    if forget is None or forget:
-                        self._seq.forget(self.db, forget)
-                    items = self._seq.assign(self.db, batch)
-                flush = self._build(items, epoch)
-            except Exception as err:  # a read of the sequencer failed, or a row was unusable
-                if self._seq is not None:
-                    self._stale(batch, f"could not build the flush: {err}")
-                else:
-                    _fail(batch, FlushFailed, f"could not build the flush: {err}")
-                continue
-            if not items:
-                continue  # the sequencer settled every row (retries of stored messages)
+            flush = self._prepare(*taken)
             with self._cond:
-                while self._sealed is not None and not self._abandoned:
-                    self._cond.wait(IDLE_WAKE_S)
-                abandoned = self._abandoned
-                if not abandoned and (self._seq is None or epoch == self._epoch):
-                    self._sealed = flush
-                    self._cond.notify_all()
+                while flush is not None and self._sealed is not None and not self._abandoned:
+                    self._cond.wait(IDLE_WAKE_S)  # the batch before it is still to be taken
+                self._building = False
+                self._cond.notify_all()
+                if flush is None:
                     continue
-            if abandoned:
-                _fail(items, WriterClosed, "writer shut down before this row was written")
-            else:
-                self._stale(items, "an earlier flush failed; retry")
+                abandoned = self._abandoned
+                if not abandoned and (self._seq is None or flush.epoch == self._epoch):
+                    self._sealed = flush
+                    continue
+                if not abandoned:  # before an idle committer can stamp these conversations
+                    self._stale(flush.items, "an earlier flush failed; retry")
+                    continue
+            _fail(flush.items, WriterClosed, "writer shut down before this row was written")
 
-    def _take(self) -> tuple[list[Item], int, set[int] | None] | None:
-        """The next batch: at once if the committer is free, else at max_rows or max_ms.
-
-        Sequencing: also the epoch it is stamped in and the conversations to forget first —
-        handed over only once no flush stamped earlier is sealed or running.
-        """
+    def _take_while_busy(self) -> tuple[list[Item], int, set[int] | None] | None:
+        """Builder: the next batch, taken while a commit runs, at max_rows or max_ms after its
+        first row (None: stop). An idle committer takes rows itself, and so does it when
+        conversations must be forgotten first (that waits until nothing stamped is in flight)."""
         with self._cond:
-            while not self._pending:
-                if self._closing:
-                    self._built_all = True
-                    self._cond.notify_all()
-                    return None
-                self._cond.wait(IDLE_WAKE_S)
-            while ((self._busy or self._sealed is not None) and not self._closing
-                   and len(self._pending) < self._max_rows):
-                left = self._first_at + self._max_s - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            if self._seq is not None and self._forget != set():
-                while (self._busy or self._sealed is not None) and not self._abandoned:
+            while not (self._closing or self._abandoned):
+                if (self._busy and self._pending and not self._building
+                        and (self._seq is None or self._forget == set())):
+                    left = self._first_at + self._max_s - time.monotonic()
+                    if left <= 0 or len(self._pending) >= self._max_rows:
+                        return self._take()
+                    self._cond.wait(left)
+                else:
                     self._cond.wait(IDLE_WAKE_S)
-            batch = self._pending[:self._max_rows]
-            del self._pending[:self._max_rows]
-            if self._pending:
-                self._first_at = time.monotonic()
-            forget, self._forget = self._forget, set()
-            return batch, self._epoch, forget
+            return None
+
+    def _take(self) -> tuple[list[Item], int, set[int] | None]:
+        """With the lock held: the next batch, the epoch it is stamped in and the conversations
+        to forget first; the taker builds it (`_prepare`) and then clears `_building`."""
+        batch = self._pending[:self._max_rows]
+        del self._pending[:self._max_rows]
+        if self._pending:
+            self._first_at = time.monotonic()
+        forget, self._forget = self._forget, set()
+        self._building = True
+        return batch, self._epoch, forget
+
+    def _prepare(self, batch: list[Item], epoch: int, forget: set[int] | None
+                 ) -> _Flush | None:
+        """Stamp and build a taken batch; None when nothing is left to write (a failure has
+        failed its rows, or the sequencer settled them all)."""
+        items = batch
+        try:
+            if self._seq is not None:
+                if forget is None or forget:
+                    self._seq.forget(self.db, forget)
+                items = self._seq.assign(self.db, batch)
+            flush = self._build(items, epoch)
+        except Exception as err:  # a read of the sequencer failed, or a row was unusable
+            if self._seq is not None:
+                self._stale(batch, f"could not build the flush: {err}")
+            else:
+                _fail(batch, FlushFailed, f"could not build the flush: {err}")
+            return None
+        return flush if items else None
 
     def _build(self, batch: list[Item], epoch: int) -> _Flush:
         by_table: defaultdict[int, list[Item]] = defaultdict(list)
@@ -279,14 +288,34 @@ class Lane:
         try:
             while True:
                 with self._cond:
+                    taken = None
                     while self._sealed is None:
-                        if self._built_all or self._abandoned:
+                        if self._abandoned:
                             return
+                        if self._pending and not self._building:
+                            taken = self._take()  # idle: build it here, no hand-off
+                            break
+                        if self._closing and not self._building:
+                            return  # everything pending is written
                         self._cond.wait(IDLE_WAKE_S)
-                    flush, self._sealed = self._sealed, None
-                    stale = self._seq is not None and flush.epoch != self._epoch
-                    self._busy = not stale
+                    else:
+                        flush, self._sealed = self._sealed, None
                     self._cond.notify_all()
+                if taken is not None:
+                    flush = self._prepare(*taken)
+                with self._cond:
+                    if taken is not None:
+                        self._building = False
+                    abandoned = self._abandoned
+                    stale = flush is not None and self._seq is not None \
+                        and flush.epoch != self._epoch
+                    self._busy = flush is not None and not (stale or abandoned)
+                    self._cond.notify_all()
+                if flush is None:
+                    continue
+                if abandoned:
+                    _fail(flush.items, WriterClosed, "writer shut down before this row was written")
+                    continue
                 if stale:
                     self._stale(flush.items, "an earlier flush failed; retry")
                     continue

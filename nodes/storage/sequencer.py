@@ -1,8 +1,8 @@
 """The storage node's sequencer: per-conversation seqs and dedup of retried sends.
 
-Role: the `shard_store.batch_writer.Sequencer` of the node's writer. In the writer's builder
-thread of each database, just before a batch's SQL is built, it stamps every row with the next
-seq of its conversation and settles retried sends — same conversation, sender and
+Role: the `shard_store.batch_writer.Sequencer` of the node's writer. In the writer lane of each
+database (one batch at a time), just before a batch's SQL is built, it stamps every row with the
+next seq of its conversation and settles retried sends — same conversation, sender and
 client_msg_id — without writing them again: a retry of a row still in flight follows that row's
 future (acked with the same seq and msg_id when it commits, failed when it fails), a retry of a
 stored row resolves to it. The writer makes a failed flush roll back (see its module doc): the
@@ -18,7 +18,7 @@ window (a set of ints each) and looked up; idle conversations beyond MAX_CONVS a
 Each load of a conversation has a generation; keys of an older one are ignored. (Before the
 hashes, an evicted key made its conversation look up every later send: a node that had stored
 ~50,000 messages looked nearly every send up, and bench chat's median latency tripled.)
-No sockets: reads on a pooled connection of the builder's database.
+No sockets: reads on a pooled connection of the lane's database.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class _Conv:
 
 @dataclass
 class _Lane:
-    """The state of one database's conversations (touched by its builder thread only)."""
+    """The state of one database's conversations (touched by one writer thread at a time)."""
 
     convs: OrderedDict[int, _Conv] = field(default_factory=OrderedDict)
     keys: dict[_Key, tuple[int, Future[MessageRow] | tuple, int]] = field(default_factory=dict)
@@ -107,7 +107,7 @@ class _Lane:
 
 
 class Sequencer:
-    """Seqs and dedup for the writer's builder threads (one state per database)."""
+    """Seqs and dedup for the writer's lanes (one state per database)."""
 
     def __init__(self, max_keys: int = MAX_KEYS, max_key_bytes: int = MAX_KEY_BYTES,
                  max_convs: int = MAX_CONVS, retry_window_s: float = RETRY_WINDOW_S,
@@ -121,7 +121,7 @@ class Sequencer:
         self._gens = itertools.count(1)
 
     def conversations(self) -> int:
-        """Conversations held, over all databases (approximate while builders run)."""
+        """Conversations held, over all databases (approximate while lanes stamp)."""
         return sum(len(lane.convs) for lane in list(self._lanes.values()))
 
     def forget(self, db: Database, conv_ids: Collection[int] | None) -> None:

@@ -231,6 +231,46 @@ def unsequenced(conv: int, cmid: str) -> MessageRow:
     return msg(conv, 0, cmid, msg_id=hash(cmid) & 0xFFFFFF)
 
 
+class ThreadNoting(CountingSequencer):
+    """Notes which writer thread stamped each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def assign(self, db: Database, items: list[Item]) -> list[Item]:
+        self.threads.append(threading.current_thread().name)
+        return super().assign(db, items)
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_committer_builds_the_flush_itself_the_builder_while_it_commits(
+        store: Store, faults: Faults) -> None:
+    """A lone row crosses one thread hand-off, not two; rows behind a running commit are
+    stamped and built by the builder meanwhile, in order."""
+    seq = ThreadNoting()
+    writer = BatchWriter(store, max_rows=10, max_ms=60_000, sequencer=seq)
+    try:
+        assert writer.submit(unsequenced(1, "a")).result(10).seq == 1
+        assert seq.threads == ["soim-writer-commit-0"]
+        with faults.stall(msg(1, 2)):
+            head = writer.submit(unsequenced(1, "h"))
+            faults.wait_stalled(writer, msg(1, 2))
+            behind = writer.submit_many([unsequenced(1, f"b{i}") for i in range(10)])
+            wait_until(lambda: writer.backlog == 0, what="the rows behind taken and stamped")
+            assert seq.threads[-1] == "soim-writer-build-0" and not head.done()
+            if store.kind == "sqlite":
+                faults.kill(writer, [head])  # a slow trigger cannot be waited out
+        wait([head, *behind], timeout=30)
+        if head.exception() is None:
+            assert [f.result().seq for f in [head, *behind]] == list(range(2, 13))
+        else:  # killed: the rows stamped behind it fail too, and start again from the database
+            assert all(isinstance(f.exception(), FlushFailed) for f in behind)
+            assert writer.submit(unsequenced(1, "c")).result(10).seq == 2
+    finally:
+        writer.close()
+
+
 @pytest.mark.timeout(60)
 def test_sequencing_writer_fails_what_was_stamped_behind_a_failed_flush(
         store: Store, faults: Faults) -> None:
