@@ -121,6 +121,7 @@ class Node:
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the node: no collection scans it again
         gc.set_threshold(*timing.GC_THRESHOLDS)
+        sys.setswitchinterval(timing.GIL_SWITCH_INTERVAL_S)
         self.log.info("%s %s serving: %s, metrics :%d", self.role, self.node_id,
                       " ".join(f"{k}={v}" for k, v in self.endpoints.items()), metrics_port)
 
