@@ -247,9 +247,9 @@ def test_keys_are_looked_up_only_within_the_retry_window(store: Store) -> None:
         first = writer.submit(send(21, "a")).result(10)
     with sequencing_writer(store, Sequencer(max_keys=1, retry_window_s=window),
                            max_rows=64, max_ms=5) as writer:
-        loaded = time.monotonic()
         before = lookups()
         assert writer.submit(send(21, "b")).result(10).seq == 2
+        loaded = time.monotonic()  # the conversation was loaded before "b" was stamped
         assert writer.submit(first._replace(msg_id=next(_ids))).result(10) == first
         assert lookups() == before + 2  # within the window: both looked up, the retry found
         wait_until(lambda: time.monotonic() > loaded + window, what="the window to pass")
