@@ -88,11 +88,15 @@ class _Lane:
     """The state of one database's conversations (touched by one writer thread at a time)."""
 
     convs: OrderedDict[int, _Conv] = field(default_factory=OrderedDict)
-    keys: dict[_Key, tuple[int, Future[MessageRow] | tuple, int]] = field(default_factory=dict)
+    keys: OrderedDict[_Key, tuple[int, Future[MessageRow] | tuple, int]] = field(
+        default_factory=OrderedDict)
     """Key -> (generation, the row's future while in flight, then the stored row as a plain
     tuple, bytes), oldest first. Settled rows are kept as plain tuples of ints and strings,
     which the garbage collector does not track: a table of futures (a lock and a condition
-    each) made every full collection of the node take hundreds of milliseconds."""
+    each) made every full collection of the node take hundreds of milliseconds. An OrderedDict,
+    because the oldest key is evicted for each new one once the table is full: a plain dict
+    finds its first entry by skipping every slot deleted since it was last resized (~25 µs per
+    eviction at 50,000 keys, against ~1 µs)."""
     key_bytes: int = 0
     recent: set[int] = field(default_factory=set)
     """Hashes of the keys remembered in this retry window …"""
