@@ -257,8 +257,9 @@ def test_an_idle_committer_builds_the_flush_itself_the_builder_while_it_commits(
             head = writer.submit(unsequenced(1, "h"))
             faults.wait_stalled(writer, msg(1, 2))
             behind = writer.submit_many([unsequenced(1, f"b{i}") for i in range(10)])
-            wait_until(lambda: writer.backlog == 0, what="the rows behind taken and stamped")
-            assert seq.threads[-1] == "soim-writer-build-0" and not head.done()
+            wait_until(lambda: seq.threads[-1] == "soim-writer-build-0",
+                       what="the builder to stamp the rows behind")  # taken, then stamped
+            assert writer.backlog == 0 and not head.done()
             if store.kind == "sqlite":
                 faults.kill(writer, [head])  # a slow trigger cannot be waited out
         wait([head, *behind], timeout=30)
