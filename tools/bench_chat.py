@@ -39,8 +39,8 @@ from shard_store.backend import StoreError
 from shard_store.store import Store
 from tools import bench_fabric
 from tools.bench_clients import (
+    CHAT_WORKERS,
     CLIENT_SEND_CAP_PER_S,
-    CLIENT_WORKERS,
     WINDOW,
     BenchError,
     ChatLog,
@@ -83,7 +83,7 @@ async def chat(target: Target, clients: int, rate: float, seconds: float,
     members = min(clients, GROUP_MAX)
     spread = [(ep, key) for _, ep, key in
               itertools.islice(itertools.cycle(target.gateways()), clients)]
-    pool = ClientPool(CLIENT_WORKERS)
+    pool = ClientPool(CHAT_WORKERS)
     try:
         await asyncio.to_thread(pool.open, spread)
         register = [client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD)
@@ -150,7 +150,7 @@ async def chat(target: Target, clients: int, rate: float, seconds: float,
         "warmup_s": warmup,
         "load": f"{clients} clients in friend pairs, the first {members} also in one group, "
                 f"spread over the gateways, raw client-plane DEALERs (Curve) driven from "
-                f"{CLIENT_WORKERS} worker processes. Timed phase: 1:1 sends at {rate:g}/s in "
+                f"{CHAT_WORKERS} worker process(es). Timed phase: 1:1 sends at {rate:g}/s in "
                 f"all, {warmup:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the first send of "
                 f"each conversation loads its access check and its seq) before the "
                 f"{seconds:g} s of p50_ms … p99_ms and ack_p50_ms/ack_p99_ms. Unthrottled "

@@ -1,10 +1,10 @@
 """The load generator of `soimctl bench chat`: client worker processes holding raw connections.
 
 Role: `ClientPool` spreads many client connections over worker processes; each worker drives
-its connections synchronously with one poller — the requests of a setup step (`Exchange`), or a
-chat phase (`ChatPlan` → `ChatLog`) in which every connection sends at its pace and records
-acks and pushes — so neither asyncio nor the client library's timers are part of what is
-measured.
+its connections synchronously — the requests of a setup step (`Exchange`, one zmq.Poller), or
+a chat phase (`ChatPlan` → `ChatLog`, one epoll set: `Readiness`) in which every connection
+sends at its pace and records acks and pushes — so neither asyncio nor the client library's
+timers are part of what is measured.
 Peer sockets: in each worker, one DEALER per client connection (Curve with a fresh keypair) to a
 gateway's client ROUTER; a multiprocessing pipe to the parent.
 """
@@ -17,6 +17,7 @@ import itertools
 import math
 import multiprocessing as mp
 import os
+import select
 import signal
 import time
 from collections import Counter
@@ -35,7 +36,12 @@ from schema import client_pb2
 from schema import common_pb2 as pb
 
 CLIENT_WORKERS = max(2, os.cpu_count() or 2)
-"""Processes the client connections are spread over."""
+"""Processes the idle sessions of --logins are spread over."""
+CHAT_WORKERS = 1
+"""Processes the chat clients are spread over. One epoll-driven worker keeps up with the
+unthrottled phase at under half a core, and each extra process on the cluster's cores adds
+its own wake-ups to every message's time (docs/benchmarks.md: 2,000/s p99 ~25 ms with one
+against ~45 ms with two)."""
 REQUEST_TIMEOUT_S = 2 * timing.CLIENT_REQUEST_TIMEOUT_S
 """A client request not answered this long after it was sent is lost (TIMEOUT); a gateway
 answers every request by its own deadline, CLIENT_REQUEST_TIMEOUT_S."""
@@ -51,6 +57,10 @@ DRAIN_MAX_S = 20.0
 """... or this long after the last send."""
 
 M = TypeVar("M", bound=Message)
+_NOBLOCK = int(zmq.NOBLOCK)
+_FD = int(zmq.FD)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class BenchError(Exception):
@@ -215,11 +225,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     method = CLIENT["Send"].name
     log = ChatLog([], [[] for _ in range(n)], [], [], [], 0, 0, 0, {})
     errors: Counter[str] = Counter()
-    poller = zmq.Poller()
-    index = {}
-    for i, sock in enumerate(socks[:n]):
-        poller.register(sock, zmq.POLLIN)
-        index[sock] = i
+    ready = Readiness(socks[:n])
     pending: dict[int, tuple[int, int, int]] = {}  # request id -> (connection, turn, sent ns)
     in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
     stop_at = plan.start_at + plan.seconds
@@ -235,6 +241,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
         request = client_pb2.SendRequest(client_msg_id=f"{plan.tag}{rid}", body=(
             f"{now_ns:016x}" + FILLER)[:BODY_CHARS], **{field: to})
         socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
+        ready.sent(i)
         pending[rid] = (i, turn, now_ns)
         in_flight[i] += 1
         turns[i] += 1
@@ -259,11 +266,11 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
             break
         else:
             wait_ms = 100
-        for sock, _ in poller.poll(wait_ms):
-            i = index[sock]
+        for i in ready.wait(wait_ms):
+            recv = socks[i].recv
             while True:
                 try:
-                    frame = sock.recv(zmq.NOBLOCK)
+                    frame = recv(_NOBLOCK)
                 except zmq.Again:
                     break
                 at = time.monotonic()
@@ -298,9 +305,45 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                 if sent[2] >= warm_ns:
                     log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
                 log.sent += at < stop_at
+    ready.close()
     errors["no ack"] += len(pending)
     log.errors = dict(+errors)
     return log
+
+
+class Readiness:
+    """Which of many sockets may have input, from one epoll set over their ZeroMQ FDs.
+
+    A zmq.Poller looks at every socket on every call (its cost grows with the connections);
+    epoll reports only the sockets whose state changed. ZeroMQ's FD is edge-triggered and a
+    send may consume its edge, so a socket sent on is looked at again (`sent`), and every
+    socket reported must be read until it is empty.
+    """
+
+    def __init__(self, socks: Sequence[zmq.Socket]) -> None:
+        self._socks = socks
+        self._epoll = select.epoll()
+        self._index: dict[int, int] = {}
+        for i, sock in enumerate(socks):
+            fd = sock.get(_FD)
+            self._epoll.register(fd, select.EPOLLIN)
+            self._index[fd] = i
+        self._sent: set[int] = set(range(len(socks)))  # whatever came before registering
+
+    def sent(self, i: int) -> None:
+        """Socket i was sent on: look at it on the next `wait`."""
+        self._sent.add(i)
+
+    def wait(self, timeout_ms: int) -> set[int]:
+        """Sockets to read until empty: those whose FD fired within `timeout_ms` (0 if a sent
+        one has input already), plus the sent ones with input queued."""
+        with_input = {i for i in self._sent if self._socks[i].get(_EVENTS) & _POLLIN}
+        self._sent.clear()
+        fired = self._epoll.poll(0 if with_input else timeout_ms / 1000)
+        return with_input.union(self._index[fd] for fd, _ in fired)
+
+    def close(self) -> None:
+        self._epoll.close()
 
 
 class ClientPool:
