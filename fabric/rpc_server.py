@@ -5,8 +5,11 @@ REPLY per request (a payload, or an ErrorCode with a safe detail — never a tra
 Peer sockets: a bound ROUTER (Curve server); peers are `RpcClient` DEALERs.
 
 Handlers take `(request, call)` and return the reply message. Hot handlers are plain functions
-answered in the same drain pass; a handler may instead return an awaitable, which runs as a task
-bounded by the request's deadline. A handler raises `RpcError` to answer with an error code.
+answered in the same drain pass. A handler may instead return an asyncio Future that something
+else settles (the gateway's batched sends): its reply joins the others settled in the same loop
+iteration in one batch, and a sweep cancels it once the request's deadline has passed. Any other
+awaitable runs as a task bounded by the request's deadline. A handler raises `RpcError` to
+answer with an error code.
 Bad frames are counted by reason and answered with an error code (request id 0 when the header
 did not parse); they never stop the loop. An optional `gate(identity, method)` may refuse a
 request before it is parsed (the gateway: log in first, rate limits); `own_deadline_s` replaces
@@ -74,6 +77,9 @@ class RpcServer:
         self._served_children: dict[tuple[str, int], Any] = {}
         self._answered: dict[str, int] = {}  # OK replies per method in this drain pass
         self._encoder = envelope.Encoder(node_id)
+        self._awaiting: dict[asyncio.Future[Message], tuple[bytes, pb.Header]] = {}
+        self._settled_out: list[list[bytes]] = []  # replies of futures settled, not yet sent
+        self._flush_soon = False  # a _flush_settled is scheduled for this loop iteration
 
     def register(self, method: Method, handler: Handler) -> None:
         """Serve `method` with `handler`."""
@@ -84,9 +90,18 @@ class RpcServer:
         reader = Reader(self.sock, self._requests, timing.PIPELINE_BATCH)
         reader.start()
         try:
-            await asyncio.Event().wait()  # the reader does the work, from the loop's FD callback
+            await self._expire()  # the reader does the work, from the loop's FD callback
         finally:
             reader.close()
+
+    async def _expire(self) -> None:
+        """Cancel the futures whose request's deadline has passed (one timer for all)."""
+        while True:
+            await asyncio.sleep(timing.RPC_EXPIRY_SWEEP_S)  # the sweep period
+            now_ms = time.time() * 1000.0
+            for future in [f for f, (_, header) in self._awaiting.items()
+                           if header.deadline_ms <= now_ms]:
+                future.cancel()
 
     def _requests(self, batch: Batch) -> None:
         """Answer a batch of requests (the Reader calls this)."""
@@ -104,6 +119,8 @@ class RpcServer:
         """Cancel handler tasks still running."""
         for task in list(self._tasks):
             task.cancel()
+        for future in list(self._awaiting):
+            future.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
 
@@ -147,6 +164,10 @@ class RpcServer:
         except Exception:
             log.exception("handler %s failed", header.method)
             return self._error(identity, header, pb.INTERNAL, "handler failed")
+        if isinstance(result, asyncio.Future):
+            self._awaiting[result] = (identity, header)
+            result.add_done_callback(self._settled)
+            return None
         if not isinstance(result, Message):
             task = asyncio.ensure_future(self._finish(identity, header, result))
             self._tasks.add(task)
@@ -174,6 +195,34 @@ class RpcServer:
             log.exception("handler %s failed", header.method)
             out = self._error(identity, header, pb.INTERNAL, "handler failed")
         self._send([out])
+
+    def _settled(self, future: asyncio.Future[Message]) -> None:
+        """Queue the reply of a handler's future, sent with the others of this iteration."""
+        identity, header = self._awaiting.pop(future)
+        if future.cancelled() or header.deadline_ms < time.time() * 1000.0:
+            self._served(header.method, pb.DEADLINE_EXCEEDED)
+            return  # the caller has given up
+        error = future.exception()
+        if error is None:
+            answered = self._answered
+            answered[header.method] = answered.get(header.method, 0) + 1
+            out = [identity, self._encoder.reply(header.request_id,
+                                                 future.result().SerializeToString())]
+        elif isinstance(error, RpcError):
+            out = self._error(identity, header, error.code, error.detail)
+        else:
+            log.error("handler %s failed", header.method, exc_info=error)
+            out = self._error(identity, header, pb.INTERNAL, "handler failed")
+        self._settled_out.append(out)
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_settled)
+
+    def _flush_settled(self) -> None:
+        self._flush_soon = False
+        out, self._settled_out = self._settled_out, []
+        self._send(out)
+        self._count_answered()
 
     def _send(self, replies: list[list[bytes]]) -> None:
         dropped = send_batch(self.sock, replies)

@@ -106,7 +106,7 @@ class Intake:
         done: asyncio.Future[cluster_pb2.StoreBatchReply] = self._loop.create_future()
         self.ids.take(len(accepted),
                       lambda ids: self._submit(req, reply, accepted, ids, done),
-                      lambda err: done.set_result(self._refuse(reply, accepted, err.code)))
+                      lambda err: _answer(done, self._refuse(reply, accepted, err.code)))
         return done
 
     def _check(self, item: cluster_pb2.StoreItem) -> int:
@@ -132,10 +132,10 @@ class Intake:
         try:
             futures = self.writer.submit_many(rows)
         except StoreError:  # closed: this node is stopping
-            done.set_result(self._refuse(reply, accepted, pb.UNAVAILABLE))
+            _answer(done, self._refuse(reply, accepted, pb.UNAVAILABLE))
             return done
         except (TypeError, ValueError):
-            done.set_result(self._refuse(reply, accepted, pb.INVALID_ARGUMENT))
+            _answer(done, self._refuse(reply, accepted, pb.INVALID_ARGUMENT))
             return done
         learn = self.people.learn
         groups = []
@@ -197,11 +197,18 @@ class Intake:
                 result.error = pb.UNAVAILABLE
                 failed += 1
             request.left -= 1
-            if request.left == 0 and not request.done.done():
-                request.done.set_result(request.reply)
+            if request.left == 0:
+                _answer(request.done, request.reply)
         STORED.inc(len(fresh))
         DUPLICATES.inc(duplicates)
         if failed:
             REFUSED.labels("UNAVAILABLE").inc(failed)
         if fresh:
             self.on_committed(fresh)
+
+
+def _answer(done: asyncio.Future[cluster_pb2.StoreBatchReply],
+            reply: cluster_pb2.StoreBatchReply) -> None:
+    """Settle a StoreBatch's future, unless its deadline passed and the server cancelled it."""
+    if not done.done():
+        done.set_result(reply)

@@ -110,6 +110,57 @@ def test_handler_crash_is_internal_error_not_traceback() -> None:
     run(main())
 
 
+def test_a_future_handler_is_answered_when_it_settles() -> None:
+    """A handler may return a Future that something else settles: its result, RpcError or
+    crash becomes the reply; replies settled together all go out."""
+    waiting: list[tuple[bytes, asyncio.Future[fabric_pb2.EchoReply]]] = []
+
+    def deferred(req: fabric_pb2.EchoRequest, call: Call) -> object:
+        future = asyncio.get_running_loop().create_future()
+        waiting.append((req.data, future))
+        return future
+
+    async def main() -> None:
+        async with served(deferred) as client:
+            calls = [asyncio.ensure_future(client.call(
+                NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(data=data), timeout=5))
+                for data in (b"ok", b"refused", b"crash", b"ok too")]
+            await async_wait_until(lambda: len(waiting) == 4, timeout=5,
+                                   what="the four requests reaching the handler")
+            for data, future in waiting:
+                if data == b"refused":
+                    future.set_exception(RpcError(pb.NOT_FRIEND, "not yours"))
+                elif data == b"crash":
+                    future.set_exception(KeyError("secret internals"))
+                else:
+                    future.set_result(fabric_pb2.EchoReply(data=data))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert [r.data for r in results if not isinstance(r, Exception)] == [b"ok", b"ok too"]
+            refused, crashed = (r for r in results if isinstance(r, Exception))
+            assert isinstance(refused, RpcError) and refused.code == pb.NOT_FRIEND
+            assert isinstance(crashed, RpcError) and crashed.code == pb.INTERNAL
+            assert "secret" not in crashed.detail
+    run(main())
+
+
+def test_a_future_never_settled_is_cancelled_at_the_deadline() -> None:
+    """The server gives up on a handler's future once the request's deadline has passed."""
+    waiting: list[asyncio.Future[fabric_pb2.EchoReply]] = []
+
+    def never(req: fabric_pb2.EchoRequest, call: Call) -> object:
+        waiting.append(asyncio.get_running_loop().create_future())
+        return waiting[-1]
+
+    async def main() -> None:
+        async with served(never) as client:
+            with pytest.raises(RpcError) as err:
+                await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(), timeout=0.3)
+            assert err.value.code == pb.TIMEOUT
+            await async_wait_until(lambda: waiting[0].cancelled(), timeout=5,
+                                   what="the server to cancel the handler's future")
+    run(main())
+
+
 @asynccontextmanager
 async def flaky_router(drop_first: int) -> AsyncIterator[tuple[RpcClient, list[int]]]:
     """A raw ROUTER that ignores the first `drop_first` requests, then echoes."""
