@@ -43,6 +43,7 @@ class Peer:
     load: float = 0.0
     sessions: int = 0
     uptime_s: float = 0.0
+    peers: int = 0                  # live peers it sees, by its last heartbeat
     draining: bool = False          # it announced a drain: send it no new work
 
     @property
@@ -147,6 +148,7 @@ class Membership:
         peer.load = beat.load
         peer.sessions = beat.sessions
         peer.uptime_s = beat.uptime_s
+        peer.peers = beat.peers
         if not peer.alive:
             peer.alive = True
             self._gauge()

@@ -179,7 +179,8 @@ class Node:
             metrics.NODE_LOAD.set(load)
             self.publisher.publish(HEARTBEAT_TOPIC, HEARTBEAT_METHOD, fabric_pb2.Heartbeat(
                 node_id=self.node_id, role=self.role, seq=self._beat_seq, load=load,
-                uptime_s=time.time() - self.started_at, sessions=self.session_count()))
+                uptime_s=time.time() - self.started_at, sessions=self.session_count(),
+                peers=len(self.membership.alive())))
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S)  # the heartbeat period
 
     def _echo(self, req: fabric_pb2.EchoRequest, call: Call) -> object:

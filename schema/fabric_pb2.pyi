@@ -32,6 +32,7 @@ class Heartbeat(_message.Message):
     LOAD_FIELD_NUMBER: _builtins.int
     UPTIME_S_FIELD_NUMBER: _builtins.int
     SESSIONS_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: _builtins.str
     seq: _builtins.int
@@ -41,6 +42,8 @@ class Heartbeat(_message.Message):
     uptime_s: _builtins.float
     sessions: _builtins.int
     """gateways: connected client sessions"""
+    peers: _builtins.int
+    """live peers this node sees (itself not counted)"""
     def __init__(
         self,
         *,
@@ -50,10 +53,11 @@ class Heartbeat(_message.Message):
         load: _builtins.float = ...,
         uptime_s: _builtins.float = ...,
         sessions: _builtins.int = ...,
+        peers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["load", b"load", "node_id", b"node_id", "role", b"role", "seq", b"seq", "sessions", b"sessions", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load", b"load", "node_id", b"node_id", "peers", b"peers", "role", b"role", "seq", b"seq", "sessions", b"sessions", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

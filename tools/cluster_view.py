@@ -31,7 +31,8 @@ T = TypeVar("T")
 FIRST_ANSWERS_S = 0.5
 """Answers to the first mDNS query may take this long to come in."""
 QUIET_S = 1.0
-"""Without named roles, the view is settled once no new node appeared for this long."""
+"""Without named roles, the view is settled once no new node appeared for this long (and the
+view holds as many nodes as any node's heartbeat says it sees)."""
 
 
 def config_for(args: dict[str, Any]) -> Config:
@@ -89,11 +90,13 @@ class ClusterView:
         self.ctx.destroy(linger=0)
 
     async def settle(self, wait_s: float, roles: tuple[str, ...] = ()) -> list[Peer]:
-        """Live peers once a node of each of `roles` is alive (without roles: once every
-        discovered node has been heard), or when `wait_s` runs out.
+        """Live peers once a node of each of `roles` is alive, or when `wait_s` runs out.
 
-        A node is listed only after a heartbeat, so a node that crashed but whose mDNS record
-        lingers is never shown.
+        Without roles, the view is settled once every discovered node has been heard, no new
+        one appeared for QUIET_S, and no heard node sees more peers than the view holds (mDNS
+        answers can come late; a node's heartbeat says how many peers it sees). A node is
+        listed only after a heartbeat, so a node that crashed but whose mDNS record lingers
+        is never shown; while other nodes still count it alive, settling takes `wait_s`.
         """
         deadline = time.monotonic() + wait_s
         quiet_since = time.monotonic() + FIRST_ANSWERS_S
@@ -102,11 +105,12 @@ class ClusterView:
             known = len(self.discovery.peers())
             if known != seen:
                 seen, quiet_since = known, time.monotonic()
-            heard_all = known > 0 and len(self.membership.alive()) >= known
+            alive = self.membership.alive()
             if roles:
                 if all(self.membership.alive(r) for r in roles):
                     break
-            elif heard_all and time.monotonic() - quiet_since > QUIET_S:
+            elif (0 < known <= len(alive) and time.monotonic() - quiet_since > QUIET_S
+                  and all(p.peers < len(alive) for p in alive)):
                 break
             await asyncio.sleep(0.05)  # polling the view until the deadline
         return self.membership.alive()

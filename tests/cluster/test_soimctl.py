@@ -43,7 +43,7 @@ def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
                      + cluster.start("gateway", 2) + cluster.start("storage"))
             await cluster.wait_alive(nodes)
 
-            listing = await soimctl(cluster, "nodes", "--wait", "3")
+            listing = await soimctl(cluster, "nodes", "--wait", "10")
             assert {(n["role"], n["node_id"]) for n in listing["nodes"]} == \
                 {(n.role, n.node_id) for n in nodes}
 

@@ -1,6 +1,6 @@
 """Real node processes of one cluster: discovery within 3 s, cluster isolation, kill -9 noticed
 within 4 s, a graceful stop noticed at once and finished in under 5 s, keys enforced, and
-`soimctl nodes --json` listing them."""
+`soimctl nodes --json` listing them, also right after a node joined."""
 
 from __future__ import annotations
 
@@ -174,3 +174,31 @@ def test_soimctl_nodes_json_lists_both(cluster_env: dict[str, str], tmp_path: Pa
         gateway = next(n for n in listing["nodes"] if n["role"] == "gateway")
         assert gateway["endpoints"]["rpc"].startswith("tcp://127.0.0.1:")
         assert gateway["metrics_port"] > 0
+
+
+@pytest.mark.timeout(90)
+def test_a_fresh_view_lists_a_node_that_just_joined(cluster_env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """Heartbeats say how many peers a node sees; a view settled right after a node joined
+    (whose mDNS answer comes late, at most once a second per record) still lists it."""
+
+    async def main(nodes: list[NodeProcess]) -> None:
+        async with ClusterView(view_config(cluster_env)) as observer:
+            nodes += [NodeProcess("router", cluster_env, tmp_path),
+                      NodeProcess("directory", cluster_env, tmp_path)]
+            for _ in range(4):
+                joined = NodeProcess("router", cluster_env, tmp_path)
+                nodes.append(joined)
+                ids = {n.node_id for n in nodes if n.proc.poll() is None}
+                await async_wait_until(lambda i=ids: alive_ids(observer)() == i, timeout=20,
+                                       what="the observer sees every node")
+                async with ClusterView(view_config(cluster_env)) as fresh:
+                    assert {p.node_id for p in await fresh.settle(10.0)} == ids
+                await async_wait_until(
+                    lambda i=ids: all(p.peers == len(i) - 1 for p in observer.membership.alive()),
+                    timeout=5, what="every heartbeat counts the other nodes")
+                joined.stop()
+                assert joined.wait(6) == 0
+
+    with node_processes(cluster_env, tmp_path) as nodes:
+        asyncio.run(main(nodes))
