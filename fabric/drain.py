@@ -6,7 +6,10 @@ client and server); `recv_ready(sock, max_batch)` waits once through pyzmq's asy
 then takes whatever else is already queued (the events subscriber); `send_batch(sock, messages)`
 sends many multipart messages (`send_frames`, many one-frame messages) through the socket's
 synchronous shadow with plain int flags and then re-arms whatever reads the socket. Works on
-any socket type (ROUTER, DEALER, PUB, SUB).
+any socket type (ROUTER, DEALER, PUB, SUB). On request (`meta=True`) a ROUTER's messages come
+with the ZMQ metadata of their connection (`Meta`): the ZAP User-Id (fabric.security's
+authenticator sets it to the peer's z85 Curve public key), the Peer-Address (the peer's IP) and
+the file descriptor of the TCP connection the message arrived on (SRCFD).
 
 ZeroMQ's FD is edge-triggered: it signals that the socket's state changed, and any operation on
 the socket (a send included) may consume that signal while input stays queued. So a socket with
@@ -33,9 +36,14 @@ _POLLIN = int(zmq.POLLIN)
 _FD = int(zmq.FD)
 _TYPE = int(zmq.TYPE)
 _ROUTER = int(zmq.ROUTER)
+_SRCFD = int(zmq.SRCFD)
 _send = zmq.backend.Socket.send  # the plain send under zmq.Socket.send's routing_id/group layer
 
 Batch = list[list[bytes]]
+Meta = tuple[bytes, str, int]
+"""(peer key: the ZAP User-Id as z85 bytes, peer address: its IP, fd of its TCP connection);
+(b"", "", -1) for a message that carries no metadata (inproc, or no ZAP handler)."""
+NO_META: Meta = (b"", "", -1)
 
 _readers: weakref.WeakKeyDictionary[zmq.asyncio.Socket, Reader] = weakref.WeakKeyDictionary()
 
@@ -62,6 +70,29 @@ def take(sock: zmq.Socket, max_batch: int, routed: bool) -> Batch:
     return batch
 
 
+def take_meta(sock: zmq.Socket, max_batch: int, metas: list[Meta]) -> Batch:
+    """`take` on a ROUTER, appending each message's `Meta` to `metas` (one per message)."""
+    recv = sock.recv
+    batch: Batch = []
+    try:
+        while len(batch) < max_batch:
+            parts = [recv(_NOBLOCK)]
+            part = recv(_NOBLOCK, copy=False)
+            try:
+                metas.append((part.get("User-Id").encode(), part.get("Peer-Address"),
+                              part.get(_SRCFD)))
+            except zmq.ZMQError:  # a message from a connection without metadata
+                metas.append(NO_META)
+            parts.append(part.bytes)
+            while part.more:
+                part = recv(_NOBLOCK, copy=False)
+                parts.append(part.bytes)
+            batch.append(parts)
+    except zmq.Again:
+        pass
+    return batch
+
+
 class Reader:
     """Calls `on_batch(batch)` on the event loop whenever messages are queued on `sock`.
 
@@ -71,15 +102,20 @@ class Reader:
     on the socket meanwhile (which may consume that edge): then it reads EVENTS and takes on
     if input is queued. What is left past the budget waits for the loop's other callbacks.
     `start()` on the loop that owns the socket; `close()` before the socket is closed.
+    With `meta=True` (a ROUTER only) the callback is `on_batch(batch, metas)`, one `Meta` per
+    message.
     """
 
-    def __init__(self, sock: zmq.asyncio.Socket, on_batch: Callable[[Batch], None],
-                 max_batch: int) -> None:
+    def __init__(self, sock: zmq.asyncio.Socket, on_batch: Callable[..., None],
+                 max_batch: int, meta: bool = False) -> None:
         self.sock = sock
         self._shadow: zmq.Socket = sock._shadow_sock  # the plain socket behind the wrapper
         self._on_batch = on_batch
         self._max_batch = max_batch
         self._routed = self._shadow.get(_TYPE) == _ROUTER
+        if meta and not self._routed:
+            raise ValueError("metadata is read on ROUTER sockets only")
+        self._meta = meta
         self._fd = self._shadow.get(_FD)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False  # inside _ready, which looks for input itself before it returns
@@ -131,10 +167,16 @@ class Reader:
         try:
             while True:
                 self._sent_meanwhile = False
-                batch = take(shadow, left, self._routed)
+                if self._meta:
+                    metas: list[Meta] = []
+                    batch = take_meta(shadow, left, metas)
+                    if batch:
+                        self._on_batch(batch, metas)
+                else:
+                    batch = take(shadow, left, self._routed)
+                    if batch:
+                        self._on_batch(batch)
                 left -= len(batch)
-                if batch:
-                    self._on_batch(batch)
                 if not left:
                     break  # budget spent
                 # take() met an empty queue: done, unless a send may have consumed the edge

@@ -11,9 +11,12 @@ iteration in one batch, and a sweep cancels it once the request's deadline has p
 awaitable runs as a task bounded by the request's deadline. A handler raises `RpcError` to
 answer with an error code.
 Bad frames are counted by reason and answered with an error code (request id 0 when the header
-did not parse); they never stop the loop. An optional `gate(identity, method)` may refuse a
-request before it is parsed (the gateway: log in first, rate limits); `own_deadline_s` replaces
-the caller's deadline by the server's own (for clients, whose clocks are not trusted).
+did not parse); they never stop the loop. An optional `gate(identity, method, peer_key,
+peer_addr)` may refuse a request before it is parsed (the gateway: log in first, this
+connection's key, rate limits; a node: revoked keys); with a gate (or `meta=True`) every request
+carries its connection's metadata (`Call.peer_key`, `peer_addr`, `peer_fd`, see
+`fabric.drain.Meta`), read only then. `own_deadline_s` replaces the caller's deadline by the
+server's own (for clients, whose clocks are not trusted).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import zmq
 import zmq.asyncio
 from google.protobuf.message import Message
 
-from fabric import envelope, metrics, timing
-from fabric.drain import Batch, Reader, send_batch
+from fabric import envelope, id_range, metrics, timing
+from fabric.drain import NO_META, Batch, Meta, Reader, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -39,10 +42,13 @@ _REQUEST = pb.REQUEST
 _ROUTED_FRAMES = 1 + envelope.N_FRAMES  # the peer's routing id, then the envelope
 _decode_frame = envelope.decode_frame
 _parse_payload = envelope.parse_payload
+_check_ids = id_range.check
 
 Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
-Gate = Callable[[bytes, Method], int]
-"""Called with (identity, method) before a request is parsed; a non-OK ErrorCode refuses it."""
+Gate = Callable[[bytes, Method, bytes, str], int]
+"""Called with (identity, method, peer_key, peer_addr) before a request is parsed; a non-OK
+ErrorCode refuses it. peer_key is the connection's z85 Curve public key (the ZAP User-Id),
+peer_addr its IP (b"" and "" when the connection carries no metadata)."""
 
 
 @dataclass(slots=True)
@@ -51,6 +57,12 @@ class Call:
 
     identity: bytes
     header: pb.Header
+    peer_key: bytes = b""
+    """The connection's z85 Curve public key (read only by a server with metadata on)."""
+    peer_addr: str = ""
+    """The connection's peer IP address."""
+    peer_fd: int = -1
+    """The file descriptor of the connection's TCP socket in this process."""
 
     @property
     def deadline_s(self) -> float:
@@ -63,9 +75,10 @@ class RpcServer:
 
     def __init__(self, sock: zmq.asyncio.Socket, node_id: str, max_bytes: int,
                  name: str = "rpc", gate: Gate | None = None,
-                 own_deadline_s: float | None = None) -> None:
+                 own_deadline_s: float | None = None, meta: bool = False) -> None:
         self.sock = sock
         self.gate = gate
+        self.meta = meta or gate is not None
         self.own_deadline_s = own_deadline_s
         self.node_id = node_id
         self.max_bytes = max_bytes
@@ -87,7 +100,10 @@ class RpcServer:
 
     async def serve(self) -> None:
         """Receive, dispatch and reply forever (cancel to stop)."""
-        reader = Reader(self.sock, self._requests, timing.PIPELINE_BATCH)
+        if self.meta:
+            reader = Reader(self.sock, self._requests_meta, timing.PIPELINE_BATCH, meta=True)
+        else:
+            reader = Reader(self.sock, self._requests, timing.PIPELINE_BATCH)
         reader.start()
         try:
             await self._expire()  # the reader does the work, from the loop's FD callback
@@ -109,7 +125,19 @@ class RpcServer:
         now_ms = time.time() * 1000.0
         replies: list[list[bytes]] = []
         for frames in batch:
-            out = self._handle(frames, now_ms)
+            out = self._handle(frames, now_ms, NO_META)
+            if out is not None:
+                replies.append(out)
+        self._send(replies)
+        self._count_answered()
+
+    def _requests_meta(self, batch: Batch, metas: list[Meta]) -> None:
+        """`_requests` for a batch read with each message's connection metadata."""
+        self._in.inc(len(batch))
+        now_ms = time.time() * 1000.0
+        replies: list[list[bytes]] = []
+        for frames, meta in zip(batch, metas, strict=True):
+            out = self._handle(frames, now_ms, meta)
             if out is not None:
                 replies.append(out)
         self._send(replies)
@@ -124,7 +152,7 @@ class RpcServer:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
 
-    def _handle(self, frames: list[bytes], now_ms: float) -> list[bytes] | None:
+    def _handle(self, frames: list[bytes], now_ms: float, meta: Meta) -> list[bytes] | None:
         identity = frames[0]
         try:
             if len(frames) != _ROUTED_FRAMES:
@@ -145,7 +173,7 @@ class RpcServer:
                                                     header.method[:64], sender=self.node_id)]
         method, handler = entry
         if self.gate is not None:
-            code = self.gate(identity, method)
+            code = self.gate(identity, method, meta[0], meta[1])
             if code != pb.OK:
                 return self._error(identity, header, code, "")
         if self.own_deadline_s is not None:
@@ -155,7 +183,8 @@ class RpcServer:
             return None  # the caller has already given up
         try:
             request = _parse_payload(method.request, payload, header)
-            result = handler(request, Call(identity, header))
+            _check_ids(request)  # INVALID_ARGUMENT for an id above a signed 64-bit column
+            result = handler(request, Call(identity, header, *meta))
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
             return self._error(identity, header, pb.BAD_REQUEST, err.detail)

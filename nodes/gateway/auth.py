@@ -56,20 +56,20 @@ class AuthCommands:
         device = _device(req.device)
         auth = await self.upstream.directory("Register", cluster_pb2.DirRegisterRequest(
             account=req.account, password=req.password, nickname=req.nickname))
-        return await self._open(call.identity, auth, device, may_redirect=True)
+        return await self._open(call, auth, device, may_redirect=True)
 
     async def login(self, req: client_pb2.LoginRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
         auth = await self.upstream.directory("Login", cluster_pb2.DirLoginRequest(
             account=req.account, password=req.password))
-        return await self._open(call.identity, auth, device, may_redirect=True)
+        return await self._open(call, auth, device, may_redirect=True)
 
     async def resume(self, req: client_pb2.ResumeRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
         result = await self._tokens.submit(req.token)
         if result.code != pb.OK:
             raise RpcError(result.code, result.detail)
-        return await self._open(call.identity, result.auth, device, may_redirect=False)
+        return await self._open(call, result.auth, device, may_redirect=False)
 
     async def _verify_tokens(self, tokens: list[str]) -> list[cluster_pb2.DirTokenResult]:
         """One Directory.VerifyTokens for the resumes of a pass (see `Batched`)."""
@@ -78,8 +78,15 @@ class AuthCommands:
         return list(reply.results)
 
     async def logout(self, req: client_pb2.LogoutRequest, call: Call) -> client_pb2.LogoutReply:
-        session = self.sessions.remove(call.identity)
-        if session is not None:
+        """Revoke the session's token at a directory (it stops working on every gateway), then
+        drop the session. If the directory cannot be reached the error is the answer and the
+        session stays, so the client can retry."""
+        session = self.sessions.get(call.identity)
+        if session is None:
+            return client_pb2.LogoutReply()
+        await self.upstream.directory("RevokeToken", cluster_pb2.DirTokenRequest(
+            token=session.token))
+        if self.sessions.remove(call.identity) is session:
             await self.binder.unbind(session)
             self._touch(session.user_id)
         return client_pb2.LogoutReply()
@@ -94,12 +101,12 @@ class AuthCommands:
         return client_pb2.MeReply(user_id=s.user_id, account=s.account, nickname=s.nickname,
                                   device=s.device, gateway=self.node_id)
 
-    async def _open(self, identity: bytes, auth: cluster_pb2.DirAuthReply, device: str,
+    async def _open(self, call: Call, auth: cluster_pb2.DirAuthReply, device: str,
                     may_redirect: bool) -> client_pb2.LoginReply:
         user = auth.user
-        session = Session(identity=identity, user_id=user.user_id, account=user.account,
-                          nickname=user.nickname, device=device, token=auth.token,
-                          token_expires_ms=auth.token_expires_ms)
+        session = Session(identity=call.identity, peer_key=call.peer_key, user_id=user.user_id,
+                          account=user.account, nickname=user.nickname, device=device,
+                          token=auth.token, token_expires_ms=auth.token_expires_ms)
         replaced = self.sessions.add(session)
         if replaced is not None:
             await self.binder.unbind(replaced)

@@ -28,6 +28,7 @@ from nodes.gateway.auth import AuthCommands
 from nodes.gateway.binding import RouteBinder
 from nodes.gateway.commands import Commands
 from nodes.gateway.messaging import Messaging
+from nodes.gateway.revocation import END_TOPIC, SessionEnder
 from nodes.gateway.send_batcher import SendBatcher
 from nodes.gateway.sessions import SessionTable
 from nodes.gateway.upstream import Upstream
@@ -65,6 +66,7 @@ class GatewayNode(Node):
             "Groups": cmds.groups, "GroupCreate": cmds.group_create,
             "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
             "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
+            "GroupSettings": cmds.group_settings, "GroupInvite": cmds.group_invite,
             "Send": msgs.send, "Sync": msgs.sync, "History": msgs.history,
             "Delivered": msgs.delivered, "Read": msgs.read,
             "GroupReadCounts": msgs.group_read_counts,
@@ -73,8 +75,11 @@ class GatewayNode(Node):
             self.clients.register(CLIENT[name], handler)
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
         self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
+        ender = SessionEnder(self.sessions, self.upstream, lambda i, n: self.end_session(i, n))
+        self.subscriber.on(END_TOPIC, ender.on_event)
         self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
-                               asyncio.ensure_future(self._expire_idle())]
+                               asyncio.ensure_future(self._expire_idle()),
+                               asyncio.ensure_future(ender.audit_forever())]
         self.binder.start()
 
     async def on_stop(self) -> None:
@@ -130,11 +135,13 @@ class GatewayNode(Node):
                             client_pb2.SYNC_REASON_STORAGE_CHANGED)
 
     # ---- client plane
-    def _gate(self, identity: bytes, method: Method) -> int:
+    def _gate(self, identity: bytes, method: Method, peer_key: bytes, peer_addr: str) -> int:
         now = time.monotonic()
         session = self.sessions.touch(identity, now)
         if session is None:
             return pb.OK if method.name in PRE_AUTH else pb.UNAUTHENTICATED
+        if session.peer_key != peer_key:  # another connection reusing the routing id
+            return pb.UNAUTHENTICATED
         return pb.OK if session.allow(now) else pb.RATE_LIMITED
 
     def push(self, identities: list[bytes], push: bytes) -> None:

@@ -20,6 +20,8 @@ class Session:
     """One logged-in connection."""
 
     identity: bytes
+    peer_key: bytes
+    """The z85 Curve public key of the connection that opened the session (ZAP User-Id)."""
     user_id: int
     account: str
     nickname: str
