@@ -50,6 +50,7 @@ _PREFIXES = tuple(_PREFIX.pack(MAGIC, n) for n in range(256))
 """The prefix of every header shorter than 256 bytes (all but odd error details), prebuilt."""
 _MAGIC_LEN = len(MAGIC)
 _KINDS = frozenset(pb.Kind.values()) - {pb.KIND_UNSPECIFIED}
+_ERROR_CODES = frozenset(pb.ErrorCode.values())
 _REQUEST, _REPLY = pb.REQUEST, pb.REPLY
 _parse_header = pb.Header.FromString
 M = TypeVar("M", bound=Message)
@@ -119,7 +120,14 @@ def reply(request_id: int, payload: bytes, method: str = "", sender: str = "") -
 
 def error_reply(request_id: int, code: int, detail: str = "", method: str = "",
                 sender: str = "") -> list[bytes]:
-    """Frames of an error REPLY: no payload, just the code and a short safe detail."""
+    """Frames of an error REPLY: no payload, just the code and a short safe detail.
+
+    The codes are a closed set: one outside `ErrorCode` (a handler's bug, or a peer's
+    `fabric.Echo` asking for any uint32 — past 2^31 the Header would not even serialize) goes
+    out as INTERNAL.
+    """
+    if code not in _ERROR_CODES:
+        code = pb.INTERNAL
     return encode(pb.Header(kind=pb.REPLY, request_id=request_id, method=method, error=code,
                             detail=detail[:200], sender=sender))
 
