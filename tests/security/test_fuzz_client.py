@@ -123,6 +123,7 @@ def fuzz_gateway(endpoint: str, server_key: bytes, ids: list[int], seed: int,
         logged_in.close()
         return {"seconds": round(time.monotonic() - began, 1),
                 "sent": anonymous.sent + logged_in.sent,
+                "answered": sum(anonymous.replies.values()) + sum(logged_in.replies.values()),
                 "replaced_connections": anonymous.replaced + logged_in.replaced,
                 "replies_anonymous": dict(anonymous.replies.most_common()),
                 "replies_logged_in": dict(logged_in.replies.most_common()),
@@ -158,6 +159,7 @@ def test_100k_hostile_frames_from_strangers_and_a_logged_in_user_break_no_gatewa
                                                   watch)
                 print(f"fuzz: {figures}")
                 assert figures["sent"] >= ANONYMOUS_FRAMES + LOGGED_IN_FRAMES
+                assert figures["answered"] >= figures["sent"] // 10, "the frames went nowhere"
             print(f"chat: {chat.summary()}")
             assert_nodes_healthy(cluster.nodes)
             after = watch.sample()
