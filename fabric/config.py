@@ -40,6 +40,7 @@ class Config:
     advertise_host: str = "127.0.0.1"
     discovery_ifaces: tuple[str, ...] = ("127.0.0.1",)
     keys_dir: Path = Path("var/keys")
+    node_key: str = "node"
     rpc_port: int = 0
     events_port: int = 0
     metrics_port: int = 0
@@ -92,6 +93,7 @@ class Config:
             advertise_host=advertise,
             discovery_ifaces=ifaces,
             keys_dir=Path(env.get("SOIM_KEYS_DIR", "var/keys")),
+            node_key=r.name("SOIM_NODE_KEY", "node"),
             rpc_port=r.integer("SOIM_RPC_PORT", 0, 0, 65535),
             events_port=r.integer("SOIM_EVENTS_PORT", 0, 0, 65535),
             metrics_port=r.integer("SOIM_METRICS_PORT", 0, 0, 65535),

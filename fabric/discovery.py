@@ -22,6 +22,15 @@ Browser events are coalesced: changes are collected for `timing.DISCOVERY_SETTLE
 applied in one pass (resolve every changed service, validate its TXT record, diff the view)
 and the callbacks run on the event loop. A record that fails validation is ignored and counted
 in `bad_records` by its `RecordError`; a peer can never crash the browser.
+
+A record is a hint of where to dial, never an identity: anyone on the discovery network can
+announce one, reuse a live node's id, or send a goodbye for another node's service. Nodes sign
+their records with a key derived from the keys dir's cluster.secret (`sig`, an HMAC over the
+other properties); a `Discovery` given that key drops unsigned and badly signed records before
+anyone sees them, so a stranger's record is never dialled. Records are kept per service name,
+not per node id, so a second record claiming a node id cannot hide the first; at most
+`timing.MAX_DISCOVERY_RECORDS` are kept. Who a peer is comes from what it says over the
+authenticated link (`fabric.admission`).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import hmac
 import ipaddress
 import logging
 import math
@@ -57,6 +67,7 @@ _ENDPOINT_RE = re.compile(r"^tcp://([A-Za-z0-9_.:-]{1,253}|\[[0-9A-Fa-f:]+\]):(\
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
 _Z85_RE = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _EP = "ep."
+_SIG = "sig"
 _TXT_MAX = 255
 
 
@@ -73,6 +84,8 @@ class RecordError(enum.Enum):
     BAD_ENDPOINT = "bad_endpoint"
     BAD_NUMBER = "bad_number"
     BAD_KEY = "bad_key"
+    BAD_SIGNATURE = "bad_signature"
+    TOO_MANY = "too_many"
     UNRESOLVED = "unresolved"
 
 
@@ -184,6 +197,32 @@ def _number(txt: Mapping[str, str], key: str, kind: type[int] | type[float],
     return value
 
 
+def record_key(cluster_secret: bytes) -> bytes:
+    """The key discovery records are signed with, from the keys dir's cluster.secret."""
+    return hashlib.blake2b(b"", key=cluster_secret, person=b"soim-record",
+                           digest_size=32).digest()
+
+
+def signed_txt(txt: Mapping[str, str], key: bytes) -> dict[str, str]:
+    """`txt` plus its signature `sig` (HMAC-SHA256 over the sorted key=value lines)."""
+    return {**txt, _SIG: _signature(txt, key)}
+
+
+def signature_ok(props: Mapping[bytes, bytes | None], key: bytes) -> bool:
+    """Whether raw TXT properties carry a valid `sig` made with `key`."""
+    try:
+        txt = _decode(props)
+    except DiscoveryError:
+        return False
+    sig = txt.pop(_SIG, "")
+    return hmac.compare_digest(sig.encode(), _signature(txt, key).encode())
+
+
+def _signature(txt: Mapping[str, str], key: bytes) -> str:
+    body = "\n".join(f"{k}={v}" for k, v in sorted(txt.items()) if k != _SIG)
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
 def interface_addresses(ifaces: Sequence[str]) -> list[str]:
     """The local IPv4 addresses that `ifaces` (addresses or interface names) stand for.
 
@@ -227,8 +266,13 @@ class Discovery:
 
     def __init__(self, cfg: Config, on_added: Callable[[NodeInfo], None],
                  on_removed: Callable[[NodeInfo], None],
-                 on_updated: Callable[[NodeInfo], None]) -> None:
+                 on_updated: Callable[[NodeInfo], None],
+                 signing_key: bytes | None = None) -> None:
+        """Callbacks get each record (by service name) as it appears, changes and goes. With
+        `signing_key` (nodes and soimctl), only records signed with it are seen and our own
+        record is signed; without it (the `soim` client) records are unchecked hints."""
         self.cfg = cfg
+        self.signing_key = signing_key
         self.on_added, self.on_removed, self.on_updated = on_added, on_removed, on_updated
         self.addresses = interface_addresses(cfg.discovery_ifaces)
         self.bad_records: Counter[RecordError] = Counter()
@@ -240,11 +284,12 @@ class Discovery:
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._records: dict[str, NodeInfo] = {}  # service name -> valid record, any cluster
-        self._peers: dict[str, NodeInfo] = {}  # node id -> record, as the callbacks last saw it
+        self._peers: dict[str, NodeInfo] = {}  # service name -> record, as callbacks saw it
 
     def peers(self) -> dict[str, NodeInfo]:
-        """The nodes of this cluster, by node id, without this node."""
-        return dict(self._peers)
+        """Records of this cluster's nodes other than this one, by node id (hints: of two
+        records naming one node id, either may be shown; the callbacks get both)."""
+        return {r.node_id: r for r in self._peers.values()}
 
     async def async_start(self) -> None:
         """Open zeroconf on the discovery addresses and start browsing."""
@@ -267,9 +312,12 @@ class Discovery:
         NodeInfo.from_txt(info.to_txt())  # never publish what peers would reject
         self._own_id = info.node_id
         label = instance_label(info.cluster, info.node_id)
+        txt = info.to_txt()
+        if self.signing_key is not None:
+            txt = signed_txt(txt, self.signing_key)
         service = AsyncServiceInfo(
             SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=_service_port(info),
-            properties=info.to_txt(), server=f"{label}.local.",
+            properties=txt, server=f"{label}.local.",
             addresses=[socket.inet_aton(a) for a in self._service_addresses(info)])
         if self._own is not None and self._own.name == service.name:
             await (await self._azc.async_update_service(service))
@@ -329,17 +377,19 @@ class Discovery:
         for name, record in zip(names, records, strict=True):
             if record is None:
                 self._records.pop(name, None)
-            else:
+            elif name in self._records or len(self._records) < timing.MAX_DISCOVERY_RECORDS:
                 self._records[name] = record
-        view = {r.node_id: r for r in self._records.values()
+            else:
+                self.bad_records[RecordError.TOO_MANY] += 1
+        view = {name: r for name, r in self._records.items()
                 if r.cluster == self.cfg.cluster and r.node_id != self._own_id}
         old, self._peers = self._peers, view
-        for node_id in old.keys() - view.keys():
-            self._notify(self.on_removed, old[node_id])
-        for node_id, record in view.items():
-            if node_id not in old:
+        for name in old.keys() - view.keys():
+            self._notify(self.on_removed, old[name])
+        for name, record in view.items():
+            if name not in old:
                 self._notify(self.on_added, record)
-            elif old[node_id] != record:
+            elif old[name] != record:
                 self._notify(self.on_updated, record)
 
     async def _resolve(self, name: str, change: ServiceStateChange) -> NodeInfo | None:
@@ -353,7 +403,11 @@ class Discovery:
             self.bad_records[RecordError.UNRESOLVED] += 1
             return None
         try:
-            return NodeInfo.from_txt(service.properties)
+            info = NodeInfo.from_txt(service.properties)
+            if (self.signing_key is not None and info.cluster == self.cfg.cluster
+                    and not signature_ok(service.properties, self.signing_key)):
+                raise DiscoveryError(RecordError.BAD_SIGNATURE, "not signed by this cluster")
+            return info
         except DiscoveryError as err:
             self.bad_records[err.reason] += 1
             log.warning("ignoring bad discovery record %s: %s", name, err)

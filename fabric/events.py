@@ -59,6 +59,7 @@ class Subscriber:
         self.sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes + timing.FRAME_SLACK_BYTES)
         if secure is not None:
             secure(self.sock)
         self.max_bytes = max_bytes
@@ -73,9 +74,13 @@ class Subscriber:
         self._handlers.append((topic, handler))
         self.sock.setsockopt(zmq.SUBSCRIBE, topic)
 
-    def connect(self, endpoint: str) -> None:
-        """Follow the publisher at `endpoint` (idempotent)."""
+    def connect(self, endpoint: str, server_key: bytes | None = None) -> None:
+        """Follow the publisher at `endpoint` (idempotent), whose Curve server key is
+        `server_key` (None: the key `secure` set). libzmq copies socket options into each
+        connection when it is made, so every publisher can have a key of its own."""
         if endpoint not in self._connected:
+            if server_key is not None:
+                self.sock.curve_serverkey = server_key
             self.sock.connect(endpoint)
             self._connected.add(endpoint)
 

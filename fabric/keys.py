@@ -1,14 +1,23 @@
-"""Curve key files: generate them once, load them at start.
+"""Curve key files and cluster secrets: generate them once, load them at start.
 
-Role: the on-disk layout of a cluster's Curve keys (ZeroMQ certificate files, z85 inside) and
-the only code that reads or writes it. No sockets; `fabric.security` puts these keys on them.
+Role: the on-disk layout of a cluster's keys (ZeroMQ certificate files, z85 inside, and two
+random secrets) and the only code that reads or writes it. No sockets; `fabric.security` puts
+these keys on sockets.
 
 Layout of the keys dir (`Config.keys_dir`, from SOIM_KEYS_DIR, default var/keys):
 
-    cluster.key / cluster.key_secret   the keypair every node of the cluster uses, for its server
-                                       sockets (RPC ROUTER, events PUB) and as a client of peers
-    gateway.key / gateway.key_secret   the client-plane server key; `soim` clients check it
-    authorized/cluster.key             public keys a node admits on its cluster sockets (ZAP)
+    node.key / node.key_secret         this host's node keypair: every node (and soimctl) started
+                                       with this keys dir uses it, unless SOIM_NODE_KEY names
+                                       another one
+    nodes/NAME.key / NAME.key_secret   keypairs made by `soimctl keys add-node NAME`, to carry to
+                                       another host (or to give one node a key of its own)
+    authorized/NAME.key                the node public keys the cluster admits (ZAP); a node
+                                       re-reads this folder every second, so removing a file
+                                       (`soimctl keys revoke NAME`) cuts that key off at once
+    gateway.key / gateway.key_secret   the client-plane server key; `soim` clients pin it
+    cluster.secret                     signs discovery records (a record without a valid
+                                       signature is never dialled)
+    token.secret                       signs session tokens (directories)
 
 Secret files are mode 0600. Files are written in a private temporary directory and renamed into
 place, so a reader never sees half a key and a secret is never readable by others on the way.
@@ -17,6 +26,8 @@ place, so a reader never sees half a key and a secret is never readable by other
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +38,16 @@ import zmq.auth
 
 from fabric.config import ConfigError
 
-CLUSTER = "cluster"
+NODE = "node"
 GATEWAY = "gateway"
 AUTHORIZED = "authorized"
+NODES = "nodes"
+CLUSTER_SECRET = "cluster.secret"
+TOKEN_SECRET = "token.secret"
 _PUBLIC = ".key"
 _SECRET = ".key_secret"
+_SECRET_BYTES = 32
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class KeysMissing(ConfigError):
@@ -44,6 +60,10 @@ class KeysMissing(ConfigError):
         self.keys_dir = keys_dir
 
 
+class KeyNameError(ValueError):
+    """`add-node` / `revoke` got a name that is not usable (taken, unknown, malformed)."""
+
+
 @dataclass(frozen=True)
 class KeyPair:
     """A Curve keypair, both halves z85-encoded (40 bytes each)."""
@@ -53,34 +73,96 @@ class KeyPair:
 
 
 def generate(keys_dir: Path, if_missing: bool = False) -> list[Path]:
-    """Write the cluster and gateway keypairs and authorize the cluster key.
+    """Write this host's node keypair, the gateway keypair, the two cluster secrets, and
+    authorize the node key.
 
-    With `if_missing`, a readable pair is kept and only what is missing is written: a missing or
-    unreadable secret gets a new pair, a lost public half is derived from its secret. Returns the
-    paths written, in order.
+    With `if_missing`, what is readable is kept and only what is missing is written: a missing
+    or unreadable secret key gets a new pair, a lost public half is derived from its secret.
+    Returns the paths written, in order.
     """
     keys_dir = Path(keys_dir)
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".new-") as tmp:
         staging = Path(tmp)
-        for name in (CLUSTER, GATEWAY):
+        for name in (NODE, GATEWAY):
             written += _ensure_pair(keys_dir, staging, name, if_missing)
-        authorized = keys_dir / AUTHORIZED
-        authorized.mkdir(mode=0o755, exist_ok=True)
-        target = authorized / (CLUSTER + _PUBLIC)
-        cluster_public = _load_public(keys_dir / (CLUSTER + _PUBLIC), keys_dir)
-        if not (if_missing and _readable_public(target) == cluster_public):
-            staged = staging / f"{AUTHORIZED}-{CLUSTER}{_PUBLIC}"
-            shutil.copyfile(keys_dir / (CLUSTER + _PUBLIC), staged)
-            os.replace(staged, target)
-            written.append(target)
+        for name in (CLUSTER_SECRET, TOKEN_SECRET):
+            written += _ensure_secret(keys_dir, staging, name, if_missing)
+        node_public = _load_public(keys_dir / (NODE + _PUBLIC), keys_dir)
+        target = keys_dir / AUTHORIZED / (NODE + _PUBLIC)
+        if not (if_missing and _readable_public(target) == node_public):
+            written.append(_authorize(keys_dir, staging, NODE, keys_dir / (NODE + _PUBLIC)))
     return written
 
 
-def load_cluster(keys_dir: Path) -> KeyPair:
-    """The cluster keypair; raises KeysMissing when it is absent or broken."""
-    return _load_pair(Path(keys_dir), CLUSTER)
+def add_node(keys_dir: Path, name: str) -> list[Path]:
+    """Make keypair `name` under nodes/ and authorize it; KeyNameError if the name is taken."""
+    keys_dir = Path(keys_dir)
+    if not _NAME_RE.match(name) or name == NODE:
+        raise KeyNameError(f"{name!r}: use 1-63 letters, digits, '_', '.' or '-', not {NODE!r}")
+    if (keys_dir / AUTHORIZED / (name + _PUBLIC)).exists():
+        raise KeyNameError(f"{name!r} is already authorized; revoke it first to replace it")
+    _load_public(keys_dir / AUTHORIZED / (NODE + _PUBLIC), keys_dir)  # a generated keys dir
+    nodes = keys_dir / NODES
+    nodes.mkdir(mode=0o700, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".new-") as tmp:
+        written = _ensure_pair(nodes, Path(tmp), name, if_missing=False)
+        written.append(_authorize(keys_dir, Path(tmp), name, nodes / (name + _PUBLIC)))
+    return written
+
+
+def revoke(keys_dir: Path, name: str) -> list[Path]:
+    """Stop admitting node key `name`: remove authorized/NAME.key and its nodes/ keypair.
+
+    Every node reading this keys dir refuses the key within a second. KeyNameError for an
+    unknown name, and for this host's own key (its nodes would refuse each other).
+    """
+    keys_dir = Path(keys_dir)
+    if not _NAME_RE.match(name):
+        raise KeyNameError(f"{name!r} is not a key name")
+    if name == NODE:
+        raise KeyNameError(f"{NODE!r} is the key of this keys dir's own nodes; "
+                           "generate a new one with soimctl keys generate instead")
+    target = keys_dir / AUTHORIZED / (name + _PUBLIC)
+    if not target.exists():
+        raise KeyNameError(f"no authorized key {name!r} in {keys_dir / AUTHORIZED}")
+    removed = [target]
+    target.unlink()
+    for path in (keys_dir / NODES / (name + _PUBLIC), keys_dir / NODES / (name + _SECRET)):
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def authorized(keys_dir: Path) -> dict[bytes, str]:
+    """The admitted node keys: z85 public key -> name (the file's stem); KeysMissing if none."""
+    keys_dir = Path(keys_dir)
+    folder = keys_dir / AUTHORIZED
+    found: dict[bytes, str] = {}
+    try:
+        paths = sorted(folder.glob("*" + _PUBLIC))
+    except OSError as err:
+        raise KeysMissing(keys_dir, f"{AUTHORIZED}/: {err}") from None
+    for path in paths:
+        public = _readable_public(path)
+        if public is not None:
+            found[public] = path.name[:-len(_PUBLIC)]
+    if not found:
+        raise KeysMissing(keys_dir, f"{AUTHORIZED}/ holds no public key")
+    return found
+
+
+def load_node(keys_dir: Path, name: str = NODE) -> KeyPair:
+    """Node keypair `name` (`node`: this host's; another name: nodes/NAME); KeysMissing."""
+    keys_dir = Path(keys_dir)
+    if name == NODE:
+        return _load_pair(keys_dir, NODE)
+    try:
+        return _load_pair(keys_dir / NODES, name)
+    except KeysMissing as err:
+        raise KeysMissing(keys_dir, f"key {name!r}: {err.problem}") from None
 
 
 def load_gateway(keys_dir: Path) -> KeyPair:
@@ -92,6 +174,19 @@ def load_gateway_public(keys_dir: Path) -> bytes:
     """The gateway public key alone, as a `soim` client on the same machine reads it."""
     keys_dir = Path(keys_dir)
     return _load_public(keys_dir / (GATEWAY + _PUBLIC), keys_dir)
+
+
+def load_secret(keys_dir: Path, name: str) -> bytes:
+    """The 32 random bytes of CLUSTER_SECRET or TOKEN_SECRET; KeysMissing when absent or bad."""
+    keys_dir = Path(keys_dir)
+    try:
+        raw = (keys_dir / name).read_text(encoding="ascii").strip()
+        secret = bytes.fromhex(raw)
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise KeysMissing(keys_dir, f"{name} is missing or unreadable") from None
+    if len(secret) != _SECRET_BYTES:
+        raise KeysMissing(keys_dir, f"{name} must hold {_SECRET_BYTES} bytes in hex")
+    return secret
 
 
 def _ensure_pair(keys_dir: Path, staging: Path, name: str, if_missing: bool) -> list[Path]:
@@ -114,6 +209,33 @@ def _ensure_pair(keys_dir: Path, staging: Path, name: str, if_missing: bool) -> 
     os.replace(staged_secret, secret_path)
     os.replace(staged_public, public_path)
     return [public_path, secret_path]
+
+
+def _ensure_secret(keys_dir: Path, staging: Path, name: str, if_missing: bool) -> list[Path]:
+    """Write 32 random bytes (hex) to `name` unless `if_missing` and it is readable."""
+    if if_missing:
+        try:
+            load_secret(keys_dir, name)
+            return []
+        except KeysMissing:
+            pass
+    staged = staging / name
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secrets.token_hex(_SECRET_BYTES) + "\n")
+    os.replace(staged, keys_dir / name)
+    return [keys_dir / name]
+
+
+def _authorize(keys_dir: Path, staging: Path, name: str, public_file: Path) -> Path:
+    """Copy `public_file` to authorized/NAME.key (atomically); the path written."""
+    folder = keys_dir / AUTHORIZED
+    folder.mkdir(mode=0o755, exist_ok=True)
+    staged = staging / f"{AUTHORIZED}-{name}{_PUBLIC}"
+    shutil.copyfile(public_file, staged)
+    target = folder / (name + _PUBLIC)
+    os.replace(staged, target)
+    return target
 
 
 def _load_pair(keys_dir: Path, name: str, need_public: bool = True) -> KeyPair:

@@ -1,17 +1,22 @@
-"""The live membership view: zeroconf says who exists, ZeroMQ heartbeats say who is alive.
+"""The live membership view: authenticated peers, alive while their heartbeats come.
 
-Role: merge discovery callbacks (added/updated/removed) with heartbeats and goodbyes heard on
-the events SUB into one view of live peers, and call `on_added` / `on_updated` / `on_removed`
-exactly once per transition. A peer is alive once it was discovered and a heartbeat came; it is
-dead after PEER_DEAD_AFTER_S without one (a crashed node sends no mDNS goodbye), at once on its
-`Bye` event or its mDNS goodbye. A dead peer whose beats resume comes back. A `DrainNotice`
-marks a peer as draining (alive, but to be given no new work).
-Peer sockets: none of its own; it drives the node's events `Subscriber` (connect/disconnect).
+Role: keep one view of the peers `fabric.admission` has admitted (their identity came over an
+authenticated Curve link, never from a discovery record) and of which of them are alive by the
+heartbeats and goodbyes heard on the events SUB, and call `on_added` / `on_updated` /
+`on_removed` exactly once per transition. A peer is alive once it was admitted and a heartbeat
+came; it is dead after PEER_DEAD_AFTER_S without one (a crashed node sends no goodbye), at once
+on its `Bye` event (an mDNS goodbye proves nothing: anyone can send one) or when its key is
+revoked. A dead peer whose beats resume comes back. A `DrainNotice` marks a peer as draining
+(alive, but to be given no new work). A second process claiming the id of a live peer is
+refused (logged and counted); once the first is dead, a successor with that id is admitted.
+Peer sockets: none of its own; it drives the node's events `Subscriber` (connect/disconnect),
+connecting to each admitted peer's events PUB with that peer's server key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +26,8 @@ from fabric.config import ROLES
 from fabric.discovery import NodeInfo
 from fabric.events import Subscriber
 from schema import cluster_pb2, fabric_pb2
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_TOPIC = b"hb"
 BYE_TOPIC = b"bye"
@@ -103,36 +110,49 @@ class Membership:
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
 
-    # ---- discovery callbacks
-    def discovered(self, info: NodeInfo) -> None:
-        """zeroconf: a node of our cluster appeared."""
+    # ---- admission
+    def admitted(self, rpc_endpoint: str, key: bytes) -> bool:
+        """Whether an admitted peer already answers at `rpc_endpoint` with server key `key`."""
+        return any(p.info.endpoints.get("rpc") == rpc_endpoint
+                   and p.info.public_key.encode() == key for p in self._peers.values())
+
+    def admit(self, info: NodeInfo) -> None:
+        """`info` came over an authenticated link (fabric.admission): follow that peer."""
         if info.node_id == self.self_id:
             return
         known = self._peers.get(info.node_id)
-        if known is not None:
-            self.updated(info)
+        if known is None:
+            self._peers[info.node_id] = Peer(info)
+            self._follow(info)
             return
-        self._peers[info.node_id] = Peer(info)
-        self.subscriber.connect(info.endpoints["events"])
-
-    def updated(self, info: NodeInfo) -> None:
-        """zeroconf: a node's record changed."""
-        peer = self._peers.get(info.node_id)
-        if peer is None:
-            self.discovered(info)
+        if known.info == info:
             return
-        old = peer.info.endpoints.get("events")
-        peer.info = info
-        if old != info.endpoints.get("events"):
-            if old:
-                self.subscriber.disconnect(old)
-            self.subscriber.connect(info.endpoints["events"])
-        if peer.alive and self._on_updated:
-            self._on_updated(peer)
+        same_process = (known.info.started_at == info.started_at
+                        and known.info.public_key == info.public_key)
+        if not same_process and known.alive:
+            metrics.BAD_FRAMES.labels("membership", "duplicate_node_id").inc()
+            log.warning("refused a second process claiming live node id %s (at %s); the live "
+                        "one is at %s", info.node_id, info.endpoints.get("rpc"),
+                        known.info.endpoints.get("rpc"))
+            return
+        self._unfollow(known.info)
+        known.info = info
+        self._follow(info)
+        if known.alive and self._on_updated:
+            self._on_updated(known)
 
-    def vanished(self, info: NodeInfo) -> None:
-        """zeroconf goodbye: the node deregistered."""
-        self._forget(info.node_id)
+    def revoked(self, keys: frozenset[bytes]) -> None:
+        """These node keys are no longer authorized: their peers are gone at once."""
+        for peer in list(self._peers.values()):
+            if peer.info.public_key.encode() in keys:
+                log.warning("peer %s: its key was revoked", peer.node_id)
+                self._forget(peer.node_id)
+
+    def _follow(self, info: NodeInfo) -> None:
+        self.subscriber.connect(info.endpoints["events"], info.public_key.encode())
+
+    def _unfollow(self, info: NodeInfo) -> None:
+        self.subscriber.disconnect(info.endpoints.get("events", ""))
 
     # ---- heartbeat events
     def _heartbeat(self, topic: bytes, env: envelope.Envelope) -> None:
@@ -142,8 +162,8 @@ class Membership:
             metrics.BAD_FRAMES.labels("membership", err.reason.value).inc()
             return
         peer = self._peers.get(beat.node_id)
-        if peer is None:
-            return  # not (yet) discovered, or a goodbye already came
+        if peer is None or beat.role != peer.role:
+            return  # not (yet) admitted, or a goodbye already came
         peer.last_beat = time.monotonic()
         peer.load = beat.load
         peer.sessions = beat.sessions
@@ -179,7 +199,7 @@ class Membership:
         peer = self._peers.pop(node_id, None)
         if peer is None:
             return
-        self.subscriber.disconnect(peer.info.endpoints.get("events", ""))
+        self._unfollow(peer.info)
         if peer.alive:
             peer.alive = False
             self._gauge()

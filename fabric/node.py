@@ -21,11 +21,13 @@ from typing import ClassVar
 
 import zmq
 import zmq.asyncio
+from zeroconf import NonUniqueNameException
 
 import fabric
-from fabric import metrics, timing
+from fabric import keys, metrics, timing
+from fabric.admission import Admission
 from fabric.config import Config, ConfigError
-from fabric.discovery import Discovery, NodeInfo
+from fabric.discovery import Discovery, NodeInfo, record_key
 from fabric.events import Publisher, Subscriber
 from fabric.membership import (
     BYE_METHOD,
@@ -56,7 +58,7 @@ class Node:
         self.node_id = cfg.node_id
         self.log = logging.LoggerAdapter(log, {"node": self.node_id})
         self.ctx = zmq.asyncio.Context()
-        self.security = Security(self.ctx, cfg.keys_dir)
+        self.security = Security(self.ctx, cfg.keys_dir, cfg.node_key)
         self.started_at = time.time()
         self.stopping = asyncio.Event()
         self.rpc_sock = self.new_socket(zmq.ROUTER)
@@ -69,8 +71,11 @@ class Node:
                                      on_updated=self.peer_updated, on_removed=self._peer_removed)
         self.peers = PeerClients(self.ctx, self.membership, self.node_id,
                                  timing.CLUSTER_MAX_FRAME_BYTES, self.security.cluster_client)
-        self.discovery = Discovery(cfg, self.membership.discovered, self.membership.vanished,
-                                   self.membership.updated)
+        self.admission = Admission(self.ctx, self.security, cfg.cluster, self.node_id,
+                                   self.membership)
+        self.discovery = Discovery(
+            cfg, self.admission.hint, self.admission.gone, self.admission.hint,
+            signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)))
         self.metrics_server = metrics.MetricsServer(cfg.host, cfg.metrics_port)
         self.endpoints: dict[str, str] = {}
         self.info: NodeInfo | None = None
@@ -108,16 +113,23 @@ class Node:
         await self.on_start()
         self.subscriber.start()
         self.membership.start()
+        self.admission.start()
+        self.security.watch(self._keys_revoked)
         self._tasks.append(asyncio.ensure_future(self.rpc.serve()))
         self._tasks.append(asyncio.ensure_future(self._beat()))
         self.info = NodeInfo(
             node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
             version=fabric.__version__, host=self.cfg.advertise_host,
             endpoints=dict(self.endpoints), metrics_port=metrics_port,
-            public_key=self.security.cluster.public.decode(),
+            public_key=self.security.node.public.decode(),
             client_key=self.client_key(), started_at=self.started_at)
         await self.discovery.async_start()
-        await self.discovery.async_register(self.info)
+        try:
+            await self.discovery.async_register(self.info)
+        except NonUniqueNameException:
+            raise ConfigError("SOIM_NODE_ID", f"a live node of cluster {self.cfg.cluster!r} "
+                              f"already announces node id {self.node_id!r}; refusing to start"
+                              ) from None
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the node: no collection scans it again
         gc.set_threshold(*timing.GC_THRESHOLDS)
@@ -145,6 +157,7 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.rpc.close()
         await self.on_stop()
+        await self.admission.close()
         await self.peers.close()
         await self.membership.close()
         await self.subscriber.close()
@@ -161,6 +174,7 @@ class Node:
         sock.setsockopt(zmq.LINGER, timing.SOCKET_LINGER_MS)
         sock.setsockopt(zmq.SNDHWM, timing.HWM_MESSAGES)
         sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
+        sock.setsockopt(zmq.MAXMSGSIZE, timing.CLUSTER_MAX_FRAME_BYTES + timing.FRAME_SLACK_BYTES)
         return sock
 
     def bind_socket(self, sock: zmq.asyncio.Socket, port: int) -> str:
@@ -170,7 +184,7 @@ class Node:
         return f"tcp://{self.cfg.advertise_host}:{bound}"
 
     def _secure_sub(self, sock: zmq.asyncio.Socket) -> None:
-        self.security.cluster_client(sock, self.security.cluster.public)
+        self.security.cluster_client(sock, self.security.node.public)
 
     async def _beat(self) -> None:
         while True:
@@ -199,7 +213,9 @@ class Node:
             node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
             version=fabric.__version__, uptime_s=time.time() - self.started_at, load=self.load(),
             endpoints=self.endpoints, metrics_port=self.metrics_server.port,
-            peers_alive=[p.node_id for p in self.membership.alive()])
+            peers_alive=[p.node_id for p in self.membership.alive()],
+            client_key=self.client_key(), started_at=self.started_at,
+            host=self.cfg.advertise_host)
 
     def _drain(self, req: cluster_pb2.DrainRequest, call: Call) -> cluster_pb2.DrainReply:
         if not self.drain_deadline_ms:
@@ -215,7 +231,13 @@ class Node:
 
     def _peer_removed(self, peer: Peer) -> None:
         self.peers.drop(peer.node_id)
+        self.admission.retry(peer.node_id)
         self.peer_removed(peer)
+
+    def _keys_revoked(self, revoked: frozenset[bytes]) -> None:
+        """Node keys were revoked: their peers are gone, their hints forgotten."""
+        self.admission.revoked(revoked)
+        self.membership.revoked(revoked)
 
     # ---- hooks for roles
     async def on_start(self) -> None:

@@ -1,7 +1,8 @@
 """RPC clients to live peers, one per peer, made on first use and closed when the peer goes.
 
 Role: the caller side of node-to-node RPC — `get(node_id)` gives a connected `RpcClient` to that
-peer's RPC ROUTER (Curve client with the cluster keys); `drop(node_id)` closes it.
+peer's RPC ROUTER (Curve client with this node's key, to the server key the peer proved when it
+was admitted); `drop(node_id)` closes it.
 Peer sockets: one DEALER per peer, owned here.
 """
 

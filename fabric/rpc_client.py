@@ -57,9 +57,14 @@ class RpcClient:
         self.sock.setsockopt(zmq.LINGER, timing.SOCKET_LINGER_MS)
         self.sock.setsockopt(zmq.SNDHWM, timing.HWM_MESSAGES)
         self.sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)
-        if secure is not None:
-            secure(self.sock)
-        self.sock.connect(endpoint)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes + timing.FRAME_SLACK_BYTES)
+        try:
+            if secure is not None:
+                secure(self.sock)
+            self.sock.connect(endpoint)
+        except BaseException:
+            self.sock.close(linger=0)
+            raise
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._encoder = envelope.Encoder(node_id)

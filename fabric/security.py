@@ -5,7 +5,10 @@ inproc://zeromq.zap.01 of the node's context; its peers are libzmq's ZAP clients
 Curve server socket of that context:
 
 - "cluster" domain (RPC ROUTER, events PUB, ...): a client is admitted only when its public key
-  is one of the certificate files in keys_dir/authorized (the cluster key);
+  is one of the certificate files in keys_dir/authorized (the node keys the cluster admits).
+  `watch()` re-reads that folder every KEYS_RELOAD_INTERVAL_S, so a key removed there
+  (`soimctl keys revoke`) is refused from the next handshake on, and the node is told which
+  keys went (to drop those peers and refuse their requests on connections already open);
 - "client" domain (the gateway's client ROUTER): any Curve client is admitted (a `soim` client has
   no cluster key; it proves nothing but that it speaks Curve to the right server key; users log
   in afterwards).
@@ -23,6 +26,9 @@ every client instead of admitting all of them.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -30,14 +36,15 @@ import zmq.asyncio
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from fabric import keys
+from fabric import keys, timing
 
+log = logging.getLogger(__name__)
 CLUSTER_DOMAIN = "cluster"
 CLIENT_DOMAIN = "client"
 
 
 class _ClusterKeys:
-    """ZAP policy of the cluster domain: a fixed set of authorized z85 public keys."""
+    """ZAP policy of the cluster domain: the authorized z85 public keys (replaced on reload)."""
 
     def __init__(self, authorized: frozenset[bytes]) -> None:
         self.authorized = authorized
@@ -56,12 +63,50 @@ class _AnyClient:
 class Security:
     """The ZAP authenticator of one context plus the keys its sockets use."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, keys_dir: Path) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, keys_dir: Path,
+                 node_key: str = keys.NODE) -> None:
         self.ctx = ctx
         self.keys_dir = Path(keys_dir)
-        self.cluster = keys.load_cluster(self.keys_dir)
+        self.node = keys.load_node(self.keys_dir, node_key)
+        self._policy = _ClusterKeys(self._authorized_keys())
         self._gateway: keys.KeyPair | None = None
         self._auth: AsyncioAuthenticator | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    def authorized(self, key: bytes) -> bool:
+        """Whether the cluster admits the z85 public key `key` now."""
+        return key in self._policy.authorized
+
+    def watch(self, on_revoked: Callable[[frozenset[bytes]], None]) -> None:
+        """Re-read keys_dir/authorized every KEYS_RELOAD_INTERVAL_S; call `on_revoked(keys)`
+        with the keys that disappeared. Runs until `stop()`."""
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch(on_revoked))
+
+    def reload(self) -> frozenset[bytes]:
+        """Re-read the authorized keys now; return those no longer admitted. A folder that
+        cannot be read, or holds no key, keeps the current set (logged)."""
+        try:
+            fresh = self._authorized_keys()
+        except keys.KeysMissing as err:
+            log.error("keeping the authorized keys I have: %s", err)
+            return frozenset()
+        gone = self._policy.authorized - fresh
+        if fresh != self._policy.authorized:
+            log.info("authorized node keys: %d (%d revoked, %d added)", len(fresh), len(gone),
+                     len(fresh - self._policy.authorized))
+            self._policy.authorized = fresh
+        return gone
+
+    async def _watch(self, on_revoked: Callable[[frozenset[bytes]], None]) -> None:
+        while True:
+            await asyncio.sleep(timing.KEYS_RELOAD_INTERVAL_S)  # the reload period
+            gone = self.reload()
+            if gone:
+                try:
+                    on_revoked(gone)
+                except Exception:
+                    log.exception("handling revoked keys failed")
 
     @property
     def running(self) -> bool:
@@ -72,22 +117,24 @@ class Security:
         """Start answering ZAP requests; call from the running event loop, before any bind."""
         if self._auth is not None:
             raise RuntimeError("Security already started")
-        authorized = self._authorized_keys()
         auth = AsyncioAuthenticator(self.ctx)
-        auth.configure_curve_callback(CLUSTER_DOMAIN, credentials_provider=_ClusterKeys(authorized))
+        auth.configure_curve_callback(CLUSTER_DOMAIN, credentials_provider=self._policy)
         auth.configure_curve_callback(CLIENT_DOMAIN, credentials_provider=_AnyClient())
         auth.start()
         self._auth = auth
 
     def stop(self) -> None:
         """Stop the authenticator and close its socket; from then on every handshake fails."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
 
     def cluster_server(self, sock: zmq.Socket) -> None:
-        """Make `sock` a Curve server with the cluster key, admitting only authorized keys."""
-        self._server(sock, self.cluster.secret, CLUSTER_DOMAIN)
+        """Make `sock` a Curve server with this node's key, admitting only authorized keys."""
+        self._server(sock, self.node.secret, CLUSTER_DOMAIN)
 
     def client_server(self, sock: zmq.Socket) -> None:
         """Make `sock` the gateway's Curve server for `soim` clients (any client key)."""
@@ -96,8 +143,12 @@ class Security:
         self._server(sock, self._gateway.secret, CLIENT_DOMAIN)
 
     def cluster_client(self, sock: zmq.Socket, server_public: bytes) -> None:
-        """Make `sock` a Curve client of a peer node, presenting the cluster keypair."""
-        _client(sock, self.cluster, server_public)
+        """Make `sock` a Curve client of the peer whose server key is `server_public`,
+        presenting this node's keypair. Refuses (ValueError) a key the cluster does not admit:
+        a node never dials a key that is not authorized."""
+        if not self.authorized(server_public):
+            raise ValueError("not an authorized node key")
+        _client(sock, self.node, server_public)
 
     def _server(self, sock: zmq.Socket, secret: bytes, domain: str) -> None:
         if self._auth is None:
@@ -109,14 +160,7 @@ class Security:
 
     def _authorized_keys(self) -> frozenset[bytes]:
         """The public keys in keys_dir/authorized; KeysMissing when there are none."""
-        location = self.keys_dir / keys.AUTHORIZED
-        try:
-            found = zmq.auth.load_certificates(location)
-        except (OSError, ValueError) as err:
-            raise keys.KeysMissing(self.keys_dir, f"{keys.AUTHORIZED}/: {err}") from None
-        if not found:
-            raise keys.KeysMissing(self.keys_dir, f"{keys.AUTHORIZED}/ holds no public key")
-        return frozenset(found)
+        return frozenset(keys.authorized(self.keys_dir))
 
 
 def anonymous_client(sock: zmq.Socket, server_public: bytes) -> None:

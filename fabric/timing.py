@@ -64,6 +64,10 @@ SESSION_IDLE_EXPIRY_S = 30.0
 CLIENT_REQUEST_TIMEOUT_S = 10.0
 """The gateway's own deadline for a client request (client clocks are not trusted)."""
 
+CLIENT_HANDSHAKE_TIMEOUT_S = 2.0
+"""How long `soim` waits for a gateway to complete the Curve handshake with the pinned key
+before it tries the next one."""
+
 UPSTREAM_TIMEOUT_S = 5.0
 """Deadline of a gateway's call to a directory, router or storage node."""
 
@@ -109,3 +113,59 @@ one holding it is asked to let go (Python's default is 5 ms). A storage node's w
 come back from the database with a commit to hand on while the event loop runs Python: at 5 ms
 that wait was part of every hop's tail (bench chat at 2,000/s, three pairs: p99 19 to 36 ms
 instead of 28 to 65)."""
+
+KDF_QUEUE_JOBS_PER_THREAD = 8
+"""Password hashes (scrypt) a directory lets wait or run per KDF thread; beyond that
+Login/Register answer RATE_LIMITED at once, without hashing (16 jobs on 2 cores: at most
+~8 hashes ≈ 3.6 s of waiting at the default cost, well inside a client's request deadline)."""
+
+KDF_JOBS_PER_ADDRESS = 2
+"""Password hashes one client address may have waiting or running at once on a directory; a
+flood from one address can then hold at most this many KDF threads (≈ one hash time of delay
+for everyone else)."""
+
+REVOCATION_AUDIT_INTERVAL_S = 5.0
+"""How often a gateway asks a directory whether its sessions' tokens still hold (a backstop for
+a missed SessionsEnd event: a revoked session acts at most this long after it)."""
+
+KEYS_RELOAD_INTERVAL_S = 0.5
+"""How often a node re-reads keys_dir/authorized: a revoked node key is refused within this."""
+
+PEER_PROBE_TIMEOUT_S = 2.0
+"""How long a node waits for a discovered peer's answer over the authenticated link (its
+`node.Status`) before the record counts as a dead end."""
+
+PEER_PROBE_RETRY_S = 5.0
+"""A discovery record that led nowhere is probed again no sooner than this."""
+
+MAX_PROBES_IN_FLIGHT = 16
+"""Discovery records being checked at once; more wait (records are hostile input)."""
+
+MAX_DISCOVERY_RECORDS = 1024
+"""Discovery records remembered at once; past this, new ones are dropped and counted."""
+
+FRAME_SLACK_BYTES = 1024
+"""ZMQ_MAXMSGSIZE of a socket is its largest envelope plus this (routing ids, topics); libzmq
+drops the connection of a peer that sends more, before buffering it."""
+
+AUTH_SWEEP_INTERVAL_S = 0.5
+"""How often a gateway closes client connections past the authentication deadline
+(SOIM_AUTH_DEADLINE_S): a connection lives at most this long past it."""
+
+CLIENT_HWM_MESSAGES = 1000
+"""Send and receive high-water mark of a gateway's client socket, per connection (bytes are
+bounded separately: SOIM_CLIENT_QUEUE_BYTES, SOIM_MAX_FRAME_BYTES)."""
+
+KICK_FLUSH_S = 0.2
+"""How long a gateway lets the Notice that says why travel before it closes a connection."""
+
+CLIENT_QUEUE_CHECK_S = 0.2
+"""How often a gateway looks at the kernel send queue of connections it has sent to."""
+
+PRE_AUTH_PER_CONN_PER_S = 1.0
+PRE_AUTH_PER_CONN_BURST = 5.0
+"""Register/Login/Resume one client connection may send: a token bucket (per second, burst)."""
+
+LIMITER_MAX_KEYS = 100_000
+"""Token buckets a gateway keeps per kind (connections, addresses, users); past it, the full
+ones (which limit nothing) are forgotten."""

@@ -182,6 +182,9 @@ class StatusReply(_message.Message):
     ENDPOINTS_FIELD_NUMBER: _builtins.int
     METRICS_PORT_FIELD_NUMBER: _builtins.int
     PEERS_ALIVE_FIELD_NUMBER: _builtins.int
+    CLIENT_KEY_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: _builtins.str
     cluster: _builtins.str
@@ -189,6 +192,15 @@ class StatusReply(_message.Message):
     uptime_s: _builtins.float
     load: _builtins.float
     metrics_port: _builtins.int
+    client_key: _builtins.str
+    """What a peer admits this node by: its identity is what it says over the authenticated link,
+    never what a discovery record says.
+    gateways: the z85 client-plane server key; empty otherwise
+    """
+    started_at: _builtins.float
+    """time.time() the process started: tells two processes apart"""
+    host: _builtins.str
+    """the advertised host"""
     @_builtins.property
     def endpoints(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -205,10 +217,13 @@ class StatusReply(_message.Message):
         endpoints: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         metrics_port: _builtins.int = ...,
         peers_alive: _abc.Iterable[_builtins.str] | None = ...,
+        client_key: _builtins.str = ...,
+        started_at: _builtins.float = ...,
+        host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "endpoints", b"endpoints", "load", b"load", "metrics_port", b"metrics_port", "node_id", b"node_id", "peers_alive", b"peers_alive", "role", b"role", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_key", b"client_key", "cluster", b"cluster", "endpoints", b"endpoints", "host", b"host", "load", b"load", "metrics_port", b"metrics_port", "node_id", b"node_id", "peers_alive", b"peers_alive", "role", b"role", "started_at", b"started_at", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -226,7 +226,7 @@ def _fabric_ceiling(keys_dir: Path) -> float:
             _, raw_port, _ = ports.get(timeout=SETTLE_S)
         except queue.Empty:
             raise BenchError("bench fabric's echo server did not start") from None
-        pair = keys.load_cluster(keys_dir)
+        pair = keys.load_node(keys_dir)
         sock.linger = 0
         sock.rcvtimeo = int(SETTLE_S * 1000)  # a lost echo raises zmq.Again, not a hang
         sock.curve_secretkey, sock.curve_publickey = pair.secret, pair.public

@@ -31,7 +31,7 @@ from fabric import timing
 from fabric.config import Config
 from fabric.drain import Reader, send_batch
 from fabric.events import Publisher, Subscriber
-from fabric.keys import load_cluster
+from fabric.keys import load_node
 from fabric.methods import ECHO
 from fabric.rpc_client import RpcClient
 from fabric.rpc_server import Call, RpcServer
@@ -134,7 +134,7 @@ def _ceiling_slice(sock: zmq.Socket, inflight: int, seconds: float) -> tuple[int
 
 async def _pubsub_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
                        go: Any, seconds: float) -> float:
-    key = security.cluster.public
+    key = security.node.public
     sub = Subscriber(ctx, max_bytes=1 << 20, secure=lambda s: security.cluster_client(s, key))
     got = 0
     first = last = 0.0
@@ -159,7 +159,7 @@ async def _pubsub_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: s
 def run(args: dict[str, Any]) -> int:
     """Run the benchmark and print its JSON."""
     cfg = Config.from_env(role="soimctl")
-    load_cluster(cfg.keys_dir)  # a clear error before anything starts
+    load_node(cfg.keys_dir)  # a clear error before anything starts
     seconds = float(args.get("--seconds") or 3)
     inflight = int(args.get("--inflight") or 64)
     mpc = mp.get_context("spawn")
@@ -185,7 +185,7 @@ async def _measure(cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go:
                    inflight: int, seconds: float) -> dict[str, Any]:
     ctx = zmq.asyncio.Context()
     security = Security(ctx, cfg.keys_dir)
-    server_key = security.cluster.public
+    server_key = security.node.public
     raw_ctx = zmq.Context()
     raw = raw_ctx.socket(zmq.DEALER)
     try:

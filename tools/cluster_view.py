@@ -1,9 +1,10 @@
 """A read-only window on a running cluster for soimctl: who is alive, and RPC clients to them.
 
-Role: join the cluster as an observer — zeroconf browsing (no registration), the heartbeat SUB
-and the membership view, plus `PeerClients` for RPCs to nodes. It binds nothing.
-Peer sockets: one events SUB connected to every discovered node's PUB, DEALERs to nodes' RPC
-ROUTERs on demand (Curve clients with the cluster keys).
+Role: join the cluster as an observer — zeroconf browsing (no registration; only records signed
+with the cluster secret), admission of the nodes that prove their keys, the heartbeat SUB and
+the membership view, plus `PeerClients` for RPCs to nodes. It binds nothing.
+Peer sockets: one events SUB connected to every admitted node's PUB, DEALERs to nodes' RPC
+ROUTERs on demand (Curve clients with this host's node key, SOIM_NODE_KEY).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, TypeVar
 
 import zmq.asyncio
 
-from fabric import timing
+from fabric import keys, timing
+from fabric.admission import Admission
 from fabric.config import Config
-from fabric.discovery import Discovery
+from fabric.discovery import Discovery, record_key
 from fabric.events import Subscriber
-from fabric.keys import load_cluster
 from fabric.membership import Membership, Peer
 from fabric.peer_clients import PeerClients
 from fabric.security import Security
@@ -63,26 +64,32 @@ class ClusterView:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ctx = zmq.asyncio.Context()
-        self.security = Security(self.ctx, cfg.keys_dir)
-        cluster_public = load_cluster(cfg.keys_dir).public
+        self.security = Security(self.ctx, cfg.keys_dir, cfg.node_key)
+        own_public = self.security.node.public
         self.subscriber = Subscriber(
             self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
-            secure=lambda sock: self.security.cluster_client(sock, cluster_public))
+            secure=lambda sock: self.security.cluster_client(sock, own_public))
         self.node_id = f"soimctl-{uuid.uuid4().hex[:8]}"
-        self.membership = Membership(self.node_id, self.subscriber)
-        self.discovery = Discovery(cfg, self.membership.discovered, self.membership.vanished,
-                                   self.membership.updated)
+        self.membership = Membership(self.node_id, self.subscriber,
+                                     on_removed=lambda peer: self.admission.retry(peer.node_id))
+        self.admission = Admission(self.ctx, self.security, cfg.cluster, self.node_id,
+                                   self.membership)
+        self.discovery = Discovery(
+            cfg, self.admission.hint, self.admission.gone, self.admission.hint,
+            signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)))
         self.peers = PeerClients(self.ctx, self.membership, self.node_id,
                                  timing.CLUSTER_MAX_FRAME_BYTES, self.security.cluster_client)
 
     async def __aenter__(self) -> ClusterView:
         self.subscriber.start()
         self.membership.start()
+        self.admission.start()
         await self.discovery.async_start()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.admission.close()
         await self.peers.close()
         await self.membership.close()
         await self.subscriber.close()

@@ -17,7 +17,7 @@ import logging
 
 from fabric import envelope
 from fabric.config import ConfigError
-from fabric.keys import load_cluster
+from fabric.keys import TOKEN_SECRET, load_secret
 from fabric.node import Node
 from nodes.directory import account_rows
 from nodes.directory.access import Access
@@ -28,6 +28,7 @@ from nodes.directory.context import INV_METHOD, INV_TOPIC, Context
 from nodes.directory.friends import Friends
 from nodes.directory.groups import Groups
 from nodes.directory.options import DirectoryOptions
+from nodes.directory.revocation import Revocation
 from nodes.directory.throttle import LocalCounters, LoginThrottle, RedisCounters
 from nodes.directory.tokens import TokenSigner, signing_key
 from schema import cluster_pb2
@@ -51,7 +52,8 @@ class DirectoryNode(Node):
     async def on_start(self) -> None:
         cfg = self.cfg
         options = DirectoryOptions.from_extra(cfg.extra)
-        signer = TokenSigner(signing_key(load_cluster(cfg.keys_dir).secret), options.token_ttl_s)
+        signer = TokenSigner(signing_key(load_secret(cfg.keys_dir, TOKEN_SECRET)),
+                             options.token_ttl_s)
         try:
             self.store = await asyncio.to_thread(Store.from_config, cfg)
         except StoreUnavailable as err:
@@ -70,6 +72,7 @@ class DirectoryNode(Node):
             l2=L2(self.cache) if self.cache is not None else None)
         accounts, friends, access = Accounts(ctx), Friends(ctx), Access(ctx)
         groups = Groups(ctx, access, accounts)
+        ends = Revocation(ctx)
         handlers = {
             "Register": accounts.register, "Login": accounts.login,
             "VerifyToken": accounts.verify_token, "VerifyTokens": accounts.verify_tokens,
@@ -80,8 +83,11 @@ class DirectoryNode(Node):
             "Groups": groups.groups, "GroupCreate": groups.group_create,
             "GroupSearch": groups.group_search, "GroupJoin": groups.group_join,
             "GroupLeave": groups.group_leave, "GroupUsers": groups.group_users,
-            "GroupMembers": groups.group_members, "SetDisabled": accounts.set_disabled,
-            "ListGroups": groups.list_groups,
+            "GroupMembers": groups.group_members, "SetDisabled": ends.set_disabled,
+            "ListGroups": groups.list_groups, "GroupSettings": groups.group_settings,
+            "GroupInvite": groups.group_invite, "RevokeToken": ends.revoke_token,
+            "EndSessions": ends.end_sessions, "SetPassword": ends.set_password,
+            "CheckTokens": ends.check_tokens, "Unlock": ends.unlock,
         }
         for name, method in DIRECTORY.items():
             self.rpc.register(method, handlers[name])

@@ -119,8 +119,8 @@ def test_accounts_tokens_and_lockout(dir_env: dict[str, str], tmp_path: Path) ->
         assert again.user.user_id == alice.user.user_id and again.token
         raw = bytearray(alice.token.encode())
         raw[20] = ord("A") if raw[20] != ord("A") else ord("B")
-        signer = TokenSigner(signing_key(keys.load_cluster(Path(dir_env["SOIM_KEYS_DIR"]))
-                                         .secret), 3600)
+        signer = TokenSigner(signing_key(keys.load_secret(Path(dir_env["SOIM_KEYS_DIR"]),
+                                                   keys.TOKEN_SECRET)), 3600)
         expired, _ = signer.issue(alice.user.user_id, expires_ms=int(time.time() * 1000) - 1)
         other_cluster, _ = TokenSigner(signing_key(b"x" * 40), 3600).issue(alice.user.user_id)
         for token in (raw.decode(), expired, other_cluster, "", "not a token"):
@@ -142,7 +142,7 @@ def test_accounts_tokens_and_lockout(dir_env: dict[str, str], tmp_path: Path) ->
         assert await d.fails("Login", dpb.DirLoginRequest(
             account="alice", password="secret-pw-1")) == pb.ACCOUNT_DISABLED
         assert await d.fails("VerifyToken", dpb.DirTokenRequest(
-            token=alice.token)) == pb.ACCOUNT_DISABLED
+            token=again.token)) == pb.TOKEN_INVALID  # disabling revoked every token
         assert await d.fails("SetDisabled", disable(user_id=424_242, disabled=True)) \
             == pb.NOT_FOUND
         await d("SetDisabled", disable(user_id=bob.user.user_id, disabled=False))
@@ -183,28 +183,31 @@ def test_verify_tokens_answers_each_token(dir_env: dict[str, str], tmp_path: Pat
         d = dirs[0]
         alice, bob = await register(d, "alice"), await register(d, "bob")
         await d("SetDisabled", dpb.DirDisableRequest(user_id=bob.user.user_id, disabled=True))
-        signer = TokenSigner(signing_key(keys.load_cluster(Path(dir_env["SOIM_KEYS_DIR"]))
-                                         .secret), 3600)
+        signer = TokenSigner(signing_key(keys.load_secret(Path(dir_env["SOIM_KEYS_DIR"]),
+                                                   keys.TOKEN_SECRET)), 3600)
         expired, _ = signer.issue(alice.user.user_id, expires_ms=int(time.time() * 1000) - 1)
         nobody, _ = signer.issue(424_242)
-        asks = [(alice.token, pb.OK), (bob.token, pb.ACCOUNT_DISABLED),
+        asks = [(alice.token, pb.OK), (bob.token, pb.TOKEN_INVALID),  # disabling revoked it
                 (expired, pb.TOKEN_INVALID), ("not a token", pb.TOKEN_INVALID),
-                (nobody, pb.TOKEN_INVALID), (alice.token, pb.OK)]
+                (nobody, pb.TOKEN_INVALID), (alice.token, pb.TOKEN_INVALID)]  # rotated by [0]
         reply = await d("VerifyTokens", dpb.DirTokensRequest(
             tokens=[dpb.DirTokenRequest(token=t) for t, _ in asks]))
         assert [r.code for r in reply.results] == [code for _, code in asks]
         assert reply.results[2].detail == "expired"
-        for result in (reply.results[0], reply.results[5]):
-            assert result.auth.user.account == "alice" and result.auth.token != alice.token
-            assert (await d("VerifyToken", dpb.DirTokenRequest(token=result.auth.token))
-                    ).user.user_id == alice.user.user_id
+        result = reply.results[0]
+        assert result.auth.user.account == "alice" and result.auth.token != alice.token
+        assert (await d("VerifyToken", dpb.DirTokenRequest(token=result.auth.token))
+                ).user.user_id == alice.user.user_id
+        assert reply.results[5].detail == "revoked or already used"
         assert not reply.results[1].HasField("auth")
 
-        # enabled again, the same token resumes; empty and oversized calls
+        # enabled again, the revoked token stays revoked; a new login's token resumes; empty
+        # and oversized calls
         await d("SetDisabled", dpb.DirDisableRequest(user_id=bob.user.user_id, disabled=False))
+        fresh = await d("Login", dpb.DirLoginRequest(account="bob", password="secret-pw-1"))
         again = await d("VerifyTokens", dpb.DirTokensRequest(
-            tokens=[dpb.DirTokenRequest(token=bob.token)]))
-        assert [r.code for r in again.results] == [pb.OK]
+            tokens=[dpb.DirTokenRequest(token=t) for t in (bob.token, fresh.token)]))
+        assert [r.code for r in again.results] == [pb.TOKEN_INVALID, pb.OK]
         assert not (await d("VerifyTokens", dpb.DirTokensRequest())).results
         assert await d.fails("VerifyTokens", dpb.DirTokensRequest(
             tokens=[dpb.DirTokenRequest(token=alice.token)] * 501)) == pb.INVALID_ARGUMENT

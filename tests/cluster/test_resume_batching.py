@@ -96,12 +96,17 @@ def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path,
             directory = cluster.view.peers.get(cluster.alive("directory")[0])
             await directory.call(DIRECTORY["SetDisabled"], cluster_pb2.DirDisableRequest(
                 user_id=users[0].user_id, disabled=True), timeout=5)
-            signer = TokenSigner(signing_key(keys.load_cluster(cluster.keys_dir).secret), 3600)
+            secret = keys.load_secret(cluster.keys_dir, keys.TOKEN_SECRET)
+            signer = TokenSigner(signing_key(secret), 3600)
             expired, _ = signer.issue(users[1].user_id, expires_ms=int(time.time() * 1000) - 1)
 
-            asks = [(users[0].token, pb.ACCOUNT_DISABLED, 0), (expired, pb.TOKEN_INVALID, 0),
-                    ("forged.token.value", pb.TOKEN_INVALID, 0)]
-            asks += [(u.token, pb.OK, u.user_id) for u in users[1:]] * 8
+            asks = [(users[0].token, pb.TOKEN_INVALID, 0),  # disabling revoked it
+                    (expired, pb.TOKEN_INVALID, 0), ("forged.token.value", pb.TOKEN_INVALID, 0)]
+            logins = await cluster.client()
+            for _ in range(8):  # a resume rotates its token: each needs one of its own
+                for u in users[1:]:
+                    token = (await logins.login(u.account, "correct horse")).token
+                    asks.append((token, pb.OK, u.user_id))
             clients = [await cluster.client(device="resumed") for _ in asks]
             outcomes = await asyncio.gather(*(c.resume(token) for c, (token, _, _)
                                               in zip(clients, asks, strict=True)),

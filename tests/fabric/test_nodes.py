@@ -17,6 +17,7 @@ import zmq
 
 from fabric import envelope, keys
 from fabric.config import Config
+from fabric.discovery import RecordError
 from fabric.methods import ECHO, RpcError
 from schema import common_pb2 as pb
 from schema import fabric_pb2
@@ -101,13 +102,18 @@ def test_node_without_cluster_keys_is_refused(cluster_env: dict[str, str],
                                    what="node alive")
             endpoint = view.membership.alive()[0].info.endpoints["rpc"]
             async with ClusterView(view_config(intruder_env)) as intruder:
-                # it finds the node by mDNS, but hears no heartbeat and gets no answer
-                await async_wait_until(lambda: node.node_id in intruder.discovery.peers(),
-                                       timeout=10, what="intruder discovers the node")
+                # the node's record is not signed with the intruder's cluster secret: it is
+                # dropped; the intruder hears no heartbeat and gets no answer
+                bad = intruder.discovery.bad_records
+                await async_wait_until(lambda: bad[RecordError.BAD_SIGNATURE] > 0, timeout=10,
+                                       what="intruder refuses the node's record")
                 for _ in range(2):  # heartbeats the cluster's own view hears meanwhile
                     await _next_beat(view, node.node_id)
                 assert intruder.membership.alive() == []
-                client = _client_with_keys(intruder, endpoint, keys.load_cluster(intruder_keys))
+                assert node.node_id not in intruder.discovery.peers()
+                server_key = keys.load_node(view.cfg.keys_dir).public  # public, so known
+                client = _client_with_keys(intruder, endpoint, keys.load_node(intruder_keys),
+                                           server_key)
                 with pytest.raises(RpcError) as err:
                     await client.call(ECHO, fabric_pb2.EchoRequest(data=b"let me in"),
                                       timeout=1.5)
@@ -127,10 +133,9 @@ async def _next_beat(view: ClusterView, node_id: str) -> None:
     await async_wait_until(lambda: peer.last_beat > before, timeout=5, what="a heartbeat")
 
 
-def _client_with_keys(view: ClusterView, endpoint: str, pair: keys.KeyPair) -> object:
+def _client_with_keys(view: ClusterView, endpoint: str, pair: keys.KeyPair,
+                      server_key: bytes) -> object:
     from fabric.rpc_client import RpcClient
-
-    server_key = keys.load_cluster(view.cfg.keys_dir).public
 
     def secure(sock: zmq.Socket) -> None:
         sock.curve_secretkey = pair.secret

@@ -77,7 +77,7 @@ async def refused(router: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket,
 def foreign_keypair(tmp_path: Path, server_public: bytes) -> Callable[[zmq.Socket], None]:
     """Setup for a Curve client holding another cluster's keys."""
     keys.generate(tmp_path / "other")
-    other = keys.load_cluster(tmp_path / "other")
+    other = keys.load_node(tmp_path / "other")
 
     def setup(sock: zmq.Socket) -> None:
         sock.curve_secretkey = other.secret
@@ -90,7 +90,7 @@ def test_cluster_keys_are_admitted_and_answered(keys_dir: Path) -> None:
     async def scenario() -> None:
         async with started(keys_dir) as (ctx, sec):
             router, monitor, endpoint = server(ctx, sec.cluster_server)
-            dealer = client(ctx, endpoint, lambda s: sec.cluster_client(s, sec.cluster.public))
+            dealer = client(ctx, endpoint, lambda s: sec.cluster_client(s, sec.node.public))
             await dealer.send(b"ping")
             assert await handshake(monitor) == zmq.EVENT_HANDSHAKE_SUCCEEDED
             assert await router.poll(5000)
@@ -106,7 +106,7 @@ def test_other_clusters_keypair_is_refused(keys_dir: Path, tmp_path: Path) -> No
     async def scenario() -> None:
         async with started(keys_dir) as (ctx, sec):
             router, monitor, endpoint = server(ctx, sec.cluster_server)
-            dealer = client(ctx, endpoint, foreign_keypair(tmp_path, sec.cluster.public))
+            dealer = client(ctx, endpoint, foreign_keypair(tmp_path, sec.node.public))
             await refused(router, monitor, dealer, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
     asyncio.run(scenario())
 
@@ -132,7 +132,7 @@ def test_anonymous_client_reaches_the_client_plane_only(keys_dir: Path) -> None:
             assert (await gateway.recv_multipart())[1] == b"login"
             # Admitting any client on the client plane must not open the cluster plane.
             router, monitor, endpoint = server(ctx, sec.cluster_server)
-            intruder = client(ctx, endpoint, lambda s: anonymous_client(s, sec.cluster.public))
+            intruder = client(ctx, endpoint, lambda s: anonymous_client(s, sec.node.public))
             await refused(router, monitor, intruder, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
     asyncio.run(scenario())
 
@@ -141,7 +141,7 @@ def test_a_client_with_the_wrong_server_key_gets_nothing(keys_dir: Path) -> None
     async def scenario() -> None:
         async with started(keys_dir) as (ctx, sec):
             gateway, monitor, endpoint = server(ctx, sec.client_server)
-            soim = client(ctx, endpoint, lambda s: anonymous_client(s, sec.cluster.public))
+            soim = client(ctx, endpoint, lambda s: anonymous_client(s, sec.node.public))
             await refused(gateway, monitor, soim, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
     asyncio.run(scenario())
 
@@ -158,7 +158,7 @@ def test_server_sockets_need_a_running_authenticator(keys_dir: Path) -> None:
             sec.start()
             router, _monitor, endpoint = server(ctx, sec.cluster_server)
             sec.stop()  # enforced ZAP domain: no authenticator means nobody gets in
-            dealer = client(ctx, endpoint, lambda s: sec.cluster_client(s, sec.cluster.public))
+            dealer = client(ctx, endpoint, lambda s: sec.cluster_client(s, sec.node.public))
             # the handshake fails (or, while the handler is going away, never completes):
             # either way nothing crosses in either direction
             await dealer.send(b"let me in")
@@ -170,7 +170,7 @@ def test_server_sockets_need_a_running_authenticator(keys_dir: Path) -> None:
 
 
 def test_missing_authorized_keys_fail_at_start(keys_dir: Path) -> None:
-    (keys_dir / "authorized" / "cluster.key").unlink()
+    (keys_dir / "authorized" / "node.key").unlink()
 
     async def scenario() -> None:
         ctx = zmq.asyncio.Context()
