@@ -112,6 +112,8 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """this gateway is stopping; reconnect (to `redirect` if set)"""
     NOTICE_TEXT: _NoticeKind.ValueType  # 5
     """a message from the operators, in `text`"""
+    NOTICE_SESSION_ENDED: _NoticeKind.ValueType  # 6
+    """this session was ended (disabled, kicked, new password; why in"""
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a Notice is about."""
@@ -128,6 +130,8 @@ NOTICE_GOING_AWAY: NoticeKind.ValueType  # 4
 """this gateway is stopping; reconnect (to `redirect` if set)"""
 NOTICE_TEXT: NoticeKind.ValueType  # 5
 """a message from the operators, in `text`"""
+NOTICE_SESSION_ENDED: NoticeKind.ValueType  # 6
+"""this session was ended (disabled, kicked, new password; why in"""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 class _FriendState:

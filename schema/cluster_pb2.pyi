@@ -778,6 +778,75 @@ class DirDisableRequest(_message.Message):
 Global___DirDisableRequest: _TypeAlias = DirDisableRequest  # noqa: Y015
 
 @_typing.final
+class DirRevokeReply(_message.Message):
+    """The answer to Directory.RevokeToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirRevokeReply: _TypeAlias = DirRevokeReply  # noqa: Y015
+
+@_typing.final
+class DirEndSessionsRequest(_message.Message):
+    """Directory.EndSessions: an operator ends every session of an account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the account"""
+    reason: _builtins.str
+    """shown to the user's clients; empty means "ended by an operator" """
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirEndSessionsRequest: _TypeAlias = DirEndSessionsRequest  # noqa: Y015
+
+@_typing.final
+class DirPasswordRequest(_message.Message):
+    """Directory.SetPassword: an operator sets an account's password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the account"""
+    password: _builtins.str
+    """the new password (8-128 characters), hashed by the directory"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirPasswordRequest: _TypeAlias = DirPasswordRequest  # noqa: Y015
+
+@_typing.final
 class ListGroupsRequest(_message.Message):
     """Directory.ListGroups: one page of all groups."""
 
@@ -1570,6 +1639,37 @@ class CacheInvalidation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CacheInvalidation: _TypeAlias = CacheInvalidation  # noqa: Y015
+
+@_typing.final
+class SessionsEnd(_message.Message):
+    """Published on a directory's events PUB, topic "end", when an account is disabled, kicked or
+    gets a new password: every gateway ends the live sessions of these users (a Notice
+    NOTICE_SESSION_ENDED with the reason, then the connection is dropped).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """why, shown to the user"""
+    @_builtins.property
+    def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """whose sessions end"""
+
+    def __init__(
+        self,
+        *,
+        user_ids: _abc.Iterable[_builtins.int] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "user_ids", b"user_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionsEnd: _TypeAlias = SessionsEnd  # noqa: Y015
 
 @_typing.final
 class DrainNotice(_message.Message):

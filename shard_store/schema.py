@@ -94,12 +94,15 @@ CURSOR = Table("cursor", _cols("user_id id", "conv_id id", "read_seq id=0", "del
                ("user_id", "conv_id"), key="user_id")
 ID_SEGMENT = Table("id_segment", _cols("biz_tag name", "max_id id=0", "step int",
                                        "version id=0", "updated id"), ("biz_tag",), key=None)
+TOKEN = Table("token", _cols("user_id id", "nonce id", "expires id"), ("user_id", "nonce"),
+              key="user_id")
+"""Live session tokens: a signed token resumes only while its (user_id, nonce) row is here."""
 STORE_META = Table("store_meta", _cols("k name", "v hash"), ("k",), key=None, every_db=True)
 SCHEMA_VERSION = Table("schema_version", _cols("version int", "description hash", "applied id"),
                        ("version",), key=None, every_db=True)
 
 TABLES = {t.name: t for t in (ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER,
-                              USER_GROUP, MESSAGE, CONVERSATION, CURSOR)}
+                              USER_GROUP, MESSAGE, CONVERSATION, CURSOR, TOKEN)}
 """The sharded logical tables, by name."""
 
 
@@ -117,6 +120,7 @@ MIGRATIONS = (
               (STORE_META, ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER, USER_GROUP,
                ID_SEGMENT)),
     Migration(2, "messages, conversations, read cursors", (MESSAGE, CONVERSATION, CURSOR)),
+    Migration(3, "session tokens (revocation and rotation)", (TOKEN,)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -1,14 +1,20 @@
-"""soimctl users / user add / user disable: who is online, and account administration.
+"""soimctl users / user add|disable|enable|kick|passwd|unlock: who is online, and account
+administration.
 
 Role: one module for the user commands. `users` pages the online users of every router and
 names them through a directory; `user add` registers an account; `user disable` blocks one
-(its sessions can no longer log in or resume).
+(its tokens are revoked and its live sessions end on every gateway within a second), `user
+enable` lets it in again, `user kick` ends its sessions and revokes its tokens without blocking
+it, `user passwd` sets a new password (and ends its sessions), `user unlock` lifts the
+account-wide login lock. USER is a user id, or an account name (`@name` for an account name
+made of digits only). With --json every outcome, errors included, is one JSON object.
 Peer sockets: those of `tools.cluster_view.ClusterView` (DEALERs to routers and a directory).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fabric.methods import RpcError
@@ -20,6 +26,22 @@ from tools.cluster_view import ClusterView, with_view
 
 PAGE = 500
 TIMEOUT_S = 5.0
+
+Action = Callable[[int, dict[str, Any]], tuple[str, Any]]
+"""From a user id and the arguments to (Directory rpc name, request)."""
+
+ACTIONS: dict[str, tuple[Action, str]] = {
+    "disable": (lambda u, a: ("SetDisabled", cluster_pb2.DirDisableRequest(
+        user_id=u, disabled=True)), "disabled; its sessions ended"),
+    "enable": (lambda u, a: ("SetDisabled", cluster_pb2.DirDisableRequest(
+        user_id=u, disabled=False)), "enabled"),
+    "kick": (lambda u, a: ("EndSessions", cluster_pb2.DirEndSessionsRequest(
+        user_id=u, reason=a.get("--message") or "")), "sessions ended"),
+    "passwd": (lambda u, a: ("SetPassword", cluster_pb2.DirPasswordRequest(
+        user_id=u, password=a.get("--password") or "")), "password changed; sessions ended"),
+    "unlock": (lambda u, a: ("Unlock", cluster_pb2.UserRef(user_id=u)), "unlocked"),
+}
+"""`user <word> USER`: the request to send and what to say when it worked."""
 
 
 async def online_users(view: ClusterView) -> list[dict[str, Any]]:
@@ -53,17 +75,29 @@ async def _directory(view: ClusterView, name: str, request: Any) -> Any:
                                                       timeout=TIMEOUT_S)
 
 
+async def resolve(view: ClusterView, user: str) -> int:
+    """The user id named by USER: digits are an id, anything else (or `@name`) an account."""
+    if user.isdigit():
+        return int(user)
+    account = user.removeprefix("@")
+    hits = await _directory(view, "SearchUsers", client_pb2.SearchUsersRequest(prefix=account))
+    for found in hits.users:
+        if found.account == account:
+            return int(found.user_id)
+    raise RpcError(pb.NOT_FOUND, f"no account {account!r}")
+
+
 def run(args: dict[str, Any]) -> int:
-    """`users`, `user add` or `user disable`."""
+    """`users` or one `user ...` command."""
     try:
         if args.get("add"):
             return _add(args)
-        if args.get("disable"):
-            return _disable(args)
+        for word in ACTIONS:
+            if args.get(word):
+                return _act(args, word)
         rows = with_view(args, online_users, roles=("router", "directory"))
     except RpcError as err:
-        print(f"soimctl: {err}")
-        return 1
+        return _failed(args, err)
     if args.get("--json"):
         print(json.dumps({"users": rows}, indent=2))
         return 0
@@ -71,6 +105,15 @@ def run(args: dict[str, Any]) -> int:
     for r in rows:
         print(f"{r['user_id']} | {r['account']}")
     return 0
+
+
+def _failed(args: dict[str, Any], err: RpcError) -> int:
+    if args.get("--json"):
+        name = pb.ErrorCode.Name(err.code) if err.code in pb.ErrorCode.values() else str(err.code)
+        print(json.dumps({"error": name, "detail": err.detail}))
+    else:
+        print(f"soimctl: {err}")
+    return 1
 
 
 def _add(args: dict[str, Any]) -> int:
@@ -87,14 +130,16 @@ def _add(args: dict[str, Any]) -> int:
     return 0
 
 
-def _disable(args: dict[str, Any]) -> int:
-    user_id = int(args["USER_ID"])
+def _act(args: dict[str, Any], word: str) -> int:
+    make, done = ACTIONS[word]
 
-    async def disable(view: ClusterView) -> cluster_pb2.UserRecord:
-        return await _directory(view, "SetDisabled",
-                                cluster_pb2.DirDisableRequest(user_id=user_id, disabled=True))
+    async def act(view: ClusterView) -> cluster_pb2.UserRecord:
+        name, request = make(await resolve(view, args["USER"]), args)
+        return await _directory(view, name, request)
 
-    reply = with_view(args, disable, roles=("directory",))
-    print(json.dumps({"user_id": reply.user_id, "disabled": reply.disabled})
-          if args.get("--json") else f"{reply.user_id} | {reply.account} | disabled")
+    reply = with_view(args, act, roles=("directory",))
+    out = {"user_id": reply.user_id, "account": reply.account, "disabled": reply.disabled,
+           "done": word}
+    print(json.dumps(out) if args.get("--json")
+          else f"{reply.user_id} | {reply.account} | {done}")
     return 0

@@ -20,7 +20,9 @@ Usage:
   soimctl nodes [--json] [--cluster NAME] [--wait S]
   soimctl users [--json] [--cluster NAME] [--wait S]
   soimctl user add ACCOUNT --password PASSWORD [--nickname NAME] [--json] [--cluster NAME]
-  soimctl user disable USER_ID [--json] [--cluster NAME]
+  soimctl user (disable|enable|unlock) USER [--json] [--cluster NAME]
+  soimctl user kick USER [--message TEXT] [--json] [--cluster NAME]
+  soimctl user passwd USER --password PASSWORD [--json] [--cluster NAME]
   soimctl groups [--json] [--cluster NAME] [--wait S]
   soimctl stats [--json] [--cluster NAME] [--wait S]
   soimctl drain NODE [--grace S] [--reason TEXT] [--json] [--cluster NAME]
@@ -39,7 +41,8 @@ Options:
   --wait S         At most this many seconds to find the nodes needed [default: 5].
   --dir DIR        Where keys go [default: $SOIM_KEYS_DIR or var/keys].
   --if-missing     Keep existing keys; only create what is missing.
-  --password PASSWORD  The new account's password (8-128 characters).
+  --password PASSWORD  The account's (new) password (8-128 characters).
+  --message TEXT   Why the sessions end, shown to the user [default: ].
   --nickname NAME  The new account's nickname [default: ].
   --grace S        Seconds a drained node keeps running [default: 5].
   --reason TEXT    Why, for the logs [default: soimctl drain].
@@ -69,6 +72,10 @@ _COMMANDS = {
     ("users",): "tools.cmd_users",
     ("user", "add"): "tools.cmd_users",
     ("user", "disable"): "tools.cmd_users",
+    ("user", "enable"): "tools.cmd_users",
+    ("user", "unlock"): "tools.cmd_users",
+    ("user", "kick"): "tools.cmd_users",
+    ("user", "passwd"): "tools.cmd_users",
     ("groups",): "tools.cmd_groups",
     ("stats",): "tools.cmd_stats",
     ("drain",): "tools.cmd_drain",

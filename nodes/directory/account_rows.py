@@ -95,6 +95,15 @@ def set_disabled(store: Store, user_id: int, disabled: bool) -> cluster_pb2.User
     return users(store, [user_id]).get(user_id)
 
 
+def set_password(store: Store, user_id: int, pw_hash: str) -> cluster_pb2.UserRecord | None:
+    """Store a new password hash for a user; its record, None when there is no such user."""
+    user = users(store, [user_id]).get(user_id)
+    if user is not None:
+        store.execute("account", user.account,
+                      "UPDATE {t} SET pw_hash = %s WHERE account = %s", (pw_hash, user.account))
+    return user
+
+
 def _seen_location(store: Store, user_id: int) -> tuple[int, str]:
     shard = store.shard_map.shard_of(user_id)
     return shard.db, f"`{shard.table(SEEN_TABLE)}`"

@@ -1,18 +1,20 @@
-"""Directory rpcs of accounts: Register, Login, VerifyToken(s), Users, Touch, SetDisabled,
-SearchUsers.
+"""Directory rpcs of accounts: Register, Login, VerifyToken(s), Users, Touch, SearchUsers.
 
-Role: validate, throttle, hash and check passwords (scrypt threads), read and write accounts
-(database threads), issue and verify tokens. Handlers are coroutines; nothing here blocks the
-event loop. Peer sockets: none of its own (served on the node's RPC ROUTER).
+Role: validate, throttle, hash and check passwords (scrypt threads behind the bounded KDF
+queue), read and write accounts (database threads), issue tokens (each recorded in the `token`
+table) and rotate them on resume: a resumed token stops working on every directory at once.
+Handlers are coroutines; nothing here blocks the event loop. Ending sessions and revoking
+tokens is nodes.directory.revocation. Peer sockets: none of its own (served on the node's RPC
+ROUTER).
 """
 
 from __future__ import annotations
 
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
-from nodes.directory import account_rows, passwords, validation
+from nodes.directory import account_rows, passwords, token_rows, validation
 from nodes.directory.context import Context
-from nodes.directory.tokens import Token, now_ms
+from nodes.directory.tokens import Token, new_nonce, now_ms
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 
@@ -34,10 +36,11 @@ class Accounts:
         nickname = validation.name(req.nickname, "nickname") if req.nickname else account
         ctx = self.ctx
         await ctx.db(self._may_register, account, req.client_addr)
-        pw_hash = await ctx.kdf(passwords.hash_password, password, ctx.options.scrypt_n)
+        pw_hash = await ctx.kdf(req.client_addr, passwords.hash_password, password,
+                                ctx.options.scrypt_n)
         user = await ctx.db(account_rows.create, ctx.store, ctx.ids, account, nickname, pw_hash,
                             now_ms())
-        return self._authorised(user)
+        return await ctx.db(self._authorised, user)
 
     def _may_register(self, account: str, addr: str) -> None:
         """RATE_LIMITED or ALREADY_EXISTS before the costly hash (the insert still decides)."""
@@ -51,27 +54,29 @@ class Accounts:
                     call: Call) -> cluster_pb2.DirAuthReply:
         """Account and password to a token. BAD_CREDENTIALS, LOCKED_OUT, ACCOUNT_DISABLED.
 
-        Every failure counts against the account and the client address; an unknown account
-        costs the same scrypt time as a known one.
+        Every failure counts against the (account, address) pair, the address and the account
+        (nodes.directory.throttle); an unknown account costs the same scrypt time as a known
+        one. RATE_LIMITED at once when the KDF queue is full.
         """
         if (not validation.ACCOUNT_RE.fullmatch(req.account)
                 or not validation.PASSWORD_MIN <= len(req.password) <= validation.PASSWORD_MAX):
             raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
         ctx = self.ctx
-        found = await ctx.db(self._lookup, req.account, req.client_addr)
+        addr = req.client_addr
+        found = await ctx.db(self._lookup, req.account, addr)
         if found is None:
-            await ctx.kdf(passwords.burn, req.password, ctx.options.scrypt_n)
+            await ctx.kdf(addr, passwords.burn, req.password, ctx.options.scrypt_n)
             good = False
         else:
-            good = await ctx.kdf(passwords.check_password, req.password, found[1])
+            good = await ctx.kdf(addr, passwords.check_password, req.password, found[1])
         if not good or found is None:
-            await ctx.db(ctx.throttle.failed, req.account, req.client_addr)
+            await ctx.db(ctx.throttle.failed, req.account, addr)
             raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
-        await ctx.db(ctx.throttle.succeeded, req.account)
+        await ctx.db(ctx.throttle.succeeded, req.account, addr)
         user = found[0]
         if user.disabled:
             raise RpcError(pb.ACCOUNT_DISABLED, "this account is disabled")
-        return self._authorised(user)
+        return await ctx.db(self._authorised, user)
 
     def _lookup(self, account: str, addr: str) -> tuple[cluster_pb2.UserRecord, str] | None:
         """(user, password hash) of `account` (None if unknown); LOCKED_OUT when throttled."""
@@ -100,37 +105,56 @@ class Accounts:
         return await self._verify([t.token for t in req.tokens])
 
     async def _verify(self, tokens: list[str]) -> cluster_pb2.DirTokensReply:
-        """Check signatures and expiry here, then read every signed user from the database (so a
-        disabled account is refused at once) and issue each a fresh token."""
-        checked: list[Token | RpcError] = []
-        for token in tokens:
-            try:
-                checked.append(self.ctx.signer.verify(token))
-            except RpcError as err:
-                checked.append(err)
-        user_ids = [c.user_id for c in checked if isinstance(c, Token)]
-        found = (await self.ctx.db(account_rows.users, self.ctx.store, user_ids)
-                 if user_ids else {})
-        reply = cluster_pb2.DirTokensReply()
-        for outcome in checked:
-            result = reply.results.add()
-            if isinstance(outcome, RpcError):
-                result.code, result.detail = outcome.code, outcome.detail
+        """Check signatures and expiry here, then in one database job read every signed user
+        (so a disabled account is refused at once), claim each token's row (a revoked or
+        already resumed token has none) and record a fresh token for each claimed one."""
+        checked = [self._signed(token) for token in tokens]
+        if not any(isinstance(c, Token) for c in checked):
+            return _results(checked, {})
+        return await self.ctx.db(self._rotate, checked)
+
+    def _signed(self, token: str) -> Token | RpcError:
+        try:
+            return self.ctx.signer.verify(token)
+        except RpcError as err:
+            return err
+
+    def _rotate(self, checked: list[Token | RpcError]) -> cluster_pb2.DirTokensReply:
+        """The database half of `_verify` (blocking: a database thread)."""
+        store = self.ctx.store
+        found = account_rows.users(store, [c.user_id for c in checked if isinstance(c, Token)])
+        outcomes: dict[int, cluster_pb2.DirTokenResult] = {}
+        fresh: list[tuple[int, int, int]] = []
+        for i, c in enumerate(checked):
+            if not isinstance(c, Token):
                 continue
-            user = found.get(outcome.user_id)
-            if user is None:
-                result.code, result.detail = pb.TOKEN_INVALID, "no such user"
+            user = found.get(c.user_id)
+            if user is None or not token_rows.claim(store, (c.user_id, c.nonce)):
+                outcomes[i] = _refused(pb.TOKEN_INVALID, "not a token"
+                                       if user is None else "revoked or already used")
             elif user.disabled:
-                result.code, result.detail = pb.ACCOUNT_DISABLED, "this account is disabled"
+                outcomes[i] = _refused(pb.ACCOUNT_DISABLED, "this account is disabled")
             else:
-                result.auth.user.CopyFrom(user)
-                result.auth.token, result.auth.token_expires_ms = \
-                    self.ctx.signer.issue(user.user_id)
-        return reply
+                auth = self._mint(user, fresh)
+                outcomes[i] = cluster_pb2.DirTokenResult(code=pb.OK, auth=auth)
+        if fresh:
+            token_rows.add(store, fresh, now_ms())
+        return _results(checked, outcomes)
+
+    def _mint(self, user: cluster_pb2.UserRecord,
+              fresh: list[tuple[int, int, int]]) -> cluster_pb2.DirAuthReply:
+        """A new token for `user`, its row appended to `fresh` (for token_rows.add)."""
+        nonce = new_nonce()
+        token, expires_ms = self.ctx.signer.issue(user.user_id, nonce=nonce)
+        fresh.append((user.user_id, nonce, expires_ms))
+        return cluster_pb2.DirAuthReply(user=user, token=token, token_expires_ms=expires_ms)
 
     def _authorised(self, user: cluster_pb2.UserRecord) -> cluster_pb2.DirAuthReply:
-        token, expires_ms = self.ctx.signer.issue(user.user_id)
-        return cluster_pb2.DirAuthReply(user=user, token=token, token_expires_ms=expires_ms)
+        """A new token for `user`, recorded (blocking: a database thread)."""
+        fresh: list[tuple[int, int, int]] = []
+        auth = self._mint(user, fresh)
+        token_rows.add(self.ctx.store, fresh, now_ms())
+        return auth
 
     async def users(self, req: cluster_pb2.UserIds, call: Call) -> cluster_pb2.DirUsersReply:
         """The known users among the ids, in request order, with last-active times."""
@@ -154,21 +178,6 @@ class Accounts:
         await self.ctx.db(account_rows.touch, self.ctx.store, latest)
         return cluster_pb2.TouchReply()
 
-    async def set_disabled(self, req: cluster_pb2.DirDisableRequest,
-                           call: Call) -> cluster_pb2.UserRecord:
-        """Block or unblock an account (operators); its record after the change. NOT_FOUND.
-
-        Login and VerifyToken(s) read the flag from the database, so it holds at once everywhere;
-        the CacheInvalidation tells gateways the record changed.
-        """
-        user = await self.ctx.db(account_rows.set_disabled, self.ctx.store, req.user_id,
-                                 req.disabled)
-        if user is None:
-            raise RpcError(pb.NOT_FOUND, f"no user {req.user_id}")
-        await self.ctx.announce(cluster_pb2.CacheInvalidation(
-            items=[cluster_pb2.Invalidation(user_id=req.user_id)]))
-        return user
-
     async def search_users(self, req: client_pb2.SearchUsersRequest,
                            call: Call) -> client_pb2.SearchUsersReply:
         """At most 20 users whose account starts with the prefix, by account."""
@@ -179,3 +188,15 @@ class Accounts:
         return client_pb2.SearchUsersReply(users=[
             client_pb2.UserSummary(user_id=u, account=a, nickname=found[u].nickname)
             for a, u in hits if u in found])
+
+
+def _refused(code: int, detail: str) -> cluster_pb2.DirTokenResult:
+    return cluster_pb2.DirTokenResult(code=code, detail=detail)
+
+
+def _results(checked: list[Token | RpcError],
+             outcomes: dict[int, cluster_pb2.DirTokenResult]) -> cluster_pb2.DirTokensReply:
+    """One result per checked token: its outcome, or the error its signature check raised."""
+    return cluster_pb2.DirTokensReply(results=[
+        outcomes[i] if isinstance(c, Token) else _refused(c.code, c.detail)
+        for i, c in enumerate(checked)])

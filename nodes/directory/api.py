@@ -13,7 +13,7 @@ from schema import cluster_pb2
 IDEMPOTENT = (
     "VerifyToken", "VerifyTokens", "Users", "Touch", "SearchUsers", "Friends", "CheckAccess",
     "Conversations", "Groups", "GroupSearch", "GroupUsers", "GroupMembers", "SetDisabled",
-    "ListGroups",
+    "ListGroups", "RevokeToken", "EndSessions", "SetPassword", "CheckTokens", "Unlock",
 )
 """Retried on TIMEOUT/UNAVAILABLE. AddFriend is idempotent by its semantics (asking twice
 leaves one request) but is not retried: a retry after an accept would answer ALREADY_FRIENDS."""

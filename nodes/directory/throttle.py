@@ -1,8 +1,15 @@
 """Login throttle: failures counted per key in a window; too many lock the key out for a while.
 
 Role: the brute-force brake of Login (and the per-address brake of Register). Keys are
-"acct:<account>" and "addr:<client address>"; five failed logins of one account within a
-minute lock that account for 60 s (LOCKED_OUT), even with the right password.
+"pair:<account> <client address>", "addr:<client address>" and "acct:<account>". Five failed
+logins of one account from one address within a minute lock that pair for 60 s (LOCKED_OUT,
+even with the right password); the owner logging in from another address is not affected.
+Fifty failures from one address (any accounts) lock that address. A pair locks after five, so
+one address adds at most five failures a minute to an account: the account-wide brake at 50
+failures a minute takes ten or more addresses to trip (it then locks the account for everyone
+for 60 s). `unlock()` (soimctl user unlock) clears an account's own lock and counts (pair locks
+expire by themselves within LOCKOUT_S). A login with no address (none passed) counts as one
+address of its own.
 With SOIM_REDIS_URL set the counters live in Redis under SOIM_REDIS_PREFIX, so every directory
 node shares them; without it they are per process. Calls block on Redis: run them in a worker
 thread, as the login path does. With Redis down a login fails UNAVAILABLE (never unthrottled).
@@ -18,8 +25,11 @@ from typing import Protocol
 
 from shard_store.cache import Cache
 
-ACCOUNT_FAILURES = 5
-"""Failed logins of one account within WINDOW_S that lock it (the 5th failure locks)."""
+PAIR_FAILURES = 5
+"""Failed logins of one account from one address within WINDOW_S that lock the pair (the 5th
+failure locks)."""
+ACCOUNT_FAILURES = 50
+"""Failed logins of one account from all addresses within WINDOW_S that lock the account."""
 ADDRESS_FAILURES = 50
 """Failed logins from one client address within WINDOW_S (any accounts) that lock it."""
 WINDOW_S = 60
@@ -42,6 +52,9 @@ class Counters(Protocol):
 
     def clear(self, key: str) -> None:
         """Forget the count of `key` (a lock stays)."""
+
+    def unlock(self, key: str) -> None:
+        """Lift the lock of `key` and forget its count."""
 
 
 class LocalCounters:
@@ -85,6 +98,11 @@ class LocalCounters:
         with self._mutex:
             self._counts.pop(key, None)
 
+    def unlock(self, key: str) -> None:
+        with self._mutex:
+            self._counts.pop(key, None)
+            self._locks.pop(key, None)
+
     def _sweep(self, now: float) -> None:
         self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
         self._locks = {k: v for k, v in self._locks.items() if v > now}
@@ -109,6 +127,10 @@ class RedisCounters:
     def clear(self, key: str) -> None:
         self._cache.delete("throttle:n:" + key)
 
+    def unlock(self, key: str) -> None:
+        self._cache.delete("throttle:lock:" + key)
+        self._cache.delete("throttle:n:" + key)
+
 
 class LoginThrottle:
     """The policy over `Counters`: who is locked, and what a failure or a success does."""
@@ -120,17 +142,25 @@ class LoginThrottle:
         """Whether a login of `account` from `addr` must be refused with LOCKED_OUT now."""
         if self.counters.locked("acct:" + account):
             return True
+        if self.counters.locked(_pair(account, addr)):
+            return True
         return bool(addr) and self.counters.locked("addr:" + addr)
 
     def failed(self, account: str, addr: str) -> None:
-        """Count a failed login; lock the account (or address) when it has too many."""
+        """Count a failed login; lock the pair, the address or the account at its limit."""
         self._count("acct:" + account, ACCOUNT_FAILURES)
+        self._count(_pair(account, addr), PAIR_FAILURES)
         if addr:
             self._count("addr:" + addr, ADDRESS_FAILURES)
 
-    def succeeded(self, account: str) -> None:
-        """A correct password clears the account's failures."""
-        self.counters.clear("acct:" + account)
+    def succeeded(self, account: str, addr: str) -> None:
+        """A correct password clears the failures of its pair (the account-wide count stays:
+        the owner's success must not reset a distributed guesser's budget)."""
+        self.counters.clear(_pair(account, addr))
+
+    def unlock(self, account: str) -> None:
+        """Lift the account-wide lock and forget its count (an operator's `user unlock`)."""
+        self.counters.unlock("acct:" + account)
 
     def register_allowed(self, addr: str, per_min: int) -> bool:
         """Count a registration from `addr`; False when over `per_min` (0: no limit)."""
@@ -141,3 +171,7 @@ class LoginThrottle:
     def _count(self, key: str, allowed: int) -> None:
         if self.counters.hit(key, WINDOW_S) >= allowed:
             self.counters.lock(key, LOCKOUT_S)
+
+
+def _pair(account: str, addr: str) -> str:
+    return f"pair:{account} {addr}"

@@ -76,7 +76,7 @@ def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
             assert users == 2
 
             disabled = await soimctl(cluster, "user", "disable", str(added["user_id"]))
-            assert disabled == {"user_id": added["user_id"], "disabled": True}
+            assert (disabled["user_id"], disabled["disabled"]) == (added["user_id"], True)
             with pytest.raises(RpcError) as err:
                 await (await cluster.client(0)).login("opsuser", PASSWORD)
             assert err.value.code == pb.ACCOUNT_DISABLED

@@ -43,7 +43,8 @@ def test_older_database_is_migrated(db_url: str) -> None:
         assert new.schema_versions() == [LATEST]
         with new.home.connection() as conn:
             assert [r[0] for r in conn.query("SELECT version FROM schema_version "
-                                             "ORDER BY version")] == [1, 2]
+                                             "ORDER BY version")] == [
+                m.version for m in MIGRATIONS]
         assert new.query("account", "ann", "SELECT user_id FROM {t} WHERE account = %s",
                          ("ann",)) == [(1,)]
         assert new.query("message", 5, "SELECT COUNT(*) FROM {t}") == [(0,)]

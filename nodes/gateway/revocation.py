@@ -1,0 +1,91 @@
+"""Ending revoked sessions on a gateway: the SessionsEnd events of directories, and an audit.
+
+Role: when a directory disables, kicks or sets a new password for a user it publishes
+SessionsEnd (topic "end"); this gateway then ends every session of those users it holds (a
+NOTICE_SESSION_ENDED push saying why, the session removed and unbound, the connection dropped:
+`GatewayNode.end_session`). PUB/SUB is best effort, so every REVOCATION_AUDIT_INTERVAL_S the
+gateway also asks a directory (CheckTokens, at most 500 tokens a call) whether its sessions'
+tokens still hold and ends those that do not: a session whose event was lost acts at most that
+long. Peer sockets: none of its own — the node's events SUB (topic "end" of every directory)
+and the directory DEALERs of `Upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fabric import envelope, timing
+from fabric.methods import RpcError
+from nodes.gateway.sessions import Session, SessionTable
+from nodes.gateway.upstream import Upstream
+from schema import client_pb2, cluster_pb2
+from schema import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+END_TOPIC = b"end"
+END_METHOD = "directory.SessionsEnd"
+"""Topic and method of the SessionsEnd events directories publish (nodes.directory.context)."""
+TOKENS_PER_CALL = 500
+"""Tokens in one Directory.CheckTokens (the directory's limit)."""
+
+EndSession = Callable[[bytes, client_pb2.Notice], Any]
+"""`GatewayNode.end_session(identity, notice)`."""
+
+
+class SessionEnder:
+    """Ends the sessions of revoked users and tokens on one gateway."""
+
+    def __init__(self, sessions: SessionTable, upstream: Upstream, end_session: EndSession
+                 ) -> None:
+        self.sessions = sessions
+        self.upstream = upstream
+        self._end_session = end_session
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def on_event(self, topic: bytes, env: envelope.Envelope) -> None:
+        """A directory's SessionsEnd: end every session of those users held here."""
+        if env.header.method != END_METHOD:
+            return
+        try:
+            ended = envelope.parse_payload(cluster_pb2.SessionsEnd, env.payload)
+        except envelope.EnvelopeError:
+            log.warning("bad SessionsEnd from %s", env.header.sender)
+            return
+        for user_id in ended.user_ids:
+            for session in self.sessions.of_user(user_id):
+                self.end(session, ended.reason)
+
+    def end(self, session: Session, reason: str) -> None:
+        """End one session with a NOTICE_SESSION_ENDED that says why."""
+        log.info("ending session of user %d: %s", session.user_id, reason)
+        outcome = self._end_session(session.identity, client_pb2.Notice(
+            kind=client_pb2.NOTICE_SESSION_ENDED, text=f"session ended: {reason}"))
+        if inspect.isawaitable(outcome):
+            task = asyncio.ensure_future(outcome)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def audit_forever(self) -> None:
+        """Run `audit()` every REVOCATION_AUDIT_INTERVAL_S until cancelled."""
+        while True:
+            await asyncio.sleep(timing.REVOCATION_AUDIT_INTERVAL_S)  # the audit period
+            try:
+                await self.audit()
+            except RpcError as err:  # no directory now: the next round tries again
+                log.info("session audit skipped: %s", err)
+
+    async def audit(self) -> None:
+        """Ask a directory about every session's token; end the sessions refused."""
+        held = [s for s in self.sessions if s.token]
+        for start in range(0, len(held), TOKENS_PER_CALL):
+            batch = held[start:start + TOKENS_PER_CALL]
+            reply = await self.upstream.directory("CheckTokens", cluster_pb2.DirTokensRequest(
+                tokens=[cluster_pb2.DirTokenRequest(token=s.token) for s in batch]))
+            for session, result in zip(batch, reply.results, strict=False):
+                current = self.sessions.get(session.identity)
+                if result.code != pb.OK and current is session:
+                    self.end(session, result.detail or "token revoked")
