@@ -114,6 +114,10 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """a message from the operators, in `text`"""
     NOTICE_SESSION_ENDED: _NoticeKind.ValueType  # 6
     """this session was ended (disabled, kicked, new password; why in"""
+    NOTICE_GROUP_INVITE: _NoticeKind.ValueType  # 7
+    """`text`); the connection is dropped and the token revoked
+    `user` (a group's owner) invited me: conv_id is the group,
+    """
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a Notice is about."""
@@ -132,6 +136,10 @@ NOTICE_TEXT: NoticeKind.ValueType  # 5
 """a message from the operators, in `text`"""
 NOTICE_SESSION_ENDED: NoticeKind.ValueType  # 6
 """this session was ended (disabled, kicked, new password; why in"""
+NOTICE_GROUP_INVITE: NoticeKind.ValueType  # 7
+"""`text`); the connection is dropped and the token revoked
+`user` (a group's owner) invited me: conv_id is the group,
+"""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 class _FriendState:
@@ -185,6 +193,67 @@ ADD_FRIEND_REQUESTED: AddFriendResult.ValueType  # 1
 ADD_FRIEND_ACCEPTED: AddFriendResult.ValueType  # 2
 """we are friends now (they had asked me)"""
 Global___AddFriendResult: _TypeAlias = AddFriendResult  # noqa: Y015
+
+class _GroupVisibility:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GroupVisibilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupVisibility.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GROUP_VISIBILITY_UNSPECIFIED: _GroupVisibility.ValueType  # 0
+    """in GroupCreate: the default (public); in"""
+    GROUP_PUBLIC: _GroupVisibility.ValueType  # 1
+    """GroupSettings: unchanged
+    listed by GroupSearch; anyone may join by id
+    """
+    GROUP_INVITE_ONLY: _GroupVisibility.ValueType  # 2
+    """listed to members only; joining needs the owner's invite"""
+
+class GroupVisibility(_GroupVisibility, metaclass=_GroupVisibilityEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------------
+    Groups
+    Listing, creating, finding, joining and leaving groups. A group's id is its conv_id.
+
+    Who may join a group.
+    """
+
+GROUP_VISIBILITY_UNSPECIFIED: GroupVisibility.ValueType  # 0
+"""in GroupCreate: the default (public); in"""
+GROUP_PUBLIC: GroupVisibility.ValueType  # 1
+"""GroupSettings: unchanged
+listed by GroupSearch; anyone may join by id
+"""
+GROUP_INVITE_ONLY: GroupVisibility.ValueType  # 2
+"""listed to members only; joining needs the owner's invite"""
+Global___GroupVisibility: _TypeAlias = GroupVisibility  # noqa: Y015
+
+class _GroupHistory:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GroupHistoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupHistory.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GROUP_HISTORY_UNSPECIFIED: _GroupHistory.ValueType  # 0
+    """in GroupCreate: the default (from join); in GroupSettings:"""
+    GROUP_HISTORY_FROM_JOIN: _GroupHistory.ValueType  # 1
+    """unchanged
+    only messages stored after the member joined
+    """
+    GROUP_HISTORY_ALL: _GroupHistory.ValueType  # 2
+    """every message, also those from before the member joined"""
+
+class GroupHistory(_GroupHistory, metaclass=_GroupHistoryEnumTypeWrapper):
+    """Which messages a member may read."""
+
+GROUP_HISTORY_UNSPECIFIED: GroupHistory.ValueType  # 0
+"""in GroupCreate: the default (from join); in GroupSettings:"""
+GROUP_HISTORY_FROM_JOIN: GroupHistory.ValueType  # 1
+"""unchanged
+only messages stored after the member joined
+"""
+GROUP_HISTORY_ALL: GroupHistory.ValueType  # 2
+"""every message, also those from before the member joined"""
+Global___GroupHistory: _TypeAlias = GroupHistory  # noqa: Y015
 
 @_typing.final
 class RegisterRequest(_message.Message):
@@ -682,6 +751,7 @@ class Conversation(_message.Message):
     UNREAD_FIELD_NUMBER: _builtins.int
     PEER_READ_SEQ_FIELD_NUMBER: _builtins.int
     PEER_DELIVERED_SEQ_FIELD_NUMBER: _builtins.int
+    FLOOR_SEQ_FIELD_NUMBER: _builtins.int
     conv_id: _builtins.int
     """the conversation"""
     kind: Global___ConvKind.ValueType
@@ -702,6 +772,11 @@ class Conversation(_message.Message):
     """direct only: the friend's read cursor"""
     peer_delivered_seq: _builtins.int
     """direct only: the friend's delivered cursor"""
+    floor_seq: _builtins.int
+    """Group with history from join: the messages up to this seq were stored before I joined and
+    are not mine to read (History and GroupReadCounts leave them out); my read and delivered
+    cursors count from here. 0 otherwise.
+    """
     def __init__(
         self,
         *,
@@ -715,10 +790,11 @@ class Conversation(_message.Message):
         unread: _builtins.int = ...,
         peer_read_seq: _builtins.int = ...,
         peer_delivered_seq: _builtins.int = ...,
+        floor_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "delivered_seq", b"delivered_seq", "kind", b"kind", "last_seq", b"last_seq", "peer_delivered_seq", b"peer_delivered_seq", "peer_id", b"peer_id", "peer_read_seq", b"peer_read_seq", "read_seq", b"read_seq", "title", b"title", "unread", b"unread"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "delivered_seq", b"delivered_seq", "floor_seq", b"floor_seq", "kind", b"kind", "last_seq", b"last_seq", "peer_delivered_seq", b"peer_delivered_seq", "peer_id", b"peer_id", "peer_read_seq", b"peer_read_seq", "read_seq", b"read_seq", "title", b"title", "unread", b"unread"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1422,19 +1498,25 @@ class AddFriendReply(_message.Message):
 
     RESULT_FIELD_NUMBER: _builtins.int
     CONV_ID_FIELD_NUMBER: _builtins.int
+    NOTIFIED_FIELD_NUMBER: _builtins.int
     result: Global___AddFriendResult.ValueType
     """requested or accepted"""
     conv_id: _builtins.int
     """accepted: our conversation"""
+    notified: _builtins.bool
+    """Requested: the other user was sent a NOTICE_FRIEND_REQUEST now. A repeated request sends
+    no new notice within a day of the last one.
+    """
     def __init__(
         self,
         *,
         result: Global___AddFriendResult.ValueType = ...,
         conv_id: _builtins.int = ...,
+        notified: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "notified", b"notified", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1488,12 +1570,7 @@ Global___SearchUsersReply: _TypeAlias = SearchUsersReply  # noqa: Y015
 
 @_typing.final
 class GroupInfo(_message.Message):
-    """---------------------------------------------------------------------------------------------
-    Groups
-    Listing, creating, finding, joining and leaving groups. A group's id is its conv_id.
-
-    One group, as listed by Groups, GroupSearch, GroupCreate and GroupJoin.
-    """
+    """One group, as listed by Groups, GroupSearch, GroupCreate and GroupJoin."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1504,6 +1581,8 @@ class GroupInfo(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     OWNER_ACCOUNT_FIELD_NUMBER: _builtins.int
     CREATED_MS_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     group_id: _builtins.int
     """also the group's conv_id"""
     name: _builtins.str
@@ -1518,6 +1597,10 @@ class GroupInfo(_message.Message):
     """account name of the creator"""
     created_ms: _builtins.int
     """when it was created"""
+    visibility: Global___GroupVisibility.ValueType
+    """public or invite-only"""
+    history: Global___GroupHistory.ValueType
+    """what a member may read: from their join, or all"""
     def __init__(
         self,
         *,
@@ -1528,10 +1611,12 @@ class GroupInfo(_message.Message):
         owner: _builtins.int = ...,
         owner_account: _builtins.str = ...,
         created_ms: _builtins.int = ...,
+        visibility: Global___GroupVisibility.ValueType = ...,
+        history: Global___GroupHistory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_ms", b"created_ms", "group_id", b"group_id", "members", b"members", "name", b"name", "owner", b"owner", "owner_account", b"owner_account", "user_limit", b"user_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_ms", b"created_ms", "group_id", b"group_id", "history", b"history", "members", b"members", "name", b"name", "owner", b"owner", "owner_account", b"owner_account", "user_limit", b"user_limit", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1586,19 +1671,27 @@ class GroupCreateRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     USER_LIMIT_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """1-32 printable characters"""
     user_limit: _builtins.int
     """2-1,000; 0 means 500"""
+    visibility: Global___GroupVisibility.ValueType
+    """unset means public"""
+    history: Global___GroupHistory.ValueType
+    """unset means from join"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         user_limit: _builtins.int = ...,
+        visibility: Global___GroupVisibility.ValueType = ...,
+        history: Global___GroupHistory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "user_limit", b"user_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "name", b"name", "user_limit", b"user_limit", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1846,3 +1939,100 @@ class GroupUsersReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GroupUsersReply: _TypeAlias = GroupUsersReply  # noqa: Y015
+
+@_typing.final
+class GroupSettingsRequest(_message.Message):
+    """The owner changes a group's rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.int
+    """a group I own"""
+    visibility: Global___GroupVisibility.ValueType
+    """unset leaves it"""
+    history: Global___GroupHistory.ValueType
+    """unset leaves it"""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.int = ...,
+        visibility: Global___GroupVisibility.ValueType = ...,
+        history: Global___GroupHistory.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "history", b"history", "visibility", b"visibility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupSettingsRequest: _TypeAlias = GroupSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GroupSettingsReply(_message.Message):
+    """The answer to GroupSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> Global___GroupInfo:
+        """with the rules now in force"""
+
+    def __init__(
+        self,
+        *,
+        group: Global___GroupInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupSettingsReply: _TypeAlias = GroupSettingsReply  # noqa: Y015
+
+@_typing.final
+class GroupInviteRequest(_message.Message):
+    """The owner invites a user into a group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.int
+    """a group I own"""
+    user_id: _builtins.int
+    """whom"""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.int = ...,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupInviteRequest: _TypeAlias = GroupInviteRequest  # noqa: Y015
+
+@_typing.final
+class GroupInviteReply(_message.Message):
+    """The answer to GroupInvite: the user may join now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupInviteReply: _TypeAlias = GroupInviteReply  # noqa: Y015

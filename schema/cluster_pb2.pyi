@@ -547,6 +547,7 @@ class AccessResult(_message.Message):
     CONV_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     PEER_ID_FIELD_NUMBER: _builtins.int
+    FLOOR_SEQ_FIELD_NUMBER: _builtins.int
     error: _common_pb2.ErrorCode.ValueType
     """OK, NOT_FRIEND, NOT_MEMBER or NOT_FOUND"""
     conv_id: _builtins.int
@@ -555,6 +556,10 @@ class AccessResult(_message.Message):
     """direct or group, when error is OK"""
     peer_id: _builtins.int
     """direct: the other user; group: the group id"""
+    floor_seq: _builtins.int
+    """conv_id checks of a group with history from join: the user may read only seqs above this
+    (Conversation.floor_seq). 0 otherwise.
+    """
     def __init__(
         self,
         *,
@@ -562,10 +567,11 @@ class AccessResult(_message.Message):
         conv_id: _builtins.int = ...,
         kind: _client_pb2.ConvKind.ValueType = ...,
         peer_id: _builtins.int = ...,
+        floor_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "error", b"error", "kind", b"kind", "peer_id", b"peer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "error", b"error", "floor_seq", b"floor_seq", "kind", b"kind", "peer_id", b"peer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -628,26 +634,126 @@ class DirGroupCreateRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     USER_LIMIT_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """the owner"""
     name: _builtins.str
     """as in GroupCreateRequest"""
     user_limit: _builtins.int
     """0 means the default"""
+    visibility: _client_pb2.GroupVisibility.ValueType
+    """unset means public"""
+    history: _client_pb2.GroupHistory.ValueType
+    """unset means from join"""
     def __init__(
         self,
         *,
         user_id: _builtins.int = ...,
         name: _builtins.str = ...,
         user_limit: _builtins.int = ...,
+        visibility: _client_pb2.GroupVisibility.ValueType = ...,
+        history: _client_pb2.GroupHistory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "user_id", b"user_id", "user_limit", b"user_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "name", b"name", "user_id", b"user_id", "user_limit", b"user_limit", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DirGroupCreateRequest: _TypeAlias = DirGroupCreateRequest  # noqa: Y015
+
+@_typing.final
+class DirGroupSearchRequest(_message.Message):
+    """Directory.GroupSearch: a name prefix, asked by a user (wire-compatible with
+    GroupSearchRequest).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """as in GroupSearchRequest"""
+    user_id: _builtins.int
+    """who asks: invite-only groups are listed to their members only"""
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefix", b"prefix", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirGroupSearchRequest: _TypeAlias = DirGroupSearchRequest  # noqa: Y015
+
+@_typing.final
+class DirGroupSettingsRequest(_message.Message):
+    """Directory.GroupSettings: the owner changes a group's rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    VISIBILITY_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """who asks (must own the group)"""
+    group_id: _builtins.int
+    """the group"""
+    visibility: _client_pb2.GroupVisibility.ValueType
+    """unset leaves it"""
+    history: _client_pb2.GroupHistory.ValueType
+    """unset leaves it"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        group_id: _builtins.int = ...,
+        visibility: _client_pb2.GroupVisibility.ValueType = ...,
+        history: _client_pb2.GroupHistory.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "history", b"history", "user_id", b"user_id", "visibility", b"visibility"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirGroupSettingsRequest: _TypeAlias = DirGroupSettingsRequest  # noqa: Y015
+
+@_typing.final
+class DirGroupInviteRequest(_message.Message):
+    """Directory.GroupInvite: the owner invites a user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    INVITEE_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """who invites (must own the group)"""
+    group_id: _builtins.int
+    """the group"""
+    invitee_id: _builtins.int
+    """whom"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        group_id: _builtins.int = ...,
+        invitee_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "invitee_id", b"invitee_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirGroupInviteRequest: _TypeAlias = DirGroupInviteRequest  # noqa: Y015
 
 @_typing.final
 class DirGroupRequest(_message.Message):

@@ -83,6 +83,15 @@ GROUP = Table("group", _cols("group_id id", "name name", "owner id",
 GROUP_NAME = Table("group_name", _cols("name name", "group_id id"), ("name",), key="name")
 GROUP_MEMBER = Table("group_member", _cols("group_id id", "user_id id", "joined id"),
                      ("group_id", "user_id"), key="group_id")
+GROUP_RULE = Table("group_rule", _cols("group_id id", "visibility int", "history int",
+                                       "updated id"), ("group_id",), key="group_id")
+"""A group's visibility and history rule (client.proto GroupVisibility / GroupHistory numbers).
+A group created before schema v4 has no row: public, history all (as it always was)."""
+GROUP_PASS = Table("group_pass", _cols("group_id id", "user_id id", "invited_by id=0",
+                                       "floor_seq id=0", "updated id"),
+                   ("group_id", "user_id"), key="group_id")
+"""A user's pass to a group: the owner's invitation (invited_by) before joining, then the
+member's history floor (the group's last seq when they joined); dropped when they leave."""
 USER_GROUP = Table("user_group", _cols("user_id id", "group_id id", "joined id"),
                    ("user_id", "group_id"), key="user_id")
 MESSAGE = Table("message", _cols("conv_id id", "seq id", "msg_id id", "sender id",
@@ -102,7 +111,8 @@ SCHEMA_VERSION = Table("schema_version", _cols("version int", "description hash"
                        ("version",), key=None, every_db=True)
 
 TABLES = {t.name: t for t in (ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER,
-                              USER_GROUP, MESSAGE, CONVERSATION, CURSOR, TOKEN)}
+                              GROUP_RULE, GROUP_PASS, USER_GROUP, MESSAGE, CONVERSATION, CURSOR,
+                              TOKEN)}
 """The sharded logical tables, by name."""
 
 
@@ -121,6 +131,8 @@ MIGRATIONS = (
                ID_SEGMENT)),
     Migration(2, "messages, conversations, read cursors", (MESSAGE, CONVERSATION, CURSOR)),
     Migration(3, "session tokens (revocation and rotation)", (TOKEN,)),
+    Migration(4, "group visibility and history rules, invitations, history floors",
+              (GROUP_RULE, GROUP_PASS)),
 )
 LATEST = MIGRATIONS[-1].version
 

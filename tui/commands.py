@@ -31,8 +31,11 @@ USAGES: dict[str, str] = {
             "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
     "users": "Usage: users",
     "friends": "Usage: friends",
-    "group": "Usage:\n  group\n  group create NAME...\n  group search PREFIX\n"
-             "  group join GROUP_ID\n  group leave GROUP_ID\n  group users [GROUP_ID]",
+    "group": "Usage:\n  group\n  group create NAME... [--invite-only] [--all-history]\n"
+             "  group search PREFIX\n  group join GROUP_ID\n  group leave GROUP_ID\n"
+             "  group users [GROUP_ID]\n  group invite GROUP_ID USER_ID\n\nOptions:\n"
+             "  --invite-only  only users I invite may join; search shows it to members only\n"
+             "  --all-history  members read messages from before they joined too",
     "search": "Usage: search -u PREFIX\n\nOptions:\n  -u PREFIX  account prefix",
     "add": "Usage: add -u USER_ID\n\nOptions:\n  -u USER_ID  the user to befriend (or accept)",
     "me": "Usage: me",
@@ -316,8 +319,16 @@ def _friends_table(friends: list[client_pb2.Friend]) -> Table:
 
 async def _group(a: dict[str, Any], session: ClientSession, current: Target | None) -> Result:
     if a["create"]:
-        g = (await session.group_create(" ".join(a["NAME"]))).group
+        g = (await session.call("GroupCreate", client_pb2.GroupCreateRequest(
+            name=" ".join(a["NAME"]),
+            visibility=client_pb2.GROUP_INVITE_ONLY if a["--invite-only"] else 0,
+            history=client_pb2.GROUP_HISTORY_ALL if a["--all-history"] else 0))).group
         return Info(f"created group {g.name} gid={g.group_id}")
+    if a["invite"]:
+        gid, uid = number(a["GROUP_ID"], "GROUP_ID"), number(a["USER_ID"], "USER_ID")
+        await session.call("GroupInvite", client_pb2.GroupInviteRequest(group_id=gid,
+                                                                        user_id=uid))
+        return Info(f"invited {uid} to group {gid}")
     if a["search"]:
         found = (await session.group_search(a["PREFIX"])).groups
         return Table(("gid", "name", "limit", "members", "created"),

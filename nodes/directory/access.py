@@ -2,7 +2,9 @@
 
 Role: the CheckAccess and Conversations rpcs, and the cached lookups that they and the group
 rpcs share. Lookups go L1 (in process, on the loop) → L2 (Redis, when configured) → the
-database, the last two in one database-thread job per request. Peer sockets: none of its own
+database, the last two in one database-thread job per request. A conv_id check of a group
+carries the member's history floor (group_rows.floors: read from the database for each such
+check the gateway's cache misses, never cached here). Peer sockets: none of its own
 (served on the node's RPC ROUTER).
 """
 
@@ -139,6 +141,14 @@ class Access:
             else:
                 group_id = c.to_group if target == "to_group" else c.conv_id
                 results.append(_group(group_id, c.user_id, members[group_id]))
+        readers = {(r.conv_id, c.user_id) for r, (c, target) in zip(results, checks, strict=True)
+                   if target == "conv_id" and r.error == pb.OK
+                   and r.kind == client_pb2.CONV_KIND_GROUP}
+        if readers:
+            floors = await self.ctx.db(group_rows.floors, self.ctx.store, readers)
+            for r, (c, target) in zip(results, checks, strict=True):
+                if (r.conv_id, c.user_id) in readers and target == "conv_id":
+                    r.floor_seq = floors[(r.conv_id, c.user_id)]
         return cluster_pb2.AccessReply(results=results)
 
     async def conversations(self, req: cluster_pb2.UserRef, call: Call) -> client_pb2.SyncReply:
@@ -150,12 +160,14 @@ class Access:
         friends = [r for r in friend_rows.of_user(store, user_id) if r.accepted]
         people = account_rows.users(store, [r.friend_id for r in friends])
         groups = group_rows.groups(store, group_rows.of_user(store, user_id))
+        floors = group_rows.floors(store, ((g, user_id) for g in groups))
         convs = [client_pb2.Conversation(
             conv_id=r.conv_id, kind=client_pb2.CONV_KIND_DIRECT, peer_id=r.friend_id,
             title=people[r.friend_id].nickname if r.friend_id in people else "")
             for r in sorted(friends, key=lambda r: r.conv_id)]
         convs += [client_pb2.Conversation(conv_id=g.group_id, kind=client_pb2.CONV_KIND_GROUP,
-                                          peer_id=g.group_id, title=g.name)
+                                          peer_id=g.group_id, title=g.name,
+                                          floor_seq=floors[(g.group_id, user_id)])
                   for g in sorted(groups.values(), key=lambda g: g.group_id)]
         return client_pb2.SyncReply(conversations=convs)
 

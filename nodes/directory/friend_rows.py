@@ -11,6 +11,10 @@ conditional statements: created pending by INSERT IGNORE, turned accepted by
 mirror, written after the canonical one and only ever moved forward (pending → accepted), so a
 late mirror write can never undo an accept; any AddFriend on the pair repairs a mirror a crash
 left behind.
+
+While a request is pending, the canonical row's `created` is when the other user was last sent
+a notice of it: a repeated request notifies again only once NOTICE_EVERY_MS has passed, and
+moves `created` forward by a conditional UPDATE (so of racing repeats one notifies).
 """
 
 from __future__ import annotations
@@ -27,12 +31,17 @@ from shard_store.segments import SegmentAllocator
 from shard_store.store import Row, Store
 
 _COLUMNS = "user_id, friend_id, conv_id, state, requested_by, created"
+NOTICE_EVERY_MS = 24 * 3600 * 1000
+"""A pending request sends the other user at most one notice in this long."""
 
 
 class Outcome(enum.Enum):
     """What AddFriend did."""
 
     REQUESTED = 1
+    """A request is pending, and the other user is to be sent a notice of it."""
+    REPEATED = 3
+    """A request was pending already and its last notice is less than a day old."""
     ACCEPTED = 2
 
 
@@ -45,13 +54,16 @@ class FriendRow:
     conv_id: int
     accepted: bool
     requested_by: int
+    created_ms: int
+    """Pending: when the last notice of the request went out; accepted: when it was asked."""
 
 
 def add(store: Store, ids: SegmentAllocator, me: int, other: int,
         now_ms: int) -> tuple[Outcome, int]:
     """Request `other`'s friendship or accept their request; returns (outcome, conv_id).
 
-    Asking again while a request is pending leaves one request (REQUESTED). Errors:
+    Asking again while a request is pending leaves one request (REPEATED, or REQUESTED when
+    the last notice is NOTICE_EVERY_MS old). Errors:
     SELF_FRIEND, ALREADY_FRIENDS. The caller has checked that `other` exists.
     """
     if me == other:
@@ -72,7 +84,7 @@ def add(store: Store, ids: SegmentAllocator, me: int, other: int,
         raise RpcError(pb.ALREADY_FRIENDS, "you are friends already")
     if row.requested_by == me:
         _mirror(store, hi, lo, 0, me, now_ms)
-        return Outcome.REQUESTED, 0
+        return _renotify(store, row, now_ms), 0
     conv_id = ids.next_id("conv")
     won = store.execute("friend", lo, "UPDATE {t} SET state = %s, conv_id = %s "
                         "WHERE user_id = %s AND friend_id = %s AND state = %s",
@@ -81,6 +93,16 @@ def add(store: Store, ids: SegmentAllocator, me: int, other: int,
         raise RpcError(pb.ALREADY_FRIENDS, "you are friends already")
     _mirror(store, hi, lo, conv_id, row.requested_by, now_ms)
     return Outcome.ACCEPTED, conv_id
+
+
+def _renotify(store: Store, row: FriendRow, now_ms: int) -> Outcome:
+    """REQUESTED if a new notice of the pending `row` is due (and this call claimed it)."""
+    if now_ms - row.created_ms < NOTICE_EVERY_MS:
+        return Outcome.REPEATED
+    claimed = store.execute("friend", row.user_id, "UPDATE {t} SET created = %s WHERE user_id = %s "
+                            "AND friend_id = %s AND state = %s AND created = %s",
+                            (now_ms, row.user_id, row.friend_id, FRIEND_PENDING, row.created_ms))
+    return Outcome.REQUESTED if claimed else Outcome.REPEATED
 
 
 def of_user(store: Store, user_id: int) -> list[FriendRow]:
@@ -136,6 +158,6 @@ def _insert(store: Store, table: str, key: int) -> str:
 
 
 def _row(r: Row) -> FriendRow:
-    user_id, friend_id, conv_id, state, requested_by, _created = r
+    user_id, friend_id, conv_id, state, requested_by, created = r
     return FriendRow(int(user_id), int(friend_id), int(conv_id), state == FRIEND_ACCEPTED,
-                     int(requested_by))
+                     int(requested_by), int(created))

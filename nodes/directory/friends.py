@@ -3,8 +3,9 @@ Friends (both directions, with state).
 
 Role: check the two users, write the friendship (database threads), announce the change so
 every directory and gateway drops its cached friendship facts. The gateway pushes the Notice
-to the other user. Peer sockets: none of its own (served on the node's RPC ROUTER; the
-CacheInvalidation goes out on the node's events PUB).
+to the other user when the reply says `notified` (a new request, or a repeated one whose last
+notice is a day old: friend_rows.NOTICE_EVERY_MS). Peer sockets: none of its own (served on
+the node's RPC ROUTER; the CacheInvalidation goes out on the node's events PUB).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ class Friends:
             raise RpcError(pb.SELF_FRIEND, "you cannot befriend yourself")
         outcome, conv_id = await self.ctx.db(self._add, me, other)
         await self.ctx.announce(caches.friendship_changed(me, other, conv_id))
-        result = (client_pb2.ADD_FRIEND_ACCEPTED if outcome is friend_rows.Outcome.ACCEPTED
-                  else client_pb2.ADD_FRIEND_REQUESTED)
-        return client_pb2.AddFriendReply(result=result, conv_id=conv_id)
+        if outcome is friend_rows.Outcome.ACCEPTED:
+            return client_pb2.AddFriendReply(result=client_pb2.ADD_FRIEND_ACCEPTED,
+                                             conv_id=conv_id)
+        return client_pb2.AddFriendReply(result=client_pb2.ADD_FRIEND_REQUESTED,
+                                         notified=outcome is friend_rows.Outcome.REQUESTED)
 
     def _add(self, me: int, other: int) -> tuple[friend_rows.Outcome, int]:
         ctx = self.ctx

@@ -1,9 +1,12 @@
 """Directory rpcs of groups: Groups, GroupCreate, GroupSearch, GroupJoin, GroupLeave,
-GroupUsers, GroupMembers, and ListGroups for operators.
+GroupUsers, GroupMembers, GroupSettings, GroupInvite, and ListGroups for operators.
 
 Role: validate, read and write groups (database threads), announce membership changes so every
 directory and gateway drops its cached member lists, and refuse member lists to non-members
-(DESIGN guarantee 4). Member lists come through the shared cache (`access.Access.members`).
+(DESIGN guarantee 4). The owner's rules: visibility (public, or invite-only: joined only by
+invitation, found by search only by members) and history (from join, or all); defaults public
+and from join (`validation.group_rules`). Member lists come through the shared cache
+(`access.Access.members`).
 Peer sockets: none of its own (served on the node's RPC ROUTER; CacheInvalidations go out on
 the node's events PUB).
 """
@@ -50,23 +53,26 @@ class Groups:
         owner = validation.user_id(req.user_id)
         name = validation.name(req.name, "group name")
         limit = validation.group_limit(req.user_limit)
-        info = await self.ctx.db(self._create, owner, name, limit)
+        visibility, history = validation.group_rules(req.visibility, req.history)
+        info = await self.ctx.db(self._create, owner, name, limit, visibility, history)
         await self.ctx.announce(caches.membership_changed(info.group_id, owner, True))
         return client_pb2.GroupCreateReply(group=info)
 
-    def _create(self, owner: int, name: str, limit: int) -> client_pb2.GroupInfo:
-        row = group_rows.create(self.ctx.store, self.ctx.ids, owner, name, limit, now_ms())
+    def _create(self, owner: int, name: str, limit: int, visibility: int,
+                history: int) -> client_pb2.GroupInfo:
+        row = group_rows.create(self.ctx.store, self.ctx.ids, owner, name, limit, visibility,
+                                history, now_ms())
         return self._infos([row])[0]
 
-    async def group_search(self, req: client_pb2.GroupSearchRequest,
+    async def group_search(self, req: cluster_pb2.DirGroupSearchRequest,
                            call: Call) -> client_pb2.GroupSearchReply:
-        """At most 20 groups whose name starts with the prefix, by name."""
+        """At most 20 groups whose name starts with the prefix that the user may see, by name."""
         prefix = validation.name_prefix(req.prefix)
-        return await self.ctx.db(self._search, prefix)
+        return await self.ctx.db(self._search, prefix, req.user_id)
 
-    def _search(self, prefix: str) -> client_pb2.GroupSearchReply:
+    def _search(self, prefix: str, user_id: int) -> client_pb2.GroupSearchReply:
         return client_pb2.GroupSearchReply(
-            groups=self._infos(group_rows.search(self.ctx.store, prefix)))
+            groups=self._infos(group_rows.search(self.ctx.store, prefix, user_id)))
 
     async def list_groups(self, req: cluster_pb2.ListGroupsRequest,
                           call: Call) -> client_pb2.GroupSearchReply:
@@ -101,6 +107,40 @@ class Groups:
         await self.ctx.announce(caches.membership_changed(group_id, user_id, False))
         return client_pb2.GroupLeaveReply()
 
+    async def group_settings(self, req: cluster_pb2.DirGroupSettingsRequest,
+                             call: Call) -> client_pb2.GroupSettingsReply:
+        """The owner changes the rules. NOT_FOUND, FORBIDDEN, INVALID_ARGUMENT.
+
+        A history change reaches every cached access answer of the group's members (their
+        floors change): one membership invalidation per member.
+        """
+        user_id = validation.user_id(req.user_id)
+        group_id = validation.user_id(req.group_id, "group_id")
+        visibility, history = validation.group_rule_change(req.visibility, req.history)
+        row, changed = await self.ctx.db(group_rows.settings, self.ctx.store, group_id, user_id,
+                                         visibility, history, now_ms())
+        if changed:
+            members = (await self.access.members([group_id]))[group_id] or ()
+            await self.ctx.announce(cluster_pb2.CacheInvalidation(items=[
+                item for m in members
+                for item in caches.membership_changed(group_id, m, True).items]))
+        [info] = await self.ctx.db(self._infos, [row])
+        return client_pb2.GroupSettingsReply(group=info)
+
+    async def group_invite(self, req: cluster_pb2.DirGroupInviteRequest,
+                           call: Call) -> client_pb2.GroupInviteReply:
+        """The owner invites a user. NOT_FOUND, FORBIDDEN, ALREADY_MEMBER."""
+        owner = validation.user_id(req.user_id)
+        group_id = validation.user_id(req.group_id, "group_id")
+        invitee = validation.user_id(req.invitee_id, "user_id")
+        await self.ctx.db(self._invite, group_id, owner, invitee)
+        return client_pb2.GroupInviteReply()
+
+    def _invite(self, group_id: int, owner: int, invitee: int) -> None:
+        if invitee not in account_rows.users(self.ctx.store, [invitee]):
+            raise RpcError(pb.NOT_FOUND, f"no user {invitee}")
+        group_rows.invite(self.ctx.store, group_id, owner, invitee, now_ms())
+
     async def group_users(self, req: cluster_pb2.DirGroupRequest,
                           call: Call) -> client_pb2.GroupUsersReply:
         """The members, by account, for a member only. NOT_FOUND, NOT_MEMBER."""
@@ -128,4 +168,5 @@ class Groups:
         return [client_pb2.GroupInfo(
             group_id=r.group_id, name=r.name, user_limit=r.user_limit, members=r.members,
             owner=r.owner, owner_account=owners[r.owner].account if r.owner in owners else "",
-            created_ms=r.created_ms) for r in rows]
+            created_ms=r.created_ms, visibility=r.visibility,
+            history=r.history) for r in rows]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from fabric.methods import RpcError
+from schema import client_pb2
 from schema import common_pb2 as pb
 
 ACCOUNT_RE = re.compile(r"[a-z0-9_.-]{3,32}")
@@ -77,6 +78,29 @@ def group_limit(value: int) -> int:
         raise RpcError(pb.INVALID_ARGUMENT,
                        f"user_limit: {GROUP_LIMIT_MIN}-{GROUP_LIMIT_MAX}, or 0 for the default")
     return value
+
+
+GROUP_VISIBILITIES = (client_pb2.GROUP_PUBLIC, client_pb2.GROUP_INVITE_ONLY)
+GROUP_HISTORIES = (client_pb2.GROUP_HISTORY_FROM_JOIN, client_pb2.GROUP_HISTORY_ALL)
+GROUP_RULE_DEFAULT = (client_pb2.GROUP_PUBLIC, client_pb2.GROUP_HISTORY_FROM_JOIN)
+"""A new group is public (found by search, joined by id: the so-im way) and shows a member the
+messages from their join on (what was said before they came stays with those who were there);
+the owner may make it invite-only or open its history to all."""
+
+
+def group_rules(visibility: int, history: int) -> tuple[int, int]:
+    """A new group's (visibility, history); unset parts take GROUP_RULE_DEFAULT."""
+    visibility, history = group_rule_change(visibility, history)
+    return visibility or GROUP_RULE_DEFAULT[0], history or GROUP_RULE_DEFAULT[1]
+
+
+def group_rule_change(visibility: int, history: int) -> tuple[int, int]:
+    """A settings change: 0 leaves a part; INVALID_ARGUMENT for an unknown value."""
+    if visibility and visibility not in GROUP_VISIBILITIES:
+        raise RpcError(pb.INVALID_ARGUMENT, "visibility: public or invite-only")
+    if history and history not in GROUP_HISTORIES:
+        raise RpcError(pb.INVALID_ARGUMENT, "history: from join or all")
+    return visibility, history
 
 
 def user_id(value: int, what: str = "user_id") -> int:

@@ -2,7 +2,8 @@
 
 Role: each handler takes the user from the session (never from the request), asks the
 directory, fills in online state from the routers, and pushes notices to the other side where
-a command concerns them (a friend request, an accepted request).
+a command concerns them (a friend request — once a day at most —, an accepted request, a
+group invitation).
 Peer sockets: none of its own; directories and routers are reached through `Upstream`.
 """
 
@@ -63,8 +64,10 @@ class Commands:
         me = self._me(call)
         reply = await self.upstream.directory("AddFriend", cluster_pb2.DirAddFriendRequest(
             user_id=me.user_id, friend_id=req.user_id))
-        kind = (client_pb2.NOTICE_FRIEND_ACCEPTED if reply.result == client_pb2.ADD_FRIEND_ACCEPTED
-                else client_pb2.NOTICE_FRIEND_REQUEST)
+        accepted = reply.result == client_pb2.ADD_FRIEND_ACCEPTED
+        if not (accepted or reply.notified):
+            return reply  # a repeated request: its notice went out less than a day ago
+        kind = client_pb2.NOTICE_FRIEND_ACCEPTED if accepted else client_pb2.NOTICE_FRIEND_REQUEST
         notice = client_pb2.Push(notice=client_pb2.Notice(
             kind=kind, conv_id=reply.conv_id,
             user=client_pb2.UserSummary(user_id=me.user_id, account=me.account,
@@ -87,12 +90,14 @@ class Commands:
         me = self._me(call)
         return await self.upstream.directory(
             "GroupCreate", cluster_pb2.DirGroupCreateRequest(
-                user_id=me.user_id, name=req.name, user_limit=req.user_limit))
+                user_id=me.user_id, name=req.name, user_limit=req.user_limit,
+                visibility=req.visibility, history=req.history))
 
     async def group_search(self, req: client_pb2.GroupSearchRequest,
                            call: Call) -> client_pb2.GroupSearchReply:
-        self._me(call)
-        return await self.upstream.directory("GroupSearch", req)
+        me = self._me(call)
+        return await self.upstream.directory("GroupSearch", cluster_pb2.DirGroupSearchRequest(
+            prefix=req.prefix, user_id=me.user_id))
 
     async def group_join(self, req: client_pb2.GroupJoinRequest,
                          call: Call) -> client_pb2.GroupJoinReply:
@@ -115,6 +120,28 @@ class Commands:
         online = await self.upstream.online(m.user_id for m in reply.members)
         for member in reply.members:
             member.online = member.user_id in online
+        return reply
+
+    async def group_settings(self, req: client_pb2.GroupSettingsRequest,
+                             call: Call) -> client_pb2.GroupSettingsReply:
+        me = self._me(call)
+        return await self.upstream.directory("GroupSettings", cluster_pb2.DirGroupSettingsRequest(
+            user_id=me.user_id, group_id=req.group_id, visibility=req.visibility,
+            history=req.history))
+
+    async def group_invite(self, req: client_pb2.GroupInviteRequest,
+                           call: Call) -> client_pb2.GroupInviteReply:
+        """Invite, then tell the invitee (best effort): a Notice naming the group."""
+        me = self._me(call)
+        reply = await self.upstream.directory("GroupInvite", cluster_pb2.DirGroupInviteRequest(
+            user_id=me.user_id, group_id=req.group_id, invitee_id=req.user_id))
+        notice = client_pb2.Push(notice=client_pb2.Notice(
+            kind=client_pb2.NOTICE_GROUP_INVITE, conv_id=req.group_id,
+            text=f"{me.account} invited you to group {req.group_id}: group join "
+                 f"{req.group_id} joins it",
+            user=client_pb2.UserSummary(user_id=me.user_id, account=me.account,
+                                        nickname=me.nickname)))
+        self._later(self.upstream.deliver([req.user_id], notice.SerializeToString()))
         return reply
 
     def _later(self, job: Any) -> None:

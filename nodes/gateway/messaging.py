@@ -2,7 +2,9 @@
 
 Role: validate each request, take the user from the session, check access (friend, member,
 party to the conversation) through the access cache, and hand the work to the storage node
-owning the conversation. Sends go through the `SendBatcher`.
+owning the conversation. A group member whose history starts at their join (the access
+answer's floor_seq) gets no message, and no read count, of a seq at or below that floor.
+Sends go through the `SendBatcher`.
 Peer sockets: none of its own; directories and storage nodes are reached through `AccessCache`
 and `Upstream`.
 """
@@ -87,12 +89,21 @@ class Messaging:
         me = self._me(call)
         if req.limit > HISTORY_MAX:
             raise RpcError(pb.INVALID_ARGUMENT, f"limit: at most {HISTORY_MAX}")
-        await self._conversation(me, req.conv_id)
+        floor = (await self._conversation(me, req.conv_id)).floor_seq
         request = client_pb2.HistoryRequest()
         request.CopyFrom(req)
         request.limit = req.limit or HISTORY_DEFAULT
-        return await self.upstream.storage(self.upstream.storage_owner(req.conv_id), "History",
-                                           request)
+        if floor and request.WhichOneof("position") == "after_seq":
+            request.after_seq = max(request.after_seq, floor)
+        reply = await self.upstream.storage(self.upstream.storage_owner(req.conv_id), "History",
+                                            request)
+        if floor and reply.messages and reply.messages[0].seq <= floor + 1:
+            # the page reaches back to the member's join: hide what lies before, and say so
+            kept = [m for m in reply.messages if m.seq > floor]
+            del reply.messages[:]
+            reply.messages.extend(kept)
+            reply.more = False
+        return reply
 
     async def delivered(self, req: client_pb2.DeliveredRequest,
                         call: Call) -> client_pb2.DeliveredReply:
@@ -129,5 +140,10 @@ class Messaging:
             raise RpcError(pb.INVALID_ARGUMENT, "read counts are for group conversations")
         if not 0 < req.from_seq <= req.to_seq or req.to_seq - req.from_seq >= 100:
             raise RpcError(pb.INVALID_ARGUMENT, "from_seq..to_seq: 1 to 100 seqs")
+        if req.to_seq <= access.floor_seq:  # all before the member joined: none to count
+            return client_pb2.GroupReadCountsReply(conv_id=req.conv_id)
+        request = client_pb2.GroupReadCountsRequest()
+        request.CopyFrom(req)
+        request.from_seq = max(req.from_seq, access.floor_seq + 1)
         return await self.upstream.storage(self.upstream.storage_owner(req.conv_id),
-                                           "GroupReadCounts", req)
+                                           "GroupReadCounts", request)

@@ -5,7 +5,9 @@ node can give it; a row is only acked once committed, so an acked message is alw
 on the read pool of `Workers`; the gateway has checked access. History pages one conversation
 in ascending seq order with sender accounts and recipients filled in from `People`. Sync fills
 last_seq, the user's read and delivered cursors, unread (last_seq - read_seq) and, for a direct
-conversation, the friend's cursors. GroupReadCounts counts, per stored seq of a range, the
+conversation, the friend's cursors; a group member's cursors count from its history floor
+(Conversation.floor_seq, from the directory), so what came before the join is not unread.
+GroupReadCounts counts, per stored seq of a range, the
 members other than its author whose cursors reached it.
 No sockets: requests arrive on the node's RPC ROUTER; directories are asked through `People`.
 """
@@ -77,7 +79,9 @@ class Reads:
             out = reply.conversations.add()
             out.CopyFrom(c)
             out.last_seq = last.get(c.conv_id, 0)
-            out.read_seq, out.delivered_seq = cursors.get((req.user_id, c.conv_id), (0, 0))
+            read, delivered = cursors.get((req.user_id, c.conv_id), (0, 0))
+            out.read_seq = max(read, min(c.floor_seq, out.last_seq))
+            out.delivered_seq = max(delivered, min(c.floor_seq, out.last_seq))
             out.unread = max(out.last_seq - out.read_seq, 0)
             if c.kind == DIRECT and c.peer_id:
                 out.peer_read_seq, out.peer_delivered_seq = cursors.get((c.peer_id, c.conv_id),
