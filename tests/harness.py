@@ -67,10 +67,16 @@ class Cluster:
                                            not in self.alive())) from None
 
     def gateways(self) -> list[tuple[str, bytes]]:
-        """(client endpoint, server key) of every live gateway, ordered by node id."""
+        """(client endpoint, server key) of every live gateway, ordered by node id. The key is
+        the one a client pins (gateway.key of the cluster's keys), never a record's."""
         assert self.view is not None
-        return [(p.info.endpoints["client"], p.info.client_key.encode())
+        pinned = keys.load_gateway_public(self.keys_dir)
+        return [(p.info.endpoints["client"], pinned)
                 for p in self.view.membership.alive("gateway")]
+
+    def gateway_endpoints(self) -> list[str]:
+        """A client's failover list: where the live gateways are."""
+        return [endpoint for endpoint, _ in self.gateways()]
 
     async def client(self, gateway: int = 0, device: str = "test") -> ClientSession:
         """A connected (not yet logged in) client of the `gateway`-th live gateway."""
@@ -79,7 +85,7 @@ class Cluster:
             self._ctx = zmq.asyncio.Context()
             self._ctx.max_sockets = MAX_CLIENT_SOCKETS
         session = ClientSession(endpoint, key, device=device, ctx=self._ctx,
-                                locator=self.gateways)
+                                locator=self.gateway_endpoints)
         await session.connect()
         self.clients.append(session)
         return session

@@ -1,9 +1,12 @@
 """The client's link to the cluster: one connection to some gateway that stays up.
 
-Role: connect to a gateway with its Curve key, send requests, receive pushes, ping, follow a
-login redirect, and when the link dies reconnect with backoff (to the same gateway, or to
-another one the locator knows) and resume the session by token. One reconnect runs at a time;
-every caller that finds the link down waits for it.
+Role: connect to a gateway with the pinned gateway key, send requests, receive pushes, ping,
+follow a login redirect, and when the link dies reconnect with backoff (to the same gateway, or
+to another one the locator knows) and resume the session by token. One reconnect runs at a time;
+every caller that finds the link down waits for it. The key never changes: every gateway of a
+cluster holds the same one, so a locator gives endpoints only, every endpoint is dialed with the
+pinned key (only its holder completes the Curve handshake, and nothing readable leaves before
+that), and a redirect naming another key is not followed (it is logged and reported).
 Peer sockets: one DEALER (Curve client with a fresh keypair) to a gateway's client ROUTER.
 """
 
@@ -34,8 +37,8 @@ RECONNECT_MAX_S = 5.0
 RESUME_TIMEOUT_S = 2.0
 LINK_DOWN = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
 
-Gateway = tuple[str, bytes]  # (client endpoint, server public key)
-Locator = Callable[[], list[Gateway]]
+Locator = Callable[[], list[str]]
+"""Where the cluster's gateways may be: client endpoints, all dialed with the pinned key."""
 
 
 class LinkState(enum.Enum):
@@ -44,6 +47,7 @@ class LinkState(enum.Enum):
     DISCONNECTED = "disconnected"
     RECONNECTED = "reconnected"
     REDIRECTED = "redirected"
+    REDIRECT_REFUSED = "redirect_refused"
 
 
 class Link:
@@ -54,7 +58,7 @@ class Link:
                  on_push: Callable[[client_pb2.Push], None],
                  on_state: Callable[[LinkState, str], None]) -> None:
         self.endpoint = endpoint
-        self.server_key = server_key
+        self.server_key = server_key  # the pinned key: never replaced
         self.device = device
         self.timeout = timeout
         self.ctx = ctx
@@ -115,12 +119,12 @@ class Link:
         """Register, Login or Resume; follow a redirect; keep the link alive from then on."""
         reply: client_pb2.LoginReply = await self.call(name, request)
         self.user, self.token = reply, reply.token
-        if reply.redirect.endpoint:
+        if reply.redirect.endpoint and self._may_follow(reply.redirect):
             target = reply.redirect
             with contextlib.suppress(RpcError):
                 await self.call("Logout", client_pb2.LogoutRequest(), timeout=1.0)
             await self._drop()
-            self.endpoint, self.server_key = target.endpoint, target.server_key.encode()
+            self.endpoint = target.endpoint
             self.open()
             self.user = await self.call("Resume", client_pb2.ResumeRequest(
                 token=self.token, device=self.device))
@@ -136,11 +140,23 @@ class Link:
         if self._keepalive is not None:
             self._keepalive.cancel()
 
-    async def move(self, endpoint: str, server_key: bytes) -> None:
-        """The gateway sent us elsewhere (it is draining): resume there."""
-        self.endpoint, self.server_key = endpoint, server_key
+    async def move(self, target: client_pb2.Redirect) -> None:
+        """The gateway sent us elsewhere (it is draining): resume there, if it has our key."""
+        if not self._may_follow(target):
+            return
+        self.endpoint = target.endpoint
         self._redirected = True
         await self.recover()
+
+    def _may_follow(self, target: client_pb2.Redirect) -> bool:
+        """A redirect is followed only to a gateway that names the pinned key."""
+        if target.server_key.encode() == self.server_key:
+            return True
+        log.warning("not following a redirect to %s: it names key %r, not the pinned key %r",
+                    target.endpoint, target.server_key, self.server_key.decode())
+        self.on_state(LinkState.REDIRECT_REFUSED,
+                      f"{target.endpoint} names key {target.server_key or '-'}")
+        return False
 
     async def recover(self) -> None:
         """The link looks dead (or the gateway forgot us): reconnect and resume, once."""
@@ -157,10 +173,10 @@ class Link:
         pause = RECONNECT_FIRST_S
         attempt = 0
         while not self.closed:
-            candidates = [(self.endpoint, self.server_key)]
+            candidates = [self.endpoint]
             if self.locator is not None:
-                candidates += [g for g in self.locator() if g[0] != self.endpoint]
-            self.endpoint, self.server_key = candidates[attempt % len(candidates)]
+                candidates += [ep for ep in self.locator() if ep != self.endpoint]
+            self.endpoint = candidates[attempt % len(candidates)]
             attempt += 1
             await self._drop()
             self.open()

@@ -8,44 +8,51 @@ Options:
   --plain            Line mode for pipes, scripts and screen readers: commands on stdin
                      (without '/'), results and messages on stdout.
   --server ENDPOINT  A gateway's client endpoint, e.g. tcp://127.0.0.1:7000. Without it,
-                     the gateways of SOIM_CLUSTER on this host are found by zeroconf.
-  --server-key KEY   The gateway's Curve public key (Z85, 40 characters). Default: the
-                     discovered record's, or gateway.key in SOIM_KEYS_DIR (var/keys).
+                     the gateways of SOIM_CLUSTER are found by zeroconf.
+  --server-key KEY   The cluster's gateway public key (Z85, 40 characters), from its
+                     operator. Default: gateway.key in SOIM_KEYS_DIR (var/keys), else the
+                     key remembered for SOIM_CLUSTER in ~/.config/soim/known_gateways, else
+                     (first use) the key the gateways announce, remembered from then on.
   --device NAME      Names this client among your sessions [default: soim].
   -h --help          Show this.
 
-Role: the entry point — parse the arguments, read the SOIM_* settings, find a gateway (given,
-or discovered by zeroconf: the cluster's gateways on this host, one picked at random; the
-gateway's login redirect then moves the client to the least loaded one, which only the cluster
-knows from heartbeats), open a `ClientSession` that can fail over to any discovered gateway,
-and run the full-screen app or the line mode. Configuration errors print one line and exit 2.
-Peer sockets: the session's DEALER to a gateway; zeroconf's UDP sockets when discovering.
+Role: the entry point — parse the arguments, read the SOIM_* settings, decide which gateway key
+to trust (`tui.known_keys`), find a gateway that proves it holds that key (given, or discovered
+by zeroconf and probed: `tui.gateway_pick`; the gateway's login redirect then moves the client
+to the least loaded one, which only the cluster knows from heartbeats), open a `ClientSession`
+that can fail over to any discovered gateway, and run the full-screen app or the line mode.
+Configuration errors print one line and exit 2; a refusal to trust a gateway exits 1.
+Peer sockets: the session's DEALER to a gateway; the probes' DEALERs; zeroconf's UDP sockets
+when discovering.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import os
 import re
 import sys
-import time
 from collections.abc import Callable
 
+import zmq.asyncio
 from docopt import docopt
 
-from fabric import timing
 from fabric.config import Config, ConfigError
 from fabric.discovery import Discovery, NodeInfo
-from fabric.keys import load_gateway_public
 from tui.app import run_app
-from tui.link import Gateway
+from tui.gateway_pick import NotFound, Refused, check_server, gateway_endpoints, pick_discovered
+from tui.known_keys import (
+    Z85_KEY,
+    KnownGateways,
+    KnownKeysError,
+    Pin,
+    known_gateways_path,
+    resolve_pin,
+)
 from tui.plain import run_plain
 from tui.session import ClientSession
 
-DISCOVER_WAIT_S = 5.0
-DISCOVER_EXTRA_S = 0.5
 _ENDPOINT = re.compile(r"^tcp://[A-Za-z0-9_.:\[\]-]+:\d{1,5}$")
-_Z85 = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _DEVICE = re.compile(r"^\S.{0,31}$")
 
 
@@ -55,80 +62,81 @@ class Usage(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = docopt(__doc__.split("\nRole:")[0], argv)
+    known = KnownGateways(known_gateways_path(os.environ))
     try:
         cfg = Config.from_env(role="soim")
-        endpoint, key, device = _check(args, cfg)
-    except (ConfigError, Usage) as err:
+        endpoint, device = _check(args)
+        pin = resolve_pin(str(args["--server-key"] or ""), cfg.keys_dir, cfg.cluster, known)
+        if endpoint and pin is None:
+            raise Usage(f"no gateway key to trust for {endpoint}: pass --server-key KEY (the "
+                        "cluster's operator reads it with: cat var/keys/gateway.key), or set "
+                        "SOIM_KEYS_DIR to the cluster's keys")
+    except (ConfigError, KnownKeysError, Usage) as err:
         print(f"soim: {err}", file=sys.stderr)
         return 2
     if not args["--plain"] and not sys.stdin.isatty():
         print("soim: the full-screen client needs a terminal; use --plain", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_client(cfg, endpoint, key, device, plain=bool(args["--plain"])))
-    except Usage as err:
+        return asyncio.run(_client(cfg, endpoint, pin, known, device, plain=bool(args["--plain"])))
+    except (NotFound, Refused, KnownKeysError) as err:
         print(f"soim: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
-def _check(args: dict[str, object], cfg: Config) -> tuple[str, bytes, str]:
-    """(endpoint or "", server key or b"", device) from the arguments, validated."""
+def _check(args: dict[str, object]) -> tuple[str, str]:
+    """(endpoint or "", device) from the arguments, validated (the key too)."""
     endpoint = str(args["--server"] or "")
     key = str(args["--server-key"] or "")
     device = str(args["--device"])
     if endpoint and not _ENDPOINT.match(endpoint):
         raise Usage(f"--server: not a tcp://host:port endpoint: {endpoint!r}")
-    if key and not _Z85.match(key):
+    if key and not Z85_KEY.match(key):
         raise Usage("--server-key: must be a Z85 public key of 40 characters")
     if not _DEVICE.match(device):
         raise Usage(f"--device: 1-32 characters, not starting with a space: {device!r}")
-    if endpoint and not key:
-        key = load_gateway_public(cfg.keys_dir).decode()
-    return endpoint, key.encode(), device
+    return endpoint, device
 
 
-async def _client(cfg: Config, endpoint: str, key: bytes, device: str, plain: bool) -> int:
+async def _client(cfg: Config, endpoint: str, pin: Pin | None, known: KnownGateways,
+                  device: str, plain: bool) -> int:
+    notes: list[str] = []
+    say: Callable[[str], None] = _to_stderr if plain else notes.append
+    ctx = zmq.asyncio.Context()
     discovery: Discovery | None = None
-    locator: Callable[[], list[Gateway]] | None = None
-    if not endpoint:
-        discovery = Discovery(cfg, _ignore, _ignore, _ignore)
-        await discovery.async_start()
-        found = await _gateways(discovery, cfg)
-        endpoint, key = random.choice(found)
-        locator = _locator(discovery)
-    session = ClientSession(endpoint, key, device=device, locator=locator, start_at="unread")
+    session: ClientSession | None = None
     try:
+        if endpoint:
+            assert pin is not None  # main() refuses --server without a key
+            await check_server(ctx, endpoint, pin)
+            locator = None
+        else:
+            discovery = Discovery(cfg, _ignore, _ignore, _ignore)
+            await discovery.async_start()
+            endpoint, pin = await pick_discovered(ctx, discovery, cfg.cluster, pin, known, say)
+            locator = _locator(discovery)
+        session = ClientSession(endpoint, pin.key, device=device, ctx=ctx, locator=locator,
+                                start_at="unread")
+        for note in notes:
+            session.notify(note)
         await session.connect()
         return await (run_plain(session) if plain else run_app(session))
     finally:
-        await session.close()
+        if session is not None:
+            await session.close()
         if discovery is not None:
             await discovery.async_close()
+        ctx.destroy(linger=0)
 
 
-async def _gateways(discovery: Discovery, cfg: Config) -> list[Gateway]:
-    """The gateways announced on this host, once the first has been seen; Usage if none."""
-    deadline = time.monotonic() + DISCOVER_WAIT_S
-    found = _locator(discovery)()
-    while not found and time.monotonic() < deadline:
-        await asyncio.sleep(timing.DISCOVERY_SETTLE_S)  # polling the discovery view
-        found = _locator(discovery)()
-    if not found:
-        raise Usage(f"no gateway of cluster {cfg.cluster!r} found on "
-                    f"{','.join(cfg.discovery_ifaces)} in {DISCOVER_WAIT_S:.0f} s; start one "
-                    "(make run) or pass --server and --server-key")
-    await asyncio.sleep(DISCOVER_EXTRA_S)  # a moment for the other gateways' records
-    return _locator(discovery)()
+def _locator(discovery: Discovery) -> Callable[[], list[str]]:
+    return lambda: gateway_endpoints(discovery)
 
 
-def _locator(discovery: Discovery) -> Callable[[], list[Gateway]]:
-    def gateways() -> list[Gateway]:
-        return [(p.endpoints["client"], p.client_key.encode())
-                for p in discovery.peers().values()
-                if p.role == "gateway" and "client" in p.endpoints and p.client_key]
-    return gateways
+def _to_stderr(text: str) -> None:
+    print(f"soim: {text}", file=sys.stderr, flush=True)
 
 
 def _ignore(info: NodeInfo) -> None:

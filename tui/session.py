@@ -4,7 +4,9 @@ Role: one method per command of the so-im set (login, send, users, friends, grou
 add, me) plus register, history, sync and receipts; sends are retried with the same
 client_msg_id until acked (the store keeps one copy); incoming messages come out of `events`
 once each, in seq order per conversation, with gaps filled from history; a sync runs at login,
-after every reconnect and on a `SyncHint`. The TUI and soimctl build on it.
+after every reconnect and on a `SyncHint`. It talks only to gateways holding `server_key`, the
+pinned gateway key (see `tui.link`); a redirect elsewhere is reported as a notice and not
+followed. The TUI and soimctl build on it.
 Peer sockets: those of its `Link` (one DEALER to a gateway's client ROUTER).
 """
 
@@ -246,7 +248,17 @@ class ClientSession:
     def _on_push(self, push: client_pb2.Push) -> None:
         self._inbox.put_nowait(push)
 
+    def notify(self, text: str) -> None:
+        """Show `text` as a notice from the client itself (the TUI's status line and console,
+        a '* ' line in --plain)."""
+        self.events.put_nowait(ClientEvent(EventKind.PUSH, push=client_pb2.Push(
+            notice=client_pb2.Notice(kind=client_pb2.NOTICE_TEXT, text=text))))
+
     def _on_state(self, state: LinkState, endpoint: str) -> None:
+        if state is LinkState.REDIRECT_REFUSED:
+            self.notify(f"not following a redirect: {endpoint}, not the pinned gateway key; "
+                        "staying here")
+            return
         self.events.put_nowait(ClientEvent(EventKind(state.value), endpoint=endpoint))
         if state is not LinkState.DISCONNECTED:
             self._inbox.put_nowait(None)  # a sync
@@ -275,8 +287,7 @@ class ClientSession:
                 elif (item.WhichOneof("item") == "notice"
                       and item.notice.kind == client_pb2.NOTICE_REDIRECT):
                     self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
-                    target = item.notice.redirect
-                    self._later(self.link.move(target.endpoint, target.server_key.encode()))
+                    self._later(self.link.move(item.notice.redirect))
                 else:
                     self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
             except RpcError:

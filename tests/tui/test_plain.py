@@ -193,8 +193,9 @@ def test_bad_arguments_and_settings_are_one_line_and_exit_2(tmp_path: Path) -> N
         (["--server", "localhost:7000"], {}, "soim: --server: not a tcp://host:port endpoint"),
         (["--server", "tcp://127.0.0.1:7000", "--server-key", "short"], {},
          "soim: --server-key: must be a Z85 public key of 40 characters"),
-        (["--server", "tcp://127.0.0.1:7000"], {"SOIM_KEYS_DIR": str(tmp_path / "none")},
-         f"soim: SOIM_KEYS_DIR: no keys in {tmp_path / 'none'}"),
+        (["--server", "tcp://127.0.0.1:7000"], {"SOIM_KEYS_DIR": str(tmp_path / "none"),
+                                                 "XDG_CONFIG_HOME": str(tmp_path / "config")},
+         "soim: no gateway key to trust for tcp://127.0.0.1:7000: pass --server-key KEY"),
         ([], {"SOIM_SHARDS": "3"}, "soim: SOIM_SHARDS: must be a power of two, got 3"),
         ([], {}, "soim: the full-screen client needs a terminal; use --plain"),
     ]
