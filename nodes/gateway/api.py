@@ -19,3 +19,7 @@ PUSH_METHOD = "client.Push"
 
 PRE_AUTH = frozenset({CLIENT[n].name for n in ("Register", "Login", "Resume", "Ping")})
 """The only methods a connection may call before it has logged in."""
+
+AUTHENTICATING = frozenset({CLIENT[n].name for n in ("Register", "Login", "Resume")})
+"""The methods that open a session (each may cost a password hash): rate-limited per connection
+and per source address before login, per connection after."""

@@ -41,8 +41,9 @@ class AuthCommands:
     """Session-opening handlers of one gateway."""
 
     def __init__(self, node_id: str, sessions: SessionTable, upstream: Upstream,
-                 binder: RouteBinder, membership: Membership) -> None:
+                 binder: RouteBinder, membership: Membership, max_sessions_per_user: int) -> None:
         self.node_id = node_id
+        self.max_sessions_per_user = max_sessions_per_user
         self.sessions = sessions
         self.upstream = upstream
         self.binder = binder
@@ -55,13 +56,14 @@ class AuthCommands:
     async def register(self, req: client_pb2.RegisterRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
         auth = await self.upstream.directory("Register", cluster_pb2.DirRegisterRequest(
-            account=req.account, password=req.password, nickname=req.nickname))
+            account=req.account, password=req.password, nickname=req.nickname,
+            client_addr=call.peer_addr))
         return await self._open(call, auth, device, may_redirect=True)
 
     async def login(self, req: client_pb2.LoginRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
         auth = await self.upstream.directory("Login", cluster_pb2.DirLoginRequest(
-            account=req.account, password=req.password))
+            account=req.account, password=req.password, client_addr=call.peer_addr))
         return await self._open(call, auth, device, may_redirect=True)
 
     async def resume(self, req: client_pb2.ResumeRequest, call: Call) -> client_pb2.LoginReply:
@@ -84,8 +86,6 @@ class AuthCommands:
         session = self.sessions.get(call.identity)
         if session is None:
             return client_pb2.LogoutReply()
-        await self.upstream.directory("RevokeToken", cluster_pb2.DirTokenRequest(
-            token=session.token))
         if self.sessions.remove(call.identity) is session:
             await self.binder.unbind(session)
             self._touch(session.user_id)
@@ -104,9 +104,14 @@ class AuthCommands:
     async def _open(self, call: Call, auth: cluster_pb2.DirAuthReply, device: str,
                     may_redirect: bool) -> client_pb2.LoginReply:
         user = auth.user
+        others = [s for s in self.sessions.of_user(user.user_id) if s.identity != call.identity]
+        if len(others) >= self.max_sessions_per_user:
+            raise RpcError(pb.RATE_LIMITED, f"at most {self.max_sessions_per_user} sessions "
+                                            "per user on a gateway; log out of another first")
         session = Session(identity=call.identity, peer_key=call.peer_key, user_id=user.user_id,
                           account=user.account, nickname=user.nickname, device=device,
-                          token=auth.token, token_expires_ms=auth.token_expires_ms)
+                          token=auth.token, token_expires_ms=auth.token_expires_ms,
+                          fd=call.peer_fd)
         replaced = self.sessions.add(session)
         if replaced is not None:
             await self.binder.unbind(replaced)

@@ -3,9 +3,11 @@
 Role: accept `soim` clients (register, login, resume, the people, group and message commands),
 hold their sessions, keep each session bound at its owner router, and push to clients what routers
 publish for this gateway. The user of every request comes from the session, never the client.
-Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT);
-the events SUB follows every router's PUB (topic `delivery_topic(this gateway)`); DEALERs to
-directories and routers; plus everything of `fabric.node.Node`.
+Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT,
+messages capped at SOIM_MAX_FRAME_BYTES by libzmq, its connections followed by `Connections`
+through the socket's monitor PAIR); the events SUB follows every router's PUB (topic
+`delivery_topic(this gateway)`); DEALERs to directories and routers; plus everything of
+`fabric.node.Node`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from fabric.methods import Method
 from fabric.node import Node
 from fabric.rpc_server import RpcServer
 from nodes.gateway.access import INVALIDATION_TOPIC, AccessCache
-from nodes.gateway.api import CLIENT, PRE_AUTH, PUSH_METHOD
+from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD
 from nodes.gateway.auth import AuthCommands
 from nodes.gateway.binding import RouteBinder
 from nodes.gateway.commands import Commands
+from nodes.gateway.connections import Connections
+from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
-from nodes.gateway.revocation import END_TOPIC, SessionEnder
+from nodes.gateway.options import GatewayOptions
 from nodes.gateway.send_batcher import SendBatcher
-from nodes.gateway.sessions import SessionTable
+from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Upstream
 from nodes.router.api import DELIVERY_METHOD, delivery_topic
 from schema import client_pb2, cluster_pb2
@@ -43,17 +47,29 @@ class GatewayNode(Node):
     role = "gateway"
 
     async def on_start(self) -> None:
-        self.sessions = SessionTable()
+        self.options = GatewayOptions.from_extra(self.cfg.extra)
         self.client_sock = self.new_socket(zmq.ROUTER)
+        self.client_sock.setsockopt(zmq.MAXMSGSIZE,
+                                    self.cfg.max_frame_bytes + timing.FRAME_SLACK_BYTES)
+        self.client_sock.setsockopt(zmq.SNDHWM, timing.CLIENT_HWM_MESSAGES)
+        self.client_sock.setsockopt(zmq.RCVHWM, timing.CLIENT_HWM_MESSAGES)
         self.security.client_server(self.client_sock)
+        self.connections = Connections(self.client_sock, self.options, self._connection_closed)
+        self.sessions = SessionTable(self.connections.authenticated)
+        self.user_rate = Limiter(timing.SESSION_RATE_PER_S, timing.SESSION_RATE_BURST)
+        self.conn_auth_rate = Limiter(timing.PRE_AUTH_PER_CONN_PER_S,
+                                      timing.PRE_AUTH_PER_CONN_BURST)
+        self.addr_auth_rate = Limiter(self.options.auth_per_addr_per_s,
+                                      10.0 * self.options.auth_per_addr_per_s)
         self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
         self.clients = RpcServer(self.client_sock, self.node_id, self.cfg.max_frame_bytes,
                                  name="client", gate=self._gate,
                                  own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S)
+        self._unbinds: set[asyncio.Future[None]] = set()
         self.upstream = Upstream(self.membership, self.peers)
         self.binder = RouteBinder(self.node_id, self.sessions, self.upstream, self._sync_hint)
         auth = AuthCommands(self.node_id, self.sessions, self.upstream, self.binder,
-                            self.membership)
+                            self.membership, self.options.max_sessions_per_user)
         cmds = Commands(self.sessions, self.upstream)
         self.access = AccessCache(self.upstream)
         self.batcher = SendBatcher(self.node_id, self.access, self.upstream)
@@ -66,7 +82,6 @@ class GatewayNode(Node):
             "Groups": cmds.groups, "GroupCreate": cmds.group_create,
             "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
             "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
-            "GroupSettings": cmds.group_settings, "GroupInvite": cmds.group_invite,
             "Send": msgs.send, "Sync": msgs.sync, "History": msgs.history,
             "Delivered": msgs.delivered, "Read": msgs.read,
             "GroupReadCounts": msgs.group_read_counts,
@@ -75,17 +90,16 @@ class GatewayNode(Node):
             self.clients.register(CLIENT[name], handler)
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
         self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
-        ender = SessionEnder(self.sessions, self.upstream, lambda i, n: self.end_session(i, n))
-        self.subscriber.on(END_TOPIC, ender.on_event)
         self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
-                               asyncio.ensure_future(self._expire_idle()),
-                               asyncio.ensure_future(ender.audit_forever())]
+                               asyncio.ensure_future(self._expire_idle())]
+        self.connections.start()
         self.binder.start()
 
     async def on_stop(self) -> None:
         for task in self._gateway_tasks:
             task.cancel()
         await asyncio.gather(*self._gateway_tasks, return_exceptions=True)
+        await self.connections.close()
         await self.clients.close()
         await self.batcher.close()
         going = client_pb2.Push(notice=client_pb2.Notice(
@@ -134,15 +148,65 @@ class GatewayNode(Node):
             self._sync_hint([s.identity for s in self.sessions],
                             client_pb2.SYNC_REASON_STORAGE_CHANGED)
 
+    def on_keys_revoked(self) -> None:
+        """Every node rebinds its events PUB after a key revocation (within one reload period
+        of this one): router deliveries published in that gap are lost. Once each live router
+        has been heard after the gap, every client syncs."""
+        task = asyncio.ensure_future(self._sync_after_rebinds(time.monotonic()))
+        self._gateway_tasks.append(task)
+
+    async def _sync_after_rebinds(self, noticed: float) -> None:
+        settled = noticed + 2 * timing.KEYS_RELOAD_INTERVAL_S
+        deadline = settled + timing.PEER_DEAD_AFTER_S
+        while time.monotonic() < deadline and not all(
+                p.last_beat > settled for p in self.membership.alive("router")):
+            await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S / 4)  # polling the routers' beats
+        self._sync_hint([s.identity for s in self.sessions],
+                        client_pb2.SYNC_REASON_ROUTE_CHANGED)
+
+    # ---- sessions
+    def end_session(self, identity: bytes, notice: client_pb2.Notice) -> None:
+        """End a live session: push `notice` (why), forget the session, unbind it at its router,
+        then close its connection (after timing.KICK_FLUSH_S, so the notice can leave first)."""
+        session = self.sessions.get(identity)
+        if session is None:
+            return
+        self.push([identity], client_pb2.Push(notice=notice).SerializeToString())
+        self.sessions.remove(identity)
+        self._unbind_soon(session)
+        fd = session.fd
+        if fd >= 0:
+            asyncio.get_running_loop().call_later(
+                timing.KICK_FLUSH_S, self.connections.shut, fd, "session_ended")
+
+    def _connection_closed(self, fd: int) -> None:
+        """A client's TCP connection closed: its session ends now (only Resume brings it back)."""
+        session = self.sessions.on_fd(fd)
+        if session is not None:
+            self.sessions.remove(session.identity)
+            self._unbind_soon(session)
+
+    def _unbind_soon(self, session: Session) -> None:
+        task = asyncio.ensure_future(self.binder.unbind(session))
+        self._unbinds.add(task)
+        task.add_done_callback(self._unbinds.discard)
+
     # ---- client plane
     def _gate(self, identity: bytes, method: Method, peer_key: bytes, peer_addr: str) -> int:
         now = time.monotonic()
-        session = self.sessions.touch(identity, now)
-        if session is None:
-            return pb.OK if method.name in PRE_AUTH else pb.UNAUTHENTICATED
-        if session.peer_key != peer_key:  # another connection reusing the routing id
-            return pb.UNAUTHENTICATED
-        return pb.OK if session.allow(now) else pb.RATE_LIMITED
+        session = self.sessions.get(identity)
+        name = method.name
+        if session is None or session.peer_key != peer_key:  # no session on this connection
+            if name not in PRE_AUTH:
+                return pb.UNAUTHENTICATED
+            if name in AUTHENTICATING and not (self.conn_auth_rate.allow(peer_key, now)
+                                               and self.addr_auth_rate.allow(peer_addr, now)):
+                return pb.RATE_LIMITED
+            return pb.OK
+        session.last_seen = now
+        if name in AUTHENTICATING and not self.conn_auth_rate.allow(peer_key, now):
+            return pb.RATE_LIMITED
+        return pb.OK if self.user_rate.allow(session.user_id, now) else pb.RATE_LIMITED
 
     def push(self, identities: list[bytes], push: bytes) -> None:
         """Send one serialized Push to each of these connections."""

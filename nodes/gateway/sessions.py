@@ -1,15 +1,17 @@
-"""Client sessions of one gateway: who is behind each connection, and how fast they may talk.
+"""Client sessions of one gateway: who is behind each connection.
 
 Role: the gateway's session table — ROUTER identity → `Session` (user, device, token, last
-seen), user → sessions, idle expiry and a per-session token-bucket rate limit. The identity is
-the only thing that names a connection; the user of a request always comes from here, never
-from the client. No sockets.
+seen, and the connection that opened it: its Curve key and TCP fd), user → sessions, fd →
+session, idle expiry. A session belongs to its connection: the gateway serves it only to
+frames with the same routing id *and* Curve key, and ends it when that fd closes. The user of
+a request always comes from here, never from the client. `on_fd(fd, present)` hears when a
+connection gains or loses its session. No sockets.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from fabric import timing
@@ -28,28 +30,20 @@ class Session:
     device: str
     token: str = ""
     token_expires_ms: int = 0
+    fd: int = -1
+    """The TCP connection's file descriptor in this process (-1: unknown)."""
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
-    _tokens: float = timing.SESSION_RATE_BURST
-    _refilled: float = field(default_factory=time.monotonic)
-
-    def allow(self, now: float) -> bool:
-        """Take one request from the bucket; False when the session is over its rate."""
-        self._tokens = min(timing.SESSION_RATE_BURST,
-                           self._tokens + (now - self._refilled) * timing.SESSION_RATE_PER_S)
-        self._refilled = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 class SessionTable:
     """All sessions of this gateway, by connection and by user."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_fd: Callable[[int, bool], None] = lambda fd, present: None) -> None:
         self._by_identity: dict[bytes, Session] = {}
         self._by_user: dict[int, dict[bytes, Session]] = {}
+        self._by_fd: dict[int, Session] = {}
+        self._on_fd = on_fd
 
     def __len__(self) -> int:
         return len(self._by_identity)
@@ -65,20 +59,27 @@ class SessionTable:
         """Every session of `user_id` on this gateway."""
         return list(self._by_user.get(user_id, {}).values())
 
+    def on_fd(self, fd: int) -> Session | None:
+        """The session opened on the TCP connection `fd`."""
+        return self._by_fd.get(fd)
+
     def add(self, session: Session) -> Session | None:
         """Record a session; returns the one it replaces on the same connection, if any."""
         old = self._by_identity.get(session.identity)
         if old is not None:
-            self._drop_user_index(old)
+            self._drop_indexes(old)
         self._by_identity[session.identity] = session
         self._by_user.setdefault(session.user_id, {})[session.identity] = session
+        if session.fd >= 0:
+            self._by_fd[session.fd] = session
+            self._on_fd(session.fd, True)
         return old
 
     def remove(self, identity: bytes) -> Session | None:
         """Forget a connection's session."""
         session = self._by_identity.pop(identity, None)
         if session is not None:
-            self._drop_user_index(session)
+            self._drop_indexes(session)
         return session
 
     def touch(self, identity: bytes, now: float) -> Session | None:
@@ -96,7 +97,10 @@ class SessionTable:
             self.remove(session.identity)
         return idle
 
-    def _drop_user_index(self, session: Session) -> None:
+    def _drop_indexes(self, session: Session) -> None:
+        if session.fd >= 0 and self._by_fd.get(session.fd) is session:
+            del self._by_fd[session.fd]
+            self._on_fd(session.fd, False)
         sessions = self._by_user.get(session.user_id)
         if sessions is not None:
             sessions.pop(session.identity, None)
