@@ -13,10 +13,8 @@ and the directory DEALERs of `Upstream`.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from fabric import envelope, timing
 from fabric.methods import RpcError
@@ -32,7 +30,7 @@ END_METHOD = "directory.SessionsEnd"
 TOKENS_PER_CALL = 500
 """Tokens in one Directory.CheckTokens (the directory's limit)."""
 
-EndSession = Callable[[bytes, client_pb2.Notice], Any]
+EndSession = Callable[[bytes, client_pb2.Notice], None]
 """`GatewayNode.end_session(identity, notice)`."""
 
 
@@ -44,7 +42,6 @@ class SessionEnder:
         self.sessions = sessions
         self.upstream = upstream
         self._end_session = end_session
-        self._pending: set[asyncio.Future[Any]] = set()
 
     def on_event(self, topic: bytes, env: envelope.Envelope) -> None:
         """A directory's SessionsEnd: end every session of those users held here."""
@@ -62,12 +59,8 @@ class SessionEnder:
     def end(self, session: Session, reason: str) -> None:
         """End one session with a NOTICE_SESSION_ENDED that says why."""
         log.info("ending session of user %d: %s", session.user_id, reason)
-        outcome = self._end_session(session.identity, client_pb2.Notice(
+        self._end_session(session.identity, client_pb2.Notice(
             kind=client_pb2.NOTICE_SESSION_ENDED, text=f"session ended: {reason}"))
-        if inspect.isawaitable(outcome):
-            task = asyncio.ensure_future(outcome)
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
 
     async def audit_forever(self) -> None:
         """Run `audit()` every REVOCATION_AUDIT_INTERVAL_S until cancelled."""
