@@ -89,11 +89,15 @@ class Admission:
             if info.node_id == node_id:
                 self._consider(target, force=True)
 
-    def revoked(self, keys: frozenset[bytes]) -> None:
-        """Forget hints that carry revoked keys."""
-        for target in [t for t in self._hints if t[1].encode() in keys]:
-            del self._hints[target]
-            self._failed.pop(target, None)
+    def keys_changed(self, revoked: frozenset[bytes], added: frozenset[bytes]) -> None:
+        """Forget hints that carry revoked keys; probe those whose key was just authorized."""
+        for target in list(self._hints):
+            key = target[1].encode()
+            if key in revoked:
+                del self._hints[target]
+                self._failed.pop(target, None)
+            elif key in added:
+                self._consider(target, force=True)
 
     # ---- probing
     def _consider(self, target: Target, force: bool = False) -> None:

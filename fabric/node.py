@@ -39,11 +39,12 @@ from fabric.membership import (
     Membership,
     Peer,
 )
-from fabric.methods import ECHO, NODE, STATUS, RpcError
+from fabric.methods import ECHO, NODE, STATUS, Method, RpcError
 from fabric.peer_clients import PeerClients
 from fabric.rpc_server import Call, RpcServer
 from fabric.security import Security
 from schema import cluster_pb2, fabric_pb2
+from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class Node:
         self.stopping = asyncio.Event()
         self.rpc_sock = self.new_socket(zmq.ROUTER)
         self.pub_sock = self.new_socket(zmq.PUB)
-        self.rpc = RpcServer(self.rpc_sock, self.node_id, timing.CLUSTER_MAX_FRAME_BYTES)
+        self.rpc = RpcServer(self.rpc_sock, self.node_id, timing.CLUSTER_MAX_FRAME_BYTES,
+                             gate=self._member_gate)
         self.publisher = Publisher(self.pub_sock, self.node_id)
         self.subscriber = Subscriber(self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
                                      secure=self._secure_sub)
@@ -114,7 +116,7 @@ class Node:
         self.subscriber.start()
         self.membership.start()
         self.admission.start()
-        self.security.watch(self._keys_revoked)
+        self.security.watch(self._keys_changed)
         self._tasks.append(asyncio.ensure_future(self.rpc.serve()))
         self._tasks.append(asyncio.ensure_future(self._beat()))
         self.info = NodeInfo(
@@ -234,10 +236,41 @@ class Node:
         self.admission.retry(peer.node_id)
         self.peer_removed(peer)
 
-    def _keys_revoked(self, revoked: frozenset[bytes]) -> None:
-        """Node keys were revoked: their peers are gone, their hints forgotten."""
-        self.admission.revoked(revoked)
-        self.membership.revoked(revoked)
+    def _member_gate(self, identity: bytes, method: Method, peer_key: bytes,
+                     peer_addr: str) -> int:
+        """Node-to-node requests: only from a key the cluster admits now. ZAP checked the key
+        at the handshake; this refuses a connection opened before its key was revoked."""
+        return pb.OK if self.security.authorized(peer_key) else pb.UNAUTHENTICATED
+
+    def _keys_changed(self, revoked: frozenset[bytes], added: frozenset[bytes]) -> None:
+        """authorized/ changed. Revoked keys: their peers are gone, their hints forgotten, and
+        every subscriber of our events PUB must handshake again (the revoked ones cannot).
+        Added keys: the records that carry them are probed."""
+        self.admission.keys_changed(revoked, added)
+        if revoked:
+            self.membership.revoked(revoked)
+            self._tasks.append(asyncio.ensure_future(self._rebind_events()))
+
+    async def _rebind_events(self) -> None:
+        """Unbind and bind the events PUB again: libzmq closes every connection accepted on
+        an endpoint it unbinds, so each subscriber reconnects through ZAP. Events published
+        in the gap are lost, as when a peer restarts; `on_keys_revoked` lets roles repair."""
+        endpoint = self.pub_sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pub_sock.unbind(endpoint)
+        deadline = time.monotonic() + timing.REBIND_BUDGET_S
+        while True:
+            try:
+                self.pub_sock.bind(endpoint)
+                break
+            except zmq.ZMQError:  # the old listener is still closing in libzmq's I/O thread
+                if time.monotonic() > deadline:
+                    self.log.error("could not bind %s again after a key revocation; "
+                                   "stopping", endpoint)
+                    self.stop()
+                    return
+                await asyncio.sleep(timing.REBIND_RETRY_S)  # a retry pause, not a sync wait
+        self.log.info("events PUB rebound after a key revocation")
+        self.on_keys_revoked()
 
     # ---- hooks for roles
     async def on_start(self) -> None:
@@ -269,6 +302,9 @@ class Node:
 
     def peer_removed(self, peer: Peer) -> None:
         """A peer died or left."""
+
+    def on_keys_revoked(self) -> None:
+        """Node keys were revoked and the events PUB rebound: events may have been lost."""
 
 
 def main(node_cls: type[Node]) -> int:

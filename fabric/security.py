@@ -77,36 +77,37 @@ class Security:
         """Whether the cluster admits the z85 public key `key` now."""
         return key in self._policy.authorized
 
-    def watch(self, on_revoked: Callable[[frozenset[bytes]], None]) -> None:
-        """Re-read keys_dir/authorized every KEYS_RELOAD_INTERVAL_S; call `on_revoked(keys)`
-        with the keys that disappeared. Runs until `stop()`."""
+    def watch(self, on_change: Callable[[frozenset[bytes], frozenset[bytes]], None]) -> None:
+        """Re-read keys_dir/authorized every KEYS_RELOAD_INTERVAL_S; call
+        `on_change(revoked, added)` when the set changed. Runs until `stop()`."""
         if self._watcher is None:
-            self._watcher = asyncio.ensure_future(self._watch(on_revoked))
+            self._watcher = asyncio.ensure_future(self._watch(on_change))
 
-    def reload(self) -> frozenset[bytes]:
-        """Re-read the authorized keys now; return those no longer admitted. A folder that
-        cannot be read, or holds no key, keeps the current set (logged)."""
+    def reload(self) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        """Re-read the authorized keys now; return (revoked, added). A folder that cannot be
+        read, or holds no key, keeps the current set (logged)."""
         try:
             fresh = self._authorized_keys()
         except keys.KeysMissing as err:
             log.error("keeping the authorized keys I have: %s", err)
-            return frozenset()
-        gone = self._policy.authorized - fresh
-        if fresh != self._policy.authorized:
+            return frozenset(), frozenset()
+        gone, added = self._policy.authorized - fresh, fresh - self._policy.authorized
+        if gone or added:
             log.info("authorized node keys: %d (%d revoked, %d added)", len(fresh), len(gone),
-                     len(fresh - self._policy.authorized))
+                     len(added))
             self._policy.authorized = fresh
-        return gone
+        return gone, added
 
-    async def _watch(self, on_revoked: Callable[[frozenset[bytes]], None]) -> None:
+    async def _watch(self, on_change: Callable[[frozenset[bytes], frozenset[bytes]], None]
+                     ) -> None:
         while True:
             await asyncio.sleep(timing.KEYS_RELOAD_INTERVAL_S)  # the reload period
-            gone = self.reload()
-            if gone:
+            gone, added = self.reload()
+            if gone or added:
                 try:
-                    on_revoked(gone)
+                    on_change(gone, added)
                 except Exception:
-                    log.exception("handling revoked keys failed")
+                    log.exception("handling changed node keys failed")
 
     @property
     def running(self) -> bool:

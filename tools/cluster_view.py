@@ -84,17 +84,23 @@ class ClusterView:
         self.subscriber.start()
         self.membership.start()
         self.admission.start()
+        self.security.watch(self._keys_changed)
         await self.discovery.async_start()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.security.stop()
         await self.admission.close()
         await self.peers.close()
         await self.membership.close()
         await self.subscriber.close()
         await self.discovery.async_close()
         self.ctx.destroy(linger=0)
+
+    def _keys_changed(self, revoked: frozenset[bytes], added: frozenset[bytes]) -> None:
+        self.admission.keys_changed(revoked, added)
+        self.membership.revoked(revoked)
 
     async def settle(self, wait_s: float, roles: tuple[str, ...] = ()) -> list[Peer]:
         """Live peers once a node of each of `roles` is alive, or when `wait_s` runs out.
