@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -113,3 +114,14 @@ def test_add_node_and_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     for name in ("host-b", "node", "../x"):  # gone, this dir's own key, not a name
         assert soimctl(["keys", "revoke", name, "--dir", str(d)]) == 2
     assert keys.authorized(d) == {keys.load_node(d).public: "node"}
+
+
+def test_soimctl_keys_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "keys"
+    keys.generate(d)
+    assert soimctl(["keys", "show", "--dir", str(d), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["gateway"] == keys.load_gateway_public(d).decode()
+    assert shown["authorized"] == {"node": keys.load_node(d).public.decode()}
+    assert soimctl(["keys", "show", "--dir", str(d)]) == 0
+    assert f"gateway key (for soim --server-key): {shown['gateway']}" in capsys.readouterr().out
