@@ -121,8 +121,7 @@ class Link:
         self.user, self.token = reply, reply.token
         if reply.redirect.endpoint and self._may_follow(reply.redirect):
             target = reply.redirect
-            with contextlib.suppress(RpcError):
-                await self.call("Logout", client_pb2.LogoutRequest(), timeout=1.0)
+            # no Logout here: it would revoke the token the target is about to resume
             await self._drop()
             self.endpoint = target.endpoint
             self.open()

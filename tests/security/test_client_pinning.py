@@ -12,7 +12,8 @@ handshake for a key whose secret it lacks, so it can only listen). What is prove
   loudly (the key seen, the file the pin comes from) and exits 1, having sent nothing;
 - first use remembers the cluster's key in known_gateways (0600) and says so with its
   fingerprint; a later change of that key is refused loudly and the file is left alone;
-- a login redirect and a drain redirect to a gateway holding another key are not followed.
+- a login redirect and a drain redirect to a gateway holding another key are not followed;
+  one to a gateway holding the pinned key is (and the session works there).
 """
 
 from __future__ import annotations
@@ -310,8 +311,38 @@ def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(tmp_path: Path
     asyncio.run(main())
 
 
+@pytest.mark.timeout(90)
+def test_a_redirect_to_a_gateway_with_the_pinned_key_is_followed(tmp_path: Path,
+                                                                 cluster_name: str) -> None:
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            [home], [twin] = cluster.start("gateway"), cluster.start("gateway")
+            nodes = [home, twin, *cluster.start("directory"), *cluster.start("router"),
+                     *cluster.start("storage")]
+            await cluster.wait_alive(nodes)
+            gateways = {p.node_id: p for p in cluster.view.membership.alive("gateway")}
+            home_ep = gateways[home.node_id].info.endpoints["client"]
+            twin_host = gateways[twin.node_id].info.endpoints["client"].removeprefix("tcp://")
+            home_index = [ep for ep, _ in cluster.gateways()].index(home_ep)
+            for i in range(21):
+                await (await cluster.client(home_index)).register(f"filler{i}", PASSWORD)
+            pinned = keys.load_gateway_public(cluster.keys_dir).decode()
+            erin = LineClient(["--server", home_ep, "--server-key", pinned], tmp_path, "erin")
+            try:
+                erin.send(f"register -u erin -p {PASSWORD}")
+                await until_line(erin, "uid=", f"entryHost={twin_host}")
+                await until_line(erin, f"* moved to {twin_host}")
+                erin.send("me")
+                await until_line(erin, "| erin")
+                assert not any("not following" in line for line in erin.lines), erin.lines
+            finally:
+                assert erin.close() == 0, erin.stderr()
+
+    asyncio.run(main())
+
+
 async def until_line(client: LineClient, *parts: str, count: int = 1) -> None:
     """Wait until `count` lines of the client's output contain every one of `parts`."""
     await async_wait_until(
         lambda: sum(all(p in line for p in parts) for line in client.lines) >= count,
-        timeout=15, what=f"{count} line(s) with {parts}: {client.lines} {client.stderr()}")
+        timeout=30, what=f"{count} line(s) with {parts}: {client.lines} {client.stderr()}")
