@@ -151,7 +151,7 @@ async def pick_discovered(ctx: zmq.asyncio.Context, discovery: Discovery, cluste
         known.remember(cluster, pin.key)
         say(f"first connection to cluster {cluster!r}: its gateway key is {pin.key.decode()} "
             f"({fingerprint(pin.key)}), now remembered in {known.path}; ask the cluster's "
-            "operator to confirm it (on a node: cat var/keys/gateway.key)")
+            "operator to confirm it (on a node: soimctl keys show)")
     return chosen, pin
 
 

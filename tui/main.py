@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         pin = resolve_pin(str(args["--server-key"] or ""), cfg.keys_dir, cfg.cluster, known)
         if endpoint and pin is None:
             raise Usage(f"no gateway key to trust for {endpoint}: pass --server-key KEY (the "
-                        "cluster's operator reads it with: cat var/keys/gateway.key), or set "
+                        "cluster's operator reads it with: soimctl keys show), or set "
                         "SOIM_KEYS_DIR to the cluster's keys")
     except (ConfigError, KnownKeysError, Usage) as err:
         print(f"soim: {err}", file=sys.stderr)
