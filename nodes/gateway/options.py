@@ -13,8 +13,6 @@ Role: parse and validate them from `Config.extra` at start; a bad value raises
     SOIM_AUTH_PER_ADDR_PER_S      Register/Login/Resume requests one IP address may make per
                                   second over all its connections, with a burst of 10 s worth
                                   (default 10; each connection alone: 1/s, burst 5)
-    SOIM_CLIENT_QUEUE_BYTES       bytes of replies and pushes queued for one connection that has
-                                  stopped reading before the gateway disconnects it (default 4 MiB)
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ class GatewayOptions:
     max_unauth_per_addr: int = 64
     max_unauth_total: int = 4096
     max_sessions_per_user: int = 10
-    client_queue_bytes: int = 4 << 20
     auth_per_addr_per_s: int = 10
 
     @classmethod
@@ -44,7 +41,5 @@ class GatewayOptions:
             max_unauth_per_addr=read_int(extra, "SOIM_MAX_UNAUTH_PER_ADDR", 64, 1, 1_000_000),
             max_unauth_total=read_int(extra, "SOIM_MAX_UNAUTH_TOTAL", 4096, 1, 1_000_000),
             max_sessions_per_user=read_int(extra, "SOIM_MAX_SESSIONS_PER_USER", 10, 1, 10_000),
-            client_queue_bytes=read_int(extra, "SOIM_CLIENT_QUEUE_BYTES", 4 << 20,
-                                        64 << 10, 1 << 30),
             auth_per_addr_per_s=read_int(extra, "SOIM_AUTH_PER_ADDR_PER_S", 10, 1, 1_000_000),
         )
