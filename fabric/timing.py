@@ -153,56 +153,6 @@ AUTH_SWEEP_INTERVAL_S = 0.5
 (SOIM_AUTH_DEADLINE_S): a connection lives at most this long past it."""
 
 CLIENT_HWM_MESSAGES = 1000
-"""Send and receive high-water mark of a gateway's client socket, per connection (bytes are
-bounded separately: SOIM_CLIENT_QUEUE_BYTES, SOIM_MAX_FRAME_BYTES)."""
-
-KICK_FLUSH_S = 0.2
-"""How long a gateway lets the Notice that says why travel before it closes a connection."""
-
-CLIENT_QUEUE_CHECK_S = 0.2
-"""How often a gateway looks at the kernel send queue of connections it has sent to."""
-
-PRE_AUTH_PER_CONN_PER_S = 1.0
-PRE_AUTH_PER_CONN_BURST = 5.0
-"""Register/Login/Resume one client connection may send: a token bucket (per second, burst)."""
-
-LIMITER_MAX_KEYS = 100_000
-"""Token buckets a gateway keeps per kind (connections, addresses, users); past it, the full
-ones (which limit nothing) are forgotten."""
-
-AUTH_SWEEP_INTERVAL_S = 0.5
-"""How often a gateway closes client connections past the authentication deadline
-(SOIM_AUTH_DEADLINE_S): a connection lives at most this long past it."""
-
-CLIENT_HWM_MESSAGES = 1000
-"""Send and receive high-water mark of a gateway's client socket, per connection (bytes are
-bounded separately: SOIM_CLIENT_QUEUE_BYTES, SOIM_MAX_FRAME_BYTES)."""
-
-KICK_FLUSH_S = 0.2
-"""How long a gateway lets the Notice that says why travel before it closes a connection."""
-
-CLIENT_QUEUE_CHECK_S = 0.2
-"""How often a gateway looks at the kernel send queue of connections it has sent to."""
-
-PRE_AUTH_PER_CONN_PER_S = 1.0
-PRE_AUTH_PER_CONN_BURST = 5.0
-"""Register/Login/Resume one client connection may send: a token bucket (per second, burst)."""
-
-LIMITER_MAX_KEYS = 100_000
-"""Token buckets a gateway keeps per kind (connections, addresses, users); past it, the full
-ones (which limit nothing) are forgotten."""
-
-REBIND_BUDGET_S = 2.0
-"""After a key revocation a node binds its events PUB again within this, or stops."""
-
-REBIND_RETRY_S = 0.02
-"""Pause between tries to bind the events PUB again (the old listener is closing)."""
-
-AUTH_SWEEP_INTERVAL_S = 0.5
-"""How often a gateway closes client connections past the authentication deadline
-(SOIM_AUTH_DEADLINE_S): a connection lives at most this long past it."""
-
-CLIENT_HWM_MESSAGES = 1000
 """Send and receive high-water mark of a gateway's client socket, per connection (a received
 message is at most SOIM_MAX_FRAME_BYTES)."""
 
