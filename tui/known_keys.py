@@ -8,8 +8,8 @@ writes the key the cluster's gateways announced, once one of them proved it hold
 
 The file is `$XDG_CONFIG_HOME/soim/known_gateways` (default `~/.config/soim/known_gateways`),
 mode 0600, like ssh's known_hosts: one `CLUSTER KEY` line per cluster (KEY is the gateway's
-Curve public key, Z85, 40 characters); `#` starts a comment. Deleting a line makes the next
-connection to that cluster a first use again.
+Curve public key, Z85, 40 characters); a line starting with `#` is a comment. Deleting a line
+makes the next connection to that cluster a first use again.
 No sockets: files only. `tui.gateway_pick` dials with the pin.
 """
 
@@ -74,8 +74,8 @@ class KnownGateways:
             raise KnownKeysError(f"cannot read {self.path}: {err}") from None
         found: dict[str, bytes] = {}
         for number, raw in enumerate(text.splitlines(), start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
+            line = raw.strip()
+            if not line or line.startswith("#"):  # '#' may occur in a Z85 key: whole lines only
                 continue
             fields = line.split()
             if len(fields) != 2 or not _NAME.match(fields[0]) or not Z85_KEY.match(fields[1]):

@@ -11,7 +11,8 @@ handshake for a key whose secret it lacks, so it can only listen). What is prove
 - with a pinned key and only fake records (or a --server that is a fake) the client refuses
   loudly (the key seen, the file the pin comes from) and exits 1, having sent nothing;
 - first use remembers the cluster's key in known_gateways (0600) and says so with its
-  fingerprint; a later change of that key is refused loudly and the file is left alone;
+  fingerprint (on stderr in --plain, on the screen of the full-screen client); a later change
+  of that key is refused loudly and the file is left alone;
 - a login redirect and a drain redirect to a gateway holding another key are not followed;
   one to a gateway holding the pinned key is (and the session works there).
 """
@@ -38,7 +39,7 @@ from fabric.discovery import Discovery, NodeInfo
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
 from tests.tui.lines import LineClient
-from tests.tui.terminal import ROOT, SOIM
+from tests.tui.terminal import ROOT, SOIM, Tmux
 from tui.known_keys import fingerprint
 
 PASSWORD = "pinned-horse-battery"
@@ -227,12 +228,25 @@ def test_a_pinned_key_and_only_fake_gateways_is_a_loud_refusal(tmp_path: Path,
 
 
 @pytest.mark.timeout(60)
-def test_first_use_is_remembered_and_a_changed_key_is_refused(tmp_path: Path,
-                                                               cluster_name: str) -> None:
+def test_first_use_is_remembered_and_a_changed_key_is_refused(
+        tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await one_gateway_cluster(cluster)
             real_key = keys.load_gateway_public(cluster.keys_dir)
+
+            # the full-screen client says it on its screen (its own config dir)
+            for name, value in client_env(cluster_name, tmp_path / "no-keys",
+                                          tmp_path / "tui-config").items():
+                monkeypatch.setenv(name, value)  # the tmux server passes them on to soim
+            tmux = Tmux(tmp_path)
+            try:
+                tmux.start("tui", [])
+                await tmux.wait("tui", rf"first connection to cluster '{cluster_name}'")
+            finally:
+                tmux.close()
+            assert (tmp_path / "tui-config" / "soim" / "known_gateways").read_text() == \
+                f"{cluster_name} {real_key.decode()}\n"
             env = client_env(cluster_name, tmp_path / "no-keys", tmp_path / "config")
             known = tmp_path / "config" / "soim" / "known_gateways"
 
@@ -251,6 +265,8 @@ def test_first_use_is_remembered_and_a_changed_key_is_refused(tmp_path: Path,
 
             # the key remembered differs from what the cluster's gateway holds now
             old_key = zmq.curve_keypair()[0]
+            while b"#" not in old_key:  # '#' is a Z85 character, not a comment there
+                old_key = zmq.curve_keypair()[0]
             known.write_text(f"{cluster_name} {old_key.decode()}\n")
             code, out, err = await soim(env, f"login -u carol -p {PASSWORD}")
             assert code == 1, (out, err)
