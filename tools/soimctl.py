@@ -27,6 +27,9 @@ Usage:
   soimctl stats [--json] [--cluster NAME] [--wait S]
   soimctl drain NODE [--grace S] [--reason TEXT] [--json] [--cluster NAME]
   soimctl keys generate [--dir DIR] [--if-missing]
+  soimctl keys add-node NAME [--dir DIR]
+  soimctl keys revoke NAME [--dir DIR]
+  soimctl keys show [--dir DIR] [--json]
   soimctl shards [--json]
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
@@ -80,6 +83,9 @@ _COMMANDS = {
     ("stats",): "tools.cmd_stats",
     ("drain",): "tools.cmd_drain",
     ("keys", "generate"): "tools.cmd_keys",
+    ("keys", "add-node"): "tools.cmd_keys",
+    ("keys", "revoke"): "tools.cmd_keys",
+    ("keys", "show"): "tools.cmd_keys",
     ("shards",): "tools.cmd_shards",
     ("bench", "fabric"): "tools.bench_fabric",
     ("bench", "store"): "tools.bench_store",

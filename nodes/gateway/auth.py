@@ -86,6 +86,8 @@ class AuthCommands:
         session = self.sessions.get(call.identity)
         if session is None:
             return client_pb2.LogoutReply()
+        await self.upstream.directory("RevokeToken", cluster_pb2.DirTokenRequest(
+            token=session.token))
         if self.sessions.remove(call.identity) is session:
             await self.binder.unbind(session)
             self._touch(session.user_id)

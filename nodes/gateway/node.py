@@ -33,6 +33,7 @@ from nodes.gateway.connections import Connections
 from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
 from nodes.gateway.options import GatewayOptions
+from nodes.gateway.revocation import END_TOPIC, SessionEnder
 from nodes.gateway.send_batcher import SendBatcher
 from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Upstream
@@ -82,6 +83,7 @@ class GatewayNode(Node):
             "Groups": cmds.groups, "GroupCreate": cmds.group_create,
             "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
             "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
+            "GroupSettings": cmds.group_settings, "GroupInvite": cmds.group_invite,
             "Send": msgs.send, "Sync": msgs.sync, "History": msgs.history,
             "Delivered": msgs.delivered, "Read": msgs.read,
             "GroupReadCounts": msgs.group_read_counts,
@@ -90,8 +92,11 @@ class GatewayNode(Node):
             self.clients.register(CLIENT[name], handler)
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
         self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
+        ender = SessionEnder(self.sessions, self.upstream, lambda i, n: self.end_session(i, n))
+        self.subscriber.on(END_TOPIC, ender.on_event)
         self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
-                               asyncio.ensure_future(self._expire_idle())]
+                               asyncio.ensure_future(self._expire_idle()),
+                               asyncio.ensure_future(ender.audit_forever())]
         self.connections.start()
         self.binder.start()
 
