@@ -108,11 +108,9 @@ async def logins(target: Target, clients: int, sessions: int,
         rss_before = rss_mb(pid)
         await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions,
                                 OPEN_WINDOW)
-        resume = [client_pb2.ResumeRequest(token=users[i % clients].token, device=f"s{i}")
-                  .SerializeToString() for i in range(sessions)]
         meter = target.cpu_meter(session_pool)
         meter.start()
-        took, _ = await step(session_pool, "Resume", resume, RESUME_WINDOW)
+        took = await _resume_all(session_pool, [u.token for u in users], sessions)
         resume_cores = meter.stop()
         resumes_per_s = sessions / took
         # at least the resumed ones: the login pool's sessions may have idled out meanwhile
@@ -138,9 +136,27 @@ async def logins(target: Target, clients: int, sessions: int,
         "clients": clients, "sessions": sessions,
         "load": f"{clients} accounts registering and logging in ({KDF_INFLIGHT} in flight, "
                 f"for {KDF_THREADS} scrypt threads), then {sessions} connections resuming "
-                f"({RESUME_WINDOW} in flight per worker) on one gateway: raw client-plane "
+                f"({RESUME_WINDOW} in flight per worker, in rounds of one per account: each "
+                f"resume rotates its token) on one gateway: raw client-plane "
                 f"DEALERs (Curve) driven from {CLIENT_WORKERS} worker processes",
     }
+
+
+async def _resume_all(pool: ClientPool, tokens: list[str], sessions: int) -> float:
+    """Resume `sessions` connections with the accounts' tokens; seconds it took. A token works
+    once (each resume rotates it), so the connections resume in rounds of one per account, each
+    round with the tokens the previous one returned."""
+    took = 0.0
+    for first in range(0, sessions, len(tokens)):
+        batch = range(first, min(first + len(tokens), sessions))
+        payloads: list[bytes | None] = [
+            client_pb2.ResumeRequest(token=tokens[i % len(tokens)], device=f"s{i}")
+            .SerializeToString() if i in batch else None for i in range(sessions)]
+        spent, replies = await step(pool, "Resume", payloads, RESUME_WINDOW)
+        took += spent
+        for i, reply in zip(batch, replies, strict=True):
+            tokens[i % len(tokens)] = reply.token
+    return took
 
 
 async def _logins_and_kdf(pool: ClientPool, accounts: list[str], n: int, r: int,

@@ -38,6 +38,13 @@ PASSED_THROUGH = ("SOIM_DB", "SOIM_REDIS_URL", "SOIM_SHARDS", "SOIM_BATCH_ROWS",
                   "SOIM_MAX_FRAME_BYTES", "SOIM_TOKEN_TTL_S", "SOIM_LOG_LEVEL")
 """The caller's SOIM_* settings a throwaway cluster keeps. Everything else (ports, host, node
 ids, SOIM_SCRYPT_N …) is left at the product's defaults or set here."""
+LOAD_TEST_LIMITS = {
+    "SOIM_MAX_UNAUTH_PER_ADDR": "100000", "SOIM_AUTH_PER_ADDR_PER_S": "100000",
+    "SOIM_RESUME_PER_ADDR_PER_S": "100000", "SOIM_KDF_PER_ADDR": "100000",
+    "SOIM_MAX_SESSIONS_PER_USER": "10000"}
+"""Per-address and per-user limits of a throwaway cluster: a benchmark's thousands of clients
+all come from 127.0.0.1 and share a few accounts, which the product's defaults (made for many
+users on many addresses) would refuse."""
 STOP_TIMEOUT_S = 10.0
 
 
@@ -141,6 +148,7 @@ def throwaway(env: Mapping[str, str]) -> Iterator[LocalCluster]:
         node_env.update(SOIM_CLUSTER=f"bench-{run_id}", SOIM_KEYS_DIR=str(folder / "keys"),
                         SOIM_HOST="127.0.0.1", SOIM_DISCOVERY_IFACES="127.0.0.1",
                         SOIM_GATEWAY_PORT="0")
+        node_env.update(LOAD_TEST_LIMITS)
         node_env.setdefault("SOIM_LOG_LEVEL", "WARNING")
         given = env.get("SOIM_DB", "").strip()
         if given.startswith("mysql://"):

@@ -36,6 +36,9 @@ RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
 RESUME_TIMEOUT_S = 2.0
 LINK_DOWN = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
+RESUME_AGAIN = LINK_DOWN | {pb.RATE_LIMITED}
+"""A resume refused for one of these is tried again after the reconnect pause (a crowd of
+clients resuming at once after their gateway died may meet its rate limits)."""
 
 Locator = Callable[[], list[str]]
 """Where the cluster's gateways may be: client endpoints, all dialed with the pinned key."""
@@ -183,7 +186,7 @@ class Link:
                 reply = await self.call("Resume", client_pb2.ResumeRequest(
                     token=self.token, device=self.device), timeout=RESUME_TIMEOUT_S)
             except RpcError as err:
-                if err.code not in LINK_DOWN:
+                if err.code not in RESUME_AGAIN:
                     raise
                 await asyncio.sleep(pause)  # reconnect backoff
                 pause = min(pause * 2, RECONNECT_MAX_S)

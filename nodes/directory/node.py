@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fabric import envelope
+from fabric import envelope, timing
 from fabric.config import ConfigError
 from fabric.keys import TOKEN_SECRET, load_secret
 from fabric.node import Node
@@ -24,7 +24,7 @@ from nodes.directory.access import Access
 from nodes.directory.accounts import Accounts
 from nodes.directory.api import DIRECTORY
 from nodes.directory.caches import L2
-from nodes.directory.context import INV_METHOD, INV_TOPIC, Context
+from nodes.directory.context import INV_METHOD, INV_TOPIC, KDF_THREADS, Context, KdfGate
 from nodes.directory.friends import Friends
 from nodes.directory.groups import Groups
 from nodes.directory.options import DirectoryOptions
@@ -69,7 +69,9 @@ class DirectoryNode(Node):
         self.shared = ctx = Context(
             store=self.store, ids=self.ids, options=options, signer=signer,
             throttle=LoginThrottle(counters), publish=self.publisher.publish,
-            l2=L2(self.cache) if self.cache is not None else None)
+            l2=L2(self.cache) if self.cache is not None else None,
+            kdf_gate=KdfGate(KDF_THREADS * timing.KDF_QUEUE_JOBS_PER_THREAD,
+                             options.kdf_per_addr))
         accounts, friends, access = Accounts(ctx), Friends(ctx), Access(ctx)
         groups = Groups(ctx, access, accounts)
         ends = Revocation(ctx)

@@ -10,6 +10,9 @@ prints as one line. No sockets.
     SOIM_TOKEN_TTL_S       lifetime of a session token in seconds, 60..30 days (default 1 day)
     SOIM_REGISTER_PER_MIN  accounts one client address may register per minute; 0 (default)
                            means no limit — gateways already rate-limit each session
+    SOIM_KDF_PER_ADDR      password hashes one client address may have waiting or running at
+                           once (default 2, see fabric.timing.KDF_JOBS_PER_ADDRESS); raise it
+                           for load tests that log in many users from one machine
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fabric import timing
 from fabric.config import ConfigError, read_int
 from nodes.directory import passwords
 
@@ -31,6 +35,7 @@ class DirectoryOptions:
     scrypt_n: int = passwords.SCRYPT_N
     token_ttl_s: int = TOKEN_TTL_DEFAULT_S
     register_per_min: int = 0
+    kdf_per_addr: int = timing.KDF_JOBS_PER_ADDRESS
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> DirectoryOptions:
@@ -43,5 +48,7 @@ class DirectoryOptions:
             token_ttl_s=read_int(extra, "SOIM_TOKEN_TTL_S", TOKEN_TTL_DEFAULT_S,
                                  TOKEN_TTL_MIN_S, TOKEN_TTL_MAX_S),
             register_per_min=read_int(extra, "SOIM_REGISTER_PER_MIN", 0, 0, 1_000_000),
+            kdf_per_addr=read_int(extra, "SOIM_KDF_PER_ADDR", timing.KDF_JOBS_PER_ADDRESS, 1,
+                                  100_000),
         )
 

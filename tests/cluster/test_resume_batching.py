@@ -21,6 +21,7 @@ from schema import cluster_pb2
 from schema import common_pb2 as pb
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
+from tools.local_cluster import LOAD_TEST_LIMITS
 
 
 def test_batched_sends_what_queued_meanwhile_in_one_call() -> None:
@@ -84,7 +85,8 @@ async def _sessions_with_device(cluster: Cluster, user_ids: list[int], device: s
 def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path,
                                                         cluster_name: str) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db",
+                                   LOAD_TEST_LIMITS) as cluster:
             nodes = (cluster.start("directory") + cluster.start("router", 2)
                      + cluster.start("gateway"))
             await cluster.wait_alive(nodes)
@@ -102,9 +104,9 @@ def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path,
 
             asks = [(users[0].token, pb.TOKEN_INVALID, 0),  # disabling revoked it
                     (expired, pb.TOKEN_INVALID, 0), ("forged.token.value", pb.TOKEN_INVALID, 0)]
-            logins = await cluster.client()
             for _ in range(8):  # a resume rotates its token: each needs one of its own
-                for u in users[1:]:
+                for u in users[1:]:  # (and a connection logs in only so often)
+                    logins = await cluster.client()
                     token = (await logins.login(u.account, "correct horse")).token
                     asks.append((token, pb.OK, u.user_id))
             clients = [await cluster.client(device="resumed") for _ in asks]

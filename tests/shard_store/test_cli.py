@@ -7,6 +7,7 @@ import json
 import pytest
 
 from shard_store import LATEST, BatchWriter, Store
+from shard_store.schema import TABLES
 from tests.shard_store.conftest import msg
 from tools import soimctl
 
@@ -24,7 +25,7 @@ def test_shards_reports_version_and_counts(store: Store, db_url: str,
     (db,) = data["databases"]
     assert db["schema_version"] == LATEST == data["schema_latest"]
     counts = {t["table"]: t["rows"] for t in db["tables"]}
-    assert len(counts) == 10 * 8
+    assert len(counts) == len(TABLES) * 8
     assert (counts["message_1"], counts["message_2"], counts["message_0"]) == (2, 1, 0)
     assert soimctl.main(["shards"]) == 0
     text = capsys.readouterr().out
