@@ -286,6 +286,11 @@ class Discovery:
         self._records: dict[str, NodeInfo] = {}  # service name -> valid record, any cluster
         self._peers: dict[str, NodeInfo] = {}  # service name -> record, as callbacks saw it
 
+    def records(self) -> list[NodeInfo]:
+        """Every record of this cluster's other nodes, one per service name: hints of where to
+        dial (several may name one node id; a client tries them all)."""
+        return list(self._peers.values())
+
     def peers(self) -> dict[str, NodeInfo]:
         """Records of this cluster's nodes other than this one, by node id (hints: of two
         records naming one node id, either may be shown; the callbacks get both)."""

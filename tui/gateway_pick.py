@@ -99,8 +99,7 @@ async def first_proven(ctx: zmq.asyncio.Context, endpoints: list[str],
 
 def gateway_records(discovery: Discovery) -> list[NodeInfo]:
     """The gateway records of the client's cluster (hints of where to dial, nothing more)."""
-    return [p for p in discovery.peers().values()
-            if p.role == "gateway" and "client" in p.endpoints]
+    return [p for p in discovery.records() if p.role == "gateway" and "client" in p.endpoints]
 
 
 def gateway_endpoints(discovery: Discovery) -> list[str]:

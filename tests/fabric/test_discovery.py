@@ -25,6 +25,8 @@ from fabric.discovery import (
     RecordError,
     instance_label,
     interface_addresses,
+    record_key,
+    signed_txt,
 )
 from tests.support import async_wait_until
 
@@ -230,3 +232,37 @@ def mdns_group_devices() -> set[str]:
         elif line.split()[0] == "FB0000E0":
             devices.add(device)
     return devices
+
+
+def test_signed_records_and_a_second_record_for_one_node_id(cluster_name: str) -> None:
+    """With a signing key, an unsigned record is dropped and counted; a record reusing a live
+    node id under another service name is kept beside the first (neither hides the other)."""
+    key = record_key(b"s" * 32)
+
+    async def scenario() -> None:
+        a, b = Seen(cluster_name, "router-a"), Seen(cluster_name, "router-b")
+        a.discovery.signing_key = b.discovery.signing_key = key
+        rogue = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        await started(a, b)
+        try:
+            await b.discovery.async_register(info(cluster_name, "router-b"))
+            await async_wait_until(lambda: "router-b" in a.discovery.peers(),
+                                   timeout=SEE_EACH_OTHER_S, what="a sees b's signed record")
+            for label, sign in (("unsigned", False), ("signed", True)):
+                txt = info(cluster_name, "router-b", port=7200).to_txt()
+                service = AsyncServiceInfo(
+                    SERVICE_TYPE, f"{cluster_name}-{label}.{SERVICE_TYPE}", port=7200,
+                    properties=signed_txt(txt, key) if sign else txt,
+                    server=f"{cluster_name}-{label}.local.",
+                    addresses=[socket.inet_aton("127.0.0.1")])
+                await rogue.async_register_service(service)
+            await async_wait_until(
+                lambda: len(a.discovery.records()) == 2
+                and a.discovery.bad_records[RecordError.BAD_SIGNATURE] >= 1,
+                timeout=SEE_EACH_OTHER_S, what="both signed records kept, the unsigned dropped")
+            ports = sorted(r.endpoints["rpc"] for r in a.discovery.records())
+            assert ports == ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:7200"]
+        finally:
+            await closed(a, b)
+            await rogue.async_close()
+    run(scenario())
