@@ -16,7 +16,8 @@ peer_addr)` may refuse a request before it is parsed (the gateway: log in first,
 connection's key, rate limits; a node: revoked keys); with a gate (or `meta=True`) every request
 carries its connection's metadata (`Call.peer_key`, `peer_addr`, `peer_fd`, see
 `fabric.drain.Meta`), read only then. `own_deadline_s` replaces the caller's deadline by the
-server's own (for clients, whose clocks are not trusted).
+server's own (for clients, whose clocks are not trusted). `on_sent(replies)`, if given, hears
+every batch of replies just handed to the socket (the gateway counts bytes per client).
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ class RpcServer:
 
     def __init__(self, sock: zmq.asyncio.Socket, node_id: str, max_bytes: int,
                  name: str = "rpc", gate: Gate | None = None,
-                 own_deadline_s: float | None = None, meta: bool = False) -> None:
+                 own_deadline_s: float | None = None, meta: bool = False,
+                 on_sent: Callable[[list[list[bytes]]], None] | None = None) -> None:
         self.sock = sock
+        self.on_sent = on_sent
         self.gate = gate
         self.meta = meta or gate is not None
         self.own_deadline_s = own_deadline_s
@@ -255,6 +258,8 @@ class RpcServer:
 
     def _send(self, replies: list[list[bytes]]) -> None:
         dropped = send_batch(self.sock, replies)
+        if self.on_sent is not None:
+            self.on_sent(replies)
         self._out.inc(len(replies) - dropped)
         if dropped:
             metrics.BAD_FRAMES.labels(self.name, "reply_dropped").inc(dropped)

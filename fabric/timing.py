@@ -156,6 +156,10 @@ CLIENT_HWM_MESSAGES = 1000
 """Send and receive high-water mark of a gateway's client socket, per connection (a received
 message is at most SOIM_MAX_FRAME_BYTES)."""
 
+CLIENT_QUEUE_CHECK_S = 0.2
+"""How often a gateway measures how far its lagging clients are behind (SOIM_CLIENT_QUEUE_BYTES):
+a client past the cap is disconnected within this (past twice the cap, at once)."""
+
 KICK_FLUSH_S = 0.2
 """How long a gateway lets the Notice that says why travel before it closes a connection."""
 

@@ -6,7 +6,9 @@ on, `Call.peer_fd`), so the gateway can
 - end a session the moment its connection goes away (`on_closed(fd)`);
 - close connections that hold no session: over the cap per source address or in total (at
   once), or past the authentication deadline (SOIM_AUTH_DEADLINE_S);
-- close one chosen connection (a kicked session, a reader that stopped reading).
+- close one chosen connection (a kicked session, a reader that stopped reading);
+- say how far a connection's peer is behind (`tcp_state`: bytes it acked, bytes our kernel
+  still holds), for the cap on bytes queued per client (`nodes.gateway.backlog`).
 libzmq has no stable call to close one connection of a ROUTER; `close` shuts the TCP socket
 down under libzmq (shutdown(2), never close(2), so libzmq still owns and closes the fd), which
 then sees end-of-stream, drops the connection and frees its queues. Before shutting an fd down
@@ -21,8 +23,11 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import logging
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +45,9 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
 _malloc_trim = getattr(_libc, "malloc_trim", None)
 TRIM_AFTER_CLOSED = 256
 """Connections closed since the last malloc_trim(0) that make the sweep call it again."""
+TCP_INFO_BYTES_ACKED = 120
+"""Offset of the u64 tcpi_bytes_acked in Linux's struct tcp_info (since 4.1)."""
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close(2) resets, dropping queued bytes
 
 
 @dataclass(slots=True)
@@ -103,8 +111,9 @@ class Connections:
             conn.since = time.monotonic()
             self._count(conn.addr, +1)
 
-    def shut(self, fd: int, reason: str) -> bool:
-        """Close the connection `fd` (see the module docstring); False if it is gone."""
+    def shut(self, fd: int, reason: str, reset: bool = False) -> bool:
+        """Close the connection `fd` (see the module docstring); False if it is gone. With
+        `reset` what our kernel still holds for the peer is dropped (TCP RST) rather than sent."""
         conn = self._by_fd.get(fd)
         if conn is None:
             return False
@@ -115,6 +124,8 @@ class Connections:
         try:
             if peer.getpeername()[:2] != (conn.addr, conn.port):
                 return False  # the fd now names something else
+            if reset:
+                peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             peer.shutdown(socket.SHUT_RDWR)
         except OSError:
             return False
@@ -122,6 +133,31 @@ class Connections:
             peer.detach()  # libzmq owns the fd
         metrics.BAD_FRAMES.labels("client", f"closed_{reason}").inc()
         return True
+
+    def tcp_state(self, fd: int) -> tuple[int, int] | None:
+        """(bytes the peer's TCP acked, bytes our kernel still holds to send) of connection
+        `fd`; None if it is gone or the kernel does not say."""
+        conn = self._by_fd.get(fd)
+        if conn is None:
+            return None
+        try:
+            peer = socket.socket(fileno=fd)
+        except OSError:
+            return None
+        try:
+            if peer.getpeername()[:2] != (conn.addr, conn.port):
+                return None  # the fd now names something else
+            info = peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                   TCP_INFO_BYTES_ACKED + 8)
+            outq = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return None
+        finally:
+            peer.detach()  # libzmq owns the fd
+        if len(info) < TCP_INFO_BYTES_ACKED + 8:
+            return None  # a kernel older than 4.1
+        return (struct.unpack_from("Q", info, TCP_INFO_BYTES_ACKED)[0],
+                struct.unpack("i", outq)[0])
 
     # ---- the monitor
     async def _follow(self) -> None:

@@ -5,7 +5,8 @@ hold their sessions, keep each session bound at its owner router, and push to cl
 publish for this gateway. The user of every request comes from the session, never the client.
 Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT,
 messages capped at SOIM_MAX_FRAME_BYTES by libzmq, its connections followed by `Connections`
-through the socket's monitor PAIR); the events SUB follows every router's PUB (topic
+through the socket's monitor PAIR, the bytes queued for each session capped by `Backlogs`);
+the events SUB follows every router's PUB (topic
 `delivery_topic(this gateway)`); DEALERs to directories and routers; plus everything of
 `fabric.node.Node`.
 """
@@ -27,6 +28,7 @@ from fabric.rpc_server import RpcServer
 from nodes.gateway.access import INVALIDATION_TOPIC, AccessCache
 from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD
 from nodes.gateway.auth import AuthCommands
+from nodes.gateway.backlog import Backlogs
 from nodes.gateway.binding import RouteBinder
 from nodes.gateway.commands import Commands
 from nodes.gateway.connections import Connections
@@ -56,7 +58,9 @@ class GatewayNode(Node):
         self.client_sock.setsockopt(zmq.RCVHWM, timing.CLIENT_HWM_MESSAGES)
         self.security.client_server(self.client_sock)
         self.connections = Connections(self.client_sock, self.options, self._connection_closed)
-        self.sessions = SessionTable(self.connections.authenticated)
+        self.sessions = SessionTable(self._session_fd)
+        self.backlogs = Backlogs(self.sessions, self.options.client_queue_bytes,
+                                 self.connections.tcp_state, self._slow_reader)
         self.user_rate = Limiter(timing.SESSION_RATE_PER_S, timing.SESSION_RATE_BURST)
         self.conn_auth_rate = Limiter(timing.PRE_AUTH_PER_CONN_PER_S,
                                       timing.PRE_AUTH_PER_CONN_BURST)
@@ -65,7 +69,8 @@ class GatewayNode(Node):
         self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
         self.clients = RpcServer(self.client_sock, self.node_id, self.cfg.max_frame_bytes,
                                  name="client", gate=self._gate,
-                                 own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S)
+                                 own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S,
+                                 on_sent=self.backlogs.sent)
         self._unbinds: set[asyncio.Future[None]] = set()
         self.upstream = Upstream(self.membership, self.peers)
         self.binder = RouteBinder(self.node_id, self.sessions, self.upstream, self._sync_hint)
@@ -98,6 +103,7 @@ class GatewayNode(Node):
                                asyncio.ensure_future(self._expire_idle()),
                                asyncio.ensure_future(ender.audit_forever())]
         self.connections.start()
+        self.backlogs.start()
         self.binder.start()
 
     async def on_stop(self) -> None:
@@ -105,6 +111,7 @@ class GatewayNode(Node):
             task.cancel()
         await asyncio.gather(*self._gateway_tasks, return_exceptions=True)
         await self.connections.close()
+        await self.backlogs.close()
         await self.clients.close()
         await self.batcher.close()
         going = client_pb2.Push(notice=client_pb2.Notice(
@@ -170,9 +177,11 @@ class GatewayNode(Node):
                         client_pb2.SYNC_REASON_ROUTE_CHANGED)
 
     # ---- sessions
-    def end_session(self, identity: bytes, notice: client_pb2.Notice) -> None:
+    def end_session(self, identity: bytes, notice: client_pb2.Notice,
+                    slow_reader: bool = False) -> None:
         """End a live session: push `notice` (why), forget the session, unbind it at its router,
-        then close its connection (after timing.KICK_FLUSH_S, so the notice can leave first)."""
+        then close its connection (after timing.KICK_FLUSH_S, so the notice can leave first;
+        a `slow_reader`'s at once, by a reset: it would not read the notice anyway)."""
         session = self.sessions.get(identity)
         if session is None:
             return
@@ -180,9 +189,28 @@ class GatewayNode(Node):
         self.sessions.remove(identity)
         self._unbind_soon(session)
         fd = session.fd
-        if fd >= 0:
+        if fd < 0:
+            return
+        if slow_reader:
+            self.connections.shut(fd, "slow_reader", reset=True)
+        else:
             asyncio.get_running_loop().call_later(
                 timing.KICK_FLUSH_S, self.connections.shut, fd, "session_ended")
+
+    def _slow_reader(self, identity: bytes, unread: int) -> None:
+        """`Backlogs` found this session's client too far behind: end it."""
+        cap = self.options.client_queue_bytes
+        self.end_session(identity, client_pb2.Notice(
+            kind=client_pb2.NOTICE_SESSION_ENDED,
+            text=f"session ended: {unread} bytes of replies and pushes left unread (the "
+                 f"gateway holds at most {cap}); resume and read what you ask for"),
+            slow_reader=True)
+
+    def _session_fd(self, fd: int, present: bool) -> None:
+        """A session opened (`present`) or ended on the connection `fd`."""
+        self.connections.authenticated(fd, present)
+        if present:
+            self.backlogs.opened(fd)
 
     def _connection_closed(self, fd: int) -> None:
         """A client's TCP connection closed: its session ends now (only Resume brings it back)."""
@@ -216,7 +244,9 @@ class GatewayNode(Node):
     def push(self, identities: list[bytes], push: bytes) -> None:
         """Send one serialized Push to each of these connections."""
         frames = envelope.event(PUSH_METHOD, push, self.node_id)
-        dropped = send_batch(self.client_sock, [[i, *frames] for i in identities])
+        out = [[i, *frames] for i in identities]
+        dropped = send_batch(self.client_sock, out)
+        self.backlogs.sent(out)
         if dropped:
             metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 
@@ -236,6 +266,7 @@ class GatewayNode(Node):
                        if self.sessions.get(sid) is not None)
         if out:
             dropped = send_batch(self.client_sock, out)
+            self.backlogs.sent(out)
             if dropped:
                 metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 

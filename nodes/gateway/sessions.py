@@ -1,7 +1,8 @@
 """Client sessions of one gateway: who is behind each connection.
 
 Role: the gateway's session table — ROUTER identity → `Session` (user, device, token, last
-seen, and the connection that opened it: its Curve key and TCP fd), user → sessions, fd →
+seen, the connection that opened it: its Curve key and TCP fd, and the bytes sent to it not
+yet taken), user → sessions, fd →
 session, idle expiry. A session belongs to its connection: the gateway serves it only to
 frames with the same routing id *and* Curve key, and ends it when that fd closes. The user of
 a request always comes from here, never from the client. `on_fd(fd, present)` hears when a
@@ -34,6 +35,13 @@ class Session:
     """The TCP connection's file descriptor in this process (-1: unknown)."""
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    queued_bytes: int = 0
+    """Bytes sent to this connection the client has not taken yet, as last estimated (see
+    `nodes.gateway.backlog`)."""
+    recent_bytes: int = 0
+    """Bytes sent since the last periodic check of `queued_bytes`."""
+    acked_mark: int = 0
+    """The connection's tcpi_bytes_acked at the last measurement."""
 
 
 class SessionTable:
