@@ -3,7 +3,10 @@
 Role: the read side of the storage node. Every answer comes from the database (any storage
 node can give it; a row is only acked once committed, so an acked message is always visible),
 on the read pool of `Workers`; the gateway has checked access. History pages one conversation
-in ascending seq order with sender accounts and recipients filled in from `People`. Sync fills
+in ascending seq order with sender accounts and recipients filled in from `People`, cut to
+what a `soim` client takes in one frame (PAGE_MAX_BYTES: the messages nearest the requested
+position stay, `more` says the rest lies beyond; 100 messages of 4,000 characters can take
+1.6 MB, which a gateway would hold and queue for nothing). Sync fills
 last_seq, the user's read and delivered cursors, unread (last_seq - read_seq) and, for a direct
 conversation, the friend's cursors; a group member's cursors count from its history floor
 (Conversation.floor_seq, from the directory), so what came before the join is not unread.
@@ -14,6 +17,7 @@ No sockets: requests arrive on the node's RPC ROUTER; directories are asked thro
 
 from __future__ import annotations
 
+from fabric import timing
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.storage import queries
@@ -28,6 +32,11 @@ from shard_store.store import Store
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 100
 READ_COUNTS_MAX = 100
+PAGE_MAX_BYTES = timing.MAX_FRAME_BYTES - 1024
+"""The largest History page: a soim client drops frames over timing.MAX_FRAME_BYTES, and the
+envelope's header takes a few dozen bytes of it."""
+MESSAGE_FIELD_BYTES = 4
+"""The tag and length prefix of one `messages` entry of a page (a message is < 2**21 bytes)."""
 
 
 class Reads:
@@ -52,6 +61,7 @@ class Reads:
             to_user = (users[1] if r.sender == users[0] else users[0]) if kind == DIRECT else 0
             reply.messages.append(chat_message(r, accounts.get(r.sender, ""), to_user,
                                                req.conv_id if kind == GROUP else 0))
+        _fit(reply, oldest_first=req.WhichOneof("position") == "after_seq")
         return reply
 
     def _history(self, req: client_pb2.HistoryRequest) -> tuple[list[MessageRow], bool]:
@@ -109,3 +119,23 @@ class Reads:
                     read=sum(1 for m, read, _ in reached if m != author and read >= seq),
                     delivered=sum(1 for m, _, dlv in reached if m != author and dlv >= seq))
                 for seq, author in authors]
+
+
+def _fit(page: client_pb2.HistoryReply, oldest_first: bool) -> None:
+    """Cut `page` to PAGE_MAX_BYTES, keeping the messages nearest the requested position (the
+    oldest of an after_seq page, else the newest); at least one stays."""
+    if page.ByteSize() <= PAGE_MAX_BYTES:
+        return
+    budget = PAGE_MAX_BYTES - 16  # conv_id and more
+    messages = list(page.messages)
+    kept: list[client_pb2.ChatMessage] = []
+    for msg in messages if oldest_first else reversed(messages):
+        budget -= msg.ByteSize() + MESSAGE_FIELD_BYTES
+        if budget < 0 and kept:
+            break
+        kept.append(msg)
+    if not oldest_first:
+        kept.reverse()
+    del page.messages[:]
+    page.messages.extend(kept)
+    page.more = True
