@@ -7,6 +7,8 @@ connections it holds (issue 15, item 6).
   RSS stays within 50 MB of its baseline. On 5f6c90f libzmq queued every page (+300 MB); without
   the cap the connection stayed, holding what the client never read.
 - A reading client still gets the whole conversation, page by page.
+- The gateway's count of wire bytes per message is exactly what TCP acks (libzmq's CurveZMQ
+  framing), so the estimate neither drifts up on a healthy client nor down on a slow one.
 - One user resumed on five connections gets RATE_LIMITED at about one session's burst and
   rate over all five together.
 Chatter users chat throughout, with nothing lost.
@@ -36,11 +38,13 @@ from fabric.methods import RpcError
 from fabric.rpc_client import RpcClient
 from fabric.security import anonymous_client
 from nodes.gateway.api import CLIENT
+from nodes.gateway.backlog import wire_bytes
+from nodes.gateway.connections import TCP_INFO_BYTES_ACKED
 from schema import client_pb2
 from schema import common_pb2 as pb
 from tests.harness import Cluster, running_cluster
 from tests.security.chatter import Chatter
-from tests.support import async_wait_until
+from tests.support import async_wait_until, wait_until
 from tui.session import ClientSession
 
 RSS_SLACK_BYTES = 50 << 20
@@ -237,3 +241,41 @@ def test_one_user_on_many_connections_gets_one_rate(tmp_path: Path, cluster_name
                 ctx.destroy(linger=0)
 
     asyncio.run(main())
+
+
+def _acked(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES_ACKED + 8)
+    finally:
+        sock.detach()
+    return int.from_bytes(info[TCP_INFO_BYTES_ACKED:TCP_INFO_BYTES_ACKED + 8], "little")
+
+
+def test_wire_bytes_are_what_tcp_acks() -> None:
+    ctx = zmq.Context()
+    try:
+        public, secret = zmq.curve_keypair()
+        server = ctx.socket(zmq.ROUTER)
+        server.curve_server, server.curve_secretkey = True, secret
+        port = server.bind_to_random_port("tcp://127.0.0.1")
+        client = ctx.socket(zmq.DEALER)
+        anonymous_client(client, public)
+        client.connect(f"tcp://127.0.0.1:{port}")
+        client.send(b"hello")
+        identity = server.recv()
+        fd = server.recv(copy=False).get(zmq.SRCFD)
+        for size in (0, 1, 222, 223, 255, 300, 65_536, 1 << 20):
+            messages = [[identity, b"x" * size] for _ in range(20)]
+            before = _acked(fd)
+            for frames in messages:
+                server.send_multipart(frames)
+            for _ in messages:
+                client.recv()
+            expected = sum(wire_bytes(frames) for frames in messages)
+            target = before + expected
+            wait_until(lambda t=target: _acked(fd) >= t, timeout=5, interval=0.001,
+                       what=f"{size}-byte messages acked")  # the last ACK may be in flight
+            assert _acked(fd) - before == expected, size
+    finally:
+        ctx.destroy(linger=0)
