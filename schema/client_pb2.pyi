@@ -841,7 +841,9 @@ class HistoryRequest(_message.Message):
     before_seq: _builtins.int
     """the newest messages with seq < before_seq"""
     limit: _builtins.int
-    """1-100; 0 means 50"""
+    """1-100; 0 means 50. A page is cut to fit one client frame (63 KiB): it may hold fewer
+    messages, with `more` set.
+    """
     def __init__(
         self,
         *,
