@@ -49,6 +49,11 @@ DISCOVERY_SETTLE_S = 0.1
 MAX_FRAME_BYTES = 64 * 1024
 """Largest envelope accepted from a client (default of SOIM_MAX_FRAME_BYTES)."""
 
+CLIENT_REPLY_MAX_BYTES = 4 * 1024 * 1024
+"""Largest envelope a `soim` client accepts from its (pinned) gateway: replies such as a Sync
+of thousands of conversations or a long friend list outgrow what a client may send; past this
+libzmq drops the link (ZMQ_MAXMSGSIZE)."""
+
 CLUSTER_MAX_FRAME_BYTES = 4 * 1024 * 1024
 """Largest envelope accepted between nodes (authenticated peers; batches can be large)."""
 

@@ -81,6 +81,7 @@ class Link:
         """Open the socket to the current gateway (no round trip yet)."""
         key = self.server_key
         self._rpc = RpcClient(self.ctx, self.endpoint, name="soim_client",
+                              max_bytes=timing.CLIENT_REPLY_MAX_BYTES,
                               secure=lambda sock: anonymous_client(sock, key),
                               on_event=self._on_event)
         self._rpc.start()

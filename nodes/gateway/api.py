@@ -20,6 +20,8 @@ PUSH_METHOD = "client.Push"
 PRE_AUTH = frozenset({CLIENT[n].name for n in ("Register", "Login", "Resume", "Ping")})
 """The only methods a connection may call before it has logged in."""
 
+RESUME_METHOD = CLIENT["Resume"].name
+
 AUTHENTICATING = frozenset({CLIENT[n].name for n in ("Register", "Login", "Resume")})
 """The methods that open a session (each may cost a password hash): rate-limited per connection
 and per source address before login, per connection after."""

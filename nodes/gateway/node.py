@@ -26,7 +26,7 @@ from fabric.methods import Method
 from fabric.node import Node
 from fabric.rpc_server import RpcServer
 from nodes.gateway.access import INVALIDATION_TOPIC, AccessCache
-from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD
+from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD, RESUME_METHOD
 from nodes.gateway.auth import AuthCommands
 from nodes.gateway.backlog import Backlogs
 from nodes.gateway.binding import RouteBinder
@@ -66,6 +66,8 @@ class GatewayNode(Node):
                                       timing.PRE_AUTH_PER_CONN_BURST)
         self.addr_auth_rate = Limiter(self.options.auth_per_addr_per_s,
                                       10.0 * self.options.auth_per_addr_per_s)
+        self.addr_resume_rate = Limiter(self.options.resume_per_addr_per_s,
+                                        10.0 * self.options.resume_per_addr_per_s)
         self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
         self.clients = RpcServer(self.client_sock, self.node_id, self.cfg.max_frame_bytes,
                                  name="client", gate=self._gate,
@@ -233,13 +235,19 @@ class GatewayNode(Node):
             if name not in PRE_AUTH:
                 return pb.UNAUTHENTICATED
             if name in AUTHENTICATING and not (self.conn_auth_rate.allow(peer_key, now)
-                                               and self.addr_auth_rate.allow(peer_addr, now)):
+                                               and self._addr_rate(name).allow(peer_addr, now)):
                 return pb.RATE_LIMITED
             return pb.OK
         session.last_seen = now
         if name in AUTHENTICATING and not self.conn_auth_rate.allow(peer_key, now):
             return pb.RATE_LIMITED
         return pb.OK if self.user_rate.allow(session.user_id, now) else pb.RATE_LIMITED
+
+    def _addr_rate(self, name: str) -> Limiter:
+        """The per-address bucket of a session-opening method: Resume costs no password hash
+        and comes in crowds (every client of a gateway that died, behind one NAT), so it has
+        a bucket of its own."""
+        return self.addr_resume_rate if name == RESUME_METHOD else self.addr_auth_rate
 
     def push(self, identities: list[bytes], push: bytes) -> None:
         """Send one serialized Push to each of these connections."""

@@ -13,6 +13,8 @@ Role: parse and validate them from `Config.extra` at start; a bad value raises
     SOIM_AUTH_PER_ADDR_PER_S      Register/Login/Resume requests one IP address may make per
                                   second over all its connections, with a burst of 10 s worth
                                   (default 10; each connection alone: 1/s, burst 5)
+    SOIM_RESUME_PER_ADDR_PER_S    the same for Resume, which costs no password hash and comes in
+                                  crowds after a gateway dies (default 100)
     SOIM_CLIENT_QUEUE_BYTES       bytes of replies and pushes a logged-in client may leave
                                   unread (queued in the gateway and its kernel); past it the
                                   session ends and the connection is reset (default 4 MiB, at
@@ -36,6 +38,7 @@ class GatewayOptions:
     max_unauth_total: int = 4096
     max_sessions_per_user: int = 10
     auth_per_addr_per_s: int = 10
+    resume_per_addr_per_s: int = 100
     client_queue_bytes: int = 4 << 20
 
     @classmethod
@@ -47,6 +50,8 @@ class GatewayOptions:
             max_unauth_total=read_int(extra, "SOIM_MAX_UNAUTH_TOTAL", 4096, 1, 1_000_000),
             max_sessions_per_user=read_int(extra, "SOIM_MAX_SESSIONS_PER_USER", 10, 1, 10_000),
             auth_per_addr_per_s=read_int(extra, "SOIM_AUTH_PER_ADDR_PER_S", 10, 1, 1_000_000),
+            resume_per_addr_per_s=read_int(extra, "SOIM_RESUME_PER_ADDR_PER_S", 100, 1,
+                                           1_000_000),
             client_queue_bytes=read_int(extra, "SOIM_CLIENT_QUEUE_BYTES", 4 << 20, 2 << 20,
                                         1 << 34),
         )
