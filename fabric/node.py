@@ -53,6 +53,9 @@ class Node:
     """Base of every role. Subclasses override the hooks at the bottom."""
 
     role: ClassVar[str] = "node"
+    stores_ids: ClassVar[bool] = True
+    """Whether ids in requests reach a database here: then each request's uint64 fields are
+    checked against the signed 64-bit columns (fabric.id_range) before its handler runs."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -65,7 +68,7 @@ class Node:
         self.rpc_sock = self.new_socket(zmq.ROUTER)
         self.pub_sock = self.new_socket(zmq.PUB)
         self.rpc = RpcServer(self.rpc_sock, self.node_id, timing.CLUSTER_MAX_FRAME_BYTES,
-                             gate=self._member_gate)
+                             gate=self._member_gate, check_ids=self.stores_ids)
         self.publisher = Publisher(self.pub_sock, self.node_id)
         self.subscriber = Subscriber(self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
                                      secure=self._secure_sub)

@@ -77,8 +77,10 @@ class RpcServer:
     def __init__(self, sock: zmq.asyncio.Socket, node_id: str, max_bytes: int,
                  name: str = "rpc", gate: Gate | None = None,
                  own_deadline_s: float | None = None, meta: bool = False,
-                 on_sent: Callable[[list[list[bytes]]], None] | None = None) -> None:
+                 on_sent: Callable[[list[list[bytes]]], None] | None = None,
+                 check_ids: bool = True) -> None:
         self.sock = sock
+        self.check_ids = check_ids
         self.on_sent = on_sent
         self.gate = gate
         self.meta = meta or gate is not None
@@ -186,7 +188,8 @@ class RpcServer:
             return None  # the caller has already given up
         try:
             request = _parse_payload(method.request, payload, header)
-            _check_ids(request)  # INVALID_ARGUMENT for an id above a signed 64-bit column
+            if self.check_ids:  # INVALID_ARGUMENT for an id above a signed 64-bit column
+                _check_ids(request)
             result = handler(request, Call(identity, header, *meta))
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()

@@ -51,6 +51,14 @@ class Cluster:
         self.nodes += started
         return started
 
+    async def start_all(self, routers: int = 1, gateways: int = 1) -> list[NodeProcess]:
+        """A whole cluster, alive: a directory, `routers` routers, a storage node and
+        `gateways` gateways, in that order."""
+        nodes = (self.start("directory") + self.start("router", routers) + self.start("storage")
+                 + self.start("gateway", gateways))
+        await self.wait_alive(nodes)
+        return nodes
+
     def alive(self, role: str | None = None) -> list[str]:
         """Node ids the observer sees alive."""
         assert self.view is not None

@@ -62,6 +62,7 @@ class RouterNode(Node):
     """A router."""
 
     role = "router"
+    stores_ids = False  # presence is in memory: any uint64 is a valid dict key and ring point
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)

@@ -148,9 +148,7 @@ def test_100k_hostile_frames_from_strangers_and_a_logged_in_user_break_no_gatewa
     async def main() -> None:
         db = f"sqlite:{tmp_path / 'data'}"
         async with running_cluster(tmp_path, cluster_name, db) as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway", 2))
-            await cluster.wait_alive(nodes)
+            await cluster.start_all(gateways=2)
             endpoint, server_key = cluster.gateways()[0]
             watch = NodeWatch(gateway_process(cluster, 0).pid)
             async with Chatter(cluster, users=3, group=True, min_acked=20) as chat:

@@ -116,9 +116,7 @@ def test_100k_hostile_frames_from_a_key_holding_peer_break_no_node(
     async def main() -> None:
         db = f"sqlite:{tmp_path / 'data'}"
         async with running_cluster(tmp_path, cluster_name, db) as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway", 2))
-            await cluster.wait_alive(nodes)
+            await cluster.start_all(gateways=2)
             assert cluster.view is not None
             peers = cluster.view.membership.alive()
             targets = [(p.role, p.info.endpoints["rpc"], p.info.public_key.encode())

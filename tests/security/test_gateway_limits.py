@@ -110,9 +110,7 @@ def test_huge_frames_are_refused_before_they_are_buffered(tmp_path: Path,
                                                           cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway"))
-            await cluster.wait_alive(nodes)
+            nodes = await cluster.start_all()
             pid = nodes[-1].proc.pid
             endpoint, key = cluster.gateways()[0]
             ctx = zmq.Context()

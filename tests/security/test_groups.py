@@ -54,8 +54,7 @@ def test_history_from_join_and_invite_only(tmp_path: Path, cluster_name: str,
                                            db_url: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
-            await cluster.wait_alive(cluster.start("directory") + cluster.start("router")
-                                     + cluster.start("storage") + cluster.start("gateway"))
+            await cluster.start_all()
             alice, bob, carol = [await user(cluster, n) for n in ("alice", "bob", "carol")]
             assert alice.user and bob.user and carol.user
 

@@ -102,8 +102,7 @@ def cluster_requests(x: int, me: int, friend: int, group: int) -> list[tuple[Met
 
 
 async def start(cluster: Cluster) -> None:
-    await cluster.wait_alive(cluster.start("directory") + cluster.start("router")
-                             + cluster.start("storage") + cluster.start("gateway"))
+    await cluster.start_all()
 
 
 async def user(cluster: Cluster, account: str) -> ClientSession:

@@ -102,12 +102,6 @@ class Announcer:
         await self.azc.async_close()
 
 
-async def start_cluster(cluster: Cluster) -> None:
-    nodes = (cluster.start("directory") + cluster.start("router", 2) + cluster.start("storage")
-             + cluster.start("gateway", 2))
-    await cluster.wait_alive(nodes)
-
-
 def snapshot(cluster: Cluster) -> dict[str, tuple[str, dict[str, str]]]:
     """node id -> (public key, endpoints) of every live node, as the observer admitted them."""
     assert cluster.view is not None
@@ -146,7 +140,7 @@ def test_strangers_records_of_every_role_are_never_dialled(tmp_path: Path,
                                                            cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as c:
-            await start_cluster(c)
+            await c.start_all(routers=2, gateways=2)
             assert c.view is not None
             before = snapshot(c)
             listener, announcer = Listener(), Announcer()
@@ -190,7 +184,7 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path,
 
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as c:
-            await start_cluster(c)
+            await c.start_all(routers=2, gateways=2)
             assert c.view is not None
             before = snapshot(c)
             signing = record_key(keys.load_secret(c.keys_dir, keys.CLUSTER_SECRET))
@@ -231,7 +225,7 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
                                                        cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as c:
-            await start_cluster(c)
+            await c.start_all(routers=2, gateways=2)
             assert c.view is not None
             keys.add_node(c.keys_dir, "host-b")
             host_b = keys.load_node(c.keys_dir, "host-b")

@@ -89,9 +89,7 @@ def _soimctl(cluster: Cluster, *args: str) -> dict[str, object]:
 def test_kick_disable_password_logout_and_rotation(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway", 2))
-            await cluster.wait_alive(nodes)
+            await cluster.start_all(gateways=2)
             me = await (await cluster.client()).register("victim", PASSWORD)
             uid = me.user_id
             async with Chatter(cluster):

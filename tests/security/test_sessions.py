@@ -54,9 +54,7 @@ def test_a_routing_id_reused_by_another_connection_gets_nothing(tmp_path: Path,
                                                                 cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway"))
-            await cluster.wait_alive(nodes)
+            await cluster.start_all()
             endpoint, key = cluster.gateways()[0]
             ctx = zmq.asyncio.Context()
             try:

@@ -121,9 +121,7 @@ def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded(
         tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway"))
-            await cluster.wait_alive(nodes)
+            nodes = await cluster.start_all()
             gateway = nodes[-1]
             endpoint, key = cluster.gateways()[0]
             gateway_port = int(endpoint.rsplit(":", 1)[1])
@@ -195,9 +193,7 @@ def _local_port(fd: int) -> int:
 def test_one_user_on_many_connections_gets_one_rate(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway"))
-            await cluster.wait_alive(nodes)
+            await cluster.start_all()
             endpoint, key = cluster.gateways()[0]
             ctx = zmq.asyncio.Context()
             clients = [RpcClient(ctx, endpoint, secure=lambda s: anonymous_client(s, key),
