@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure MariaDB (127.0.0.1:3306) and Redis (127.0.0.1:6379) are up for the test suite.
+# Makes sure MariaDB (127.0.0.1:3306) and Redis (127.0.0.1:6379) are up for the test suite,
+# and that systemd-analyze (which checks deploy/systemd) is installed.
 # Installs them with apt-get when missing and running as root; otherwise says what to install.
 set -uo pipefail
 
@@ -43,4 +44,11 @@ if ! port_open 6379; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null
   wait_port 6379 || { echo "Redis did not come up on 127.0.0.1:6379" >&2; exit 1; }
 fi
-echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up"
+if ! command -v systemd-analyze >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "so-im tests need systemd-analyze (tests/test_deploy.py); apt-get install systemd, or run make test as root." >&2
+    exit 1
+  fi
+  apt_install systemd
+fi
+echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up; systemd-analyze is installed"
