@@ -50,6 +50,7 @@ class Config:
     redis_url: str = ""
     redis_prefix: str = "soim:"
     log_level: str = "INFO"
+    log_format: str = "text"
     max_frame_bytes: int = timing.MAX_FRAME_BYTES
     batch_rows: int = 512
     batch_ms: int = 5
@@ -85,6 +86,9 @@ class Config:
         level = env.get("SOIM_LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("SOIM_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR: {level!r}")
+        log_format = env.get("SOIM_LOG_FORMAT", "").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise ConfigError("SOIM_LOG_FORMAT", f"must be text or json, got {log_format!r}")
         extra = {k: v for k, v in env.items() if k.startswith("SOIM_")}
         return cls(
             cluster=cluster,
@@ -103,6 +107,7 @@ class Config:
             redis_url=redis_url,
             redis_prefix=env.get("SOIM_REDIS_PREFIX", "soim:"),
             log_level=level,
+            log_format=log_format,
             max_frame_bytes=r.integer("SOIM_MAX_FRAME_BYTES", timing.MAX_FRAME_BYTES, 256, 1 << 24),
             batch_rows=r.integer("SOIM_BATCH_ROWS", 512, 1, 100_000),
             batch_ms=r.integer("SOIM_BATCH_MS", 5, 0, 10_000),

@@ -1,8 +1,11 @@
 """Prometheus metrics of a node: the fabric's counters and the HTTP endpoint that serves them.
 
 Role: define the process-wide metric families (frames in/out, bad frames, RPC latency, peers
-alive) and start/stop the metrics HTTP server whose port goes in the zeroconf TXT record.
-Peer sockets: an HTTP listener on the node's host (prometheus-client's WSGI server thread).
+alive) and start/stop the metrics HTTP server whose port goes in the zeroconf TXT record. It
+serves /metrics, /healthz (200 "ok" while the process serves) and /readyz (200 "ready", or 503
+and the one-line reason the node's readiness callable gives); any other path is 404.
+Peer sockets: an HTTP listener on the node's host (a WSGI server thread that starts a thread
+per request, as prometheus-client's own server does; /readyz blocks only its request's thread).
 
 Hot paths count per drain pass, not per frame. The RPC latency is observed once per call, so it
 is a `LatencyHistogram`: the same exposition as a prometheus-client Histogram at a fraction of
@@ -14,11 +17,14 @@ the histogram is read.
 from __future__ import annotations
 
 import bisect
+import socket
 import threading
-from collections.abc import Iterator, Sequence
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
@@ -127,20 +133,62 @@ PEERS_ALIVE = Gauge("soim_peers_alive", "Live peers in the membership view", ["r
 NODE_LOAD = Gauge("soim_node_load", "This node's load figure, as sent in its heartbeat")
 
 
-class MetricsServer:
-    """The /metrics HTTP endpoint of one node; port 0 picks a free port."""
+Readiness = Callable[[], str | None]
+"""Called in a request's thread: None when the node is ready, else a one-line reason."""
 
-    def __init__(self, host: str, port: int) -> None:
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: Prometheus and probes ask every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server6(ThreadingWSGIServer):
+    """The same server on an IPv6 address (SOIM_HOST such as ::1)."""
+
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    """The HTTP endpoint of one node (/metrics, /healthz, /readyz); port 0 picks a free port."""
+
+    def __init__(self, host: str, port: int, readiness: Readiness = lambda: None) -> None:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._metrics = make_wsgi_app(REGISTRY)
+        self.readiness = readiness
         self.host = host
         self.port = port
 
     def start(self) -> int:
-        """Start serving; return the bound port."""
-        self._server, self._thread = start_http_server(self.port, addr=self.host)
+        """Start serving in a daemon thread; return the bound port."""
+        kind = _Server6 if ":" in self.host else ThreadingWSGIServer
+        self._server = make_server(self.host, self.port, self._app, kind,
+                                   handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http",
+                                        daemon=True)
+        self._thread.start()
         self.port = int(self._server.server_port)
         return self.port
+
+    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return self._metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            return _text(start_response, "200 OK", "ok")
+        if path == "/readyz":
+            try:
+                reason = self.readiness()
+            except Exception as err:  # any failure of the check is a reason
+                reason = f"readiness check failed: {type(err).__name__}: {err}"
+            if reason is None:
+                return _text(start_response, "200 OK", "ready")
+            return _text(start_response, "503 Service Unavailable", reason)
+        return _text(start_response, "404 Not Found", "not found: /metrics, /healthz, /readyz")
 
     def stop(self) -> None:
         """Stop serving and join the thread."""
@@ -151,3 +199,10 @@ class MetricsServer:
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
+
+
+def _text(start_response: StartResponse, status: str, line: str) -> list[bytes]:
+    body = f"{line}\n".encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))])
+    return [body]

@@ -6,7 +6,8 @@ membership view; RPC clients to peers; the Prometheus endpoint. A role subclasse
 `role`, registers its handlers in `on_start` and flushes in `on_stop`.
 Peer sockets: binds an RPC ROUTER and an events PUB (both Curve servers, ZAP domain "cluster");
 one events SUB connected to every discovered peer's PUB; DEALERs to peers via `PeerClients`;
-zeroconf (AsyncZeroconf) for discovery; an HTTP listener for /metrics.
+zeroconf (AsyncZeroconf) for discovery; an HTTP listener for /metrics, /healthz and /readyz
+(the role's `ready()` hook, run on the event loop through `fabric.readiness.ask`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -24,7 +26,7 @@ import zmq.asyncio
 from zeroconf import NonUniqueNameException
 
 import fabric
-from fabric import keys, metrics, timing
+from fabric import keys, logs, metrics, readiness, settings, timing
 from fabric.admission import Admission
 from fabric.config import Config, ConfigError
 from fabric.discovery import Discovery, NodeInfo, record_key
@@ -81,7 +83,8 @@ class Node:
         self.discovery = Discovery(
             cfg, self.admission.hint, self.admission.gone, self.admission.hint,
             signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)))
-        self.metrics_server = metrics.MetricsServer(cfg.host, cfg.metrics_port)
+        self.metrics_server = metrics.MetricsServer(cfg.host, cfg.metrics_port, self._readiness)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoints: dict[str, str] = {}
         self.info: NodeInfo | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,6 +114,7 @@ class Node:
         self.security.cluster_server(self.pub_sock)
         self.endpoints["rpc"] = self.bind_socket(self.rpc_sock, self.cfg.rpc_port)
         self.endpoints["events"] = self.bind_socket(self.pub_sock, self.cfg.events_port)
+        self._loop = asyncio.get_running_loop()
         metrics_port = self.metrics_server.start()
         self.rpc.register(ECHO, self._echo)
         self.rpc.register(STATUS, self._status)
@@ -234,6 +238,17 @@ class Node:
             asyncio.get_running_loop().call_later(grace, self.stop)
         return cluster_pb2.DrainReply(deadline_ms=self.drain_deadline_ms)
 
+    def _readiness(self) -> str | None:
+        """/readyz, in the metrics server's request thread: None or a one-line reason."""
+        if self.info is None:
+            return "starting"
+        return readiness.ask(self._loop, self._ready)
+
+    async def _ready(self) -> str | None:
+        if self.drain_deadline_ms:
+            return "draining"
+        return await self.ready()
+
     def _peer_removed(self, peer: Peer) -> None:
         self.peers.drop(peer.node_id)
         self.admission.retry(peer.node_id)
@@ -285,6 +300,11 @@ class Node:
     def on_drain(self) -> None:
         """`soimctl drain` asked this node to hand its work to peers before it stops."""
 
+    async def ready(self) -> str | None:
+        """/readyz: None when this node has what its role needs, else a one-line reason. Runs
+        on the event loop and must not block it (`fabric.readiness` has the checks)."""
+        return None
+
     def load(self) -> float:
         """The load figure sent in heartbeats."""
         return 0.0
@@ -317,8 +337,9 @@ def main(node_cls: type[Node]) -> int:
     except ConfigError as err:
         print(f"{node_cls.role}: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level,
-                        format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg.log_level, cfg.log_format, cfg.node_id)
+    for line in settings.unknown(os.environ):
+        log.warning("%s", line)
     try:
         asyncio.run(_run(node_cls, cfg))
     except ConfigError as err:

@@ -181,3 +181,13 @@ REBIND_BUDGET_S = 2.0
 
 REBIND_RETRY_S = 0.02
 """Pause between tries to bind the events PUB again (the old listener is closing)."""
+
+READY_ANSWER_S = 2.0
+"""/readyz waits this long for the event loop's answer; a loop that gives none is not ready."""
+
+DB_CHECK_TIMEOUT_S = 1.0
+"""/readyz's database check (SELECT 1 on every database) must answer within this."""
+
+DB_CHECK_CACHE_S = 1.0
+"""... and its answer is reused for this long, so probes cost the database at most one query
+per database per second."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fabric import envelope, timing
+from fabric import envelope, readiness, timing
 from fabric.config import ConfigError
 from fabric.keys import TOKEN_SECRET, load_secret
 from fabric.node import Node
@@ -48,6 +48,7 @@ class DirectoryNode(Node):
     store: Store | None = None
     ids: SegmentAllocator | None = None
     cache: Cache | None = None
+    db_check: readiness.DbCheck | None = None
 
     async def on_start(self) -> None:
         cfg = self.cfg
@@ -59,6 +60,8 @@ class DirectoryNode(Node):
         except StoreUnavailable as err:
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
         await asyncio.to_thread(account_rows.ensure_seen, self.store)
+        store = self.store
+        self.db_check = readiness.DbCheck(lambda: readiness.ping_store(store))
         self.ids = SegmentAllocator(self.store)
         try:
             self.cache = await asyncio.to_thread(Cache.from_config, cfg)
@@ -94,6 +97,10 @@ class DirectoryNode(Node):
         for name, method in DIRECTORY.items():
             self.rpc.register(method, handlers[name])
         self.subscriber.on(INV_TOPIC, self._invalidated)
+
+    async def ready(self) -> str | None:
+        """Ready while its database answers (a cached SELECT 1, off the event loop)."""
+        return await self.db_check.reason() if self.db_check is not None else "starting"
 
     async def on_stop(self) -> None:
         if self.shared is not None:

@@ -18,7 +18,7 @@ import time
 
 import zmq
 
-from fabric import envelope, metrics, timing
+from fabric import envelope, metrics, readiness, timing
 from fabric.drain import send_batch
 from fabric.keys import load_gateway_public
 from fabric.membership import Peer
@@ -42,6 +42,9 @@ from nodes.gateway.upstream import Upstream
 from nodes.router.api import DELIVERY_METHOD, delivery_topic
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+
+NEEDS = ("directory", "router", "storage")
+"""Roles a gateway needs alive to be ready (/readyz)."""
 
 
 class GatewayNode(Node):
@@ -107,6 +110,11 @@ class GatewayNode(Node):
         self.connections.start()
         self.backlogs.start()
         self.binder.start()
+
+    async def ready(self) -> str | None:
+        """A client's session needs a directory (login), a router (presence) and a storage
+        node (messages) alive."""
+        return readiness.missing_roles(self.membership, NEEDS)
 
     async def on_stop(self) -> None:
         for task in self._gateway_tasks:

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from fabric.config import Config, ConfigError
 from fabric.membership import Peer
 from fabric.node import Node
+from fabric.readiness import DbCheck, missing_roles, ping_store
 from fabric.ring import Ring
 from nodes.storage.api import STORAGE
 from nodes.storage.cursors import Cursors
@@ -96,6 +97,7 @@ class StorageNode(Node):
         self.workers = Workers()
         self.sequencer = Sequencer()
         self._stats: _WriterStats | None = None
+        self.db_check: DbCheck | None = None
 
     # ---- node hooks
     async def on_start(self) -> None:
@@ -103,6 +105,7 @@ class StorageNode(Node):
             self.store = store = await asyncio.to_thread(Store.from_config, self.cfg)
         except StoreUnavailable as err:
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
+        self.db_check = DbCheck(lambda: ping_store(store))
         self.segments = SegmentAllocator(store, default_step=STEP)
         ids = MsgIds(self.segments, self.workers.reads)
         ids.take_now(0)  # start the first refill now
@@ -143,6 +146,14 @@ class StorageNode(Node):
             await asyncio.to_thread(self.store.close)
         if self._stats is not None:
             REGISTRY.unregister(self._stats)
+
+    async def ready(self) -> str | None:
+        """Ready while its database answers and a directory is alive (fan-out, History and
+        read counts ask it for group members and account names); routers are optional:
+        messages are stored, and synced later, without them."""
+        if self.db_check is None:
+            return "starting"
+        return await self.db_check.reason() or missing_roles(self.membership, ("directory",))
 
     def load(self) -> float:
         return float(self.writer.backlog) if self.writer is not None else 0.0
