@@ -60,6 +60,20 @@ class KeysMissing(ConfigError):
         self.keys_dir = keys_dir
 
 
+class KeysExist(ValueError):
+    """`generate` found keys it would replace; `str()` says what replacing them would do."""
+
+    def __init__(self, keys_dir: Path, found: list[Path]) -> None:
+        names = ", ".join(str(p.relative_to(keys_dir)) for p in found)
+        super().__init__(
+            f"{keys_dir} already holds keys ({names}); replacing them cuts off every running "
+            "node and client that uses them, until the new keys are copied to every host and "
+            "clients trust the new gateway key. Keep them with --if-missing, or replace them "
+            "with --force")
+        self.keys_dir = keys_dir
+        self.found = found
+
+
 class KeyNameError(ValueError):
     """`add-node` / `revoke` got a name that is not usable (taken, unknown, malformed)."""
 
@@ -72,15 +86,19 @@ class KeyPair:
     secret: bytes
 
 
-def generate(keys_dir: Path, if_missing: bool = False) -> list[Path]:
+def generate(keys_dir: Path, if_missing: bool = False, force: bool = False) -> list[Path]:
     """Write this host's node keypair, the gateway keypair, the two cluster secrets, and
     authorize the node key.
 
     With `if_missing`, what is readable is kept and only what is missing is written: a missing
     or unreadable secret key gets a new pair, a lost public half is derived from its secret.
+    Otherwise existing keys raise KeysExist, unless `force` says to replace them.
     Returns the paths written, in order.
     """
     keys_dir = Path(keys_dir)
+    found = [p for p in _generated_files(keys_dir) if p.exists()]
+    if found and not (if_missing or force):
+        raise KeysExist(keys_dir, found)
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".new-") as tmp:
@@ -94,6 +112,13 @@ def generate(keys_dir: Path, if_missing: bool = False) -> list[Path]:
         if not (if_missing and _readable_public(target) == node_public):
             written.append(_authorize(keys_dir, staging, NODE, keys_dir / (NODE + _PUBLIC)))
     return written
+
+
+def _generated_files(keys_dir: Path) -> list[Path]:
+    """Every file `generate` writes."""
+    pairs = [keys_dir / (n + ext) for n in (NODE, GATEWAY) for ext in (_PUBLIC, _SECRET)]
+    return [*pairs, keys_dir / CLUSTER_SECRET, keys_dir / TOKEN_SECRET,
+            keys_dir / AUTHORIZED / (NODE + _PUBLIC)]
 
 
 def add_node(keys_dir: Path, name: str) -> list[Path]:

@@ -26,7 +26,7 @@ import zmq.asyncio
 from zeroconf import NonUniqueNameException
 
 import fabric
-from fabric import keys, logs, metrics, readiness, settings, timing
+from fabric import env_file, keys, logs, metrics, readiness, settings, timing
 from fabric.admission import Admission
 from fabric.config import Config, ConfigError
 from fabric.discovery import Discovery, NodeInfo, record_key
@@ -333,6 +333,7 @@ class Node:
 def main(node_cls: type[Node]) -> int:
     """Run one node of `node_cls` from the environment; config errors are one line, exit 2."""
     try:
+        env_file.load()
         cfg = Config.from_env(role=node_cls.role)
     except ConfigError as err:
         print(f"{node_cls.role}: {err}", file=sys.stderr)

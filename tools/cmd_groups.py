@@ -53,6 +53,8 @@ def run(args: dict[str, Any]) -> int:
         print(json.dumps({"groups": rows}, indent=2))
         return 0
     print(f"{len(rows)} group(s)")
+    if rows:
+        print("group_id | name | user_limit | members | owner | visibility | history | created")
     for g in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(g["created_ms"] / 1000))
         print(f"{g['group_id']} | {g['name']} | {g['user_limit']} | "

@@ -3,12 +3,15 @@
 Role: admin commands over `fabric.keys`; each prints what it wrote or removed. No sockets:
 running nodes notice a changed authorized/ folder by themselves within a second.
 
-- `generate [--if-missing]`: this host's node keypair, the gateway keypair, the cluster and
-  token secrets, and authorized/node.key.
+- `generate [--if-missing | --force]`: this host's node keypair, the gateway keypair, the
+  cluster and token secrets, and authorized/node.key. Refuses (exit 2) to replace existing
+  keys unless --force: new keys cut off every node and client that holds the old ones.
 - `add-node NAME`: a keypair for another host (or one node) under nodes/, authorized at once.
 - `revoke NAME`: stop admitting that key; every node reading this keys dir drops the peers
   that use it and refuses their handshakes and requests within a second.
 - `show`: the public keys (the gateway key is what `soim --server-key` wants).
+
+With --json each command prints one JSON object: the files written or removed, or the error.
 """
 
 from __future__ import annotations
@@ -26,30 +29,51 @@ _DIR_DEFAULT = "$SOIM_KEYS_DIR or var/keys"
 
 
 def run(args: dict[str, Any]) -> int:
-    """Run one `keys` command; exit status 0, or 2 with one line on stderr."""
+    """Run one `keys` command; exit status 0, or 2 with one line on stderr (or JSON)."""
     raw = args.get("--dir")
     keys_dir = Config.from_env().keys_dir if raw in (None, _DIR_DEFAULT) else Path(raw)
+    as_json = bool(args.get("--json"))
     if args.get("show"):
-        return _show(keys_dir, bool(args.get("--json")))
+        return _show(keys_dir, as_json)
     try:
         if args.get("add-node"):
             written = keys.add_node(keys_dir, args["NAME"])
         elif args.get("revoke"):
-            for path in keys.revoke(keys_dir, args["NAME"]):
-                print(f"removed {path}")
-            print(f"nodes reading {keys_dir} refuse {args['NAME']!r} within a second; copy "
-                  f"{keys_dir / keys.AUTHORIZED} to the cluster's other hosts")
-            return 0
+            return _revoked(keys_dir, args["NAME"], keys.revoke(keys_dir, args["NAME"]), as_json)
         else:
-            written = keys.generate(keys_dir, if_missing=bool(args.get("--if-missing")))
+            written = keys.generate(keys_dir, if_missing=bool(args.get("--if-missing")),
+                                    force=bool(args.get("--force")))
+    except keys.KeysExist as err:
+        return _failed("KEYS_EXIST", err, as_json)
     except keys.KeyNameError as err:
-        print(f"soimctl: {err}", file=sys.stderr)
-        return 2
+        return _failed("BAD_NAME", err, as_json)
+    if as_json:
+        print(json.dumps({"keys_dir": str(keys_dir), "written": [str(p) for p in written]}))
+        return 0
     for path in written:
         print(f"wrote {path}")
     if not written:
         print(f"keys in {keys_dir} are complete; nothing written")
     return 0
+
+
+def _revoked(keys_dir: Path, name: str, removed: list[Path], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"keys_dir": str(keys_dir), "removed": [str(p) for p in removed]}))
+        return 0
+    for path in removed:
+        print(f"removed {path}")
+    print(f"nodes reading {keys_dir} refuse {name!r} within a second; copy "
+          f"{keys_dir / keys.AUTHORIZED} to the cluster's other hosts")
+    return 0
+
+
+def _failed(code: str, err: Exception, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": code, "detail": str(err)}))
+    else:
+        print(f"soimctl: {err}", file=sys.stderr)
+    return 2
 
 
 def _show(keys_dir: Path, as_json: bool) -> int:

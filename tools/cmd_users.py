@@ -102,6 +102,8 @@ def run(args: dict[str, Any]) -> int:
         print(json.dumps({"users": rows}, indent=2))
         return 0
     print(f"{len(rows)} online user(s)")
+    if rows:
+        print("user_id | account")
     for r in rows:
         print(f"{r['user_id']} | {r['account']}")
     return 0

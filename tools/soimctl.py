@@ -7,11 +7,14 @@ Role: dispatch only. Each command lives in its own module under tools/ (`cmd_<na
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import sys
 from typing import Any
 
 from docopt import docopt
 
+from fabric import env_file
 from fabric.config import ConfigError
 
 USAGE = """soimctl — look after a so-im cluster.
@@ -26,9 +29,9 @@ Usage:
   soimctl groups [--json] [--cluster NAME] [--wait S]
   soimctl stats [--json] [--cluster NAME] [--wait S]
   soimctl drain NODE [--grace S] [--reason TEXT] [--json] [--cluster NAME]
-  soimctl keys generate [--dir DIR] [--if-missing]
-  soimctl keys add-node NAME [--dir DIR]
-  soimctl keys revoke NAME [--dir DIR]
+  soimctl keys generate [--dir DIR] [--if-missing | --force] [--json]
+  soimctl keys add-node NAME [--dir DIR] [--json]
+  soimctl keys revoke NAME [--dir DIR] [--json]
   soimctl keys show [--dir DIR] [--json]
   soimctl shards [--json]
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
@@ -44,6 +47,7 @@ Options:
   --wait S         At most this many seconds to find the nodes needed [default: 5].
   --dir DIR        Where keys go [default: $SOIM_KEYS_DIR or var/keys].
   --if-missing     Keep existing keys; only create what is missing.
+  --force          Replace existing keys (cuts off every node and client using the old ones).
   --password PASSWORD  The account's (new) password (8-128 characters).
   --message TEXT   Why the sessions end, shown to the user [default: ].
   --nickname NAME  The new account's nickname [default: ].
@@ -64,7 +68,8 @@ Options:
   --warmup S       Seconds at --rate before the latency phase, measured apart [default: 3].
   --sessions N     Idle sessions opened on one gateway with --logins [default: 5000].
 
-Every command reads the SOIM_* settings of the nodes (see .env.example).
+Every command reads the SOIM_* settings of the nodes (see .env.example): the environment,
+then the file named by SOIM_ENV_FILE or ./.env for what the environment leaves unset.
 """
 
 
@@ -96,13 +101,30 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `soimctl` console script."""
     args: dict[str, Any] = docopt(USAGE, argv=argv, version=f"soimctl {VERSION}")
-    for words, module in _COMMANDS.items():
-        if all(args.get(w) for w in words):
-            try:
+    try:
+        status = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
+    except BrokenPipeError:
+        # The reader went away (`soimctl shards | head -2`): what it wanted it has.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return status
+
+
+def _dispatch(args: dict[str, Any]) -> int:
+    """Read the settings file, then run the one command the arguments name."""
+    try:
+        env_file.load()
+        for words, module in _COMMANDS.items():
+            if all(args.get(w) for w in words):
                 return int(importlib.import_module(module).run(args))
-            except ConfigError as err:
-                print(f"soimctl: {err}", file=sys.stderr)
-                return 2
+    except ConfigError as err:
+        if args.get("--json"):
+            print(json.dumps({"error": "CONFIG", "variable": err.var, "detail": err.problem}))
+        else:
+            print(f"soimctl: {err}", file=sys.stderr)
+        return 2
     print("soimctl: unknown command", file=sys.stderr)
     return 2
 

@@ -37,6 +37,7 @@ from collections.abc import Callable
 import zmq.asyncio
 from docopt import docopt
 
+from fabric import env_file
 from fabric.config import Config, ConfigError
 from fabric.discovery import Discovery, NodeInfo
 from tui.app import run_app
@@ -62,8 +63,9 @@ class Usage(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = docopt(__doc__.split("\nRole:")[0], argv)
-    known = KnownGateways(known_gateways_path(os.environ))
     try:
+        env_file.load()
+        known = KnownGateways(known_gateways_path(os.environ))
         cfg = Config.from_env(role="soim")
         endpoint, device = _check(args)
         pin = resolve_pin(str(args["--server-key"] or ""), cfg.keys_dir, cfg.cluster, known)

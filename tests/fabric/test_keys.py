@@ -1,4 +1,5 @@
-"""Curve key files: generate, load, keep with --if-missing, the KeysMissing message, soimctl."""
+"""Curve key files: generate, load, keep with --if-missing, refuse to replace without --force,
+the KeysMissing message, soimctl (and its --json)."""
 
 from __future__ import annotations
 
@@ -36,13 +37,19 @@ def test_generate_writes_the_layout_and_loads_back(tmp_path: Path) -> None:
     assert not [p for p in d.iterdir() if p.name.startswith(".")]  # no staging dir left
 
 
-def test_generate_again_replaces_if_missing_keeps(tmp_path: Path) -> None:
+def test_generate_again_refuses_if_missing_keeps_force_replaces(tmp_path: Path) -> None:
     d = tmp_path / "keys"
     keys.generate(d)
     first = keys.load_node(d)
     assert keys.generate(d, if_missing=True) == []
     assert keys.load_node(d) == first
-    keys.generate(d)
+    with pytest.raises(keys.KeysExist, match="cuts off every running node and client"):
+        keys.generate(d)
+    assert keys.load_node(d) == first
+    (d / "gateway.key").unlink()  # one file is enough to refuse
+    with pytest.raises(keys.KeysExist):
+        keys.generate(d)
+    keys.generate(d, force=True)
     assert keys.load_node(d) != first
 
 
@@ -86,6 +93,42 @@ def test_soimctl_keys_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert soimctl(["keys", "generate", "--dir", str(d), "--if-missing"]) == 0
     assert "nothing written" in capsys.readouterr().out
     assert keys.load_node(d) == first
+
+
+def test_soimctl_keys_generate_refuses_to_replace_without_force(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "keys"
+    assert soimctl(["keys", "generate", "--dir", str(d), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written == {"keys_dir": str(d), "written": [str(d / name) for name in FILES]}
+    first = keys.load_node(d)
+    assert soimctl(["keys", "generate", "--dir", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "cuts off every running node and client" in err and "--force" in err, err
+    assert soimctl(["keys", "generate", "--dir", str(d), "--json"]) == 2
+    refused = json.loads(capsys.readouterr().out)
+    assert refused["error"] == "KEYS_EXIST" and "--if-missing" in refused["detail"]
+    assert keys.load_node(d) == first
+    assert soimctl(["keys", "generate", "--dir", str(d), "--if-missing", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == []
+    assert soimctl(["keys", "generate", "--dir", str(d), "--force"]) == 0
+    assert f"wrote {d / 'node.key_secret'}" in capsys.readouterr().out
+    assert keys.load_node(d) != first
+
+
+def test_soimctl_keys_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "keys"
+    keys.generate(d)
+    assert soimctl(["keys", "add-node", "host-b", "--dir", str(d), "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)["written"]
+    assert added[-1] == str(d / "authorized" / "host-b.key")
+    assert soimctl(["keys", "add-node", "host-b", "--dir", str(d), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "BAD_NAME"
+    assert soimctl(["keys", "revoke", "host-b", "--dir", str(d), "--json"]) == 0
+    removed = json.loads(capsys.readouterr().out)["removed"]
+    assert removed[0] == str(d / "authorized" / "host-b.key")
+    assert soimctl(["keys", "show", "--dir", str(tmp_path / "none"), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["variable"] == "SOIM_KEYS_DIR"
 
 
 def test_soimctl_keys_generate_defaults_to_soim_keys_dir(
