@@ -25,7 +25,7 @@ NODE_CLASSES = {
 USAGE = f"""usage: soim-node ROLE
 
 Run one so-im node; ROLE is one of: {", ".join(NODE_CLASSES)}.
-Configured only by SOIM_* environment variables (see docs/operations.md).
+Configured by SOIM_* environment variables (see docs/operations.md).
 
 Ports every node binds on SOIM_HOST (default 0: any free port, announced by discovery):
   SOIM_RPC_PORT      RPC ROUTER (Curve)      other nodes and soimctl connect
