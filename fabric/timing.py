@@ -191,3 +191,12 @@ DB_CHECK_TIMEOUT_S = 1.0
 DB_CHECK_CACHE_S = 1.0
 """... and its answer is reused for this long, so probes cost the database at most one query
 per database per second."""
+
+RESTART_BACKOFF_MIN_S = 1.0
+"""`make run`: a node that exits is started again after this; each quick exit doubles it ..."""
+
+RESTART_BACKOFF_MAX_S = 10.0
+"""... up to this ..."""
+
+RESTART_RESET_AFTER_S = 30.0
+"""... and a node that ran this long before it exited is started again after the minimum."""

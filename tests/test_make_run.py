@@ -1,6 +1,7 @@
 """`make run` brings up the whole local cluster under honcho — 2 gateways, 2 routers, a
-directory and a storage node on the embedded defaults — which `soimctl nodes` sees within 20 s,
-and Ctrl-C stops it cleanly. (The test points keys, data and gateway ports at its own tmp dir;
+directory and a storage node on the embedded defaults — which `soimctl nodes` sees within 20 s;
+a node killed with -9 is started again (tools.keep_running) and the rest stay up; and Ctrl-C
+stops it all cleanly. (The test points keys, data and gateway ports at its own tmp dir;
 the .venv is the one `make test` made, so nothing is installed again.)"""
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tests.support import free_port, wait_until
 
 
 @pytest.mark.timeout(90)
-def test_make_run_starts_a_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+def test_make_run_starts_a_cluster_restarts_a_killed_node_and_ctrl_c_stops_it(
+        tmp_path: Path) -> None:
     env = {**os.environ, "SOIM_CLUSTER": f"run{uuid.uuid4().hex[:8]}",
            "SOIM_KEYS_DIR": str(tmp_path / "keys"), "SOIM_DB": f"sqlite:{tmp_path / 'data'}",
            "SOIM_GATEWAY1_PORT": str(free_port()), "SOIM_GATEWAY2_PORT": str(free_port())}
@@ -36,13 +38,23 @@ def test_make_run_starts_a_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 cwd=ROOT, env=env, capture_output=True, timeout=30)
             if out.returncode != 0:
                 return []
-            return sorted(n["role"] for n in json.loads(out.stdout)["nodes"])
+            return sorted((n["role"], n["node_id"]) for n in json.loads(out.stdout)["nodes"])
 
-        roles = wait_until(lambda: listing() == ["directory", "gateway", "gateway", "router",
-                                                 "router", "storage"],
-                           timeout=40, interval=0.2, what="the six nodes of make run")
-        assert roles
+        six = ["directory", "gateway", "gateway", "router", "router", "storage"]
+        nodes = wait_until(lambda: (found := listing()) and [r for r, _ in found] == six
+                           and found, timeout=40, interval=0.2, what="the six nodes of make run")
         assert time.monotonic() - started < 20 + 10, "nodes seen late (20 s + keys and start-up)"
+
+        # kill -9 one router: its Procfile entry starts it again, nothing else stops
+        routers = {i for r, i in nodes if r == "router"}
+        os.kill(_node_pids(env["SOIM_CLUSTER"], "router")[0], signal.SIGKILL)
+        killed = time.monotonic()
+        after = wait_until(lambda: (found := listing()) and [r for r, _ in found] == six
+                           and len({i for r, i in found if r == "router"} - routers) == 1
+                           and found, timeout=30, interval=0.2, what="the router back")
+        print(f"killed router replaced in {time.monotonic() - killed:.1f} s")
+        assert {i for r, i in after if r != "router"} == {i for r, i in nodes if r != "router"}
+        assert make.poll() is None
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
         assert make.wait(15) in (0, 2, 130, -signal.SIGINT)
     finally:
@@ -54,6 +66,20 @@ def test_make_run_starts_a_cluster_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert "soim" in text and "Ctrl-C" in text, text[-2000:]
     wait_until(lambda: not _survivors(env["SOIM_CLUSTER"]), timeout=10,
                what="every node process gone")
+
+
+def _node_pids(cluster: str, role: str) -> list[int]:
+    """The node processes of `role` (not their keep_running supervisors) of the cluster."""
+    pids = []
+    for pid in _survivors(cluster):
+        try:
+            argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if role.encode() in argv and b"tools.keep_running" not in argv \
+                and any(a.endswith(b"soim-node") for a in argv):
+            pids.append(pid)
+    return pids
 
 
 def _survivors(cluster: str) -> list[int]:

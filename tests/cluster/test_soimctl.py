@@ -35,6 +35,17 @@ async def soimctl(cluster: Cluster, *args: str) -> Any:
     return json.loads(out)
 
 
+async def soimctl_table(cluster: Cluster, *args: str) -> list[str]:
+    """Run `soimctl ARGS` for the human table; its lines."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tools.soimctl", *args, cwd=ROOT,
+        env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode() + out.decode()
+    return out.decode().splitlines()
+
+
 @pytest.mark.timeout(150)
 def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
@@ -61,6 +72,8 @@ def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
             groups = await soimctl(cluster, "groups")
             assert [(g["group_id"], g["name"], g["members"]) for g in groups["groups"]] == \
                 [(group.group_id, "ops-room", 1)]
+            assert (await soimctl_table(cluster, "users"))[1] == "user_id | account"
+            assert (await soimctl_table(cluster, "groups"))[1].startswith("group_id | name |")
 
             stats = await soimctl(cluster, "stats")
             rows = {r["node_id"]: r for r in stats["nodes"]}
