@@ -1,13 +1,17 @@
-"""Admission: discovery records are hints; a peer joins only over an authenticated link.
+"""Admission: hints say where a node might be; a peer joins only over an authenticated link.
 
-Role: take each discovery record of this cluster (already signature-checked by
-`fabric.discovery`) as a hint of where a node might be. If the cluster authorizes the record's
-Curve key, dial the record's RPC endpoint as a Curve client with that server key and ask
+Role: take hints of where nodes of this cluster might be — discovery records (already
+signature-checked by `fabric.discovery`), the seeds of SOIM_SEEDS, the peers other members list
+in their heartbeats, and a node that probed us and said where it listens — and admit the ones
+that prove who they are. A hint names an RPC endpoint and a Curve key; if the cluster
+authorizes the key, dial the endpoint as a Curve client with that server key and ask
 `fabric.Status`: only a peer that completes the handshake (so holds that key's secret) and
 answers is handed to the membership, with the identity it states over that link (node id, role,
-endpoints, gateway key, start time) and the key it proved. A record with an unauthorized key is
+endpoints, gateway key, start time) and the key it proved. A hint with an unauthorized key is
 never dialled. Probes are bounded (MAX_PROBES_IN_FLIGHT at once, a failed target is tried again
-no sooner than PEER_PROBE_RETRY_S), because records are hostile input.
+no sooner than PEER_PROBE_RETRY_S), because hints are hostile input. Each probe says where this
+node's own RPC endpoint is, so the peer admits us back: a node joining through one seed is
+known to it at once and, through its heartbeats, to everyone within a few beats.
 Peer sockets: one short-lived DEALER per probe (an `RpcClient`), closed after the answer.
 """
 
@@ -17,11 +21,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 import zmq.asyncio
 
 from fabric import timing
-from fabric.discovery import DiscoveryError, NodeInfo
+from fabric.discovery import DiscoveryError, NodeInfo, valid_endpoint
 from fabric.membership import Membership
 from fabric.methods import STATUS, RpcError
 from fabric.rpc_client import RpcClient
@@ -34,7 +39,7 @@ Target = tuple[str, str]  # (rpc endpoint, z85 server key)
 
 
 class Admission:
-    """Checks discovery hints and admits the peers that prove who they are."""
+    """Checks hints and admits the peers that prove who they are."""
 
     def __init__(self, ctx: zmq.asyncio.Context, security: Security, cluster: str,
                  self_id: str, membership: Membership) -> None:
@@ -43,15 +48,20 @@ class Admission:
         self.cluster = cluster
         self.self_id = self_id
         self.membership = membership
+        self.own_rpc = ""  # this node's RPC endpoint, told to the peers it probes
         self.refused: Counter[str] = Counter()  # why hints were not admitted
-        self._hints: dict[Target, NodeInfo] = {}
+        self._hints: dict[Target, str] = {}  # target -> node id it claims ("": unknown)
+        self._records: set[Target] = set()  # hints from discovery records (they say goodbye)
+        self._seeds: set[Target] = set()  # tried until admitted, for as long as we run
+        self._heard: dict[Target, float] = {}  # gossip and probe-back hints: last heard
+        self._own: set[Target] = set()  # targets that turned out to be this node
         self._failed: dict[Target, float] = {}  # monotonic time of the last failed probe
         self._probing: dict[Target, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(timing.MAX_PROBES_IN_FLIGHT)
         self._retrier: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Retry failed hints now and then (a node may have been starting up)."""
+        """Retry failed hints and seeds now and then (a node may have been starting up)."""
         if self._retrier is None:
             self._retrier = asyncio.ensure_future(self._retry_failed())
 
@@ -64,29 +74,59 @@ class Admission:
         self._probing.clear()
         self._retrier = None
 
-    # ---- discovery callbacks
+    def known_ids(self) -> set[str]:
+        """Node ids that hints claim (soimctl counts them while its view settles)."""
+        return {node_id for node_id in self._hints.values() if node_id} - {self.self_id}
+
+    # ---- hints
     def hint(self, info: NodeInfo) -> None:
-        """A record appeared or changed: check where it points."""
+        """A discovery record appeared or changed: check where it points."""
         target = (info.endpoints.get("rpc", ""), info.public_key)
         if not target[0]:
             self.refused["no_rpc_endpoint"] += 1
             return
-        if target not in self._hints and len(self._hints) >= timing.MAX_DISCOVERY_RECORDS:
-            self.refused["too_many"] += 1
-            return
-        self._hints[target] = info
-        self._consider(target, force=True)
+        if self._remember(target, info.node_id):
+            self._records.add(target)
+            self._consider(target, force=True)
 
     def gone(self, info: NodeInfo) -> None:
         """A record went away. Liveness is the heartbeats' business: forget the hint only."""
         target = (info.endpoints.get("rpc", ""), info.public_key)
-        self._hints.pop(target, None)
-        self._failed.pop(target, None)
+        if target in self._records:
+            self._records.discard(target)
+            self._forget(target)
+
+    def seed(self, endpoint: str, key_name: str = "") -> None:
+        """Dial `endpoint` (SOIM_SEEDS) with the authorized key called `key_name`, or with
+        every authorized key when no name is given, until a peer there is admitted."""
+        keys = self.security.authorized_names()
+        for key, name in keys.items():
+            if not key_name or name == key_name:
+                target = (endpoint, key.decode())
+                self._seeds.add(target)
+                self._remember(target, "")
+                self._consider(target, force=True)
+        if key_name and key_name not in keys.values():
+            log.error("seed %s names key %r, which is not authorized", endpoint, key_name)
+
+    def gossip(self, known: Iterable[fabric_pb2.KnownPeer]) -> None:
+        """A member's heartbeat lists the peers it admitted: hints, tried if new."""
+        for peer in list(known)[:timing.MAX_KNOWN_PEERS]:
+            self.heard(peer.rpc, peer.key, peer.node_id)
+
+    def heard(self, endpoint: str, key: str, node_id: str = "") -> None:
+        """A hint from a member (its heartbeat, or its probe of us saying where it listens)."""
+        if not valid_endpoint(endpoint) or node_id == self.self_id:
+            return
+        target = (endpoint, key)
+        if self._remember(target, node_id):
+            self._heard[target] = time.monotonic()
+            self._consider(target)
 
     def retry(self, node_id: str) -> None:
-        """Peer `node_id` died: another record of that id may be its successor."""
-        for target, info in list(self._hints.items()):
-            if info.node_id == node_id:
+        """Peer `node_id` died: another hint of that id may be its successor."""
+        for target, claimed in list(self._hints.items()):
+            if claimed == node_id:
                 self._consider(target, force=True)
 
     def keys_changed(self, revoked: frozenset[bytes], added: frozenset[bytes]) -> None:
@@ -94,10 +134,26 @@ class Admission:
         for target in list(self._hints):
             key = target[1].encode()
             if key in revoked:
-                del self._hints[target]
-                self._failed.pop(target, None)
+                self._seeds.discard(target)
+                self._records.discard(target)
+                self._forget(target)
             elif key in added:
                 self._consider(target, force=True)
+
+    def _remember(self, target: Target, node_id: str) -> bool:
+        """Keep `target` as a hint (bounded); False when there is no room."""
+        if target not in self._hints and len(self._hints) >= timing.MAX_DISCOVERY_RECORDS:
+            self.refused["too_many"] += 1
+            return False
+        if node_id or target not in self._hints:
+            self._hints[target] = node_id
+        return True
+
+    def _forget(self, target: Target) -> None:
+        if target not in self._seeds and target not in self._records:
+            self._hints.pop(target, None)
+            self._heard.pop(target, None)
+            self._failed.pop(target, None)
 
     # ---- probing
     def _consider(self, target: Target, force: bool = False) -> None:
@@ -105,7 +161,8 @@ class Admission:
         if not self.security.authorized(key.encode()):
             self.refused["unauthorized_key"] += 1
             return
-        if self.membership.admitted(endpoint, key.encode()) or target in self._probing:
+        if (target in self._own or target in self._probing
+                or self.membership.admitted_at(endpoint)):
             return
         failed = self._failed.get(target)
         if not force and failed is not None and (
@@ -121,8 +178,11 @@ class Admission:
             info = self._identity(reply, key) if reply is not None else None
             if info is None:
                 self._failed[target] = time.monotonic()
+            elif info.node_id == self.self_id:
+                self._own.add(target)  # a seed list that names this node too
             else:
                 self._failed.pop(target, None)
+                self._hints[target] = info.node_id
                 self.membership.admit(info)
         except Exception:
             log.exception("probing %s failed", endpoint)
@@ -142,7 +202,8 @@ class Admission:
         client.start()
         try:
             reply: fabric_pb2.StatusReply = await client.call(
-                STATUS, fabric_pb2.StatusRequest(), timeout=timing.PEER_PROBE_TIMEOUT_S)
+                STATUS, fabric_pb2.StatusRequest(rpc_endpoint=self.own_rpc),
+                timeout=timing.PEER_PROBE_TIMEOUT_S)
             return reply
         except RpcError:
             self.refused["no_answer"] += 1
@@ -172,8 +233,12 @@ class Admission:
     async def _retry_failed(self) -> None:
         while True:
             await asyncio.sleep(timing.PEER_PROBE_RETRY_S)  # the retry period
-            for target in list(self._failed):
+            horizon = time.monotonic() - timing.GOSSIP_FORGET_S
+            for target, heard in list(self._heard.items()):
+                if heard < horizon and not self.membership.admitted_at(target[0]):
+                    self._forget(target)  # nobody mentions it any more
+            for target in {*self._failed, *self._seeds}:
                 if target in self._hints:
                     self._consider(target)
                 else:
-                    del self._failed[target]
+                    self._failed.pop(target, None)

@@ -17,6 +17,8 @@ from pathlib import Path
 from fabric import timing
 
 ROLES = ("gateway", "router", "directory", "storage")
+DISCOVERY_MODES = ("mdns", "seeds", "both")
+MAX_SEEDS = 16
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
 
@@ -39,6 +41,8 @@ class Config:
     host: str = "127.0.0.1"
     advertise_host: str = "127.0.0.1"
     discovery_ifaces: tuple[str, ...] = ("127.0.0.1",)
+    discovery: str = "mdns"
+    seeds: tuple[Seed, ...] = ()
     keys_dir: Path = Path("var/keys")
     node_key: str = "node"
     rpc_port: int = 0
@@ -74,6 +78,14 @@ class Config:
         )
         if not ifaces:
             raise ConfigError("SOIM_DISCOVERY_IFACES", "names no interface")
+        seeds = _seeds(env.get("SOIM_SEEDS", ""))
+        discovery = env.get("SOIM_DISCOVERY", "").strip() or ("both" if seeds else "mdns")
+        if discovery not in DISCOVERY_MODES:
+            raise ConfigError("SOIM_DISCOVERY", f"must be mdns, seeds or both, got {discovery!r}")
+        if seeds and discovery == "mdns":
+            raise ConfigError("SOIM_DISCOVERY", "is mdns, which ignores SOIM_SEEDS; use both")
+        if discovery == "seeds" and not seeds:
+            raise ConfigError("SOIM_SEEDS", "names no seed, and SOIM_DISCOVERY=seeds needs one")
         shards = r.integer("SOIM_SHARDS", 8, 1, 1024)
         if shards & (shards - 1):
             raise ConfigError("SOIM_SHARDS", f"must be a power of two, got {shards}")
@@ -96,6 +108,8 @@ class Config:
             host=host,
             advertise_host=advertise,
             discovery_ifaces=ifaces,
+            discovery=discovery,
+            seeds=seeds,
             keys_dir=Path(env.get("SOIM_KEYS_DIR", "var/keys")),
             node_key=r.name("SOIM_NODE_KEY", "node"),
             rpc_port=r.integer("SOIM_RPC_PORT", 0, 0, 65535),
@@ -113,6 +127,39 @@ class Config:
             batch_ms=r.integer("SOIM_BATCH_MS", 5, 0, 10_000),
             extra=extra,
         )
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A node to dial at start: its RPC endpoint, and the name of its authorized key if given
+    (`NAME@host:port`; without a name every authorized key is tried)."""
+
+    host: str
+    port: int
+    key_name: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+def _seeds(raw: str) -> tuple[Seed, ...]:
+    """SOIM_SEEDS: comma-separated `[NAME@]host:port`."""
+    seeds = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        name, _, address = item.rpartition("@")
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        if (name and not _NAME_RE.match(name)) or not _HOST_RE.match(host) \
+                or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("SOIM_SEEDS", f"{item!r}: want [KEY_NAME@]host:port")
+        seeds.append(Seed(host, int(port), name))
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError("SOIM_SEEDS", f"at most {MAX_SEEDS} seeds")
+    return tuple(seeds)
 
 
 class _Reader:

@@ -197,6 +197,12 @@ def _number(txt: Mapping[str, str], key: str, kind: type[int] | type[float],
     return value
 
 
+def valid_endpoint(url: str) -> bool:
+    """Whether `url` is a tcp://host:port endpoint a record (or a hint) may name."""
+    match = _ENDPOINT_RE.match(url)
+    return bool(match) and 0 < int(match[2]) < 65536
+
+
 def record_key(cluster_secret: bytes) -> bytes:
     """The key discovery records are signed with, from the keys dir's cluster.secret."""
     return hashlib.blake2b(b"", key=cluster_secret, person=b"soim-record",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fabric import envelope, metrics, timing
@@ -76,7 +76,10 @@ class Membership:
         self._on_removed = on_removed
         self._peers: dict[str, Peer] = {}
         self._alive: dict[str | None, list[Peer]] = {}
+        self._alive_rpc: set[str] | None = None  # RPC endpoints of live peers, when asked
         self._sweeper: asyncio.Task[None] | None = None
+        self.on_known: Callable[[Sequence[fabric_pb2.KnownPeer]], None] | None = None
+        """Called with the peers a member's heartbeat lists (hints for fabric.admission)."""
         subscriber.on(HEARTBEAT_TOPIC, self._heartbeat)
         subscriber.on(BYE_TOPIC, self._bye)
         subscriber.on(DRAIN_TOPIC, self._drain)
@@ -111,10 +114,12 @@ class Membership:
             self._sweeper = None
 
     # ---- admission
-    def admitted(self, rpc_endpoint: str, key: bytes) -> bool:
-        """Whether an admitted peer already answers at `rpc_endpoint` with server key `key`."""
-        return any(p.info.endpoints.get("rpc") == rpc_endpoint
-                   and p.info.public_key.encode() == key for p in self._peers.values())
+    def admitted_at(self, rpc_endpoint: str) -> bool:
+        """Whether a live peer answers at `rpc_endpoint` (a dead one's successor may come back
+        at the same endpoint, so it does not count)."""
+        if self._alive_rpc is None:
+            self._alive_rpc = {p.info.endpoints.get("rpc", "") for p in self.alive()}
+        return rpc_endpoint in self._alive_rpc
 
     def admit(self, info: NodeInfo) -> None:
         """`info` came over an authenticated link (fabric.admission): follow that peer."""
@@ -137,6 +142,7 @@ class Membership:
             return
         self._unfollow(known.info)
         known.info = info
+        self._alive_rpc = None
         self._follow(info)
         if known.alive and self._on_updated:
             self._on_updated(known)
@@ -169,6 +175,8 @@ class Membership:
         peer.sessions = beat.sessions
         peer.uptime_s = beat.uptime_s
         peer.peers = beat.peers
+        if beat.known and self.on_known is not None:
+            self.on_known(beat.known)
         if not peer.alive:
             peer.alive = True
             self._gauge()
@@ -220,6 +228,7 @@ class Membership:
     def _gauge(self) -> None:
         """A peer came or went: forget cached answers, update the gauges."""
         self._alive.clear()
+        self._alive_rpc = None
         counts = dict.fromkeys(ROLES, 0)
         for peer in self._peers.values():
             counts[peer.role] = counts.get(peer.role, 0) + peer.alive

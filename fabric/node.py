@@ -122,6 +122,8 @@ class Node:
         await self.on_start()
         self.subscriber.start()
         self.membership.start()
+        self.admission.own_rpc = self.endpoints["rpc"]
+        self.membership.on_known = self.admission.gossip
         self.admission.start()
         self.security.watch(self._keys_changed)
         self._tasks.append(asyncio.ensure_future(self.rpc.serve()))
@@ -132,13 +134,16 @@ class Node:
             endpoints=dict(self.endpoints), metrics_port=metrics_port,
             public_key=self.security.node.public.decode(),
             client_key=self.client_key(), started_at=self.started_at)
-        await self.discovery.async_start()
-        try:
-            await self.discovery.async_register(self.info)
-        except NonUniqueNameException:
-            raise ConfigError("SOIM_NODE_ID", f"a live node of cluster {self.cfg.cluster!r} "
-                              f"already announces node id {self.node_id!r}; refusing to start"
-                              ) from None
+        if self.cfg.discovery != "seeds":
+            await self.discovery.async_start()
+            try:
+                await self.discovery.async_register(self.info)
+            except NonUniqueNameException:
+                raise ConfigError("SOIM_NODE_ID", f"a live node of cluster "
+                                  f"{self.cfg.cluster!r} already announces node id "
+                                  f"{self.node_id!r}; refusing to start") from None
+        for seed in self.cfg.seeds:
+            self.admission.seed(seed.endpoint, seed.key_name)
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the node: no collection scans it again
         gc.set_threshold(*timing.GC_THRESHOLDS)
@@ -203,8 +208,14 @@ class Node:
             self.publisher.publish(HEARTBEAT_TOPIC, HEARTBEAT_METHOD, fabric_pb2.Heartbeat(
                 node_id=self.node_id, role=self.role, seq=self._beat_seq, load=load,
                 uptime_s=time.time() - self.started_at, sessions=self.session_count(),
-                peers=len(self.membership.alive())))
+                peers=len(self.membership.alive()), known=self._known()))
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S)  # the heartbeat period
+
+    def _known(self) -> list[fabric_pb2.KnownPeer]:
+        """The peers this node admitted, for the heartbeat (how seeds spread the cluster)."""
+        return [fabric_pb2.KnownPeer(node_id=p.node_id, rpc=p.info.endpoints["rpc"],
+                                     key=p.info.public_key)
+                for p in self.membership.alive()[:timing.MAX_KNOWN_PEERS]]
 
     def _echo(self, req: fabric_pb2.EchoRequest, call: Call) -> object:
         if req.fail_code:
@@ -218,6 +229,8 @@ class Node:
         return fabric_pb2.EchoReply(data=req.data)
 
     def _status(self, req: fabric_pb2.StatusRequest, call: Call) -> fabric_pb2.StatusReply:
+        if req.rpc_endpoint and call.peer_key:  # a node admitting us: admit it back
+            self.admission.heard(req.rpc_endpoint, call.peer_key.decode())
         return fabric_pb2.StatusReply(
             node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
             version=fabric.__version__, uptime_s=time.time() - self.started_at, load=self.load(),

@@ -68,7 +68,8 @@ class Security:
         self.ctx = ctx
         self.keys_dir = Path(keys_dir)
         self.node = keys.load_node(self.keys_dir, node_key)
-        self._policy = _ClusterKeys(self._authorized_keys())
+        self._names = keys.authorized(self.keys_dir)
+        self._policy = _ClusterKeys(frozenset(self._names))
         self._gateway: keys.KeyPair | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -76,6 +77,10 @@ class Security:
     def authorized(self, key: bytes) -> bool:
         """Whether the cluster admits the z85 public key `key` now."""
         return key in self._policy.authorized
+
+    def authorized_names(self) -> dict[bytes, str]:
+        """The admitted keys now, each with its name (the file stem in authorized/)."""
+        return dict(self._names)
 
     def watch(self, on_change: Callable[[frozenset[bytes], frozenset[bytes]], None]) -> None:
         """Re-read keys_dir/authorized every KEYS_RELOAD_INTERVAL_S; call
@@ -87,10 +92,11 @@ class Security:
         """Re-read the authorized keys now; return (revoked, added). A folder that cannot be
         read, or holds no key, keeps the current set (logged)."""
         try:
-            fresh = self._authorized_keys()
+            names = keys.authorized(self.keys_dir)
         except keys.KeysMissing as err:
             log.error("keeping the authorized keys I have: %s", err)
             return frozenset(), frozenset()
+        self._names, fresh = names, frozenset(names)
         gone, added = self._policy.authorized - fresh, fresh - self._policy.authorized
         if gone or added:
             log.info("authorized node keys: %d (%d revoked, %d added)", len(fresh), len(gone),
@@ -159,9 +165,6 @@ class Security:
         sock.zap_domain = domain.encode()
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
 
-    def _authorized_keys(self) -> frozenset[bytes]:
-        """The public keys in keys_dir/authorized; KeysMissing when there are none."""
-        return frozenset(keys.authorized(self.keys_dir))
 
 
 def anonymous_client(sock: zmq.Socket, server_public: bytes) -> None:

@@ -182,6 +182,12 @@ REBIND_BUDGET_S = 2.0
 REBIND_RETRY_S = 0.02
 """Pause between tries to bind the events PUB again (the old listener is closing)."""
 
+MAX_KNOWN_PEERS = 256
+"""Peers a heartbeat lists (and a node takes from one) for nodes that joined through a seed."""
+
+GOSSIP_FORGET_S = 30.0
+"""A peer no member has mentioned for this long is no longer tried."""
+
 READY_ANSWER_S = 2.0
 """/readyz waits this long for the event loop's answer; a loop that gives none is not ready."""
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13schema/fabric.proto\x12\x04soim\"x\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04load\x18\x04 \x01(\x01\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x10\n\x08sessions\x18\x06 \x01(\r\x12\r\n\x05peers\x18\x07 \x01(\r\"\x16\n\x03\x42ye\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"@\n\x0b\x45\x63hoRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\x12\x11\n\tfail_code\x18\x03 \x01(\r\"\x19\n\tEchoReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x0f\n\rStatusRequest\"\xb6\x02\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x0c\n\x04load\x18\x06 \x01(\x01\x12\x33\n\tendpoints\x18\x07 \x03(\x0b\x32 .soim.StatusReply.EndpointsEntry\x12\x14\n\x0cmetrics_port\x18\x08 \x01(\r\x12\x13\n\x0bpeers_alive\x18\t \x03(\t\x12\x12\n\nclient_key\x18\n \x01(\t\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x0c\n\x04host\x18\x0c \x01(\t\x1a\x30\n\x0e\x45ndpointsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13schema/fabric.proto\x12\x04soim\"\x98\x01\n\tHeartbeat\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04load\x18\x04 \x01(\x01\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x10\n\x08sessions\x18\x06 \x01(\r\x12\r\n\x05peers\x18\x07 \x01(\r\x12\x1e\n\x05known\x18\x08 \x03(\x0b\x32\x0f.soim.KnownPeer\"6\n\tKnownPeer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03rpc\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\"\x16\n\x03\x42ye\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"@\n\x0b\x45\x63hoRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\x12\x11\n\tfail_code\x18\x03 \x01(\r\"\x19\n\tEchoReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"%\n\rStatusRequest\x12\x14\n\x0crpc_endpoint\x18\x01 \x01(\t\"\xb6\x02\n\x0bStatusReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x63luster\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x0c\n\x04load\x18\x06 \x01(\x01\x12\x33\n\tendpoints\x18\x07 \x03(\x0b\x32 .soim.StatusReply.EndpointsEntry\x12\x14\n\x0cmetrics_port\x18\x08 \x01(\r\x12\x13\n\x0bpeers_alive\x18\t \x03(\t\x12\x12\n\nclient_key\x18\n \x01(\t\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x0c\n\x04host\x18\x0c \x01(\t\x1a\x30\n\x0e\x45ndpointsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,18 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSREPLY_ENDPOINTSENTRY']._loaded_options = None
   _globals['_STATUSREPLY_ENDPOINTSENTRY']._serialized_options = b'8\001'
-  _globals['_HEARTBEAT']._serialized_start=29
-  _globals['_HEARTBEAT']._serialized_end=149
-  _globals['_BYE']._serialized_start=151
-  _globals['_BYE']._serialized_end=173
-  _globals['_ECHOREQUEST']._serialized_start=175
-  _globals['_ECHOREQUEST']._serialized_end=239
-  _globals['_ECHOREPLY']._serialized_start=241
-  _globals['_ECHOREPLY']._serialized_end=266
-  _globals['_STATUSREQUEST']._serialized_start=268
-  _globals['_STATUSREQUEST']._serialized_end=283
-  _globals['_STATUSREPLY']._serialized_start=286
-  _globals['_STATUSREPLY']._serialized_end=596
-  _globals['_STATUSREPLY_ENDPOINTSENTRY']._serialized_start=548
-  _globals['_STATUSREPLY_ENDPOINTSENTRY']._serialized_end=596
+  _globals['_HEARTBEAT']._serialized_start=30
+  _globals['_HEARTBEAT']._serialized_end=182
+  _globals['_KNOWNPEER']._serialized_start=184
+  _globals['_KNOWNPEER']._serialized_end=238
+  _globals['_BYE']._serialized_start=240
+  _globals['_BYE']._serialized_end=262
+  _globals['_ECHOREQUEST']._serialized_start=264
+  _globals['_ECHOREQUEST']._serialized_end=328
+  _globals['_ECHOREPLY']._serialized_start=330
+  _globals['_ECHOREPLY']._serialized_end=355
+  _globals['_STATUSREQUEST']._serialized_start=357
+  _globals['_STATUSREQUEST']._serialized_end=394
+  _globals['_STATUSREPLY']._serialized_start=397
+  _globals['_STATUSREPLY']._serialized_end=707
+  _globals['_STATUSREPLY_ENDPOINTSENTRY']._serialized_start=659
+  _globals['_STATUSREPLY_ENDPOINTSENTRY']._serialized_end=707
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class Heartbeat(_message.Message):
     UPTIME_S_FIELD_NUMBER: _builtins.int
     SESSIONS_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
+    KNOWN_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     role: _builtins.str
     seq: _builtins.int
@@ -44,6 +45,12 @@ class Heartbeat(_message.Message):
     """gateways: connected client sessions"""
     peers: _builtins.int
     """live peers this node sees (itself not counted)"""
+    @_builtins.property
+    def known(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnownPeer]:
+        """The live peers this node admitted, so a node that joined through a seed learns the rest:
+        each is only a hint, dialled with its key if the cluster authorizes it (at most 256).
+        """
+
     def __init__(
         self,
         *,
@@ -54,14 +61,44 @@ class Heartbeat(_message.Message):
         uptime_s: _builtins.float = ...,
         sessions: _builtins.int = ...,
         peers: _builtins.int = ...,
+        known: _abc.Iterable[Global___KnownPeer] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["load", b"load", "node_id", b"node_id", "peers", b"peers", "role", b"role", "seq", b"seq", "sessions", b"sessions", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known", b"known", "load", b"load", "node_id", b"node_id", "peers", b"peers", "role", b"role", "seq", b"seq", "sessions", b"sessions", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class KnownPeer(_message.Message):
+    """A peer as another member admitted it: where to dial it and the key it proved."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RPC_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    rpc: _builtins.str
+    """its RPC endpoint"""
+    key: _builtins.str
+    """the z85 Curve public key it proved"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        rpc: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "node_id", b"node_id", "rpc", b"rpc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnownPeer: _TypeAlias = KnownPeer  # noqa: Y015
 
 @_typing.final
 class Bye(_message.Message):
@@ -138,12 +175,19 @@ class StatusRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    RPC_ENDPOINT_FIELD_NUMBER: _builtins.int
+    rpc_endpoint: _builtins.str
+    """A node probing a peer says where its own RPC endpoint is, so the peer can admit it back
+    (dialling it with the key this connection proved); empty from observers such as soimctl.
+    """
     def __init__(
         self,
+        *,
+        rpc_endpoint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rpc_endpoint", b"rpc_endpoint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,8 +3,9 @@
 Role: `two_hosts()` creates `soim-<rand>-a` and `soim-<rand>-b` with `ip netns add`, creates the
 veth pair directly inside them (it never appears in the root namespace, whose interfaces and
 routes are never touched), gives the ends 10.213.<rand>.1/24 and .2/24, brings lo and the ends
-up, and deletes both namespaces (which deletes the pair) at the end, even on failure. Needs root
-and iproute2; a missing `ip` fails with a clear message, never a skip.
+up, and deletes both namespaces (which deletes the pair) at the end, even on failure. `lan(n)`
+does the same for n hosts joined by a bridge in a namespace of its own (10.214.<rand>.1..n).
+Needs root and iproute2; a missing `ip` fails with a clear message, never a skip.
 
 Run as `python -m tests.netns probe TARGET_ID EXPECT_ID [--timeout S]` inside a namespace, with
 SOIM_HOST / SOIM_DISCOVERY_IFACES set to that namespace's veth address: it joins the cluster as
@@ -90,6 +91,43 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
         for ns in created:
             try:
                 ip_cmd("ip", "netns", "del", ns)  # deleting a namespace deletes its veth end
+            except RuntimeError as err:
+                errors.append(str(err))
+        if errors:
+            raise RuntimeError("; ".join(errors))
+
+
+@contextmanager
+def lan(count: int) -> Iterator[list[Host]]:
+    """`count` fresh namespaces on one LAN: a bridge in a namespace of its own (the switch) and
+    a veth pair from each host to it, all born inside the namespaces; deleted at the end."""
+    require_ip()
+    tag = uuid.uuid4().hex[:6]
+    subnet = f"10.214.{random.randint(0, 255)}"
+    switch = f"soim-{tag}-sw"
+    hosts = [Host(f"soim-{tag}-{i}", f"h{i}-{tag}", f"{subnet}.{i + 1}") for i in range(count)]
+    created: list[str] = []
+    try:
+        for ns in (switch, *(h.ns for h in hosts)):
+            ip_cmd("ip", "netns", "add", ns)
+            created.append(ns)
+        ip_cmd("ip", "-n", switch, "link", "add", "br0", "type", "bridge")
+        ip_cmd("ip", "-n", switch, "link", "set", "br0", "up")
+        for i, host in enumerate(hosts):
+            port = f"s{i}-{tag}"
+            ip_cmd("ip", "link", "add", host.veth, "netns", host.ns, "type", "veth",
+                   "peer", "name", port, "netns", switch)
+            ip_cmd("ip", "-n", switch, "link", "set", port, "master", "br0")
+            ip_cmd("ip", "-n", switch, "link", "set", port, "up")
+            host.run("ip", "addr", "add", f"{host.addr}/24", "dev", host.veth)
+            host.run("ip", "link", "set", "lo", "up")
+            host.run("ip", "link", "set", host.veth, "up")
+        yield hosts
+    finally:
+        errors = []
+        for ns in created:
+            try:
+                ip_cmd("ip", "netns", "del", ns)
             except RuntimeError as err:
                 errors.append(str(err))
         if errors:

@@ -83,9 +83,13 @@ class ClusterView:
     async def __aenter__(self) -> ClusterView:
         self.subscriber.start()
         self.membership.start()
+        self.membership.on_known = self.admission.gossip
         self.admission.start()
         self.security.watch(self._keys_changed)
-        await self.discovery.async_start()
+        if self.cfg.discovery != "seeds":
+            await self.discovery.async_start()
+        for seed in self.cfg.seeds:
+            self.admission.seed(seed.endpoint, seed.key_name)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -115,7 +119,7 @@ class ClusterView:
         quiet_since = time.monotonic() + FIRST_ANSWERS_S
         seen = 0
         while time.monotonic() < deadline:
-            known = len(self.discovery.peers())
+            known = len(self.discovery.peers().keys() | self.admission.known_ids())
             if known != seen:
                 seen, quiet_since = known, time.monotonic()
             alive = self.membership.alive()

@@ -7,9 +7,11 @@ compares them one by one — literally, or as a regular expression where a line 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tests.support import async_wait_until
@@ -21,10 +23,14 @@ Expected = str | re.Pattern[str]
 class LineClient:
     """One `soim --plain` process with a pipe for stdin and stdout."""
 
-    def __init__(self, args: list[str], log_dir: Path, name: str) -> None:
+    def __init__(self, args: list[str], log_dir: Path, name: str,
+                 prefix: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+        """`soim --plain ARGS`, run under `prefix` (e.g. `ip netns exec NS`) with `env` added
+        to the test's environment."""
         self.err_path = log_dir / f"{name}.err"
         self._err = open(self.err_path, "wb")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen([*SOIM, "--plain", *args], cwd=ROOT, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([*prefix, *SOIM, "--plain", *args], cwd=ROOT,
+                                     env={**os.environ, **(env or {})}, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._err, text=True,
                                      bufsize=1)
         self.lines: list[str] = []
