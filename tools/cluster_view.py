@@ -46,13 +46,14 @@ def config_for(args: dict[str, Any]) -> Config:
 
 
 def with_view(args: dict[str, Any], job: Callable[[ClusterView], Awaitable[T]],
-              roles: tuple[str, ...] = ()) -> T:
+              roles: tuple[str, ...] = (), whole: bool = False) -> T:
     """Run `job(view)` on a settled view of the cluster (once a node of each of `roles` is
-    alive, or when every discovered node has been heard)."""
+    alive, or when every discovered node has been heard; see `ClusterView.settle` for
+    `whole`)."""
 
     async def main() -> T:
         async with ClusterView(config_for(args)) as view:
-            await view.settle(float(args.get("--wait") or 5), roles)
+            await view.settle(float(args.get("--wait") or 5), roles, whole)
             return await job(view)
 
     return asyncio.run(main())
@@ -106,8 +107,13 @@ class ClusterView:
         self.admission.keys_changed(revoked, added)
         self.membership.revoked(revoked)
 
-    async def settle(self, wait_s: float, roles: tuple[str, ...] = ()) -> list[Peer]:
+    async def settle(self, wait_s: float, roles: tuple[str, ...] = (),
+                     whole: bool = False) -> list[Peer]:
         """Live peers once a node of each of `roles` is alive, or when `wait_s` runs out.
+
+        With `whole`, also once no live node's heartbeat sees more peers than the view holds:
+        a command asking every node of a role (`soimctl users` asks every router) must not
+        start while only some of them are admitted.
 
         Without roles, the view is settled once every discovered node has been heard, no new
         one appeared for QUIET_S, and no heard node sees more peers than the view holds (mDNS
@@ -124,7 +130,8 @@ class ClusterView:
                 seen, quiet_since = known, time.monotonic()
             alive = self.membership.alive()
             if roles:
-                if all(self.membership.alive(r) for r in roles):
+                if all(self.membership.alive(r) for r in roles) and (
+                        not whole or all(p.peers < len(alive) for p in alive)):
                     break
             elif (0 < known <= len(alive) and time.monotonic() - quiet_since > QUIET_S
                   and all(p.peers < len(alive) for p in alive)):

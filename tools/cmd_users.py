@@ -95,7 +95,7 @@ def run(args: dict[str, Any]) -> int:
         for word in ACTIONS:
             if args.get(word):
                 return _act(args, word)
-        rows = with_view(args, online_users, roles=("router", "directory"))
+        rows = with_view(args, online_users, roles=("router", "directory"), whole=True)
     except RpcError as err:
         return _failed(args, err)
     if args.get("--json"):
