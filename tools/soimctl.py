@@ -29,11 +29,14 @@ Usage:
   soimctl groups [--json] [--cluster NAME] [--wait S]
   soimctl stats [--json] [--cluster NAME] [--wait S]
   soimctl drain NODE [--grace S] [--reason TEXT] [--json] [--cluster NAME]
+  soimctl history purge --before DATE [--conv ID] [--json]
+  soimctl (export|import) DIR [--json]
   soimctl keys generate [--dir DIR] [--if-missing | --force] [--json]
   soimctl keys add-node NAME [--dir DIR] [--json]
   soimctl keys revoke NAME [--dir DIR] [--json]
   soimctl keys show [--dir DIR] [--json]
   soimctl shards [--json]
+  soimctl prometheus-targets [--json | --out FILE] [--cluster NAME] [--wait S]
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
@@ -51,10 +54,13 @@ Options:
   --password PASSWORD  The account's (new) password (8-128 characters).
   --message TEXT   Why the sessions end, shown to the user [default: ].
   --nickname NAME  The new account's nickname [default: ].
+  --out FILE       Write the targets' JSON to FILE (atomically; never an empty list).
   --grace S        Seconds a drained node keeps running [default: 5].
   --reason TEXT    Why, for the logs [default: soimctl drain].
   --seconds S      Length of each benchmark phase in seconds [default: 3].
   --inflight N     RPC calls kept in flight [default: 64].
+  --before DATE    Purge messages older than DATE: YYYY-MM-DD or an ISO timestamp (UTC).
+  --conv ID        Only this conversation.
   --backend B      Store backend to measure: mysql or sqlite [default: sqlite].
   --rows N         Rows to write [default: 200000].
   --spawn          Run on a throwaway local cluster (2 gateways, 2 routers, directory, storage)
@@ -87,11 +93,15 @@ _COMMANDS = {
     ("groups",): "tools.cmd_groups",
     ("stats",): "tools.cmd_stats",
     ("drain",): "tools.cmd_drain",
+    ("history", "purge"): "tools.cmd_history",
+    ("export",): "tools.cmd_export",
+    ("import",): "tools.cmd_export",
     ("keys", "generate"): "tools.cmd_keys",
     ("keys", "add-node"): "tools.cmd_keys",
     ("keys", "revoke"): "tools.cmd_keys",
     ("keys", "show"): "tools.cmd_keys",
     ("shards",): "tools.cmd_shards",
+    ("prometheus-targets",): "tools.cmd_prometheus",
     ("bench", "fabric"): "tools.bench_fabric",
     ("bench", "store"): "tools.bench_store",
     ("bench", "chat"): "tools.bench_chat",
