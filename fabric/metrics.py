@@ -1,9 +1,10 @@
 """Prometheus metrics of a node: the fabric's counters and the HTTP endpoint that serves them.
 
 Role: define the process-wide metric families (frames in/out, bad frames, RPC latency, peers
-alive) and start/stop the metrics HTTP server whose port goes in the zeroconf TXT record. It
-serves /metrics, /healthz (200 "ok" while the process serves) and /readyz (200 "ready", or 503
-and the one-line reason the node's readiness callable gives); any other path is 404.
+alive, soim_build_info) and start/stop the metrics HTTP server whose port goes in the zeroconf
+TXT record. It serves /metrics, /healthz (200 "ok" while the process serves) and /readyz
+(200 "ready", or 503 and the one-line reason the node's readiness callable gives); any other
+path is 404.
 Peer sockets: an HTTP listener on the node's host (a WSGI server thread that starts a thread
 per request, as prometheus-client's own server does; /readyz blocks only its request's thread).
 
@@ -17,6 +18,7 @@ the histogram is read.
 from __future__ import annotations
 
 import bisect
+import platform
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +30,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
+
+from fabric import __version__
 
 
 class LatencyHistogram(Collector):
@@ -131,6 +135,9 @@ RPC_ERRORS = Counter(
 RPC_SERVED = Counter("soim_rpc_served_total", "RPC requests served", ["method", "code"])
 PEERS_ALIVE = Gauge("soim_peers_alive", "Live peers in the membership view", ["role"])
 NODE_LOAD = Gauge("soim_node_load", "This node's load figure, as sent in its heartbeat")
+BUILD_INFO = Gauge("soim_build_info", "Always 1: the so-im version and Python this process runs",
+                   ["version", "python"])
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 
 Readiness = Callable[[], str | None]

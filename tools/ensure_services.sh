@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure MariaDB (127.0.0.1:3306) and Redis (127.0.0.1:6379) are up for the test suite,
-# and that systemd-analyze (which checks deploy/systemd) is installed.
+# and that systemd-analyze (which checks deploy/systemd) and promtool (which checks
+# deploy/prometheus, from Debian's prometheus package) are installed.
 # Installs them with apt-get when missing and running as root; otherwise says what to install.
 set -uo pipefail
 
@@ -51,4 +52,11 @@ if ! command -v systemd-analyze >/dev/null; then
   fi
   apt_install systemd
 fi
-echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up; systemd-analyze is installed"
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "so-im tests need promtool (tests/fabric/test_observability.py); apt-get install prometheus, or run make test as root." >&2
+    exit 1
+  fi
+  apt_install --no-install-recommends prometheus
+fi
+echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up; systemd-analyze and promtool are installed"

@@ -36,6 +36,7 @@ Usage:
   soimctl keys revoke NAME [--dir DIR] [--json]
   soimctl keys show [--dir DIR] [--json]
   soimctl shards [--json]
+  soimctl prometheus-targets [--json | --out FILE] [--cluster NAME] [--wait S]
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
@@ -53,6 +54,7 @@ Options:
   --password PASSWORD  The account's (new) password (8-128 characters).
   --message TEXT   Why the sessions end, shown to the user [default: ].
   --nickname NAME  The new account's nickname [default: ].
+  --out FILE       Write the targets' JSON to FILE (atomically; never an empty list).
   --grace S        Seconds a drained node keeps running [default: 5].
   --reason TEXT    Why, for the logs [default: soimctl drain].
   --seconds S      Length of each benchmark phase in seconds [default: 3].
@@ -99,6 +101,7 @@ _COMMANDS = {
     ("keys", "revoke"): "tools.cmd_keys",
     ("keys", "show"): "tools.cmd_keys",
     ("shards",): "tools.cmd_shards",
+    ("prometheus-targets",): "tools.cmd_prometheus",
     ("bench", "fabric"): "tools.bench_fabric",
     ("bench", "store"): "tools.bench_store",
     ("bench", "chat"): "tools.bench_chat",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from fabric.rpc_server import Call
-from nodes.directory import account_rows, friend_rows, group_rows
+from nodes.directory import account_rows, friend_rows, group_rows, stats
 from nodes.directory.caches import Members, Pair, pair
 from nodes.directory.context import Context
 from schema import client_pb2, cluster_pb2
@@ -38,6 +38,7 @@ class Access:
                 out[p] = conv_id
             else:
                 missing.append(p)
+        stats.looked_up("friendships", "l1", len(out), len(missing))
         if missing:
             epoch = self.ctx.l1.epoch
             loaded = await self.ctx.db(self._load_friendships, missing)
@@ -51,6 +52,8 @@ class Access:
         l2 = self.ctx.l2
         found = l2.friendships(pairs) if l2 is not None else {}
         rest = [p for p in pairs if p not in found]
+        if l2 is not None:
+            stats.looked_up("friendships", "l2", len(found), len(rest))
         if rest:
             convs = friend_rows.conversations(self.ctx.store, rest)
             loaded = {p: convs.get(p, 0) for p in rest}
@@ -70,6 +73,7 @@ class Access:
                 out[g] = ids
             else:
                 missing.append(g)
+        stats.looked_up("members", "l1", len(out), len(missing))
         if missing:
             epoch = self.ctx.l1.epoch
             loaded = await self.ctx.db(self._load_members, missing)
@@ -83,6 +87,8 @@ class Access:
         l2 = self.ctx.l2
         found = l2.members(group_ids) if l2 is not None else {}
         rest = [g for g in group_ids if g not in found]
+        if l2 is not None:
+            stats.looked_up("members", "l2", len(found), len(rest))
         if rest:
             known = group_rows.members(self.ctx.store, rest)
             loaded: dict[int, Members] = {
@@ -103,6 +109,7 @@ class Access:
                 out[u] = convs
             else:
                 missing.append(u)
+        stats.looked_up("direct", "l1", len(out), len(missing))
         if missing:
             epoch = self.ctx.l1.epoch
             loaded = await self.ctx.db(self._load_direct, missing)

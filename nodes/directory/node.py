@@ -19,7 +19,7 @@ from fabric import envelope, readiness, timing
 from fabric.config import ConfigError
 from fabric.keys import TOKEN_SECRET, load_secret
 from fabric.node import Node
-from nodes.directory import account_rows
+from nodes.directory import account_rows, stats
 from nodes.directory.access import Access
 from nodes.directory.accounts import Accounts
 from nodes.directory.api import DIRECTORY
@@ -79,7 +79,7 @@ class DirectoryNode(Node):
         groups = Groups(ctx, access, accounts)
         ends = Revocation(ctx)
         handlers = {
-            "Register": accounts.register, "Login": accounts.login,
+            "Register": accounts.register, "Login": stats.counted_logins(accounts.login),
             "VerifyToken": accounts.verify_token, "VerifyTokens": accounts.verify_tokens,
             "Users": accounts.users,
             "Touch": accounts.touch, "SearchUsers": accounts.search_users,

@@ -25,6 +25,7 @@ from fabric.membership import Peer
 from fabric.methods import Method
 from fabric.node import Node
 from fabric.rpc_server import RpcServer
+from nodes.gateway import stats
 from nodes.gateway.access import INVALIDATION_TOPIC, AccessCache
 from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD, RESUME_METHOD
 from nodes.gateway.auth import AuthCommands
@@ -72,6 +73,7 @@ class GatewayNode(Node):
         self.addr_resume_rate = Limiter(self.options.resume_per_addr_per_s,
                                         10.0 * self.options.resume_per_addr_per_s)
         self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
+        stats.watch(self.sessions, self.connections, self.options.max_unauth_total)
         self.clients = RpcServer(self.client_sock, self.node_id, self.cfg.max_frame_bytes,
                                  name="client", gate=self._gate,
                                  own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S,
@@ -263,6 +265,7 @@ class GatewayNode(Node):
         out = [[i, *frames] for i in identities]
         dropped = send_batch(self.client_sock, out)
         self.backlogs.sent(out)
+        stats.pushed(len(out), dropped)
         if dropped:
             metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 
@@ -283,6 +286,7 @@ class GatewayNode(Node):
         if out:
             dropped = send_batch(self.client_sock, out)
             self.backlogs.sent(out)
+            stats.pushed(len(out), dropped)
             if dropped:
                 metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 
