@@ -5,7 +5,7 @@ and a message; then every node's /metrics holds its role's metrics and soim_buil
 `soimctl prometheus-targets --json` lists every live node, with role and node labels, at a
 target that answers /metrics (and --out writes the same file, never an empty one); every
 expression of the Grafana dashboard names metrics the nodes export; `promtool` accepts the alert
-rules and the scrape example.
+rules and the scrape example, and systemd-analyze the timer that refreshes the targets.
 """
 
 from __future__ import annotations
@@ -170,3 +170,16 @@ def test_promtool_accepts_the_alert_rules_and_scrape_config(tmp_path: Path) -> N
     config = subprocess.run([promtool, "check", "config", str(SCRAPE_CONFIG)],
                             capture_output=True, text=True, timeout=60)
     assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_targets_timer_units_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing: make test installs systemd (tools/ensure_services.sh)"
+    soimctl = Path(sys.executable).with_name("soimctl")
+    for name in ("soim-prometheus-targets.service", "soim-prometheus-targets.timer"):
+        text = (ROOT / "deploy" / "prometheus" / name).read_text()
+        (tmp_path / name).write_text(text.replace("/opt/soim/bin/soimctl", str(soimctl)))
+    verify = subprocess.run([analyze, "verify", "--man=no", "./soim-prometheus-targets.timer",
+                             "./soim-prometheus-targets.service"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", ""), verify
