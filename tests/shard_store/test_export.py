@@ -1,8 +1,10 @@
 """`soimctl export` / `soimctl import`: SQLite → MariaDB → SQLite (another shard layout) gives
-the same rows, file by file; the id allocator continues past imported ids; refusals as JSON."""
+the same rows, file by file; the id allocator continues past imported ids; a real cluster moves
+from SQLite to MariaDB and its users carry on; refusals as JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,12 @@ import pytest
 from nodes.directory import account_rows, friend_rows, group_rows
 from shard_store import BatchWriter, MessageRow, SegmentAllocator, Store
 from shard_store.dump import DATA_TABLES, holdings
+from tests.harness import running_cluster
 from tools import soimctl
+from tui.session import ClientSession
 
 T0 = 1_700_000_000_000
+PASSWORD = "correct horse"
 
 
 def _fill(store: Store) -> dict[str, int]:
@@ -133,3 +138,62 @@ def test_refusals_are_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     with Store.open(empty, 8) as store:
         assert holdings(store) == []  # every file is checked before the first row is loaded
 
+
+
+async def _pages(client: ClientSession, conv_id: int) -> list[tuple[int, int, int, str]]:
+    """(seq, msg_id, sender, body) of the whole conversation, paged forward."""
+    out: list[tuple[int, int, int, str]] = []
+    while True:
+        page = await client.history(conv_id, after_seq=out[-1][0] if out else 0, limit=100)
+        out += [(m.seq, m.msg_id, m.sender, m.body) for m in page.messages]
+        if not page.more:
+            return out
+
+
+@pytest.mark.mysql
+@pytest.mark.timeout(90)
+def test_a_cluster_moves_from_sqlite_to_mariadb(tmp_path: Path, cluster_name: str,
+                                                 mysql_db: str, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    old = f"sqlite:{tmp_path / 'old'}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    async def before() -> dict[str, Any]:
+        async with running_cluster(tmp_path / "a", cluster_name, old) as cluster:
+            await cluster.start_all()
+            alice, bob = await cluster.client(), await cluster.client()
+            a = (await alice.register("alice", PASSWORD, nickname="Alice")).user_id
+            b = (await bob.register("bob", PASSWORD)).user_id
+            await alice.add_friend(b)
+            direct = (await bob.add_friend(a)).conv_id
+            for i in range(30):
+                await (alice if i % 3 else bob).send(f"message {i} ✓", to_user=b if i % 3 else a)
+            group = (await alice.group_create("crew")).group.group_id
+            await bob.group_join(group)
+            await bob.send("hello crew", to_group=group)
+            return {"a": a, "b": b, "direct": direct, "group": group,
+                    "history": await _pages(bob, direct), "crew": await _pages(alice, group)}
+
+    async def after(was: dict[str, Any]) -> None:
+        async with running_cluster(tmp_path / "b", cluster_name + "-b", mysql_db) as cluster:
+            await cluster.start_all()
+            alice, bob = await cluster.client(), await cluster.client()
+            assert (await alice.login("alice", PASSWORD)).user_id == was["a"]  # hash kept
+            assert (await bob.login("bob", PASSWORD)).user_id == was["b"]
+            assert await _pages(bob, was["direct"]) == was["history"]
+            assert await _pages(alice, was["group"]) == was["crew"]
+            friends = (await alice.friends()).friends
+            assert [(f.user_id, f.conv_id) for f in friends] == [(was["b"], was["direct"])]
+            assert [g.group_id for g in (await bob.groups()).groups] == [was["group"]]
+            ack = await alice.send("after the move", to_user=was["b"])
+            assert (ack.conv_id, ack.seq) == (was["direct"], 31)  # seqs go on
+            assert ack.msg_id > max(m[1] for m in was["history"])
+            carol = await cluster.client()
+            assert (await carol.register("carol", PASSWORD)).user_id > was["b"]
+
+    was = asyncio.run(before())
+    assert _ctl(["export", str(tmp_path / "dump")], old, 8, monkeypatch, capsys)[0] == 0
+    status, out = _ctl(["import", str(tmp_path / "dump")], mysql_db, 8, monkeypatch, capsys)
+    assert status == 0 and out["tables"]["message"] == 31
+    asyncio.run(after(was))
