@@ -125,6 +125,11 @@ async def _scenario(tmp_path: Path, cluster_name: str) -> None:
         rule_names = set(PROMQL_METRIC.findall(RULES.read_text()))
         assert not rule_names - exported, f"rules name {sorted(rule_names - exported)}"
 
+        table = (await _soimctl(cluster, "--wait", "10")).stdout.splitlines()
+        assert table[0] == f"cluster {cluster_name}: {len(nodes)} target(s)"
+        assert sorted(line.split()[2] for line in table[2:]) == sorted(
+            g["targets"][0] for g in groups)
+
         out = tmp_path / "targets.json"
         written = await _soimctl(cluster, "--out", str(out), "--wait", "10")
         assert written.returncode == 0, written.stderr
