@@ -953,6 +953,74 @@ class DirPasswordRequest(_message.Message):
 Global___DirPasswordRequest: _TypeAlias = DirPasswordRequest  # noqa: Y015
 
 @_typing.final
+class ListUsersRequest(_message.Message):
+    """Directory.ListUsers: one page of accounts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREFIX_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    prefix: _builtins.str
+    """only accounts starting with this ("" for all)"""
+    after: _builtins.str
+    """list accounts after this name ("" from the start)"""
+    limit: _builtins.int
+    """at most this many (0 means 100; at most 1000)"""
+    def __init__(
+        self,
+        *,
+        prefix: _builtins.str = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsersRequest: _TypeAlias = ListUsersRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserReply(_message.Message):
+    """What Directory.DeleteUser did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    FRIENDSHIPS_FIELD_NUMBER: _builtins.int
+    GROUPS_LEFT_FIELD_NUMBER: _builtins.int
+    GROUPS_HANDED_OVER_FIELD_NUMBER: _builtins.int
+    friendships: _builtins.int
+    """friendships and requests removed"""
+    groups_left: _builtins.int
+    """group memberships removed"""
+    @_builtins.property
+    def user(self) -> Global___UserRecord:
+        """the account as it was before the deletion"""
+
+    @_builtins.property
+    def groups_handed_over(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """owned groups that passed to another member"""
+
+    def __init__(
+        self,
+        *,
+        user: Global___UserRecord | None = ...,
+        friendships: _builtins.int = ...,
+        groups_left: _builtins.int = ...,
+        groups_handed_over: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["friendships", b"friendships", "groups_handed_over", b"groups_handed_over", "groups_left", b"groups_left", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserReply: _TypeAlias = DeleteUserReply  # noqa: Y015
+
+@_typing.final
 class ListGroupsRequest(_message.Message):
     """Directory.ListGroups: one page of all groups."""
 

@@ -5,15 +5,19 @@ Role: one module for the user commands. `users` pages the online users of every 
 names them through a directory; `user add` registers an account; `user disable` blocks one
 (its tokens are revoked and its live sessions end on every gateway within a second), `user
 enable` lets it in again, `user kick` ends its sessions and revokes its tokens without blocking
-it, `user passwd` sets a new password (and ends its sessions), `user unlock` lifts the
-account-wide login lock. USER is a user id, or an account name (`@name` for an account name
-made of digits only). With --json every outcome, errors included, is one JSON object.
+it, `user passwd` sets a new password (and ends its sessions; the password is asked twice on a
+terminal, or read as one line from stdin with --password-stdin, never taken from the command
+line), `user unlock` lifts the account-wide login lock. USER is a user id, or an account name
+(`@name` for an account name made of digits only). With --json every outcome, errors
+included, is one JSON object. `user list` and `user delete` live in tools.cmd_accounts.
 Peer sockets: those of `tools.cluster_view.ClusterView` (DEALERs to routers and a directory).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -60,14 +64,15 @@ async def online_users(view: ClusterView) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     ordered = sorted(ids)
     for start in range(0, len(ordered), PAGE):
-        users = await _directory(view, "Users", cluster_pb2.UserIds(
+        users = await ask_directory(view, "Users", cluster_pb2.UserIds(
             user_ids=ordered[start:start + PAGE]))
         rows += [{"user_id": u.user_id, "account": u.account, "nickname": u.nickname}
                  for u in users.users]
     return rows
 
 
-async def _directory(view: ClusterView, name: str, request: Any) -> Any:
+async def ask_directory(view: ClusterView, name: str, request: Any) -> Any:
+    """Call Directory rpc `name` on a live directory."""
     live = view.membership.alive("directory")
     if not live:
         raise RpcError(pb.UNAVAILABLE, "no directory node is alive")
@@ -80,7 +85,7 @@ async def resolve(view: ClusterView, user: str) -> int:
     if user.isdigit():
         return int(user)
     account = user.removeprefix("@")
-    hits = await _directory(view, "SearchUsers", client_pb2.SearchUsersRequest(prefix=account))
+    hits = await ask_directory(view, "SearchUsers", client_pb2.SearchUsersRequest(prefix=account))
     for found in hits.users:
         if found.account == account:
             return int(found.user_id)
@@ -97,7 +102,7 @@ def run(args: dict[str, Any]) -> int:
                 return _act(args, word)
         rows = with_view(args, online_users, roles=("router", "directory"), whole=True)
     except RpcError as err:
-        return _failed(args, err)
+        return failed(args, err)
     if args.get("--json"):
         print(json.dumps({"users": rows}, indent=2))
         return 0
@@ -109,7 +114,7 @@ def run(args: dict[str, Any]) -> int:
     return 0
 
 
-def _failed(args: dict[str, Any], err: RpcError) -> int:
+def failed(args: dict[str, Any], err: RpcError) -> int:
     if args.get("--json"):
         name = pb.ErrorCode.Name(err.code) if err.code in pb.ErrorCode.values() else str(err.code)
         print(json.dumps({"error": name, "detail": err.detail}))
@@ -124,7 +129,7 @@ def _add(args: dict[str, Any]) -> int:
                                              nickname=args.get("--nickname") or "")
 
     async def add(view: ClusterView) -> cluster_pb2.DirAuthReply:
-        return await _directory(view, "Register", request)
+        return await ask_directory(view, "Register", request)
 
     reply = with_view(args, add, roles=("directory",))
     user = {"user_id": reply.user.user_id, "account": reply.user.account}
@@ -132,12 +137,28 @@ def _add(args: dict[str, Any]) -> int:
     return 0
 
 
+def new_password(args: dict[str, Any]) -> str:
+    """The new password of `user passwd`: one line of stdin with --password-stdin, else asked
+    twice on the terminal. INVALID_ARGUMENT without a terminal or when the two differ."""
+    if args.get("--password-stdin"):
+        return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not sys.stdin.isatty():
+        raise RpcError(pb.INVALID_ARGUMENT,
+                       "stdin is not a terminal: give the password with --password-stdin")
+    first = getpass.getpass("New password: ")
+    if getpass.getpass("Again: ") != first:
+        raise RpcError(pb.INVALID_ARGUMENT, "the two passwords differ")
+    return first
+
+
 def _act(args: dict[str, Any], word: str) -> int:
     make, done = ACTIONS[word]
+    if word == "passwd":
+        args = {**args, "--password": new_password(args)}
 
     async def act(view: ClusterView) -> cluster_pb2.UserRecord:
         name, request = make(await resolve(view, args["USER"]), args)
-        return await _directory(view, name, request)
+        return await ask_directory(view, name, request)
 
     reply = with_view(args, act, roles=("directory",))
     out = {"user_id": reply.user_id, "account": reply.account, "disabled": reply.disabled,

@@ -25,7 +25,9 @@ Usage:
   soimctl user add ACCOUNT --password PASSWORD [--nickname NAME] [--json] [--cluster NAME]
   soimctl user (disable|enable|unlock) USER [--json] [--cluster NAME]
   soimctl user kick USER [--message TEXT] [--json] [--cluster NAME]
-  soimctl user passwd USER --password PASSWORD [--json] [--cluster NAME]
+  soimctl user passwd USER [--password-stdin] [--json] [--cluster NAME]
+  soimctl user list [--prefix P] [--json] [--cluster NAME]
+  soimctl user delete USER [--yes] [--json] [--cluster NAME]
   soimctl groups [--json] [--cluster NAME] [--wait S]
   soimctl stats [--json] [--cluster NAME] [--wait S]
   soimctl drain NODE [--grace S] [--reason TEXT] [--json] [--cluster NAME]
@@ -51,7 +53,10 @@ Options:
   --dir DIR        Where keys go [default: $SOIM_KEYS_DIR or var/keys].
   --if-missing     Keep existing keys; only create what is missing.
   --force          Replace existing keys (cuts off every node and client using the old ones).
-  --password PASSWORD  The account's (new) password (8-128 characters).
+  --password PASSWORD  The new account's password (8-128 characters).
+  --password-stdin  Read the new password as one line of stdin (else it is asked twice).
+  --prefix P       Only accounts starting with P [default: ].
+  --yes            Delete without asking (needed when stdin is not a terminal).
   --message TEXT   Why the sessions end, shown to the user [default: ].
   --nickname NAME  The new account's nickname [default: ].
   --out FILE       Write the targets' JSON to FILE (atomically; never an empty list).
@@ -90,6 +95,8 @@ _COMMANDS = {
     ("user", "unlock"): "tools.cmd_users",
     ("user", "kick"): "tools.cmd_users",
     ("user", "passwd"): "tools.cmd_users",
+    ("user", "list"): "tools.cmd_accounts",
+    ("user", "delete"): "tools.cmd_accounts",
     ("groups",): "tools.cmd_groups",
     ("stats",): "tools.cmd_stats",
     ("drain",): "tools.cmd_drain",

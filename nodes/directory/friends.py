@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
-from nodes.directory import account_rows, caches, friend_rows, validation
+from nodes.directory import account_rows, caches, friend_rows, user_rows, validation
 from nodes.directory.context import Context
 from nodes.directory.tokens import now_ms
 from schema import client_pb2, cluster_pb2
@@ -42,7 +42,8 @@ class Friends:
 
     def _add(self, me: int, other: int) -> tuple[friend_rows.Outcome, int]:
         ctx = self.ctx
-        if other not in account_rows.users(ctx.store, [other]):
+        found = account_rows.users(ctx.store, [other]).get(other)
+        if found is None or user_rows.is_deleted(found):
             raise RpcError(pb.NOT_FOUND, f"no user {other}")
         return friend_rows.add(ctx.store, ctx.ids, me, other, now_ms())
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
-from nodes.directory import account_rows, caches, group_rows, validation
+from nodes.directory import account_rows, caches, group_rows, user_rows, validation
 from nodes.directory.access import Access
 from nodes.directory.accounts import Accounts
 from nodes.directory.context import Context
@@ -137,7 +137,8 @@ class Groups:
         return client_pb2.GroupInviteReply()
 
     def _invite(self, group_id: int, owner: int, invitee: int) -> None:
-        if invitee not in account_rows.users(self.ctx.store, [invitee]):
+        found = account_rows.users(self.ctx.store, [invitee]).get(invitee)
+        if found is None or user_rows.is_deleted(found):
             raise RpcError(pb.NOT_FOUND, f"no user {invitee}")
         group_rows.invite(self.ctx.store, group_id, owner, invitee, now_ms())
 

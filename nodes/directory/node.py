@@ -31,6 +31,7 @@ from nodes.directory.options import DirectoryOptions
 from nodes.directory.revocation import Revocation
 from nodes.directory.throttle import LocalCounters, LoginThrottle, RedisCounters
 from nodes.directory.tokens import TokenSigner, signing_key
+from nodes.directory.user_admin import UserAdmin
 from schema import cluster_pb2
 from shard_store.backend import StoreUnavailable
 from shard_store.cache import Cache, CacheUnavailable
@@ -78,6 +79,7 @@ class DirectoryNode(Node):
         accounts, friends, access = Accounts(ctx), Friends(ctx), Access(ctx)
         groups = Groups(ctx, access, accounts)
         ends = Revocation(ctx)
+        admin = UserAdmin(ctx, accounts)
         handlers = {
             "Register": accounts.register, "Login": stats.counted_logins(accounts.login),
             "VerifyToken": accounts.verify_token, "VerifyTokens": accounts.verify_tokens,
@@ -93,6 +95,7 @@ class DirectoryNode(Node):
             "GroupInvite": groups.group_invite, "RevokeToken": ends.revoke_token,
             "EndSessions": ends.end_sessions, "SetPassword": ends.set_password,
             "CheckTokens": ends.check_tokens, "Unlock": ends.unlock,
+            "ListUsers": admin.list_users, "DeleteUser": admin.delete_user,
         }
         for name, method in DIRECTORY.items():
             self.rpc.register(method, handlers[name])

@@ -8,7 +8,8 @@ live directory otherwise (GroupMembers, Users, Conversations; concurrent asks fo
 share one call). Member lists are dropped when a directory publishes a CacheInvalidation naming
 their group (topic "inv", which the node's events SUB follows), and live MEMBERS_TTL_S at most;
 a list fetched while an invalidation arrived is used once but not kept. Account names and the
-users of a conversation never change, so they are only bounded (least recently used go first).
+users of a conversation never change, so they are only bounded (least recently used go first);
+an account name is dropped when an invalidation names its user (a deleted user's changes).
 Peer sockets: none of its own; directories through the node's `PeerClients`.
 """
 
@@ -77,7 +78,7 @@ class People:
             _remember(self._groups, item.conv_id, None)
 
     def invalidated(self, topic: bytes, env: envelope.Envelope) -> None:
-        """A directory's CacheInvalidation: drop the member lists it names."""
+        """A directory's CacheInvalidation: drop the member lists and account names it names."""
         try:
             inv = envelope.parse_payload(cluster_pb2.CacheInvalidation, env.payload)
         except envelope.EnvelopeError:
@@ -87,6 +88,8 @@ class People:
         for item in inv.items:
             if item.WhichOneof("item") == "membership":
                 self._members.pop(item.membership.group_id, None)
+            elif item.WhichOneof("item") == "user_id":  # e.g. deleted: its name is a tombstone's
+                self._accounts.pop(item.user_id, None)
 
     # ---- group members
     def prefetch(self, group_ids: Iterable[int]) -> None:

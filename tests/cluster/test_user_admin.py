@@ -13,8 +13,12 @@ from typing import Any
 
 import pytest
 
+from fabric.methods import RpcError
+from schema import client_pb2
+from schema import common_pb2 as pb
 from tests.harness import Cluster, running_cluster
 from tests.processes import ROOT
+from tui.session import ClientSession, EventKind
 
 PASSWORD = "correct horse"
 
@@ -46,5 +50,81 @@ def test_users_lists_the_users_of_every_router(tmp_path: Path, cluster_name: str
             for status, listing in runs:
                 assert status == 0
                 assert sorted(u["account"] for u in listing["users"]) == names
+
+    asyncio.run(main())
+
+
+async def _session_ended(client: ClientSession) -> str:
+    """Wait for the client's NOTICE_SESSION_ENDED; its text."""
+    async with asyncio.timeout(10):
+        while True:
+            event = await client.events.get()
+            if (event.kind is EventKind.PUSH and event.push is not None
+                    and event.push.notice.kind == client_pb2.NOTICE_SESSION_ENDED):
+                return event.push.notice.text
+
+
+@pytest.mark.timeout(60)
+def test_user_list_passwd_and_delete(tmp_path: Path, cluster_name: str) -> None:
+    """list pages every account in name order; passwd takes the password from stdin only and
+    ends the sessions; delete removes the account, its friendship and membership, hands its
+    group over, ends its session, frees its name, and its messages read as from deleted#ID."""
+
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            await cluster.start_all()
+            alice, bob, carol = [await cluster.client() for _ in range(3)]
+            a = (await alice.register("alice", PASSWORD)).user_id
+            b = (await bob.register("bob", PASSWORD, nickname="Bobby")).user_id
+            await carol.register("carol", PASSWORD)
+            await alice.add_friend(b)
+            conv = (await bob.add_friend(a)).conv_id
+            group = (await bob.group_create("bobs-room")).group.group_id
+            await alice.group_join(group)
+            await bob.send("hi alice", to_user=a)
+
+            status, listing = await soimctl(cluster, "user", "list")
+            assert status == 0
+            assert [(u["account"], u["nickname"], u["disabled"]) for u in listing["users"]] == \
+                [("alice", "alice", False), ("bob", "Bobby", False), ("carol", "carol", False)]
+            assert all(u["created_ms"] > 0 and u["last_active_ms"] > 0 for u in listing["users"])
+            _, only = await soimctl(cluster, "user", "list", "--prefix", "ca")
+            assert [u["account"] for u in only["users"]] == ["carol"]
+
+            # passwd: never on the command line, stdin only when asked for, else a terminal
+            status, refused = await soimctl(cluster, "user", "passwd", "carol")
+            assert (status, refused["error"]) == (1, "INVALID_ARGUMENT")
+            status, changed = await soimctl(cluster, "user", "passwd", "carol",
+                                            "--password-stdin", stdin=b"a new secret\n")
+            assert (status, changed["account"]) == (0, "carol")
+            assert "password" in await _session_ended(carol)
+            await (await cluster.client()).login("carol", "a new secret")
+            with pytest.raises(RpcError):
+                await (await cluster.client()).login("carol", PASSWORD)
+
+            # delete: refused without --yes off a terminal, then done
+            status, refused = await soimctl(cluster, "user", "delete", "bob")
+            assert (status, refused["error"]) == (1, "INVALID_ARGUMENT")
+            status, deleted = await soimctl(cluster, "user", "delete", "bob", "--yes")
+            assert status == 0
+            assert (deleted["user_id"], deleted["account"], deleted["friendships"],
+                    deleted["groups_left"], deleted["groups_handed_over"]) == \
+                (b, "bob", 1, 1, [group])
+            assert "deleted" in await _session_ended(bob)
+            with pytest.raises(RpcError) as err:
+                await (await cluster.client()).login("bob", PASSWORD)
+            assert err.value.code == pb.BAD_CREDENTIALS
+            assert not (await alice.friends()).friends
+            room = (await alice.group_search("bobs")).groups[0]
+            assert (room.owner, room.members) == (a, 1)
+            history = await alice.history(conv)
+            assert [(m.sender, m.sender_account, m.body) for m in history.messages] == \
+                [(b, f"deleted#{b}", "hi alice")]
+            _, listing = await soimctl(cluster, "user", "list")
+            assert [u["account"] for u in listing["users"]] == ["alice", "carol"]
+            again = await (await cluster.client()).register("bob", PASSWORD)
+            assert again.user_id != b
+            status, gone = await soimctl(cluster, "user", "delete", "999999", "--yes")
+            assert (status, gone["error"]) == (1, "NOT_FOUND")
 
     asyncio.run(main())
