@@ -68,6 +68,12 @@ def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000)) if ms else "never"
 
 
+def _confirm(question: str) -> bool:
+    """Ask on stderr (stdout is the command's answer), read the reply from stdin."""
+    print(question, end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def _delete(args: dict[str, Any]) -> int:
     ask = not args.get("--yes")
     if ask and not sys.stdin.isatty():
@@ -81,8 +87,7 @@ def _delete(args: dict[str, Any]) -> int:
         if ask:
             question = (f"Delete {found.users[0].account} (user {user_id}) with its friendships "
                         "and group memberships? Its messages stay. [y/N] ")
-            answer = await asyncio.to_thread(input, question)  # the view keeps listening
-            if answer.strip().lower() not in ("y", "yes"):
+            if not await asyncio.to_thread(_confirm, question):  # the view keeps listening
                 return None
         return await ask_directory(view, "DeleteUser", cluster_pb2.UserRef(user_id=user_id))
 

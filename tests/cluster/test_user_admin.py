@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,43 @@ def test_users_lists_the_users_of_every_router(tmp_path: Path, cluster_name: str
     asyncio.run(main())
 
 
+async def soimctl_on_terminal(cluster: Cluster, *args: str, typed: list[str]) -> tuple[int, str]:
+    """Run `soimctl ARGS --json` with a terminal as stdin, typing each line of `typed` when
+    the previous output ends in a question; its exit status and stdout."""
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tools.soimctl", *args, "--json", cwd=ROOT,
+        env={**os.environ, **cluster.env}, stdin=follower, stdout=subprocess.PIPE,
+        stderr=follower, start_new_session=True)  # no controlling tty: getpass uses stdin
+    os.close(follower)
+    try:
+        async with asyncio.timeout(30):
+            for line in typed:
+                prompt = b""
+                while not prompt.rstrip().endswith((b":", b"]")):
+                    prompt += await _read(leader)
+                os.write(leader, line.encode() + b"\n")
+            out, _ = await proc.communicate()
+    finally:
+        os.close(leader)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode()
+
+
+async def _read(fd: int) -> bytes:
+    """What the terminal's other side wrote next (without a thread that could outlive us)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return os.read(fd, 1024)
+
+
 async def _session_ended(client: ClientSession) -> str:
     """Wait for the client's NOTICE_SESSION_ENDED; its text."""
     async with asyncio.timeout(10):
@@ -94,17 +132,26 @@ def test_user_list_passwd_and_delete(tmp_path: Path, cluster_name: str) -> None:
             # passwd: never on the command line, stdin only when asked for, else a terminal
             status, refused = await soimctl(cluster, "user", "passwd", "carol")
             assert (status, refused["error"]) == (1, "INVALID_ARGUMENT")
-            status, changed = await soimctl(cluster, "user", "passwd", "carol",
-                                            "--password-stdin", stdin=b"a new secret\n")
-            assert (status, changed["account"]) == (0, "carol")
+            status, out = await soimctl_on_terminal(cluster, "user", "passwd", "carol",
+                                                    typed=["a new secret", "a new secreT"])
+            assert (status, json.loads(out)["error"]) == (1, "INVALID_ARGUMENT")
+            status, out = await soimctl_on_terminal(cluster, "user", "passwd", "carol",
+                                                    typed=["a new secret", "a new secret"])
+            assert (status, json.loads(out)["account"]) == (0, "carol")
             assert "password" in await _session_ended(carol)
-            await (await cluster.client()).login("carol", "a new secret")
-            with pytest.raises(RpcError):
-                await (await cluster.client()).login("carol", PASSWORD)
+            status, changed = await soimctl(cluster, "user", "passwd", "carol",
+                                            "--password-stdin", stdin=b"a newer secret\n")
+            assert (status, changed["account"]) == (0, "carol")
+            await (await cluster.client()).login("carol", "a newer secret")
+            for old in (PASSWORD, "a new secret"):
+                with pytest.raises(RpcError):
+                    await (await cluster.client()).login("carol", old)
 
             # delete: refused without --yes off a terminal, then done
             status, refused = await soimctl(cluster, "user", "delete", "bob")
             assert (status, refused["error"]) == (1, "INVALID_ARGUMENT")
+            status, _ = await soimctl_on_terminal(cluster, "user", "delete", "bob", typed=["n"])
+            assert status == 1
             status, deleted = await soimctl(cluster, "user", "delete", "bob", "--yes")
             assert status == 0
             assert (deleted["user_id"], deleted["account"], deleted["friendships"],
