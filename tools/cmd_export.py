@@ -16,7 +16,6 @@ from the environment and closed here.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from shard_store.backend import StoreError
 from shard_store.dump import DATA_TABLES, columns, holdings, load, rows, segments, set_segments
 from shard_store.schema import ID_SEGMENT, LATEST, TABLES
 from shard_store.store import Store
+from tools.cmd_errors import failed
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -119,9 +119,9 @@ def run(args: dict[str, Any]) -> int:
         with Store.from_config(Config.from_env()) as store:
             result = export(store, folder) if args.get("export") else import_(store, folder)
     except ExportError as err:
-        return _failed(err.code, str(err), as_json)
+        return failed(err.code, str(err), as_json)
     except StoreError as err:
-        return _failed("STORE", str(err), as_json)
+        return failed("STORE", str(err), as_json)
     if as_json:
         print(json.dumps(result))
         return 0
@@ -136,11 +136,3 @@ def run(args: dict[str, Any]) -> int:
             f"{tag} {top}" for tag, top in result["id_segment"].items()))
         print("sessions were not exported: users log in again")
     return 0
-
-
-def _failed(code: str, detail: str, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps({"error": code, "detail": detail}))
-    else:
-        print(f"soimctl: {detail}", file=sys.stderr)
-    return 2

@@ -10,7 +10,6 @@ Connections: a Store opened from the environment and closed here.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from fabric.config import Config
 from shard_store.backend import StoreError
 from shard_store.purge import purge
 from shard_store.store import Store
+from tools.cmd_errors import failed
 
 
 class BadArgument(ValueError):
@@ -50,7 +50,7 @@ def run(args: dict[str, Any]) -> int:
         before = cutoff_ms(args["--before"])
         conv = _conv(args.get("--conv"))
     except BadArgument as err:
-        return _failed("BAD_ARGUMENT", str(err), as_json)
+        return failed("BAD_ARGUMENT", str(err), as_json)
     total = 0
     try:
         with Store.from_config(Config.from_env()) as store:
@@ -63,7 +63,7 @@ def run(args: dict[str, Any]) -> int:
                     print(f"{step.table} ({step.db}): {step.deleted} deleted, {step.total} so far",
                           flush=True)
     except StoreError as err:
-        return _failed("STORE", str(err), as_json)
+        return failed("STORE", str(err), as_json)
     stamp = datetime.fromtimestamp(before / 1000, UTC).isoformat()
     if as_json:
         print(json.dumps({"deleted": total, "before": stamp, "before_ms": before, "conv": conv}))
@@ -71,11 +71,3 @@ def run(args: dict[str, Any]) -> int:
         scope = f" of conversation {conv}" if conv is not None else ""
         print(f"deleted {total} messages{scope} older than {stamp}")
     return 0
-
-
-def _failed(code: str, detail: str, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps({"error": code, "detail": detail}))
-    else:
-        print(f"soimctl: {detail}", file=sys.stderr)
-    return 2

@@ -17,12 +17,12 @@ With --json each command prints one JSON object: the files written or removed, o
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from fabric import keys
 from fabric.config import Config
+from tools.cmd_errors import failed
 
 _DIR_DEFAULT = "$SOIM_KEYS_DIR or var/keys"
 """The literal docopt hands over when --dir is not given (the usage text's [default: ...])."""
@@ -44,9 +44,9 @@ def run(args: dict[str, Any]) -> int:
             written = keys.generate(keys_dir, if_missing=bool(args.get("--if-missing")),
                                     force=bool(args.get("--force")))
     except keys.KeysExist as err:
-        return _failed("KEYS_EXIST", err, as_json)
+        return failed("KEYS_EXIST", str(err), as_json)
     except keys.KeyNameError as err:
-        return _failed("BAD_NAME", err, as_json)
+        return failed("BAD_NAME", str(err), as_json)
     if as_json:
         print(json.dumps({"keys_dir": str(keys_dir), "written": [str(p) for p in written]}))
         return 0
@@ -66,14 +66,6 @@ def _revoked(keys_dir: Path, name: str, removed: list[Path], as_json: bool) -> i
     print(f"nodes reading {keys_dir} refuse {name!r} within a second; copy "
           f"{keys_dir / keys.AUTHORIZED} to the cluster's other hosts")
     return 0
-
-
-def _failed(code: str, err: Exception, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps({"error": code, "detail": str(err)}))
-    else:
-        print(f"soimctl: {err}", file=sys.stderr)
-    return 2
 
 
 def _show(keys_dir: Path, as_json: bool) -> int:

@@ -7,7 +7,6 @@ Role: dispatch only. Each command lives in its own module under tools/ (`cmd_<na
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ from docopt import docopt
 
 from fabric import env_file
 from fabric.config import ConfigError
+from tools.cmd_errors import failed
 
 USAGE = """soimctl — look after a so-im cluster.
 
@@ -137,11 +137,8 @@ def _dispatch(args: dict[str, Any]) -> int:
             if all(args.get(w) for w in words):
                 return int(importlib.import_module(module).run(args))
     except ConfigError as err:
-        if args.get("--json"):
-            print(json.dumps({"error": "CONFIG", "variable": err.var, "detail": err.problem}))
-        else:
-            print(f"soimctl: {err}", file=sys.stderr)
-        return 2
+        detail = err.problem if args.get("--json") else str(err)
+        return failed("CONFIG", detail, bool(args.get("--json")), variable=err.var)
     print("soimctl: unknown command", file=sys.stderr)
     return 2
 
