@@ -10,6 +10,7 @@ Peer sockets: those of the `ClientSession` it is given.
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,9 +163,23 @@ Result = Table | Info | Failure | LoggedIn | Sent | Opened | History | Help | By
 
 
 # ---- parsing
+def words_of(line: str) -> list[str]:
+    """`line` split as a shell would split it, quotes only: `-p "correct horse"` is one word,
+    backslashes and '#' are plain characters. A line whose quotes do not pair up (`don't
+    worry`) is split on white space, as people type chat text."""
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.escape = ""
+    lexer.commenters = ""
+    try:
+        return list(lexer)
+    except ValueError:  # an unpaired quote: an apostrophe, most likely
+        return line.split()
+
+
 def parse(line: str) -> Command:
     """The command on `line` (without a leading '/'); CommandError if it is not one."""
-    words = line.split()
+    words = words_of(line)
     if not words:
         raise CommandError("", "empty command")
     name = words[0].lower()

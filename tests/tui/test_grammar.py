@@ -26,6 +26,12 @@ def test_every_command_parses_and_bad_lines_say_why() -> None:
     assert parse("group users").args["users"] and parse("group users").args["GROUP_ID"] is None
     assert parse("history").args["-n"] == "20"
     assert parse("OPEN g:5").name == "open"
+    # quotes group words as in a shell; an apostrophe or a backslash is just a character
+    assert parse('register -u alice -p "correct horse"').args["-p"] == "correct horse"
+    assert parse("login -u bob -p 'two words'").args["-p"] == "two words"
+    assert parse("send -u 2 don't worry").args["TEXT"] == ["don't", "worry"]
+    assert parse('send -u 2 see C:\\temp # now').args["TEXT"] == ["see", "C:\\temp", "#", "now"]
+    assert parse('group create "rust aceans"').args["NAME"] == ["rust aceans"]
     for line in ("users", "friends", "group", "me", "help", "exit", "search -u a", "add -u 3",
                  "group search x", "group join 1", "group leave 1", "group users 2"):
         assert parse(line).name == line.split()[0]
