@@ -21,6 +21,25 @@ MYSQL = dict(host=os.environ.get("SOIM_TEST_MYSQL_HOST", "127.0.0.1"),
              user=os.environ.get("SOIM_TEST_MYSQL_USER", "root"),
              password=os.environ.get("SOIM_TEST_MYSQL_PASSWORD", ""))
 REDIS_URL = os.environ.get("SOIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MYSQL_FIXTURES = frozenset({"mysql_db", "mysql_dbs"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `mysql` every test that uses MariaDB: by fixture, or by a "mysql" parameter.
+
+    So `pytest -m "not mysql"` runs everything that needs no MariaDB; `_needs_mark` fails a
+    test that reaches MariaDB some other way without the mark.
+    """
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec else ()
+        if MYSQL_FIXTURES & set(getattr(item, "fixturenames", ())) or "mysql" in params:
+            item.add_marker(pytest.mark.mysql)
+
+
+def _needs_mark(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("mysql") is None:
+        pytest.fail(f"{request.node.nodeid} uses MariaDB: mark it mysql", pytrace=False)
 
 
 @pytest.fixture
@@ -50,8 +69,9 @@ def _mysql_url(db: str) -> str:
 
 
 @pytest.fixture
-def mysql_db() -> Iterator[str]:
+def mysql_db(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database soim_test_<random>, as a SOIM_DB URL; dropped afterwards."""
+    _needs_mark(request)
     name = f"soim_test_{uuid.uuid4().hex[:10]}"
     conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
     try:
@@ -65,8 +85,9 @@ def mysql_db() -> Iterator[str]:
 
 
 @pytest.fixture
-def mysql_dbs() -> Iterator[list[str]]:
+def mysql_dbs(request: pytest.FixtureRequest) -> Iterator[list[str]]:
     """Two fresh databases, for sharding across databases; dropped afterwards."""
+    _needs_mark(request)
     names = [f"soim_test_{uuid.uuid4().hex[:10]}" for _ in range(2)]
     conn = pymysql.connect(**MYSQL, autocommit=True)  # type: ignore[arg-type]
     try:

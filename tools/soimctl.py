@@ -13,6 +13,7 @@ from typing import Any
 
 from docopt import docopt
 
+import fabric
 from fabric import env_file
 from fabric.config import ConfigError
 from tools.cmd_errors import failed
@@ -84,7 +85,6 @@ then the file named by SOIM_ENV_FILE or ./.env for what the environment leaves u
 """
 
 
-VERSION = "0.1.0"
 
 _COMMANDS = {
     ("nodes",): "tools.cmd_nodes",
@@ -117,7 +117,7 @@ _COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `soimctl` console script."""
-    args: dict[str, Any] = docopt(USAGE, argv=argv, version=f"soimctl {VERSION}")
+    args: dict[str, Any] = docopt(USAGE, argv=argv, version=f"soimctl {fabric.__version__}")
     try:
         status = _dispatch(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
