@@ -1,5 +1,6 @@
-"""Tables and migrations of the shard store: the DESIGN §7 tables, created idempotently in every
-shard, versioned in `schema_version` by ordered migrations, with the shard layout recorded.
+"""Tables and migrations of the shard store: the conversation, message, cursor and
+membership tables, created idempotently in every shard, versioned in `schema_version` by
+ordered migrations, with the shard layout recorded.
 
 Role: own the DDL, the row shape of messages and the migration runner that `Store.open` calls
 on each database. No connections of its own: it borrows one from the database it migrates.

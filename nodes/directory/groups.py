@@ -2,9 +2,9 @@
 GroupUsers, GroupMembers, GroupSettings, GroupInvite, and ListGroups for operators.
 
 Role: validate, read and write groups (database threads), announce membership changes so every
-directory and gateway drops its cached member lists, and refuse member lists to non-members
-(DESIGN guarantee 4). The owner's rules: visibility (public, or invite-only: joined only by
-invitation, found by search only by members) and history (from join, or all); defaults public
+directory and gateway drops its cached member lists, and refuse member lists to non-members.
+The owner's rules: visibility (public, or invite-only: joined only by invitation, found by
+search only by members) and history (from join, or all); defaults public
 and from join (`validation.group_rules`). Member lists come through the shared cache
 (`access.Access.members`).
 Peer sockets: none of its own (served on the node's RPC ROUTER; CacheInvalidations go out on

@@ -1,7 +1,7 @@
 """The gateway's send path: Sends of one pass become one access check and one StoreBatch per
 storage node, and the StoreBatch replies become the acks.
 
-Role: batch at this hop (DESIGN §11). Sends queue up; when no batch is in flight the queue is
+Role: batch at this hop (every hop batches). Sends queue up; when no batch is in flight the queue is
 flushed at once (no waiting when idle); while one is in flight the next one accumulates. One
 batch in flight at a time also keeps each session's sends in the order they arrived. The sender
 of every item is the session's user, never a field of the request.
