@@ -89,6 +89,8 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     ALREADY_FRIENDS: _ErrorCode.ValueType  # 66
     SELF_FRIEND: _ErrorCode.ValueType  # 67
     """a friend request to oneself"""
+    SELF_MESSAGE: _ErrorCode.ValueType  # 68
+    """a 1:1 message to oneself"""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Every error a request can end with. Closed: a peer never sees a traceback, only one of these
@@ -159,6 +161,8 @@ GROUP_FULL: ErrorCode.ValueType  # 65
 ALREADY_FRIENDS: ErrorCode.ValueType  # 66
 SELF_FRIEND: ErrorCode.ValueType  # 67
 """a friend request to oneself"""
+SELF_MESSAGE: ErrorCode.ValueType  # 68
+"""a 1:1 message to oneself"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 class _Kind:
