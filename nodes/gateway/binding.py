@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from fabric import timing
 from fabric.methods import RpcError
+from nodes.gateway import stats
 from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Batched, Upstream
 from schema import cluster_pb2
@@ -134,6 +135,7 @@ class RouteBinder:
             groups[ring.owner(session.user_id)].append(session)
         results = await asyncio.gather(*(self._send(owner, group, full=True)
                                          for owner, group in groups.items()))
+        stats.REBIND_SNAPSHOTS.inc()
         return all(results)
 
     async def reconcile(self) -> bool:
@@ -171,7 +173,8 @@ class RouteBinder:
             if code != pb.OK:
                 complete = False
                 continue
-            if self.bound_at.get(session.identity) is not None:
+            previous = self.bound_at.get(session.identity)
+            if previous is not None and previous != owner:  # a snapshot re-sends the unmoved
                 moved.append(session.identity)
             self.bound_at[session.identity] = owner
         if moved:

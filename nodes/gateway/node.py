@@ -273,6 +273,7 @@ class GatewayNode(Node):
                    reason: int = client_pb2.SYNC_REASON_ROUTE_CHANGED) -> None:
         hint = client_pb2.Push(sync_hint=client_pb2.SyncHint(reason=reason))
         self.push(identities, hint.SerializeToString())
+        stats.SYNC_HINTS.inc(len(identities))
 
     def _on_delivery(self, topic: bytes, env: envelope.Envelope) -> None:
         if env.header.method != DELIVERY_METHOD:

@@ -26,6 +26,10 @@ PUSHES = Counter("soim_gateway_pushes_total", "Pushes to clients, by result (sen
                  ["result"])
 PUSHES_SENT = PUSHES.labels("sent")
 PUSHES_DROPPED = PUSHES.labels("dropped")
+SYNC_HINTS = Counter("soim_gateway_sync_hints_total",
+                     "SyncHints pushed to sessions (each then runs a full Sync)")
+REBIND_SNAPSHOTS = Counter("soim_gateway_rebind_snapshots_total",
+                           "Full lists of this gateway's sessions sent to the routers")
 
 
 def watch(sessions: Sized, connections: Connections, unauth_limit: int) -> None:
