@@ -70,6 +70,7 @@ class RpcClient:
         self._encoder = envelope.Encoder(node_id)
         self._outbox: list[bytes] = []
         self._flush_soon = False  # a _flush is scheduled for this loop iteration
+        self._closed = False  # close() began: no more requests, sends or restarts
         self._reader = Reader(self.sock, self._replies, timing.PIPELINE_BATCH)
         self._loop = asyncio.get_running_loop()
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,14 +79,19 @@ class RpcClient:
         self._latency: dict[str, metrics.LatencyChild] = {}
 
     def start(self) -> None:
-        """Start reading replies and the task that expires calls."""
-        if not self._tasks:
+        """Start reading replies and the task that expires calls (not once closed)."""
+        if not self._tasks and not self._closed:
             self._loop = asyncio.get_running_loop()
             self._reader.start()
             self._tasks = [asyncio.ensure_future(self._expire())]
 
     async def close(self) -> None:
-        """Fail pending calls with UNAVAILABLE and close the socket."""
+        """Fail pending calls with UNAVAILABLE and close the socket; again, it does nothing.
+        Requests still queued are dropped: a flush scheduled before the close finds it closed."""
+        if self._closed:
+            return
+        self._closed = True
+        self._outbox.clear()
         self._reader.close()
         for task in self._tasks:
             task.cancel()
@@ -118,7 +124,7 @@ class RpcClient:
         backoff = timing.RPC_RETRY_BACKOFF_S
         try:
             for left in range(attempts, 0, -1):  # attempts left, this one included
-                if self.sock.closed:  # closed meanwhile: no reader or expiry would end it
+                if self._closed:  # closed meanwhile: no reader or expiry would end it
                     raise RpcError(pb.UNAVAILABLE, f"{name}: client closed")
                 remaining = deadline - now
                 share = (remaining if remaining > 0.0 else 0.0) / left
@@ -159,7 +165,7 @@ class RpcClient:
         """Send every request queued since the last pass, in one batch."""
         self._flush_soon = False
         outbox, self._outbox = self._outbox, []
-        if not outbox:
+        if not outbox or self._closed:
             return
         dropped = send_frames(self.sock, outbox)
         self._out.inc(len(outbox) - dropped)

@@ -231,6 +231,40 @@ def test_closing_the_client_ends_calls_and_their_retries() -> None:
     run(main())
 
 
+TURNS = 20
+"""Loop turns over which callers keep calling while a client closes (close takes a few)."""
+
+
+def test_close_is_idempotent_and_nothing_is_sent_after_it() -> None:
+    """Calls made as the client closes, while it closes and after it closed each fail with
+    UNAVAILABLE; no flush touches the closed socket (once 'Socket operation on non-socket'
+    from a scheduled flush), no call restarts its reader, and a second close does nothing."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        troubles: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _, context: troubles.append(context))
+        async def call_after(turns: int) -> object:
+            for _ in range(turns):  # yield `turns` loop turns: one caller per turn of close()
+                await asyncio.sleep(0)
+            try:
+                return await client.call(ECHO, fabric_pb2.EchoRequest(), timeout=2)
+            except RpcError as err:
+                return err.code
+
+        async with served() as client:
+            await client.call(ECHO, fabric_pb2.EchoRequest(data=b"up"), timeout=2)
+            callers = [asyncio.ensure_future(call_after(turns)) for turns in range(TURNS)]
+            await client.close()
+            outcomes = await asyncio.gather(*callers)
+            assert outcomes == [pb.UNAVAILABLE] * TURNS
+            await client.close()
+            assert client.sock.closed and client.in_flight == 0
+            await asyncio.sleep(0)  # one more loop turn: a flush still scheduled runs now
+        assert troubles == []
+    run(main())
+
+
 def test_thousand_calls_in_flight() -> None:
     async def main() -> None:
         async with served() as client:
