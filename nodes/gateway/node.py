@@ -65,7 +65,7 @@ class GatewayNode(Node):
         self.sessions = SessionTable(self._session_fd)
         self.backlogs = Backlogs(self.sessions, self.options.client_queue_bytes,
                                  self.connections.tcp_state, self._slow_reader)
-        self.user_rate = Limiter(timing.SESSION_RATE_PER_S, timing.SESSION_RATE_BURST)
+        self.user_rate = Limiter(self.options.session_rate, self.options.session_burst)
         self.conn_auth_rate = Limiter(timing.PRE_AUTH_PER_CONN_PER_S,
                                       timing.PRE_AUTH_PER_CONN_BURST)
         self.addr_auth_rate = Limiter(self.options.auth_per_addr_per_s,

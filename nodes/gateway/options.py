@@ -15,6 +15,11 @@ Role: parse and validate them from `Config.extra` at start; a bad value raises
                                   (default 10; each connection alone: 1/s, burst 5)
     SOIM_RESUME_PER_ADDR_PER_S    the same for Resume, which costs no password hash and comes in
                                   crowds after a gateway dies (default 100)
+    SOIM_SESSION_RATE             requests per second one user may make after login, over all
+                                  its sessions on this gateway (one token bucket per user,
+                                  default 50); past it: RATE_LIMITED
+    SOIM_SESSION_BURST            requests that user may make at once before the rate applies
+                                  (the bucket's size, default 200)
     SOIM_CLIENT_QUEUE_BYTES       bytes of replies and pushes a logged-in client may leave
                                   unread (queued in the gateway and its kernel); past it the
                                   session ends and the connection is reset (default 4 MiB, at
@@ -26,7 +31,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fabric import timing
 from fabric.config import read_int
+
+MAX_SESSION_RATE = 1_000_000
+"""Highest SOIM_SESSION_RATE and SOIM_SESSION_BURST (a load test lifts the limit with it)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class GatewayOptions:
     auth_per_addr_per_s: int = 10
     resume_per_addr_per_s: int = 100
     client_queue_bytes: int = 4 << 20
+    session_rate: int = int(timing.SESSION_RATE_PER_S)
+    session_burst: int = int(timing.SESSION_RATE_BURST)
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> GatewayOptions:
@@ -54,4 +65,8 @@ class GatewayOptions:
                                            1_000_000),
             client_queue_bytes=read_int(extra, "SOIM_CLIENT_QUEUE_BYTES", 4 << 20, 2 << 20,
                                         1 << 34),
+            session_rate=read_int(extra, "SOIM_SESSION_RATE", cls.session_rate, 1,
+                                  MAX_SESSION_RATE),
+            session_burst=read_int(extra, "SOIM_SESSION_BURST", cls.session_burst, 1,
+                                   MAX_SESSION_RATE),
         )
