@@ -10,7 +10,7 @@ check the gateway's cache misses, never cached here). Peer sockets: none of its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from fabric.rpc_server import Call
 from nodes.directory import account_rows, friend_rows, group_rows, stats
@@ -135,14 +135,16 @@ class Access:
             [c.to_group for c, target in checks if target == "to_group"]
             + [c.conv_id for c, target in checks
                if target == "conv_id" and c.conv_id not in directs[c.user_id]])
+        strangers = {c.to_user for c, target in checks if target == "to_user"
+                     and c.user_id != c.to_user and not friendships[pair(c.user_id, c.to_user)]}
+        known = await self.ctx.db(account_rows.users, self.ctx.store, strangers) \
+            if strangers else {}
         results = []
         for c, target in checks:
             if not c.user_id or target is None:
                 results.append(cluster_pb2.AccessResult(error=pb.NOT_FOUND))
             elif target == "to_user":
-                conv_id = friendships[pair(c.user_id, c.to_user)]
-                results.append(_direct(conv_id, c.to_user) if conv_id and c.user_id != c.to_user
-                               else cluster_pb2.AccessResult(error=pb.NOT_FRIEND))
+                results.append(_to_user(c, friendships[pair(c.user_id, c.to_user)], known))
             elif target == "conv_id" and c.conv_id in directs[c.user_id]:
                 results.append(_direct(c.conv_id, directs[c.user_id][c.conv_id]))
             else:
@@ -182,6 +184,17 @@ class Access:
 def _direct(conv_id: int, peer_id: int) -> cluster_pb2.AccessResult:
     return cluster_pb2.AccessResult(error=pb.OK, conv_id=conv_id,
                                     kind=client_pb2.CONV_KIND_DIRECT, peer_id=peer_id)
+
+
+def _to_user(c: cluster_pb2.AccessCheck, conv_id: int,
+             known: Mapping[int, object]) -> cluster_pb2.AccessResult:
+    """A 1:1 send: OK with the conversation of two friends; SELF_MESSAGE to oneself, NOT_FOUND
+    to an account that does not exist, NOT_FRIEND to anyone else."""
+    if c.user_id == c.to_user:
+        return cluster_pb2.AccessResult(error=pb.SELF_MESSAGE)
+    if conv_id:
+        return _direct(conv_id, c.to_user)
+    return cluster_pb2.AccessResult(error=pb.NOT_FRIEND if c.to_user in known else pb.NOT_FOUND)
 
 
 def _group(group_id: int, user_id: int, members: Members) -> cluster_pb2.AccessResult:

@@ -1,6 +1,7 @@
-"""Guarantee 4 for messages, through real processes: a 1:1 send to a non-friend, a send to a
-group one is not in, an empty body and a body over 4,000 characters each get their own error
-code, and nothing is stored for them; nobody reads a conversation they are not part of."""
+"""Guarantee 4 for messages, through real processes: a 1:1 send to a non-friend, to oneself or
+to an account that does not exist, a send to a group one is not in, an empty body and a body
+over 4,000 characters each get their own error code, and nothing is stored for them; nobody
+reads a conversation they are not part of."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def test_refused_sends_get_their_codes_and_store_nothing(tmp_path: Path,
                     client_msg_id="m1", body=body, **to))
 
             await expect_error(pb.NOT_FRIEND, send("hi", to_user=bob.user.user_id))
+            await expect_error(pb.SELF_MESSAGE, send("hi", to_user=alice.user.user_id))
+            await expect_error(pb.NOT_FOUND, send("hi", to_user=987_654_321))
             await expect_error(pb.NOT_MEMBER, send("hi", to_group=group))
             await expect_error(pb.EMPTY_BODY, send("   ", to_user=bob.user.user_id))
             await expect_error(pb.BODY_TOO_LONG, send("x" * 4001, to_user=bob.user.user_id))
