@@ -57,6 +57,14 @@ def cluster_env(cluster_name: str, keys_dir: Path) -> dict[str, str]:
             "SOIM_LOG_LEVEL": "INFO"}
 
 
+@pytest.fixture(autouse=True)
+def private_config_dir(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every soim a test starts keeps its remembered logins and gateway keys in a config dir of
+    the test's own (XDG_CONFIG_HOME), never in the user's ~/.config/soim."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.fixture
 def cluster_name() -> str:
     """A cluster name no other test uses, so discovery never crosses tests."""

@@ -1,8 +1,11 @@
 """The client's link to the cluster: one connection to some gateway that stays up.
 
 Role: connect to a gateway with the pinned gateway key, send requests, receive pushes, ping,
-follow a login redirect, and when the link dies reconnect with backoff (to the same gateway, or
-to another one the locator knows) and resume the session by token. One reconnect runs at a time;
+follow a login redirect, and when the link dies reconnect with backoff and resume the session by
+token: on the same gateway or any other one it knows of (the one it was started with, every
+gateway a redirect named, and what the locator — discovery — lists), so a client given one
+gateway still fails over. Every new token (a resume rotates it) goes to `on_token`, and a token
+the cluster refuses ends the session there. One reconnect runs at a time;
 every caller that finds the link down waits for it. The key never changes: every gateway of a
 cluster holds the same one, so a locator gives endpoints only, every endpoint is dialed with the
 pinned key (only its holder completes the Curve handshake, and nothing readable leaves before
@@ -59,8 +62,10 @@ class Link:
     def __init__(self, endpoint: str, server_key: bytes, *, device: str, timeout: float,
                  ctx: zmq.asyncio.Context, locator: Locator | None,
                  on_push: Callable[[client_pb2.Push], None],
-                 on_state: Callable[[LinkState, str], None]) -> None:
+                 on_state: Callable[[LinkState, str], None],
+                 on_token: Callable[[str, str], None] | None = None) -> None:
         self.endpoint = endpoint
+        self.seen: dict[str, None] = {endpoint: None}  # every gateway endpoint known to work
         self.server_key = server_key  # the pinned key: never replaced
         self.device = device
         self.timeout = timeout
@@ -68,6 +73,7 @@ class Link:
         self.locator = locator
         self.on_push = on_push
         self.on_state = on_state
+        self.on_token = on_token
         self.user: client_pb2.LoginReply | None = None
         self.token = ""
         self.closed = False
@@ -101,14 +107,14 @@ class Link:
                 rpc.sock.disable_monitor()
             monitor.close(linger=0)
 
-    async def close(self) -> None:
-        """Log out if logged in and close the socket."""
+    async def close(self, logout: bool = True) -> None:
+        """Log out if logged in (and `logout`) and close the socket."""
         self.closed = True
         for task in (self._keepalive, self._reconnect):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        if self._rpc is not None and self.user is not None:
+        if self._rpc is not None and self.user is not None and logout:
             with contextlib.suppress(RpcError):
                 await self._rpc.call(CLIENT["Logout"], client_pb2.LogoutRequest(), timeout=1.0)
         await self._drop()
@@ -122,23 +128,37 @@ class Link:
     async def authenticate(self, name: str, request: Message) -> client_pb2.LoginReply:
         """Register, Login or Resume; follow a redirect; keep the link alive from then on."""
         reply: client_pb2.LoginReply = await self.call(name, request)
-        self.user, self.token = reply, reply.token
+        self._started(reply)
         if reply.redirect.endpoint and self._may_follow(reply.redirect):
             target = reply.redirect
             # no Logout here: it would revoke the token the target is about to resume
             await self._drop()
             self.endpoint = target.endpoint
+            self.seen[target.endpoint] = None
             self.open()
-            self.user = await self.call("Resume", client_pb2.ResumeRequest(
-                token=self.token, device=self.device))
-            self.token = self.user.token
+            self._started(await self.call("Resume", client_pb2.ResumeRequest(
+                token=self.token, device=self.device)))
             self.on_state(LinkState.REDIRECTED, self.endpoint)
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.ensure_future(self._keep_alive())
         return self.user
 
+    def _started(self, reply: client_pb2.LoginReply) -> None:
+        """A login, register or resume succeeded: its token is the one to resume with."""
+        self.user, self.token = reply, reply.token
+        if self.on_token is not None:
+            self.on_token(reply.account, reply.token)
+
+    def renewed(self, token: str, expires_ms: int) -> None:
+        """This session's token was replaced (a password change): resume with the new one."""
+        if self.user is not None:
+            self.user.token, self.user.token_expires_ms = token, expires_ms
+            self._started(self.user)
+
     def forget(self) -> None:
-        """After a logout: no session to resume, no keepalive."""
+        """After a logout (or a refused token): no session to resume, no keepalive."""
+        if self.user is not None and self.on_token is not None:
+            self.on_token(self.user.account, "")
         self.user, self.token = None, ""
         if self._keepalive is not None:
             self._keepalive.cancel()
@@ -148,6 +168,7 @@ class Link:
         if not self._may_follow(target):
             return
         self.endpoint = target.endpoint
+        self.seen[target.endpoint] = None
         self._redirected = True
         await self.recover()
 
@@ -175,10 +196,10 @@ class Link:
             self.on_state(LinkState.DISCONNECTED, self.endpoint)
         pause = RECONNECT_FIRST_S
         attempt = 0
+        first = self.endpoint
         while not self.closed:
-            candidates = [self.endpoint]
-            if self.locator is not None:
-                candidates += [ep for ep in self.locator() if ep != self.endpoint]
+            located = self.locator() if self.locator is not None else []
+            candidates = list(dict.fromkeys([first, *self.seen, *located]))
             self.endpoint = candidates[attempt % len(candidates)]
             attempt += 1
             await self._drop()
@@ -187,12 +208,15 @@ class Link:
                 reply = await self.call("Resume", client_pb2.ResumeRequest(
                     token=self.token, device=self.device), timeout=RESUME_TIMEOUT_S)
             except RpcError as err:
-                if err.code not in RESUME_AGAIN:
+                if err.code not in RESUME_AGAIN:  # e.g. revoked: the session is over
+                    log.warning("resume refused on %s: %s", self.endpoint, err)
+                    self.forget()
                     raise
                 await asyncio.sleep(pause)  # reconnect backoff
                 pause = min(pause * 2, RECONNECT_MAX_S)
                 continue
-            self.user, self.token = reply, reply.token
+            self._started(reply)
+            self.seen[self.endpoint] = None
             self.on_state(LinkState.REDIRECTED if moved else LinkState.RECONNECTED,
                           self.endpoint)
             return
@@ -204,7 +228,8 @@ class Link:
                 await self.call("Me", client_pb2.MeRequest(), timeout=RESUME_TIMEOUT_S)
             except RpcError as err:
                 if err.code in LINK_DOWN or err.code == pb.UNAUTHENTICATED:
-                    await self.recover()
+                    with contextlib.suppress(RpcError):  # a refused resume ended the session
+                        await self.recover()
 
     def _on_event(self, env: envelope.Envelope) -> None:
         if env.header.method != PUSH_METHOD:

@@ -1,8 +1,10 @@
 """The client session: everything a so-im client says to the cluster, with no rendering.
 
 Role: one method per command of the so-im set (login, send, users, friends, group …, search,
-add, me) plus register, history, sync and receipts; sends are retried with the same
-client_msg_id until acked (the store keeps one copy); incoming messages come out of `events`
+add, me) plus register, history, sync and receipts; sends go through a `tui.outbox.Outbox`:
+retried with the same client_msg_id until acked (the store keeps one copy), resent in order after
+every reconnect, whatever the error was; a send before login is asked once (the gateway's
+refusal is the answer, never retried); incoming messages come out of `events`
 once each, in seq order per conversation, with gaps filled from history; a sync runs at login,
 after every reconnect and on a `SyncHint`. It talks only to gateways holding `server_key`, the
 pinned gateway key (see `tui.link`); a redirect elsewhere is reported as a notice and not
@@ -17,6 +19,7 @@ import contextlib
 import enum
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +32,8 @@ from schema import client_pb2
 from schema import common_pb2 as pb
 from tui.conversations import ConversationTracker
 from tui.link import LINK_DOWN, Link, LinkState, Locator
+from tui.outbox import Outbox
 
-SEND_DEADLINE_S = 30.0
 SEND_ATTEMPT_S = 5.0
 RESYNC_AFTER_S = 1.0
 PING_CHECK_S = 1.0
@@ -64,13 +67,19 @@ class ClientSession:
     def __init__(self, endpoint: str, server_key: bytes, *, device: str = "soim",
                  timeout: float = timing.CLIENT_REQUEST_TIMEOUT_S,
                  ctx: zmq.asyncio.Context | None = None, locator: Locator | None = None,
-                 start_at: str = "all", auto_delivered: bool = True) -> None:
+                 start_at: str = "all", auto_delivered: bool = True,
+                 on_token: Callable[[str, str], None] | None = None) -> None:
+        """`on_token(account, token)` is called with every new token of the session (each
+        login, register and resume: a resume rotates it) and with "" once it ends (logout, or
+        a token the cluster no longer accepts)."""
         self._own_ctx = ctx is None
         self.ctx = ctx if ctx is not None else zmq.asyncio.Context()
         self.device = device
         self.events: asyncio.Queue[ClientEvent] = asyncio.Queue()
         self.link = Link(endpoint, server_key, device=device, timeout=timeout, ctx=self.ctx,
-                         locator=locator, on_push=self._on_push, on_state=self._on_state)
+                         locator=locator, on_push=self._on_push, on_state=self._on_state,
+                         on_token=on_token)
+        self.outbox = Outbox(self._attempt_send, self._heal, _SEND_RETRY)
         self.tracker = ConversationTracker(self._history_page, self._emit, start_at)
         self.auto_delivered = auto_delivered
         self._inbox: asyncio.Queue[client_pb2.Push | asyncio.Future[None] | None] = \
@@ -97,14 +106,16 @@ class ClientSession:
         if self._dispatcher is None:
             self._dispatcher = asyncio.ensure_future(self._dispatch())
 
-    async def close(self) -> None:
-        """Log out if logged in, and close everything."""
+    async def close(self, logout: bool = True) -> None:
+        """Close everything; log out first if logged in and `logout` (else the token stays
+        valid, to be resumed by the next start)."""
+        self.outbox.close()
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
-        await self.link.close()
+        await self.link.close(logout)
         if self._own_ctx:
             self.ctx.destroy(linger=0)
 
@@ -133,6 +144,21 @@ class ClientSession:
     async def logout(self) -> None:
         await self.call("Logout", client_pb2.LogoutRequest())
         self.link.forget()
+        self.outbox.fail_all(RpcError(pb.UNAUTHENTICATED, "logged out"))
+
+    async def change_password(self, old: str, new: str) -> client_pb2.ChangePasswordReply:
+        """A new password: my other sessions end; this one resumes with the new token."""
+        reply: client_pb2.ChangePasswordReply = await self.call(
+            "ChangePassword", client_pb2.ChangePasswordRequest(old_password=old,
+                                                               new_password=new))
+        self.link.renewed(reply.token, reply.token_expires_ms)
+        return reply
+
+    async def delete_account(self, password: str) -> None:
+        """Delete my account (the gateway then ends this session too)."""
+        await self.call("DeleteAccount", client_pb2.DeleteAccountRequest(password=password))
+        self.link.forget()
+        self.outbox.fail_all(RpcError(pb.UNAUTHENTICATED, "account deleted"))
 
     async def ping(self) -> client_pb2.PingReply:
         return await self.call("Ping", client_pb2.PingRequest(
@@ -145,30 +171,33 @@ class ClientSession:
 
     # ---- messages
     async def send(self, body: str, *, to_user: int = 0, to_group: int = 0,
-                   client_msg_id: str = "",
-                   deadline_s: float = SEND_DEADLINE_S) -> client_pb2.SendAck:
-        """Send until acked: retried with the same client_msg_id across reconnects."""
+                   client_msg_id: str = "", kind: client_pb2.MessageKind.ValueType = 0,
+                   ref_seq: int = 0, mentions: Sequence[int] = ()) -> client_pb2.SendAck:
+        """Send until acked, across reconnects, with one client_msg_id (see `tui.outbox`).
+        Before login the gateway's refusal is the answer: asked once, never retried. `kind`
+        and `ref_seq` make it an edit or recall of my message ref_seq, or a reply to it."""
         request = client_pb2.SendRequest(client_msg_id=client_msg_id or uuid.uuid4().hex,
-                                         body=body)
+                                         body=body, kind=kind, ref_seq=ref_seq,
+                                         mentions=mentions)
         if to_group:
             request.to_group = to_group
         else:
             request.to_user = to_user
-        deadline = time.monotonic() + deadline_s
-        pause = 0.1
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                return await self.call("Send", request, timeout=min(SEND_ATTEMPT_S, max(left, 0.1)))
-            except RpcError as err:
-                if err.code not in _SEND_RETRY or time.monotonic() + pause > deadline:
-                    raise
-                if err.code == pb.UNAUTHENTICATED or (
-                        err.code in LINK_DOWN and not await self._gateway_answers()):
-                    await self._recover_until(deadline)
-                else:  # the gateway is there and said "later" (e.g. no storage node yet)
-                    await asyncio.sleep(pause)  # retry backoff
-                    pause = min(pause * 2, 1.0)
+        if not self.link.token:
+            return await self.call("Send", request)
+        return await self.outbox.send(request)
+
+    async def _attempt_send(self, request: client_pb2.SendRequest) -> client_pb2.SendAck:
+        return await self.call("Send", request, timeout=SEND_ATTEMPT_S)
+
+    async def _heal(self, err: RpcError) -> None:
+        """A send failed with `err`: reconnect and resume if the link is dead or the gateway
+        forgot the session (any gateway the link knows will do); raise if the session ended."""
+        if err.code == pb.UNAUTHENTICATED or (
+                err.code in LINK_DOWN and not await self._gateway_answers()):
+            await self.link.recover()
+        if not self.link.token:
+            raise RpcError(pb.UNAUTHENTICATED, "the session ended; log in again")
 
     async def _gateway_answers(self) -> bool:
         """Does the gateway answer a Ping now? (An UNAVAILABLE may be its answer, not a dead
@@ -179,10 +208,9 @@ class ClientSession:
             return False
         return True
 
-    async def _recover_until(self, deadline: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
-                await self.link.recover()
+    async def typing(self, conv_id: int) -> client_pb2.TypingReply:
+        """Tell the others in a conversation that I am typing (not retried, not stored)."""
+        return await self.call("Typing", client_pb2.TypingRequest(conv_id=conv_id))
 
     async def sync(self) -> client_pb2.SyncReply:
         """Per-conversation seqs, cursors and unread counts."""
@@ -196,6 +224,15 @@ class ClientSession:
         else:
             request.after_seq = after_seq
         return await self.call("History", request)
+
+    async def search_messages(self, query: str, *, before: client_pb2.ChatMessage | None = None,
+                              limit: int = 20) -> client_pb2.SearchMessagesReply:
+        """Messages of my conversations holding every word of `query`, newest first; the next
+        page starts after `before` (the last message of the previous page)."""
+        request = client_pb2.SearchMessagesRequest(query=query, limit=limit)
+        if before is not None:
+            request.before_ts_ms, request.before_msg_id = before.ts_ms, before.msg_id
+        return await self.call("SearchMessages", request)
 
     async def delivered(self, conv_id: int, seq: int) -> client_pb2.DeliveredReply:
         return await self.call("Delivered", client_pb2.DeliveredRequest(conv_id=conv_id, seq=seq))
@@ -262,6 +299,7 @@ class ClientSession:
         self.events.put_nowait(ClientEvent(EventKind(state.value), endpoint=endpoint))
         if state is not LinkState.DISCONNECTED:
             self._inbox.put_nowait(None)  # a sync
+            self.outbox.kick()
 
     def _emit(self, msg: client_pb2.ChatMessage) -> None:
         self.events.put_nowait(ClientEvent(EventKind.MESSAGE, message=msg))

@@ -1,0 +1,120 @@
+"""The client's outbox: every message is sent until the cluster acknowledges it, in order.
+
+Role: a message goes out at once; if that attempt fails for a reason that may pass (the link
+died, the gateway forgot the session, or it said "later"), the message and every one sent after
+it wait in the outbox, and one flusher heals the link (`heal`: reconnect and resume, possibly on
+another gateway, or back off) and resends them one at a time in the order they were sent, each
+with its own client_msg_id, so the store keeps one copy of each and the receiver sees them in
+order. A message leaves the outbox only when it is acknowledged or refused for good (not your
+friend, too long …); if the session itself is gone (logged out, the token refused), every
+waiting message fails with that error. Nothing is dropped because of a timeout.
+Peer sockets: none of its own (`attempt` uses the session's link).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fabric.methods import RpcError
+from schema import client_pb2
+
+Attempt = Callable[[client_pb2.SendRequest], Awaitable[client_pb2.SendAck]]
+Heal = Callable[[RpcError], Awaitable[None]]
+"""Make the next attempt worth trying after `RpcError`; raise RpcError if it never will be."""
+
+RESEND_PAUSE_FIRST_S = 0.1
+RESEND_PAUSE_MAX_S = 1.0
+
+
+@dataclass
+class _Waiting:
+    request: client_pb2.SendRequest
+    done: asyncio.Future[client_pb2.SendAck]
+
+
+class Outbox:
+    """Sends that are not acknowledged yet, oldest first."""
+
+    def __init__(self, attempt: Attempt, heal: Heal, retry: frozenset[int]) -> None:
+        self._attempt = attempt
+        self._heal = heal
+        self._retry = retry
+        self._waiting: dict[str, _Waiting] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    async def send(self, request: client_pb2.SendRequest) -> client_pb2.SendAck:
+        """Send `request` until it is acknowledged (or refused for good)."""
+        known = self._waiting.get(request.client_msg_id)
+        if known is not None:  # the same message again: one copy, one answer
+            return await asyncio.shield(known.done)
+        item = _Waiting(request, asyncio.get_running_loop().create_future())
+        self._waiting[request.client_msg_id] = item
+        if not self._flushing():  # else it waits its turn behind the older ones
+            try:
+                self._settle(item, ack=await self._attempt(request))
+            except RpcError as err:
+                if err.code not in self._retry:
+                    self._settle(item, err=err)
+                elif not self._flushing():
+                    self._flush(err)
+        return await asyncio.shield(item.done)
+
+    def kick(self) -> None:
+        """The link was re-established: resend what waits now, not after its attempt times
+        out."""
+        if self._waiting and not self._flushing():
+            self._flush(None)
+
+    def fail_all(self, err: RpcError) -> None:
+        """The session is gone: every waiting message fails with `err`."""
+        for item in list(self._waiting.values()):
+            self._settle(item, err=err)
+
+    def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+
+    def _flushing(self) -> bool:
+        return self._flusher is not None and not self._flusher.done()
+
+    def _flush(self, err: RpcError | None) -> None:
+        self._flusher = asyncio.ensure_future(self._resend(err))
+
+    async def _resend(self, err: RpcError | None) -> None:
+        pause = RESEND_PAUSE_FIRST_S
+        while self._waiting:
+            if err is not None:
+                try:
+                    await self._heal(err)
+                except RpcError as fatal:
+                    self.fail_all(fatal)
+                    return
+                await asyncio.sleep(pause)  # resend backoff
+                pause = min(pause * 2, RESEND_PAUSE_MAX_S)
+            err = None
+            for item in list(self._waiting.values()):  # oldest first, one at a time
+                if item.done.done():
+                    continue
+                try:
+                    self._settle(item, ack=await self._attempt(item.request))
+                except RpcError as failed:
+                    if failed.code not in self._retry:
+                        self._settle(item, err=failed)
+                        continue
+                    err = failed
+                    break
+
+    def _settle(self, item: _Waiting, *, ack: client_pb2.SendAck | None = None,
+                err: RpcError | None = None) -> None:
+        self._waiting.pop(item.request.client_msg_id, None)
+        if item.done.done():
+            return
+        if err is not None:
+            item.done.set_exception(err)
+        else:
+            item.done.set_result(ack)

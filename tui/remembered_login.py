@@ -1,0 +1,71 @@
+"""A remembered login: resume it at start, keep its token current, forget it at logout.
+
+Role: tie one `ClientSession` to the user's `TokenStore` for one cluster (named by the
+fingerprint of the pinned gateway key). `resume` picks the account (the one asked for, else the
+cluster's last used one) and resumes its session with the stored token, no password; every new
+token of the session (a resume rotates it, a login or register starts one) is stored by
+`on_token`, and an ended session (logout, a token the cluster refused) is forgotten. `logout`
+(soim --logout) resumes the remembered session only to end it on the server, so the old token
+stops working everywhere, and forgets it here.
+Peer sockets: those of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fabric.methods import RpcError
+from schema import client_pb2
+from tui.link import LINK_DOWN
+from tui.session import ClientSession
+from tui.token_store import TokenStore, TokenStoreError
+
+
+class RememberedLogin:
+    """The stored session of one cluster, as the client uses it."""
+
+    def __init__(self, store: TokenStore, cluster: str, say: Callable[[str], None]) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.say = say
+        self._broken = False
+
+    def on_token(self, account: str, token: str) -> None:
+        """The session's callback: remember `token` ("" forgets the account)."""
+        try:
+            self.store.save(self.cluster, account, token)
+        except TokenStoreError as err:
+            if not self._broken:  # say it once, not at every rotation
+                self.say(f"the login is not remembered: {err}")
+            self._broken = True
+
+    async def resume(self, session: ClientSession,
+                     account: str = "") -> client_pb2.LoginReply | None:
+        """Resume the remembered session of `account` (else of the last used account); None
+        when there is none or the cluster refused it (then it is forgotten)."""
+        try:
+            found = self.store.lookup(self.cluster, account)
+        except TokenStoreError as err:
+            self.say(str(err))
+            return None
+        if found is None:
+            return None
+        account, token = found
+        try:
+            return await session.resume(token)
+        except RpcError as err:
+            if err.code in LINK_DOWN:
+                self.say(f"could not resume the login of {account} ({err.detail or 'no answer'});"
+                         " it is kept for the next start")
+            else:
+                self.say(f"the remembered login of {account} no longer works; log in again")
+                self.on_token(account, "")
+            return None
+
+    async def logout(self, session: ClientSession, account: str = "") -> str:
+        """End the remembered session on the server and forget it; what happened, one line."""
+        reply = await self.resume(session, account)
+        if reply is None:
+            return "no remembered login to end" + (f" for {account}" if account else "")
+        await session.logout()  # the session's on_token forgets it here
+        return f"logged out {reply.account}; the remembered login is revoked and forgotten"
