@@ -3,7 +3,8 @@ cluster of real node processes: a restart resumes the session without a password
 the rotated token), `--account` picks among several remembered accounts (else the last used
 one), `soim --logout` and `/logout` end the session on the server (the old token is refused
 from then on) and forget it; the sessions file is private (0600 in a 0700 directory); the
-config file sets the device and bad keys in it are one line and exit 2."""
+config file sets the device, a bad key in it is one line and exit 2, and the example the
+README shows loads."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.support import async_wait_until
 from tests.tui.lines import LineClient
 from tests.tui.terminal import ROOT, SOIM, Tmux
 from tests.tui.test_plain import PASSWORD, server_args
+from tui import config_file
 from tui.known_keys import fingerprint
 from tui.token_store import FILE_NAME, TokenStore
 
@@ -153,3 +155,16 @@ async def quit_client(tmux: Tmux) -> None:
     tmux.type("carol", "/exit")
     await async_wait_until(lambda: tmux.dead("carol"), what="soim to exit")
     tmux.tmux("kill-session", "-t", "carol")
+
+
+def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
+    """The config.toml the README shows loads, every key as written."""
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", readme, re.DOTALL)
+    assert example is not None
+    path = tmp_path / "config.toml"
+    path.write_text(example[1])
+    loaded = config_file.load(path)
+    assert (loaded.endpoint, loaded.device, loaded.account, loaded.remember) == (
+        "tcp://127.0.0.1:7000", "laptop", "alice", True)
+    assert loaded.colours == {"own": "green"} and loaded.notify.bell and loaded.notify.title
