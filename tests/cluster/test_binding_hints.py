@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.router.api import ROUTER
-from schema import cluster_pb2
+from tests.cluster.test_presence import bound_where
 from tests.cluster.test_storage import metric
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
@@ -51,19 +50,6 @@ def _hinted(clients: list[ClientSession], seen: dict[int, int]) -> dict[int, int
                     and event.push.WhichOneof("item") == "sync_hint"):
                 seen[i] = seen.get(i, 0) + 1
     return seen
-
-
-async def _holders(cluster: Cluster, user_ids: list[int]) -> dict[int, set[str]]:
-    """User id -> the routers holding a session of it."""
-    assert cluster.view is not None
-    held: dict[int, set[str]] = {u: set() for u in user_ids}
-    for router in cluster.alive("router"):
-        reply = await cluster.view.peers.get(router).call(
-            ROUTER["Lookup"], cluster_pb2.UserIds(user_ids=user_ids), timeout=5)
-        for user in reply.users:
-            if user.sessions:
-                held[user.user_id].add(router)
-    return held
 
 
 @pytest.mark.timeout(90)
@@ -105,7 +91,7 @@ async def _all_held_by(cluster: Cluster, users: list[int],
                        routers: set[str]) -> dict[int, set[str]] | None:
     """The holders of each user when every user is held by exactly one of `routers`, else
     None."""
-    held = await _holders(cluster, users)
+    held = await bound_where(cluster, users)
     if any(len(h) != 1 or not h <= routers for h in held.values()):
         return None
     return held
