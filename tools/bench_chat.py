@@ -1,6 +1,7 @@
-"""soimctl bench chat: a real cluster under client load — chat messages (delivered per second,
-send→deliver latency at a fixed rate, nothing lost or duplicated) or, with --logins, logins,
-resumes, presence lookups and idle sessions; each with a ceiling measured in the same run.
+"""soimctl bench chat: a real cluster under client load — chat messages of a pattern (1:1 pairs,
+groups or a mix: delivered per second, send→push latency at fixed rates, CPU of every node per
+message, memory of the nodes, nothing lost or duplicated) or, with --logins, logins, resumes,
+presence lookups and idle sessions; each with a ceiling measured in the same run.
 
 Role: one benchmark command. With --spawn it starts a throwaway cluster (tools.local_cluster: 2
 gateways, 2 routers, 1 directory, 1 storage) on the SOIM_DB / SOIM_REDIS_URL it is given and
@@ -26,6 +27,7 @@ import signal
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +36,13 @@ import zmq
 from fabric import keys
 from fabric.config import Config
 from nodes.directory.context import KDF_THREADS
+from nodes.gateway.options import MAX_SESSION_RATE, GatewayOptions
 from schema import client_pb2
 from shard_store.backend import StoreError
 from shard_store.store import Store
 from tools import bench_fabric
 from tools.bench_clients import (
     CHAT_WORKERS,
-    CLIENT_SEND_CAP_PER_S,
     WINDOW,
     BenchError,
     ChatLog,
@@ -56,120 +58,204 @@ LOOKUP_S = 5.0
 CHAT_S = 30.0
 """Default length of each chat phase (--duration)."""
 GROUP_EVERY = 10
-"""In the unthrottled phase every GROUP_EVERY-th send of a client goes to the group."""
-GROUP_MAX = 1000
-"""The first GROUP_MAX clients (the most a group admits) are in the group."""
+"""In the mixed pattern every GROUP_EVERY-th send of a client goes to its group."""
+GROUP_SIZE = 20
+"""Members of each group unless --group-size says otherwise."""
+GROUP_MAX = 999
+"""Largest --group-size (a group admits 1,000 members; the last group may take one more)."""
+Addressee = tuple[str, int]
+PATTERNS: dict[str, Callable[[Addressee, Addressee], list[Addressee]]] = {
+    "pairs": lambda friend, group: [friend],
+    "group": lambda friend, group: [group],
+    "mixed": lambda friend, group: [friend] * (GROUP_EVERY - 1) + [group],
+}
+"""What each client sends to, in turn, given its friend and its group."""
+PATTERN_TEXT = {"pairs": "every message 1:1 to the friend",
+                "group": "every message to the client's group",
+                "mixed": f"every {GROUP_EVERY}th message to the client's group, the rest 1:1"}
+DEFAULT_RATE = 2000.0
+"""Messages per second of the timed phase when neither --rate nor --rates is given."""
 CEILING_S = 3.0
 CEILING_INFLIGHT = 64
+SPAWN_BURST_S = 4
+"""A spawned cluster's gateways get SOIM_SESSION_BURST = this many seconds of --session-rate
+(the ratio of the defaults, 200 to 50)."""
 
-
-# ---- measurements
-
-# ---- the cluster, and the --logins mode
 
 # ---- the chat mode
 
-async def chat(target: Target, clients: int, rate: float, seconds: float,
-               warmup: float) -> dict[str, Any]:
-    """Friend pairs plus one group: a fixed-rate phase (1:1 sends; its first `warmup` seconds
-    measured apart) for latency, an unthrottled phase (1:1 and group sends) for throughput,
-    then every ack checked against the pushes and the database."""
+async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, Any]:
+    """Friend pairs and groups of opts["group_size"]; the chat of opts["pattern"] (`PATTERNS`):
+    one fixed-rate phase per rate of opts["rates"] (each with its first opts["warmup"] seconds
+    measured apart) for latency and CPU per message, an unthrottled phase for throughput, then
+    every ack checked against the pushes and the database."""
     if clients % 2:
         raise BenchError("--clients must be even: the clients chat in friend pairs")
-    if rate > clients * CLIENT_SEND_CAP_PER_S:
-        raise BenchError(f"--rate {rate:g} needs more clients: one may send "
-                         f"{CLIENT_SEND_CAP_PER_S:g} msgs/s under the gateway's session limit")
+    cap, rates, seconds = opts["session_rate"], opts["rates"], opts["duration"] or CHAT_S
+    if max(rates) > clients * cap:
+        raise BenchError(f"--rate {max(rates):g} needs more clients: one may send {cap:g} "
+                         f"msgs/s, the gateway's session limit (--session-rate)")
     run_id = uuid.uuid4().hex[:8]
-    members = min(clients, GROUP_MAX)
     spread = [(ep, key) for _, ep, key in
               itertools.islice(itertools.cycle(target.gateways()), clients)]
     pool = ClientPool(CHAT_WORKERS)
     try:
         await asyncio.to_thread(pool.open, spread)
-        register = [client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD)
-                    .SerializeToString() for i in range(clients)]
-        _, replies = await step(pool, "Register", register,
-                                 max(1, KDF_THREADS // pool.workers))
-        users = [u.user_id for u in replies]
-        friend = [users[i ^ 1] for i in range(clients)]
-        for side in (0, 1):  # the even side asks, the odd side accepts
-            _, replies = await step(pool, "AddFriend", [
-                client_pb2.AddFriendRequest(user_id=friend[i]).SerializeToString()
-                if i % 2 == side else None for i in range(clients)])
-        convs = {r.conv_id for r in replies}
-        _, [created] = await step(pool, "GroupCreate", [client_pb2.GroupCreateRequest(
-            name=f"bench-{run_id}", user_limit=max(members, 2)).SerializeToString()])
-        group = created.group.group_id
-        await step(pool, "GroupJoin", [None] + [
-            client_pb2.GroupJoinRequest(group_id=group).SerializeToString()
-            for _ in range(1, members)])
-        one_to_one = [[("to_user", friend[i])] for i in range(clients)]
-        mixed = [one_to_one[i] * (GROUP_EVERY - 1) + [("to_group", group)] * (i < members)
-                 for i in range(clients)]
+        friend, convs, groups = await _befriend(pool, run_id, clients, opts["group_size"])
+        group_of = {i: gid for gid, members in groups.items() for i in members}
+        targets = [PATTERNS[opts["pattern"]](("to_user", friend[i]), ("to_group", group_of[i]))
+                   for i in range(clients)]
         meter = target.cpu_meter(pool)
-        commits_before = await asyncio.to_thread(target.commit_buckets)
+        timed: dict[float, tuple[list[ChatLog], dict[str, Any]]] = {}
+        commits: tuple[dict[float, float], dict[float, float]] = ({}, {})
+        for n, rate in enumerate(rates):
+            before = await asyncio.to_thread(target.commit_buckets)
+            meter.start()
+            logs = await asyncio.to_thread(pool.chat, targets, opts["warmup"] + seconds, rate,
+                                           cap, f"{run_id}t{n}-", opts["warmup"])
+            timed[rate] = logs, {"cpu_cores": meter.stop(), **_cost(logs, meter.nodes_s())}
+            if n == 0:
+                commits = before, await asyncio.to_thread(target.commit_buckets)
         meter.start()
-        timed = await asyncio.to_thread(pool.chat, one_to_one, warmup + seconds, rate,
-                                        f"{run_id}t", warmup)
-        timed_cores = meter.stop()
-        commits_after = await asyncio.to_thread(target.commit_buckets)
-        meter.start()
-        flood = await asyncio.to_thread(pool.chat, mixed, seconds, 0, f"{run_id}f")
+        flood = await asyncio.to_thread(pool.chat, targets, seconds, 0, cap, f"{run_id}f")
         flood_cores = meter.stop()
+        flood_cost = _cost(flood, meter.nodes_s())
+        memory = await asyncio.to_thread(target.node_memory_mb)
     finally:
         await asyncio.to_thread(pool.close)
-    acked, pushes = _audit([(timed, one_to_one), (flood, mixed)], members)
-    stored = await asyncio.to_thread(_check_store, target.cfg, acked, convs | {group})
+    acked, pushes = _audit([(logs, targets) for logs, _ in timed.values()] + [(flood, targets)],
+                           groups)
+    stored = await asyncio.to_thread(_check_store, target.cfg, acked, convs | set(groups))
     ceiling = await asyncio.to_thread(_fabric_ceiling, target.cfg.keys_dir)
-    latencies = sorted(ns for log in timed for ns in log.latencies_ns)
-    cold = sorted(ns for log in timed for ns in log.warmup_latencies_ns)
-    acks = sorted(ns for log in timed for ns in log.ack_latencies_ns)
-    loaded = sorted(ns for log in flood for ns in log.latencies_ns)
+    first, _ = timed[rates[0]]
     errors = Counter[str]()
-    for log in timed + flood:
+    for log in [log for logs, _ in timed.values() for log in logs] + flood:
         errors.update(log.errors)
+    sent = sum(log.sent for log in flood)
+    sent_group = sum(log.sent_group for log in flood)
+    delivered_group = sum(log.delivered_group for log in flood)
+    delivered = sum(log.delivered for log in flood)
     return {
-        "delivered_per_s": round(sum(log.delivered for log in flood) / seconds),
-        "delivered_group_per_s": round(sum(log.delivered_group for log in flood) / seconds),
-        "sent_per_s": round(sum(log.sent for log in flood) / seconds),
-        "send_cap_per_s": round(clients * CLIENT_SEND_CAP_PER_S),
-        **{f"p{q}_ms": _percentile_ms(latencies, q) for q in (50, 95, 99)},
-        "timed_sent_per_s": round(sum(log.sent for log in timed) / (warmup + seconds)),
-        "warmup_p50_ms": _percentile_ms(cold, 50), "warmup_p99_ms": _percentile_ms(cold, 99),
-        "ack_p50_ms": _percentile_ms(acks, 50), "ack_p99_ms": _percentile_ms(acks, 99),
-        **{f"commit_p{q}_ms": bucket_quantile_ms(commits_before, commits_after, q / 100)
-           for q in (50, 99)},
-        "unthrottled_p50_ms": _percentile_ms(loaded, 50),
-        "unthrottled_p99_ms": _percentile_ms(loaded, 99),
+        "pattern": opts["pattern"],
+        "delivered_per_s": round(delivered / seconds),
+        "delivered_group_per_s": round(delivered_group / seconds),
+        "delivered_pairs_per_s": round((delivered - delivered_group) / seconds),
+        "sent_per_s": round(sent / seconds),
+        "sent_group_per_s": round(sent_group / seconds),
+        "sent_pairs_per_s": round((sent - sent_group) / seconds),
+        "sent_per_ceiling": round(sent / seconds / ceiling, 4) if ceiling else None,
+        "send_cap_per_s": round(clients * cap),
+        **_latencies(first),
+        "timed_sent_per_s": round(sum(log.sent for log in first) / (opts["warmup"] + seconds)),
+        **{f"commit_p{q}_ms": bucket_quantile_ms(*commits, q / 100) for q in (50, 99)},
+        "rates": {f"{rate:g}": {**_latencies(logs), **cost,
+                                "sent_per_s": round(sum(log.sent for log in logs)
+                                                    / (opts["warmup"] + seconds))}
+                  for rate, (logs, cost) in timed.items()},
+        "unthrottled": {**_latencies(flood), **flood_cost, "cpu_cores": flood_cores},
+        "unthrottled_p50_ms": _percentile_ms(_pushes(flood, "all"), 50),
+        "unthrottled_p99_ms": _percentile_ms(_pushes(flood, "all"), 99),
+        "cpu_us_per_msg": timed[rates[0]][1]["cpu_us_per_msg"],
+        "node_memory_mb": memory,
         "lost": pushes["lost"] + stored["lost"],
         "duplicated": pushes["duplicated"] + stored["duplicated"],
         "ceiling_per_s": round(ceiling),
         "acked": len(acked), "pushes": pushes, "store": stored, "send_errors": dict(errors),
-        "cpu_cores": {"timed": timed_cores, "unthrottled": flood_cores},
-        "clients": clients, "group_members": members, "rate": rate, "duration_s": seconds,
-        "warmup_s": warmup,
-        "load": f"{clients} clients in friend pairs, the first {members} also in one group, "
-                f"spread over the gateways, raw client-plane DEALERs (Curve) driven from "
-                f"{CHAT_WORKERS} worker process(es). Timed phase: 1:1 sends at {rate:g}/s in "
-                f"all, {warmup:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the first send of "
-                f"each conversation loads its access check and its seq) before the "
-                f"{seconds:g} s of p50_ms … p99_ms and ack_p50_ms/ack_p99_ms. Unthrottled "
-                f"phase: each client keeps {WINDOW} sends in flight (at most "
-                f"{CLIENT_SEND_CAP_PER_S:g}/s, under the gateway's session limit), every "
-                f"{GROUP_EVERY}th to the group; delivered = pushes received. No receipts.",
+        "cpu_cores": {"timed": timed[rates[0]][1]["cpu_cores"], "unthrottled": flood_cores},
+        "clients": clients, "group_size": opts["group_size"], "groups": len(groups),
+        "rate": rates[0], "duration_s": seconds, "warmup_s": opts["warmup"],
+        "session_rate": cap,
+        "load": f"{clients} clients in friend pairs and in groups of up to "
+                f"{opts['group_size']}, spread over the gateways, raw client-plane DEALERs "
+                f"(Curve) driven from {CHAT_WORKERS} worker process(es); pattern "
+                f"{opts['pattern']}: {PATTERN_TEXT[opts['pattern']]}. One timed phase per rate "
+                f"({', '.join(f'{r:g}' for r in rates)} msgs/s in all, evenly over the "
+                f"clients): {opts['warmup']:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the "
+                f"first send of each conversation loads its access check and its seq) before "
+                f"the {seconds:g} s of p50_ms … p99_ms (every push; 'pairs' and 'group' apart) "
+                f"and ack_p50_ms/ack_p99_ms; the top-level figures are the first rate's. "
+                f"Unthrottled phase: each client keeps {WINDOW} sends in flight, at most "
+                f"{cap:g}/s (the session limit); delivered = pushes received. No receipts.",
+        "cpu": "cpu_us_per_msg: CPU (user+system, /proc/PID/stat) of every node process over "
+               "the phase, from its start to its last push, per message acked; "
+               "cpu_us_per_push per push received (the same for 1:1). node_memory_mb: RSS "
+               "and peak RSS (VmHWM) summed over the node processes after the phases",
         "ceiling": f"bench fabric's raw Curve DEALER→ROUTER echo, {CEILING_INFLIGHT} in "
-                   f"flight, {CEILING_S:g} s, after the chat phases",
+                   f"flight, {CEILING_S:g} s, after the chat phases; sent_per_ceiling = "
+                   f"sent_per_s / ceiling_per_s",
         "commit": "commit_p50_ms/commit_p99_ms: the storage nodes' flush transactions (INSERTs "
-                  "and the durable COMMIT) during the timed phase, the upper bound of the "
-                  "soim_storage_commit_seconds bucket holding that quantile; every ack waits "
-                  "for one",
+                  "and the durable COMMIT) during the first timed phase, the upper bound of "
+                  "the soim_storage_commit_seconds bucket holding that quantile; every ack "
+                  "waits for one",
     }
 
 
+async def _befriend(pool: ClientPool, run_id: str, clients: int, group_size: int
+                    ) -> tuple[list[int], set[int], dict[int, list[int]]]:
+    """Register a user per connection, make friends of 0-1, 2-3, … and groups of consecutive
+    connections (`group_size` each, the last one at least 2); (the friend's user id per
+    connection, the 1:1 conversations, group id -> its connections)."""
+    register = [client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD)
+                .SerializeToString() for i in range(clients)]
+    _, replies = await step(pool, "Register", register, max(1, KDF_THREADS // pool.workers))
+    users = [u.user_id for u in replies]
+    friend = [users[i ^ 1] for i in range(clients)]
+    for side in (0, 1):  # the even side asks, the odd side accepts
+        _, replies = await step(pool, "AddFriend", [
+            client_pb2.AddFriendRequest(user_id=friend[i]).SerializeToString()
+            if i % 2 == side else None for i in range(clients)])
+    convs = {r.conv_id for r in replies}
+    firsts = list(range(0, clients, group_size))
+    if len(firsts) > 1 and clients - firsts[-1] < 2:
+        firsts.pop()  # a group of one would send to nobody: its member joins the one before
+    _, created = await step(pool, "GroupCreate", [client_pb2.GroupCreateRequest(
+        name=f"bench-{run_id}-{i}", user_limit=group_size + 1).SerializeToString()
+        if i in firsts else None for i in range(clients)])
+    ids = [c.group.group_id for c in created]
+    first_of = [max(f for f in firsts if f <= i) for i in range(clients)]
+    await step(pool, "GroupJoin", [None if i in firsts else client_pb2.GroupJoinRequest(
+        group_id=ids[firsts.index(first_of[i])]).SerializeToString() for i in range(clients)])
+    groups: dict[int, list[int]] = {}
+    for i in range(clients):
+        groups.setdefault(ids[firsts.index(first_of[i])], []).append(i)
+    return friend, convs, groups
+
+
+def _pushes(logs: list[ChatLog], kind: str) -> list[int]:
+    """Sorted send → push nanoseconds after warm-up: of 1:1 pushes ("pairs"), group pushes
+    ("group") or both ("all")."""
+    return sorted(ns for log in logs for ns in (
+        log.latencies_ns if kind != "group" else []) + (
+        log.group_latencies_ns if kind != "pairs" else []))
+
+
+def _latencies(logs: list[ChatLog]) -> dict[str, Any]:
+    """Percentiles of a phase: every push, 1:1 and group pushes apart, the warm-up's, acks."""
+    every = _pushes(logs, "all")
+    cold = sorted(ns for log in logs for ns in log.warmup_latencies_ns)
+    acks = sorted(ns for log in logs for ns in log.ack_latencies_ns)
+    return {**{f"p{q}_ms": _percentile_ms(every, q) for q in (50, 95, 99)},
+            **{kind: {"pushes": len(got), **{f"p{q}_ms": _percentile_ms(got, q)
+                                             for q in (50, 95, 99)}}
+               for kind, got in (("pairs", _pushes(logs, "pairs")),
+                                 ("group", _pushes(logs, "group")))},
+            "warmup_p50_ms": _percentile_ms(cold, 50), "warmup_p99_ms": _percentile_ms(cold, 99),
+            "ack_p50_ms": _percentile_ms(acks, 50), "ack_p99_ms": _percentile_ms(acks, 99)}
+
+
+def _cost(logs: list[ChatLog], node_cpu_s: float) -> dict[str, float | None]:
+    """CPU µs of all nodes per message acked and per push received in a phase."""
+    messages = sum(len(log.acks) for log in logs)
+    pushes = sum(len(got) for log in logs for got in log.received)
+    return {"cpu_us_per_msg": round(node_cpu_s * 1e6 / messages, 1) if messages else None,
+            "cpu_us_per_push": round(node_cpu_s * 1e6 / pushes, 1) if pushes else None}
+
+
 def _audit(phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]],
-           members: int) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
+           groups: dict[int, list[int]]) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
     """Every acked message of the phases as (conv_id, seq, msg_id), and how its pushes went:
-    each must reach the other side of its pair, or every other group member, exactly once."""
+    each must reach the other side of its pair, or every other member of its group (`groups`:
+    group id -> connections), exactly once."""
     received: dict[int, Counter[int]] = {}
     expected: list[tuple[int, list[int]]] = []
     acked = []
@@ -180,9 +266,9 @@ def _audit(phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]],
                 received.setdefault(w + j * workers, Counter()).update(got)
             for j, turn, conv_id, seq, msg_id in log.acks:
                 sender = w + j * workers
-                field, _ = targets[sender][turn % len(targets[sender])]
+                field, to_id = targets[sender][turn % len(targets[sender])]
                 to = [sender ^ 1] if field == "to_user" else [
-                    m for m in range(members) if m != sender]
+                    m for m in groups[to_id] if m != sender]
                 expected.append((msg_id, to))
                 acked.append((conv_id, seq, msg_id))
     lost = sum(not received.get(r, Counter())[msg_id] for msg_id, to in expected for r in to)
@@ -258,7 +344,11 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
     async with ClusterView(cfg) as view:
         pids: dict[str, tuple[str, int]] = {}
         if cluster is not None:
-            nodes = [n for role, count in SPAWN.items() for n in cluster.start(role, count)]
+            limit = opts["session_rate"]
+            extra = {"gateway": {"SOIM_SESSION_RATE": str(limit),
+                                 "SOIM_SESSION_BURST": str(SPAWN_BURST_S * limit)}}
+            nodes = [n for role, count in SPAWN.items()
+                     for n in cluster.start(role, count, **extra.get(role, {}))]
             try:
                 await cluster.wait_alive(view, nodes, SETTLE_S)
             except RuntimeError as err:
@@ -274,29 +364,43 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
         if opts["logins"]:
             return await logins(target, opts["clients"], opts["sessions"],
                                 opts["duration"] or LOOKUP_S)
-        return await chat(target, opts["clients"], opts["rate"], opts["duration"] or CHAT_S,
-                          opts["warmup"])
+        return await chat(target, opts["clients"], opts)
 
 
 def _options(args: dict[str, Any]) -> dict[str, Any]:
-    """The numeric options, checked; duration is None when not given (its default depends on
-    the mode)."""
+    """The options, checked; duration is None when not given (its default depends on the
+    mode); rates is --rates, else [--rate]."""
     opts: dict[str, Any] = {}
-    for name, kind, low in (("--clients", int, 2), ("--sessions", int, 1),
-                            ("--rate", float, 1.0), ("--duration", float, 0.5),
-                            ("--warmup", float, 0.0)):
+    for name, kind, low, high in (
+            ("--clients", int, 2, None), ("--sessions", int, 1, None),
+            ("--rate", float, 1.0, None), ("--duration", float, 0.5, None),
+            ("--warmup", float, 0.0, None), ("--group-size", int, 2, GROUP_MAX),
+            ("--session-rate", int, 1, MAX_SESSION_RATE)):
         raw = args.get(name)
-        if raw is None:
-            opts[name[2:]] = None
-            continue
-        try:
-            value = kind(raw)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise BenchError(f"{name} must be a number of at least {low}, got {raw!r}")
-        opts[name[2:]] = value
+        opts[name[2:].replace("-", "_")] = None if raw is None else _number(name, raw, kind,
+                                                                            low, high)
+    opts["session_rate"] = opts["session_rate"] or GatewayOptions.session_rate
+    opts["group_size"] = opts["group_size"] or GROUP_SIZE
+    pattern = args.get("--pattern") or "mixed"
+    if pattern not in PATTERNS:
+        raise BenchError(f"--pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")
+    opts["pattern"] = pattern
+    listed = args.get("--rates")
+    opts["rates"] = ([_number("--rates", r, float, 1.0, None) for r in listed.split(",")]
+                     if listed else [opts["rate"] or DEFAULT_RATE])
     return opts
+
+
+def _number(name: str, raw: str, kind: type, low: float, high: float | None) -> Any:
+    """`raw` as a `kind` in [low, high]; BenchError naming the option if it is not."""
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        top = f" and at most {high}" if high is not None else ""
+        raise BenchError(f"{name} must be a number of at least {low}{top}, got {raw!r}")
+    return value
 
 
 def run(args: dict[str, Any]) -> int:

@@ -47,8 +47,6 @@ REQUEST_TIMEOUT_S = 2 * timing.CLIENT_REQUEST_TIMEOUT_S
 answers every request by its own deadline, CLIENT_REQUEST_TIMEOUT_S."""
 WINDOW = 8
 """Sends each chat client keeps in flight in the unthrottled phase."""
-CLIENT_SEND_CAP_PER_S = timing.SESSION_RATE_PER_S * 0.9
-"""Sends/s one client makes at most: under the gateway's per-session rate limit."""
 BODY_CHARS = 100
 FILLER = "so-im bench chat " * 6
 QUIET_S = 2.0
@@ -86,6 +84,7 @@ class ChatPlan:
     start_at: float                        # time.monotonic() when every worker starts
     seconds: float
     rate: float                            # sends/s of this worker; 0: each keeps WINDOW out
+    cap: float                             # with rate 0, sends/s of a connection at most
     tag: str                               # makes client_msg_ids unique in the run
     warmup: float = 0.0                    # the first seconds: their latencies kept apart
 
@@ -96,10 +95,12 @@ class ChatLog:
 
     acks: list[tuple[int, int, int, int, int]]  # (connection, target turn, conv_id, seq, msg_id)
     received: list[list[int]]                   # per connection: msg_id of every pushed message
-    latencies_ns: list[int]                     # send → push, of every push after warm-up
+    latencies_ns: list[int]                     # send → push, of every 1:1 push after warm-up
+    group_latencies_ns: list[int]               # send → push, of every group push after it
     ack_latencies_ns: list[int]                 # send → ack, of every ack after warm-up
     warmup_latencies_ns: list[int]              # send → push, of the warm-up's sends
     sent: int                                   # acked within the phase window
+    sent_group: int                             # of which group messages
     delivered: int                              # pushed within the phase window
     delivered_group: int                        # of which group messages
     errors: dict[str, int]
@@ -217,16 +218,17 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     """Run one chat phase on the first len(plan.targets) connections.
 
     Until start_at + seconds every connection sends — at the worker's share of a fixed rate, or
-    as fast as it may (WINDOW in flight, at most CLIENT_SEND_CAP_PER_S) — and all the while every
+    as fast as it may (WINDOW in flight, at most plan.cap a second) — and all the while every
     connection reads its acks and pushes. Then it waits for the acks still out and for the
     pushes to stop (QUIET_S without one), up to DRAIN_MAX_S.
     """
     n = len(plan.targets)
     method = CLIENT["Send"].name
-    log = ChatLog([], [[] for _ in range(n)], [], [], [], 0, 0, 0, {})
+    log = ChatLog([], [[] for _ in range(n)], [], [], [], [], 0, 0, 0, 0, {})
     errors: Counter[str] = Counter()
     ready = Readiness(socks[:n])
-    pending: dict[int, tuple[int, int, int]] = {}  # request id -> (connection, turn, sent ns)
+    pending: dict[int, tuple[int, int, int, bool]] = {}  # request id -> (connection, turn,
+    #                                                        sent ns, to a group)
     in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
     stop_at = plan.start_at + plan.seconds
     deadline_ms = int((time.time() + plan.start_at - time.monotonic() + plan.seconds
@@ -242,7 +244,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
             f"{now_ns:016x}" + FILLER)[:BODY_CHARS], **{field: to})
         socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
         ready.sent(i)
-        pending[rid] = (i, turn, now_ns)
+        pending[rid] = (i, turn, now_ns, field == "to_group")
         in_flight[i] += 1
         turns[i] += 1
 
@@ -260,7 +262,7 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                 for i in range(n):
                     if in_flight[i] < WINDOW and next_ok[i] <= now:
                         send(i)
-                        next_ok[i] = max(next_ok[i] + 1 / CLIENT_SEND_CAP_PER_S, now - 1)
+                        next_ok[i] = max(next_ok[i] + 1 / plan.cap, now - 1)
                 wait_ms = 1
         elif (not pending and now - last_push > QUIET_S) or now > stop_at + DRAIN_MAX_S:
             break
@@ -286,11 +288,12 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                     msg = push.message
                     log.received[i].append(msg.msg_id)
                     sent_ns = int(msg.body[:16], 16)
-                    (log.latencies_ns if sent_ns >= warm_ns else log.warmup_latencies_ns
-                     ).append(time.monotonic_ns() - sent_ns)
+                    to_group = msg.HasField("to_group")
+                    (log.warmup_latencies_ns if sent_ns < warm_ns else log.group_latencies_ns
+                     if to_group else log.latencies_ns).append(time.monotonic_ns() - sent_ns)
                     if at < stop_at:
                         log.delivered += 1
-                        log.delivered_group += msg.HasField("to_group")
+                        log.delivered_group += to_group
                     last_push = at
                     continue
                 sent = pending.pop(env.header.request_id, None)
@@ -304,7 +307,9 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                 log.acks.append((i, sent[1], ack.conv_id, ack.seq, ack.msg_id))
                 if sent[2] >= warm_ns:
                     log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
-                log.sent += at < stop_at
+                if at < stop_at:
+                    log.sent += 1
+                    log.sent_group += sent[3]
     ready.close()
     errors["no ack"] += len(pending)
     log.errors = dict(+errors)
@@ -389,14 +394,15 @@ class ClientPool:
         return max(elapsed, 1e-9), results
 
     def chat(self, targets: list[list[tuple[str, int]]], seconds: float, rate: float,
-             tag: str, warmup: float = 0.0) -> list[ChatLog]:
+             cap: float, tag: str, warmup: float = 0.0) -> list[ChatLog]:
         """One chat phase over connections 0..len(targets)-1, starting on every worker at once;
-        `rate` is the total sends/s (0: as fast as each may); the latencies of sends in the first
-        `warmup` of the `seconds` are logged apart. One ChatLog per worker."""
+        `rate` is the total sends/s (0: as fast as each may, at most `cap` a second); the
+        latencies of sends in the first `warmup` of the `seconds` are logged apart. One ChatLog
+        per worker."""
         n = len(self._pipes)
         start_at = time.monotonic() + 0.5
         return self._ask([("chat", ChatPlan(targets[w::n], start_at, seconds,
-                                            rate * len(targets[w::n]) / len(targets),
+                                            rate * len(targets[w::n]) / len(targets), cap,
                                             f"{tag}{w}-", warmup)) for w in range(n)],
                          seconds + DRAIN_MAX_S)
 

@@ -1,8 +1,9 @@
 """The cluster a `soimctl bench chat` run measures, as the bench sees it.
 
-Role: `Target` (the live gateways, the pids of spawned nodes, a `CpuMeter` over them, the
-storage nodes' commit-time histogram), the process figures read from /proc (CPU seconds, RSS,
-who listens on a port), and `step`, one request per client connection through a `ClientPool`.
+Role: `Target` (the live gateways, the pids of its nodes, a `CpuMeter` over them, the
+storage nodes' commit-time histogram), the process figures read from /proc (CPU seconds, RSS
+and peak RSS, who listens on a port), and `step`, one request per client connection through a
+`ClientPool`.
 Shared by the login and chat modes.
 Peer sockets: those of its `ClusterView` (zeroconf, events SUB) and of the client workers; an
 HTTP GET of each storage node's /metrics.
@@ -31,14 +32,18 @@ PASSWORD = "bench-password-1"
 SETTLE_S = 30.0
 """How long to wait for the spawned nodes to be alive, or a gateway to report its sessions."""
 SPAWN = {"gateway": 2, "router": 2, "directory": 1, "storage": 1}
+CLIENTS = "clients"
+"""The CpuMeter group of the client workers."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
-def rss_mb(pid: int) -> float:
-    """VmRSS of a process in MB (MiB)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """VmRSS (or another size of /proc/PID/status, such as the peak VmHWM) of a process in MB
+    (MiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
+    raise BenchError(f"no {field} for pid {pid}")
 
 
 def bucket_quantile_ms(before: dict[float, float], after: dict[float, float],
@@ -61,10 +66,12 @@ def cpu_s(pid: int) -> float:
 
 
 class CpuMeter:
-    """Cores each group of processes kept busy between `start()` and `stop()`."""
+    """Cores each group of processes kept busy between `start()` and `stop()`, and the CPU
+    seconds of each group (`used_s`, set by `stop()`)."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
+        self.used_s: dict[str, float] = {}
         self._start: dict[int, float] = {}
         self._t0 = 0.0
 
@@ -74,8 +81,13 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self._t0
-        return {group: round(sum(cpu_s(pid) - self._start[pid] for pid in pids) / wall, 2)
-                for group, pids in self.groups.items() if pids}
+        self.used_s = {group: sum(cpu_s(pid) - self._start[pid] for pid in pids)
+                       for group, pids in self.groups.items() if pids}
+        return {group: round(used / wall, 2) for group, used in self.used_s.items()}
+
+    def nodes_s(self) -> float:
+        """CPU seconds of every node process at the last `stop()` (not the clients')."""
+        return sum(used for group, used in self.used_s.items() if group != CLIENTS)
 
 
 def listening_pid(port: int) -> int:
@@ -141,13 +153,35 @@ class Target:
                         out[le] = out.get(le, 0.0) + sample.value
         return out
 
+    def node_pids(self) -> dict[str, tuple[str, int]]:
+        """Node id -> (role, pid): the spawned nodes, or else every live node of this machine
+        (found from its metrics port; nodes elsewhere are left out)."""
+        if self.pids:
+            return self.pids
+        found = {}
+        for peer in self.view.membership.alive():
+            host = peer.info.endpoints.get("rpc", "").rsplit(":", 1)[0].removeprefix("tcp://")
+            if host in LOCAL_HOSTS and peer.info.metrics_port:
+                try:
+                    found[peer.node_id] = (peer.role, listening_pid(peer.info.metrics_port))
+                except BenchError:
+                    continue
+        return found
+
     def cpu_meter(self, *pools: ClientPool) -> CpuMeter:
-        """A CpuMeter over the spawned nodes (by role) and the client workers of `pools`."""
+        """A CpuMeter over the nodes (by role) and the client workers of `pools`."""
         groups: dict[str, list[int]] = {role: [] for role in SPAWN}
-        for role, pid in self.pids.values():
-            groups[role].append(pid)
-        groups["clients"] = [pid for pool in pools for pid in pool.pids]
+        for role, pid in self.node_pids().values():
+            groups.setdefault(role, []).append(pid)
+        groups[CLIENTS] = [pid for pool in pools for pid in pool.pids]
         return CpuMeter(groups)
+
+    def node_memory_mb(self) -> dict[str, float]:
+        """RSS now and peak RSS (VmHWM) summed over the node processes, in MB."""
+        pids = [pid for _, pid in self.node_pids().values()]
+        return {"rss": round(sum(rss_mb(pid) for pid in pids), 1),
+                "peak": round(sum(rss_mb(pid, "VmHWM") for pid in pids), 1),
+                "nodes": len(pids)}
 
 
 async def step(pool: ClientPool, name: str, payloads: list[bytes | None],

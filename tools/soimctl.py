@@ -43,7 +43,8 @@ Usage:
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
-                     [--warmup S] [--sessions N]
+                     [--warmup S] [--sessions N] [--pattern P] [--rates LIST]
+                     [--group-size N] [--session-rate R]
   soimctl -h | --help
   soimctl --version
 
@@ -79,6 +80,13 @@ Options:
                    the login benchmark (default 5).
   --warmup S       Seconds at --rate before the latency phase, measured apart [default: 3].
   --sessions N     Idle sessions opened on one gateway with --logins [default: 5000].
+  --pattern P      What the chat clients send: pairs (1:1 only), group (to their group only)
+                   or mixed (every 10th to the group) [default: mixed].
+  --rates LIST     Comma-separated rates, one latency phase each (e.g. 500,2000,5000); the
+                   top-level figures are the first one's (without it: --rate).
+  --group-size N   Members of each group of the chat clients [default: 20].
+  --session-rate R  Sends/s each chat client may make: the gateways' SOIM_SESSION_RATE (the
+                   gateways of a spawned cluster get it, burst 4 s worth) [default: 50].
 
 Every command reads the SOIM_* settings of the nodes (see .env.example): the environment,
 then the file named by SOIM_ENV_FILE or ./.env for what the environment leaves unset.

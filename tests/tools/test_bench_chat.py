@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 LOGIN_KEYS = {"logins_per_s", "kdf_per_s", "login_ratio", "resumes_per_s", "lookups_per_s",
               "gateway_rss_mb_per_1000", "scrypt"}
 CHAT_KEYS = {"delivered_per_s", "p50_ms", "p95_ms", "p99_ms", "lost", "duplicated",
-             "ceiling_per_s", "commit_p50_ms", "commit_p99_ms", "warmup_p50_ms", "warmup_p99_ms"}
+             "ceiling_per_s", "commit_p50_ms", "commit_p99_ms", "warmup_p50_ms", "warmup_p99_ms",
+             "pattern", "rates", "unthrottled", "cpu_us_per_msg", "node_memory_mb",
+             "delivered_pairs_per_s", "sent_pairs_per_s", "sent_group_per_s", "sent_per_ceiling"}
 
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -50,3 +52,22 @@ def test_chat(tmp_path: Path) -> None:
     assert result["lost"] == result["duplicated"] == 0, result
     assert result["store"]["seq_gaps"] == 0 and not result["send_errors"]
     assert result["commit_p50_ms"] is not None  # the storage node's commits were scraped
+    assert result["pattern"] == "mixed" and list(result["rates"]) == ["20"]
+    assert result["cpu_us_per_msg"] > 0 and result["node_memory_mb"]["nodes"] == 6
+
+
+@pytest.mark.timeout(120)
+def test_chat_in_groups_at_two_rates(tmp_path: Path) -> None:
+    """--pattern group: every message goes to the sender's group (here 3 members, the last
+    group 3 as well), each of two timed phases has figures of its own, 1:1 figures are empty."""
+    result = bench(tmp_path, "--clients", "6", "--pattern", "group", "--group-size", "3",
+                   "--rates", "20,40", "--duration", "1", "--warmup", "0.5",
+                   "--session-rate", "100")
+    assert result["pattern"] == "group" and result["groups"] == 2
+    assert list(result["rates"]) == ["20", "40"] and result["rate"] == 20
+    for phase in [*result["rates"].values(), result["unthrottled"]]:
+        assert phase["group"]["pushes"] > 0 and phase["pairs"]["pushes"] == 0, phase
+        assert phase["cpu_us_per_msg"] > phase["cpu_us_per_push"] > 0  # 2 pushes a message
+    assert result["send_cap_per_s"] == 600 and result["delivered_pairs_per_s"] == 0
+    assert result["pushes"]["expected"] == 2 * result["acked"]
+    assert result["lost"] == result["duplicated"] == 0 and not result["send_errors"], result
