@@ -5,7 +5,10 @@ of `soim` resumes the session without a password. The file is `sessions.json` in
 soim config dir (`$XDG_CONFIG_HOME/soim`, default `~/.config/soim`, next to `known_gateways`),
 mode 0600 in a 0700 directory, written whole to a temporary file and renamed (a crash leaves
 the old or the new file, never half of one), under an exclusive lock so two clients of one user
-never lose each other's tokens. A cluster is named by the fingerprint of its gateway key (the
+never lose each other's tokens. A token belongs to the one running client that holds its
+account's claim (`claim`: an flock on a file in `.session-locks/`, let go when the process ends):
+a second `soim` of the same user neither resumes it (the resume would spend the first one's token,
+ending its session) nor overwrites it. A cluster is named by the fingerprint of its gateway key (the
 key the client pinned), so two clusters that happen to share a name never share a token.
 Layout: {"clusters": {FINGERPRINT: {"last": ACCOUNT, "tokens": {ACCOUNT: TOKEN}}}}.
 No sockets: files only.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -35,6 +39,32 @@ class TokenStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._claims: dict[tuple[str, str], int] = {}  # (cluster, account) -> locked fd
+
+    def claim(self, cluster: str, account: str) -> bool:
+        """Hold `account`'s remembered login for this process; False if another one holds it."""
+        if (cluster, account) in self._claims:
+            return True
+        name = hashlib.sha256(f"{cluster} {account}".encode()).hexdigest()[:24]
+        folder = self.path.with_name(".session-locks")
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise TokenStoreError(f"cannot write {folder}: {err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._claims[(cluster, account)] = fd
+        return True
+
+    def release_others(self, cluster: str, account: str) -> None:
+        """Let go of every claim of `cluster` but `account`'s (this client switched account)."""
+        for key in [k for k in self._claims if k[0] == cluster and k[1] != account]:
+            os.close(self._claims.pop(key))
 
     def lookup(self, cluster: str, account: str = "") -> tuple[str, str] | None:
         """(account, token) for `account`, or for the cluster's last used account if empty."""

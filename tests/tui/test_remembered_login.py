@@ -49,14 +49,19 @@ def store_of(cluster: Cluster, config: Path) -> tuple[TokenStore, str]:
     return TokenStore(config / "soim" / FILE_NAME), fingerprint(cluster.gateways()[0][1])
 
 
+def plain(cluster: Cluster, config: Path, name: str, args: tuple[str, ...] = ()) -> LineClient:
+    """`soim --plain` with the config dir `config`."""
+    return LineClient([*server_args(cluster, 0), *args], config, name,
+                      env={"XDG_CONFIG_HOME": str(config)})
+
+
 async def soim_plain(cluster: Cluster, config: Path, script: list[str],
-                     args: tuple[str, ...] = ()) -> tuple[list[str], str]:
+                     args: tuple[str, ...] = (), status: int = 0) -> tuple[list[str], str]:
     """Run `soim --plain` on `script` with the config dir `config`: (stdout lines, stderr)."""
-    client = LineClient([*server_args(cluster, 0), *args], config, f"soim{len(script)}",
-                        env={"XDG_CONFIG_HOME": str(config)})
+    client = plain(cluster, config, f"soim{len(script)}", args)
     for line in script:
         client.send(line)
-    assert client.close(20) == 0, client.stderr()
+    assert client.close(20) == status, client.stderr()
     return client.lines, client.err_path.read_text()
 
 
@@ -96,6 +101,19 @@ async def plain_client(cluster: Cluster, config: Path) -> None:
     assert ME.fullmatch(out[1])[2] == "bob", out  # type: ignore[index]
     out, _ = await soim_plain(cluster, config, ["me"], ("--account", "alice"))
     assert ME.fullmatch(out[1])[2] == "alice", out  # type: ignore[index]
+
+    # a second soim leaves alone the remembered login a running one uses (resuming it would
+    # spend the running one's token and so end its session)
+    holder = plain(cluster, config, "holder")
+    try:
+        await holder.run("me", ["uid | account", re.compile(r"\d+ \| alice")])
+        held = store.lookup(fp, "alice")
+        out, _ = await soim_plain(cluster, config, ["me"], status=1)
+        assert out[0].startswith("Unauthenticated"), out
+        assert store.lookup(fp, "alice") == held
+        await holder.run("me", ["uid | account", re.compile(r"\d+ \| alice")])
+    finally:
+        holder.close()
 
     # soim --logout ends alice's session on the server and forgets it; bob's stays
     alice = store.lookup(fp, "alice")
