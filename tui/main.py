@@ -1,8 +1,9 @@
 """soim — the so-im chat client.
 
 Usage:
-  soim [--plain] [options]
-  soim --logout [options]
+  soim [--plain] [--server ENDPOINT] [--server-key KEY] [--device NAME] [--account NAME]
+       [--config FILE]
+  soim --logout [--server ENDPOINT] [--server-key KEY] [--account NAME] [--config FILE]
   soim (-h | --help)
 
 Options:
