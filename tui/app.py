@@ -28,13 +28,14 @@ from tui import commands, render_screen
 from tui.app_input import Action, LineEditor, key_action
 from tui.app_state import Model
 from tui.commands import Target
+from tui.completion import Completer, Names
 from tui.render_text import entry_host, result_lines
 from tui.session import ClientEvent, ClientSession, EventKind
 
 PAGE = 50
 COUNTS_EVERY_S = 2.0
 NOTICES = {
-    client_pb2.NOTICE_FRIEND_REQUEST: "{who} asks to be your friend — /add -u {uid} accepts",
+    client_pb2.NOTICE_FRIEND_REQUEST: "{who} asks to be your friend — /add {account} accepts",
     client_pb2.NOTICE_FRIEND_ACCEPTED: "{who} accepted: you are friends now",
     client_pb2.NOTICE_REDIRECT: "the cluster moves you to {where}",
     client_pb2.NOTICE_GOING_AWAY: "the gateway is stopping; reconnecting…",
@@ -42,7 +43,8 @@ NOTICES = {
 INTRO = ["so-im — connected to {where}",
          "log in:    /login -u ACCOUNT -p PASSWORD",
          "new here:  /register -u ACCOUNT -p PASSWORD [-n NICKNAME]",
-         "/help lists every command; Tab switches conversation; PgUp scrolls back"]
+         "/help lists every command, /help COMMAND shows one; Tab completes names",
+         "Tab on an empty line switches conversation; PgUp scrolls back"]
 
 
 class App:
@@ -55,6 +57,8 @@ class App:
         self.model = Model()
         self.model.endpoint = session.endpoint
         self.editor = LineEditor()
+        self.names = Names()
+        self.completer = Completer(self.names, commands.USAGES)
         self.scroll = 0
         self._at_top = False
         self._clear = True
@@ -135,6 +139,8 @@ class App:
                 self.scroll += self._page()
             case Action.PAGE_DOWN:
                 self.scroll = max(0, self.scroll - self._page())
+            case Action.NEXT if self.editor.text.strip():
+                self._complete()
             case Action.NEXT | Action.PREVIOUS:
                 order = [0, *(e.conv_id for e in self.model.sidebar())]
                 here = order.index(self.model.open_conv) if self.model.open_conv in order else 0
@@ -145,6 +151,15 @@ class App:
 
     def _page(self) -> int:
         return max(self.term.height - 5, 1)
+
+    def _complete(self) -> None:
+        """Tab on a line being typed: complete the word before the cursor; the candidates
+        show on the status line when there are several (Tab again: the next)."""
+        editor = self.editor
+        editor.text, editor.cursor, candidates = self.completer.complete(editor.text,
+                                                                        editor.cursor)
+        if len(candidates) > 1:
+            self.model.say("  ".join(candidates))
 
     def _submit(self) -> None:
         line = self.editor.text.strip()
@@ -164,7 +179,8 @@ class App:
         running finishes — so the text typed right after it goes there."""
         try:
             cmd = commands.parse(line)
-            entry = (self.model.entry_of(commands.target(cmd.args["TARGET"]))
+            word = cmd.args["TARGET"] if cmd.name == "open" else ""
+            entry = (self.model.entry_of(self.names.target(word) or commands.target(word))
                      if cmd.name == "open" else None)
         except commands.CommandError:
             return False
@@ -178,7 +194,7 @@ class App:
         """Plain text: to the open conversation, via the outbox."""
         entry = self.model.entries.get(self.model.open_conv)
         if entry is None:
-            self.model.say("open a conversation first: Tab, or /open USER_ID or /open g:GROUP_ID",
+            self.model.say("open a conversation first: Tab, or /open NAME or /open #GROUP",
                            error=True)
             return
         msg_id = uuid.uuid4().hex
@@ -195,7 +211,7 @@ class App:
             except commands.CommandError as err:
                 self._show(commands.Failure(str(err), err.usage), views)
                 continue
-            msg_id = uuid.uuid4().hex if cmd.name == "send" else ""
+            msg_id = uuid.uuid4().hex if cmd.name in commands.SENDS else ""
             self._show(await commands.execute(cmd, self.session, current, msg_id), views)
 
     async def _send_outbox(self) -> None:
@@ -218,6 +234,10 @@ class App:
             console, self.model = self.model.console, Model()
             self.model.console = console
         self.model.log(result_lines(result))
+        if isinstance(result, commands.Table):
+            self.names.saw_table(result)
+        elif isinstance(result, commands.LoggedIn):
+            self.names.clear()
         match result:
             case commands.LoggedIn(reply=reply, endpoint=endpoint):
                 self.model.me, self.model.endpoint = reply, endpoint
@@ -230,7 +250,7 @@ class App:
                 self.model.say(text)
                 self._refresh()
             case commands.Sent(ack=ack, target=target, body=body):
-                self.model.say(f"sent to {target}")
+                self.model.say(f"sent to {target.label}")
                 if ack.conv_id not in self.model.entries:
                     self._refresh()
                 self.model.acked(target, ack, body)
@@ -327,8 +347,12 @@ class App:
     async def _refresh_all(self) -> None:
         while self.model.me is not None:
             self._refresh_again = False
-            self.model.set_friends(list((await self.session.friends()).friends))
-            self.model.set_groups(list((await self.session.groups()).groups))
+            friends = list((await self.session.friends()).friends)
+            groups = list((await self.session.groups()).groups)
+            self.names.saw_friends(friends)
+            self.names.saw_groups(groups)
+            self.model.set_friends(friends)
+            self.model.set_groups(groups)
             self.invalidate()
             self.model.apply_sync(list((await self.session.sync()).conversations))
             self._after_messages(self.model.open_conv)
@@ -345,6 +369,7 @@ class App:
     def _on_event(self, event: ClientEvent) -> None:
         model = self.model
         if event.kind is EventKind.MESSAGE and event.message is not None:
+            self.names.saw_user(event.message.sender_account, event.message.sender)
             if model.add_message(event.message):
                 self._refresh()
             self._after_messages(event.message.conv_id)
@@ -374,6 +399,7 @@ class App:
                 n = push.notice
                 text = NOTICES.get(n.kind, "{text}").format(
                     who=f"{n.user.account} (uid {n.user.user_id})", uid=n.user.user_id,
+                    account=n.user.account,
                     where=entry_host(n.redirect.endpoint), text=n.text)
                 self.model.say(text)
                 self.model.log([f"* {text}"])

@@ -20,6 +20,7 @@ from docopt import DocoptExit, docopt
 from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
+from tui import names
 from tui.session import ClientSession
 
 USAGES: dict[str, str] = {
@@ -30,6 +31,8 @@ USAGES: dict[str, str] = {
                 "  -p PASSWORD  password (8-128 characters)\n  -n NICKNAME  shown to others",
     "send": "Usage: send (-u USER_ID | -g GROUP_ID) TEXT...\n\nOptions:\n"
             "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
+    "msg": "Usage: msg WHO TEXT...\n\nWHO is a friend (account name or user id) or a group "
+           "(#NAME or g:GROUP_ID).",
     "users": "Usage: users",
     "friends": "Usage: friends",
     "group": "Usage:\n  group\n  group create NAME... [--invite-only] [--all-history]\n"
@@ -38,11 +41,13 @@ USAGES: dict[str, str] = {
              "  --invite-only  only users I invite may join; search shows it to members only\n"
              "  --all-history  members read messages from before they joined too",
     "search": "Usage: search -u PREFIX\n\nOptions:\n  -u PREFIX  account prefix",
-    "add": "Usage: add -u USER_ID\n\nOptions:\n  -u USER_ID  the user to befriend (or accept)",
+    "add": "Usage:\n  add USER\n  add -u USER_ID\n\nUSER is an account name or a user id.\n\n"
+           "Options:\n  -u USER_ID  the user to befriend (or accept)",
     "me": "Usage: me",
     "history": "Usage: history [-n N]\n\nOptions:\n  -n N  how many messages [default: 20]",
-    "open": "Usage: open TARGET",
-    "help": "Usage: help",
+    "open": "Usage: open TARGET\n\nTARGET is a friend (account name or user id) or a group "
+            "(#NAME or g:GROUP_ID).",
+    "help": "Usage: help [COMMAND]",
     "exit": "Usage: exit",
 }
 """The grammar: the usage string of every command, by name."""
@@ -53,9 +58,13 @@ SUMMARY: dict[str, str] = {
     "friends": "my friends and friend requests", "group": "my groups; create, search, join, "
     "leave, members", "search": "users by account prefix", "add": "ask for (or accept) a friend",
     "me": "who I am", "history": "recent messages of the open conversation",
-    "open": "open a conversation: a friend's USER_ID or g:GROUP_ID", "help": "this list",
+    "open": "open a conversation with a friend or a #group",
+    "help": "this list; help COMMAND: its usage", "msg": "send to a friend or a #group",
     "exit": "quit",
 }
+
+SENDS = ("send", "msg")
+"""The commands that send a message (each needs a client_msg_id)."""
 
 USER_ID_MAX = (1 << 64) - 1
 HISTORY_MAX = 100
@@ -72,13 +81,19 @@ class CommandError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """A conversation to open: a friend (`group` False) or a group, by id."""
+    """A conversation to open: a friend (`group` False) or a group, by id; `name` is what the
+    user called it (`bob`, `#devs`, `7`), which `label` shows."""
 
     id: int
     group: bool = False
+    name: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return f"g:{self.id}" if self.group else str(self.id)
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self)
 
 
 @dataclass(frozen=True)
@@ -199,6 +214,15 @@ def usage_lines(name: str) -> list[str]:
     return [ln.strip() for ln in head.splitlines() if ln.strip()]
 
 
+def help_of(name: str) -> list[str]:
+    """`help COMMAND`: what the command does and its whole usage."""
+    name = name.removeprefix("/").lower()
+    if name not in USAGES:
+        raise CommandError("help", f"unknown command: {name}; help lists them")
+    summary = SUMMARY.get(name)
+    return ([f"{name} — {summary}"] if summary else []) + USAGES[name].splitlines()
+
+
 def help_lines() -> list[str]:
     lines = []
     for name in USAGES:
@@ -239,8 +263,25 @@ async def execute(cmd: Command, session: ClientSession, current: Target | None,
         return Failure(str(err), err.usage)
 
 
+WORDS = {pb.NOT_FOUND: "no such user or group", pb.NOT_FRIEND: "not your friend yet",
+         pb.SELF_MESSAGE: "you cannot message yourself",
+         pb.NOT_MEMBER: "you are not a member of that group"}
+"""Codes said in words of their own (their detail alone, when there is one)."""
+
+REFUSALS = {(pb.NOT_FOUND, False): "no such user: {to}",
+            (pb.NOT_FRIEND, False): "not your friend yet: {to} (add {to} first)",
+            (pb.SELF_MESSAGE, False): "you cannot message yourself",
+            (pb.NOT_FOUND, True): "no such group: {to}",
+            (pb.NOT_MEMBER, True): "you are not in group {to} (group join first)"}
+"""Why a send or an open to a user (False) or a group (True) was refused, by code."""
+
+
 def humanise(err: RpcError) -> str:
-    """'Already exists: group name 'x' is taken' from ALREADY_EXISTS and its detail."""
+    """'Already exists: group name 'x' is taken' from ALREADY_EXISTS and its detail; a code
+    of `WORDS` as its detail alone ('No such user: bob'), or its words."""
+    if err.code in WORDS:
+        text = err.detail or WORDS[err.code]
+        return text[:1].upper() + text[1:]
     if err.code in pb.ErrorCode.values():
         name = pb.ErrorCode.Name(err.code).replace("_", " ").capitalize()
     else:
@@ -258,9 +299,9 @@ async def _run(cmd: Command, session: ClientSession, current: Target | None,
         case "register":
             reply = await session.register(a["-u"], a["-p"], a["-n"] or "")
             return LoggedIn(reply, session.endpoint)
-        case "send":
-            to = (Target(number(a["-g"], "GROUP_ID"), group=True) if a["-g"]
-                  else Target(number(a["-u"], "USER_ID")))
+        case "send" | "msg":
+            to = await resolve(session, a["WHO"]) if cmd.name == "msg" else \
+                await resolve(session, a["-g"] or a["-u"], group=bool(a["-g"]))
             return await send(session, to, " ".join(a["TEXT"]), client_msg_id)
         case "users":
             return await _users(session)
@@ -273,29 +314,52 @@ async def _run(cmd: Command, session: ClientSession, current: Target | None,
             return Table(("uid", "account", "nickname"),
                          [(str(u.user_id), u.account, u.nickname) for u in found])
         case "add":
-            reply = await session.add_friend(number(a["-u"], "USER_ID"))
+            uid, label = await names.user(session, a["USER"] or a["-u"])
+            reply = await session.add_friend(uid)
             if reply.result == client_pb2.ADD_FRIEND_ACCEPTED:
-                return Info(f"friends now with {a['-u']}")
-            return Info(f"friend request sent to {a['-u']}")
+                return Info(f"friends now with {label}")
+            return Info(f"friend request sent to {label}")
         case "me":
             me = await session.me()
             return Table(("uid", "account"), [(str(me.user_id), me.account)])
         case "history":
             return await _history(session, current, a["-n"])
         case "open":
-            return await open_target(session, target(a["TARGET"]))
+            return await open_target(session, await resolve(session, a["TARGET"]))
         case "help":
-            return Help(help_lines())
+            return Help(help_of(a["COMMAND"]) if a["COMMAND"] else help_lines())
         case _:
             return Bye()
 
 
+async def resolve(session: ClientSession, word: str, group: bool | None = None) -> Target:
+    """The friend or group a command names: an account name or a user id, #NAME or
+    g:GROUP_ID (with `group` True: a group's id or name, bare)."""
+    if group if group is not None else names.is_group(word):
+        gid, label = await names.group(session, word)
+        return Target(gid, group=True, name=label)
+    uid, label = await names.user(session, word)
+    return Target(uid, name=label)
+
+
+def refusal(code: int, to: Target) -> str:
+    """Why a send to `to`, or its opening, was refused ('Not your friend yet: bob …')."""
+    text = REFUSALS[(code, to.group)].format(to=to.label)
+    return text[:1].upper() + text[1:]
+
+
 async def send(session: ClientSession, to: Target, body: str, client_msg_id: str = "") -> Sent:
-    """Send `body` to a friend or group; Sent once it is stored."""
-    if to.group:
-        ack = await session.send(body, to_group=to.id, client_msg_id=client_msg_id)
-    else:
-        ack = await session.send(body, to_user=to.id, client_msg_id=client_msg_id)
+    """Send `body` to a friend or group; Sent once it is stored. A refusal says why in words
+    naming `to` (the code stays)."""
+    try:
+        if to.group:
+            ack = await session.send(body, to_group=to.id, client_msg_id=client_msg_id)
+        else:
+            ack = await session.send(body, to_user=to.id, client_msg_id=client_msg_id)
+    except RpcError as err:
+        if (err.code, to.group) in REFUSALS and not err.detail:
+            raise RpcError(err.code, refusal(err.code, to)) from None
+        raise
     return Sent(ack, to, body)
 
 
@@ -305,11 +369,16 @@ async def open_target(session: ClientSession, to: Target) -> Result:
         for g in (await session.groups()).groups:
             if g.group_id == to.id:
                 return Opened(to, g.group_id, g.name)
-        return Failure(f"Not member: you are not in group {to.id}")
+        return Failure(refusal(pb.NOT_MEMBER, to))
     for f in (await session.friends()).friends:
         if f.user_id == to.id and f.state == client_pb2.FRIEND_STATE_ACCEPTED:
             return Opened(to, f.conv_id, f.nickname or f.account)
-    return Failure(f"Not friend: {to.id} is not your friend (add -u {to.id} first)")
+    return Failure(refusal(pb.SELF_MESSAGE if me_too(session, to) else pb.NOT_FRIEND, to))
+
+
+def me_too(session: ClientSession, to: Target) -> bool:
+    """Whether `to` is the logged-in user."""
+    return not to.group and session.user is not None and session.user.user_id == to.id
 
 
 async def _users(session: ClientSession) -> Table:
@@ -340,7 +409,8 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
             history=client_pb2.GROUP_HISTORY_ALL if a["--all-history"] else 0))).group
         return Info(f"created group {g.name} gid={g.group_id}")
     if a["invite"]:
-        gid, uid = number(a["GROUP_ID"], "GROUP_ID"), number(a["USER_ID"], "USER_ID")
+        gid, uid = (await names.group(session, a["GROUP_ID"]))[0], \
+            (await names.user(session, a["USER_ID"]))[0]
         await session.call("GroupInvite", client_pb2.GroupInviteRequest(group_id=gid,
                                                                         user_id=uid))
         return Info(f"invited {uid} to group {gid}")
@@ -350,15 +420,15 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
                      [(str(g.group_id), g.name, str(g.user_limit), str(g.members),
                        stamp(g.created_ms)) for g in found])
     if a["join"]:
-        g = (await session.group_join(number(a["GROUP_ID"], "GROUP_ID"))).group
+        g = (await session.group_join((await names.group(session, a["GROUP_ID"]))[0])).group
         return Info(f"joined group {g.name} gid={g.group_id} ({g.members}/{g.user_limit})")
     if a["leave"]:
-        gid = number(a["GROUP_ID"], "GROUP_ID")
+        gid, label = await names.group(session, a["GROUP_ID"])
         await session.group_leave(gid)
-        return Info(f"left group {gid}")
+        return Info(f"left group {label}")
     if a["users"]:
         if a["GROUP_ID"]:
-            gid = number(a["GROUP_ID"], "GROUP_ID")
+            gid = (await names.group(session, a["GROUP_ID"]))[0]
         elif current is not None and current.group:
             gid = current.id
         else:
@@ -378,7 +448,7 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
 
 async def _history(session: ClientSession, current: Target | None, n: str) -> Result:
     if current is None:
-        return Failure("no open conversation: open USER_ID or open g:GROUP_ID first")
+        return Failure("no open conversation: open NAME or open #GROUP first")
     limit = number(n, "N")
     if limit > HISTORY_MAX:
         return Failure(f"history -n: at most {HISTORY_MAX}")

@@ -4,7 +4,10 @@ Role: read one command per line from stdin (the same commands as the full-screen
 without the '/'), run each to completion, print its so-im-style result, and print incoming
 messages as `sender: text` between commands. Notices (friend requests, reconnects) are printed
 as lines starting with '* '. What it prints is marked read. At end of input, or on `exit`, it
-logs out and returns. Peer sockets: those of its `ClientSession`.
+logs out and returns its exit status: 0 when every command worked, 1 when one failed (login
+refused, no such user, any refusal), 2 when a line was not a command or did not match its
+usage (2 wins over 1); it goes on after a failure, like a shell script.
+Peer sockets: those of its `ClientSession`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from tui import commands
 from tui.render_text import entry_host, message_line, result_lines
 from tui.session import ClientEvent, ClientSession, EventKind
 
+FAILED = 1
+USAGE_ERROR = 2
+
 NOTICES = {
-    client_pb2.NOTICE_FRIEND_REQUEST: "{who} asks to be your friend; add -u {uid} accepts",
+    client_pb2.NOTICE_FRIEND_REQUEST: "{who} asks to be your friend; add {account} accepts",
     client_pb2.NOTICE_FRIEND_ACCEPTED: "{who} accepted your friend request",
 }
 
@@ -39,6 +45,7 @@ class PlainClient:
         self._sent: set[str] = set()  # client_msg_ids sent from here: not echoed back
         self._read: dict[int, int] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.status = 0  # the exit status so far
 
     async def run(self, lines: AsyncIterator[str]) -> int:
         """Run every command of `lines`; return the exit status."""
@@ -50,7 +57,7 @@ class PlainClient:
         finally:
             events.cancel()
             await asyncio.gather(events, *self._background, return_exceptions=True)
-        return 0
+        return self.status
 
     async def command(self, line: str) -> bool:
         """Run one command line and print its result; False after `exit`."""
@@ -58,12 +65,15 @@ class PlainClient:
             cmd = commands.parse(line)
         except commands.CommandError as err:
             self.write([str(err)])
+            self.status = USAGE_ERROR
             return True
-        msg_id = os.urandom(16).hex() if cmd.name == "send" else ""
+        msg_id = os.urandom(16).hex() if cmd.name in commands.SENDS else ""
         self._sent.add(msg_id)  # our own message is not printed when it comes back
         result = await commands.execute(cmd, self.session, self.current, msg_id)
         if isinstance(result, commands.Opened):
             self.current = result.target
+        elif isinstance(result, commands.Failure):
+            self.status = max(self.status, USAGE_ERROR if result.usage else FAILED)
         self.write(result_lines(result))
         return not isinstance(result, commands.Bye)
 
@@ -92,7 +102,7 @@ class PlainClient:
         elif event.push is not None and event.push.WhichOneof("item") == "notice":
             notice = event.push.notice
             who = f"{notice.user.account} (uid {notice.user.user_id})"
-            text = NOTICES.get(notice.kind, "{text}").format(who=who, uid=notice.user.user_id,
+            text = NOTICES.get(notice.kind, "{text}").format(who=who, account=notice.user.account,
                                                              text=notice.text)
             self.write([f"* {text}"])
 

@@ -27,7 +27,8 @@ from tui.render_text import entry_host
 
 SIDEBAR_MAX = 28
 INDENT = " " * 6
-_SECRET = re.compile(r"^(\s*/(?:login|register)\b.*?-p\s*)(\S+)")
+_SECRET = re.compile(r"^(\s*/(?:login|register)\b.*?-p\s*)"
+                     r"(\"[^\"]*\"?|'[^']*'?|\S+)")  # a quoted password is one word
 
 
 @dataclass(frozen=True)

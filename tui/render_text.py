@@ -37,7 +37,7 @@ def result_lines(result: Result) -> list[str]:
         case LoggedIn(reply=reply, endpoint=endpoint):
             return [f"uid={reply.user_id}, entryHost={entry_host(endpoint)}"]
         case Sent(ack=ack, target=target):
-            return [f"sent to {target} seq={ack.seq}"]
+            return [f"sent to {target.label} seq={ack.seq}"]
         case Opened(target=target, title=title):
             return [f"open: {title} ({target})"]
         case History(messages=messages):

@@ -83,7 +83,7 @@ async def scenario(setup: Setup, tmux: Tmux) -> None:
     a = await tmux.register("alice", "Alice", PASSWORD)
     b = await tmux.register("bob", "Bob", PASSWORD)
     tmux.type("bob", f"/add -u {a}")
-    await tmux.wait("alice", rf"asks to be your friend — /add -u {b} accepts")
+    await tmux.wait("alice", r"asks to be your friend — /add bob accepts")
     tmux.type("alice", f"/add -u {b}")
     await tmux.wait("bob", r"^ ● Alice ")
 

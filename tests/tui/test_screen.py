@@ -58,7 +58,7 @@ async def scenario(tmux: Tmux) -> None:
     await tmux.wait("bob", rf"│uid \| account \| nickname\s*\n.*│{a} \| alice \| Alice")
     tmux.type("bob", f"/add -u {a}")
     await tmux.wait("bob", rf"│friend request sent to {a}")
-    await tmux.wait("alice", rf"│\* bob \(uid {b}\) asks to be your friend — /add -u {b} accepts")
+    await tmux.wait("alice", rf"│\* bob \(uid {b}\) asks to be your friend — /add bob accepts")
     tmux.type("alice", f"/add -u {b}")
     await tmux.wait("alice", r"^ ● Bob ")
     await tmux.wait("bob", r"^ ● Alice ")
