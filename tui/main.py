@@ -8,7 +8,8 @@ Usage:
 
 Options:
   --plain            Line mode for pipes, scripts and screen readers: commands on stdin
-                     (without '/'), results and messages on stdout.
+                     (without '/'), results and messages on stdout. Exits 0 when every
+                     command worked, 1 after a failed one, 2 after a line that is none.
   --logout           End the remembered login on the server (its token stops working) and
                      forget it here.
   --account NAME     The remembered login to resume (or end), when several accounts are
