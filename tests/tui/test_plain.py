@@ -125,7 +125,8 @@ async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
     await alice.run(f"send -u {b} see you", [f"sent to {b} seq=3"])
     await alice.run(f"send -g {g} bye devs", [f"sent to g:{g} seq=2"])
     for unread in (["alice: see you", f"[g:{g}] alice: bye devs"], []):
-        again = LineClient(server_args(cluster, 1), alice.err_path.parent, "bob-again")
+        again = LineClient(server_args(cluster, 1), alice.err_path.parent, "bob-again",
+                           env={"XDG_CONFIG_HOME": str(cluster.tmp_path / "new-device")})
         try:
             await again.run(f"login -u bob -p {PASSWORD}",
                             [rx(rf"uid={b}, entryHost={host(cluster, 1)}")])
