@@ -8,6 +8,8 @@ The writer's `Sequencer` (`sequencer`) stamps seqs and settles retried sends in 
 builder thread; every ring change makes it start each conversation again from the database
 (`BatchWriter.resequence`), and the (conv_id, seq) primary key fails the flush of a racing
 former owner. Committed messages go to routers (`fanout`) and move their senders' cursors.
+Until it has seen a live directory a starting node refuses StoreBatch with UNAVAILABLE (it may
+hear of gateways first, and a group message stored then would find no members to push to).
 The heartbeat load is the writer's backlog. SIGTERM: intake closes, the writer flushes what it
 took (within WRITER_CLOSE_S), the last pushes leave, the store closes.
 Peer sockets: those of `fabric.node.Node` — the RPC ROUTER (gateways call it), the events PUB
@@ -27,18 +29,22 @@ from prometheus_client.registry import Collector
 
 from fabric.config import Config, ConfigError
 from fabric.membership import Peer
+from fabric.methods import RpcError
 from fabric.node import Node
 from fabric.readiness import DbCheck, missing_roles, ping_store
 from fabric.ring import Ring
+from fabric.rpc_server import Call
 from nodes.storage.api import STORAGE
 from nodes.storage.cursors import Cursors
 from nodes.storage.fanout import Fanout, Stored
-from nodes.storage.intake import Intake
+from nodes.storage.intake import Intake, Reply
 from nodes.storage.msg_ids import STEP, MsgIds
 from nodes.storage.people import INVALIDATION_TOPIC, People
 from nodes.storage.reads import Reads
 from nodes.storage.sequencer import Sequencer
 from nodes.storage.workers import Workers
+from schema import cluster_pb2
+from schema import common_pb2 as pb
 from shard_store.backend import StoreUnavailable
 from shard_store.batch_writer import BatchWriter
 from shard_store.segments import SegmentAllocator
@@ -98,6 +104,7 @@ class StorageNode(Node):
         self.sequencer = Sequencer()
         self._stats: _WriterStats | None = None
         self.db_check: DbCheck | None = None
+        self._serving = False  # a directory has been seen: StoreBatch is served
 
     # ---- node hooks
     async def on_start(self) -> None:
@@ -117,7 +124,7 @@ class StorageNode(Node):
         self.cursors = Cursors(store, self.workers, self.fanout)
         self.intake = Intake(writer, ids, self.owns, people, self._committed)
         reads = Reads(store, self.workers, people)
-        for name, handler in (("StoreBatch", self.intake.store_batch),
+        for name, handler in (("StoreBatch", self._store_batch),
                               ("History", reads.history), ("Sync", reads.sync),
                               ("Cursors", self.cursors.cursors),
                               ("GroupReadCounts", reads.group_read_counts)):
@@ -157,6 +164,18 @@ class StorageNode(Node):
 
     def load(self) -> float:
         return float(self.writer.backlog) if self.writer is not None else 0.0
+
+    def _store_batch(self, req: cluster_pb2.StoreBatchRequest, call: Call) -> Reply:
+        """StoreBatch, refused with UNAVAILABLE (the gateway's clients retry) until this node
+        has seen a live directory: a node just started may hear of gateways first, and what it
+        stored then would have had its group pushes lost for want of the members."""
+        if not self._serving:
+            waiting = missing_roles(self.membership, ("directory",))
+            if waiting:
+                raise RpcError(pb.UNAVAILABLE, f"storage node starting: {waiting}")
+            self._serving = True
+        assert self.intake is not None
+        return self.intake.store_batch(req, call)
 
     def peer_added(self, peer: Peer) -> None:
         if peer.role == "storage":
