@@ -3,7 +3,9 @@ of real node processes: the two `/register` lines, then the `soim --plain` sessi
 "Chatting" section line by line (each command by its user, every line it shows checked; ids
 may differ from the README's, so an id there stands for whatever id the cluster gave), then
 the `printf … | .venv/bin/soim --plain --server …` pipeline through a shell, which must exit
-0. A README edit that breaks one of its own commands fails here."""
+0. The same session typed into two full-screen clients (tmux), with a '/' before each
+command, shows the same lines in their consoles (a message shows in its conversation
+instead). A README edit that breaks one of its own commands fails here."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 
 from tests.harness import Cluster, running_cluster
 from tests.tui.lines import LineClient
-from tests.tui.terminal import ROOT
+from tests.tui.terminal import ROOT, Tmux
 from tests.tui.test_plain import server_args, start_cluster
 from tui.commands import USAGES
 
@@ -130,3 +132,48 @@ async def run_pipeline(cluster: Cluster, section: str) -> None:
     assert lines[1] == "uid | account | nickname | online", lines
     assert re.fullmatch(r"\d+ \| bob \| bob \| offline", lines[2]), lines
     assert re.fullmatch(r"sent to bob seq=\d+", lines[3]) and lines[4:] == ["bye bye"], lines
+
+
+@pytest.mark.timeout(90)
+def test_the_readme_session_in_the_full_screen_client(tmp_path: Path, cluster_name: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    section = chatting()
+    registers = re.findall(r"`(/register -u (\w+) -p \"[^\"]+\")`", section)
+    steps = session_steps(section)
+
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            await start_cluster(cluster)
+            tmux = Tmux(tmp_path)
+            try:
+                for i, (command, who) in enumerate(registers):
+                    tmux.start(who, server_args(cluster, i))
+                    tmux.type(who, command)
+                    await tmux.wait(who, rf"^ so-im │ {who} \(uid \d+\)")
+                await type_session(tmux, steps)
+            finally:
+                tmux.close()
+
+    asyncio.run(main())
+
+
+async def type_session(tmux: Tmux, steps: list[tuple[str, bool, str, list[str]]]) -> None:
+    """Each command typed with its '/'; each line it prints waited for in the console, and
+    each notice by its start (`* alice (uid 1)`); a message, in the sidebar as an unread
+    conversation."""
+    ids = Ids()
+    for who, is_command, text, shown in steps:
+        if is_command:
+            tmux.type(who, "/" + ids.command(text))
+        elif not text.startswith("* "):  # a message: its conversation is unread
+            sender = re.fullmatch(r"(?:\[g:\d+\] )?(\w+): .*", text)
+            assert sender, text
+            where = "# rustaceans" if text.startswith("[g:") else sender[1]
+            await tmux.wait(who, rf"^ [●○#]? ?{re.escape(where.lstrip('# '))} +\d+ │")
+            continue
+        for line in ([] if is_command else [text]) + shown:
+            notice = line.startswith("* ")  # worded for the screen: the same start
+            pattern, names = ids.pattern(line[:line.index(")") + 1] if notice else line)
+            match = await tmux.wait(who, rf"│{pattern.pattern}{'.*' if notice else ''}\s*$")
+            ids.bind(match, names)
