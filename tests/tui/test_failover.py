@@ -55,16 +55,17 @@ def test_no_flood_before_login_and_failover_with_pending_sends(
             assert cluster.view is not None
             gateways = [Gateway(by_id[peer.node_id], peer.info.endpoints["client"])
                         for peer in cluster.view.membership.alive("gateway")]
-            receiver = await cluster.client(2, device="receiver")  # on the gateway that stays
+            # the receivers, on the gateway that stays
+            bob, erin = await cluster.client(2), await cluster.client(2)
             alice = LineClient(args(cluster, gateways[0]), tmp_path, "alice", env=cluster.env)
             try:
                 await refused_once(cluster, gateways[0], alice)
-                await plain_failover(cluster, gateways, alice, receiver)
+                await plain_failover(cluster, gateways, alice, bob)
             finally:
                 alice.close()
             tmux = Tmux(tmp_path)
             try:
-                await screen_failover(cluster, gateways, tmux, await cluster.client(2))
+                await screen_failover(cluster, gateways, tmux, erin)
             finally:
                 tmux.close()
 
