@@ -19,6 +19,8 @@ from tui.session import ClientSession
 
 ID_MAX = (1 << 64) - 1
 NAME_MAX = 32
+ACCOUNT = re.compile(r"[a-z0-9_.-]{3,32}")
+"""What an account name can be: anything else is nobody's, without asking."""
 
 
 def is_group(word: str) -> bool:
@@ -41,7 +43,7 @@ async def user(session: ClientSession, word: str) -> tuple[int, str]:
     if uid is not None:
         return uid, word
     account = word.lower()
-    if not 0 < len(account) <= NAME_MAX:
+    if ACCOUNT.fullmatch(account) is None:
         raise RpcError(pb.NOT_FOUND, f"no such user: {word}")
     for f in (await session.friends()).friends:
         if f.account == account:

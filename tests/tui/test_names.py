@@ -79,6 +79,7 @@ async def by_name(alice: LineClient, bob: LineClient) -> int:
     await alice.run("msg alice hi", ["You cannot message yourself"])
     await alice.run("msg #nowhere hi", ["No such group: #nowhere"])
     await alice.run("open zed", ["No such user: zed"])
+    await alice.run("add Zed!", ["No such user: Zed!"])  # not an account name: not asked
     await alice.run("help msg", ["msg — send to a friend or a #group", "Usage: msg WHO TEXT...",
                                  "", "WHO is a friend (account name or user id) or a group "
                                  "(#NAME or g:GROUP_ID)."])
