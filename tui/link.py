@@ -54,6 +54,7 @@ class LinkState(enum.Enum):
     RECONNECTED = "reconnected"
     REDIRECTED = "redirected"
     REDIRECT_REFUSED = "redirect_refused"
+    SESSION_ENDED = "session_ended"  # the cluster refused our token: log in again
 
 
 class Link:
@@ -183,7 +184,8 @@ class Link:
         return False
 
     async def recover(self) -> None:
-        """The link looks dead (or the gateway forgot us): reconnect and resume, once."""
+        """The link looks dead (or the gateway forgot us): reconnect and resume, once. If the
+        cluster refuses the token the session is over: `token` is empty after this."""
         if self.closed or not self.token:
             return
         if self._reconnect is None or self._reconnect.done():
@@ -211,7 +213,8 @@ class Link:
                 if err.code not in RESUME_AGAIN:  # e.g. revoked: the session is over
                     log.warning("resume refused on %s: %s", self.endpoint, err)
                     self.forget()
-                    raise
+                    self.on_state(LinkState.SESSION_ENDED, err.detail or str(err))
+                    return
                 await asyncio.sleep(pause)  # reconnect backoff
                 pause = min(pause * 2, RECONNECT_MAX_S)
                 continue
@@ -228,8 +231,7 @@ class Link:
                 await self.call("Me", client_pb2.MeRequest(), timeout=RESUME_TIMEOUT_S)
             except RpcError as err:
                 if err.code in LINK_DOWN or err.code == pb.UNAUTHENTICATED:
-                    with contextlib.suppress(RpcError):  # a refused resume ended the session
-                        await self.recover()
+                    await self.recover()
 
     def _on_event(self, env: envelope.Envelope) -> None:
         if env.header.method != PUSH_METHOD:

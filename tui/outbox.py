@@ -5,9 +5,11 @@ died, the gateway forgot the session, or it said "later"), the message and every
 it wait in the outbox, and one flusher heals the link (`heal`: reconnect and resume, possibly on
 another gateway, or back off) and resends them one at a time in the order they were sent, each
 with its own client_msg_id, so the store keeps one copy of each and the receiver sees them in
-order. A message leaves the outbox only when it is acknowledged or refused for good (not your
-friend, too long …); if the session itself is gone (logged out, the token refused), every
-waiting message fails with that error. Nothing is dropped because of a timeout.
+order. A message leaves the outbox only when it is acknowledged or refused: for good (not your
+friend, too long …), or by a gateway that answers and keeps saying "later" to it (`LATER_MAX`
+times in a row: it is up, so this is its answer, and the messages behind it must not wait
+forever); if the session itself is gone (logged out, the token refused), every waiting message
+fails with that error. A dead link never fails a message: it waits for the reconnect.
 Peer sockets: none of its own (`attempt` uses the session's link).
 """
 
@@ -21,17 +23,21 @@ from fabric.methods import RpcError
 from schema import client_pb2
 
 Attempt = Callable[[client_pb2.SendRequest], Awaitable[client_pb2.SendAck]]
-Heal = Callable[[RpcError], Awaitable[None]]
-"""Make the next attempt worth trying after `RpcError`; raise RpcError if it never will be."""
+Heal = Callable[[RpcError], Awaitable[bool]]
+"""Make the next attempt worth trying after `RpcError`: True if the gateway is up and the error
+was its answer ("later"), False if the link was healed; raise RpcError if it never will be."""
 
 RESEND_PAUSE_FIRST_S = 0.1
 RESEND_PAUSE_MAX_S = 1.0
+LATER_MAX = 30
+"""A message the gateway answered "later" this many times in a row fails with that answer."""
 
 
 @dataclass
 class _Waiting:
     request: client_pb2.SendRequest
     done: asyncio.Future[client_pb2.SendAck]
+    later: int = 0  # "later" answers in a row
 
 
 class Outbox:
@@ -43,9 +49,6 @@ class Outbox:
         self._retry = retry
         self._waiting: dict[str, _Waiting] = {}
         self._flusher: asyncio.Task[None] | None = None
-
-    def __len__(self) -> int:
-        return len(self._waiting)
 
     async def send(self, request: client_pb2.SendRequest) -> client_pb2.SendAck:
         """Send `request` until it is acknowledged (or refused for good)."""
@@ -61,14 +64,14 @@ class Outbox:
                 if err.code not in self._retry:
                     self._settle(item, err=err)
                 elif not self._flushing():
-                    self._flush(err)
+                    self._flush(item, err)
         return await asyncio.shield(item.done)
 
     def kick(self) -> None:
         """The link was re-established: resend what waits now, not after its attempt times
         out."""
         if self._waiting and not self._flushing():
-            self._flush(None)
+            self._flush(None, None)
 
     def fail_all(self, err: RpcError) -> None:
         """The session is gone: every waiting message fails with `err`."""
@@ -82,31 +85,35 @@ class Outbox:
     def _flushing(self) -> bool:
         return self._flusher is not None and not self._flusher.done()
 
-    def _flush(self, err: RpcError | None) -> None:
-        self._flusher = asyncio.ensure_future(self._resend(err))
+    def _flush(self, failed: _Waiting | None, err: RpcError | None) -> None:
+        self._flusher = asyncio.ensure_future(self._resend(failed, err))
 
-    async def _resend(self, err: RpcError | None) -> None:
+    async def _resend(self, failed: _Waiting | None, err: RpcError | None) -> None:
+        """Heal after `failed` met `err`, then send every waiting message in order."""
         pause = RESEND_PAUSE_FIRST_S
         while self._waiting:
-            if err is not None:
+            if failed is not None and err is not None:
                 try:
-                    await self._heal(err)
+                    answered = await self._heal(err)
                 except RpcError as fatal:
                     self.fail_all(fatal)
                     return
+                failed.later = failed.later + 1 if answered else 0
+                if failed.later >= LATER_MAX:
+                    self._settle(failed, err=err)
                 await asyncio.sleep(pause)  # resend backoff
-                pause = min(pause * 2, RESEND_PAUSE_MAX_S)
-            err = None
+                pause = min(pause * 2, RESEND_PAUSE_MAX_S) if answered else RESEND_PAUSE_FIRST_S
+            failed, err = None, None
             for item in list(self._waiting.values()):  # oldest first, one at a time
                 if item.done.done():
                     continue
                 try:
                     self._settle(item, ack=await self._attempt(item.request))
-                except RpcError as failed:
-                    if failed.code not in self._retry:
-                        self._settle(item, err=failed)
+                except RpcError as refused:
+                    if refused.code not in self._retry:
+                        self._settle(item, err=refused)
                         continue
-                    err = failed
+                    failed, err = item, refused
                     break
 
     def _settle(self, item: _Waiting, *, ack: client_pb2.SendAck | None = None,

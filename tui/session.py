@@ -38,7 +38,8 @@ SEND_ATTEMPT_S = 5.0
 RESYNC_AFTER_S = 1.0
 PING_CHECK_S = 1.0
 """How long a failed send waits for the gateway's Ping before it reconnects."""
-_SEND_RETRY = LINK_DOWN | {pb.UNAUTHENTICATED, pb.RATE_LIMITED, pb.INTERNAL, pb.NOT_OWNER}
+_SEND_RETRY = LINK_DOWN | {pb.UNAUTHENTICATED, pb.RATE_LIMITED, pb.INTERNAL, pb.NOT_OWNER,
+                           pb.DEADLINE_EXCEEDED}
 
 
 class EventKind(enum.Enum):
@@ -185,19 +186,42 @@ class ClientSession:
             request.to_user = to_user
         if not self.link.token:
             return await self.call("Send", request)
-        return await self.outbox.send(request)
+        ack = await self.outbox.send(request)
+        self._own_message(request, ack)
+        return ack
+
+    def _own_message(self, request: client_pb2.SendRequest, ack: client_pb2.SendAck) -> None:
+        """My acked message joins my stream as a push would: the gateway pushes it to my other
+        sessions, and this one gets the ack instead. In seq order and once, like any push (a
+        gap before it is fetched first; a retried send's seq is already there)."""
+        me = self.link.user
+        if me is None:
+            return
+        msg = client_pb2.ChatMessage(
+            conv_id=ack.conv_id, seq=ack.seq, msg_id=ack.msg_id, sender=me.user_id,
+            sender_account=me.account, body=request.body, ts_ms=ack.ts_ms,
+            client_msg_id=request.client_msg_id, kind=request.kind, ref_seq=request.ref_seq,
+            mentions=request.mentions)
+        if request.WhichOneof("to") == "to_group":
+            msg.to_group = request.to_group
+        else:
+            msg.to_user = request.to_user
+        self._inbox.put_nowait(client_pb2.Push(message=msg))
 
     async def _attempt_send(self, request: client_pb2.SendRequest) -> client_pb2.SendAck:
         return await self.call("Send", request, timeout=SEND_ATTEMPT_S)
 
-    async def _heal(self, err: RpcError) -> None:
+    async def _heal(self, err: RpcError) -> bool:
         """A send failed with `err`: reconnect and resume if the link is dead or the gateway
-        forgot the session (any gateway the link knows will do); raise if the session ended."""
-        if err.code == pb.UNAUTHENTICATED or (
-                err.code in LINK_DOWN and not await self._gateway_answers()):
+        forgot the session (any gateway the link knows will do; False), else the gateway is up
+        and `err` was its answer (True); raise if the session ended."""
+        healed = err.code == pb.UNAUTHENTICATED or (
+            err.code in LINK_DOWN and not await self._gateway_answers())
+        if healed:
             await self.link.recover()
         if not self.link.token:
             raise RpcError(pb.UNAUTHENTICATED, "the session ended; log in again")
+        return not healed
 
     async def _gateway_answers(self) -> bool:
         """Does the gateway answer a Ping now? (An UNAVAILABLE may be its answer, not a dead
@@ -295,6 +319,10 @@ class ClientSession:
         if state is LinkState.REDIRECT_REFUSED:
             self.notify(f"not following a redirect: {endpoint}, not the pinned gateway key; "
                         "staying here")
+            return
+        if state is LinkState.SESSION_ENDED:
+            self.notify(f"the session ended ({endpoint}); log in again")
+            self.outbox.fail_all(RpcError(pb.UNAUTHENTICATED, "the session ended"))
             return
         self.events.put_nowait(ClientEvent(EventKind(state.value), endpoint=endpoint))
         if state is not LinkState.DISCONNECTED:

@@ -112,8 +112,18 @@ async def plain_client(cluster: Cluster, config: Path) -> None:
         assert out[0].startswith("Unauthenticated"), out
         assert store.lookup(fp, "alice") == held
         await holder.run("me", ["uid | account", re.compile(r"\d+ \| alice")])
+
+        # its token used elsewhere (stolen): the cluster ends its session; it says so, and
+        # forgets the spent token
+        assert held is not None and not await refused(cluster, held[1])
+        await async_wait_until(lambda: any("log in again" in line for line in holder.lines),
+                               timeout=15, what="the end of the session")
+        assert store.lookup(fp, "alice") is None
+        holder.read = len(holder.lines)
+        await holder.run("me", [re.compile("Unauthenticated.*")])
     finally:
         holder.close()
+    await soim_plain(cluster, config, [f"login -u alice -p {PASSWORD}"])  # remembered again
 
     # soim --logout ends alice's session on the server and forgets it; bob's stays
     alice = store.lookup(fp, "alice")
