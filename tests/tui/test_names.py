@@ -77,6 +77,7 @@ async def by_name(alice: LineClient, bob: LineClient) -> int:
     await alice.run("send -u 987654321 hi", ["No such user: 987654321"])
     await alice.run("msg carol hi", ["Not your friend yet: carol (add carol first)"])
     await alice.run("msg alice hi", ["You cannot message yourself"])
+    await alice.run("open alice", ["You cannot message yourself"])
     await alice.run("msg #nowhere hi", ["No such group: #nowhere"])
     await alice.run("open zed", ["No such user: zed"])
     await alice.run("add Zed!", ["No such user: Zed!"])  # not an account name: not asked
