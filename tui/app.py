@@ -280,6 +280,8 @@ class App:
             thread.fetched = True
             self._spawn(self._load_newest(conv_id))
         self._after_messages(conv_id)
+        if self.model.entries[conv_id].target.group:
+            self._refresh()  # its member count: a join is not pushed to the other members
 
     async def _load_newest(self, conv_id: int) -> None:
         try:
