@@ -81,6 +81,13 @@ class RememberedLogin:
 
     async def logout(self, session: ClientSession, account: str = "") -> str:
         """End the remembered session on the server and forget it; what happened, one line."""
+        try:
+            found = self.store.lookup(self.cluster, account)
+            if found is not None and not self.store.claim(self.cluster, found[0]):
+                return (f"the remembered login of {found[0]} is in use by a running soim; "
+                        "/logout there")
+        except TokenStoreError as err:
+            return str(err)
         reply = await self.resume(session, account)
         if reply is None:
             return "no remembered login to end" + (f" for {account}" if account else "")

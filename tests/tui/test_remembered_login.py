@@ -110,6 +110,8 @@ async def plain_client(cluster: Cluster, config: Path) -> None:
         held = store.lookup(fp, "alice")
         out, _ = await soim_plain(cluster, config, ["me"], status=1)
         assert out[0].startswith("Unauthenticated"), out
+        assert logout(cluster, config, "alice").stdout == (
+            "the remembered login of alice is in use by a running soim; /logout there\n")
         assert store.lookup(fp, "alice") == held
         await holder.run("me", ["uid | account", re.compile(r"\d+ \| alice")])
 
