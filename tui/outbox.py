@@ -60,6 +60,10 @@ class Outbox:
         if not self._flushing():  # else it waits its turn behind the older ones
             try:
                 self._settle(item, ack=await self._attempt(request))
+            except asyncio.CancelledError:  # the caller stopped waiting; the message goes on
+                if not self._flushing():
+                    self._flush(None, None)
+                raise
             except RpcError as err:
                 if err.code not in self._retry:
                     self._settle(item, err=err)

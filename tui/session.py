@@ -173,10 +173,12 @@ class ClientSession:
     # ---- messages
     async def send(self, body: str, *, to_user: int = 0, to_group: int = 0,
                    client_msg_id: str = "", kind: client_pb2.MessageKind.ValueType = 0,
-                   ref_seq: int = 0, mentions: Sequence[int] = ()) -> client_pb2.SendAck:
+                   ref_seq: int = 0, mentions: Sequence[int] = (),
+                   deadline_s: float | None = None) -> client_pb2.SendAck:
         """Send until acked, across reconnects, with one client_msg_id (see `tui.outbox`).
         Before login the gateway's refusal is the answer: asked once, never retried. `kind`
-        and `ref_seq` make it an edit or recall of my message ref_seq, or a reply to it."""
+        and `ref_seq` make it an edit or recall of my message ref_seq, or a reply to it. With
+        `deadline_s` the caller stops waiting then (TIMEOUT); the message is still resent."""
         request = client_pb2.SendRequest(client_msg_id=client_msg_id or uuid.uuid4().hex,
                                          body=body, kind=kind, ref_seq=ref_seq,
                                          mentions=mentions)
@@ -186,7 +188,12 @@ class ClientSession:
             request.to_user = to_user
         if not self.link.token:
             return await self.call("Send", request)
-        ack = await self.outbox.send(request)
+        try:
+            async with asyncio.timeout(deadline_s):
+                ack = await self.outbox.send(request)
+        except TimeoutError:
+            raise RpcError(pb.TIMEOUT, f"not acknowledged in {deadline_s:g} s; still being "
+                                       "resent") from None
         self._own_message(request, ack)
         return ack
 
