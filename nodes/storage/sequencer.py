@@ -43,10 +43,11 @@ MAX_KEYS = 50_000
 MAX_KEY_BYTES = 32 << 20
 """... and the most body text those keys' rows may hold."""
 RETRY_WINDOW_S = 60.0
-"""How long after a send a retry of it may come: a client retries an unacknowledged send for
-30 s (tui.session.SEND_DEADLINE_S). An older retry of a key no longer remembered is not looked
-up; the message table's unique key still refuses it, failing its flush like a lost
-connection, and the conversation is then loaded again and looked up for a window."""
+"""How long after a send a retry of it usually comes: a client resends an unacknowledged send
+until it is acknowledged (tui.outbox), within seconds unless it was cut off from every gateway
+for longer. An older retry of a key no longer remembered is not looked up; the message
+table's unique key still refuses it, failing its flush like a lost connection, and the
+conversation is then loaded again and looked up for a window."""
 MAX_RECENT_KEYS = 1_000_000
 """Key hashes kept per database for one window (~60 MB with the previous window's)."""
 MAX_CONVS = 100_000
