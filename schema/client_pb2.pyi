@@ -27,6 +27,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _MessageKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_KIND_TEXT: _MessageKind.ValueType  # 0
+    """a message (a reply when ref_seq is set)"""
+    MESSAGE_KIND_EDIT: _MessageKind.ValueType  # 1
+    """new text for my message ref_seq"""
+    MESSAGE_KIND_RECALL: _MessageKind.ValueType  # 2
+    """my message ref_seq is withdrawn: its stored body is erased"""
+
+class MessageKind(_MessageKind, metaclass=_MessageKindEnumTypeWrapper):
+    """What a stored message is: a message, or an event that changes an earlier one. Edits and
+    recalls are stored in the conversation's seq order like messages, so every device and every
+    later History sees them after what they change; a reader shows the newest edit's body
+    (marked edited) and "message recalled" for a recalled one, and does not show the events.
+    """
+
+MESSAGE_KIND_TEXT: MessageKind.ValueType  # 0
+"""a message (a reply when ref_seq is set)"""
+MESSAGE_KIND_EDIT: MessageKind.ValueType  # 1
+"""new text for my message ref_seq"""
+MESSAGE_KIND_RECALL: MessageKind.ValueType  # 2
+"""my message ref_seq is withdrawn: its stored body is erased"""
+Global___MessageKind: _TypeAlias = MessageKind  # noqa: Y015
+
 class _ConvKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -118,6 +146,16 @@ class _NoticeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NoticeKind
     """`text`); the connection is dropped and the token revoked
     `user` (a group's owner) invited me: conv_id is the group,
     """
+    NOTICE_FRIEND_REMOVED: _NoticeKind.ValueType  # 8
+    """`text` names it; GroupJoin(conv_id) joins
+    `user` ended our friendship (conv_id: our conversation) or
+    """
+    NOTICE_GROUP_REMOVED: _NoticeKind.ValueType  # 9
+    """withdrew or declined a request (conv_id 0)
+    `user` (the owner) removed me from group conv_id
+    """
+    NOTICE_GROUP_OWNER: _NoticeKind.ValueType  # 10
+    """`user` handed me group conv_id: I own it now"""
 
 class NoticeKind(_NoticeKind, metaclass=_NoticeKindEnumTypeWrapper):
     """What a Notice is about."""
@@ -140,6 +178,16 @@ NOTICE_GROUP_INVITE: NoticeKind.ValueType  # 7
 """`text`); the connection is dropped and the token revoked
 `user` (a group's owner) invited me: conv_id is the group,
 """
+NOTICE_FRIEND_REMOVED: NoticeKind.ValueType  # 8
+"""`text` names it; GroupJoin(conv_id) joins
+`user` ended our friendship (conv_id: our conversation) or
+"""
+NOTICE_GROUP_REMOVED: NoticeKind.ValueType  # 9
+"""withdrew or declined a request (conv_id 0)
+`user` (the owner) removed me from group conv_id
+"""
+NOTICE_GROUP_OWNER: NoticeKind.ValueType  # 10
+"""`user` handed me group conv_id: I own it now"""
 Global___NoticeKind: _TypeAlias = NoticeKind  # noqa: Y015
 
 class _FriendState:
@@ -579,6 +627,9 @@ class SendRequest(_message.Message):
     TO_USER_FIELD_NUMBER: _builtins.int
     TO_GROUP_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REF_SEQ_FIELD_NUMBER: _builtins.int
+    MENTIONS_FIELD_NUMBER: _builtins.int
     client_msg_id: _builtins.str
     """Chosen by the client, unique among its own sends (e.g. a UUID); 1-64 printable ASCII
     characters. The server stores a (conversation, sender, client_msg_id) once.
@@ -588,7 +639,17 @@ class SendRequest(_message.Message):
     to_group: _builtins.int
     """a group id (group chat)"""
     body: _builtins.str
-    """1-4,000 characters"""
+    """1-4,000 characters; empty for a recall"""
+    kind: Global___MessageKind.ValueType
+    """unset: a new message; or an edit or recall of ref_seq"""
+    ref_seq: _builtins.int
+    """A new message: the seq it replies to (0: none); an edit or recall: the seq of my own
+    message it changes, within the edit window (SOIM_EDIT_WINDOW_S, 24 h by default).
+    """
+    @_builtins.property
+    def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """group messages: user ids of the members named @account"""
+
     def __init__(
         self,
         *,
@@ -596,10 +657,13 @@ class SendRequest(_message.Message):
         to_user: _builtins.int = ...,
         to_group: _builtins.int = ...,
         body: _builtins.str = ...,
+        kind: Global___MessageKind.ValueType = ...,
+        ref_seq: _builtins.int = ...,
+        mentions: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_msg_id", b"client_msg_id", "to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_msg_id", b"client_msg_id", "kind", b"kind", "mentions", b"mentions", "ref_seq", b"ref_seq", "to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_to: _TypeAlias = _typing.Literal["to_user", "to_group"]  # noqa: Y015
     _WhichOneofArgType_to: _TypeAlias = _typing.Literal["to", b"to"]  # noqa: Y015
@@ -665,6 +729,9 @@ class ChatMessage(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     TS_MS_FIELD_NUMBER: _builtins.int
     CLIENT_MSG_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REF_SEQ_FIELD_NUMBER: _builtins.int
+    MENTIONS_FIELD_NUMBER: _builtins.int
     conv_id: _builtins.int
     """the conversation it belongs to"""
     seq: _builtins.int
@@ -685,6 +752,14 @@ class ChatMessage(_message.Message):
     """when the server stored it"""
     client_msg_id: _builtins.str
     """as sent by the author; lets its devices match their own sends"""
+    kind: Global___MessageKind.ValueType
+    """a message, or an edit or recall of ref_seq"""
+    ref_seq: _builtins.int
+    """the message replied to, edited or recalled (0: none)"""
+    @_builtins.property
+    def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """user ids mentioned (@account) in a group message"""
+
     def __init__(
         self,
         *,
@@ -698,16 +773,58 @@ class ChatMessage(_message.Message):
         body: _builtins.str = ...,
         ts_ms: _builtins.int = ...,
         client_msg_id: _builtins.str = ...,
+        kind: Global___MessageKind.ValueType = ...,
+        ref_seq: _builtins.int = ...,
+        mentions: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_msg_id", b"client_msg_id", "conv_id", b"conv_id", "msg_id", b"msg_id", "sender", b"sender", "sender_account", b"sender_account", "seq", b"seq", "to", b"to", "to_group", b"to_group", "to_user", b"to_user", "ts_ms", b"ts_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_msg_id", b"client_msg_id", "conv_id", b"conv_id", "kind", b"kind", "mentions", b"mentions", "msg_id", b"msg_id", "ref_seq", b"ref_seq", "sender", b"sender", "sender_account", b"sender_account", "seq", b"seq", "to", b"to", "to_group", b"to_group", "to_user", b"to_user", "ts_ms", b"ts_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_to: _TypeAlias = _typing.Literal["to_user", "to_group"]  # noqa: Y015
     _WhichOneofArgType_to: _TypeAlias = _typing.Literal["to", b"to"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_to) -> _WhichOneofReturnType_to | None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class TypingRequest(_message.Message):
+    """I am typing in one of my conversations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONV_ID_FIELD_NUMBER: _builtins.int
+    conv_id: _builtins.int
+    """a conversation of mine"""
+    def __init__(
+        self,
+        *,
+        conv_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TypingRequest: _TypeAlias = TypingRequest  # noqa: Y015
+
+@_typing.final
+class TypingReply(_message.Message):
+    """The answer to Typing: the other members online were told (best effort)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TypingReply: _TypeAlias = TypingReply  # noqa: Y015
 
 @_typing.final
 class SyncRequest(_message.Message):
@@ -893,6 +1010,70 @@ class HistoryReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HistoryReply: _TypeAlias = HistoryReply  # noqa: Y015
+
+@_typing.final
+class SearchMessagesRequest(_message.Message):
+    """Search my messages. Up to 8 words (letters and digits; the rest separates words) are used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    BEFORE_TS_MS_FIELD_NUMBER: _builtins.int
+    BEFORE_MSG_ID_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """the words, 1-200 characters"""
+    limit: _builtins.int
+    """1-50; 0 means 20"""
+    before_ts_ms: _builtins.int
+    """Paging: results older than the last one of the previous page, i.e. its ts_ms and msg_id
+    (both 0 for the first page).
+    """
+    before_msg_id: _builtins.int
+    """with before_ts_ms: the last result of the previous page"""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        before_ts_ms: _builtins.int = ...,
+        before_msg_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_msg_id", b"before_msg_id", "before_ts_ms", b"before_ts_ms", "limit", b"limit", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMessagesRequest: _TypeAlias = SearchMessagesRequest  # noqa: Y015
+
+@_typing.final
+class SearchMessagesReply(_message.Message):
+    """The answer to SearchMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
+    more: _builtins.bool
+    """older results remain: ask again with the last one"""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
+        """newest first (ts_ms, then msg_id)"""
+
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___ChatMessage] | None = ...,
+        more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "more", b"more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMessagesReply: _TypeAlias = SearchMessagesReply  # noqa: Y015
 
 @_typing.final
 class DeliveredRequest(_message.Message):
@@ -1253,6 +1434,38 @@ class Presence(_message.Message):
 Global___Presence: _TypeAlias = Presence  # noqa: Y015
 
 @_typing.final
+class Typing(_message.Message):
+    """Someone is typing in one of my conversations; show it for a few seconds (a typing client
+    repeats it every few seconds while it types). Never stored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONV_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    conv_id: _builtins.int
+    """the conversation"""
+    user_id: _builtins.int
+    """who is typing"""
+    account: _builtins.str
+    """their account name"""
+    def __init__(
+        self,
+        *,
+        conv_id: _builtins.int = ...,
+        user_id: _builtins.int = ...,
+        account: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "conv_id", b"conv_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Typing: _TypeAlias = Typing  # noqa: Y015
+
+@_typing.final
 class Push(_message.Message):
     """The payload of every server-initiated frame: exactly one item."""
 
@@ -1263,6 +1476,7 @@ class Push(_message.Message):
     SYNC_HINT_FIELD_NUMBER: _builtins.int
     NOTICE_FIELD_NUMBER: _builtins.int
     PRESENCE_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def message(self) -> Global___ChatMessage:
         """A new message in one of my conversations, including my own sent from another device."""
@@ -1283,6 +1497,10 @@ class Push(_message.Message):
     def presence(self) -> Global___Presence:
         """a friend came online or went offline"""
 
+    @_builtins.property
+    def typing(self) -> Global___Typing:
+        """someone is typing"""
+
     def __init__(
         self,
         *,
@@ -1291,12 +1509,13 @@ class Push(_message.Message):
         sync_hint: Global___SyncHint | None = ...,
         notice: Global___Notice | None = ...,
         presence: Global___Presence | None = ...,
+        typing: Global___Typing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "message", b"message", "notice", b"notice", "presence", b"presence", "receipt", b"receipt", "sync_hint", b"sync_hint"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "message", b"message", "notice", b"notice", "presence", b"presence", "receipt", b"receipt", "sync_hint", b"sync_hint", "typing", b"typing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "message", b"message", "notice", b"notice", "presence", b"presence", "receipt", b"receipt", "sync_hint", b"sync_hint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "message", b"message", "notice", b"notice", "presence", b"presence", "receipt", b"receipt", "sync_hint", b"sync_hint", "typing", b"typing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["message", "receipt", "sync_hint", "notice", "presence"]  # noqa: Y015
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["message", "receipt", "sync_hint", "notice", "presence", "typing"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
 
@@ -1315,19 +1534,23 @@ class OnlineUsersRequest(_message.Message):
 
     CURSOR_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    EVERYONE_FIELD_NUMBER: _builtins.int
     cursor: _builtins.int
     """0 for the first page, then the previous reply's next_cursor"""
     limit: _builtins.int
     """1-100; 0 means 50"""
+    everyone: _builtins.bool
+    """every online user, not only my friends and the members of my groups"""
     def __init__(
         self,
         *,
         cursor: _builtins.int = ...,
         limit: _builtins.int = ...,
+        everyone: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "everyone", b"everyone", "limit", b"limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1453,22 +1676,115 @@ class FriendsReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FRIENDS_FIELD_NUMBER: _builtins.int
+    BLOCKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def friends(self) -> _containers.RepeatedCompositeFieldContainer[Global___Friend]:
         """ordered by account"""
+
+    @_builtins.property
+    def blocked(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserSummary]:
+        """the users I have blocked, ordered by account"""
 
     def __init__(
         self,
         *,
         friends: _abc.Iterable[Global___Friend] | None = ...,
+        blocked: _abc.Iterable[Global___UserSummary] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["friends", b"friends"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked", b"blocked", "friends", b"friends"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FriendsReply: _TypeAlias = FriendsReply  # noqa: Y015
+
+@_typing.final
+class RemoveFriendRequest(_message.Message):
+    """End a friendship or a pending request with user_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    DECLINE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the other user"""
+    decline: _builtins.bool
+    """only decline a request they sent me (NOT_FOUND if there is none)"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        decline: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decline", b"decline", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFriendRequest: _TypeAlias = RemoveFriendRequest  # noqa: Y015
+
+@_typing.final
+class RemoveFriendReply(_message.Message):
+    """The answer to RemoveFriend."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONV_ID_FIELD_NUMBER: _builtins.int
+    conv_id: _builtins.int
+    """the conversation we had; 0 for a request"""
+    def __init__(
+        self,
+        *,
+        conv_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveFriendReply: _TypeAlias = RemoveFriendReply  # noqa: Y015
+
+@_typing.final
+class BlockRequest(_message.Message):
+    """Block or unblock a user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """whom"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockRequest: _TypeAlias = BlockRequest  # noqa: Y015
+
+@_typing.final
+class BlockReply(_message.Message):
+    """The answer to Block and Unblock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BlockReply: _TypeAlias = BlockReply  # noqa: Y015
 
 @_typing.final
 class AddFriendRequest(_message.Message):
@@ -2038,3 +2354,192 @@ class GroupInviteReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GroupInviteReply: _TypeAlias = GroupInviteReply  # noqa: Y015
+
+@_typing.final
+class GroupKickRequest(_message.Message):
+    """The owner removes a member from a group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.int
+    """a group I own"""
+    user_id: _builtins.int
+    """the member to remove"""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.int = ...,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupKickRequest: _TypeAlias = GroupKickRequest  # noqa: Y015
+
+@_typing.final
+class GroupKickReply(_message.Message):
+    """The answer to GroupKick: they are no longer a member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupKickReply: _TypeAlias = GroupKickReply  # noqa: Y015
+
+@_typing.final
+class GroupOwnerRequest(_message.Message):
+    """The owner hands a group to another member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.int
+    """a group I own"""
+    user_id: _builtins.int
+    """the new owner, a member"""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.int = ...,
+        user_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupOwnerRequest: _TypeAlias = GroupOwnerRequest  # noqa: Y015
+
+@_typing.final
+class GroupOwnerReply(_message.Message):
+    """The answer to GroupOwner."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def group(self) -> Global___GroupInfo:
+        """with the new owner"""
+
+    def __init__(
+        self,
+        *,
+        group: Global___GroupInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupOwnerReply: _TypeAlias = GroupOwnerReply  # noqa: Y015
+
+@_typing.final
+class ChangePasswordRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Account
+    Changing my password and deleting my account.
+
+    A new password for my account.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_PASSWORD_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    old_password: _builtins.str
+    """my current password"""
+    new_password: _builtins.str
+    """8-128 characters"""
+    def __init__(
+        self,
+        *,
+        old_password: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_password", b"new_password", "old_password", b"old_password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordRequest: _TypeAlias = ChangePasswordRequest  # noqa: Y015
+
+@_typing.final
+class ChangePasswordReply(_message.Message):
+    """The answer to ChangePassword: this session's new token (the old one no longer resumes)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_EXPIRES_MS_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """as LoginReply.token"""
+    token_expires_ms: _builtins.int
+    """when it stops working"""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        token_expires_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token", "token_expires_ms", b"token_expires_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangePasswordReply: _TypeAlias = ChangePasswordReply  # noqa: Y015
+
+@_typing.final
+class DeleteAccountRequest(_message.Message):
+    """Delete my account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    """my current password, as confirmation"""
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountRequest: _TypeAlias = DeleteAccountRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAccountReply(_message.Message):
+    """The answer to DeleteAccount: the account is gone and this session ends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountReply: _TypeAlias = DeleteAccountReply  # noqa: Y015

@@ -983,6 +983,222 @@ class ListUsersRequest(_message.Message):
 Global___ListUsersRequest: _TypeAlias = ListUsersRequest  # noqa: Y015
 
 @_typing.final
+class DirRemoveFriendRequest(_message.Message):
+    """Directory.RemoveFriend: user_id ends its friendship or request with friend_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FRIEND_ID_FIELD_NUMBER: _builtins.int
+    DECLINE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """who acts"""
+    friend_id: _builtins.int
+    """the other user"""
+    decline: _builtins.bool
+    """only a pending request from friend_id"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        friend_id: _builtins.int = ...,
+        decline: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decline", b"decline", "friend_id", b"friend_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirRemoveFriendRequest: _TypeAlias = DirRemoveFriendRequest  # noqa: Y015
+
+@_typing.final
+class DirBlockRequest(_message.Message):
+    """Directory.Block: user_id blocks or unblocks other_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    OTHER_ID_FIELD_NUMBER: _builtins.int
+    BLOCKED_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """who blocks"""
+    other_id: _builtins.int
+    """whom"""
+    blocked: _builtins.bool
+    """true blocks, false unblocks"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        other_id: _builtins.int = ...,
+        blocked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocked", b"blocked", "other_id", b"other_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirBlockRequest: _TypeAlias = DirBlockRequest  # noqa: Y015
+
+@_typing.final
+class ContactsRequest(_message.Message):
+    """Directory.Contacts: whose presence a user may see."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    BLOCKERS_ONLY_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the user"""
+    blockers_only: _builtins.bool
+    """only the users who have blocked it (contacts left empty)"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        blockers_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blockers_only", b"blockers_only", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactsRequest: _TypeAlias = ContactsRequest  # noqa: Y015
+
+@_typing.final
+class ContactsReply(_message.Message):
+    """The answer to Directory.Contacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    BLOCKERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """friends and co-members, ascending, not blockers; at most 20,000"""
+
+    @_builtins.property
+    def blockers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """users who have blocked this user, ascending"""
+
+    def __init__(
+        self,
+        *,
+        contacts: _abc.Iterable[_builtins.int] | None = ...,
+        blockers: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blockers", b"blockers", "contacts", b"contacts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactsReply: _TypeAlias = ContactsReply  # noqa: Y015
+
+@_typing.final
+class DirGroupMemberRequest(_message.Message):
+    """The owner of a group acts on one member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """who acts (must own the group)"""
+    group_id: _builtins.int
+    """the group"""
+    member_id: _builtins.int
+    """the member acted on"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        group_id: _builtins.int = ...,
+        member_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "member_id", b"member_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirGroupMemberRequest: _TypeAlias = DirGroupMemberRequest  # noqa: Y015
+
+@_typing.final
+class DirChangePasswordRequest(_message.Message):
+    """Directory.ChangePassword: a user sets a new password."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    OLD_PASSWORD_FIELD_NUMBER: _builtins.int
+    NEW_PASSWORD_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDR_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the session's user"""
+    old_password: _builtins.str
+    """checked like a login"""
+    new_password: _builtins.str
+    """8-128 characters"""
+    client_addr: _builtins.str
+    """the client's address, for throttling"""
+    @_builtins.property
+    def keep(self) -> Global___SessionRef:
+        """the session asking: it is not ended"""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        old_password: _builtins.str = ...,
+        new_password: _builtins.str = ...,
+        client_addr: _builtins.str = ...,
+        keep: Global___SessionRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep", b"keep"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_addr", b"client_addr", "keep", b"keep", "new_password", b"new_password", "old_password", b"old_password", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirChangePasswordRequest: _TypeAlias = DirChangePasswordRequest  # noqa: Y015
+
+@_typing.final
+class DirDeleteAccountRequest(_message.Message):
+    """Directory.DeleteAccount: a user deletes its own account."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDR_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """the session's user"""
+    password: _builtins.str
+    """checked like a login"""
+    client_addr: _builtins.str
+    """the client's address, for throttling"""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        password: _builtins.str = ...,
+        client_addr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_addr", b"client_addr", "password", b"password", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DirDeleteAccountRequest: _TypeAlias = DirDeleteAccountRequest  # noqa: Y015
+
+@_typing.final
 class DeleteUserReply(_message.Message):
     """What Directory.DeleteUser did."""
 
@@ -1399,6 +1615,9 @@ class StoreItem(_message.Message):
     TO_USER_FIELD_NUMBER: _builtins.int
     TO_GROUP_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REF_SEQ_FIELD_NUMBER: _builtins.int
+    MENTIONS_FIELD_NUMBER: _builtins.int
     sender: _builtins.int
     """the session's user id"""
     sender_account: _builtins.str
@@ -1413,9 +1632,17 @@ class StoreItem(_message.Message):
     """group chat: the group (members come from Directory)"""
     body: _builtins.str
     """as in SendRequest, validated by the gateway"""
+    kind: _client_pb2.MessageKind.ValueType
+    """as in SendRequest"""
+    ref_seq: _builtins.int
+    """as in SendRequest; an edit or recall is checked by storage"""
     @_builtins.property
     def origin(self) -> Global___ClientRequestRef:
         """the Send request this item answers"""
+
+    @_builtins.property
+    def mentions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """as in SendRequest"""
 
     def __init__(
         self,
@@ -1428,10 +1655,13 @@ class StoreItem(_message.Message):
         to_user: _builtins.int = ...,
         to_group: _builtins.int = ...,
         body: _builtins.str = ...,
+        kind: _client_pb2.MessageKind.ValueType = ...,
+        ref_seq: _builtins.int = ...,
+        mentions: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_msg_id", b"client_msg_id", "conv_id", b"conv_id", "origin", b"origin", "sender", b"sender", "sender_account", b"sender_account", "to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "client_msg_id", b"client_msg_id", "conv_id", b"conv_id", "kind", b"kind", "mentions", b"mentions", "origin", b"origin", "ref_seq", b"ref_seq", "sender", b"sender", "sender_account", b"sender_account", "to", b"to", "to_group", b"to_group", "to_user", b"to_user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_to: _TypeAlias = _typing.Literal["to_user", "to_group"]  # noqa: Y015
     _WhichOneofArgType_to: _TypeAlias = _typing.Literal["to", b"to"]  # noqa: Y015
@@ -1526,6 +1756,62 @@ class StoreBatchReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StoreBatchReply: _TypeAlias = StoreBatchReply  # noqa: Y015
+
+@_typing.final
+class StoreSearchRequest(_message.Message):
+    """Storage.Search: where to look (at most 1,000 conversations), for what."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def search(self) -> _client_pb2.SearchMessagesRequest:
+        """query, limit and paging as the client asked"""
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchScope]:
+        """the conversations to search"""
+
+    def __init__(
+        self,
+        *,
+        search: _client_pb2.SearchMessagesRequest | None = ...,
+        scopes: _abc.Iterable[Global___SearchScope] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["search", b"search"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scopes", b"scopes", "search", b"search"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreSearchRequest: _TypeAlias = StoreSearchRequest  # noqa: Y015
+
+@_typing.final
+class SearchScope(_message.Message):
+    """A conversation to search, and the seq its reader's history starts after (0: all)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONV_ID_FIELD_NUMBER: _builtins.int
+    FLOOR_SEQ_FIELD_NUMBER: _builtins.int
+    conv_id: _builtins.int
+    """a conversation the user may read"""
+    floor_seq: _builtins.int
+    """only seqs above it: a group member's history floor (0: all)"""
+    def __init__(
+        self,
+        *,
+        conv_id: _builtins.int = ...,
+        floor_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conv_id", b"conv_id", "floor_seq", b"floor_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchScope: _TypeAlias = SearchScope  # noqa: Y015
 
 @_typing.final
 class StoreSyncRequest(_message.Message):
@@ -1825,21 +2111,27 @@ class SessionsEnd(_message.Message):
 
     USER_IDS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """why, shown to the user"""
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """whose sessions end"""
 
+    @_builtins.property
+    def keep(self) -> Global___SessionRef:
+        """except this one (the session that changed the password)"""
+
     def __init__(
         self,
         *,
         user_ids: _abc.Iterable[_builtins.int] | None = ...,
         reason: _builtins.str = ...,
+        keep: Global___SessionRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["keep", b"keep"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep", b"keep", "reason", b"reason", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

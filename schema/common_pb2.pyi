@@ -91,6 +91,14 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """a friend request to oneself"""
     SELF_MESSAGE: _ErrorCode.ValueType  # 68
     """a 1:1 message to oneself"""
+    BLOCKED: _ErrorCode.ValueType  # 69
+    """the other user has blocked me: no messages or friend requests"""
+    NOT_AUTHOR: _ErrorCode.ValueType  # 80
+    """message edits (client.proto MessageKind)
+    an edit or recall of someone else's message
+    """
+    EDIT_WINDOW_CLOSED: _ErrorCode.ValueType  # 81
+    """an edit or recall of a message older than the edit window"""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Every error a request can end with. Closed: a peer never sees a traceback, only one of these
@@ -163,6 +171,14 @@ SELF_FRIEND: ErrorCode.ValueType  # 67
 """a friend request to oneself"""
 SELF_MESSAGE: ErrorCode.ValueType  # 68
 """a 1:1 message to oneself"""
+BLOCKED: ErrorCode.ValueType  # 69
+"""the other user has blocked me: no messages or friend requests"""
+NOT_AUTHOR: ErrorCode.ValueType  # 80
+"""message edits (client.proto MessageKind)
+an edit or recall of someone else's message
+"""
+EDIT_WINDOW_CLOSED: ErrorCode.ValueType  # 81
+"""an edit or recall of a message older than the edit window"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 class _Kind:
