@@ -24,6 +24,7 @@ from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 
 MAX_BODY_CHARS = 4000
+MAX_MENTIONS = 10
 MAX_CLIENT_MSG_ID = 64
 HISTORY_DEFAULT, HISTORY_MAX = 50, 100
 
@@ -48,8 +49,18 @@ class Messaging:
 
     def send(self, req: client_pb2.SendRequest, call: Call) -> Any:
         me = self._me(call)
-        if not req.body.strip():
+        if req.kind == client_pb2.MESSAGE_KIND_RECALL:
+            if req.body:
+                raise RpcError(pb.INVALID_ARGUMENT, "a recall has no text")
+        elif not req.body.strip():
             raise RpcError(pb.EMPTY_BODY, "a message needs text")
+        if req.kind not in client_pb2.MessageKind.values() or (
+                req.kind != client_pb2.MESSAGE_KIND_TEXT and not req.ref_seq):
+            raise RpcError(pb.INVALID_ARGUMENT, "an edit or recall needs the seq it changes")
+        if len(req.mentions) > MAX_MENTIONS or not all(req.mentions) or (
+                req.mentions and req.WhichOneof("to") != "to_group"):
+            raise RpcError(pb.INVALID_ARGUMENT, f"mentions: at most {MAX_MENTIONS} user ids, "
+                           "in a group message")
         if len(req.body) > MAX_BODY_CHARS:
             raise RpcError(pb.BODY_TOO_LONG, f"at most {MAX_BODY_CHARS} characters")
         if not 0 < len(req.client_msg_id) <= MAX_CLIENT_MSG_ID:

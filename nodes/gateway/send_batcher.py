@@ -101,7 +101,8 @@ class SendBatcher:
         return cluster_pb2.StoreItem(
             origin=cluster_pb2.ClientRequestRef(session_id=s.identity), sender=s.user_id,
             sender_account=s.account, client_msg_id=req.client_msg_id, conv_id=access.conv_id,
-            body=req.body, **_target(req))
+            body=req.body, kind=req.kind, ref_seq=req.ref_seq, mentions=req.mentions,
+            **_target(req))
 
     async def _store_at(self, owner: str,
                         items: list[tuple[PendingSend, cluster_pb2.StoreItem]]) -> None:
