@@ -10,14 +10,18 @@ check the gateway's cache misses, never cached here). Peer sockets: none of its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from fabric.rpc_server import Call
-from nodes.directory import account_rows, friend_rows, group_rows, stats
-from nodes.directory.caches import Members, Pair, pair
+from nodes.directory import account_rows, block_rows, friend_rows, group_rows, stats
+from nodes.directory.caches import Lru, Members, Pair, pair
 from nodes.directory.context import Context
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class Access:
@@ -27,26 +31,32 @@ class Access:
         self.ctx = ctx
 
     # ---- cached lookups
-    async def friendships(self, pairs: Iterable[Pair]) -> dict[Pair, int]:
-        """conv_id of each pair (0 when not accepted friends)."""
-        l1 = self.ctx.l1.friendships
-        out: dict[Pair, int] = {}
-        missing: list[Pair] = []
-        for p in dict.fromkeys(pairs):
-            hit, conv_id = l1.get(p)
-            if hit and conv_id is not None:
-                out[p] = conv_id
+    async def _through_l1(self, cache: str, l1: Lru[K, V], keys: Iterable[K],
+                          load: Callable[[list[K]], dict[K, V]]) -> dict[K, V]:
+        """The value of each key: from `l1`, else by `load` (a database thread) on the keys
+        missed, whose answers fill `l1` unless an invalidation came in meanwhile."""
+        out: dict[K, V] = {}
+        missing: list[K] = []
+        for key in dict.fromkeys(keys):
+            hit, value = l1.get(key)
+            if hit:
+                out[key] = value  # type: ignore[assignment]  # a hit holds what was put
             else:
-                missing.append(p)
-        stats.looked_up("friendships", "l1", len(out), len(missing))
+                missing.append(key)
+        stats.looked_up(cache, "l1", len(out), len(missing))
         if missing:
             epoch = self.ctx.l1.epoch
-            loaded = await self.ctx.db(self._load_friendships, missing)
+            loaded = await self.ctx.db(load, missing)
             if epoch == self.ctx.l1.epoch:
-                for p, conv_id in loaded.items():
-                    l1.put(p, conv_id)
+                for key, value in loaded.items():
+                    l1.put(key, value)
             out.update(loaded)
         return out
+
+    async def friendships(self, pairs: Iterable[Pair]) -> dict[Pair, int]:
+        """conv_id of each pair (0 when not accepted friends)."""
+        return await self._through_l1("friendships", self.ctx.l1.friendships, pairs,
+                                      self._load_friendships)
 
     def _load_friendships(self, pairs: list[Pair]) -> dict[Pair, int]:
         l2 = self.ctx.l2
@@ -64,24 +74,8 @@ class Access:
 
     async def members(self, group_ids: Iterable[int]) -> dict[int, Members]:
         """Member ids (ascending) of each group; None for a group that does not exist."""
-        l1 = self.ctx.l1.members
-        out: dict[int, Members] = {}
-        missing: list[int] = []
-        for g in dict.fromkeys(group_ids):
-            hit, ids = l1.get(g)
-            if hit:
-                out[g] = ids
-            else:
-                missing.append(g)
-        stats.looked_up("members", "l1", len(out), len(missing))
-        if missing:
-            epoch = self.ctx.l1.epoch
-            loaded = await self.ctx.db(self._load_members, missing)
-            if epoch == self.ctx.l1.epoch:
-                for g, ids in loaded.items():
-                    l1.put(g, ids)
-            out.update(loaded)
-        return out
+        return await self._through_l1("members", self.ctx.l1.members, group_ids,
+                                      self._load_members)
 
     def _load_members(self, group_ids: list[int]) -> dict[int, Members]:
         l2 = self.ctx.l2
@@ -100,24 +94,7 @@ class Access:
 
     async def direct(self, user_ids: Iterable[int]) -> dict[int, dict[int, int]]:
         """For each user, conv_id → friend of its accepted friendships (L1, then the database)."""
-        l1 = self.ctx.l1.direct
-        out: dict[int, dict[int, int]] = {}
-        missing: list[int] = []
-        for u in dict.fromkeys(user_ids):
-            hit, convs = l1.get(u)
-            if hit and convs is not None:
-                out[u] = convs
-            else:
-                missing.append(u)
-        stats.looked_up("direct", "l1", len(out), len(missing))
-        if missing:
-            epoch = self.ctx.l1.epoch
-            loaded = await self.ctx.db(self._load_direct, missing)
-            if epoch == self.ctx.l1.epoch:
-                for u, convs in loaded.items():
-                    l1.put(u, convs)
-            out.update(loaded)
-        return out
+        return await self._through_l1("direct", self.ctx.l1.direct, user_ids, self._load_direct)
 
     def _load_direct(self, user_ids: list[int]) -> dict[int, dict[int, int]]:
         return {u: {r.conv_id: r.friend_id for r in friend_rows.of_user(self.ctx.store, u)
@@ -150,6 +127,7 @@ class Access:
             else:
                 group_id = c.to_group if target == "to_group" else c.conv_id
                 results.append(_group(group_id, c.user_id, members[group_id]))
+        await self._refuse_blocked(checks, results)
         readers = {(r.conv_id, c.user_id) for r, (c, target) in zip(results, checks, strict=True)
                    if target == "conv_id" and r.error == pb.OK
                    and r.kind == client_pb2.CONV_KIND_GROUP}
@@ -159,6 +137,27 @@ class Access:
                 if (r.conv_id, c.user_id) in readers and target == "conv_id":
                     r.floor_seq = floors[(r.conv_id, c.user_id)]
         return cluster_pb2.AccessReply(results=results)
+
+    async def _refuse_blocked(self, checks: Sequence[tuple[cluster_pb2.AccessCheck, str | None]],
+                              results: list[cluster_pb2.AccessResult]) -> None:
+        """A 1:1 send allowed so far becomes BLOCKED when its recipient blocks the sender."""
+        sends = [(c.to_user, c.user_id) for (c, target), r in zip(checks, results, strict=True)
+                 if target == "to_user" and r.error == pb.OK]
+        if not sends:
+            return
+        found = await self.blocks(sends)
+        for (c, target), r in zip(checks, results, strict=True):
+            if target == "to_user" and r.error == pb.OK and found[(c.to_user, c.user_id)]:
+                r.Clear()
+                r.error = pb.BLOCKED
+
+    async def blocks(self, pairs: Iterable[Pair]) -> dict[Pair, bool]:
+        """Whether each (blocker, blocked) pair is a block (L1, then the database)."""
+        return await self._through_l1("blocks", self.ctx.l1.blocks, pairs, self._load_blocks)
+
+    def _load_blocks(self, pairs: list[Pair]) -> dict[Pair, bool]:
+        found = block_rows.blocked(self.ctx.store, pairs)
+        return {p: p in found for p in pairs}
 
     async def conversations(self, req: cluster_pb2.UserRef, call: Call) -> client_pb2.SyncReply:
         """Every conversation of the user, direct then group, each by conv_id; seqs zero."""

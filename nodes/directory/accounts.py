@@ -40,7 +40,7 @@ class Accounts:
                                 ctx.options.scrypt_n)
         user = await ctx.db(account_rows.create, ctx.store, ctx.ids, account, nickname, pw_hash,
                             now_ms())
-        return await ctx.db(self._authorised, user)
+        return await ctx.db(self.authorised, user)
 
     def _may_register(self, account: str, addr: str) -> None:
         """RATE_LIMITED or ALREADY_EXISTS before the costly hash (the insert still decides)."""
@@ -58,25 +58,29 @@ class Accounts:
         (nodes.directory.throttle); an unknown account costs the same scrypt time as a known
         one. RATE_LIMITED at once when the KDF queue is full.
         """
-        if (not validation.ACCOUNT_RE.fullmatch(req.account)
-                or not validation.PASSWORD_MIN <= len(req.password) <= validation.PASSWORD_MAX):
-            raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
-        ctx = self.ctx
-        addr = req.client_addr
-        found = await ctx.db(self._lookup, req.account, addr)
-        if found is None:
-            await ctx.kdf(addr, passwords.burn, req.password, ctx.options.scrypt_n)
-            good = False
-        else:
-            good = await ctx.kdf(addr, passwords.check_password, req.password, found[1])
-        if not good or found is None:
-            await ctx.db(ctx.throttle.failed, req.account, addr)
-            raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
-        await ctx.db(ctx.throttle.succeeded, req.account, addr)
-        user = found[0]
+        user = await self.checked(req.account, req.password, req.client_addr)
         if user.disabled:
             raise RpcError(pb.ACCOUNT_DISABLED, "this account is disabled")
-        return await ctx.db(self._authorised, user)
+        return await self.ctx.db(self.authorised, user)
+
+    async def checked(self, account: str, password: str, addr: str) -> cluster_pb2.UserRecord:
+        """The user whose account and password these are, throttled as a login (a failure
+        counts against the account and the address `addr`). BAD_CREDENTIALS, LOCKED_OUT."""
+        if (not validation.ACCOUNT_RE.fullmatch(account)
+                or not validation.PASSWORD_MIN <= len(password) <= validation.PASSWORD_MAX):
+            raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
+        ctx = self.ctx
+        found = await ctx.db(self._lookup, account, addr)
+        if found is None:
+            await ctx.kdf(addr, passwords.burn, password, ctx.options.scrypt_n)
+            good = False
+        else:
+            good = await ctx.kdf(addr, passwords.check_password, password, found[1])
+        if not good or found is None:
+            await ctx.db(ctx.throttle.failed, account, addr)
+            raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
+        await ctx.db(ctx.throttle.succeeded, account, addr)
+        return found[0]
 
     def _lookup(self, account: str, addr: str) -> tuple[cluster_pb2.UserRecord, str] | None:
         """(user, password hash) of `account` (None if unknown); LOCKED_OUT when throttled."""
@@ -149,7 +153,7 @@ class Accounts:
         fresh.append((user.user_id, nonce, expires_ms))
         return cluster_pb2.DirAuthReply(user=user, token=token, token_expires_ms=expires_ms)
 
-    def _authorised(self, user: cluster_pb2.UserRecord) -> cluster_pb2.DirAuthReply:
+    def authorised(self, user: cluster_pb2.UserRecord) -> cluster_pb2.DirAuthReply:
         """A new token for `user`, recorded (blocking: a database thread)."""
         fresh: list[tuple[int, int, int]] = []
         auth = self._mint(user, fresh)

@@ -14,7 +14,7 @@ IDEMPOTENT = (
     "VerifyToken", "VerifyTokens", "Users", "Touch", "SearchUsers", "Friends", "CheckAccess",
     "Conversations", "Groups", "GroupSearch", "GroupUsers", "GroupMembers", "SetDisabled",
     "ListGroups", "RevokeToken", "EndSessions", "SetPassword", "CheckTokens", "Unlock",
-    "GroupSettings", "GroupInvite", "ListUsers", "DeleteUser",
+    "GroupSettings", "GroupInvite", "ListUsers", "DeleteUser", "Block", "Contacts",
 )
 """Retried on TIMEOUT/UNAVAILABLE. AddFriend is idempotent by its semantics (asking twice
 leaves one request) but is not retried: a retry after an accept would answer ALREADY_FRIENDS."""

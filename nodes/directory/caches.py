@@ -1,5 +1,5 @@
 """The directory's caches of access facts: friendship → conv_id, a user's direct conversations,
-group → member ids.
+group → member ids, and blocks (in process only).
 
 Role: answer CheckAccess, GroupMembers and GroupUsers without a database round trip. L1 is
 in-process (LRU, a short TTL as a backstop), touched only on the event loop; an optional L2 in
@@ -82,6 +82,8 @@ class L1:
         self.friendships: Lru[Pair, int] = Lru()
         self.direct: Lru[int, dict[int, int]] = Lru()
         self.members: Lru[int, Members] = Lru()
+        self.blocks: Lru[Pair, bool] = Lru()
+        """(blocker, blocked) → whether it is a block; dropped with the pair's friendship."""
         self.epoch = 0
 
     def apply(self, inv: cluster_pb2.CacheInvalidation) -> None:
@@ -94,6 +96,8 @@ class L1:
                 self.friendships.drop(pair(f.user_a, f.user_b))
                 self.direct.drop(f.user_a)
                 self.direct.drop(f.user_b)
+                self.blocks.drop((f.user_a, f.user_b))
+                self.blocks.drop((f.user_b, f.user_a))
             elif which == "membership":
                 self.members.drop(item.membership.group_id)
 

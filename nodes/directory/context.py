@@ -147,11 +147,13 @@ class Context:
         self.l1.apply(inv)
         self.publish(INV_TOPIC, INV_METHOD, inv)
 
-    def end_sessions(self, user_ids: list[int], reason: str) -> None:
-        """Tell every gateway to end the live sessions of these users now (their tokens are
-        already revoked; a gateway that misses this finds out by its token audit)."""
+    def end_sessions(self, user_ids: list[int], reason: str,
+                     keep: cluster_pb2.SessionRef | None = None) -> None:
+        """Tell every gateway to end the live sessions of these users now, except `keep`
+        (their tokens are already revoked; a gateway that misses this finds out by its token
+        audit)."""
         self.publish(END_TOPIC, END_METHOD,
-                     cluster_pb2.SessionsEnd(user_ids=user_ids, reason=reason))
+                     cluster_pb2.SessionsEnd(user_ids=user_ids, reason=reason, keep=keep))
 
     def close(self) -> None:
         """Wait for running work, then stop the pools (the node closes store and Redis)."""

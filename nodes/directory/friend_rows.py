@@ -1,7 +1,8 @@
 """Friendship rows: request, accept, list, and the conversation of two friends.
 
 Role: the SQL of table `friend` (by user_id; one row per direction: user_id, friend_id,
-conv_id, state pending/accepted, requested_by). Blocking: every function runs in a worker
+conv_id, state pending/accepted, requested_by): request, accept, remove (unfriend, withdraw,
+decline). Blocking: every function runs in a worker
 thread. Connections: shard_store's pools, one statement at a time.
 
 The two rows of a friendship usually live in two shards, so no transaction covers both. The
@@ -103,6 +104,24 @@ def _renotify(store: Store, row: FriendRow, now_ms: int) -> Outcome:
                             "AND friend_id = %s AND state = %s AND created = %s",
                             (now_ms, row.user_id, row.friend_id, FRIEND_PENDING, row.created_ms))
     return Outcome.REQUESTED if claimed else Outcome.REPEATED
+
+
+def remove(store: Store, me: int, other: int, decline: bool) -> int:
+    """End the friendship or pending request of `me` and `other` (with `decline`, only a
+    request `other` sent); returns its conv_id (0 for a request). Deletes the canonical row,
+    then the mirror, so a repeat cleans up a mirror a crash left behind. Errors: NOT_FOUND."""
+    lo, hi = min(me, other), max(me, other)
+    row = _canonical(store, lo, hi)
+    if row is not None and decline and (row.accepted or row.requested_by != other):
+        raise RpcError(pb.NOT_FOUND, "they have not asked to be your friend")
+    gone = 0
+    for user_id, friend_id in ((lo, hi), (hi, lo)):
+        gone += store.execute("friend", user_id,
+                              "DELETE FROM {t} WHERE user_id = %s AND friend_id = %s",
+                              (user_id, friend_id))
+    if not gone:
+        raise RpcError(pb.NOT_FOUND, "no friendship or request with them")
+    return row.conv_id if row is not None else 0
 
 
 def of_user(store: Store, user_id: int) -> list[FriendRow]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
-from nodes.directory import account_rows, caches, friend_rows, user_rows, validation
+from nodes.directory import account_rows, block_rows, caches, friend_rows, user_rows, validation
 from nodes.directory.context import Context
 from nodes.directory.tokens import now_ms
 from schema import client_pb2, cluster_pb2
@@ -27,7 +27,7 @@ class Friends:
 
     async def add_friend(self, req: cluster_pb2.DirAddFriendRequest,
                          call: Call) -> client_pb2.AddFriendReply:
-        """Request, or accept. Errors: SELF_FRIEND, NOT_FOUND, ALREADY_FRIENDS."""
+        """Request, or accept. Errors: SELF_FRIEND, NOT_FOUND, BLOCKED, ALREADY_FRIENDS."""
         me = validation.user_id(req.user_id)
         other = validation.user_id(req.friend_id, "friend_id")
         if me == other:
@@ -45,16 +45,20 @@ class Friends:
         found = account_rows.users(ctx.store, [other]).get(other)
         if found is None or user_rows.is_deleted(found):
             raise RpcError(pb.NOT_FOUND, f"no user {other}")
+        if block_rows.blocked(ctx.store, [(other, me)]):
+            raise RpcError(pb.BLOCKED, f"{found.account} has blocked you")
         return friend_rows.add(ctx.store, ctx.ids, me, other, now_ms())
 
     async def friends(self, req: cluster_pb2.UserRef, call: Call) -> client_pb2.FriendsReply:
-        """Friends and pending requests of the user, by account; `online` left false."""
+        """Friends, pending requests and blocked users of the user, by account; `online` left
+        false."""
         return await self.ctx.db(self._friends, req.user_id)
 
     def _friends(self, user_id: int) -> client_pb2.FriendsReply:
         store = self.ctx.store
         rows = friend_rows.of_user(store, user_id)
-        people = account_rows.users(store, [r.friend_id for r in rows])
+        blocked = block_rows.of_user(store, user_id, mine=True)
+        people = account_rows.users(store, [r.friend_id for r in rows] + blocked)
         out = []
         for r in rows:
             person = people.get(r.friend_id)
@@ -67,4 +71,7 @@ class Friends:
                                          nickname=person.nickname, conv_id=r.conv_id,
                                          state=state))
         out.sort(key=lambda f: f.account)
-        return client_pb2.FriendsReply(friends=out)
+        listed = sorted((people[u] for u in blocked if u in people), key=lambda u: u.account)
+        return client_pb2.FriendsReply(friends=out, blocked=[
+            client_pb2.UserSummary(user_id=u.user_id, account=u.account, nickname=u.nickname)
+            for u in listed])

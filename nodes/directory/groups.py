@@ -45,7 +45,7 @@ class Groups:
         store = self.ctx.store
         found = group_rows.groups(store, group_rows.of_user(store, user_id))
         rows = sorted(found.values(), key=lambda g: g.name)
-        return client_pb2.GroupsReply(groups=self._infos(rows))
+        return client_pb2.GroupsReply(groups=self.infos(rows))
 
     async def group_create(self, req: cluster_pb2.DirGroupCreateRequest,
                            call: Call) -> client_pb2.GroupCreateReply:
@@ -62,7 +62,7 @@ class Groups:
                 history: int) -> client_pb2.GroupInfo:
         row = group_rows.create(self.ctx.store, self.ctx.ids, owner, name, limit, visibility,
                                 history, now_ms())
-        return self._infos([row])[0]
+        return self.infos([row])[0]
 
     async def group_search(self, req: cluster_pb2.DirGroupSearchRequest,
                            call: Call) -> client_pb2.GroupSearchReply:
@@ -72,7 +72,7 @@ class Groups:
 
     def _search(self, prefix: str, user_id: int) -> client_pb2.GroupSearchReply:
         return client_pb2.GroupSearchReply(
-            groups=self._infos(group_rows.search(self.ctx.store, prefix, user_id)))
+            groups=self.infos(group_rows.search(self.ctx.store, prefix, user_id)))
 
     async def list_groups(self, req: cluster_pb2.ListGroupsRequest,
                           call: Call) -> client_pb2.GroupSearchReply:
@@ -84,7 +84,7 @@ class Groups:
 
     def _list(self, after: int, limit: int) -> client_pb2.GroupSearchReply:
         return client_pb2.GroupSearchReply(
-            groups=self._infos(group_rows.page(self.ctx.store, after, limit)))
+            groups=self.infos(group_rows.page(self.ctx.store, after, limit)))
 
     async def group_join(self, req: cluster_pb2.DirGroupRequest,
                          call: Call) -> client_pb2.GroupJoinReply:
@@ -96,7 +96,7 @@ class Groups:
         return client_pb2.GroupJoinReply(group=info)
 
     def _join(self, group_id: int, user_id: int) -> client_pb2.GroupInfo:
-        return self._infos([group_rows.join(self.ctx.store, group_id, user_id, now_ms())])[0]
+        return self.infos([group_rows.join(self.ctx.store, group_id, user_id, now_ms())])[0]
 
     async def group_leave(self, req: cluster_pb2.DirGroupRequest,
                           call: Call) -> client_pb2.GroupLeaveReply:
@@ -124,7 +124,7 @@ class Groups:
             await self.ctx.announce(cluster_pb2.CacheInvalidation(items=[
                 item for m in members
                 for item in caches.membership_changed(group_id, m, True).items]))
-        [info] = await self.ctx.db(self._infos, [row])
+        [info] = await self.ctx.db(self.infos, [row])
         return client_pb2.GroupSettingsReply(group=info)
 
     async def group_invite(self, req: cluster_pb2.DirGroupInviteRequest,
@@ -164,7 +164,7 @@ class Groups:
             cluster_pb2.GroupMemberIds(group_id=g, user_ids=found[g])
             for g in dict.fromkeys(req.group_ids) if found[g] is not None])
 
-    def _infos(self, rows: list[GroupRow]) -> list[client_pb2.GroupInfo]:
+    def infos(self, rows: list[GroupRow]) -> list[client_pb2.GroupInfo]:
         owners = account_rows.users(self.ctx.store, [r.owner for r in rows])
         return [client_pb2.GroupInfo(
             group_id=r.group_id, name=r.name, user_limit=r.user_limit, members=r.members,

@@ -29,6 +29,7 @@ from nodes.directory.friends import Friends
 from nodes.directory.groups import Groups
 from nodes.directory.options import DirectoryOptions
 from nodes.directory.revocation import Revocation
+from nodes.directory.social import Social
 from nodes.directory.throttle import LocalCounters, LoginThrottle, RedisCounters
 from nodes.directory.tokens import TokenSigner, signing_key
 from nodes.directory.user_admin import UserAdmin
@@ -80,6 +81,7 @@ class DirectoryNode(Node):
         groups = Groups(ctx, access, accounts)
         ends = Revocation(ctx)
         admin = UserAdmin(ctx, accounts)
+        social = Social(ctx, accounts, groups, ends, admin)
         handlers = {
             "Register": accounts.register, "Login": stats.counted_logins(accounts.login),
             "VerifyToken": accounts.verify_token, "VerifyTokens": accounts.verify_tokens,
@@ -96,6 +98,10 @@ class DirectoryNode(Node):
             "EndSessions": ends.end_sessions, "SetPassword": ends.set_password,
             "CheckTokens": ends.check_tokens, "Unlock": ends.unlock,
             "ListUsers": admin.list_users, "DeleteUser": admin.delete_user,
+            "RemoveFriend": social.remove_friend, "Block": social.block,
+            "Contacts": social.contacts, "GroupKick": social.group_kick,
+            "GroupOwner": social.group_owner, "ChangePassword": social.change_password,
+            "DeleteAccount": social.delete_account,
         }
         for name, method in DIRECTORY.items():
             self.rpc.register(method, handlers[name])

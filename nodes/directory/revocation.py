@@ -122,9 +122,17 @@ class Revocation:
         ctx = self.ctx
         if not await ctx.db(account_rows.users, ctx.store, [req.user_id]):
             raise RpcError(pb.NOT_FOUND, f"no user {req.user_id}")
-        pw_hash = await ctx.kdf("", passwords.hash_password, password, ctx.options.scrypt_n)
-        user = await ctx.db(self._new_password, req.user_id, pw_hash)
-        ctx.end_sessions([req.user_id], NEW_PASSWORD)
+        return await self.replace_password(req.user_id, password, "")
+
+    async def replace_password(self, user_id: int, password: str, addr: str,
+                               keep: cluster_pb2.SessionRef | None = None
+                               ) -> cluster_pb2.UserRecord:
+        """Store a new (valid) password: every token revoked, every session but `keep` ended.
+        `addr` is the client address the hash is counted against ("" for operators)."""
+        ctx = self.ctx
+        pw_hash = await ctx.kdf(addr, passwords.hash_password, password, ctx.options.scrypt_n)
+        user = await ctx.db(self._new_password, user_id, pw_hash)
+        ctx.end_sessions([user_id], NEW_PASSWORD, keep)
         return user
 
     def _new_password(self, user_id: int, pw_hash: str) -> cluster_pb2.UserRecord:

@@ -1,10 +1,10 @@
 """Operator work on whole accounts: list them in name order, and delete one.
 
 Role: the SQL of `soimctl user list` and `soimctl user delete` over shard_store — tables
-`account` (by name), `user` (by id), `token`, `friend` (by user id, one row per direction),
-`group`/`group_member`/`group_pass` (by group id) and `user_group` (by user id). Blocking: every
-function runs in a worker thread. Connections: shard_store's pools, one statement or one group
-transaction at a time.
+`account` (by name), `user` (by id), `token`, `friend` and `user_block` (by user id, one row
+per direction), `group`/`group_member`/`group_pass` (by group id) and `user_group` (by user id).
+Blocking: every function runs in a worker thread. Connections: shard_store's pools, one
+statement or one group transaction at a time.
 
 A deletion spans many shards and no transaction covers them, so its steps are ordered to be
 safe when cut short and finished by a repeat: tokens and the account name go first (nobody can
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nodes.directory import friend_rows, group_rows, token_rows
+from nodes.directory import block_rows, friend_rows, group_rows, token_rows
 from nodes.directory.sharded import transaction
 from schema import cluster_pb2
 from shard_store.shards import prefix_range
@@ -67,6 +67,7 @@ def delete(store: Store, user: cluster_pb2.UserRecord) -> Removed:
                       (row.friend_id, user_id))
         removed.friends.append(row.friend_id)
     store.execute("friend", user_id, "DELETE FROM {t} WHERE user_id = %s", (user_id,))
+    block_rows.forget(store, user_id)
     for group_id in group_rows.of_user(store, user_id):
         if _leave(store, group_id, user_id):
             removed.handed_over.append(group_id)

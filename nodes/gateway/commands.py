@@ -1,15 +1,17 @@
 """Client commands about people and groups: users, friends, add, search, group … .
 
 Role: each handler takes the user from the session (never from the request), asks the
-directory, fills in online state from the routers, and pushes notices to the other side where
-a command concerns them (a friend request — once a day at most —, an accepted request, a
-group invitation).
+directory, fills in online state from the routers (never of a user who has blocked the asker;
+OnlineUsers lists friends and members of shared groups unless asked for everyone), and pushes
+notices to the other side where a command concerns them (a friend request — once a day at most
+—, an accepted request, a group invitation).
 Peer sockets: none of its own; directories and routers are reached through `Upstream`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from fabric.methods import RpcError
@@ -39,24 +41,53 @@ class Commands:
 
     async def online_users(self, req: client_pb2.OnlineUsersRequest,
                            call: Call) -> client_pb2.OnlineUsersReply:
-        self._me(call)
+        me = self._me(call)
         limit = req.limit or ONLINE_PAGE_DEFAULT
         if limit > ONLINE_PAGE_MAX:
             raise RpcError(pb.INVALID_ARGUMENT, f"limit: at most {ONLINE_PAGE_MAX}")
-        ids, more = await self.upstream.online_users(req.cursor, limit)
-        users = await self.upstream.directory("Users", cluster_pb2.UserIds(user_ids=ids)) \
-            if ids else cluster_pb2.DirUsersReply()
+        contacts = await self.upstream.directory("Contacts", cluster_pb2.ContactsRequest(
+            user_id=me.user_id, blockers_only=req.everyone))
+        if req.everyone:
+            ids, more = await self.upstream.online_users(req.cursor, limit)
+        else:
+            ids, more = await self._online_among(contacts.contacts, req.cursor, limit)
+        hidden = set(contacts.blockers)
+        shown = [u for u in ids if u not in hidden]
+        users = await self.upstream.directory("Users", cluster_pb2.UserIds(user_ids=shown)) \
+            if shown else cluster_pb2.DirUsersReply()
         return client_pb2.OnlineUsersReply(
             users=[client_pb2.OnlineUser(user_id=u.user_id, account=u.account)
                    for u in users.users],
             next_cursor=ids[-1] if more and ids else 0)
 
+    async def _online_among(self, contacts: Sequence[int], cursor: int,
+                            limit: int) -> tuple[list[int], bool]:
+        """The first `limit` online users of `contacts` (ascending) above `cursor`, and whether
+        more are online; asks the routers about ONLINE_PAGE_MAX contacts at a time."""
+        rest = [u for u in contacts if u > cursor]
+        found: list[int] = []
+        for start in range(0, len(rest), ONLINE_PAGE_MAX):
+            chunk = rest[start:start + ONLINE_PAGE_MAX]
+            online = await self.upstream.online(chunk)
+            found += [u for u in chunk if u in online]
+            if len(found) > limit:
+                break
+        return found[:limit], len(found) > limit
+
+    async def blockers(self, user_id: int) -> set[int]:
+        """The users who have blocked `user_id`: they read as offline to it."""
+        reply = await self.upstream.directory("Contacts", cluster_pb2.ContactsRequest(
+            user_id=user_id, blockers_only=True))
+        return set(reply.blockers)
+
     async def friends(self, req: client_pb2.FriendsRequest, call: Call) -> client_pb2.FriendsReply:
         me = self._me(call)
-        reply = await self.upstream.directory("Friends", cluster_pb2.UserRef(user_id=me.user_id))
+        reply, hidden = await asyncio.gather(
+            self.upstream.directory("Friends", cluster_pb2.UserRef(user_id=me.user_id)),
+            self.blockers(me.user_id))
         online = await self.upstream.online(f.user_id for f in reply.friends)
         for friend in reply.friends:
-            friend.online = friend.user_id in online
+            friend.online = friend.user_id in online and friend.user_id not in hidden
         return reply
 
     async def add_friend(self, req: client_pb2.AddFriendRequest,
@@ -115,11 +146,14 @@ class Commands:
     async def group_users(self, req: client_pb2.GroupUsersRequest,
                           call: Call) -> client_pb2.GroupUsersReply:
         me = self._me(call)
-        reply = await self.upstream.directory(
-            "GroupUsers", cluster_pb2.DirGroupRequest(user_id=me.user_id, group_id=req.group_id))
+        reply, hidden = await asyncio.gather(self.upstream.directory(
+            "GroupUsers", cluster_pb2.DirGroupRequest(user_id=me.user_id, group_id=req.group_id)),
+            self.blockers(me.user_id))
         online = await self.upstream.online(m.user_id for m in reply.members)
         for member in reply.members:
-            member.online = member.user_id in online
+            member.online = member.user_id in online and member.user_id not in hidden
+            if member.user_id in hidden:
+                member.last_active_ms = 0
         return reply
 
     async def group_settings(self, req: client_pb2.GroupSettingsRequest,

@@ -1,9 +1,10 @@
 """Ending revoked sessions on a gateway: the SessionsEnd events of directories, and an audit.
 
 Role: when a directory disables, kicks or sets a new password for a user it publishes
-SessionsEnd (topic "end"); this gateway then ends every session of those users it holds (a
-NOTICE_SESSION_ENDED push saying why, the session removed and unbound, the connection dropped:
-`GatewayNode.end_session`). PUB/SUB is best effort, so every REVOCATION_AUDIT_INTERVAL_S the
+SessionsEnd (topic "end"); this gateway then ends every session of those users it holds, but
+the one the event says to keep (the session that changed the password): a NOTICE_SESSION_ENDED
+push saying why, the session removed and unbound, the connection dropped
+(`GatewayNode.end_session`). PUB/SUB is best effort, so every REVOCATION_AUDIT_INTERVAL_S the
 gateway also asks a directory (CheckTokens, at most 500 tokens a call) whether its sessions'
 tokens still hold and ends those that do not: a session whose event was lost acts at most that
 long. Peer sockets: none of its own — the node's events SUB (topic "end" of every directory)
@@ -37,8 +38,10 @@ EndSession = Callable[[bytes, client_pb2.Notice], None]
 class SessionEnder:
     """Ends the sessions of revoked users and tokens on one gateway."""
 
-    def __init__(self, sessions: SessionTable, upstream: Upstream, end_session: EndSession
-                 ) -> None:
+    def __init__(self, sessions: SessionTable, upstream: Upstream, end_session: EndSession,
+                 node_id: str = "") -> None:
+        self.node_id = node_id
+        """This gateway's id: a SessionsEnd may name one of its sessions to keep."""
         self.sessions = sessions
         self.upstream = upstream
         self._end_session = end_session
@@ -52,9 +55,12 @@ class SessionEnder:
         except envelope.EnvelopeError:
             log.warning("bad SessionsEnd from %s", env.header.sender)
             return
+        keep = ((ended.keep.gateway_id, ended.keep.session_id) if ended.HasField("keep")
+                else None)
         for user_id in ended.user_ids:
             for session in self.sessions.of_user(user_id):
-                self.end(session, ended.reason)
+                if keep != (self.node_id, session.identity):
+                    self.end(session, ended.reason)
 
     def end(self, session: Session, reason: str) -> None:
         """End one session with a NOTICE_SESSION_ENDED that says why."""
@@ -75,10 +81,10 @@ class SessionEnder:
         """Ask a directory about every session's token; end the sessions refused."""
         held = [s for s in self.sessions if s.token]
         for start in range(0, len(held), TOKENS_PER_CALL):
-            batch = held[start:start + TOKENS_PER_CALL]
+            batch = [(s, s.token) for s in held[start:start + TOKENS_PER_CALL]]
             reply = await self.upstream.directory("CheckTokens", cluster_pb2.DirTokensRequest(
-                tokens=[cluster_pb2.DirTokenRequest(token=s.token) for s in batch]))
-            for session, result in zip(batch, reply.results, strict=False):
+                tokens=[cluster_pb2.DirTokenRequest(token=token) for _, token in batch]))
+            for (session, token), result in zip(batch, reply.results, strict=False):
                 current = self.sessions.get(session.identity)
-                if result.code != pb.OK and current is session:
+                if result.code != pb.OK and current is session and session.token == token:
                     self.end(session, result.detail or "token revoked")
