@@ -31,14 +31,16 @@ from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD, RES
 from nodes.gateway.auth import AuthCommands
 from nodes.gateway.backlog import Backlogs
 from nodes.gateway.binding import RouteBinder
-from nodes.gateway.commands import Commands
 from nodes.gateway.connections import Connections
 from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
 from nodes.gateway.options import GatewayOptions
 from nodes.gateway.revocation import END_TOPIC, SessionEnder
+from nodes.gateway.searching import MessageSearch
 from nodes.gateway.send_batcher import SendBatcher
 from nodes.gateway.sessions import Session, SessionTable
+from nodes.gateway.social import Social
+from nodes.gateway.typing import TypingRelay
 from nodes.gateway.upstream import Upstream
 from nodes.router.api import DELIVERY_METHOD, delivery_topic
 from schema import client_pb2, cluster_pb2
@@ -83,7 +85,7 @@ class GatewayNode(Node):
         self.binder = RouteBinder(self.node_id, self.sessions, self.upstream, self._sync_hint)
         auth = AuthCommands(self.node_id, self.sessions, self.upstream, self.binder,
                             self.membership, self.options.max_sessions_per_user)
-        cmds = Commands(self.sessions, self.upstream)
+        cmds = Social(self.node_id, self.sessions, self.upstream)
         self.access = AccessCache(self.upstream)
         self.batcher = SendBatcher(self.node_id, self.access, self.upstream)
         msgs = Messaging(self.node_id, self.sessions, self.upstream, self.access, self.batcher)
@@ -96,15 +98,21 @@ class GatewayNode(Node):
             "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
             "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
             "GroupSettings": cmds.group_settings, "GroupInvite": cmds.group_invite,
+            "RemoveFriend": cmds.remove_friend, "Block": cmds.block, "Unblock": cmds.unblock,
+            "GroupKick": cmds.group_kick, "GroupOwner": cmds.group_owner,
+            "ChangePassword": cmds.change_password, "DeleteAccount": cmds.delete_account,
             "Send": msgs.send, "Sync": msgs.sync, "History": msgs.history,
             "Delivered": msgs.delivered, "Read": msgs.read,
             "GroupReadCounts": msgs.group_read_counts,
+            "Typing": TypingRelay(self.sessions, self.upstream, self.access).typing,
+            "SearchMessages": MessageSearch(self.sessions, self.upstream).search_messages,
         }
         for name, handler in handlers.items():
             self.clients.register(CLIENT[name], handler)
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
         self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
-        ender = SessionEnder(self.sessions, self.upstream, lambda i, n: self.end_session(i, n))
+        ender = SessionEnder(self.sessions, self.upstream, lambda i, n: self.end_session(i, n),
+                             self.node_id)
         self.subscriber.on(END_TOPIC, ender.on_event)
         self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
                                asyncio.ensure_future(self._expire_idle()),
