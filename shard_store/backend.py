@@ -230,6 +230,10 @@ class Database(ABC):
         """Idempotent DDL (CREATE … IF NOT EXISTS) for one physical table."""
 
     @abstractmethod
+    def add_column(self, conn: Conn, name: str, column: Column) -> None:
+        """Add `column` to physical table `name` unless it has it (ALTER TABLE … ADD COLUMN)."""
+
+    @abstractmethod
     def schema_lock(self, conn: Conn) -> AbstractContextManager[None]:
         """Serialise migrations across processes (MySQL GET_LOCK, SQLite write transaction)."""
 

@@ -53,6 +53,7 @@ from shard_store.backend import (
 from shard_store.schema import (
     MAX_BODY_CHARS,
     MAX_CLIENT_MSG_ID_CHARS,
+    MAX_MENTIONS_CHARS,
     MessageRow,
 )
 from shard_store.shards import ShardMap
@@ -67,9 +68,12 @@ def _check(row: MessageRow) -> None:
     """Reject a row that could never be stored, before it can poison a whole flush."""
     if type(row) is not MessageRow:
         raise TypeError(f"submit takes a MessageRow, got {type(row).__name__}")
-    conv_id, seq, msg_id, sender, cmid, ts, body = row
-    if not (type(conv_id) is type(seq) is type(msg_id) is type(sender) is type(ts) is int):
-        raise TypeError(f"ids, seq and ts must be int: {row[:4]} {ts!r}")
+    conv_id, seq, msg_id, sender, cmid, ts, body, kind, ref_seq, mentions = row
+    if not (type(conv_id) is type(seq) is type(msg_id) is type(sender) is type(ts) is type(kind)
+            is type(ref_seq) is int):
+        raise TypeError(f"ids, seq, ts, kind and ref_seq must be int: {row[:4]} {ts!r}")
+    if type(mentions) is not str or len(mentions) > MAX_MENTIONS_CHARS:
+        raise ValueError(f"mentions must be a str of at most {MAX_MENTIONS_CHARS} chars")
     if type(cmid) is not str or not 0 < len(cmid) <= MAX_CLIENT_MSG_ID_CHARS:
         raise ValueError(f"client_msg_id must be 1-{MAX_CLIENT_MSG_ID_CHARS} chars: {cmid!r}")
     if type(body) is not str or len(body) > MAX_BODY_CHARS:

@@ -20,8 +20,8 @@ from shard_store.store import Row, Store
 PAGE_ROWS = 1000
 """Rows per SELECT page and per load transaction."""
 
-DATA_TABLES = ("account", "user", "friend", "group", "group_name", "group_member", "user_group",
-               "group_rule", "group_pass", "conversation", "cursor", "message")
+DATA_TABLES = ("account", "user", "friend", "user_block", "group", "group_name", "group_member",
+               "user_group", "group_rule", "group_pass", "conversation", "cursor", "message")
 """What an export holds, in load order. Not `token`: sessions end, users log in again."""
 
 ID_TAGS = {"user": (("user", "user_id"),),

@@ -326,6 +326,11 @@ class MySQLDatabase(Database):
         body = ",\n  ".join(parts)
         return [f"CREATE TABLE IF NOT EXISTS `{name}` (\n  {body}\n) {self.table_options}"]
 
+    def add_column(self, conn: Conn, name: str, column: Column) -> None:
+        col, kind, dflt = column
+        conn.execute(f"ALTER TABLE `{name}` ADD COLUMN IF NOT EXISTS `{col}` {_TYPES[kind]} "
+                     "NOT NULL" + (f" DEFAULT {dflt}" if dflt else ""))
+
     @contextmanager
     def schema_lock(self, conn: Conn) -> Iterator[None]:
         name = f"soim_schema_{self.spec.database}"

@@ -9,11 +9,12 @@ on each database. No connections of its own: it borrows one from the database it
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from fabric.config import ConfigError
 from shard_store.backend import Column, Conn, Database, StoreError
+from shard_store.search_index import index_sql
 
 FRIEND_PENDING = "pending"
 FRIEND_ACCEPTED = "accepted"
@@ -23,6 +24,11 @@ DEFAULT_USER_LIMIT = 500
 MAX_BODY_CHARS = 4000
 MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_NAME_CHARS = 64
+MAX_MENTIONS = 10
+"""User ids a message may mention (stored comma-separated in a VARCHAR(255))."""
+MAX_MENTIONS_CHARS = 255
+KIND_TEXT, KIND_EDIT, KIND_RECALL = 0, 1, 2
+"""message.kind: client.proto MessageKind numbers."""
 
 
 class MessageRow(NamedTuple):
@@ -36,9 +42,15 @@ class MessageRow(NamedTuple):
     ts: int
     """Milliseconds since the epoch, stamped by the storage node."""
     body: str
+    kind: int = KIND_TEXT
+    """A message, or an edit or recall of the message `ref_seq`."""
+    ref_seq: int = 0
+    """The seq a message replies to, or an edit or recall changes (0: none)."""
+    mentions: str = ""
+    """User ids mentioned, comma-separated ('' for none)."""
 
 
-MESSAGE_KINDS = "iiiisis"
+MESSAGE_KINDS = "iiiisisiis"
 """Per column of MessageRow: i = int, s = str (for the statement builders)."""
 
 
@@ -96,8 +108,11 @@ member's history floor (the group's last seq when they joined); dropped when the
 USER_GROUP = Table("user_group", _cols("user_id id", "group_id id", "joined id"),
                    ("user_id", "group_id"), key="user_id")
 MESSAGE = Table("message", _cols("conv_id id", "seq id", "msg_id id", "sender id",
-                                 "client_msg_id name", "ts id", "body text"),
+                                 "client_msg_id name", "ts id", "body text", "kind int=0",
+                                 "ref_seq id=0", "mentions hash=''"),
                 ("conv_id", "seq"), key="conv_id", unique=(("conv_id", "sender", "client_msg_id"),))
+_MESSAGE_V2 = replace(MESSAGE, columns=MESSAGE.columns[:7])
+"""The message table as schema v2 created it; v6 added kind, ref_seq and mentions."""
 CONVERSATION = Table("conversation", _cols("conv_id id", "kind tag", "last_seq id=0",
                                            "created id"), ("conv_id",), key="conv_id")
 CURSOR = Table("cursor", _cols("user_id id", "conv_id id", "read_seq id=0", "delivered_seq id=0"),
@@ -107,13 +122,17 @@ ID_SEGMENT = Table("id_segment", _cols("biz_tag name", "max_id id=0", "step int"
 TOKEN = Table("token", _cols("user_id id", "nonce id", "expires id"), ("user_id", "nonce"),
               key="user_id")
 """Live session tokens: a signed token resumes only while its (user_id, nonce) row is here."""
+USER_BLOCK = Table("user_block", _cols("user_id id", "other_id id", "mine int", "created id"),
+                   ("user_id", "other_id", "mine"), key="user_id")
+"""Blocks, one row in each user's shard: (A, B, mine=1) A blocks B — the truth, read for sends
+and friend requests —; (B, A, mine=0) its mirror, B is blocked by A — read for presence."""
 STORE_META = Table("store_meta", _cols("k name", "v hash"), ("k",), key=None, every_db=True)
 SCHEMA_VERSION = Table("schema_version", _cols("version int", "description hash", "applied id"),
                        ("version",), key=None, every_db=True)
 
 TABLES = {t.name: t for t in (ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER,
                               GROUP_RULE, GROUP_PASS, USER_GROUP, MESSAGE, CONVERSATION, CURSOR,
-                              TOKEN)}
+                              TOKEN, USER_BLOCK)}
 """The sharded logical tables, by name."""
 
 
@@ -124,16 +143,26 @@ class Migration:
     version: int
     description: str
     tables: tuple[Table, ...]
+    searchable: tuple[Table, ...] = ()
+    """Tables whose physical tables get the full-text index of `search_index`."""
+    columns: tuple[tuple[Table, Column], ...] = ()
+    """Columns added to (sharded) tables of earlier migrations."""
 
 
 MIGRATIONS = (
     Migration(1, "store layout, accounts, users, friends, groups, id segments",
               (STORE_META, ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER, USER_GROUP,
                ID_SEGMENT)),
-    Migration(2, "messages, conversations, read cursors", (MESSAGE, CONVERSATION, CURSOR)),
+    Migration(2, "messages, conversations, read cursors", (_MESSAGE_V2, CONVERSATION, CURSOR)),
     Migration(3, "session tokens (revocation and rotation)", (TOKEN,)),
     Migration(4, "group visibility and history rules, invitations, history floors",
               (GROUP_RULE, GROUP_PASS)),
+    Migration(5, "user blocks", (USER_BLOCK,)),
+    Migration(6, "message kinds: edits, recalls, replies, mentions", (),
+              columns=tuple((MESSAGE, column) for column in MESSAGE.columns[7:])),
+    # after the columns: adding a column to a table with a FULLTEXT index rebuilds it
+    Migration(7, "full-text search index of message bodies (built over stored messages)", (),
+              searchable=(MESSAGE,)),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -147,7 +176,17 @@ def ddl(db: Database, migration: Migration, tables_per_db: int) -> list[str]:
         names = [f"{t.name}_{n}" for n in range(tables_per_db)] if t.key else [t.name]
         for name in names:
             out += db.create_table_sql(name, t.columns, t.primary, t.unique, t.index)
+    for t in migration.searchable:
+        for n in range(tables_per_db):
+            out += index_sql(db, f"{t.name}_{n}")
     return out
+
+
+def add_columns(db: Database, conn: Conn, migration: Migration, tables_per_db: int) -> None:
+    """Add the columns of `migration` to every physical table of theirs that lacks them."""
+    for t, column in migration.columns:
+        for n in range(tables_per_db):
+            db.add_column(conn, f"{t.name}_{n}", column)
 
 
 def schema_version(conn: Conn) -> int:
@@ -173,6 +212,7 @@ def migrate(db: Database, tables_per_db: int, db_count: int, target: int = LATES
             if current < m.version <= target:
                 for stmt in ddl(db, m, tables_per_db):
                     conn.execute(stmt)
+                add_columns(db, conn, m, tables_per_db)
                 conn.execute("INSERT INTO schema_version (version, description, applied) "
                              "VALUES (%s, %s, %s)", (m.version, m.description, _now_ms()))
                 current = m.version

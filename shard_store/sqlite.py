@@ -215,6 +215,13 @@ class SQLiteDatabase(Database):
                 f"({_names(cols)})" for cols in index]
         return out
 
+    def add_column(self, conn: Conn, name: str, column: Column) -> None:
+        col, kind, dflt = column
+        if any(row[1] == col for row in conn.query(f"PRAGMA table_info(`{name}`)", ())):
+            return
+        conn.execute(f"ALTER TABLE `{name}` ADD COLUMN `{col}` {_TYPES[kind]} NOT NULL"
+                     + (f" DEFAULT {dflt}" if dflt else ""))
+
     @contextmanager
     def schema_lock(self, conn: Conn) -> Iterator[None]:
         with conn.transaction():

@@ -65,7 +65,10 @@ def chat_message(row: MessageRow, sender_account: str, to_user: int = 0,
     """The client view of a stored row."""
     msg = client_pb2.ChatMessage(conv_id=row.conv_id, seq=row.seq, msg_id=row.msg_id,
                                  sender=row.sender, sender_account=sender_account,
-                                 body=row.body, ts_ms=row.ts, client_msg_id=row.client_msg_id)
+                                 body=row.body, ts_ms=row.ts, client_msg_id=row.client_msg_id,
+                                 kind=row.kind, ref_seq=row.ref_seq)
+    if row.mentions:
+        msg.mentions.extend(int(m) for m in row.mentions.split(","))
     if to_group:
         msg.to_group = to_group
     elif to_user:

@@ -4,9 +4,10 @@ Role: check each StoreItem (its shape, and that this node owns its conversation 
 else NOT_OWNER for that item; UNAVAILABLE while the writer's backlog is past MAX_BACKLOG), give
 the accepted ones message ids and a timestamp, and submit them to the sequencing batch writer
 in arrival order; answer the request once every item has committed or failed, one StoreResult
-per item in order. A retried send comes back as the row already stored: acked with that seq
-and msg_id and `duplicate` set. A failed write is UNAVAILABLE for its item (the gateway has the
-client retry with the same client_msg_id).
+per item in order. An item that refers to an earlier message (a reply, an edit, a recall) is
+checked against it first (`amends`). A retried send comes back as the row already stored:
+acked with that seq and msg_id and `duplicate` set. A failed write is UNAVAILABLE for its item
+(the gateway has the client retry with the same client_msg_id).
 Writer futures settle in the writer's threads; they are collected in a queue and handled on the
 event loop in one pass per wake-up, so one commit costs one loop wake-up, one ack batch per
 request, and one hand-off of its fresh messages to fan-out and cursors (`on_committed`).
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from fabric.rpc_server import Call
+from nodes.storage.amends import Amends
 from nodes.storage.fanout import Stored
 from nodes.storage.msg_ids import MsgIds
 from nodes.storage.people import People
@@ -34,7 +36,15 @@ from schema import cluster_pb2
 from schema import common_pb2 as pb
 from shard_store.backend import StoreError
 from shard_store.batch_writer import BatchWriter
-from shard_store.schema import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS, MessageRow
+from shard_store.schema import (
+    KIND_EDIT,
+    KIND_RECALL,
+    KIND_TEXT,
+    MAX_BODY_CHARS,
+    MAX_CLIENT_MSG_ID_CHARS,
+    MAX_MENTIONS,
+    MessageRow,
+)
 
 STORED = Counter("soim_storage_messages_stored_total", "Messages committed")
 DUPLICATES = Counter("soim_storage_duplicates_total",
@@ -71,8 +81,10 @@ class Intake:
     """The StoreBatch handler of one storage node."""
 
     def __init__(self, writer: BatchWriter, ids: MsgIds, owns: Callable[[int], bool],
-                 people: People, on_committed: Callable[[list[Stored]], None]) -> None:
+                 people: People, amends: Amends,
+                 on_committed: Callable[[list[Stored]], None]) -> None:
         self.writer = writer
+        self.amends = amends
         self.ids = ids
         self.owns = owns
         self.people = people
@@ -100,6 +112,30 @@ class Intake:
             REFUSED.labels(pb.ErrorCode.Name(code)).inc(n)
         if not accepted:
             return reply
+        if any(req.items[i].ref_seq for i in accepted):
+            return self._after_refs(req, reply, accepted)
+        return self._take_ids(req, reply, accepted)
+
+    async def _after_refs(self, req: cluster_pb2.StoreBatchRequest,
+                          reply: cluster_pb2.StoreBatchReply,
+                          accepted: list[int]) -> cluster_pb2.StoreBatchReply:
+        """Check the items that refer to earlier messages, then store those that may."""
+        refs = [i for i in accepted if req.items[i].ref_seq]
+        codes = await self.amends.check([req.items[i] for i in refs], int(time.time() * 1000))
+        refused: set[int] = set()
+        for i, code in zip(refs, codes, strict=True):
+            if code != pb.OK:
+                self._refuse(reply, [i], code)
+                refused.add(i)
+        accepted = [i for i in accepted if i not in refused]
+        if not accepted:
+            return reply
+        out = self._take_ids(req, reply, accepted)
+        return out if isinstance(out, cluster_pb2.StoreBatchReply) else await out
+
+    def _take_ids(self, req: cluster_pb2.StoreBatchRequest, reply: cluster_pb2.StoreBatchReply,
+                  accepted: list[int]) -> Reply:
+        """Give the accepted items message ids (now, or once a refill came) and submit them."""
         ids = self.ids.take_now(len(accepted))
         if ids is not None:
             return self._submit(req, reply, accepted, ids, self._loop.create_future())
@@ -115,10 +151,20 @@ class Intake:
                 or (which == "to_group" and item.to_group != item.conv_id)
                 or not 0 < len(item.client_msg_id) <= MAX_CLIENT_MSG_ID_CHARS):
             return pb.INVALID_ARGUMENT
+        if (item.kind not in (KIND_TEXT, KIND_EDIT, KIND_RECALL)
+                or (item.kind != KIND_TEXT and not item.ref_seq)
+                or len(item.mentions) > MAX_MENTIONS or not all(item.mentions)
+                or (item.mentions and not item.to_group)):
+            return pb.INVALID_ARGUMENT
+        if item.kind == KIND_RECALL:
+            return pb.INVALID_ARGUMENT if item.body else self._owned(item)
         if not item.body.strip():
             return pb.EMPTY_BODY
         if len(item.body) > MAX_BODY_CHARS:
             return pb.BODY_TOO_LONG
+        return self._owned(item)
+
+    def _owned(self, item: cluster_pb2.StoreItem) -> int:
         return pb.OK if self.owns(item.conv_id) else pb.NOT_OWNER
 
     def _submit(self, req: cluster_pb2.StoreBatchRequest, reply: cluster_pb2.StoreBatchReply,
@@ -127,7 +173,8 @@ class Intake:
         """Submit the accepted items in order; `done` gets the reply once all settled."""
         ts = int(time.time() * 1000)
         items = [req.items[i] for i in accepted]
-        rows = [MessageRow(it.conv_id, 0, msg_id, it.sender, it.client_msg_id, ts, it.body)
+        rows = [MessageRow(it.conv_id, 0, msg_id, it.sender, it.client_msg_id, ts, it.body,
+                           it.kind, it.ref_seq, ",".join(map(str, it.mentions)))
                 for it, msg_id in zip(items, ids, strict=True)]
         try:
             futures = self.writer.submit_many(rows)
@@ -205,6 +252,7 @@ class Intake:
             REFUSED.labels("UNAVAILABLE").inc(failed)
         if fresh:
             self.on_committed(fresh)
+            self.amends.committed(fresh)
 
 
 def _answer(done: asyncio.Future[cluster_pb2.StoreBatchReply],

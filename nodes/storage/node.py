@@ -3,7 +3,8 @@
 Role: own the conversations that hash to this node on the ring of live storage nodes
 (`fabric.ring.Ring` over conv_id, itself included) and serve the Storage rpcs of `api.STORAGE`:
 StoreBatch (`intake`: checked items, message ids, the sequencing batch writer, acks after
-COMMIT), History / Sync / GroupReadCounts (`reads`, from the database), Cursors (`cursors`).
+COMMIT), History / Sync / GroupReadCounts (`reads`, from the database), Search (`search`, the
+full-text index), Cursors (`cursors`).
 The writer's `Sequencer` (`sequencer`) stamps seqs and settles retried sends in the writer's
 builder thread; every ring change makes it start each conversation again from the database
 (`BatchWriter.resequence`), and the (conv_id, seq) primary key fails the flush of a racing
@@ -34,6 +35,7 @@ from fabric.node import Node
 from fabric.readiness import DbCheck, missing_roles, ping_store
 from fabric.ring import Ring
 from fabric.rpc_server import Call
+from nodes.storage.amends import Amends, edit_window_ms
 from nodes.storage.api import STORAGE
 from nodes.storage.cursors import Cursors
 from nodes.storage.fanout import Fanout, Stored
@@ -41,6 +43,7 @@ from nodes.storage.intake import Intake, Reply
 from nodes.storage.msg_ids import STEP, MsgIds
 from nodes.storage.people import INVALIDATION_TOPIC, People
 from nodes.storage.reads import Reads
+from nodes.storage.search import Search
 from nodes.storage.sequencer import Sequencer
 from nodes.storage.workers import Workers
 from schema import cluster_pb2
@@ -122,12 +125,15 @@ class StorageNode(Node):
         self.fanout = Fanout(self.membership, self.peers, people)
         self.fanout.start()
         self.cursors = Cursors(store, self.workers, self.fanout)
-        self.intake = Intake(writer, ids, self.owns, people, self._committed)
+        amends = Amends(store, self.workers, edit_window_ms(self.cfg.extra))
+        self.intake = Intake(writer, ids, self.owns, people, amends, self._committed)
         reads = Reads(store, self.workers, people)
+        search = Search(store, self.workers, people)
         for name, handler in (("StoreBatch", self._store_batch),
                               ("History", reads.history), ("Sync", reads.sync),
                               ("Cursors", self.cursors.cursors),
-                              ("GroupReadCounts", reads.group_read_counts)):
+                              ("GroupReadCounts", reads.group_read_counts),
+                              ("Search", search.search)):
             self.rpc.register(STORAGE[name], handler)
         self.subscriber.on(INVALIDATION_TOPIC, people.invalidated)
         BACKLOG.set_function(lambda: writer.backlog)

@@ -19,7 +19,7 @@ from shard_store.store import Store
 
 MAX_TERMS = 200
 """Keys per statement (UNION ALL branches, IN lists, VALUES rows)."""
-MESSAGE_COLUMNS = "conv_id, seq, msg_id, sender, client_msg_id, ts, body"
+MESSAGE_COLUMNS = "conv_id, seq, msg_id, sender, client_msg_id, ts, body, kind, ref_seq, mentions"
 
 Key = tuple[int, int, str]
 """A message's unique key: (conv_id, sender, client_msg_id)."""

@@ -94,7 +94,8 @@ class Faults:
                                    password=spec.password, database=spec.database)
             try:
                 with conn.cursor() as cur:
-                    cur.execute(f"INSERT INTO `{loc.table}` VALUES (%s,%s,0,0,'stall',0,'')",
+                    cur.execute(f"INSERT INTO `{loc.table}` (conv_id, seq, msg_id, sender, "
+                                "client_msg_id, ts, body) VALUES (%s,%s,0,0,'stall',0,'')",
                                 (row.conv_id, row.seq))
                 yield
             finally:

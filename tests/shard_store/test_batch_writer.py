@@ -300,7 +300,8 @@ def test_sequencing_writer_fails_a_flush_on_a_key_conflict_as_a_whole(store: Sto
     seq = CountingSequencer()
     with BatchWriter(store, max_rows=64, max_ms=5, sequencer=seq) as writer:
         assert writer.submit(unsequenced(5, "a")).result(10).seq == 1
-        store.execute("message", 5, "INSERT INTO {t} VALUES (5, 2, 99, 8, 'theirs', 0, 'x')")
+        store.execute("message", 5, "INSERT INTO {t} (conv_id, seq, msg_id, sender, client_msg_id, "
+                      "ts, body) VALUES (5, 2, 99, 8, 'theirs', 0, 'x')")
         futs = writer.submit_many([unsequenced(5, "b"), unsequenced(5, "c")])
         for fut in futs:
             with pytest.raises(FlushFailed):

@@ -7,7 +7,8 @@ import pytest
 
 from fabric.config import ConfigError
 from shard_store import LATEST, TABLES, StoreError
-from shard_store.schema import MIGRATIONS, ddl, migrate, schema_version
+from shard_store.batch_writer import BatchWriter
+from shard_store.schema import KIND_EDIT, MIGRATIONS, MessageRow, ddl, migrate, schema_version
 from shard_store.store import Store
 from tests.shard_store.conftest import schema_snapshot
 
@@ -63,3 +64,21 @@ def test_changed_shard_count_is_refused(store: Store, db_url: str) -> None:
     with pytest.raises(ConfigError) as err:
         Store.open(db_url, 16)
     assert err.value.var == "SOIM_SHARDS" and "re-sharding" in str(err.value)
+
+
+def test_messages_of_v5_gain_kind_ref_seq_and_mentions(db_url: str) -> None:
+    """v6 adds columns to every message table: older rows read as plain messages, new ones
+    keep their kind, the seq they refer to and their mentions; migrating again changes
+    nothing."""
+    with Store.open(db_url, 8, target_version=5) as old:
+        old.execute("message", 5, "INSERT INTO {t} (conv_id, seq, msg_id, sender, "
+                    "client_msg_id, ts, body) VALUES (5, 1, 51, 7, 'a', 0, 'before')")
+    with Store.open(db_url, 8) as new:
+        assert new.schema_versions() == [LATEST]
+        with BatchWriter(new) as writer:
+            writer.submit(MessageRow(5, 2, 52, 7, "b", 1, "after", KIND_EDIT, 1, "7,8")).result(10)
+        assert new.query("message", 5, "SELECT seq, kind, ref_seq, mentions FROM {t} "
+                         "WHERE conv_id = 5 ORDER BY seq") == [(1, 0, 0, ""), (2, 1, 1, "7,8")]
+        with new.home.connection() as conn:
+            migrate(new.home, 8, 1)
+            assert schema_version(conn) == LATEST
