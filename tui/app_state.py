@@ -9,13 +9,17 @@ change is applied by a method here; the app draws from it. No sockets, no termin
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 
 from schema import client_pb2
+from tui import message_view
 from tui.commands import Target
 
 CONSOLE_LINES = 500
+STATUS_TTL_S = 10.0
+"""How long the status line shows what it was told (then it is blank again)."""
 
 
 @dataclass
@@ -30,10 +34,16 @@ class Entry:
     read_seq: int = 0
     peer_read_seq: int = 0
     peer_delivered_seq: int = 0
+    mention_seq: int = 0          # the newest message that mentions me
 
     @property
     def unread(self) -> int:
         return max(0, self.last_seq - self.read_seq)
+
+    @property
+    def mentioned(self) -> bool:
+        """A message I have not read mentions me (unread even when the conversation is muted)."""
+        return self.mention_seq > self.read_seq
 
 
 @dataclass
@@ -51,22 +61,40 @@ class Thread:
     """The loaded part of one conversation."""
 
     messages: dict[int, client_pb2.ChatMessage] = field(default_factory=dict)
+    seqs: list[int] = field(default_factory=list)         # the keys of messages, ascending
     pending: list[Pending] = field(default_factory=list)
     members: int = 0                                      # groups: for read counts
     counts: dict[int, client_pb2.SeqReadCount] = field(default_factory=dict)
     fetched: bool = False                                 # the newest page was asked for
     loading: bool = False                                 # an older page is being fetched
+    newer_missing: bool = False                           # a jump loaded a page mid-way
+    unread_from: int = 0                                  # where "new messages" goes (0: none)
+    marked: int = 0                                       # the seq a search jumped to
+    amends: dict[int, client_pb2.ChatMessage] = field(default_factory=dict)  # see message_view
 
     @property
     def oldest(self) -> int:
-        return min(self.messages, default=0)
+        return self.seqs[0] if self.seqs else 0
 
     @property
     def newest(self) -> int:
-        return max(self.messages, default=0)
+        return self.seqs[-1] if self.seqs else 0
+
+    def put(self, msg: client_pb2.ChatMessage) -> None:
+        """Keep `msg` (a second copy of a seq replaces the first)."""
+        if msg.seq not in self.messages:
+            bisect.insort(self.seqs, msg.seq)
+        self.messages[msg.seq] = msg
+
+    def reset(self, messages: list[client_pb2.ChatMessage]) -> None:
+        """Hold only `messages` (a page somewhere in the conversation)."""
+        self.messages.clear()
+        self.seqs.clear()
+        for msg in messages:
+            self.put(msg)
 
     def ordered(self) -> list[client_pb2.ChatMessage]:
-        return [self.messages[s] for s in sorted(self.messages)]
+        return [self.messages[s] for s in self.seqs]
 
 
 class Model:
@@ -80,12 +108,25 @@ class Model:
         self.threads: dict[int, Thread] = {}
         self.open_conv = 0                # 0: the console
         self.console: list[str] = []
-        self.status = ""
+        self.muted: set[int] = set()      # conversations without notifications
+        self._status = ""
         self.status_is_error = False
+        self.typing: dict[int, dict[str, float]] = {}   # conv -> account -> shown until
+        self._status_at = 0.0
 
     # ---- console and status
     def say(self, text: str, error: bool = False) -> None:
-        self.status, self.status_is_error = text, error
+        self._status, self.status_is_error = text, error
+        self._status_at = time.monotonic()
+
+    @property
+    def status(self) -> str:
+        """What the status line shows now: the last thing said, for STATUS_TTL_S."""
+        return self._status if self.status_expires_in() > 0 else ""
+
+    def status_expires_in(self) -> float:
+        """Seconds until the status line's text expires (<= 0: it has)."""
+        return self._status_at + STATUS_TTL_S - time.monotonic() if self._status else 0.0
 
     def log(self, lines: list[str]) -> None:
         self.console += lines
@@ -101,6 +142,10 @@ class Model:
         return next((e for e in self.entries.values() if e.target == target), None)
 
     def set_friends(self, friends: list[client_pb2.Friend]) -> None:
+        mine = {f.conv_id for f in friends if f.state == client_pb2.FRIEND_STATE_ACCEPTED}
+        for conv_id in [c for c, e in self.entries.items() if not e.target.group
+                        and c not in mine]:
+            del self.entries[conv_id]  # no longer friends
         for f in friends:
             if f.state == client_pb2.FRIEND_STATE_ACCEPTED and f.conv_id:
                 entry = self.ensure(f.conv_id, Target(f.user_id), f.nickname or f.account)
@@ -155,7 +200,13 @@ class Model:
         if mine:  # storing my message moved my cursors there
             entry.read_seq = max(entry.read_seq, msg.seq)
         thread = self.thread(msg.conv_id)
-        thread.messages[msg.seq] = msg
+        if not thread.newer_missing or msg.seq <= thread.newest + 1:  # else: a later page's
+            thread.put(msg)
+        if message_view.is_event(msg):
+            message_view.fold(thread.amends, msg)
+        if self.me is not None and message_view.mentions_me(msg, self.me.user_id):
+            entry.mention_seq = max(entry.mention_seq, msg.seq)
+        self.typing.get(msg.conv_id, {}).pop(msg.sender_account, None)  # it came
         thread.pending = [p for p in thread.pending if p.client_msg_id != msg.client_msg_id]
         return not known
 
@@ -163,14 +214,29 @@ class Model:
         self.thread(conv_id).pending.append(Pending(client_msg_id, body,
                                                     int(time.time() * 1000)))
 
-    def acked(self, target: Target, ack: client_pb2.SendAck, body: str) -> None:
+    def acked(self, target: Target, ack: client_pb2.SendAck, body: str,
+              kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
+              ref_seq: int = 0, mentions: tuple[int, ...] = ()) -> None:
         """My message to `target` is stored: it takes its seq among the others."""
         assert self.me is not None
         to = {"to_group": target.id} if target.group else {"to_user": target.id}
         self.add_message(client_pb2.ChatMessage(
             conv_id=ack.conv_id, seq=ack.seq, msg_id=ack.msg_id, sender=self.me.user_id,
             sender_account=self.me.account, body=body, ts_ms=ack.ts_ms,
-            client_msg_id=ack.client_msg_id, **to))
+            client_msg_id=ack.client_msg_id, kind=kind, ref_seq=ref_seq, mentions=mentions,
+            **to))
+
+    # ---- typing
+    def set_typing(self, conv_id: int, account: str, until: float) -> None:
+        """`account` is typing in `conv_id`: show it until `until` (monotonic)."""
+        self.typing.setdefault(conv_id, {})[account] = until
+
+    def typists(self, conv_id: int, now: float) -> list[str]:
+        """Who is typing in `conv_id` now (expired ones are dropped), by account."""
+        shown = self.typing.get(conv_id, {})
+        for account in [a for a, until in shown.items() if until <= now]:
+            del shown[account]
+        return sorted(shown)
 
     def failed(self, conv_id: int, client_msg_id: str, error: str) -> None:
         for p in self.thread(conv_id).pending:

@@ -20,7 +20,7 @@ from docopt import DocoptExit, docopt
 from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
-from tui import names
+from tui import cmd_messages, cmd_social, names
 from tui.session import ClientSession
 
 USAGES: dict[str, str] = {
@@ -33,37 +33,76 @@ USAGES: dict[str, str] = {
             "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
     "msg": "Usage: msg WHO TEXT...\n\nWHO is a friend (account name or user id) or a group "
            "(#NAME or g:GROUP_ID).",
-    "users": "Usage: users",
+    "users": "Usage: users [--all]\n\nOptions:\n"
+             "  --all  everyone online, not only my friends and the members of my groups",
     "friends": "Usage: friends",
     "group": "Usage:\n  group\n  group create NAME... [--invite-only] [--all-history]\n"
              "  group search PREFIX\n  group join GROUP_ID\n  group leave GROUP_ID\n"
-             "  group users [GROUP_ID]\n  group invite GROUP_ID USER_ID\n\nOptions:\n"
+             "  group users [GROUP_ID]\n  group invite GROUP_ID USER_ID\n"
+             "  group kick GROUP_ID USER\n  group owner GROUP_ID USER\n\nOptions:\n"
              "  --invite-only  only users I invite may join; search shows it to members only\n"
              "  --all-history  members read messages from before they joined too",
-    "search": "Usage: search -u PREFIX\n\nOptions:\n  -u PREFIX  account prefix",
+    "search": "Usage:\n  search -u PREFIX\n  search --more\n  search WORDS...\n\n"
+              "WORDS: my messages holding every word (each starts a word of the message), "
+              "newest first and numbered; jump N opens one.\n\nOptions:\n"
+              "  -u PREFIX  users whose account starts with PREFIX\n"
+              "  --more     the next page of the last message search",
+    "jump": "Usage: jump N\n\nOpen the conversation of result N of the last search, at that "
+            "message.",
+    "mute": "Usage: mute [TARGET]\n\nNo bell and no title count for TARGET (a friend or a "
+            "#group; default: the open conversation), except a message that mentions me.",
+    "unmute": "Usage: unmute [TARGET]\n\nTARGET: a friend or a #group (default: the open "
+              "conversation).",
     "add": "Usage:\n  add USER\n  add -u USER_ID\n\nUSER is an account name or a user id.\n\n"
            "Options:\n  -u USER_ID  the user to befriend (or accept)",
     "me": "Usage: me",
     "history": "Usage: history [-n N]\n\nOptions:\n  -n N  how many messages [default: 20]",
+    "edit": "Usage: edit TEXT...\n\nedit [SEQ] TEXT: new text for my message SEQ (12 or #12) "
+            "of the open conversation; without SEQ, my newest one.",
+    "recall": "Usage: recall [SEQ]\n\nWithdraw my message SEQ of the open conversation "
+              "(without SEQ, my newest one): everyone sees \"message recalled\".",
+    "reply": "Usage: reply TEXT...\n\nreply [SEQ] TEXT: answer message SEQ of the open "
+             "conversation, quoting it; without SEQ, the newest message of someone else.",
     "open": "Usage: open TARGET\n\nTARGET is a friend (account name or user id) or a group "
             "(#NAME or g:GROUP_ID).",
     "help": "Usage: help [COMMAND]",
     "exit": "Usage: exit",
+    "logout": "Usage: logout",
+    "unfriend": "Usage: unfriend USER\n\nUSER is an account name or a user id.",
+    "decline": "Usage: decline USER\n\nUSER is an account name or a user id.",
+    "block": "Usage: block USER\n\nUSER is an account name or a user id.",
+    "unblock": "Usage: unblock USER\n\nUSER is an account name or a user id.",
+    "passwd": "Usage: passwd OLD_PASSWORD NEW_PASSWORD",
+    "delete-account": "Usage: delete-account -p PASSWORD [--yes]\n\nOptions:\n"
+                      "  -p PASSWORD  my password\n  --yes        really delete the account",
 }
 """The grammar: the usage string of every command, by name."""
 
 SUMMARY: dict[str, str] = {
     "login": "log in", "register": "create an account and log in",
-    "send": "send to a friend or a group", "users": "users online now",
+    "send": "send to a friend or a group",
+    "users": "friends and members of my groups online now",
     "friends": "my friends and friend requests", "group": "my groups; create, search, join, "
-    "leave, members", "search": "users by account prefix", "add": "ask for (or accept) a friend",
+    "leave, members, invite, kick, hand over",
+    "search": "search my messages for words (or users by account prefix)",
+    "jump": "open a search result's conversation at that message",
+    "mute": "no notifications from a conversation", "unmute": "notifications again",
+    "add": "ask for (or accept) a friend",
+    "edit": "change the text of my message", "recall": "withdraw my message",
+    "reply": "answer a message, quoting it",
     "me": "who I am", "history": "recent messages of the open conversation",
     "open": "open a conversation with a friend or a #group",
     "help": "this list; help COMMAND: its usage", "msg": "send to a friend or a #group",
     "exit": "quit",
+    "logout": "log out; the remembered login ends (its token stops working) and is forgotten",
+    "unfriend": "end a friendship (or withdraw a request)",
+    "decline": "decline a friend request", "block": "refuse someone's messages and requests, "
+    "and look offline to them", "unblock": "lift a block",
+    "passwd": "change my password (my other sessions end)",
+    "delete-account": "delete my account for good",
 }
 
-SENDS = ("send", "msg")
+SENDS = ("send", "msg", "edit", "recall", "reply")
 """The commands that send a message (each needs a client_msg_id)."""
 
 USER_ID_MAX = (1 << 64) - 1
@@ -143,6 +182,9 @@ class Sent:
     ack: client_pb2.SendAck
     target: Target
     body: str
+    kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT
+    ref_seq: int = 0                   # the message edited, recalled or replied to
+    mentions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,10 +205,24 @@ class History:
 
 
 @dataclass(frozen=True)
+class Found:
+    """A page of message search results, newest first, numbered from `first`."""
+
+    query: str
+    messages: list[client_pb2.ChatMessage]
+    more: bool
+    first: int = 1
+
+
+@dataclass(frozen=True)
 class Help:
     """The usage of every command."""
 
     lines: list[str]
+
+
+class LoggedOut(Info):
+    """The session ended at the user's request; the remembered login is gone."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +230,7 @@ class Bye:
     """The user asked to quit."""
 
 
-Result = Table | Info | Failure | LoggedIn | Sent | Opened | History | Help | Bye
+Result = Table | Info | Failure | LoggedIn | Sent | Opened | History | Found | Help | Bye
 
 
 # ---- parsing
@@ -304,11 +360,19 @@ async def _run(cmd: Command, session: ClientSession, current: Target | None,
                 await resolve(session, a["-g"] or a["-u"], group=bool(a["-g"]))
             return await send(session, to, " ".join(a["TEXT"]), client_msg_id)
         case "users":
-            return await _users(session)
+            return await _users(session, a["--all"])
         case "friends":
-            return _friends_table((await session.friends()).friends)
+            return _friends_table(await session.friends())
         case "group":
             return await _group(a, session, current)
+        case "search" if a["WORDS"]:
+            query = " ".join(a["WORDS"])
+            page = await session.search_messages(query)
+            return Found(query, list(page.messages), page.more)
+        case "search" if a["--more"]:  # the client keeps the search (tui.message_search)
+            return Failure("search --more continues this client's last search WORDS")
+        case "jump" | "mute" | "unmute":
+            return Failure(f"{cmd.name} works in the full-screen soim")
         case "search":
             found = (await session.search_users(a["-u"])).users
             return Table(("uid", "account", "nickname"),
@@ -326,8 +390,20 @@ async def _run(cmd: Command, session: ClientSession, current: Target | None,
             return await _history(session, current, a["-n"])
         case "open":
             return await open_target(session, await resolve(session, a["TARGET"]))
+        case "edit" | "recall" | "reply":
+            return await _amend(cmd.name, a, session, current, client_msg_id)
         case "help":
             return Help(help_of(a["COMMAND"]) if a["COMMAND"] else help_lines())
+        case name if name in cmd_social.RELATIONS:
+            return Info(await cmd_social.relation(name, session, a["USER"]))
+        case "passwd":
+            return Info(await cmd_social.passwd(session, a["OLD_PASSWORD"], a["NEW_PASSWORD"]))
+        case "delete-account":
+            said = await cmd_social.delete_account(session, a["-p"], a["--yes"])
+            return LoggedOut(said) if a["--yes"] else Info(said)
+        case "logout":
+            await session.logout()
+            return LoggedOut("logged out; the remembered login is forgotten")
         case _:
             return Bye()
 
@@ -348,19 +424,28 @@ def refusal(code: int, to: Target) -> str:
     return text[:1].upper() + text[1:]
 
 
-async def send(session: ClientSession, to: Target, body: str, client_msg_id: str = "") -> Sent:
-    """Send `body` to a friend or group; Sent once it is stored. A refusal says why in words
-    naming `to` (the code stays)."""
+async def send(session: ClientSession, to: Target, body: str, client_msg_id: str = "",
+               kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
+               ref_seq: int = 0) -> Sent:
+    """Send `body` to a friend or group (an edit or recall of, or a reply to, `ref_seq` with
+    `kind`; a group's @account members mentioned); Sent once it is stored. A refusal says why
+    in words naming `to` (the code stays)."""
+    mentions: list[int] = []
     try:
         if to.group:
-            ack = await session.send(body, to_group=to.id, client_msg_id=client_msg_id)
+            mentions = await cmd_messages.mentions(session, to.id, body)
+            ack = await session.send(body, to_group=to.id, client_msg_id=client_msg_id,
+                                     kind=kind, ref_seq=ref_seq, mentions=mentions)
         else:
-            ack = await session.send(body, to_user=to.id, client_msg_id=client_msg_id)
+            ack = await session.send(body, to_user=to.id, client_msg_id=client_msg_id,
+                                     kind=kind, ref_seq=ref_seq)
     except RpcError as err:
+        if ref_seq:
+            raise cmd_messages.refusal(err, ref_seq) from None
         if (err.code, to.group) in REFUSALS and not err.detail:
             raise RpcError(err.code, refusal(err.code, to)) from None
         raise
-    return Sent(ack, to, body)
+    return Sent(ack, to, body, kind, ref_seq, tuple(mentions))
 
 
 async def open_target(session: ClientSession, to: Target) -> Result:
@@ -381,11 +466,12 @@ def me_too(session: ClientSession, to: Target) -> bool:
     return not to.group and session.user is not None and session.user.user_id == to.id
 
 
-async def _users(session: ClientSession) -> Table:
+async def _users(session: ClientSession, everyone: bool) -> Table:
     rows: list[tuple[str, ...]] = []
     cursor = 0
     for _ in range(100):  # at most 100 pages of 100
-        page = await session.online_users(cursor=cursor, limit=100)
+        page = await session.call("OnlineUsers", client_pb2.OnlineUsersRequest(
+            cursor=cursor, limit=100, everyone=everyone))
         rows += [(str(u.user_id), u.account) for u in page.users]
         cursor = page.next_cursor
         if not cursor:
@@ -393,11 +479,15 @@ async def _users(session: ClientSession) -> Table:
     return Table(("uid", "account"), rows)
 
 
-def _friends_table(friends: list[client_pb2.Friend]) -> Table:
+def _friends_table(reply: client_pb2.FriendsReply) -> Table:
     state = {client_pb2.FRIEND_STATE_OUTGOING: "request sent",
              client_pb2.FRIEND_STATE_INCOMING: "wants to add you"}
+    blocked = {u.user_id for u in reply.blocked}
     rows = [(str(f.user_id), f.account, f.nickname,
-             state.get(f.state, "online" if f.online else "offline")) for f in friends]
+             "blocked" if f.user_id in blocked else
+             state.get(f.state, "online" if f.online else "offline")) for f in reply.friends]
+    rows += [(str(u.user_id), u.account, u.nickname, "blocked") for u in reply.blocked
+             if u.user_id not in {f.user_id for f in reply.friends}]
     return Table(("uid", "account", "nickname", "online"), rows)
 
 
@@ -422,6 +512,8 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
     if a["join"]:
         g = (await session.group_join((await names.group(session, a["GROUP_ID"]))[0])).group
         return Info(f"joined group {g.name} gid={g.group_id} ({g.members}/{g.user_limit})")
+    if a["kick"] or a["owner"]:
+        return Info(await cmd_social.group_member(session, a["kick"], a["GROUP_ID"], a["USER"]))
     if a["leave"]:
         gid, label = await names.group(session, a["GROUP_ID"])
         await session.group_leave(gid)
@@ -444,6 +536,21 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
     return Table(("gid", "name", "limit", "members/limit", "owner", "created"),
                  [(str(g.group_id), g.name, str(g.user_limit), f"{g.members}/{g.user_limit}",
                    g.owner_account or str(g.owner), stamp(g.created_ms)) for g in mine])
+
+
+async def _amend(name: str, a: dict[str, Any], session: ClientSession, current: Target | None,
+                 client_msg_id: str) -> Result:
+    """edit, recall or reply in the open conversation."""
+    if current is None:
+        return Failure(f"{name}: no open conversation: open NAME or open #GROUP first")
+    opened = await open_target(session, current)
+    if not isinstance(opened, Opened):
+        return opened
+    try:
+        kind, seq, body = await cmd_messages.plan(name, a, session, opened.conv_id)
+    except cmd_messages.NoMessage as err:
+        return Failure(str(err), USAGES[name])
+    return await send(session, current, body, client_msg_id, kind, seq)
 
 
 async def _history(session: ClientSession, current: Target | None, n: str) -> Result:

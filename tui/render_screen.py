@@ -4,7 +4,9 @@ Role: turn the `Model` and the `LineEditor` into one frame of terminal output fo
 terminal size (asked of blessed at every frame, so a resize just draws anew). The sidebar lists
 friends (● online, ○ offline) and groups (#) with unread counts; the pane shows the open
 conversation — time, sender, text, and for my messages the mark (… sending, ✓ sent,
-✓✓ delivered, ✓✓ read; groups: read n/m) — or the console of command output. No sockets.
+✓✓ delivered, ✓✓ read; groups: read n/m), edited text marked "(edited)", "message recalled",
+a reply's quoted excerpt above it, and who is typing in the title — or the console of command
+output. No sockets.
 
     ┌ header: me, gateway, connection ───────────────────┐
     │ sidebar │ title of the open conversation           │
@@ -21,14 +23,16 @@ from dataclasses import dataclass
 
 from blessed import Terminal
 
+from tui import message_view
 from tui.app_input import LineEditor
 from tui.app_state import Model, Pending
 from tui.render_text import entry_host
 
 SIDEBAR_MAX = 28
 INDENT = " " * 6
-_SECRET = re.compile(r"^(\s*/(?:login|register)\b.*?-p\s*)"
+_SECRET = re.compile(r"^(\s*/(?:login|register|delete-account)\b.*?-p\s*)"
                      r"(\"[^\"]*\"?|'[^']*'?|\S+)")  # a quoted password is one word
+_PASSWD = re.compile(r"^(\s*/passwd\s)(.*)")
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def frame(term: Terminal, model: Model, editor: LineEditor, scroll: int) -> Fram
     side = min(SIDEBAR_MAX, width // 4)
     pane_w = width - side - 1
     rows = height - 4  # header, pane title, status, input
-    lines = pane_lines(term, model, pane_w)
+    lines, complete = pane_lines(term, model, pane_w, rows + max(scroll, 0) + 1)
     scroll = max(0, min(scroll, len(lines) - rows))
     shown = lines[max(0, len(lines) - rows - scroll):len(lines) - scroll]
     out = [term.home, term.move_xy(0, 0), term.reverse(term.ljust(term.truncate(
@@ -64,7 +68,7 @@ def frame(term: Terminal, model: Model, editor: LineEditor, scroll: int) -> Fram
     text_x, visible = input_view(editor, width - 2)
     out.append(term.move_xy(0, height - 1) + term.ljust("> " + visible, width))
     out.append(term.move_xy(2 + text_x, height - 1))
-    return Frame("".join(out), scroll, at_top=len(lines) - scroll <= rows)
+    return Frame("".join(out), scroll, at_top=complete and len(lines) - scroll <= rows)
 
 
 def header(model: Model) -> str:
@@ -84,13 +88,19 @@ def sidebar_lines(term: Terminal, model: Model, width: int) -> list[str]:
     lines.append(term.bold(" Friends"))
     for e in friends:
         dot = term.green("●") if e.online else "○"
-        lines.append(_row(term, f" {dot} {e.title}", _unread(model, e.conv_id, e.unread), width,
+        lines.append(_row(term, f" {dot} {e.title}{_muted(model, e.conv_id)}",
+                          _unread(model, e.conv_id, e.unread), width,
                           model.open_conv == e.conv_id))
     lines.append(term.bold(" Groups"))
     for e in groups:
-        lines.append(_row(term, f" # {e.title}", _unread(model, e.conv_id, e.unread), width,
+        lines.append(_row(term, f" # {e.title}{_muted(model, e.conv_id)}",
+                          _unread(model, e.conv_id, e.unread), width,
                           model.open_conv == e.conv_id))
     return lines
+
+
+def _muted(model: Model, conv_id: int) -> str:
+    return " (muted)" if conv_id in model.muted else ""
 
 
 def _unread(model: Model, conv_id: int, unread: int) -> int:
@@ -110,28 +120,83 @@ def pane_title(model: Model) -> str:
         return " console — /help lists the commands; Tab switches conversation"
     if entry.target.group:
         members = model.thread(entry.conv_id).members
-        return f" # {entry.title} (g:{entry.target.id}) · {members} members"
+        return f" # {entry.title} (g:{entry.target.id}) · {members} members" + _typing(
+            model, entry.conv_id)
     state = "online" if entry.online else "offline"
-    return f" {entry.title} (uid {entry.target.id}) · {state}"
+    return f" {entry.title} (uid {entry.target.id}) · {state}" + _typing(model, entry.conv_id)
 
 
-def pane_lines(term: Terminal, model: Model, width: int) -> list[str]:
-    """Every line of the open view, wrapped to `width`."""
+def _typing(model: Model, conv_id: int) -> str:
+    """' · bob is typing…' while someone types in the conversation."""
+    who = model.typists(conv_id, time.monotonic())
+    if not who:
+        return ""
+    return f" · {', '.join(who)} {'is' if len(who) == 1 else 'are'} typing…"
+
+
+def pane_lines(term: Terminal, model: Model, width: int,
+               need: int = 1 << 62) -> tuple[list[str], bool]:
+    """The last lines of the open view, wrapped to `width`: at least `need` of them when there
+    are that many (the rest is not drawn at all), and whether they are all there are. A
+    conversation shows a date line where the day changes, "new messages" above the first one
+    that was unread when it was opened, and the message a search jumped to highlighted."""
     if model.open_conv not in model.entries:
-        return [w for line in model.console for w in (term.wrap(line, width) or [""])]
+        return [w for line in model.console for w in (term.wrap(line, width) or [""])], True
     thread = model.thread(model.open_conv)
-    out: list[str] = []
-    if thread.oldest > 1:
-        out.append(term.dim("  ⇞ PgUp loads older messages"))
     me = model.me.user_id if model.me is not None else 0
-    for msg in thread.ordered():
-        mark = model.mark(msg) if msg.sender == me else ""
-        out += message_lines(term, msg.ts_ms, msg.sender_account or str(msg.sender), msg.body,
-                             mark, width)
     account = model.me.account if model.me is not None else "me"
+    today = _day(time.time() * 1000)
+    tail: list[str] = []
+    if thread.newer_missing:
+        tail.append(term.dim("  ⇟ PgDn loads newer messages"))
     for p in thread.pending:
-        out += message_lines(term, p.ts_ms, account, p.body, _pending_mark(term, p), width)
-    return out
+        tail += message_lines(term, p.ts_ms, account, p.body, _pending_mark(term, p), width,
+                              today)
+    blocks = [tail]
+    count, i = len(tail), len(thread.seqs) - 1
+    while i >= 0 and count < need:
+        msg = thread.messages[thread.seqs[i]]
+        if message_view.is_event(msg):  # an edit or recall shows in the message it changes
+            i -= 1
+            continue
+        day = _day(msg.ts_ms)
+        block = []
+        if i == 0 or _day(thread.messages[thread.seqs[i - 1]].ts_ms) != day:
+            block.append(_rule(term, _day_label(day, today), width))
+        if msg.seq == thread.unread_from:
+            block.append(term.bold_red(_rule(term, "new messages", width)))
+        if msg.ref_seq:  # a reply: the excerpt it answers
+            block.append(term.dim(term.truncate(INDENT + message_view.quote(
+                msg.ref_seq, thread.messages, thread.amends), width)))
+        mark = model.mark(msg) if msg.sender == me else ""
+        block += message_lines(term, msg.ts_ms, msg.sender_account or str(msg.sender),
+                               message_view.shown(msg, thread.amends), mark, width, today,
+                               marked=msg.seq == thread.marked)
+        blocks.append(block)
+        count += len(block)
+        i -= 1
+    if i < 0 and thread.oldest > 1:
+        blocks.append([term.dim("  ⇞ PgUp loads older messages")])
+    return [line for block in reversed(blocks) for line in block], i < 0
+
+
+def _day(ts_ms: float) -> tuple[int, int, int]:
+    t = time.localtime(ts_ms / 1000)
+    return t.tm_year, t.tm_mon, t.tm_mday
+
+
+def _day_label(day: tuple[int, int, int], today: tuple[int, int, int]) -> str:
+    if day == today:
+        return "today"
+    stamp = time.mktime((*day, 12, 0, 0, 0, 0, -1))
+    return time.strftime("%a %d %b %Y", time.localtime(stamp))
+
+
+def _rule(term: Terminal, label: str, width: int) -> str:
+    """`──── label ────` across the pane."""
+    text = f" {label} "
+    side = max((width - len(text)) // 2, 2)
+    return term.dim("─" * side + text + "─" * max(width - side - len(text), 0))
 
 
 def _pending_mark(term: Terminal, p: Pending) -> str:
@@ -139,9 +204,16 @@ def _pending_mark(term: Terminal, p: Pending) -> str:
 
 
 def message_lines(term: Terminal, ts_ms: int, sender: str, body: str, mark: str,
-                  width: int) -> list[str]:
-    """'HH:MM sender: text', wrapped with a hanging indent, the mark at the right edge."""
-    when = time.strftime("%H:%M", time.localtime(ts_ms / 1000))
+                  width: int, today: tuple[int, int, int] | None = None,
+                  marked: bool = False) -> list[str]:
+    """'HH:MM sender: text' ('MM-DD HH:MM' on another day of this year, 'YYYY-MM-DD HH:MM'
+    of another year), wrapped with a hanging indent, the mark at the right edge."""
+    day, today = _day(ts_ms), today or _day(time.time() * 1000)
+    shape = "%H:%M" if day == today else "%m-%d %H:%M" if day[0] == today[0] else \
+        "%Y-%m-%d %H:%M"
+    when = time.strftime(shape, time.localtime(ts_ms / 1000))
+    if marked:
+        when = term.reverse(f"▶{when}")
     lines = term.wrap(f"{when} {term.bold(sender)}: {body}", width,
                       subsequent_indent=INDENT) or [""]
     if mark:
@@ -154,7 +226,9 @@ def message_lines(term: Terminal, ts_ms: int, sender: str, body: str, mark: str,
 
 
 def masked(line: str) -> str:
-    """A typed line with the password of /login or /register shown as stars."""
+    """A typed line with the password of /login, /register or /delete-account, and both of
+    /passwd, shown as stars."""
+    line = _PASSWD.sub(lambda m: m.group(1) + "*" * len(m.group(2)), line)
     return _SECRET.sub(lambda m: m.group(1) + "*" * len(m.group(2)), line)
 
 

@@ -12,6 +12,7 @@ from schema import client_pb2
 from tui.commands import (
     Bye,
     Failure,
+    Found,
     Help,
     History,
     Info,
@@ -20,7 +21,9 @@ from tui.commands import (
     Result,
     Sent,
     Table,
+    stamp,
 )
+from tui.message_view import line_tail
 
 SEPARATOR = " | "
 
@@ -42,11 +45,23 @@ def result_lines(result: Result) -> list[str]:
             return [f"open: {title} ({target})"]
         case History(messages=messages):
             return [message_line(m) for m in messages] or ["(no messages)"]
+        case Found(query=query, messages=messages, more=more, first=first):
+            return found_lines(query, messages, more, first)
         case Help(lines=lines):
             return lines
         case Bye():
             return ["bye bye"]
     raise TypeError(f"not a command result: {result!r}")
+
+
+def found_lines(query: str, messages: list[client_pb2.ChatMessage], more: bool,
+                first: int) -> list[str]:
+    """Search results as `[N] YYYY-MM-DD HH:MM sender: text` lines, and what to type next."""
+    if not messages:
+        return [f"no messages hold {query!r}" if first == 1 else "no more results"]
+    lines = [f"[{first + i}] {stamp(m.ts_ms)} {message_line(m)}" for i, m in enumerate(messages)]
+    hint = "jump N opens one" + ("; search --more shows older results" if more else "")
+    return [*lines, f"({hint})"]
 
 
 def entry_host(endpoint: str) -> str:
@@ -55,7 +70,8 @@ def entry_host(endpoint: str) -> str:
 
 
 def message_line(msg: client_pb2.ChatMessage) -> str:
-    """`sender: text` — prefixed with `[g:GID] ` for a group message."""
+    """`sender: text` — prefixed with `[g:GID] ` for a group message; an edit, recall or
+    reply says so (`tui.message_view.line_tail`)."""
     sender = msg.sender_account or str(msg.sender)
     where = f"[g:{msg.to_group}] " if msg.WhichOneof("to") == "to_group" else ""
-    return f"{where}{sender}: {msg.body}"
+    return f"{where}{sender}{line_tail(msg)}"
