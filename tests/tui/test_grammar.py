@@ -40,8 +40,14 @@ def test_every_command_parses_and_bad_lines_say_why() -> None:
         parse("dance now")
     with pytest.raises(CommandError, match=r"^usage: send \(-u USER_ID \| -g GROUP_ID\) TEXT"):
         parse("send 5 hi")
-    with pytest.raises(CommandError, match=r"^usage: users$"):
+    with pytest.raises(CommandError, match=r"^usage: users \[--all\]$"):
         parse("users everyone")
+    for line in ("users --all", "unfriend bob", "decline 3", "block bob", "unblock 3",
+                 "group kick 1 bob", "group owner 1 3", "passwd 'old one' new-secret",
+                 "delete-account -p secret --yes"):
+        assert parse(line).name == line.split()[0]
+    with pytest.raises(CommandError, match=r"^usage: passwd OLD_PASSWORD NEW_PASSWORD$"):
+        parse("passwd only-one")
     assert commands.target("g:12") == Target(12, group=True)
     assert commands.target("7") == Target(7)
     for bad in ("g:", "x7", "0", "-1", str(1 << 64)):
