@@ -6,7 +6,8 @@ the new size. Lines starting with '/' are commands (`tui.commands`), run one at 
 lines go to the open conversation through an outbox that sends one message at a time, so they
 are stored in the order typed. Session events (messages, receipts, presence, notices,
 reconnects) update the `Model`; every change schedules one redraw (`tui.render_screen`). What
-the open conversation shows is marked read.
+the open conversation shows is marked read. While text is typed for the open conversation its
+others are told every TYPING_EVERY_S; their typing shows in its title for TYPING_SHOW_S.
 Peer sockets: those of its `ClientSession`.
 """
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TextIO
@@ -29,17 +32,32 @@ from tui.app_input import Action, LineEditor, key_action
 from tui.app_state import Model
 from tui.commands import Target
 from tui.completion import Completer, Names
+from tui.known_keys import known_gateways_path
+from tui.message_search import Searches, around, hit_seq
+from tui.notify import FILE_NAME as MUTES_FILE
+from tui.notify import Mutes, Notifier
 from tui.render_text import entry_host, result_lines
 from tui.session import ClientEvent, ClientSession, EventKind
 
 PAGE = 50
+LOCAL = frozenset({"jump", "mute", "unmute"})
+"""Commands the app answers itself (and `search --more`, see `_run_commands`)."""
 COUNTS_EVERY_S = 2.0
+TYPING_EVERY_S = 3.0
+"""While I type, the open conversation's others are told this often …"""
+TYPING_SHOW_S = 5.0
+"""… and show "is typing" this long after each notice."""
 NOTICES = {
     client_pb2.NOTICE_FRIEND_REQUEST: "{who} asks to be your friend — /add {account} accepts",
     client_pb2.NOTICE_FRIEND_ACCEPTED: "{who} accepted: you are friends now",
     client_pb2.NOTICE_REDIRECT: "the cluster moves you to {where}",
     client_pb2.NOTICE_GOING_AWAY: "the gateway is stopping; reconnecting…",
 }
+REFRESHING = frozenset({
+    client_pb2.NOTICE_FRIEND_REQUEST, client_pb2.NOTICE_FRIEND_ACCEPTED,
+    client_pb2.NOTICE_FRIEND_REMOVED, client_pb2.NOTICE_GROUP_REMOVED,
+    client_pb2.NOTICE_GROUP_OWNER})
+"""Notices after which the friends, groups and conversations are fetched again."""
 INTRO = ["so-im — connected to {where}",
          "log in:    /login -u ACCOUNT -p PASSWORD",
          "new here:  /register -u ACCOUNT -p PASSWORD [-n NICKNAME]",
@@ -50,10 +68,15 @@ INTRO = ["so-im — connected to {where}",
 class App:
     """One full-screen client on one terminal."""
 
-    def __init__(self, session: ClientSession, term: Terminal, out: TextIO) -> None:
+    def __init__(self, session: ClientSession, term: Terminal, out: TextIO,
+                 mutes: Mutes | None = None, bell: bool = True, title: bool = True) -> None:
         self.session = session
         self.term = term
         self.out = out
+        self.mutes = mutes or Mutes(None)
+        self.notifier = Notifier(out, self.mutes, bell, title)
+        self.searches = Searches()
+        self._status_timer: asyncio.TimerHandle | None = None
         self.model = Model()
         self.model.endpoint = session.endpoint
         self.editor = LineEditor()
@@ -67,6 +90,7 @@ class App:
         self._views = 0  # how many times the open view changed
         self._outbox: asyncio.Queue[tuple[int, Target, str, str]] = asyncio.Queue()
         self._done = asyncio.Event()
+        self._typing_next = 0.0  # when the next typing notice may go
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: asyncio.Task[None] | None = None
         self._refresh_again = False
@@ -75,6 +99,8 @@ class App:
         loop = asyncio.get_running_loop()
         fd = sys.stdin.fileno()
         self.model.log([line.format(where=entry_host(self.session.endpoint)) for line in INTRO])
+        if self.session.user is not None:  # the remembered login, resumed at start
+            self._show(commands.LoggedIn(self.session.user, self.session.endpoint), self._views)
         workers = [asyncio.ensure_future(job) for job in (
             self._run_commands(), self._send_outbox(), self._events(), self._tick())]
         signals = {signal.SIGWINCH: self._resized, signal.SIGINT: self.quit,
@@ -116,18 +142,41 @@ class App:
         frame = render_screen.frame(self.term, self.model, self.editor, self.scroll)
         self.scroll, self._at_top = frame.scroll, frame.at_top
         self.out.write((self.term.clear if self._clear else "") + frame.text)
+        if self.model.me is not None:
+            self.notifier.update_title(self.model)
         self.out.flush()
         self._clear = False
+        expires = self.model.status_expires_in()
+        if expires > 0 and self._status_timer is None:  # blank the status line when due
+            self._status_timer = asyncio.get_running_loop().call_later(expires, self._expired)
+
+    def _expired(self) -> None:
+        self._status_timer = None
+        self.invalidate()
 
     # ---- keys
     def _on_keys(self) -> None:
         """The stdin reader: handle every key already typed, without waiting for more."""
+        before = self.editor.text
         try:
             while key := self.term.inkey(timeout=0, esc_delay=0):
                 self._on_action(key_action(key, self.editor))
         except EOFError:  # the terminal is gone
             self.quit()
+        if self.editor.text != before and self.editor.text.strip()[:1] not in ("", "/"):
+            self._typing()
         self.invalidate()
+
+    def _typing(self) -> None:
+        """Text is being typed for the open conversation: tell its others (every few s)."""
+        now = time.monotonic()
+        if self.model.open_conv in self.model.entries and now >= self._typing_next:
+            self._typing_next = now + TYPING_EVERY_S
+            self._spawn(self._tell_typing(self.model.open_conv))
+
+    async def _tell_typing(self, conv_id: int) -> None:
+        with contextlib.suppress(RpcError):  # best effort: nothing to show if it fails
+            await self.session.typing(conv_id)
 
     def _on_action(self, action: Action) -> None:
         match action:
@@ -135,9 +184,11 @@ class App:
                 self._submit()
             case Action.PAGE_UP:
                 if self._at_top:
-                    self._spawn(self._load_older(self.model.open_conv))
+                    self._spawn(self._load_page(self.model.open_conv, newer=False))
                 self.scroll += self._page()
             case Action.PAGE_DOWN:
+                if self.scroll == 0 and self.model.thread(self.model.open_conv).newer_missing:
+                    self._spawn(self._load_page(self.model.open_conv, newer=True))
                 self.scroll = max(0, self.scroll - self._page())
             case Action.NEXT if self.editor.text.strip():
                 self._complete()
@@ -163,7 +214,7 @@ class App:
 
     def _submit(self) -> None:
         line = self.editor.text.strip()
-        secret = line.startswith(("/login", "/register"))
+        secret = line.startswith(("/login", "/register", "/passwd", "/delete-account"))
         self.editor.submit(remember=not secret)
         if line.startswith("/"):
             self.model.log(["", f"> {render_screen.masked(line)}"])
@@ -212,7 +263,43 @@ class App:
                 self._show(commands.Failure(str(err), err.usage), views)
                 continue
             msg_id = uuid.uuid4().hex if cmd.name in commands.SENDS else ""
-            self._show(await commands.execute(cmd, self.session, current, msg_id), views)
+            if cmd.name in LOCAL or (cmd.name == "search" and cmd.args["--more"]):
+                self._show(await self._local(cmd, current), views)
+            else:
+                self._show(await commands.execute(cmd, self.session, current, msg_id), views)
+
+    async def _local(self, cmd: commands.Command, current: Target | None) -> commands.Result:
+        """The commands this client answers itself: further search pages, jumps, mutes."""
+        try:
+            if cmd.name == "search":
+                return await self.searches.next_page(self.session)
+            if cmd.name == "jump":
+                return await self._jump(self.searches.hit(cmd.args["N"]))
+            word = cmd.args["TARGET"]
+            to = (self.names.target(word) or await commands.resolve(self.session, word)) \
+                if word else current
+            entry = self.model.entry_of(to) if to is not None else None
+            if entry is None:
+                return commands.Failure(f"{cmd.name} what? open a conversation or name one")
+            self.mutes.set(entry.conv_id, cmd.name == "mute")
+            return commands.Info(f"{entry.title}: {cmd.name}d")
+        except commands.CommandError as err:
+            return commands.Failure(str(err), err.usage)
+        except RpcError as err:
+            return commands.Failure(commands.humanise(err))
+
+    async def _jump(self, hit: client_pb2.ChatMessage) -> commands.Result:
+        """Open a search result's conversation at the result (a page around it)."""
+        entry = self.model.entries.get(hit.conv_id)
+        if entry is None:
+            return commands.Failure("that conversation is no longer in your list")
+        page = await around(self.session, hit, PAGE)
+        thread = self.model.thread(hit.conv_id)
+        thread.reset(list(page.messages))
+        thread.fetched, thread.newer_missing = True, page.more
+        self._open(hit.conv_id)
+        thread.marked, self.scroll = hit_seq(hit), 1 << 30  # the top of the page: the result
+        return commands.Info(f"{entry.title}: message {hit_seq(hit)}")
 
     async def _send_outbox(self) -> None:
         while True:
@@ -223,17 +310,23 @@ class App:
                 self.model.failed(conv_id, msg_id, commands.humanise(err))
                 self.model.say(commands.humanise(err), error=True)
             else:
-                self.model.acked(target, sent.ack, body)
+                self.model.acked(target, sent.ack, body, mentions=sent.mentions)
                 self._after_messages(conv_id)
             self.invalidate()
 
     def _show(self, result: commands.Result, views: int) -> None:
         """Apply a command's result to the screen; `views` counted view changes when it was
         typed (a table shows the console only if the user has not moved on since)."""
-        if isinstance(result, commands.LoggedIn):  # a new user: a new model, same console
+        if isinstance(result, commands.LoggedIn | commands.LoggedOut):  # a new model
             console, self.model = self.model.console, Model()
             self.model.console = console
-        self.model.log(result_lines(result))
+        if isinstance(result, commands.LoggedIn):
+            self.mutes.load(result.reply.account, result.reply.user_id)
+            self.model.muted = self.mutes.convs
+        if isinstance(result, commands.Found):
+            self.searches.saw(result)
+        if not isinstance(result, commands.History):  # history shows in its conversation
+            self.model.log(result_lines(result))
         if isinstance(result, commands.Table):
             self.names.saw_table(result)
         elif isinstance(result, commands.LoggedIn):
@@ -253,7 +346,8 @@ class App:
                 self.model.say(f"sent to {target.label}")
                 if ack.conv_id not in self.model.entries:
                     self._refresh()
-                self.model.acked(target, ack, body)
+                self.model.acked(target, ack, body, result.kind, result.ref_seq,
+                                 result.mentions)
             case commands.Opened(target=target, conv_id=conv_id, title=title):
                 self.model.ensure(conv_id, target, title)
                 self._open(conv_id)
@@ -261,7 +355,7 @@ class App:
                 for msg in messages:
                     self.model.add_message(msg)
                 self.model.say(f"{len(messages)} messages loaded")
-                self._after_messages(conv_id)
+                self._open(conv_id)
             case commands.Bye():
                 self.quit()
             case _ if views == self._views:  # tables and help: show the console
@@ -273,9 +367,12 @@ class App:
         """Show a conversation (0: the console); the first time, fetch its newest page."""
         self.model.open_conv, self.scroll = conv_id, 0
         self._views += 1
-        if conv_id not in self.model.entries:
+        entry = self.model.entries.get(conv_id)
+        if entry is None:
             return
         thread = self.model.thread(conv_id)
+        thread.unread_from = entry.read_seq + 1 if entry.unread else 0
+        thread.marked = 0
         if not thread.fetched:
             thread.fetched = True
             self._spawn(self._load_newest(conv_id))
@@ -293,18 +390,26 @@ class App:
             self.model.add_message(msg)
         self._after_messages(conv_id)
 
-    async def _load_older(self, conv_id: int) -> None:
+    async def _load_page(self, conv_id: int, newer: bool) -> None:
+        """Page Up at the top: the page before the oldest message loaded; Page Down at the
+        bottom of a page a search jumped to: the page after the newest."""
         thread = self.model.thread(conv_id)
-        if conv_id not in self.model.entries or thread.oldest <= 1 or thread.loading:
+        edge = thread.newest if newer else thread.oldest
+        if (conv_id not in self.model.entries or thread.loading
+                or not (thread.newer_missing if newer else edge > 1)):
             return
         thread.loading = True
         try:
-            page = await self.session.history(conv_id, before_seq=thread.oldest, limit=PAGE)
+            page = await (self.session.history(conv_id, after_seq=edge, limit=PAGE) if newer
+                          else self.session.history(conv_id, before_seq=edge, limit=PAGE))
         finally:
             thread.loading = False
         for msg in page.messages:
             self.model.add_message(msg)
-        self.model.say(f"{len(page.messages)} older messages loaded")
+        if newer:
+            thread.newer_missing = page.more
+            self._after_messages(conv_id)
+        self.model.say(f"{len(page.messages)} {'newer' if newer else 'older'} messages loaded")
         self.invalidate()
 
     def _after_messages(self, conv_id: int) -> None:
@@ -372,6 +477,7 @@ class App:
         model = self.model
         if event.kind is EventKind.MESSAGE and event.message is not None:
             self.names.saw_user(event.message.sender_account, event.message.sender)
+            self.notifier.arrived(model, event.message)
             if model.add_message(event.message):
                 self._refresh()
             self._after_messages(event.message.conv_id)
@@ -395,6 +501,10 @@ class App:
                 self.model.receipt(push.receipt)
             case "presence":
                 self.model.set_presence(push.presence.user_id, push.presence.online)
+            case "typing":
+                t = push.typing
+                self.model.set_typing(t.conv_id, t.account, time.monotonic() + TYPING_SHOW_S)
+                asyncio.get_running_loop().call_later(TYPING_SHOW_S, self.invalidate)
             case "sync_hint":
                 self._refresh()
             case "notice":
@@ -405,7 +515,7 @@ class App:
                     where=entry_host(n.redirect.endpoint), text=n.text)
                 self.model.say(text)
                 self.model.log([f"* {text}"])
-                if n.kind in (client_pb2.NOTICE_FRIEND_REQUEST, client_pb2.NOTICE_FRIEND_ACCEPTED):
+                if n.kind in REFRESHING:
                     self._refresh()
 
     # ---- background work
@@ -427,6 +537,8 @@ class App:
             self.invalidate()
 
 
-async def run_app(session: ClientSession) -> int:
-    """`soim` on this process's terminal."""
-    return await App(session, Terminal(), sys.stdout).run()
+async def run_app(session: ClientSession, bell: bool = True, title: bool = True) -> int:
+    """`soim` on this process's terminal; muted conversations are kept next to the other
+    files of the soim config dir."""
+    mutes = Mutes(known_gateways_path(os.environ).parent / MUTES_FILE)
+    return await App(session, Terminal(), sys.stdout, mutes, bell, title).run()

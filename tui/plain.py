@@ -23,6 +23,7 @@ from typing import TextIO
 from fabric.methods import RpcError
 from schema import client_pb2
 from tui import commands
+from tui.message_search import Searches
 from tui.render_text import entry_host, message_line, result_lines
 from tui.session import ClientEvent, ClientSession, EventKind
 
@@ -46,6 +47,7 @@ class PlainClient:
         self._read: dict[int, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.status = 0  # the exit status so far
+        self.searches = Searches()  # for search --more
 
     async def run(self, lines: AsyncIterator[str]) -> int:
         """Run every command of `lines`; return the exit status."""
@@ -69,7 +71,12 @@ class PlainClient:
             return True
         msg_id = os.urandom(16).hex() if cmd.name in commands.SENDS else ""
         self._sent.add(msg_id)  # our own message is not printed when it comes back
-        result = await commands.execute(cmd, self.session, self.current, msg_id)
+        if cmd.name == "search" and cmd.args["--more"]:
+            result = await self.searches.next_page(self.session)
+        else:
+            result = await commands.execute(cmd, self.session, self.current, msg_id)
+        if isinstance(result, commands.Found):
+            self.searches.saw(result)
         if isinstance(result, commands.Opened):
             self.current = result.target
         elif isinstance(result, commands.Failure):
