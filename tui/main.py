@@ -58,7 +58,7 @@ from fabric.discovery import Discovery, NodeInfo
 from fabric.methods import RpcError
 from tui import config_file
 from tui.app import run_app
-from tui.config_file import ClientConfig, ConfigFileError
+from tui.config_file import ClientConfig, ConfigFileError, Notify
 from tui.gateway_pick import NotFound, Refused, check_server, gateway_endpoints, pick_discovered
 from tui.known_keys import (
     Z85_KEY,
@@ -93,6 +93,7 @@ class Choices:
     account: str
     remember: bool
     mode: str  # "app", "plain" or "logout"
+    notify: Notify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +143,7 @@ def _check(args: dict[str, object], settings: ClientConfig) -> Choices:
     if account and not _ACCOUNT.match(account):
         raise Usage(f"--account: 1-64 characters without spaces: {account!r}")
     mode = "logout" if args["--logout"] else "plain" if args["--plain"] else "app"
-    return Choices(endpoint, device, account, settings.remember, mode)
+    return Choices(endpoint, device, account, settings.remember, mode, settings.notify)
 
 
 async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGateways,
@@ -174,7 +175,9 @@ async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGa
             say(f"logged in as {reply.account} (uid {reply.user_id}) with the remembered login")
         for note in notes:
             session.notify(note)
-        return await (run_plain(session) if choices.mode == "plain" else run_app(session))
+        if choices.mode == "plain":
+            return await run_plain(session)
+        return await run_app(session, bell=choices.notify.bell, title=choices.notify.title)
     except RpcError as err:  # --logout: the gateway refused or did not answer
         print(f"soim: {err}", file=sys.stderr)
         return 1
