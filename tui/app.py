@@ -36,6 +36,7 @@ from tui.known_keys import known_gateways_path
 from tui.message_search import Searches, around, hit_seq
 from tui.notify import FILE_NAME as MUTES_FILE
 from tui.notify import Mutes, Notifier
+from tui.palette import DEFAULT_PALETTE, Palette
 from tui.render_text import entry_host, result_lines
 from tui.session import ClientEvent, ClientSession, EventKind
 
@@ -69,9 +70,11 @@ class App:
     """One full-screen client on one terminal."""
 
     def __init__(self, session: ClientSession, term: Terminal, out: TextIO,
-                 mutes: Mutes | None = None, bell: bool = True, title: bool = True) -> None:
+                 mutes: Mutes | None = None, bell: bool = True, title: bool = True,
+                 palette: Palette = DEFAULT_PALETTE) -> None:
         self.session = session
         self.term = term
+        self.palette = palette
         self.out = out
         self.mutes = mutes or Mutes(None)
         self.notifier = Notifier(out, self.mutes, bell, title)
@@ -139,7 +142,8 @@ class App:
         self._draw_scheduled = False
         if self._done.is_set():  # the screen is being handed back to the shell
             return
-        frame = render_screen.frame(self.term, self.model, self.editor, self.scroll)
+        frame = render_screen.frame(self.term, self.model, self.editor, self.scroll,
+                                     self.palette)
         self.scroll, self._at_top = frame.scroll, frame.at_top
         self.out.write((self.term.clear if self._clear else "") + frame.text)
         if self.model.me is not None:
@@ -537,8 +541,9 @@ class App:
             self.invalidate()
 
 
-async def run_app(session: ClientSession, bell: bool = True, title: bool = True) -> int:
+async def run_app(session: ClientSession, bell: bool = True, title: bool = True,
+                  palette: Palette = DEFAULT_PALETTE) -> int:
     """`soim` on this process's terminal; muted conversations are kept next to the other
     files of the soim config dir."""
     mutes = Mutes(known_gateways_path(os.environ).parent / MUTES_FILE)
-    return await App(session, Terminal(), sys.stdout, mutes, bell, title).run()
+    return await App(session, Terminal(), sys.stdout, mutes, bell, title, palette).run()

@@ -15,7 +15,7 @@ the file. The keys (all optional):
     account = "alice"    # the remembered login to resume (like --account)
     remember = true      # keep the login between runs (false: log out at exit)
 
-    [colours]            # screen element = colour name (see COLOUR_NAMES)
+    [colours]            # screen element = colour name (see COLOUR_NAMES, `tui.palette`)
     own = "green"
 
     [notify]

@@ -69,6 +69,7 @@ from tui.known_keys import (
     known_gateways_path,
     resolve_pin,
 )
+from tui.palette import Palette
 from tui.plain import run_plain
 from tui.remembered_login import RememberedLogin
 from tui.session import ClientSession
@@ -94,6 +95,7 @@ class Choices:
     remember: bool
     mode: str  # "app", "plain" or "logout"
     notify: Notify
+    palette: Palette
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +145,8 @@ def _check(args: dict[str, object], settings: ClientConfig) -> Choices:
     if account and not _ACCOUNT.match(account):
         raise Usage(f"--account: 1-64 characters without spaces: {account!r}")
     mode = "logout" if args["--logout"] else "plain" if args["--plain"] else "app"
-    return Choices(endpoint, device, account, settings.remember, mode, settings.notify)
+    return Choices(endpoint, device, account, settings.remember, mode, settings.notify,
+                   Palette(settings.colours))
 
 
 async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGateways,
@@ -177,7 +180,8 @@ async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGa
             session.notify(note)
         if choices.mode == "plain":
             return await run_plain(session)
-        return await run_app(session, bell=choices.notify.bell, title=choices.notify.title)
+        return await run_app(session, bell=choices.notify.bell, title=choices.notify.title,
+                             palette=choices.palette)
     except RpcError as err:  # --logout: the gateway refused or did not answer
         print(f"soim: {err}", file=sys.stderr)
         return 1
