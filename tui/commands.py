@@ -470,8 +470,7 @@ async def _users(session: ClientSession, everyone: bool) -> Table:
     rows: list[tuple[str, ...]] = []
     cursor = 0
     for _ in range(100):  # at most 100 pages of 100
-        page = await session.call("OnlineUsers", client_pb2.OnlineUsersRequest(
-            cursor=cursor, limit=100, everyone=everyone))
+        page = await session.online_users(cursor, 100, everyone)
         rows += [(str(u.user_id), u.account) for u in page.users]
         cursor = page.next_cursor
         if not cursor:

@@ -280,9 +280,11 @@ class ClientSession:
     async def me(self) -> client_pb2.MeReply:
         return await self.call("Me", client_pb2.MeRequest())
 
-    async def online_users(self, cursor: int = 0, limit: int = 50) -> client_pb2.OnlineUsersReply:
-        return await self.call("OnlineUsers",
-                               client_pb2.OnlineUsersRequest(cursor=cursor, limit=limit))
+    async def online_users(self, cursor: int = 0, limit: int = 50,
+                           everyone: bool = False) -> client_pb2.OnlineUsersReply:
+        """Online friends and members of my groups; with `everyone`, every online user."""
+        return await self.call("OnlineUsers", client_pb2.OnlineUsersRequest(
+            cursor=cursor, limit=limit, everyone=everyone))
 
     async def friends(self) -> client_pb2.FriendsReply:
         return await self.call("Friends", client_pb2.FriendsRequest())

@@ -128,7 +128,7 @@ async def collect_online(client: ClientSession, page: int) -> set[int]:
     seen: list[int] = []
     cursor = 0
     while True:
-        reply = await client.online_users(cursor=cursor, limit=page)
+        reply = await client.online_users(cursor=cursor, limit=page, everyone=True)
         seen += [u.user_id for u in reply.users]
         if not reply.next_cursor:
             break

@@ -89,7 +89,7 @@ def test_router_join_and_death_rebind_everyone(tmp_path: Path, cluster_name: str
             # gateways agree: each sees every user online
             for gateway in (0, 1):
                 viewer = clients[gateway]
-                page = await viewer.online_users(limit=200)
+                page = await viewer.online_users(limit=200, everyone=True)
                 assert {u.user_id for u in page.users} == set(ids)
 
     asyncio.run(main())
