@@ -36,6 +36,7 @@ import zmq.auth
 from fabric import keys
 from fabric.config import Config
 from fabric.discovery import Discovery, NodeInfo
+from tests.cluster.test_storage import metric
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
 from tests.tui.lines import LineClient
@@ -43,6 +44,7 @@ from tests.tui.terminal import ROOT, SOIM, Tmux
 from tui.known_keys import fingerprint
 
 PASSWORD = "pinned-horse-battery"
+GATEWAYS_SEEN = 'soim_peers_alive{role="gateway"}'
 
 
 class FakeGateway:
@@ -332,16 +334,22 @@ def test_a_redirect_to_a_gateway_with_the_pinned_key_is_followed(tmp_path: Path,
                                                                  cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            [home], [twin] = cluster.start("gateway"), cluster.start("gateway")
-            nodes = [home, twin, *cluster.start("directory"), *cluster.start("router"),
-                     *cluster.start("storage")]
-            await cluster.wait_alive(nodes)
+            # the fillers first, while home is the only gateway: with the twin up, home would
+            # send some of them there (the balance the redirect keeps), and erin's turn would
+            # depend on when each gateway's count reached the other
+            [home] = cluster.start("gateway")
+            await cluster.wait_alive([home, *cluster.start("directory"),
+                                      *cluster.start("router"), *cluster.start("storage")])
+            for i in range(21):
+                await (await cluster.client(0)).register(f"filler{i}", PASSWORD)
+            [twin] = cluster.start("gateway")
+            await cluster.wait_alive([twin])
+            await async_wait_until(
+                lambda: asyncio.to_thread(metric, cluster, home.node_id, GATEWAYS_SEEN),
+                timeout=20, interval=0.2, what="home admitting the twin")
             gateways = {p.node_id: p for p in cluster.view.membership.alive("gateway")}
             home_ep = gateways[home.node_id].info.endpoints["client"]
             twin_host = gateways[twin.node_id].info.endpoints["client"].removeprefix("tcp://")
-            home_index = [ep for ep, _ in cluster.gateways()].index(home_ep)
-            for i in range(21):
-                await (await cluster.client(home_index)).register(f"filler{i}", PASSWORD)
             pinned = keys.load_gateway_public(cluster.keys_dir).decode()
             erin = LineClient(["--server", home_ep, "--server-key", pinned], tmp_path, "erin")
             try:
