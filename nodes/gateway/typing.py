@@ -1,10 +1,11 @@
 """Typing indicators: "alice is typing" passed to the other members of a conversation.
 
 Role: the Typing handler of a gateway. The user comes from the session; the conversation must
-be theirs (the access cache: friend or member). The push goes through the routers to every
-session of the friend (1:1) or of the other group members (their list from the directory),
-best effort, never stored. Each session may send one every TYPING_MIN_INTERVAL_S; more are
-refused with RATE_LIMITED (a client repeats it every few seconds while its user types).
+be theirs (the access cache: friend or member), and a friend who blocked them hears nothing
+(BLOCKED, as their sends get). The push goes through the routers to every session of the friend
+(1:1) or of the other group members (their list from the directory), best effort, never
+stored. Each session may send one every TYPING_MIN_INTERVAL_S; more are refused with
+RATE_LIMITED (a client repeats it every few seconds while its user types).
 Peer sockets: none of its own; directories and routers are reached through `Upstream`.
 """
 
@@ -53,6 +54,11 @@ class TypingRelay:
                                                                     conv_id=req.conv_id)])
         if access.error != pb.OK:
             raise RpcError(access.error, "not a conversation of yours")
+        if access.kind == client_pb2.CONV_KIND_DIRECT:  # as a send would be: not if blocked
+            [direct] = await self.access.check([cluster_pb2.AccessCheck(
+                user_id=me.user_id, to_user=access.peer_id)])
+            if direct.error != pb.OK:
+                raise RpcError(direct.error, "they do not take your messages")
         push = client_pb2.Push(typing=client_pb2.Typing(
             conv_id=req.conv_id, user_id=me.user_id, account=me.account)).SerializeToString()
         task = asyncio.ensure_future(self._relay(access, me.user_id, push))

@@ -1,7 +1,7 @@
 """A user's own relations and account on a real cluster (SQLite, two gateways): remove a friend,
-decline a request, block and unblock (sends and friend requests BLOCKED, presence hidden), the
-online list limited to friends and shared groups, group kick and owner hand-over, a password
-change that ends the other sessions only, and deleting one's own account."""
+decline a request, block and unblock (sends, typing and friend requests BLOCKED, presence
+hidden), the online list limited to friends and shared groups, group kick and owner hand-over,
+a password change that ends the other sessions only, and deleting one's own account."""
 
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ async def relations(cluster: Cluster) -> None:
     mine = await alice.friends()
     assert [(f.account, f.online) for f in mine.friends] == [("bob", True)]
     assert [u.account for u in mine.blocked] == ["bob"]
-    await alice.send("I can still write to you", to_user=b)
+    direct = (await alice.send("I can still write to you", to_user=b)).conv_id
+    assert await rpc_error(bob.typing(direct)) == pb.BLOCKED  # nor is he seen typing
     await alice.call("Block", client_pb2.BlockRequest(user_id=d))  # not a friend
     assert await rpc_error(dave.add_friend(a)) == pb.BLOCKED
     members = (await dave.group_users(group)).members
