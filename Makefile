@@ -27,6 +27,7 @@ services:
 
 test: $(STAMP) services
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 proto: $(STAMP)
@@ -35,7 +36,7 @@ proto: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP) keys
 	$(BIN)/soimctl bench fabric --json

@@ -41,8 +41,14 @@ Target = tuple[str, str]  # (rpc endpoint, z85 server key)
 class Admission:
     """Checks hints and admits the peers that prove who they are."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, security: Security, cluster: str,
-                 self_id: str, membership: Membership) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        security: Security,
+        cluster: str,
+        self_id: str,
+        membership: Membership,
+    ) -> None:
         self.ctx = ctx
         self.security = security
         self.cluster = cluster
@@ -111,7 +117,7 @@ class Admission:
 
     def gossip(self, known: Iterable[fabric_pb2.KnownPeer]) -> None:
         """A member's heartbeat lists the peers it admitted: hints, tried if new."""
-        for peer in list(known)[:timing.MAX_KNOWN_PEERS]:
+        for peer in list(known)[: timing.MAX_KNOWN_PEERS]:
             self.heard(peer.rpc, peer.key, peer.node_id)
 
     def heard(self, endpoint: str, key: str, node_id: str = "") -> None:
@@ -161,12 +167,14 @@ class Admission:
         if not self.security.authorized(key.encode()):
             self.refused["unauthorized_key"] += 1
             return
-        if (target in self._own or target in self._probing
-                or self.membership.admitted_at(endpoint)):
+        if target in self._own or target in self._probing or self.membership.admitted_at(endpoint):
             return
         failed = self._failed.get(target)
-        if not force and failed is not None and (
-                time.monotonic() - failed < timing.PEER_PROBE_RETRY_S):
+        if (
+            not force
+            and failed is not None
+            and (time.monotonic() - failed < timing.PEER_PROBE_RETRY_S)
+        ):
             return
         self._probing[target] = asyncio.ensure_future(self._probe(target))
 
@@ -193,17 +201,24 @@ class Admission:
     async def _status(self, endpoint: str, key: bytes) -> fabric_pb2.StatusReply | None:
         """The peer's Status over a Curve link to server key `key`; None if it never answers."""
         try:
-            client = RpcClient(self.ctx, endpoint, node_id=self.self_id,
-                               max_bytes=timing.MAX_FRAME_BYTES, name="admission",
-                               secure=lambda sock: self.security.cluster_client(sock, key))
+            client = RpcClient(
+                self.ctx,
+                endpoint,
+                node_id=self.self_id,
+                max_bytes=timing.MAX_FRAME_BYTES,
+                name="admission",
+                secure=lambda sock: self.security.cluster_client(sock, key),
+            )
         except ValueError:  # the key was revoked meanwhile
             self.refused["unauthorized_key"] += 1
             return None
         client.start()
         try:
             reply: fabric_pb2.StatusReply = await client.call(
-                STATUS, fabric_pb2.StatusRequest(rpc_endpoint=self.own_rpc),
-                timeout=timing.PEER_PROBE_TIMEOUT_S)
+                STATUS,
+                fabric_pb2.StatusRequest(rpc_endpoint=self.own_rpc),
+                timeout=timing.PEER_PROBE_TIMEOUT_S,
+            )
             return reply
         except RpcError:
             self.refused["no_answer"] += 1
@@ -213,10 +228,18 @@ class Admission:
 
     def _identity(self, reply: fabric_pb2.StatusReply, key: str) -> NodeInfo | None:
         """The peer as it describes itself over the authenticated link; None if unusable."""
-        info = NodeInfo(node_id=reply.node_id, role=reply.role, cluster=reply.cluster,
-                        version=reply.version, host=reply.host, endpoints=dict(reply.endpoints),
-                        metrics_port=reply.metrics_port, public_key=key,
-                        client_key=reply.client_key, started_at=reply.started_at)
+        info = NodeInfo(
+            node_id=reply.node_id,
+            role=reply.role,
+            cluster=reply.cluster,
+            version=reply.version,
+            host=reply.host,
+            endpoints=dict(reply.endpoints),
+            metrics_port=reply.metrics_port,
+            public_key=key,
+            client_key=reply.client_key,
+            started_at=reply.started_at,
+        )
         try:
             NodeInfo.from_txt(info.to_txt())
         except DiscoveryError as err:

@@ -73,8 +73,7 @@ class Config:
         if not advertise:
             raise ConfigError("SOIM_ADVERTISE_HOST", "required when SOIM_HOST binds all interfaces")
         ifaces = tuple(
-            p.strip() for p in env.get("SOIM_DISCOVERY_IFACES", "127.0.0.1").split(",")
-            if p.strip()
+            p.strip() for p in env.get("SOIM_DISCOVERY_IFACES", "127.0.0.1").split(",") if p.strip()
         )
         if not ifaces:
             raise ConfigError("SOIM_DISCOVERY_IFACES", "names no interface")
@@ -153,8 +152,12 @@ def _seeds(raw: str) -> tuple[Seed, ...]:
         name, _, address = item.rpartition("@")
         host, _, port = address.rpartition(":")
         host = host.strip("[]")
-        if (name and not _NAME_RE.match(name)) or not _HOST_RE.match(host) \
-                or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            (name and not _NAME_RE.match(name))
+            or not _HOST_RE.match(host)
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+        ):
             raise ConfigError("SOIM_SEEDS", f"{item!r}: want [KEY_NAME@]host:port")
         seeds.append(Seed(host, int(port), name))
     if len(seeds) > MAX_SEEDS:

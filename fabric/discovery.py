@@ -115,9 +115,15 @@ class NodeInfo:
     def to_txt(self) -> dict[str, str]:
         """The TXT properties; `from_txt` reads them back."""
         txt = {
-            "txtvers": TXT_VERSION, "id": self.node_id, "role": self.role,
-            "cluster": self.cluster, "ver": self.version, "host": self.host,
-            "metrics": str(self.metrics_port), "pk": self.public_key, "ck": self.client_key,
+            "txtvers": TXT_VERSION,
+            "id": self.node_id,
+            "role": self.role,
+            "cluster": self.cluster,
+            "ver": self.version,
+            "host": self.host,
+            "metrics": str(self.metrics_port),
+            "pk": self.public_key,
+            "ck": self.client_key,
             "t": repr(self.started_at),
         }
         txt.update({_EP + name: url for name, url in self.endpoints.items()})
@@ -134,7 +140,7 @@ class NodeInfo:
         role = _field(txt, "role")
         if role not in ROLES:
             raise DiscoveryError(RecordError.BAD_ROLE, repr(role))
-        endpoints = {k[len(_EP):]: v for k, v in txt.items() if k.startswith(_EP)}
+        endpoints = {k[len(_EP) :]: v for k, v in txt.items() if k.startswith(_EP)}
         if not endpoints:
             raise DiscoveryError(RecordError.MISSING_FIELD, "no ep.* endpoint")
         for name, url in endpoints.items():
@@ -145,7 +151,9 @@ class NodeInfo:
         if client_key and not _Z85_RE.match(client_key):
             raise DiscoveryError(RecordError.BAD_KEY, "ck is not a z85 key")
         return cls(
-            node_id=node_id, role=role, cluster=cluster,
+            node_id=node_id,
+            role=role,
+            cluster=cluster,
             version=_matching(txt, "ver", _VERSION_RE, RecordError.BAD_NAME),
             host=_matching(txt, "host", _HOST_RE, RecordError.BAD_HOST),
             endpoints=endpoints,
@@ -177,16 +185,18 @@ def _field(txt: Mapping[str, str], key: str) -> str:
     return value
 
 
-def _matching(txt: Mapping[str, str], key: str, pattern: re.Pattern[str],
-              reason: RecordError) -> str:
+def _matching(
+    txt: Mapping[str, str], key: str, pattern: re.Pattern[str], reason: RecordError
+) -> str:
     value = _field(txt, key)
     if not pattern.match(value):
         raise DiscoveryError(reason, f"{key}={value[:64]!r}")
     return value
 
 
-def _number(txt: Mapping[str, str], key: str, kind: type[int] | type[float],
-            low: float, high: float) -> int | float:
+def _number(
+    txt: Mapping[str, str], key: str, kind: type[int] | type[float], low: float, high: float
+) -> int | float:
     raw = _field(txt, key)
     try:
         value = kind(raw)
@@ -205,8 +215,7 @@ def valid_endpoint(url: str) -> bool:
 
 def record_key(cluster_secret: bytes) -> bytes:
     """The key discovery records are signed with, from the keys dir's cluster.secret."""
-    return hashlib.blake2b(b"", key=cluster_secret, person=b"soim-record",
-                           digest_size=32).digest()
+    return hashlib.blake2b(b"", key=cluster_secret, person=b"soim-record", digest_size=32).digest()
 
 
 def signed_txt(txt: Mapping[str, str], key: bytes) -> dict[str, str]:
@@ -243,16 +252,18 @@ def interface_addresses(ifaces: Sequence[str]) -> list[str]:
         if item in by_name:
             addrs = [str(ip.ip) for ip in by_name[item].ips if ip.is_IPv4]
             if not addrs:
-                raise ConfigError("SOIM_DISCOVERY_IFACES",
-                                  f"interface {item!r} has no IPv4 address")
+                raise ConfigError(
+                    "SOIM_DISCOVERY_IFACES", f"interface {item!r} has no IPv4 address"
+                )
         else:
             try:
                 addr = ipaddress.ip_address(item)
             except ValueError:
                 raise ConfigError("SOIM_DISCOVERY_IFACES", f"no interface {item!r}") from None
             if addr.version != 4 or addr.is_unspecified or str(addr) not in local:
-                raise ConfigError("SOIM_DISCOVERY_IFACES",
-                                  f"{item!r} is not an IPv4 address of this host")
+                raise ConfigError(
+                    "SOIM_DISCOVERY_IFACES", f"{item!r} is not an IPv4 address of this host"
+                )
             addrs = [str(addr)]
         found += [a for a in addrs if a not in found]
     return found
@@ -270,10 +281,14 @@ def instance_label(cluster: str, node_id: str) -> str:
 class Discovery:
     """One node's zeroconf presence and its view of the other nodes of its cluster."""
 
-    def __init__(self, cfg: Config, on_added: Callable[[NodeInfo], None],
-                 on_removed: Callable[[NodeInfo], None],
-                 on_updated: Callable[[NodeInfo], None],
-                 signing_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        on_added: Callable[[NodeInfo], None],
+        on_removed: Callable[[NodeInfo], None],
+        on_updated: Callable[[NodeInfo], None],
+        signing_key: bytes | None = None,
+    ) -> None:
         """Callbacks get each record (by service name) as it appears, changes and goes. With
         `signing_key` (nodes and soimctl), only records signed with it are seen and our own
         record is signed; without it (the `soim` client) records are unchecked hints."""
@@ -308,9 +323,12 @@ class Discovery:
             raise RuntimeError("Discovery already started")
         self._azc = AsyncZeroconf(interfaces=list(self.addresses), ip_version=IPVersion.V4Only)
         self._pump = asyncio.ensure_future(self._run())
-        self._browser = AsyncServiceBrowser(self._azc.zeroconf, SERVICE_TYPE,
-                                            handlers=[self._on_change],
-                                            question_type=DNSQuestionType.QM)
+        self._browser = AsyncServiceBrowser(
+            self._azc.zeroconf,
+            SERVICE_TYPE,
+            handlers=[self._on_change],
+            question_type=DNSQuestionType.QM,
+        )
 
     async def async_register(self, info: NodeInfo) -> None:
         """Announce `info` once mDNS probing is done; a second call publishes the new record.
@@ -327,9 +345,13 @@ class Discovery:
         if self.signing_key is not None:
             txt = signed_txt(txt, self.signing_key)
         service = AsyncServiceInfo(
-            SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=_service_port(info),
-            properties=txt, server=f"{label}.local.",
-            addresses=[socket.inet_aton(a) for a in self._service_addresses(info)])
+            SERVICE_TYPE,
+            f"{label}.{SERVICE_TYPE}",
+            port=_service_port(info),
+            properties=txt,
+            server=f"{label}.local.",
+            addresses=[socket.inet_aton(a) for a in self._service_addresses(info)],
+        )
         if self._own is not None and self._own.name == service.name:
             await (await self._azc.async_update_service(service))
         else:
@@ -367,8 +389,9 @@ class Discovery:
         return list(self.addresses)
 
     # ---- browsing
-    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
-                   state_change: ServiceStateChange) -> None:
+    def _on_change(
+        self, zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         """Browser handler (event loop): remember the latest change per service, wake the pump."""
         self._pending[name] = state_change
         self._wake.set()
@@ -392,8 +415,11 @@ class Discovery:
                 self._records[name] = record
             else:
                 self.bad_records[RecordError.TOO_MANY] += 1
-        view = {name: r for name, r in self._records.items()
-                if r.cluster == self.cfg.cluster and r.node_id != self._own_id}
+        view = {
+            name: r
+            for name, r in self._records.items()
+            if r.cluster == self.cfg.cluster and r.node_id != self._own_id
+        }
         old, self._peers = self._peers, view
         for name in old.keys() - view.keys():
             self._notify(self.on_removed, old[name])
@@ -409,14 +435,18 @@ class Discovery:
             return None
         service = AsyncServiceInfo(SERVICE_TYPE, name)
         timeout_ms = int(timing.DISCOVERY_RESOLVE_TIMEOUT_S * 1000)
-        if not await service.async_request(self._azc.zeroconf, timeout_ms,
-                                           question_type=DNSQuestionType.QM):
+        if not await service.async_request(
+            self._azc.zeroconf, timeout_ms, question_type=DNSQuestionType.QM
+        ):
             self.bad_records[RecordError.UNRESOLVED] += 1
             return None
         try:
             info = NodeInfo.from_txt(service.properties)
-            if (self.signing_key is not None and info.cluster == self.cfg.cluster
-                    and not signature_ok(service.properties, self.signing_key)):
+            if (
+                self.signing_key is not None
+                and info.cluster == self.cfg.cluster
+                and not signature_ok(service.properties, self.signing_key)
+            ):
                 raise DiscoveryError(RecordError.BAD_SIGNATURE, "not signed by this cluster")
             return info
         except DiscoveryError as err:

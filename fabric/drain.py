@@ -79,8 +79,9 @@ def take_meta(sock: zmq.Socket, max_batch: int, metas: list[Meta]) -> Batch:
             parts = [recv(_NOBLOCK)]
             part = recv(_NOBLOCK, copy=False)
             try:
-                metas.append((part.get("User-Id").encode(), part.get("Peer-Address"),
-                              part.get(_SRCFD)))
+                metas.append(
+                    (part.get("User-Id").encode(), part.get("Peer-Address"), part.get(_SRCFD))
+                )
             except zmq.ZMQError:  # a message from a connection without metadata
                 metas.append(NO_META)
             parts.append(part.bytes)
@@ -106,8 +107,13 @@ class Reader:
     message.
     """
 
-    def __init__(self, sock: zmq.asyncio.Socket, on_batch: Callable[..., None],
-                 max_batch: int, meta: bool = False) -> None:
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket,
+        on_batch: Callable[..., None],
+        max_batch: int,
+        meta: bool = False,
+    ) -> None:
         self.sock = sock
         self._shadow: zmq.Socket = sock._shadow_sock  # the plain socket behind the wrapper
         self._on_batch = on_batch

@@ -105,21 +105,32 @@ def encode(header: pb.Header, payload: bytes = b"") -> list[bytes]:
     return [frame(header.SerializeToString(), payload)]
 
 
-def request(method: str, request_id: int, deadline_ms: int, payload: bytes,
-            sender: str = "") -> list[bytes]:
+def request(
+    method: str, request_id: int, deadline_ms: int, payload: bytes, sender: str = ""
+) -> list[bytes]:
     """Frames of a REQUEST."""
-    return encode(pb.Header(kind=pb.REQUEST, request_id=request_id, method=method,
-                            deadline_ms=deadline_ms, sender=sender), payload)
+    return encode(
+        pb.Header(
+            kind=pb.REQUEST,
+            request_id=request_id,
+            method=method,
+            deadline_ms=deadline_ms,
+            sender=sender,
+        ),
+        payload,
+    )
 
 
 def reply(request_id: int, payload: bytes, method: str = "", sender: str = "") -> list[bytes]:
     """Frames of a successful REPLY."""
-    return encode(pb.Header(kind=pb.REPLY, request_id=request_id, method=method, sender=sender),
-                  payload)
+    return encode(
+        pb.Header(kind=pb.REPLY, request_id=request_id, method=method, sender=sender), payload
+    )
 
 
-def error_reply(request_id: int, code: int, detail: str = "", method: str = "",
-                sender: str = "") -> list[bytes]:
+def error_reply(
+    request_id: int, code: int, detail: str = "", method: str = "", sender: str = ""
+) -> list[bytes]:
     """Frames of an error REPLY: no payload, just the code and a short safe detail.
 
     The codes are a closed set: one outside `ErrorCode` (a handler's bug, or a peer's
@@ -128,8 +139,16 @@ def error_reply(request_id: int, code: int, detail: str = "", method: str = "",
     """
     if code not in _ERROR_CODES:
         code = pb.INTERNAL
-    return encode(pb.Header(kind=pb.REPLY, request_id=request_id, method=method, error=code,
-                            detail=detail[:200], sender=sender))
+    return encode(
+        pb.Header(
+            kind=pb.REPLY,
+            request_id=request_id,
+            method=method,
+            error=code,
+            detail=detail[:200],
+            sender=sender,
+        )
+    )
 
 
 def event(method: str, payload: bytes, sender: str = "") -> list[bytes]:
@@ -155,8 +174,9 @@ class Encoder:
         """The frame of a REQUEST; the same bytes as `request()`."""
         header = self._requests.get(method)
         if header is None:
-            header = self._requests[method] = pb.Header(kind=pb.REQUEST, method=method,
-                                                        sender=self.sender)
+            header = self._requests[method] = pb.Header(
+                kind=pb.REQUEST, method=method, sender=self.sender
+            )
         header.request_id = request_id
         header.deadline_ms = deadline_ms
         return frame(header.SerializeToString(), payload)

@@ -43,8 +43,9 @@ class Publisher:
     def publish_raw(self, topic: bytes, method: str, payload: bytes) -> None:
         """Send one event whose payload is already serialized."""
         try:
-            self._shadow.send_multipart([topic, *envelope.event(method, payload, self.node_id)],
-                                        _NOBLOCK)
+            self._shadow.send_multipart(
+                [topic, *envelope.event(method, payload, self.node_id)], _NOBLOCK
+            )
             self._out.inc()
         except zmq.Again:
             metrics.BAD_FRAMES.labels("events_out", "hwm_drop").inc()
@@ -53,9 +54,14 @@ class Publisher:
 class Subscriber:
     """One SUB socket following many publishers; handlers run per topic prefix on the loop."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, *, max_bytes: int = timing.MAX_FRAME_BYTES,
-                 secure: Callable[[zmq.asyncio.Socket], None] | None = None,
-                 name: str = "events_in") -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        *,
+        max_bytes: int = timing.MAX_FRAME_BYTES,
+        secure: Callable[[zmq.asyncio.Socket], None] | None = None,
+        name: str = "events_in",
+    ) -> None:
         self.sock: zmq.asyncio.Socket = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, timing.HWM_MESSAGES)

@@ -103,14 +103,17 @@ def _plan(desc: Descriptor) -> _Plan | None:
                 maps.append(field)
             else:
                 (repeated_messages if field.is_repeated else messages).append(field.name)
-    return _Plan(tuple(scalars), tuple(repeated), tuple(messages), tuple(repeated_messages),
-                 tuple(maps))
+    return _Plan(
+        tuple(scalars), tuple(repeated), tuple(messages), tuple(repeated_messages), tuple(maps)
+    )
 
 
 def _map_out_of_range(field: FieldDescriptor, value: Any) -> str | None:
     """The first key or value of a map field above ID_MAX (or inside a message value)."""
-    key_field, value_field = field.message_type.fields_by_name["key"], \
-        field.message_type.fields_by_name["value"]
+    key_field, value_field = (
+        field.message_type.fields_by_name["key"],
+        field.message_type.fields_by_name["value"],
+    )
     for key, item in value.items():
         if key_field.type in _WIDE and key > ID_MAX:
             return f"{field.name}[key]"
@@ -128,9 +131,15 @@ def _wide(desc: Descriptor, seen: frozenset[Descriptor] = frozenset()) -> bool:
     known = _has_wide.get(desc)
     if known is not None:
         return known
-    found = any(field.type in _WIDE or (
-        field.type == _MESSAGE and field.message_type not in seen
-        and _wide(field.message_type, seen | {desc})) for field in desc.fields)
+    found = any(
+        field.type in _WIDE
+        or (
+            field.type == _MESSAGE
+            and field.message_type not in seen
+            and _wide(field.message_type, seen | {desc})
+        )
+        for field in desc.fields
+    )
     if not seen:  # a result inside a recursive type's own walk may be partial
         _has_wide[desc] = found
     return found

@@ -55,8 +55,9 @@ class KeysMissing(ConfigError):
 
     def __init__(self, keys_dir: Path, problem: str = "") -> None:
         detail = f" ({problem})" if problem else ""
-        super().__init__("SOIM_KEYS_DIR",
-                         f"no keys in {keys_dir}{detail}; run soimctl keys generate")
+        super().__init__(
+            "SOIM_KEYS_DIR", f"no keys in {keys_dir}{detail}; run soimctl keys generate"
+        )
         self.keys_dir = keys_dir
 
 
@@ -69,7 +70,8 @@ class KeysExist(ValueError):
             f"{keys_dir} already holds keys ({names}); replacing them cuts off every running "
             "node and client that uses them, until the new keys are copied to every host and "
             "clients trust the new gateway key. Keep them with --if-missing, or replace them "
-            "with --force")
+            "with --force"
+        )
         self.keys_dir = keys_dir
         self.found = found
 
@@ -117,8 +119,12 @@ def generate(keys_dir: Path, if_missing: bool = False, force: bool = False) -> l
 def _generated_files(keys_dir: Path) -> list[Path]:
     """Every file `generate` writes."""
     pairs = [keys_dir / (n + ext) for n in (NODE, GATEWAY) for ext in (_PUBLIC, _SECRET)]
-    return [*pairs, keys_dir / CLUSTER_SECRET, keys_dir / TOKEN_SECRET,
-            keys_dir / AUTHORIZED / (NODE + _PUBLIC)]
+    return [
+        *pairs,
+        keys_dir / CLUSTER_SECRET,
+        keys_dir / TOKEN_SECRET,
+        keys_dir / AUTHORIZED / (NODE + _PUBLIC),
+    ]
 
 
 def add_node(keys_dir: Path, name: str) -> list[Path]:
@@ -147,8 +153,10 @@ def revoke(keys_dir: Path, name: str) -> list[Path]:
     if not _NAME_RE.match(name):
         raise KeyNameError(f"{name!r} is not a key name")
     if name == NODE:
-        raise KeyNameError(f"{NODE!r} is the key of this keys dir's own nodes; "
-                           "generate a new one with soimctl keys generate instead")
+        raise KeyNameError(
+            f"{NODE!r} is the key of this keys dir's own nodes; "
+            "generate a new one with soimctl keys generate instead"
+        )
     target = keys_dir / AUTHORIZED / (name + _PUBLIC)
     if not target.exists():
         raise KeyNameError(f"no authorized key {name!r} in {keys_dir / AUTHORIZED}")
@@ -173,7 +181,7 @@ def authorized(keys_dir: Path) -> dict[bytes, str]:
     for path in paths:
         public = _readable_public(path)
         if public is not None:
-            found[public] = path.name[:-len(_PUBLIC)]
+            found[public] = path.name[: -len(_PUBLIC)]
     if not found:
         raise KeysMissing(keys_dir, f"{AUTHORIZED}/ holds no public key")
     return found

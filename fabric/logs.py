@@ -42,6 +42,7 @@ def configure(level: str, log_format: str, node_id: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter(node_id))
     else:
-        handler.setFormatter(logging.Formatter(
-            f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s")
+        )
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -45,13 +45,13 @@ class Peer:
 
     info: NodeInfo
     alive: bool = False
-    last_beat: float = 0.0          # time.monotonic() of the last heartbeat
+    last_beat: float = 0.0  # time.monotonic() of the last heartbeat
     first_seen: float = field(default_factory=time.time)
     load: float = 0.0
     sessions: int = 0
     uptime_s: float = 0.0
-    peers: int = 0                  # live peers it sees, by its last heartbeat
-    draining: bool = False          # it announced a drain: send it no new work
+    peers: int = 0  # live peers it sees, by its last heartbeat
+    draining: bool = False  # it announced a drain: send it no new work
 
     @property
     def node_id(self) -> str:
@@ -65,10 +65,15 @@ class Peer:
 class Membership:
     """Live peers of this node's cluster (never itself)."""
 
-    def __init__(self, self_id: str, subscriber: Subscriber, *,
-                 on_added: PeerCallback | None = None,
-                 on_updated: PeerCallback | None = None,
-                 on_removed: PeerCallback | None = None) -> None:
+    def __init__(
+        self,
+        self_id: str,
+        subscriber: Subscriber,
+        *,
+        on_added: PeerCallback | None = None,
+        on_updated: PeerCallback | None = None,
+        on_removed: PeerCallback | None = None,
+    ) -> None:
         self.self_id = self_id
         self.subscriber = subscriber
         self._on_added = on_added
@@ -92,7 +97,8 @@ class Membership:
         if cached is None:
             cached = self._alive[role] = sorted(
                 (p for p in self._peers.values() if p.alive and (role is None or p.role == role)),
-                key=lambda p: p.node_id)
+                key=lambda p: p.node_id,
+            )
         return list(cached)
 
     def get(self, node_id: str) -> Peer | None:
@@ -132,13 +138,17 @@ class Membership:
             return
         if known.info == info:
             return
-        same_process = (known.info.started_at == info.started_at
-                        and known.info.public_key == info.public_key)
+        same_process = (
+            known.info.started_at == info.started_at and known.info.public_key == info.public_key
+        )
         if not same_process and known.alive:
             metrics.BAD_FRAMES.labels("membership", "duplicate_node_id").inc()
-            log.warning("refused a second process claiming live node id %s (at %s); the live "
-                        "one is at %s", info.node_id, info.endpoints.get("rpc"),
-                        known.info.endpoints.get("rpc"))
+            log.warning(
+                "refused a second process claiming live node id %s (at %s); the live one is at %s",
+                info.node_id,
+                info.endpoints.get("rpc"),
+                known.info.endpoints.get("rpc"),
+            )
             return
         self._unfollow(known.info)
         known.info = info

@@ -35,9 +35,15 @@ def catalogue(service: ServiceDescriptor, idempotent: Iterable[str] = ()) -> dic
     """
     retry = set(idempotent)
     prefix = service.name.lower()
-    return {m.name: Method(f"{prefix}.{m.name}", GetMessageClass(m.input_type),
-                           GetMessageClass(m.output_type), m.name in retry)
-            for m in service.methods}
+    return {
+        m.name: Method(
+            f"{prefix}.{m.name}",
+            GetMessageClass(m.input_type),
+            GetMessageClass(m.output_type),
+            m.name in retry,
+        )
+        for m in service.methods
+    }
 
 
 ECHO = Method("fabric.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply, idempotent=True)

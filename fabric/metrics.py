@@ -37,8 +37,14 @@ from fabric import __version__
 class LatencyHistogram(Collector):
     """A histogram family with one label, exported like prometheus-client's Histogram."""
 
-    def __init__(self, name: str, documentation: str, label: str, buckets: Sequence[float],
-                 registry: CollectorRegistry | None = REGISTRY) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.label = label
@@ -135,8 +141,11 @@ RPC_ERRORS = Counter(
 RPC_SERVED = Counter("soim_rpc_served_total", "RPC requests served", ["method", "code"])
 PEERS_ALIVE = Gauge("soim_peers_alive", "Live peers in the membership view", ["role"])
 NODE_LOAD = Gauge("soim_node_load", "This node's load figure, as sent in its heartbeat")
-BUILD_INFO = Gauge("soim_build_info", "Always 1: the so-im version and Python this process runs",
-                   ["version", "python"])
+BUILD_INFO = Gauge(
+    "soim_build_info",
+    "Always 1: the so-im version and Python this process runs",
+    ["version", "python"],
+)
 BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 
@@ -173,10 +182,12 @@ class MetricsServer:
     def start(self) -> int:
         """Start serving in a daemon thread; return the bound port."""
         kind = _Server6 if ":" in self.host else ThreadingWSGIServer
-        self._server = make_server(self.host, self.port, self._app, kind,
-                                   handler_class=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http",
-                                        daemon=True)
+        self._server = make_server(
+            self.host, self.port, self._app, kind, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
         self._thread.start()
         self.port = int(self._server.server_port)
         return self.port
@@ -210,6 +221,7 @@ class MetricsServer:
 
 def _text(start_response: StartResponse, status: str, line: str) -> list[bytes]:
     body = f"{line}\n".encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))])
+    start_response(
+        status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    )
     return [body]

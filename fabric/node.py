@@ -69,20 +69,41 @@ class Node:
         self.stopping = asyncio.Event()
         self.rpc_sock = self.new_socket(zmq.ROUTER)
         self.pub_sock = self.new_socket(zmq.PUB)
-        self.rpc = RpcServer(self.rpc_sock, self.node_id, timing.CLUSTER_MAX_FRAME_BYTES,
-                             gate=self._member_gate, check_ids=self.stores_ids)
+        self.rpc = RpcServer(
+            self.rpc_sock,
+            self.node_id,
+            timing.CLUSTER_MAX_FRAME_BYTES,
+            gate=self._member_gate,
+            check_ids=self.stores_ids,
+        )
         self.publisher = Publisher(self.pub_sock, self.node_id)
-        self.subscriber = Subscriber(self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
-                                     secure=self._secure_sub)
-        self.membership = Membership(self.node_id, self.subscriber, on_added=self.peer_added,
-                                     on_updated=self.peer_updated, on_removed=self._peer_removed)
-        self.peers = PeerClients(self.ctx, self.membership, self.node_id,
-                                 timing.CLUSTER_MAX_FRAME_BYTES, self.security.cluster_client)
-        self.admission = Admission(self.ctx, self.security, cfg.cluster, self.node_id,
-                                   self.membership)
+        self.subscriber = Subscriber(
+            self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES, secure=self._secure_sub
+        )
+        self.membership = Membership(
+            self.node_id,
+            self.subscriber,
+            on_added=self.peer_added,
+            on_updated=self.peer_updated,
+            on_removed=self._peer_removed,
+        )
+        self.peers = PeerClients(
+            self.ctx,
+            self.membership,
+            self.node_id,
+            timing.CLUSTER_MAX_FRAME_BYTES,
+            self.security.cluster_client,
+        )
+        self.admission = Admission(
+            self.ctx, self.security, cfg.cluster, self.node_id, self.membership
+        )
         self.discovery = Discovery(
-            cfg, self.admission.hint, self.admission.gone, self.admission.hint,
-            signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)))
+            cfg,
+            self.admission.hint,
+            self.admission.gone,
+            self.admission.hint,
+            signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)),
+        )
         self.metrics_server = metrics.MetricsServer(cfg.host, cfg.metrics_port, self._readiness)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.endpoints: dict[str, str] = {}
@@ -129,27 +150,41 @@ class Node:
         self._tasks.append(asyncio.ensure_future(self.rpc.serve()))
         self._tasks.append(asyncio.ensure_future(self._beat()))
         self.info = NodeInfo(
-            node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
-            version=fabric.__version__, host=self.cfg.advertise_host,
-            endpoints=dict(self.endpoints), metrics_port=metrics_port,
+            node_id=self.node_id,
+            role=self.role,
+            cluster=self.cfg.cluster,
+            version=fabric.__version__,
+            host=self.cfg.advertise_host,
+            endpoints=dict(self.endpoints),
+            metrics_port=metrics_port,
             public_key=self.security.node.public.decode(),
-            client_key=self.client_key(), started_at=self.started_at)
+            client_key=self.client_key(),
+            started_at=self.started_at,
+        )
         if self.cfg.discovery != "seeds":
             await self.discovery.async_start()
             try:
                 await self.discovery.async_register(self.info)
             except NonUniqueNameException:
-                raise ConfigError("SOIM_NODE_ID", f"a live node of cluster "
-                                  f"{self.cfg.cluster!r} already announces node id "
-                                  f"{self.node_id!r}; refusing to start") from None
+                raise ConfigError(
+                    "SOIM_NODE_ID",
+                    f"a live node of cluster "
+                    f"{self.cfg.cluster!r} already announces node id "
+                    f"{self.node_id!r}; refusing to start",
+                ) from None
         for seed in self.cfg.seeds:
             self.admission.seed(seed.endpoint, seed.key_name)
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the node: no collection scans it again
         gc.set_threshold(*timing.GC_THRESHOLDS)
         sys.setswitchinterval(timing.GIL_SWITCH_INTERVAL_S)
-        self.log.info("%s %s serving: %s, metrics :%d", self.role, self.node_id,
-                      " ".join(f"{k}={v}" for k, v in self.endpoints.items()), metrics_port)
+        self.log.info(
+            "%s %s serving: %s, metrics :%d",
+            self.role,
+            self.node_id,
+            " ".join(f"{k}={v}" for k, v in self.endpoints.items()),
+            metrics_port,
+        )
 
     async def shutdown(self) -> None:
         """Deregister, stop intake, flush, close everything with a short linger."""
@@ -158,8 +193,9 @@ class Node:
             async with asyncio.timeout(timing.SHUTDOWN_BUDGET_S):
                 await self._shutdown_steps()
         except TimeoutError:
-            self.log.error("shutdown took longer than %.1fs; closing hard",
-                           timing.SHUTDOWN_BUDGET_S)
+            self.log.error(
+                "shutdown took longer than %.1fs; closing hard", timing.SHUTDOWN_BUDGET_S
+            )
         self.ctx.destroy(linger=0)
         self.log.info("stopped")
 
@@ -205,17 +241,30 @@ class Node:
             self._beat_seq += 1
             load = self.load()
             metrics.NODE_LOAD.set(load)
-            self.publisher.publish(HEARTBEAT_TOPIC, HEARTBEAT_METHOD, fabric_pb2.Heartbeat(
-                node_id=self.node_id, role=self.role, seq=self._beat_seq, load=load,
-                uptime_s=time.time() - self.started_at, sessions=self.session_count(),
-                peers=len(self.membership.alive()), known=self._known()))
+            self.publisher.publish(
+                HEARTBEAT_TOPIC,
+                HEARTBEAT_METHOD,
+                fabric_pb2.Heartbeat(
+                    node_id=self.node_id,
+                    role=self.role,
+                    seq=self._beat_seq,
+                    load=load,
+                    uptime_s=time.time() - self.started_at,
+                    sessions=self.session_count(),
+                    peers=len(self.membership.alive()),
+                    known=self._known(),
+                ),
+            )
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S)  # the heartbeat period
 
     def _known(self) -> list[fabric_pb2.KnownPeer]:
         """The peers this node admitted, for the heartbeat (how seeds spread the cluster)."""
-        return [fabric_pb2.KnownPeer(node_id=p.node_id, rpc=p.info.endpoints["rpc"],
-                                     key=p.info.public_key)
-                for p in self.membership.alive()[:timing.MAX_KNOWN_PEERS]]
+        return [
+            fabric_pb2.KnownPeer(
+                node_id=p.node_id, rpc=p.info.endpoints["rpc"], key=p.info.public_key
+            )
+            for p in self.membership.alive()[: timing.MAX_KNOWN_PEERS]
+        ]
 
     def _echo(self, req: fabric_pb2.EchoRequest, call: Call) -> object:
         if req.fail_code:
@@ -232,20 +281,34 @@ class Node:
         if req.rpc_endpoint and call.peer_key:  # a node admitting us: admit it back
             self.admission.heard(req.rpc_endpoint, call.peer_key.decode())
         return fabric_pb2.StatusReply(
-            node_id=self.node_id, role=self.role, cluster=self.cfg.cluster,
-            version=fabric.__version__, uptime_s=time.time() - self.started_at, load=self.load(),
-            endpoints=self.endpoints, metrics_port=self.metrics_server.port,
+            node_id=self.node_id,
+            role=self.role,
+            cluster=self.cfg.cluster,
+            version=fabric.__version__,
+            uptime_s=time.time() - self.started_at,
+            load=self.load(),
+            endpoints=self.endpoints,
+            metrics_port=self.metrics_server.port,
             peers_alive=[p.node_id for p in self.membership.alive()],
-            client_key=self.client_key(), started_at=self.started_at,
-            host=self.cfg.advertise_host)
+            client_key=self.client_key(),
+            started_at=self.started_at,
+            host=self.cfg.advertise_host,
+        )
 
     def _drain(self, req: cluster_pb2.DrainRequest, call: Call) -> cluster_pb2.DrainReply:
         if not self.drain_deadline_ms:
             grace = req.grace_s or timing.DRAIN_GRACE_S
             self.drain_deadline_ms = int((time.time() + grace) * 1000)
-            self.publisher.publish(DRAIN_TOPIC, DRAIN_METHOD, cluster_pb2.DrainNotice(
-                node_id=self.node_id, role=self.role, deadline_ms=self.drain_deadline_ms,
-                reason=req.reason[:200]))
+            self.publisher.publish(
+                DRAIN_TOPIC,
+                DRAIN_METHOD,
+                cluster_pb2.DrainNotice(
+                    node_id=self.node_id,
+                    role=self.role,
+                    deadline_ms=self.drain_deadline_ms,
+                    reason=req.reason[:200],
+                ),
+            )
             self.log.info("draining (%s); stopping in %.1fs", req.reason or "no reason", grace)
             self.on_drain()
             asyncio.get_running_loop().call_later(grace, self.stop)
@@ -267,8 +330,7 @@ class Node:
         self.admission.retry(peer.node_id)
         self.peer_removed(peer)
 
-    def _member_gate(self, identity: bytes, method: Method, peer_key: bytes,
-                     peer_addr: str) -> int:
+    def _member_gate(self, identity: bytes, method: Method, peer_key: bytes, peer_addr: str) -> int:
         """Node-to-node requests: only from a key the cluster admits now. ZAP checked the key
         at the handshake; this refuses a connection opened before its key was revoked."""
         return pb.OK if self.security.authorized(peer_key) else pb.UNAUTHENTICATED
@@ -295,8 +357,9 @@ class Node:
                 break
             except zmq.ZMQError:  # the old listener is still closing in libzmq's I/O thread
                 if time.monotonic() > deadline:
-                    self.log.error("could not bind %s again after a key revocation; "
-                                   "stopping", endpoint)
+                    self.log.error(
+                        "could not bind %s again after a key revocation; stopping", endpoint
+                    )
                     self.stop()
                     return
                 await asyncio.sleep(timing.REBIND_RETRY_S)  # a retry pause, not a sync wait

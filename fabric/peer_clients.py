@@ -23,9 +23,14 @@ from schema import common_pb2 as pb
 class PeerClients:
     """A pool of `RpcClient`s keyed by peer node id."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, membership: Membership, node_id: str,
-                 max_bytes: int,
-                 secure: Callable[[zmq.asyncio.Socket, bytes], None] | None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        membership: Membership,
+        node_id: str,
+        max_bytes: int,
+        secure: Callable[[zmq.asyncio.Socket, bytes], None] | None,
+    ) -> None:
         self.ctx = ctx
         self.membership = membership
         self.node_id = node_id
@@ -45,8 +50,12 @@ class PeerClients:
         key = peer.info.public_key.encode()
         secure = self._secure
         client = RpcClient(
-            self.ctx, peer.info.endpoints["rpc"], node_id=self.node_id, max_bytes=self.max_bytes,
-            secure=(lambda sock: secure(sock, key)) if secure is not None else None)
+            self.ctx,
+            peer.info.endpoints["rpc"],
+            node_id=self.node_id,
+            max_bytes=self.max_bytes,
+            secure=(lambda sock: secure(sock, key)) if secure is not None else None,
+        )
         client.start()
         self._clients[node_id] = client
         return client
@@ -62,5 +71,4 @@ class PeerClients:
     async def close(self) -> None:
         """Close every client."""
         clients, self._clients = list(self._clients.values()), {}
-        await asyncio.gather(*(c.close() for c in clients), *self._closing,
-                             return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in clients), *self._closing, return_exceptions=True)

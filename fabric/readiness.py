@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from shard_store.store import Store
 
 
-def ask(loop: asyncio.AbstractEventLoop | None,
-        ready: Callable[[], Awaitable[str | None]]) -> str | None:
+def ask(
+    loop: asyncio.AbstractEventLoop | None, ready: Callable[[], Awaitable[str | None]]
+) -> str | None:
     """`ready()` run on `loop`, waited for in this (another) thread for READY_ANSWER_S."""
     if loop is None or loop.is_closed():
         return "starting"
@@ -70,8 +71,7 @@ class DbCheck:
         if self._running is None:
             self._running = asyncio.ensure_future(self._run())
         try:
-            return await asyncio.wait_for(asyncio.shield(self._running),
-                                          timing.DB_CHECK_TIMEOUT_S)
+            return await asyncio.wait_for(asyncio.shield(self._running), timing.DB_CHECK_TIMEOUT_S)
         except TimeoutError:
             return f"database did not answer within {timing.DB_CHECK_TIMEOUT_S:g}s"
 

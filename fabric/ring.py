@@ -24,8 +24,9 @@ class Ring:
 
     def __init__(self, members: Iterable[str] = (), vnodes: int = VNODES) -> None:
         self.members = frozenset(members)
-        points = sorted((_point(f"{m}#{i}".encode()), m)
-                        for m in self.members for i in range(vnodes))
+        points = sorted(
+            (_point(f"{m}#{i}".encode()), m) for m in self.members for i in range(vnodes)
+        )
         self._hashes = [h for h, _ in points]
         self._owners = [m for _, m in points]
 

@@ -43,11 +43,17 @@ _time = time.time
 class RpcClient:
     """Calls one peer. Create, `start()`, `await call(...)`, `await close()`."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, *, node_id: str = "",
-                 max_bytes: int = timing.MAX_FRAME_BYTES,
-                 secure: Callable[[zmq.asyncio.Socket], None] | None = None,
-                 name: str = "rpc_client",
-                 on_event: Callable[[envelope.Envelope], None] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        *,
+        node_id: str = "",
+        max_bytes: int = timing.MAX_FRAME_BYTES,
+        secure: Callable[[zmq.asyncio.Socket], None] | None = None,
+        name: str = "rpc_client",
+        on_event: Callable[[envelope.Envelope], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.node_id = node_id
         self.max_bytes = max_bytes
@@ -131,8 +137,9 @@ class RpcClient:
                 rid = next(self._ids)
                 fut: asyncio.Future[bytes] = _Future(loop=self._loop)
                 self._pending[rid] = (fut, now + share, name)
-                self._outbox.append(self._encoder.request(
-                    name, rid, int((_time() + share) * 1000), payload))
+                self._outbox.append(
+                    self._encoder.request(name, rid, int((_time() + share) * 1000), payload)
+                )
                 if not self._flush_soon:
                     self._flush_soon = True
                     self._loop.call_soon(self._flush)
@@ -150,8 +157,9 @@ class RpcClient:
                 now = _monotonic()
             raise AssertionError("unreachable: the last attempt returns or raises")
         except RpcError as err:
-            metrics.RPC_ERRORS.labels(name, pb.ErrorCode.Name(err.code)
-                                      if err.code in pb.ErrorCode.values() else "?").inc()
+            metrics.RPC_ERRORS.labels(
+                name, pb.ErrorCode.Name(err.code) if err.code in pb.ErrorCode.values() else "?"
+            ).inc()
             raise
         except envelope.EnvelopeError as err:
             raise RpcError(pb.BAD_REQUEST, f"bad reply: {err}") from None

@@ -74,11 +74,18 @@ class Call:
 class RpcServer:
     """Serves methods on a bound ROUTER socket until `serve()` is cancelled."""
 
-    def __init__(self, sock: zmq.asyncio.Socket, node_id: str, max_bytes: int,
-                 name: str = "rpc", gate: Gate | None = None,
-                 own_deadline_s: float | None = None, meta: bool = False,
-                 on_sent: Callable[[list[list[bytes]]], None] | None = None,
-                 check_ids: bool = True) -> None:
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket,
+        node_id: str,
+        max_bytes: int,
+        name: str = "rpc",
+        gate: Gate | None = None,
+        own_deadline_s: float | None = None,
+        meta: bool = False,
+        on_sent: Callable[[list[list[bytes]]], None] | None = None,
+        check_ids: bool = True,
+    ) -> None:
         self.sock = sock
         self.check_ids = check_ids
         self.on_sent = on_sent
@@ -120,8 +127,9 @@ class RpcServer:
         while True:
             await asyncio.sleep(timing.RPC_EXPIRY_SWEEP_S)  # the sweep period
             now_ms = time.time() * 1000.0
-            for future in [f for f, (_, header) in self._awaiting.items()
-                           if header.deadline_ms <= now_ms]:
+            for future in [
+                f for f, (_, header) in self._awaiting.items() if header.deadline_ms <= now_ms
+            ]:
                 future.cancel()
 
     def _requests(self, batch: Batch) -> None:
@@ -166,16 +174,24 @@ class RpcServer:
         except envelope.EnvelopeError as err:
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
             rid = err.header.request_id if err.header is not None else 0
-            return [identity, *envelope.error_reply(rid, err.reason.error_code(), err.detail,
-                                                    sender=self.node_id)]
+            return [
+                identity,
+                *envelope.error_reply(
+                    rid, err.reason.error_code(), err.detail, sender=self.node_id
+                ),
+            ]
         if header.kind != _REQUEST:
             metrics.BAD_FRAMES.labels(self.name, "not_request").inc()
             return None
         entry = self._handlers.get(header.method)
         if entry is None:
             self._served("<unknown>", pb.UNKNOWN_METHOD)
-            return [identity, *envelope.error_reply(header.request_id, pb.UNKNOWN_METHOD,
-                                                    header.method[:64], sender=self.node_id)]
+            return [
+                identity,
+                *envelope.error_reply(
+                    header.request_id, pb.UNKNOWN_METHOD, header.method[:64], sender=self.node_id
+                ),
+            ]
         method, handler = entry
         if self.gate is not None:
             code = self.gate(identity, method, meta[0], meta[1])
@@ -213,8 +229,9 @@ class RpcServer:
         answered[name] = answered.get(name, 0) + 1
         return [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
 
-    async def _finish(self, identity: bytes, header: pb.Header,
-                      pending: Awaitable[Message]) -> None:
+    async def _finish(
+        self, identity: bytes, header: pb.Header, pending: Awaitable[Message]
+    ) -> None:
         remaining = header.deadline_ms / 1000.0 - time.time()
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
@@ -241,8 +258,10 @@ class RpcServer:
         if error is None:
             answered = self._answered
             answered[header.method] = answered.get(header.method, 0) + 1
-            out = [identity, self._encoder.reply(header.request_id,
-                                                 future.result().SerializeToString())]
+            out = [
+                identity,
+                self._encoder.reply(header.request_id, future.result().SerializeToString()),
+            ]
         elif isinstance(error, RpcError):
             out = self._error(identity, header, error.code, error.detail)
         else:
@@ -269,8 +288,10 @@ class RpcServer:
 
     def _error(self, identity: bytes, header: pb.Header, code: int, detail: str) -> list[bytes]:
         self._served(header.method, code)
-        return [identity, *envelope.error_reply(header.request_id, code, detail,
-                                                sender=self.node_id)]
+        return [
+            identity,
+            *envelope.error_reply(header.request_id, code, detail, sender=self.node_id),
+        ]
 
     def _count_answered(self) -> None:
         """Count the pass's OK replies, one counter update per method rather than per reply."""

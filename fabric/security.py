@@ -63,8 +63,7 @@ class _AnyClient:
 class Security:
     """The ZAP authenticator of one context plus the keys its sockets use."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, keys_dir: Path,
-                 node_key: str = keys.NODE) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, keys_dir: Path, node_key: str = keys.NODE) -> None:
         self.ctx = ctx
         self.keys_dir = Path(keys_dir)
         self.node = keys.load_node(self.keys_dir, node_key)
@@ -99,13 +98,13 @@ class Security:
         self._names, fresh = names, frozenset(names)
         gone, added = self._policy.authorized - fresh, fresh - self._policy.authorized
         if gone or added:
-            log.info("authorized node keys: %d (%d revoked, %d added)", len(fresh), len(gone),
-                     len(added))
+            log.info(
+                "authorized node keys: %d (%d revoked, %d added)", len(fresh), len(gone), len(added)
+            )
             self._policy.authorized = fresh
         return gone, added
 
-    async def _watch(self, on_change: Callable[[frozenset[bytes], frozenset[bytes]], None]
-                     ) -> None:
+    async def _watch(self, on_change: Callable[[frozenset[bytes], frozenset[bytes]], None]) -> None:
         while True:
             await asyncio.sleep(timing.KEYS_RELOAD_INTERVAL_S)  # the reload period
             gone, added = self.reload()
@@ -164,7 +163,6 @@ class Security:
         sock.curve_server = True
         sock.zap_domain = domain.encode()
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
-
 
 
 def anonymous_client(sock: zmq.Socket, server_public: bytes) -> None:

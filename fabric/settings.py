@@ -15,38 +15,71 @@ from collections.abc import Iterable, Mapping
 
 PREFIX = "SOIM_"
 
-KNOWN = frozenset({
-    # fabric.config: every process
-    "SOIM_CLUSTER", "SOIM_NODE_ID", "SOIM_HOST", "SOIM_ADVERTISE_HOST", "SOIM_DISCOVERY_IFACES",
-    "SOIM_DISCOVERY", "SOIM_SEEDS", "SOIM_KEYS_DIR", "SOIM_NODE_KEY", "SOIM_RPC_PORT",
-    "SOIM_EVENTS_PORT", "SOIM_METRICS_PORT", "SOIM_GATEWAY_PORT", "SOIM_DB", "SOIM_SHARDS",
-    "SOIM_REDIS_URL", "SOIM_REDIS_PREFIX", "SOIM_LOG_LEVEL", "SOIM_LOG_FORMAT",
-    "SOIM_MAX_FRAME_BYTES", "SOIM_BATCH_ROWS", "SOIM_BATCH_MS",
-    # fabric.env_file
-    "SOIM_ENV_FILE",
-    # gateway options
-    "SOIM_AUTH_DEADLINE_S", "SOIM_AUTH_PER_ADDR_PER_S", "SOIM_RESUME_PER_ADDR_PER_S",
-    "SOIM_CLIENT_QUEUE_BYTES", "SOIM_MAX_SESSIONS_PER_USER", "SOIM_MAX_UNAUTH_PER_ADDR",
-    "SOIM_MAX_UNAUTH_TOTAL", "SOIM_SESSION_RATE", "SOIM_SESSION_BURST",
-    # storage options
-    "SOIM_EDIT_WINDOW_S",
-    # directory options
-    "SOIM_KDF_PER_ADDR", "SOIM_REGISTER_PER_MIN", "SOIM_SCRYPT_N", "SOIM_TOKEN_TTL_S",
-    # the Procfile (`make run`)
-    "SOIM_GATEWAY1_PORT", "SOIM_GATEWAY2_PORT",
-    # the test suite
-    "SOIM_TEST_MYSQL_HOST", "SOIM_TEST_MYSQL_PORT", "SOIM_TEST_MYSQL_USER",
-    "SOIM_TEST_MYSQL_PASSWORD", "SOIM_TEST_REDIS_URL", "SOIM_FUZZ_SEED",
-})
+KNOWN = frozenset(
+    {
+        # fabric.config: every process
+        "SOIM_CLUSTER",
+        "SOIM_NODE_ID",
+        "SOIM_HOST",
+        "SOIM_ADVERTISE_HOST",
+        "SOIM_DISCOVERY_IFACES",
+        "SOIM_DISCOVERY",
+        "SOIM_SEEDS",
+        "SOIM_KEYS_DIR",
+        "SOIM_NODE_KEY",
+        "SOIM_RPC_PORT",
+        "SOIM_EVENTS_PORT",
+        "SOIM_METRICS_PORT",
+        "SOIM_GATEWAY_PORT",
+        "SOIM_DB",
+        "SOIM_SHARDS",
+        "SOIM_REDIS_URL",
+        "SOIM_REDIS_PREFIX",
+        "SOIM_LOG_LEVEL",
+        "SOIM_LOG_FORMAT",
+        "SOIM_MAX_FRAME_BYTES",
+        "SOIM_BATCH_ROWS",
+        "SOIM_BATCH_MS",
+        # fabric.env_file
+        "SOIM_ENV_FILE",
+        # gateway options
+        "SOIM_AUTH_DEADLINE_S",
+        "SOIM_AUTH_PER_ADDR_PER_S",
+        "SOIM_RESUME_PER_ADDR_PER_S",
+        "SOIM_CLIENT_QUEUE_BYTES",
+        "SOIM_MAX_SESSIONS_PER_USER",
+        "SOIM_MAX_UNAUTH_PER_ADDR",
+        "SOIM_MAX_UNAUTH_TOTAL",
+        "SOIM_SESSION_RATE",
+        "SOIM_SESSION_BURST",
+        # storage options
+        "SOIM_EDIT_WINDOW_S",
+        # directory options
+        "SOIM_KDF_PER_ADDR",
+        "SOIM_REGISTER_PER_MIN",
+        "SOIM_SCRYPT_N",
+        "SOIM_TOKEN_TTL_S",
+        # the Procfile (`make run`)
+        "SOIM_GATEWAY1_PORT",
+        "SOIM_GATEWAY2_PORT",
+        # the test suite
+        "SOIM_TEST_MYSQL_HOST",
+        "SOIM_TEST_MYSQL_PORT",
+        "SOIM_TEST_MYSQL_USER",
+        "SOIM_TEST_MYSQL_PASSWORD",
+        "SOIM_TEST_REDIS_URL",
+        "SOIM_FUZZ_SEED",
+    }
+)
 
 
 def unknown(env: Mapping[str, str] | Iterable[str]) -> list[str]:
     """One line per SOIM_* name of `env` that no part of so-im reads, sorted, e.g.
     'SOIM_SHARD: unknown setting; did you mean SOIM_SHARDS?'."""
     lines = []
-    tails = {name[len(PREFIX):]: name for name in KNOWN}
+    tails = {name[len(PREFIX) :]: name for name in KNOWN}
     for name in sorted(n for n in env if n.startswith(PREFIX) and n not in KNOWN):
-        close = difflib.get_close_matches(name[len(PREFIX):], tails, n=1)
+        close = difflib.get_close_matches(name[len(PREFIX) :], tails, n=1)
         hint = f"did you mean {tails[close[0]]}?" if close else "see docs/operations.md"
         lines.append(f"{name}: unknown setting; {hint}")
     return lines

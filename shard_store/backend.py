@@ -90,7 +90,7 @@ def parse_db_urls(value: str) -> list[DbSpec]:
     """Parse SOIM_DB: `sqlite:FOLDER` or a comma list of `mysql://user:pass@host:port/db`."""
     value = value.strip()
     if value.startswith("sqlite:"):
-        path = value[len("sqlite:"):].strip()
+        path = value[len("sqlite:") :].strip()
         if not path or "," in path:
             raise ConfigError("SOIM_DB", f"sqlite: needs one folder, got {value!r}")
         return [DbSpec(kind="sqlite", path=path)]
@@ -116,8 +116,14 @@ def _parse_mysql(url: str) -> DbSpec:
     database = parts.path.lstrip("/")
     if not _DB_NAME_RE.match(database):
         raise ConfigError("SOIM_DB", f"database name must be letters, digits, _ or $: {url!r}")
-    return DbSpec(kind="mysql", host=parts.hostname, port=port, user=unquote(parts.username),
-                  password=unquote(parts.password or ""), database=database)
+    return DbSpec(
+        kind="mysql",
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
 
 
 class Conn(ABC):
@@ -183,8 +189,9 @@ class Conn(ABC):
     def __enter__(self) -> Conn:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -224,9 +231,14 @@ class Database(ABC):
         """Every table of this database."""
 
     @abstractmethod
-    def create_table_sql(self, name: str, columns: Sequence[Column], primary: Sequence[str],
-                         unique: Sequence[Sequence[str]], index: Sequence[Sequence[str]],
-                         ) -> list[str]:
+    def create_table_sql(
+        self,
+        name: str,
+        columns: Sequence[Column],
+        primary: Sequence[str],
+        unique: Sequence[Sequence[str]],
+        index: Sequence[Sequence[str]],
+    ) -> list[str]:
         """Idempotent DDL (CREATE … IF NOT EXISTS) for one physical table."""
 
     @abstractmethod
@@ -238,18 +250,31 @@ class Database(ABC):
         """Serialise migrations across processes (MySQL GET_LOCK, SQLite write transaction)."""
 
     @abstractmethod
-    def insert_statements(self, table: str, columns: Sequence[str], kinds: str,
-                          rows: Sequence[Sequence[Any]], ignore: bool = True) -> list[Statement]:
+    def insert_statements(
+        self,
+        table: str,
+        columns: Sequence[str],
+        kinds: str,
+        rows: Sequence[Sequence[Any]],
+        ignore: bool = True,
+    ) -> list[Statement]:
         """Multi-row INSERT (IGNORE) of `rows`; kinds has `i` (int) or `s` (str) per column."""
 
     @abstractmethod
-    def select_in_statements(self, table: str, columns: Sequence[str], key: Sequence[str],
-                             kinds: str, keys: Sequence[Sequence[Any]]) -> list[Statement]:
+    def select_in_statements(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        kinds: str,
+        keys: Sequence[Sequence[Any]],
+    ) -> list[Statement]:
         """SELECT `columns` WHERE (key…) IN (keys…)."""
 
 
-def open_database(spec: DbSpec, index: int, *, pool_size: int = 8,
-                  busy_timeout_s: float = 10.0) -> Database:
+def open_database(
+    spec: DbSpec, index: int, *, pool_size: int = 8, busy_timeout_s: float = 10.0
+) -> Database:
     """Open one database of SOIM_DB; raises StoreUnavailable (one line) if it cannot."""
     if spec.kind == "mysql":
         from shard_store.mysql import MySQLDatabase

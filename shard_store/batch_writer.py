@@ -69,8 +69,16 @@ def _check(row: MessageRow) -> None:
     if type(row) is not MessageRow:
         raise TypeError(f"submit takes a MessageRow, got {type(row).__name__}")
     conv_id, seq, msg_id, sender, cmid, ts, body, kind, ref_seq, mentions = row
-    if not (type(conv_id) is type(seq) is type(msg_id) is type(sender) is type(ts) is type(kind)
-            is type(ref_seq) is int):
+    if not (
+        type(conv_id)
+        is type(seq)
+        is type(msg_id)
+        is type(sender)
+        is type(ts)
+        is type(kind)
+        is type(ref_seq)
+        is int
+    ):
         raise TypeError(f"ids, seq, ts, kind and ref_seq must be int: {row[:4]} {ts!r}")
     if type(mentions) is not str or len(mentions) > MAX_MENTIONS_CHARS:
         raise ValueError(f"mentions must be a str of at most {MAX_MENTIONS_CHARS} chars")
@@ -89,24 +97,41 @@ def _check(row: MessageRow) -> None:
 class BatchWriter:
     """Group-commit writer of the message table. Thread-safe; close() flushes what is pending."""
 
-    def __init__(self, store: Store, *, max_rows: int = 512, max_ms: float = 5.0,
-                 sequencer: Sequencer | None = None,
-                 on_commit: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_rows: int = 512,
+        max_ms: float = 5.0,
+        sequencer: Sequencer | None = None,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> None:
         """`on_commit(seconds)`, if given, hears how long each committed flush's transaction
         took, in the committer thread (for a latency histogram)."""
         if max_rows < 1 or max_ms < 0:
             raise ValueError(f"max_rows must be >= 1 and max_ms >= 0: {max_rows}, {max_ms}")
         self._map: ShardMap = store.shard_map
-        self._lanes = [Lane(db, max_rows, max_ms / 1000, sequencer, on_commit)
-                       for db in store.databases]
+        self._lanes = [
+            Lane(db, max_rows, max_ms / 1000, sequencer, on_commit) for db in store.databases
+        ]
         self._closed = False
 
     @classmethod
-    def from_config(cls, store: Store, config: Config, sequencer: Sequencer | None = None,
-                    on_commit: Callable[[float], None] | None = None) -> BatchWriter:
+    def from_config(
+        cls,
+        store: Store,
+        config: Config,
+        sequencer: Sequencer | None = None,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> BatchWriter:
         """A writer with SOIM_BATCH_ROWS and SOIM_BATCH_MS."""
-        return cls(store, max_rows=config.batch_rows, max_ms=config.batch_ms,
-                   sequencer=sequencer, on_commit=on_commit)
+        return cls(
+            store,
+            max_rows=config.batch_rows,
+            max_ms=config.batch_ms,
+            sequencer=sequencer,
+            on_commit=on_commit,
+        )
 
     def submit(self, row: MessageRow) -> Future[MessageRow]:
         """Queue `row`; the future resolves to the stored row after COMMIT (see module doc)."""
@@ -185,6 +210,7 @@ class BatchWriter:
     def __enter__(self) -> BatchWriter:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -37,12 +37,14 @@ class CacheUnavailable(StoreError):
 class Cache:
     """Prefixed Redis access. Thread-safe (redis-py pools its connections)."""
 
-    def __init__(self, url: str, prefix: str = "soim:", *,
-                 timeout_s: float = SOCKET_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, prefix: str = "soim:", *, timeout_s: float = SOCKET_TIMEOUT_S
+    ) -> None:
         self.prefix = prefix
         self._where = url.split("@")[-1]  # never print a password
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s,
-                                            socket_connect_timeout=timeout_s)
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
         self._incr = self._client.register_script(_INCR_WITH_TTL)
         try:
             self._client.ping()
@@ -108,6 +110,7 @@ class Cache:
     def __enter__(self) -> Cache:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

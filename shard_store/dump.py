@@ -20,13 +20,28 @@ from shard_store.store import Row, Store
 PAGE_ROWS = 1000
 """Rows per SELECT page and per load transaction."""
 
-DATA_TABLES = ("account", "user", "friend", "user_block", "group", "group_name", "group_member",
-               "user_group", "group_rule", "group_pass", "conversation", "cursor", "message")
+DATA_TABLES = (
+    "account",
+    "user",
+    "friend",
+    "user_block",
+    "group",
+    "group_name",
+    "group_member",
+    "user_group",
+    "group_rule",
+    "group_pass",
+    "conversation",
+    "cursor",
+    "message",
+)
 """What an export holds, in load order. Not `token`: sessions end, users log in again."""
 
-ID_TAGS = {"user": (("user", "user_id"),),
-           "conv": (("conversation", "conv_id"), ("friend", "conv_id"), ("group", "group_id")),
-           "msg": (("message", "msg_id"),)}
+ID_TAGS = {
+    "user": (("user", "user_id"),),
+    "conv": (("conversation", "conv_id"), ("friend", "conv_id"), ("group", "group_id")),
+    "msg": (("message", "msg_id"),),
+}
 """Segment tags and the (table, column) pairs whose ids came from them."""
 
 
@@ -44,9 +59,11 @@ def rows(store: Store, name: str) -> Iterator[Row]:
     """Every row of logical table `name`, ordered by its primary key across all shards."""
     table = TABLES[name]
     pk = [columns(table).index(k) for k in table.primary]
-    parts = [_pages(store, table, db_index, shard.table(name))
-             for db_index in range(len(store.databases))
-             for shard in store.shard_map.shards(db_index)]
+    parts = [
+        _pages(store, table, db_index, shard.table(name))
+        for db_index in range(len(store.databases))
+        for shard in store.shard_map.shards(db_index)
+    ]
     return heapq.merge(*parts, key=lambda r: tuple(r[i] for i in pk))
 
 
@@ -100,13 +117,13 @@ def load(store: Store, name: str, records: Iterable[Sequence[Any]]) -> int:
     return count
 
 
-def _flush(store: Store, table: Table, pending: dict[tuple[int, str], list[Sequence[Any]]]
-           ) -> None:
+def _flush(store: Store, table: Table, pending: dict[tuple[int, str], list[Sequence[Any]]]) -> None:
     by_db: defaultdict[int, list[tuple[str, Any]]] = defaultdict(list)
     for (db_index, physical), batch in pending.items():
         db = store.databases[db_index]
-        by_db[db_index] += db.insert_statements(physical, columns(table), kinds(table), batch,
-                                                ignore=False)
+        by_db[db_index] += db.insert_statements(
+            physical, columns(table), kinds(table), batch, ignore=False
+        )
     pending.clear()
     for db_index, statements in by_db.items():
         with store.databases[db_index].connection() as conn:
@@ -122,8 +139,10 @@ def holdings(store: Store) -> list[str]:
     for name in (*DATA_TABLES, "token"):
         for db in store.databases:
             with db.connection() as conn:
-                if any(conn.query(f"SELECT 1 FROM `{shard.table(name)}` LIMIT 1")
-                       for shard in store.shard_map.shards(db.index)):
+                if any(
+                    conn.query(f"SELECT 1 FROM `{shard.table(name)}` LIMIT 1")
+                    for shard in store.shard_map.shards(db.index)
+                ):
                     out.append(name)
                     break
     return out
@@ -132,8 +151,9 @@ def holdings(store: Store) -> list[str]:
 def segments(store: Store) -> list[Row]:
     """The id_segment rows (biz_tag, max_id, step, version, updated), by tag."""
     with store.home.connection() as conn:
-        return conn.query("SELECT biz_tag, max_id, step, version, updated FROM id_segment "
-                          "ORDER BY biz_tag")
+        return conn.query(
+            "SELECT biz_tag, max_id, step, version, updated FROM id_segment ORDER BY biz_tag"
+        )
 
 
 def set_segments(store: Store, exported: Iterable[Sequence[Any]], now_ms: int) -> list[Row]:
@@ -147,9 +167,14 @@ def set_segments(store: Store, exported: Iterable[Sequence[Any]], now_ms: int) -
     out = [(tag, max_id, step, 0, now_ms) for tag, (max_id, step) in sorted(want.items())]
     db = store.home
     with db.connection() as conn:
-        conn.write_batch([("DELETE FROM id_segment", None),
-                          *db.insert_statements("id_segment", columns(ID_SEGMENT),
-                                                kinds(ID_SEGMENT), out, ignore=False)])
+        conn.write_batch(
+            [
+                ("DELETE FROM id_segment", None),
+                *db.insert_statements(
+                    "id_segment", columns(ID_SEGMENT), kinds(ID_SEGMENT), out, ignore=False
+                ),
+            ]
+        )
     return out
 
 

@@ -49,12 +49,25 @@ IDLE_PING_S = 5.0
 _GONE = {0, 1053, 1152, 1927, 2003, 2006, 2013, 2055}
 """Error codes meaning the server is down or the connection is lost or killed."""
 
-_TYPES = {"id": "BIGINT", "int": "INT", "name": "VARCHAR(64)", "tag": "VARCHAR(16)",
-          "hash": "VARCHAR(255)", "text": "TEXT"}
+_TYPES = {
+    "id": "BIGINT",
+    "int": "INT",
+    "name": "VARCHAR(64)",
+    "tag": "VARCHAR(16)",
+    "hash": "VARCHAR(255)",
+    "text": "TEXT",
+}
 _SESSION = "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
 
-_ESCAPES = (("\\", "\\\\"), ("\0", "\\0"), ("\n", "\\n"), ("\r", "\\r"), ("\x1a", "\\Z"),
-            ("'", "\\'"), ('"', '\\"'))
+_ESCAPES = (
+    ("\\", "\\\\"),
+    ("\0", "\\0"),
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("\x1a", "\\Z"),
+    ("'", "\\'"),
+    ('"', '\\"'),
+)
 """PyMySQL's escapes, backslash first; a few str.replace calls beat str.translate ~10x."""
 _NEEDS_ESCAPE = re.compile(r"[\0\\\n\r\x1a'\"]").search
 
@@ -109,8 +122,9 @@ class Freshness:
     than a loss — the server may have restarted) is pinged, and a dead one is reopened.
     """
 
-    def __init__(self, idle_ping_s: float = IDLE_PING_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, idle_ping_s: float = IDLE_PING_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.idle_ping_s = idle_ping_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -172,8 +186,9 @@ class MySQLConn(Conn):
         """
         if not self._multi:
             return super().write_batch(statements)
-        parts = [sql if params is None else self._cur.mogrify(sql, params)
-                 for sql, params in statements]
+        parts = [
+            sql if params is None else self._cur.mogrify(sql, params) for sql, params in statements
+        ]
         try:
             self._cur.execute(";".join(["BEGIN", *parts, "COMMIT"]))
             counts = []
@@ -233,19 +248,31 @@ class MySQLDatabase(Database):
     kind = "mysql"
     insert_ignore = "INSERT IGNORE"
 
-    def __init__(self, spec: DbSpec, index: int, *, pool_size: int = 8,
-                 idle_ping_s: float = IDLE_PING_S) -> None:
+    def __init__(
+        self, spec: DbSpec, index: int, *, pool_size: int = 8, idle_ping_s: float = IDLE_PING_S
+    ) -> None:
         super().__init__(spec, index)
         self._closed = False
         self._lock = threading.Lock()
         self.freshness = Freshness(idle_ping_s)
         self._args: dict[str, Any] = dict(
-            blocking=False, maxconnections=0, reset=False, ping=self.freshness,
+            blocking=False,
+            maxconnections=0,
+            reset=False,
+            ping=self.freshness,
             isfatal=_no_failover,
-            host=spec.host, port=spec.port, user=spec.user, password=spec.password,
-            database=spec.database, charset="utf8mb4", autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S, read_timeout=IO_TIMEOUT_S,
-            write_timeout=IO_TIMEOUT_S, init_command=_SESSION)
+            host=spec.host,
+            port=spec.port,
+            user=spec.user,
+            password=spec.password,
+            database=spec.database,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=IO_TIMEOUT_S,
+            write_timeout=IO_TIMEOUT_S,
+            init_command=_SESSION,
+        )
         self._batch_pool: PooledDB | None = None
         try:
             self._pool = PooledDB(pymysql, mincached=1, maxcached=pool_size, **self._args)
@@ -268,8 +295,10 @@ class MySQLDatabase(Database):
     def _open_problem(self, err: pymysql.err.Error) -> str:
         where = self.spec.display
         if _code(err) == 1049:
-            return (f"SOIM_DB: database {self.spec.database!r} does not exist ({where}); create "
-                    f"it with CREATE DATABASE {self.spec.database} CHARACTER SET utf8mb4")
+            return (
+                f"SOIM_DB: database {self.spec.database!r} does not exist ({where}); create "
+                f"it with CREATE DATABASE {self.spec.database} CHARACTER SET utf8mb4"
+            )
         return f"SOIM_DB: cannot connect to {where}: {_one_line(err)}"
 
     def connection(self, batch: bool = False) -> MySQLConn:
@@ -285,8 +314,13 @@ class MySQLDatabase(Database):
         """The multi-statement pool, made on first use (only batch writers need it)."""
         with self._lock:
             if self._batch_pool is None:
-                self._batch_pool = PooledDB(pymysql, mincached=0, maxcached=2,
-                                            client_flag=CLIENT.MULTI_STATEMENTS, **self._args)
+                self._batch_pool = PooledDB(
+                    pymysql,
+                    mincached=0,
+                    maxcached=2,
+                    client_flag=CLIENT.MULTI_STATEMENTS,
+                    **self._args,
+                )
             return self._batch_pool
 
     def returned(self) -> None:
@@ -311,15 +345,24 @@ class MySQLDatabase(Database):
             return str(conn.query("SELECT VERSION()")[0][0])
 
     def table_names(self, conn: Conn) -> list[str]:
-        rows = conn.query("SELECT TABLE_NAME FROM information_schema.TABLES "
-                          "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME")
+        rows = conn.query(
+            "SELECT TABLE_NAME FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME"
+        )
         return [str(r[0]) for r in rows]
 
-    def create_table_sql(self, name: str, columns: Sequence[Column], primary: Sequence[str],
-                         unique: Sequence[Sequence[str]], index: Sequence[Sequence[str]],
-                         ) -> list[str]:
-        parts = [f"`{col}` {_TYPES[kind]} NOT NULL" + (f" DEFAULT {dflt}" if dflt else "")
-                 for col, kind, dflt in columns]
+    def create_table_sql(
+        self,
+        name: str,
+        columns: Sequence[Column],
+        primary: Sequence[str],
+        unique: Sequence[Sequence[str]],
+        index: Sequence[Sequence[str]],
+    ) -> list[str]:
+        parts = [
+            f"`{col}` {_TYPES[kind]} NOT NULL" + (f" DEFAULT {dflt}" if dflt else "")
+            for col, kind, dflt in columns
+        ]
         parts.append(f"PRIMARY KEY ({_names(primary)})")
         parts += [f"UNIQUE KEY `uk_{'_'.join(cols)}` ({_names(cols)})" for cols in unique]
         parts += [f"KEY `ix_{'_'.join(cols)}` ({_names(cols)})" for cols in index]
@@ -328,8 +371,10 @@ class MySQLDatabase(Database):
 
     def add_column(self, conn: Conn, name: str, column: Column) -> None:
         col, kind, dflt = column
-        conn.execute(f"ALTER TABLE `{name}` ADD COLUMN IF NOT EXISTS `{col}` {_TYPES[kind]} "
-                     "NOT NULL" + (f" DEFAULT {dflt}" if dflt else ""))
+        conn.execute(
+            f"ALTER TABLE `{name}` ADD COLUMN IF NOT EXISTS `{col}` {_TYPES[kind]} "
+            "NOT NULL" + (f" DEFAULT {dflt}" if dflt else "")
+        )
 
     @contextmanager
     def schema_lock(self, conn: Conn) -> Iterator[None]:
@@ -342,21 +387,34 @@ class MySQLDatabase(Database):
         finally:
             conn.query("SELECT RELEASE_LOCK(%s)", (name,))
 
-    def insert_statements(self, table: str, columns: Sequence[str], kinds: str,
-                          rows: Sequence[Sequence[Any]], ignore: bool = True) -> list[Statement]:
+    def insert_statements(
+        self,
+        table: str,
+        columns: Sequence[str],
+        kinds: str,
+        rows: Sequence[Sequence[Any]],
+        ignore: bool = True,
+    ) -> list[Statement]:
         verb = "INSERT IGNORE" if ignore else "INSERT"
         head = f"{verb} INTO `{table}` ({_names(columns)}) VALUES "
         fmt = row_formatter(kinds)
         values = [fmt(row) for row in rows]
         return [(head + ",".join(chunk), None) for chunk in _chunks_by_size(values)]
 
-    def select_in_statements(self, table: str, columns: Sequence[str], key: Sequence[str],
-                             kinds: str, keys: Sequence[Sequence[Any]]) -> list[Statement]:
+    def select_in_statements(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        kinds: str,
+        keys: Sequence[Sequence[Any]],
+    ) -> list[Statement]:
         fmt = row_formatter(kinds)
         head = f"SELECT {_names(columns)} FROM `{table}` WHERE ({_names(key)}) IN ("
-        return [(head + ",".join(fmt(k) for k in keys[i:i + MAX_KEYS_PER_SELECT])
-                 + ")", None)
-                for i in range(0, len(keys), MAX_KEYS_PER_SELECT)]
+        return [
+            (head + ",".join(fmt(k) for k in keys[i : i + MAX_KEYS_PER_SELECT]) + ")", None)
+            for i in range(0, len(keys), MAX_KEYS_PER_SELECT)
+        ]
 
 
 def _names(columns: Sequence[str]) -> str:

@@ -35,8 +35,11 @@ def purge(store: Store, before_ms: int, conv_id: int | None = None) -> Iterator[
     yielding after every committed batch."""
     total = 0
     if conv_id is None:
-        targets = [(db, shard.table("message")) for db in store.databases
-                   for shard in store.shard_map.shards(db.index)]
+        targets = [
+            (db, shard.table("message"))
+            for db in store.databases
+            for shard in store.shard_map.shards(db.index)
+        ]
     else:
         loc = store.locate("message", conv_id)
         targets = [(loc.db, loc.table)]
@@ -46,25 +49,30 @@ def purge(store: Store, before_ms: int, conv_id: int | None = None) -> Iterator[
             yield Progress(db.spec.display, table, deleted, total)
 
 
-def _purge_table(db: Database, table: str, before_ms: int, conv_id: int | None
-                 ) -> Iterator[int]:
+def _purge_table(db: Database, table: str, before_ms: int, conv_id: int | None) -> Iterator[int]:
     after = (-1, -1)
     only = "" if conv_id is None else f" AND conv_id = {int(conv_id)}"
     while True:
         with db.connection() as conn:
-            keys = conn.query(f"SELECT conv_id, seq FROM `{table}` WHERE ts < %s{only} AND "
-                              "(conv_id > %s OR (conv_id = %s AND seq > %s)) "
-                              f"ORDER BY conv_id, seq LIMIT {BATCH_ROWS}",
-                              (before_ms, after[0], after[0], after[1]))
+            keys = conn.query(
+                f"SELECT conv_id, seq FROM `{table}` WHERE ts < %s{only} AND "
+                "(conv_id > %s OR (conv_id = %s AND seq > %s)) "
+                f"ORDER BY conv_id, seq LIMIT {BATCH_ROWS}",
+                (before_ms, after[0], after[0], after[1]),
+            )
             if not keys:
                 return
             spans: defaultdict[int, list[int]] = defaultdict(list)
             for conv, seq in keys:
                 spans[int(conv)].append(int(seq))
             statements: list[Statement] = [
-                (f"DELETE FROM `{table}` WHERE conv_id = %s AND seq >= %s AND seq <= %s "
-                 "AND ts < %s", (conv, seqs[0], seqs[-1], before_ms))
-                for conv, seqs in spans.items()]
+                (
+                    f"DELETE FROM `{table}` WHERE conv_id = %s AND seq >= %s AND seq <= %s "
+                    "AND ts < %s",
+                    (conv, seqs[0], seqs[-1], before_ms),
+                )
+                for conv, seqs in spans.items()
+            ]
             deleted = sum(conn.write_batch(statements))
         yield deleted
         if len(keys) < BATCH_ROWS:

@@ -83,56 +83,140 @@ def _cols(*spec: str) -> tuple[Column, ...]:
     return tuple(out)
 
 
-ACCOUNT = Table("account", _cols("account name", "user_id id", "pw_hash hash", "created id"),
-                ("account",), key="account")
-USER = Table("user", _cols("user_id id", "account name", "nickname name=''", "disabled int=0",
-                           "created id"), ("user_id",), key="user_id")
-FRIEND = Table("friend", _cols("user_id id", "friend_id id", "conv_id id", "state tag",
-                               "requested_by id", "created id"),
-               ("user_id", "friend_id"), key="user_id")
-GROUP = Table("group", _cols("group_id id", "name name", "owner id",
-                             f"user_limit int={DEFAULT_USER_LIMIT}", "created id"),
-              ("group_id",), key="group_id", index=(("name",),))
+ACCOUNT = Table(
+    "account",
+    _cols("account name", "user_id id", "pw_hash hash", "created id"),
+    ("account",),
+    key="account",
+)
+USER = Table(
+    "user",
+    _cols("user_id id", "account name", "nickname name=''", "disabled int=0", "created id"),
+    ("user_id",),
+    key="user_id",
+)
+FRIEND = Table(
+    "friend",
+    _cols("user_id id", "friend_id id", "conv_id id", "state tag", "requested_by id", "created id"),
+    ("user_id", "friend_id"),
+    key="user_id",
+)
+GROUP = Table(
+    "group",
+    _cols(
+        "group_id id", "name name", "owner id", f"user_limit int={DEFAULT_USER_LIMIT}", "created id"
+    ),
+    ("group_id",),
+    key="group_id",
+    index=(("name",),),
+)
 GROUP_NAME = Table("group_name", _cols("name name", "group_id id"), ("name",), key="name")
-GROUP_MEMBER = Table("group_member", _cols("group_id id", "user_id id", "joined id"),
-                     ("group_id", "user_id"), key="group_id")
-GROUP_RULE = Table("group_rule", _cols("group_id id", "visibility int", "history int",
-                                       "updated id"), ("group_id",), key="group_id")
+GROUP_MEMBER = Table(
+    "group_member",
+    _cols("group_id id", "user_id id", "joined id"),
+    ("group_id", "user_id"),
+    key="group_id",
+)
+GROUP_RULE = Table(
+    "group_rule",
+    _cols("group_id id", "visibility int", "history int", "updated id"),
+    ("group_id",),
+    key="group_id",
+)
 """A group's visibility and history rule (client.proto GroupVisibility / GroupHistory numbers).
 A group created before schema v4 has no row: public, history all (as it always was)."""
-GROUP_PASS = Table("group_pass", _cols("group_id id", "user_id id", "invited_by id=0",
-                                       "floor_seq id=0", "updated id"),
-                   ("group_id", "user_id"), key="group_id")
+GROUP_PASS = Table(
+    "group_pass",
+    _cols("group_id id", "user_id id", "invited_by id=0", "floor_seq id=0", "updated id"),
+    ("group_id", "user_id"),
+    key="group_id",
+)
 """A user's pass to a group: the owner's invitation (invited_by) before joining, then the
 member's history floor (the group's last seq when they joined); dropped when they leave."""
-USER_GROUP = Table("user_group", _cols("user_id id", "group_id id", "joined id"),
-                   ("user_id", "group_id"), key="user_id")
-MESSAGE = Table("message", _cols("conv_id id", "seq id", "msg_id id", "sender id",
-                                 "client_msg_id name", "ts id", "body text", "kind int=0",
-                                 "ref_seq id=0", "mentions hash=''"),
-                ("conv_id", "seq"), key="conv_id", unique=(("conv_id", "sender", "client_msg_id"),))
+USER_GROUP = Table(
+    "user_group",
+    _cols("user_id id", "group_id id", "joined id"),
+    ("user_id", "group_id"),
+    key="user_id",
+)
+MESSAGE = Table(
+    "message",
+    _cols(
+        "conv_id id",
+        "seq id",
+        "msg_id id",
+        "sender id",
+        "client_msg_id name",
+        "ts id",
+        "body text",
+        "kind int=0",
+        "ref_seq id=0",
+        "mentions hash=''",
+    ),
+    ("conv_id", "seq"),
+    key="conv_id",
+    unique=(("conv_id", "sender", "client_msg_id"),),
+)
 _MESSAGE_V2 = replace(MESSAGE, columns=MESSAGE.columns[:7])
 """The message table as schema v2 created it; v6 added kind, ref_seq and mentions."""
-CONVERSATION = Table("conversation", _cols("conv_id id", "kind tag", "last_seq id=0",
-                                           "created id"), ("conv_id",), key="conv_id")
-CURSOR = Table("cursor", _cols("user_id id", "conv_id id", "read_seq id=0", "delivered_seq id=0"),
-               ("user_id", "conv_id"), key="user_id")
-ID_SEGMENT = Table("id_segment", _cols("biz_tag name", "max_id id=0", "step int",
-                                       "version id=0", "updated id"), ("biz_tag",), key=None)
-TOKEN = Table("token", _cols("user_id id", "nonce id", "expires id"), ("user_id", "nonce"),
-              key="user_id")
+CONVERSATION = Table(
+    "conversation",
+    _cols("conv_id id", "kind tag", "last_seq id=0", "created id"),
+    ("conv_id",),
+    key="conv_id",
+)
+CURSOR = Table(
+    "cursor",
+    _cols("user_id id", "conv_id id", "read_seq id=0", "delivered_seq id=0"),
+    ("user_id", "conv_id"),
+    key="user_id",
+)
+ID_SEGMENT = Table(
+    "id_segment",
+    _cols("biz_tag name", "max_id id=0", "step int", "version id=0", "updated id"),
+    ("biz_tag",),
+    key=None,
+)
+TOKEN = Table(
+    "token", _cols("user_id id", "nonce id", "expires id"), ("user_id", "nonce"), key="user_id"
+)
 """Live session tokens: a signed token resumes only while its (user_id, nonce) row is here."""
-USER_BLOCK = Table("user_block", _cols("user_id id", "other_id id", "mine int", "created id"),
-                   ("user_id", "other_id", "mine"), key="user_id")
+USER_BLOCK = Table(
+    "user_block",
+    _cols("user_id id", "other_id id", "mine int", "created id"),
+    ("user_id", "other_id", "mine"),
+    key="user_id",
+)
 """Blocks, one row in each user's shard: (A, B, mine=1) A blocks B — the truth, read for sends
 and friend requests —; (B, A, mine=0) its mirror, B is blocked by A — read for presence."""
 STORE_META = Table("store_meta", _cols("k name", "v hash"), ("k",), key=None, every_db=True)
-SCHEMA_VERSION = Table("schema_version", _cols("version int", "description hash", "applied id"),
-                       ("version",), key=None, every_db=True)
+SCHEMA_VERSION = Table(
+    "schema_version",
+    _cols("version int", "description hash", "applied id"),
+    ("version",),
+    key=None,
+    every_db=True,
+)
 
-TABLES = {t.name: t for t in (ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER,
-                              GROUP_RULE, GROUP_PASS, USER_GROUP, MESSAGE, CONVERSATION, CURSOR,
-                              TOKEN, USER_BLOCK)}
+TABLES = {
+    t.name: t
+    for t in (
+        ACCOUNT,
+        USER,
+        FRIEND,
+        GROUP,
+        GROUP_NAME,
+        GROUP_MEMBER,
+        GROUP_RULE,
+        GROUP_PASS,
+        USER_GROUP,
+        MESSAGE,
+        CONVERSATION,
+        CURSOR,
+        TOKEN,
+        USER_BLOCK,
+    )
+}
 """The sharded logical tables, by name."""
 
 
@@ -150,19 +234,42 @@ class Migration:
 
 
 MIGRATIONS = (
-    Migration(1, "store layout, accounts, users, friends, groups, id segments",
-              (STORE_META, ACCOUNT, USER, FRIEND, GROUP, GROUP_NAME, GROUP_MEMBER, USER_GROUP,
-               ID_SEGMENT)),
+    Migration(
+        1,
+        "store layout, accounts, users, friends, groups, id segments",
+        (
+            STORE_META,
+            ACCOUNT,
+            USER,
+            FRIEND,
+            GROUP,
+            GROUP_NAME,
+            GROUP_MEMBER,
+            USER_GROUP,
+            ID_SEGMENT,
+        ),
+    ),
     Migration(2, "messages, conversations, read cursors", (_MESSAGE_V2, CONVERSATION, CURSOR)),
     Migration(3, "session tokens (revocation and rotation)", (TOKEN,)),
-    Migration(4, "group visibility and history rules, invitations, history floors",
-              (GROUP_RULE, GROUP_PASS)),
+    Migration(
+        4,
+        "group visibility and history rules, invitations, history floors",
+        (GROUP_RULE, GROUP_PASS),
+    ),
     Migration(5, "user blocks", (USER_BLOCK,)),
-    Migration(6, "message kinds: edits, recalls, replies, mentions", (),
-              columns=tuple((MESSAGE, column) for column in MESSAGE.columns[7:])),
+    Migration(
+        6,
+        "message kinds: edits, recalls, replies, mentions",
+        (),
+        columns=tuple((MESSAGE, column) for column in MESSAGE.columns[7:]),
+    ),
     # after the columns: adding a column to a table with a FULLTEXT index rebuilds it
-    Migration(7, "full-text search index of message bodies (built over stored messages)", (),
-              searchable=(MESSAGE,)),
+    Migration(
+        7,
+        "full-text search index of message bodies (built over stored messages)",
+        (),
+        searchable=(MESSAGE,),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -206,15 +313,20 @@ def migrate(db: Database, tables_per_db: int, db_count: int, target: int = LATES
             conn.execute(stmt)
         current = schema_version(conn)
         if current > LATEST:
-            raise StoreError(f"SOIM_DB: {db.spec.display} has schema v{current}, newer than this "
-                             f"so-im (v{LATEST}); upgrade so-im")
+            raise StoreError(
+                f"SOIM_DB: {db.spec.display} has schema v{current}, newer than this "
+                f"so-im (v{LATEST}); upgrade so-im"
+            )
         for m in MIGRATIONS:
             if current < m.version <= target:
                 for stmt in ddl(db, m, tables_per_db):
                     conn.execute(stmt)
                 add_columns(db, conn, m, tables_per_db)
-                conn.execute("INSERT INTO schema_version (version, description, applied) "
-                             "VALUES (%s, %s, %s)", (m.version, m.description, _now_ms()))
+                conn.execute(
+                    "INSERT INTO schema_version (version, description, applied) "
+                    "VALUES (%s, %s, %s)",
+                    (m.version, m.description, _now_ms()),
+                )
                 current = m.version
         if current >= 1:
             _check_layout(conn, db, tables_per_db, db_count)
@@ -222,21 +334,30 @@ def migrate(db: Database, tables_per_db: int, db_count: int, target: int = LATES
 
 
 def _check_layout(conn: Conn, db: Database, tables_per_db: int, db_count: int) -> None:
-    want = {"tables_per_db": str(tables_per_db), "db_index": str(db.index),
-            "db_count": str(db_count)}
+    want = {
+        "tables_per_db": str(tables_per_db),
+        "db_index": str(db.index),
+        "db_count": str(db_count),
+    }
     have = {str(k): str(v) for k, v in conn.query("SELECT k, v FROM store_meta")}
     if not have:
         for k, v in want.items():
             conn.execute(f"{db.insert_ignore} INTO store_meta (k, v) VALUES (%s, %s)", (k, v))
         return
     if have.get("tables_per_db") != want["tables_per_db"]:
-        raise ConfigError("SOIM_SHARDS", f"is {tables_per_db} but {db.spec.display} holds "
-                          f"{have.get('tables_per_db')} tables per logical table; re-sharding "
-                          "is not supported")
+        raise ConfigError(
+            "SOIM_SHARDS",
+            f"is {tables_per_db} but {db.spec.display} holds "
+            f"{have.get('tables_per_db')} tables per logical table; re-sharding "
+            "is not supported",
+        )
     if have.get("db_index") != want["db_index"] or have.get("db_count") != want["db_count"]:
-        raise ConfigError("SOIM_DB", f"{db.spec.display} was database {have.get('db_index')} "
-                          f"of {have.get('db_count')}, now listed as {db.index} of {db_count}; "
-                          "keep the SOIM_DB list in its original order")
+        raise ConfigError(
+            "SOIM_DB",
+            f"{db.spec.display} was database {have.get('db_index')} "
+            f"of {have.get('db_count')}, now listed as {db.index} of {db_count}; "
+            "keep the SOIM_DB list in its original order",
+        )
 
 
 def _now_ms() -> int:

@@ -26,10 +26,45 @@ from shard_store.backend import Conn, Database
 MAX_WORDS = 8
 MAX_WORD_CHARS = 64
 MIN_INNODB_TOKEN = 3
-INNODB_STOPWORDS = frozenset((
-    "a", "about", "an", "are", "as", "at", "be", "by", "com", "de", "en", "for", "from", "how",
-    "i", "in", "is", "it", "la", "of", "on", "or", "that", "the", "this", "to", "was", "what",
-    "when", "where", "who", "will", "with", "und", "www"))
+INNODB_STOPWORDS = frozenset(
+    (
+        "a",
+        "about",
+        "an",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "com",
+        "de",
+        "en",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "la",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "who",
+        "will",
+        "with",
+        "und",
+        "www",
+    )
+)
 """InnoDB's default stopword list (INFORMATION_SCHEMA.INNODB_FT_DEFAULT_STOPWORD)."""
 _WORD_RE = re.compile(r"\w+")
 
@@ -59,9 +94,11 @@ def index_sql(db: Database, table: str) -> list[str]:
         version = db.server_version().lower()
         mariadb = "mariadb" in version
         guard = "IF NOT EXISTS " if mariadb else ""
-        return [f"ALTER TABLE `{table}` MODIFY `body` TEXT CHARACTER SET utf8mb4 COLLATE "
-                f"{_folding_collation(version)} NOT NULL",
-                f"CREATE FULLTEXT INDEX {guard}`ft_body` ON `{table}` (`body`)"]
+        return [
+            f"ALTER TABLE `{table}` MODIFY `body` TEXT CHARACTER SET utf8mb4 COLLATE "
+            f"{_folding_collation(version)} NOT NULL",
+            f"CREATE FULLTEXT INDEX {guard}`ft_body` ON `{table}` (`body`)",
+        ]
     fts = f"{table}_fts"
     delete = f"INSERT INTO `{fts}` (`{fts}`, rowid, body) VALUES ('delete', old.rowid, old.body);"
     insert = f"INSERT INTO `{fts}` (rowid, body) VALUES (new.rowid, new.body);"
@@ -85,9 +122,15 @@ def _folding_collation(version: str) -> str:
     return "utf8mb4_0900_ai_ci" if major and int(major.group()) >= 8 else "utf8mb4_unicode_520_ci"
 
 
-def search(conn: Conn, table: str, columns: Sequence[str], words: Sequence[str],
-           scopes: Sequence[Scope], before: tuple[int, int] | None,
-           limit: int) -> list[tuple[Any, ...]]:
+def search(
+    conn: Conn,
+    table: str,
+    columns: Sequence[str],
+    words: Sequence[str],
+    scopes: Sequence[Scope],
+    before: tuple[int, int] | None,
+    limit: int,
+) -> list[tuple[Any, ...]]:
     """`columns` of up to `limit` messages of `scopes` in message table `table` holding every
     word, newest first by (ts, msg_id), older than `before` (a (ts, msg_id)) when given."""
     if not words or not scopes:
@@ -104,8 +147,10 @@ def search(conn: Conn, table: str, columns: Sequence[str], words: Sequence[str],
         source = f"`{table}_fts` AS f JOIN `{table}` AS m ON m.rowid = f.rowid"
         match = f"f.`{table}_fts` MATCH %s"
         match_params = [" ".join(f'"{w}"*' for w in words)]
-    sql = (f"SELECT {cols} FROM {source} WHERE {' AND '.join([match, *where])} "
-           "ORDER BY m.ts DESC, m.msg_id DESC LIMIT %s")
+    sql = (
+        f"SELECT {cols} FROM {source} WHERE {' AND '.join([match, *where])} "
+        "ORDER BY m.ts DESC, m.msg_id DESC LIMIT %s"
+    )
     return conn.query(sql, [*match_params, *params, limit])
 
 

@@ -45,8 +45,9 @@ class _Tag:
 class SegmentAllocator:
     """Hands out ids per tag from prefetched ranges. Thread-safe; close() stops its thread."""
 
-    def __init__(self, store: Store, *, default_step: int = DEFAULT_STEP,
-                 wait_s: float = WAIT_S) -> None:
+    def __init__(
+        self, store: Store, *, default_step: int = DEFAULT_STEP, wait_s: float = WAIT_S
+    ) -> None:
         if default_step < 1:
             raise ValueError(f"step must be positive, got {default_step}")
         self._db = store.home
@@ -131,8 +132,11 @@ class SegmentAllocator:
             try:
                 lo, hi = self._take_range(t.name)
             except Exception as err:  # the thread must survive: callers get the error instead
-                problem = err if isinstance(err, StoreError) else StoreError(
-                    f"id range for {t.name!r}: {type(err).__name__}: {err}")
+                problem = (
+                    err
+                    if isinstance(err, StoreError)
+                    else StoreError(f"id range for {t.name!r}: {type(err).__name__}: {err}")
+                )
                 with t.cond:
                     t.loading, t.error = False, problem
                     t.cond.notify_all()
@@ -145,19 +149,25 @@ class SegmentAllocator:
         """Claim the next range of `tag` with compare-and-set; returns [lo, hi)."""
         with self._db.connection() as conn:
             for _ in range(MAX_CAS_ATTEMPTS):
-                rows = conn.query("SELECT max_id, step, version FROM id_segment "
-                                  "WHERE biz_tag = %s", (tag,))
+                rows = conn.query(
+                    "SELECT max_id, step, version FROM id_segment WHERE biz_tag = %s", (tag,)
+                )
                 if not rows:
-                    conn.execute(f"{self._db.insert_ignore} INTO id_segment "
-                                 "(biz_tag, max_id, step, version, updated) "
-                                 "VALUES (%s, 0, %s, 0, %s)", (tag, self._default_step, _now_ms()))
+                    conn.execute(
+                        f"{self._db.insert_ignore} INTO id_segment "
+                        "(biz_tag, max_id, step, version, updated) "
+                        "VALUES (%s, 0, %s, 0, %s)",
+                        (tag, self._default_step, _now_ms()),
+                    )
                     continue
                 max_id, step, version = (int(v) for v in rows[0])
                 if step < 1:
                     raise StoreError(f"id_segment step of {tag!r} is {step}; it must be >= 1")
-                won = conn.execute("UPDATE id_segment SET max_id = %s, version = %s, updated = %s "
-                                   "WHERE biz_tag = %s AND version = %s",
-                                   (max_id + step, version + 1, _now_ms(), tag, version))
+                won = conn.execute(
+                    "UPDATE id_segment SET max_id = %s, version = %s, updated = %s "
+                    "WHERE biz_tag = %s AND version = %s",
+                    (max_id + step, version + 1, _now_ms(), tag, version),
+                )
                 if won == 1:
                     return max_id + 1, max_id + step + 1
         raise StoreError(f"id range for {tag!r}: lost the race {MAX_CAS_ATTEMPTS} times")

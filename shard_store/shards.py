@@ -80,7 +80,11 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + PREFIX_END
 
 
-def merge_ordered(parts: Iterable[list[tuple[Any, ...]]], key: Callable[[tuple[Any, ...]], Any],
-                  limit: int, reverse: bool = False) -> list[tuple[Any, ...]]:
+def merge_ordered(
+    parts: Iterable[list[tuple[Any, ...]]],
+    key: Callable[[tuple[Any, ...]], Any],
+    limit: int,
+    reverse: bool = False,
+) -> list[tuple[Any, ...]]:
     """Merge per-shard results, each already sorted by `key`, into the first `limit` rows."""
     return list(islice(heapq.merge(*parts, key=key, reverse=reverse), max(limit, 0)))

@@ -49,8 +49,15 @@ class Store:
         self.kind = self.databases[0].kind
 
     @classmethod
-    def open(cls, db: str = "sqlite:var/data", shards: int = 8, *, pool_size: int = 8,
-             busy_timeout_s: float = 10.0, target_version: int = LATEST) -> Store:
+    def open(
+        cls,
+        db: str = "sqlite:var/data",
+        shards: int = 8,
+        *,
+        pool_size: int = 8,
+        busy_timeout_s: float = 10.0,
+        target_version: int = LATEST,
+    ) -> Store:
         """Open and migrate every database of `db` (a SOIM_DB value).
 
         Raises ConfigError("SOIM_DB", …) for a malformed value and StoreUnavailable, whose
@@ -61,8 +68,9 @@ class Store:
         opened: list[Database] = []
         try:
             for i, spec in enumerate(specs):
-                opened.append(open_database(spec, i, pool_size=pool_size,
-                                            busy_timeout_s=busy_timeout_s))
+                opened.append(
+                    open_database(spec, i, pool_size=pool_size, busy_timeout_s=busy_timeout_s)
+                )
             for database in opened:
                 migrate(database, shards, len(opened), target=target_version)
         except BaseException:
@@ -103,8 +111,17 @@ class Store:
         with loc.db.connection() as conn:
             return conn.execute(sql.replace("{t}", f"`{loc.table}`"), params)
 
-    def scatter(self, table: str, sql: str, params: Params, *, order_by: str,
-                key: Callable[[Row], Any], limit: int, reverse: bool = False) -> list[Row]:
+    def scatter(
+        self,
+        table: str,
+        sql: str,
+        params: Params,
+        *,
+        order_by: str,
+        key: Callable[[Row], Any],
+        limit: int,
+        reverse: bool = False,
+    ) -> list[Row]:
         """Run `sql` (a SELECT with `{t}`, no ORDER BY or LIMIT) on every shard of `table`.
 
         Each shard returns at most `limit` rows ordered by `order_by` (DESC when `reverse`);
@@ -150,6 +167,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

@@ -93,8 +93,14 @@ class _Flush:
 class Lane:
     """The builder and committer threads of one database."""
 
-    def __init__(self, db: Database, max_rows: int, max_s: float, sequencer: Sequencer | None,
-                 on_commit: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_rows: int,
+        max_s: float,
+        sequencer: Sequencer | None,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> None:
         self.db = db
         self._on_commit = on_commit
         self.stats = WriterStats()
@@ -115,10 +121,12 @@ class Lane:
         self._abandoned = False
         self._conn: Conn | None = None
         self._threads = [
-            threading.Thread(target=self._build_loop, name=f"soim-writer-build-{db.index}",
-                             daemon=True),
-            threading.Thread(target=self._commit_loop, name=f"soim-writer-commit-{db.index}",
-                             daemon=True),
+            threading.Thread(
+                target=self._build_loop, name=f"soim-writer-build-{db.index}", daemon=True
+            ),
+            threading.Thread(
+                target=self._commit_loop, name=f"soim-writer-commit-{db.index}", daemon=True
+            ),
         ]
         for t in self._threads:
             t.start()
@@ -228,8 +236,12 @@ class Lane:
         conversations must be forgotten first (that waits until nothing stamped is in flight)."""
         with self._cond:
             while not (self._closing or self._abandoned):
-                if (self._busy and self._pending and not self._building
-                        and (self._seq is None or self._forget == set())):
+                if (
+                    self._busy
+                    and self._pending
+                    and not self._building
+                    and (self._seq is None or self._forget == set())
+                ):
                     left = self._first_at + self._max_s - time.monotonic()
                     if left <= 0 or len(self._pending) >= self._max_rows:
                         return self._take()
@@ -241,16 +253,15 @@ class Lane:
     def _take(self) -> tuple[list[Item], int, set[int] | None]:
         """With the lock held: the next batch, the epoch it is stamped in and the conversations
         to forget first; the taker builds it (`_prepare`) and then clears `_building`."""
-        batch = self._pending[:self._max_rows]
-        del self._pending[:self._max_rows]
+        batch = self._pending[: self._max_rows]
+        del self._pending[: self._max_rows]
         if self._pending:
             self._first_at = time.monotonic()
         forget, self._forget = self._forget, set()
         self._building = True
         return batch, self._epoch, forget
 
-    def _prepare(self, batch: list[Item], epoch: int, forget: set[int] | None
-                 ) -> _Flush | None:
+    def _prepare(self, batch: list[Item], epoch: int, forget: set[int] | None) -> _Flush | None:
         """Stamp and build a taken batch; None when nothing is left to write (a failure has
         failed its rows, or the sequencer settled them all)."""
         items = batch
@@ -276,9 +287,13 @@ class Lane:
         for table_no in sorted(by_table):  # one lock order for every writer: no deadlocks
             items = by_table[table_no]
             table = f"{MESSAGE.name}_{table_no}"
-            stmts = self.db.insert_statements(table, _COLUMNS, MESSAGE_KINDS,
-                                              [item[0] for item in items],
-                                              ignore=self._seq is None)
+            stmts = self.db.insert_statements(
+                table,
+                _COLUMNS,
+                MESSAGE_KINDS,
+                [item[0] for item in items],
+                ignore=self._seq is None,
+            )
             groups.append((table, items, stmts))
         return _Flush(batch, groups, epoch)
 
@@ -307,8 +322,9 @@ class Lane:
                     if taken is not None:
                         self._building = False
                     abandoned = self._abandoned
-                    stale = flush is not None and self._seq is not None \
-                        and flush.epoch != self._epoch
+                    stale = (
+                        flush is not None and self._seq is not None and flush.epoch != self._epoch
+                    )
                     self._busy = flush is not None and not (stale or abandoned)
                     self._cond.notify_all()
                 if flush is None:
@@ -374,8 +390,13 @@ class Lane:
                 self._classify(conn, table, items, special)
         return special
 
-    def _classify(self, conn: Conn, table: str, items: list[Item],
-                  special: dict[Future[MessageRow], MessageRow | SeqClash]) -> None:
+    def _classify(
+        self,
+        conn: Conn,
+        table: str,
+        items: list[Item],
+        special: dict[Future[MessageRow], MessageRow | SeqClash],
+    ) -> None:
         """Read back by the unique key to tell duplicates from seq clashes."""
         keys = [(row.conv_id, row.sender, row.client_msg_id) for row, _, _ in items]
         stored: dict[tuple[int, int, str], MessageRow] = {}

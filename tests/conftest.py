@@ -16,10 +16,12 @@ import redis
 
 from fabric import keys
 
-MYSQL = dict(host=os.environ.get("SOIM_TEST_MYSQL_HOST", "127.0.0.1"),
-             port=int(os.environ.get("SOIM_TEST_MYSQL_PORT", "3306")),
-             user=os.environ.get("SOIM_TEST_MYSQL_USER", "root"),
-             password=os.environ.get("SOIM_TEST_MYSQL_PASSWORD", ""))
+MYSQL = dict(
+    host=os.environ.get("SOIM_TEST_MYSQL_HOST", "127.0.0.1"),
+    port=int(os.environ.get("SOIM_TEST_MYSQL_PORT", "3306")),
+    user=os.environ.get("SOIM_TEST_MYSQL_USER", "root"),
+    password=os.environ.get("SOIM_TEST_MYSQL_PASSWORD", ""),
+)
 REDIS_URL = os.environ.get("SOIM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MYSQL_FIXTURES = frozenset({"mysql_db", "mysql_dbs"})
 
@@ -53,13 +55,13 @@ def keys_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cluster_env(cluster_name: str, keys_dir: Path) -> dict[str, str]:
     """SOIM_* variables for the nodes of one test cluster."""
-    return {"SOIM_CLUSTER": cluster_name, "SOIM_KEYS_DIR": str(keys_dir),
-            "SOIM_LOG_LEVEL": "INFO"}
+    return {"SOIM_CLUSTER": cluster_name, "SOIM_KEYS_DIR": str(keys_dir), "SOIM_LOG_LEVEL": "INFO"}
 
 
 @pytest.fixture(autouse=True)
-def private_config_dir(tmp_path_factory: pytest.TempPathFactory,
-                       monkeypatch: pytest.MonkeyPatch) -> None:
+def private_config_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every soim a test starts keeps its remembered logins and gateway keys in a config dir of
     the test's own (XDG_CONFIG_HOME), never in the user's ~/.config/soim."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

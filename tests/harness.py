@@ -37,9 +37,14 @@ class Cluster:
         self.keys_dir = tmp_path / "keys"
         keys.generate(self.keys_dir)
         self.env: dict[str, str] = {
-            "SOIM_CLUSTER": name, "SOIM_KEYS_DIR": str(self.keys_dir), "SOIM_DB": db,
-            "SOIM_GATEWAY_PORT": "0", "SOIM_SCRYPT_N": FAST_SCRYPT_N, "SOIM_LOG_LEVEL": "INFO",
-            **(extra or {})}
+            "SOIM_CLUSTER": name,
+            "SOIM_KEYS_DIR": str(self.keys_dir),
+            "SOIM_DB": db,
+            "SOIM_GATEWAY_PORT": "0",
+            "SOIM_SCRYPT_N": FAST_SCRYPT_N,
+            "SOIM_LOG_LEVEL": "INFO",
+            **(extra or {}),
+        }
         self.nodes: list[NodeProcess] = []
         self.view: ClusterView | None = None
         self.clients: list[ClientSession] = []
@@ -54,8 +59,12 @@ class Cluster:
     async def start_all(self, routers: int = 1, gateways: int = 1) -> list[NodeProcess]:
         """A whole cluster, alive: a directory, `routers` routers, a storage node and
         `gateways` gateways, in that order."""
-        nodes = (self.start("directory") + self.start("router", routers) + self.start("storage")
-                 + self.start("gateway", gateways))
+        nodes = (
+            self.start("directory")
+            + self.start("router", routers)
+            + self.start("storage")
+            + self.start("gateway", gateways)
+        )
         await self.wait_alive(nodes)
         return nodes
 
@@ -68,19 +77,22 @@ class Cluster:
         """Wait until every node of `nodes` is alive in the observer's view."""
         ids = {n.node_id for n in nodes}
         try:
-            await async_wait_until(lambda: ids <= set(self.alive()), timeout=timeout,
-                                   what=f"nodes alive: {sorted(ids - set(self.alive()))}")
+            await async_wait_until(
+                lambda: ids <= set(self.alive()),
+                timeout=timeout,
+                what=f"nodes alive: {sorted(ids - set(self.alive()))}",
+            )
         except AssertionError:
-            raise AssertionError("\n".join(n.log()[-3000:] for n in nodes if n.node_id
-                                           not in self.alive())) from None
+            raise AssertionError(
+                "\n".join(n.log()[-3000:] for n in nodes if n.node_id not in self.alive())
+            ) from None
 
     def gateways(self) -> list[tuple[str, bytes]]:
         """(client endpoint, server key) of every live gateway, ordered by node id. The key is
         the one a client pins (gateway.key of the cluster's keys), never a record's."""
         assert self.view is not None
         pinned = keys.load_gateway_public(self.keys_dir)
-        return [(p.info.endpoints["client"], pinned)
-                for p in self.view.membership.alive("gateway")]
+        return [(p.info.endpoints["client"], pinned) for p in self.view.membership.alive("gateway")]
 
     def gateway_endpoints(self) -> list[str]:
         """A client's failover list: where the live gateways are."""
@@ -92,8 +104,9 @@ class Cluster:
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
             self._ctx.max_sockets = MAX_CLIENT_SOCKETS
-        session = ClientSession(endpoint, key, device=device, ctx=self._ctx,
-                                locator=self.gateway_endpoints)
+        session = ClientSession(
+            endpoint, key, device=device, ctx=self._ctx, locator=self.gateway_endpoints
+        )
         await session.connect()
         self.clients.append(session)
         return session
@@ -110,8 +123,9 @@ class Cluster:
 
 
 @asynccontextmanager
-async def running_cluster(tmp_path: Path, name: str, db: str,
-                          extra: Mapping[str, str] | None = None) -> AsyncIterator[Cluster]:
+async def running_cluster(
+    tmp_path: Path, name: str, db: str, extra: Mapping[str, str] | None = None
+) -> AsyncIterator[Cluster]:
     """A `Cluster` with its observer view open; everything is stopped on exit."""
     cluster = Cluster(tmp_path, name, db, extra)
     cfg = Config.from_env(cluster.env, role="test")

@@ -78,8 +78,21 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
             ip_cmd("ip", "netns", "add", host.ns)
             created.append(host.ns)
         # the pair is born inside the namespaces: nothing is added to the root namespace
-        ip_cmd("ip", "link", "add", a.veth, "netns", a.ns, "type", "veth",
-               "peer", "name", b.veth, "netns", b.ns)
+        ip_cmd(
+            "ip",
+            "link",
+            "add",
+            a.veth,
+            "netns",
+            a.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b.veth,
+            "netns",
+            b.ns,
+        )
         for host in (a, b):
             host.run("ip", "addr", "add", f"{host.addr}/24", "dev", host.veth)
             host.run("ip", "link", "set", "lo", "up")
@@ -115,8 +128,21 @@ def lan(count: int) -> Iterator[list[Host]]:
         ip_cmd("ip", "-n", switch, "link", "set", "br0", "up")
         for i, host in enumerate(hosts):
             port = f"s{i}-{tag}"
-            ip_cmd("ip", "link", "add", host.veth, "netns", host.ns, "type", "veth",
-                   "peer", "name", port, "netns", switch)
+            ip_cmd(
+                "ip",
+                "link",
+                "add",
+                host.veth,
+                "netns",
+                host.ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                switch,
+            )
             ip_cmd("ip", "-n", switch, "link", "set", port, "master", "br0")
             ip_cmd("ip", "-n", switch, "link", "set", port, "up")
             host.run("ip", "addr", "add", f"{host.addr}/24", "dev", host.veth)
@@ -199,15 +225,25 @@ async def _probe(target: str, expect: str, timeout: float) -> int:
         while time.monotonic() < deadline:
             try:
                 status = await view.peers.get(target).call(
-                    STATUS, fabric_pb2.StatusRequest(), timeout=2)
+                    STATUS, fabric_pb2.StatusRequest(), timeout=2
+                )
             except RpcError as err:
                 print(f"probe: status of {target}: {err}", file=sys.stderr)
             else:
                 peers = list(status.peers_alive)
                 if expect in peers:
-                    print(json.dumps({"alive": alive, "status": {
-                        "node_id": status.node_id, "peers_alive": peers,
-                        "endpoints": dict(status.endpoints)}}))
+                    print(
+                        json.dumps(
+                            {
+                                "alive": alive,
+                                "status": {
+                                    "node_id": status.node_id,
+                                    "peers_alive": peers,
+                                    "endpoints": dict(status.endpoints),
+                                },
+                            }
+                        )
+                    )
                     return 0
             await asyncio.sleep(0.05)  # polling the target until the deadline
         print(f"probe: {target} sees {peers}, want {expect}", file=sys.stderr)

@@ -20,8 +20,9 @@ class NodeProcess(LocalNode):
     """One node process of a test; the test runner's environment plus `env`, optionally run
     under `prefix` (e.g. `ip netns exec NS`). `stop()` sends SIGTERM, `kill()` SIGKILL."""
 
-    def __init__(self, role: str, env: Mapping[str, str], log_dir: Path,
-                 prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self, role: str, env: Mapping[str, str], log_dir: Path, prefix: Sequence[str] = ()
+    ) -> None:
         super().__init__(role, {**os.environ, **env}, log_dir, prefix)
 
 

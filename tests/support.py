@@ -12,8 +12,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
-               what: str = "condition") -> T:
+def wait_until(
+    cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> T:
     """Poll `cond` until it returns a truthy value; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -25,8 +26,12 @@ def wait_until(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0
         time.sleep(interval)
 
 
-async def async_wait_until(cond: Callable[[], T | Awaitable[T]], timeout: float = 10.0,
-                           interval: float = 0.02, what: str = "condition") -> T:
+async def async_wait_until(
+    cond: Callable[[], T | Awaitable[T]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
     """Async `wait_until`: `cond` may be a plain function or a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:

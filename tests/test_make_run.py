@@ -23,35 +23,64 @@ from tests.support import free_port, wait_until
 
 @pytest.mark.timeout(90)
 def test_make_run_starts_a_cluster_restarts_a_killed_node_and_ctrl_c_stops_it(
-        tmp_path: Path) -> None:
-    env = {**os.environ, "SOIM_CLUSTER": f"run{uuid.uuid4().hex[:8]}",
-           "SOIM_KEYS_DIR": str(tmp_path / "keys"), "SOIM_DB": f"sqlite:{tmp_path / 'data'}",
-           "SOIM_GATEWAY1_PORT": str(free_port()), "SOIM_GATEWAY2_PORT": str(free_port())}
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "SOIM_CLUSTER": f"run{uuid.uuid4().hex[:8]}",
+        "SOIM_KEYS_DIR": str(tmp_path / "keys"),
+        "SOIM_DB": f"sqlite:{tmp_path / 'data'}",
+        "SOIM_GATEWAY1_PORT": str(free_port()),
+        "SOIM_GATEWAY2_PORT": str(free_port()),
+    }
     log = open(tmp_path / "make-run.log", "wb")  # noqa: SIM115 (closed below)
-    make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     started = time.monotonic()
     try:
+
         def listing() -> list[tuple[str, str]]:
             out = subprocess.run(
                 [sys.executable, "-m", "tools.soimctl", "nodes", "--json", "--wait", "3"],
-                cwd=ROOT, env=env, capture_output=True, timeout=30)
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                timeout=30,
+            )
             if out.returncode != 0:
                 return []
             return sorted((n["role"], n["node_id"]) for n in json.loads(out.stdout)["nodes"])
 
         six = ["directory", "gateway", "gateway", "router", "router", "storage"]
-        nodes = wait_until(lambda: (found := listing()) and [r for r, _ in found] == six
-                           and found, timeout=40, interval=0.2, what="the six nodes of make run")
+        nodes = wait_until(
+            lambda: (found := listing()) and [r for r, _ in found] == six and found,
+            timeout=40,
+            interval=0.2,
+            what="the six nodes of make run",
+        )
         assert time.monotonic() - started < 20 + 10, "nodes seen late (20 s + keys and start-up)"
 
         # kill -9 one router: its Procfile entry starts it again, nothing else stops
         routers = {i for r, i in nodes if r == "router"}
         os.kill(_node_pids(env["SOIM_CLUSTER"], "router")[0], signal.SIGKILL)
         killed = time.monotonic()
-        after = wait_until(lambda: (found := listing()) and [r for r, _ in found] == six
-                           and len({i for r, i in found if r == "router"} - routers) == 1
-                           and found, timeout=30, interval=0.2, what="the router back")
+        after = wait_until(
+            lambda: (
+                (found := listing())
+                and [r for r, _ in found] == six
+                and len({i for r, i in found if r == "router"} - routers) == 1
+                and found
+            ),
+            timeout=30,
+            interval=0.2,
+            what="the router back",
+        )
         print(f"killed router replaced in {time.monotonic() - killed:.1f} s")
         assert {i for r, i in after if r != "router"} == {i for r, i in nodes if r != "router"}
         assert make.poll() is None
@@ -64,8 +93,9 @@ def test_make_run_starts_a_cluster_restarts_a_killed_node_and_ctrl_c_stops_it(
         log.close()
     text = (tmp_path / "make-run.log").read_text(errors="replace")
     assert "soim" in text and "Ctrl-C" in text, text[-2000:]
-    wait_until(lambda: not _survivors(env["SOIM_CLUSTER"]), timeout=10,
-               what="every node process gone")
+    wait_until(
+        lambda: not _survivors(env["SOIM_CLUSTER"]), timeout=10, what="every node process gone"
+    )
 
 
 def _node_pids(cluster: str, role: str) -> list[int]:
@@ -76,8 +106,11 @@ def _node_pids(cluster: str, role: str) -> list[int]:
             argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if role.encode() in argv and b"tools.keep_running" not in argv \
-                and any(a.endswith(b"soim-node") for a in argv):
+        if (
+            role.encode() in argv
+            and b"tools.keep_running" not in argv
+            and any(a.endswith(b"soim-node") for a in argv)
+        ):
             pids.append(pid)
     return pids
 

@@ -70,9 +70,11 @@ PATTERNS: dict[str, Callable[[Addressee, Addressee], list[Addressee]]] = {
     "mixed": lambda friend, group: [friend] * (GROUP_EVERY - 1) + [group],
 }
 """What each client sends to, in turn, given its friend and its group."""
-PATTERN_TEXT = {"pairs": "every message 1:1 to the friend",
-                "group": "every message to the client's group",
-                "mixed": f"every {GROUP_EVERY}th message to the client's group, the rest 1:1"}
+PATTERN_TEXT = {
+    "pairs": "every message 1:1 to the friend",
+    "group": "every message to the client's group",
+    "mixed": f"every {GROUP_EVERY}th message to the client's group, the rest 1:1",
+}
 DEFAULT_RATE = 2000.0
 """Messages per second of the timed phase when neither --rate nor --rates is given."""
 CEILING_S = 3.0
@@ -84,6 +86,7 @@ SPAWN_BURST_S = 4
 
 # ---- the chat mode
 
+
 async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, Any]:
     """Friend pairs and groups of opts["group_size"]; the chat of opts["pattern"] (`PATTERNS`):
     one fixed-rate phase per rate of opts["rates"] (each with its first opts["warmup"] seconds
@@ -93,26 +96,38 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
         raise BenchError("--clients must be even: the clients chat in friend pairs")
     cap, rates, seconds = opts["session_rate"], opts["rates"], opts["duration"] or CHAT_S
     if max(rates) > clients * cap:
-        raise BenchError(f"--rate {max(rates):g} needs more clients: one may send {cap:g} "
-                         f"msgs/s, the gateway's session limit (--session-rate)")
+        raise BenchError(
+            f"--rate {max(rates):g} needs more clients: one may send {cap:g} "
+            f"msgs/s, the gateway's session limit (--session-rate)"
+        )
     run_id = uuid.uuid4().hex[:8]
-    spread = [(ep, key) for _, ep, key in
-              itertools.islice(itertools.cycle(target.gateways()), clients)]
+    spread = [
+        (ep, key) for _, ep, key in itertools.islice(itertools.cycle(target.gateways()), clients)
+    ]
     pool = ClientPool(CHAT_WORKERS)
     try:
         await asyncio.to_thread(pool.open, spread)
         friend, convs, groups = await _befriend(pool, run_id, clients, opts["group_size"])
         group_of = {i: gid for gid, members in groups.items() for i in members}
-        targets = [PATTERNS[opts["pattern"]](("to_user", friend[i]), ("to_group", group_of[i]))
-                   for i in range(clients)]
+        targets = [
+            PATTERNS[opts["pattern"]](("to_user", friend[i]), ("to_group", group_of[i]))
+            for i in range(clients)
+        ]
         meter = target.cpu_meter(pool)
         timed: dict[float, tuple[list[ChatLog], dict[str, Any]]] = {}
         commits: tuple[dict[float, float], dict[float, float]] = ({}, {})
         for n, rate in enumerate(rates):
             before = await asyncio.to_thread(target.commit_buckets)
             meter.start()
-            logs = await asyncio.to_thread(pool.chat, targets, opts["warmup"] + seconds, rate,
-                                           cap, f"{run_id}t{n}-", opts["warmup"])
+            logs = await asyncio.to_thread(
+                pool.chat,
+                targets,
+                opts["warmup"] + seconds,
+                rate,
+                cap,
+                f"{run_id}t{n}-",
+                opts["warmup"],
+            )
             timed[rate] = logs, {"cpu_cores": meter.stop(), **_cost(logs, meter.nodes_s())}
             if n == 0:
                 commits = before, await asyncio.to_thread(target.commit_buckets)
@@ -123,8 +138,9 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
         memory = await asyncio.to_thread(target.node_memory_mb)
     finally:
         await asyncio.to_thread(pool.close)
-    acked, pushes = _audit([(logs, targets) for logs, _ in timed.values()] + [(flood, targets)],
-                           groups)
+    acked, pushes = _audit(
+        [(logs, targets) for logs, _ in timed.values()] + [(flood, targets)], groups
+    )
     stored = await asyncio.to_thread(_check_store, target.cfg, acked, convs | set(groups))
     ceiling = await asyncio.to_thread(_fabric_ceiling, target.cfg.keys_dir)
     first, _ = timed[rates[0]]
@@ -148,10 +164,14 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
         **_latencies(first),
         "timed_sent_per_s": round(sum(log.sent for log in first) / (opts["warmup"] + seconds)),
         **{f"commit_p{q}_ms": bucket_quantile_ms(*commits, q / 100) for q in (50, 99)},
-        "rates": {f"{rate:g}": {**_latencies(logs), **cost,
-                                "sent_per_s": round(sum(log.sent for log in logs)
-                                                    / (opts["warmup"] + seconds))}
-                  for rate, (logs, cost) in timed.items()},
+        "rates": {
+            f"{rate:g}": {
+                **_latencies(logs),
+                **cost,
+                "sent_per_s": round(sum(log.sent for log in logs) / (opts["warmup"] + seconds)),
+            }
+            for rate, (logs, cost) in timed.items()
+        },
         "unthrottled": {**_latencies(flood), **flood_cost, "cpu_cores": flood_cores},
         "unthrottled_p50_ms": _percentile_ms(_pushes(flood, "all"), 50),
         "unthrottled_p99_ms": _percentile_ms(_pushes(flood, "all"), 99),
@@ -160,61 +180,97 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
         "lost": pushes["lost"] + stored["lost"],
         "duplicated": pushes["duplicated"] + stored["duplicated"],
         "ceiling_per_s": round(ceiling),
-        "acked": len(acked), "pushes": pushes, "store": stored, "send_errors": dict(errors),
+        "acked": len(acked),
+        "pushes": pushes,
+        "store": stored,
+        "send_errors": dict(errors),
         "cpu_cores": {"timed": timed[rates[0]][1]["cpu_cores"], "unthrottled": flood_cores},
-        "clients": clients, "group_size": opts["group_size"], "groups": len(groups),
-        "rate": rates[0], "duration_s": seconds, "warmup_s": opts["warmup"],
+        "clients": clients,
+        "group_size": opts["group_size"],
+        "groups": len(groups),
+        "rate": rates[0],
+        "duration_s": seconds,
+        "warmup_s": opts["warmup"],
         "session_rate": cap,
         "load": f"{clients} clients in friend pairs and in groups of up to "
-                f"{opts['group_size']}, spread over the gateways, raw client-plane DEALERs "
-                f"(Curve) driven from {CHAT_WORKERS} worker process(es); pattern "
-                f"{opts['pattern']}: {PATTERN_TEXT[opts['pattern']]}. One timed phase per rate "
-                f"({', '.join(f'{r:g}' for r in rates)} msgs/s in all, evenly over the "
-                f"clients): {opts['warmup']:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the "
-                f"first send of each conversation loads its access check and its seq) before "
-                f"the {seconds:g} s of p50_ms … p99_ms (every push; 'pairs' and 'group' apart) "
-                f"and ack_p50_ms/ack_p99_ms; the top-level figures are the first rate's. "
-                f"Unthrottled phase: each client keeps {WINDOW} sends in flight, at most "
-                f"{cap:g}/s (the session limit); delivered = pushes received. No receipts.",
+        f"{opts['group_size']}, spread over the gateways, raw client-plane DEALERs "
+        f"(Curve) driven from {CHAT_WORKERS} worker process(es); pattern "
+        f"{opts['pattern']}: {PATTERN_TEXT[opts['pattern']]}. One timed phase per rate "
+        f"({', '.join(f'{r:g}' for r in rates)} msgs/s in all, evenly over the "
+        f"clients): {opts['warmup']:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the "
+        f"first send of each conversation loads its access check and its seq) before "
+        f"the {seconds:g} s of p50_ms … p99_ms (every push; 'pairs' and 'group' apart) "
+        f"and ack_p50_ms/ack_p99_ms; the top-level figures are the first rate's. "
+        f"Unthrottled phase: each client keeps {WINDOW} sends in flight, at most "
+        f"{cap:g}/s (the session limit); delivered = pushes received. No receipts.",
         "cpu": "cpu_us_per_msg: CPU (user+system, /proc/PID/stat) of every node process over "
-               "the phase, from its start to its last push, per message acked; "
-               "cpu_us_per_push per push received (the same for 1:1). node_memory_mb: RSS "
-               "and peak RSS (VmHWM) summed over the node processes after the phases",
+        "the phase, from its start to its last push, per message acked; "
+        "cpu_us_per_push per push received (the same for 1:1). node_memory_mb: RSS "
+        "and peak RSS (VmHWM) summed over the node processes after the phases",
         "ceiling": f"bench fabric's raw Curve DEALER→ROUTER echo, {CEILING_INFLIGHT} in "
-                   f"flight, {CEILING_S:g} s, after the chat phases; sent_per_ceiling = "
-                   f"sent_per_s / ceiling_per_s",
+        f"flight, {CEILING_S:g} s, after the chat phases; sent_per_ceiling = "
+        f"sent_per_s / ceiling_per_s",
         "commit": "commit_p50_ms/commit_p99_ms: the storage nodes' flush transactions (INSERTs "
-                  "and the durable COMMIT) during the first timed phase, the upper bound of "
-                  "the soim_storage_commit_seconds bucket holding that quantile; every ack "
-                  "waits for one",
+        "and the durable COMMIT) during the first timed phase, the upper bound of "
+        "the soim_storage_commit_seconds bucket holding that quantile; every ack "
+        "waits for one",
     }
 
 
-async def _befriend(pool: ClientPool, run_id: str, clients: int, group_size: int
-                    ) -> tuple[list[int], set[int], dict[int, list[int]]]:
+async def _befriend(
+    pool: ClientPool, run_id: str, clients: int, group_size: int
+) -> tuple[list[int], set[int], dict[int, list[int]]]:
     """Register a user per connection, make friends of 0-1, 2-3, … and groups of consecutive
     connections (`group_size` each, the last one at least 2); (the friend's user id per
     connection, the 1:1 conversations, group id -> its connections)."""
-    register = [client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD)
-                .SerializeToString() for i in range(clients)]
+    register = [
+        client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD).SerializeToString()
+        for i in range(clients)
+    ]
     _, replies = await step(pool, "Register", register, max(1, KDF_THREADS // pool.workers))
     users = [u.user_id for u in replies]
     friend = [users[i ^ 1] for i in range(clients)]
     for side in (0, 1):  # the even side asks, the odd side accepts
-        _, replies = await step(pool, "AddFriend", [
-            client_pb2.AddFriendRequest(user_id=friend[i]).SerializeToString()
-            if i % 2 == side else None for i in range(clients)])
+        _, replies = await step(
+            pool,
+            "AddFriend",
+            [
+                client_pb2.AddFriendRequest(user_id=friend[i]).SerializeToString()
+                if i % 2 == side
+                else None
+                for i in range(clients)
+            ],
+        )
     convs = {r.conv_id for r in replies}
     firsts = list(range(0, clients, group_size))
     if len(firsts) > 1 and clients - firsts[-1] < 2:
         firsts.pop()  # a group of one would send to nobody: its member joins the one before
-    _, created = await step(pool, "GroupCreate", [client_pb2.GroupCreateRequest(
-        name=f"bench-{run_id}-{i}", user_limit=group_size + 1).SerializeToString()
-        if i in firsts else None for i in range(clients)])
+    _, created = await step(
+        pool,
+        "GroupCreate",
+        [
+            client_pb2.GroupCreateRequest(
+                name=f"bench-{run_id}-{i}", user_limit=group_size + 1
+            ).SerializeToString()
+            if i in firsts
+            else None
+            for i in range(clients)
+        ],
+    )
     ids = [c.group.group_id for c in created]
     first_of = [max(f for f in firsts if f <= i) for i in range(clients)]
-    await step(pool, "GroupJoin", [None if i in firsts else client_pb2.GroupJoinRequest(
-        group_id=ids[firsts.index(first_of[i])]).SerializeToString() for i in range(clients)])
+    await step(
+        pool,
+        "GroupJoin",
+        [
+            None
+            if i in firsts
+            else client_pb2.GroupJoinRequest(
+                group_id=ids[firsts.index(first_of[i])]
+            ).SerializeToString()
+            for i in range(clients)
+        ],
+    )
     groups: dict[int, list[int]] = {}
     for i in range(clients):
         groups.setdefault(ids[firsts.index(first_of[i])], []).append(i)
@@ -224,9 +280,12 @@ async def _befriend(pool: ClientPool, run_id: str, clients: int, group_size: int
 def _pushes(logs: list[ChatLog], kind: str) -> list[int]:
     """Sorted send → push nanoseconds after warm-up: of 1:1 pushes ("pairs"), group pushes
     ("group") or both ("all")."""
-    return sorted(ns for log in logs for ns in (
-        log.latencies_ns if kind != "group" else []) + (
-        log.group_latencies_ns if kind != "pairs" else []))
+    return sorted(
+        ns
+        for log in logs
+        for ns in (log.latencies_ns if kind != "group" else [])
+        + (log.group_latencies_ns if kind != "pairs" else [])
+    )
 
 
 def _latencies(logs: list[ChatLog]) -> dict[str, Any]:
@@ -234,25 +293,32 @@ def _latencies(logs: list[ChatLog]) -> dict[str, Any]:
     every = _pushes(logs, "all")
     cold = sorted(ns for log in logs for ns in log.warmup_latencies_ns)
     acks = sorted(ns for log in logs for ns in log.ack_latencies_ns)
-    return {**{f"p{q}_ms": _percentile_ms(every, q) for q in (50, 95, 99)},
-            **{kind: {"pushes": len(got), **{f"p{q}_ms": _percentile_ms(got, q)
-                                             for q in (50, 95, 99)}}
-               for kind, got in (("pairs", _pushes(logs, "pairs")),
-                                 ("group", _pushes(logs, "group")))},
-            "warmup_p50_ms": _percentile_ms(cold, 50), "warmup_p99_ms": _percentile_ms(cold, 99),
-            "ack_p50_ms": _percentile_ms(acks, 50), "ack_p99_ms": _percentile_ms(acks, 99)}
+    return {
+        **{f"p{q}_ms": _percentile_ms(every, q) for q in (50, 95, 99)},
+        **{
+            kind: {"pushes": len(got), **{f"p{q}_ms": _percentile_ms(got, q) for q in (50, 95, 99)}}
+            for kind, got in (("pairs", _pushes(logs, "pairs")), ("group", _pushes(logs, "group")))
+        },
+        "warmup_p50_ms": _percentile_ms(cold, 50),
+        "warmup_p99_ms": _percentile_ms(cold, 99),
+        "ack_p50_ms": _percentile_ms(acks, 50),
+        "ack_p99_ms": _percentile_ms(acks, 99),
+    }
 
 
 def _cost(logs: list[ChatLog], node_cpu_s: float) -> dict[str, float | None]:
     """CPU µs of all nodes per message acked and per push received in a phase."""
     messages = sum(len(log.acks) for log in logs)
     pushes = sum(len(got) for log in logs for got in log.received)
-    return {"cpu_us_per_msg": round(node_cpu_s * 1e6 / messages, 1) if messages else None,
-            "cpu_us_per_push": round(node_cpu_s * 1e6 / pushes, 1) if pushes else None}
+    return {
+        "cpu_us_per_msg": round(node_cpu_s * 1e6 / messages, 1) if messages else None,
+        "cpu_us_per_push": round(node_cpu_s * 1e6 / pushes, 1) if pushes else None,
+    }
 
 
-def _audit(phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]],
-           groups: dict[int, list[int]]) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
+def _audit(
+    phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]], groups: dict[int, list[int]]
+) -> tuple[list[tuple[int, int, int]], dict[str, int]]:
     """Every acked message of the phases as (conv_id, seq, msg_id), and how its pushes went:
     each must reach the other side of its pair, or every other member of its group (`groups`:
     group id -> connections), exactly once."""
@@ -267,34 +333,44 @@ def _audit(phases: list[tuple[list[ChatLog], list[list[tuple[str, int]]]]],
             for j, turn, conv_id, seq, msg_id in log.acks:
                 sender = w + j * workers
                 field, to_id = targets[sender][turn % len(targets[sender])]
-                to = [sender ^ 1] if field == "to_user" else [
-                    m for m in groups[to_id] if m != sender]
+                to = (
+                    [sender ^ 1]
+                    if field == "to_user"
+                    else [m for m in groups[to_id] if m != sender]
+                )
                 expected.append((msg_id, to))
                 acked.append((conv_id, seq, msg_id))
     lost = sum(not received.get(r, Counter())[msg_id] for msg_id, to in expected for r in to)
-    return acked, {"expected": sum(len(to) for _, to in expected), "lost": lost,
-                   "duplicated": sum(n - 1 for got in received.values() for n in got.values()
-                                     if n > 1)}
+    return acked, {
+        "expected": sum(len(to) for _, to in expected),
+        "lost": lost,
+        "duplicated": sum(n - 1 for got in received.values() for n in got.values() if n > 1),
+    }
 
 
-def _check_store(cfg: Config, acked: list[tuple[int, int, int]],
-                 convs: set[int]) -> dict[str, int]:
+def _check_store(cfg: Config, acked: list[tuple[int, int, int]], convs: set[int]) -> dict[str, int]:
     """The message tables against the acks: every acked (conv_id, seq, msg_id) stored, each
     message once, seqs contiguous from 1 in every conversation of the run."""
     rows: list[tuple[Any, ...]] = []
     with Store.from_config(cfg, pool_size=1) as store:
         for conv_id in convs:
-            rows += store.query("message", conv_id, "SELECT conv_id, seq, msg_id, sender, "
-                                "client_msg_id FROM {t} WHERE conv_id = %s", (conv_id,))
+            rows += store.query(
+                "message",
+                conv_id,
+                "SELECT conv_id, seq, msg_id, sender, client_msg_id FROM {t} WHERE conv_id = %s",
+                (conv_id,),
+            )
     at = {(int(r[0]), int(r[1])): int(r[2]) for r in rows}
     copies = Counter(int(r[2]) for r in rows) + Counter((r[0], r[3], r[4]) for r in rows)
     top: dict[int, int] = {}
     for conv_id, seq in at:
         top[conv_id] = max(top.get(conv_id, 0), seq)
-    return {"rows": len(rows),
-            "lost": sum(at.get((conv_id, seq)) != msg_id for conv_id, seq, msg_id in acked),
-            "duplicated": sum(n - 1 for n in copies.values() if n > 1),
-            "seq_gaps": sum(top.values()) - len(at)}
+    return {
+        "rows": len(rows),
+        "lost": sum(at.get((conv_id, seq)) != msg_id for conv_id, seq, msg_id in acked),
+        "duplicated": sum(n - 1 for n in copies.values() if n > 1),
+        "seq_gaps": sum(top.values()) - len(at),
+    }
 
 
 def _fabric_ceiling(keys_dir: Path) -> float:
@@ -302,8 +378,9 @@ def _fabric_ceiling(keys_dir: Path) -> float:
     server in a process of its own, CEILING_INFLIGHT in flight for CEILING_S."""
     spawn = mp.get_context("spawn")
     ports, stop, go = spawn.Queue(), spawn.Event(), spawn.Event()
-    proc = spawn.Process(target=bench_fabric._serve, args=(str(keys_dir), ports, stop, go),
-                         daemon=True)
+    proc = spawn.Process(
+        target=bench_fabric._serve, args=(str(keys_dir), ports, stop, go), daemon=True
+    )
     proc.start()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -340,15 +417,23 @@ def _percentile_ms(ordered: list[int], q: int) -> float | None:
 
 # ---- the command
 
+
 async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) -> dict[str, Any]:
     async with ClusterView(cfg) as view:
         pids: dict[str, tuple[str, int]] = {}
         if cluster is not None:
             limit = opts["session_rate"]
-            extra = {"gateway": {"SOIM_SESSION_RATE": str(limit),
-                                 "SOIM_SESSION_BURST": str(SPAWN_BURST_S * limit)}}
-            nodes = [n for role, count in SPAWN.items()
-                     for n in cluster.start(role, count, **extra.get(role, {}))]
+            extra = {
+                "gateway": {
+                    "SOIM_SESSION_RATE": str(limit),
+                    "SOIM_SESSION_BURST": str(SPAWN_BURST_S * limit),
+                }
+            }
+            nodes = [
+                n
+                for role, count in SPAWN.items()
+                for n in cluster.start(role, count, **extra.get(role, {}))
+            ]
             try:
                 await cluster.wait_alive(view, nodes, SETTLE_S)
             except RuntimeError as err:
@@ -358,12 +443,15 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
             alive = await view.settle(3.0)
             roles = Counter(p.role for p in alive)
             if not all(roles[r] for r in ("gateway", "router", "directory")):
-                raise BenchError(f"cluster {cfg.cluster} needs a gateway, a router and a "
-                                 f"directory alive; found {dict(roles)}")
+                raise BenchError(
+                    f"cluster {cfg.cluster} needs a gateway, a router and a "
+                    f"directory alive; found {dict(roles)}"
+                )
         target = Target(view, cfg, pids)
         if opts["logins"]:
-            return await logins(target, opts["clients"], opts["sessions"],
-                                opts["duration"] or LOOKUP_S)
+            return await logins(
+                target, opts["clients"], opts["sessions"], opts["duration"] or LOOKUP_S
+            )
         return await chat(target, opts["clients"], opts)
 
 
@@ -372,13 +460,18 @@ def _options(args: dict[str, Any]) -> dict[str, Any]:
     mode); rates is --rates, else [--rate]."""
     opts: dict[str, Any] = {}
     for name, kind, low, high in (
-            ("--clients", int, 2, None), ("--sessions", int, 1, None),
-            ("--rate", float, 1.0, None), ("--duration", float, 0.5, None),
-            ("--warmup", float, 0.0, None), ("--group-size", int, 2, GROUP_MAX),
-            ("--session-rate", int, 1, MAX_SESSION_RATE)):
+        ("--clients", int, 2, None),
+        ("--sessions", int, 1, None),
+        ("--rate", float, 1.0, None),
+        ("--duration", float, 0.5, None),
+        ("--warmup", float, 0.0, None),
+        ("--group-size", int, 2, GROUP_MAX),
+        ("--session-rate", int, 1, MAX_SESSION_RATE),
+    ):
         raw = args.get(name)
-        opts[name[2:].replace("-", "_")] = None if raw is None else _number(name, raw, kind,
-                                                                            low, high)
+        opts[name[2:].replace("-", "_")] = (
+            None if raw is None else _number(name, raw, kind, low, high)
+        )
     opts["session_rate"] = opts["session_rate"] or GatewayOptions.session_rate
     opts["group_size"] = opts["group_size"] or GROUP_SIZE
     pattern = args.get("--pattern") or "mixed"
@@ -386,8 +479,11 @@ def _options(args: dict[str, Any]) -> dict[str, Any]:
         raise BenchError(f"--pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")
     opts["pattern"] = pattern
     listed = args.get("--rates")
-    opts["rates"] = ([_number("--rates", r, float, 1.0, None) for r in listed.split(",")]
-                     if listed else [opts["rate"] or DEFAULT_RATE])
+    opts["rates"] = (
+        [_number("--rates", r, float, 1.0, None) for r in listed.split(",")]
+        if listed
+        else [opts["rate"] or DEFAULT_RATE]
+    )
     return opts
 
 
@@ -423,11 +519,16 @@ def run(args: dict[str, Any]) -> int:
     return 0
 
 
-def _measure(env: dict[str, str], cluster: LocalCluster | None,
-             opts: dict[str, Any]) -> dict[str, Any]:
+def _measure(
+    env: dict[str, str], cluster: LocalCluster | None, opts: dict[str, Any]
+) -> dict[str, Any]:
     cfg = Config.from_env(env, role="soimctl")
     result = asyncio.run(_run(cfg, cluster, opts))
-    result.update(mode="logins" if opts["logins"] else "chat", db=cfg.db.split(":", 1)[0],
-                  redis=bool(cfg.redis_url), cpus=os.cpu_count(),
-                  python=platform.python_version())
+    result.update(
+        mode="logins" if opts["logins"] else "chat",
+        db=cfg.db.split(":", 1)[0],
+        redis=bool(cfg.redis_url),
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+    )
     return result

@@ -67,6 +67,7 @@ class BenchError(Exception):
 
 # ---- client worker processes
 
+
 @dataclass
 class Exchange:
     """What one worker's share of a setup step gave: when it ran and each request's outcome."""
@@ -81,12 +82,12 @@ class ChatPlan:
     """One chat phase of one worker: what each of its connections sends, and how fast."""
 
     targets: list[list[tuple[str, int]]]  # per connection: ("to_user" | "to_group", id), in turn
-    start_at: float                        # time.monotonic() when every worker starts
+    start_at: float  # time.monotonic() when every worker starts
     seconds: float
-    rate: float                            # sends/s of this worker; 0: each keeps WINDOW out
-    cap: float                             # with rate 0, sends/s of a connection at most
-    tag: str                               # makes client_msg_ids unique in the run
-    warmup: float = 0.0                    # the first seconds: their latencies kept apart
+    rate: float  # sends/s of this worker; 0: each keeps WINDOW out
+    cap: float  # with rate 0, sends/s of a connection at most
+    tag: str  # makes client_msg_ids unique in the run
+    warmup: float = 0.0  # the first seconds: their latencies kept apart
 
 
 @dataclass
@@ -94,15 +95,15 @@ class ChatLog:
     """What one worker saw in a chat phase."""
 
     acks: list[tuple[int, int, int, int, int]]  # (connection, target turn, conv_id, seq, msg_id)
-    received: list[list[int]]                   # per connection: msg_id of every pushed message
-    latencies_ns: list[int]                     # send → push, of every 1:1 push after warm-up
-    group_latencies_ns: list[int]               # send → push, of every group push after it
-    ack_latencies_ns: list[int]                 # send → ack, of every ack after warm-up
-    warmup_latencies_ns: list[int]              # send → push, of the warm-up's sends
-    sent: int                                   # acked within the phase window
-    sent_group: int                             # of which group messages
-    delivered: int                              # pushed within the phase window
-    delivered_group: int                        # of which group messages
+    received: list[list[int]]  # per connection: msg_id of every pushed message
+    latencies_ns: list[int]  # send → push, of every 1:1 push after warm-up
+    group_latencies_ns: list[int]  # send → push, of every group push after it
+    ack_latencies_ns: list[int]  # send → ack, of every ack after warm-up
+    warmup_latencies_ns: list[int]  # send → push, of the warm-up's sends
+    sent: int  # acked within the phase window
+    sent_group: int  # of which group messages
+    delivered: int  # pushed within the phase window
+    delivered_group: int  # of which group messages
     errors: dict[str, int]
 
 
@@ -130,10 +131,11 @@ def _client_worker(conn: Connection) -> None:
                 targets, window = arg
                 results: list[tuple[int, bytes] | None] = []
                 for at in range(0, len(targets), window):
-                    fresh = [_connect(ctx, *target) for target in targets[at:at + window]]
+                    fresh = [_connect(ctx, *target) for target in targets[at : at + window]]
                     socks += fresh
-                    results += _exchange(fresh, encoder, rids, "Ping", [ping] * len(fresh),
-                                         window).results
+                    results += _exchange(
+                        fresh, encoder, rids, "Ping", [ping] * len(fresh), window
+                    ).results
                 conn.send(Exchange(0.0, 0.0, results))
             elif command == "call":
                 conn.send(_exchange(socks, encoder, rids, *arg))
@@ -159,25 +161,32 @@ def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes) -> zmq.Socket:
     return sock
 
 
-def _keepalive(socks: Iterable[zmq.Socket], encoder: envelope.Encoder,
-               rids: Iterator[int]) -> None:
+def _keepalive(socks: Iterable[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int]) -> None:
     """A Ping on each connection, so its session does not expire idle; nobody waits for the
     replies (whoever reads the socket next skips them)."""
     deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
     frame = client_pb2.PingRequest().SerializeToString()
     for sock in socks:
         with contextlib.suppress(zmq.Again):
-            sock.send(encoder.request(CLIENT["Ping"].name, next(rids), deadline_ms, frame),
-                      zmq.NOBLOCK)
+            sock.send(
+                encoder.request(CLIENT["Ping"].name, next(rids), deadline_ms, frame), zmq.NOBLOCK
+            )
 
 
-def _exchange(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int],
-              name: str, payloads: Sequence[bytes | None], window: int) -> Exchange:
+def _exchange(
+    socks: list[zmq.Socket],
+    encoder: envelope.Encoder,
+    rids: Iterator[int],
+    name: str,
+    payloads: Sequence[bytes | None],
+    window: int,
+) -> Exchange:
     """Send payloads[i] (unless None) as client.<name> on socks[i], at most `window` in flight;
     wait for every reply (TIMEOUT for one not here REQUEST_TIMEOUT_S after its request)."""
     method = CLIENT[name].name
-    results: list[tuple[int, bytes] | None] = [None if p is None else (pb.TIMEOUT, b"")
-                                               for p in payloads]
+    results: list[tuple[int, bytes] | None] = [
+        None if p is None else (pb.TIMEOUT, b"") for p in payloads
+    ]
     todo = [i for i, p in enumerate(payloads) if p is not None]
     waiting: dict[zmq.Socket, tuple[int, int, float]] = {}  # (connection, request id, sent at)
     poller = zmq.Poller()
@@ -213,8 +222,9 @@ def _exchange(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator
     return Exchange(started, last, results)
 
 
-def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int],
-          plan: ChatPlan) -> ChatLog:
+def _chat(
+    socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int], plan: ChatPlan
+) -> ChatLog:
     """Run one chat phase on the first len(plan.targets) connections.
 
     Until start_at + seconds every connection sends — at the worker's share of a fixed rate, or
@@ -231,8 +241,9 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
     #                                                        sent ns, to a group)
     in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
     stop_at = plan.start_at + plan.seconds
-    deadline_ms = int((time.time() + plan.start_at - time.monotonic() + plan.seconds
-                       + DRAIN_MAX_S) * 1000)
+    deadline_ms = int(
+        (time.time() + plan.start_at - time.monotonic() + plan.seconds + DRAIN_MAX_S) * 1000
+    )
     due = 0
     warm_ns = int((plan.start_at + plan.warmup) * 1e9)  # monotonic_ns of the first counted send
 
@@ -240,8 +251,11 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
         turn = turns[i]
         field, to = plan.targets[i][turn % len(plan.targets[i])]
         rid, now_ns = next(rids), time.monotonic_ns()
-        request = client_pb2.SendRequest(client_msg_id=f"{plan.tag}{rid}", body=(
-            f"{now_ns:016x}" + FILLER)[:BODY_CHARS], **{field: to})
+        request = client_pb2.SendRequest(
+            client_msg_id=f"{plan.tag}{rid}",
+            body=(f"{now_ns:016x}" + FILLER)[:BODY_CHARS],
+            **{field: to},
+        )
         socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
         ready.sent(i)
         pending[rid] = (i, turn, now_ns, field == "to_group")
@@ -289,8 +303,13 @@ def _chat(socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int
                     log.received[i].append(msg.msg_id)
                     sent_ns = int(msg.body[:16], 16)
                     to_group = msg.HasField("to_group")
-                    (log.warmup_latencies_ns if sent_ns < warm_ns else log.group_latencies_ns
-                     if to_group else log.latencies_ns).append(time.monotonic_ns() - sent_ns)
+                    (
+                        log.warmup_latencies_ns
+                        if sent_ns < warm_ns
+                        else log.group_latencies_ns
+                        if to_group
+                        else log.latencies_ns
+                    ).append(time.monotonic_ns() - sent_ns)
                     if at < stop_at:
                         log.delivered += 1
                         log.delivered_group += to_group
@@ -374,37 +393,65 @@ class ClientPool:
         n = len(self._pipes)
         window = window or len(targets)
         rounds = -(-len(targets) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
-        replies = self._ask([("open", (list(targets[w::n]), window)) for w in range(n)],
-                            rounds * REQUEST_TIMEOUT_S)
-        replies_ok("connect (Ping)", [r for reply in replies for r in reply.results],
-            client_pb2.PingReply.FromString)
+        replies = self._ask(
+            [("open", (list(targets[w::n]), window)) for w in range(n)], rounds * REQUEST_TIMEOUT_S
+        )
+        replies_ok(
+            "connect (Ping)",
+            [r for reply in replies for r in reply.results],
+            client_pb2.PingReply.FromString,
+        )
 
-    def call(self, name: str, payloads: Sequence[bytes | None],
-             window: int) -> tuple[float, list[tuple[int, bytes] | None]]:
+    def call(
+        self, name: str, payloads: Sequence[bytes | None], window: int
+    ) -> tuple[float, list[tuple[int, bytes] | None]]:
         """payloads[i] (unless None) to connection i, at most `window` in flight per worker;
         (seconds from the first send to the last reply, result per connection)."""
         n = len(self._pipes)
         rounds = -(-len(payloads) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
-        replies = self._ask([("call", (name, list(payloads[w::n]), window)) for w in range(n)],
-                            rounds * REQUEST_TIMEOUT_S)
+        replies = self._ask(
+            [("call", (name, list(payloads[w::n]), window)) for w in range(n)],
+            rounds * REQUEST_TIMEOUT_S,
+        )
         results: list[tuple[int, bytes] | None] = [None] * len(payloads)
         for w, reply in enumerate(replies):
             results[w::n] = reply.results
         elapsed = max(r.finished for r in replies) - min(r.started for r in replies)
         return max(elapsed, 1e-9), results
 
-    def chat(self, targets: list[list[tuple[str, int]]], seconds: float, rate: float,
-             cap: float, tag: str, warmup: float = 0.0) -> list[ChatLog]:
+    def chat(
+        self,
+        targets: list[list[tuple[str, int]]],
+        seconds: float,
+        rate: float,
+        cap: float,
+        tag: str,
+        warmup: float = 0.0,
+    ) -> list[ChatLog]:
         """One chat phase over connections 0..len(targets)-1, starting on every worker at once;
         `rate` is the total sends/s (0: as fast as each may, at most `cap` a second); the
         latencies of sends in the first `warmup` of the `seconds` are logged apart. One ChatLog
         per worker."""
         n = len(self._pipes)
         start_at = time.monotonic() + 0.5
-        return self._ask([("chat", ChatPlan(targets[w::n], start_at, seconds,
-                                            rate * len(targets[w::n]) / len(targets), cap,
-                                            f"{tag}{w}-", warmup)) for w in range(n)],
-                         seconds + DRAIN_MAX_S)
+        return self._ask(
+            [
+                (
+                    "chat",
+                    ChatPlan(
+                        targets[w::n],
+                        start_at,
+                        seconds,
+                        rate * len(targets[w::n]) / len(targets),
+                        cap,
+                        f"{tag}{w}-",
+                        warmup,
+                    ),
+                )
+                for w in range(n)
+            ],
+            seconds + DRAIN_MAX_S,
+        )
 
     def _ask(self, commands: list[tuple[str, Any]], seconds: float) -> list[Any]:
         for pipe, command in zip(self._pipes, commands, strict=True):
@@ -429,8 +476,9 @@ class ClientPool:
                 proc.join(5)
 
 
-def replies_ok(what: str, results: Sequence[tuple[int, bytes] | None],
-        parse: Callable[[bytes], M]) -> list[M]:
+def replies_ok(
+    what: str, results: Sequence[tuple[int, bytes] | None], parse: Callable[[bytes], M]
+) -> list[M]:
     """Parsed replies of the requests asked (not the Nones), in connection order; BenchError
     naming the error codes if any of them failed."""
     bad = Counter(pb.ErrorCode.Name(r[0]) for r in results if r is not None and r[0] != pb.OK)

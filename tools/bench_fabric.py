@@ -64,8 +64,10 @@ async def _server_main(keys_dir: Path, ports: Any, stop: Any, publish: Any) -> N
     server.register(ECHO, echo)
     raw_echo = _raw_echo(raw_sock)
     raw_echo.start()
-    tasks = [asyncio.ensure_future(server.serve()),
-             asyncio.ensure_future(_publish(Publisher(pub_sock, "bench-server"), publish))]
+    tasks = [
+        asyncio.ensure_future(server.serve()),
+        asyncio.ensure_future(_publish(Publisher(pub_sock, "bench-server"), publish)),
+    ]
     while not stop.is_set():
         await asyncio.sleep(0.05)  # polling the parent's stop flag
     for t in tasks:
@@ -132,8 +134,9 @@ def _ceiling_slice(sock: zmq.Socket, inflight: int, seconds: float) -> tuple[int
     return done, time.perf_counter() - started
 
 
-async def _pubsub_rate(ctx: zmq.asyncio.Context, security: Security, endpoint: str,
-                       go: Any, seconds: float) -> float:
+async def _pubsub_rate(
+    ctx: zmq.asyncio.Context, security: Security, endpoint: str, go: Any, seconds: float
+) -> float:
     key = security.node.public
     sub = Subscriber(ctx, max_bytes=1 << 20, secure=lambda s: security.cluster_client(s, key))
     got = 0
@@ -174,15 +177,23 @@ def run(args: dict[str, Any]) -> int:
         proc.join(5)
         if proc.is_alive():
             proc.kill()
-    result.update(inflight=inflight, seconds=seconds, payload_bytes=len(PAYLOAD), curve=True,
-                  cpus=os.cpu_count(), python=platform.python_version(),
-                  pyzmq=zmq.__version__, libzmq=zmq.zmq_version())
+    result.update(
+        inflight=inflight,
+        seconds=seconds,
+        payload_bytes=len(PAYLOAD),
+        curve=True,
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        pyzmq=zmq.__version__,
+        libzmq=zmq.zmq_version(),
+    )
     print(json.dumps(result, indent=None if args.get("--json") else 2))
     return 0
 
 
-async def _measure(cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go: Any,
-                   inflight: int, seconds: float) -> dict[str, Any]:
+async def _measure(
+    cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go: Any, inflight: int, seconds: float
+) -> dict[str, Any]:
     ctx = zmq.asyncio.Context()
     security = Security(ctx, cfg.keys_dir)
     server_key = security.node.public
@@ -193,8 +204,12 @@ async def _measure(cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go:
         raw.connect(f"tcp://127.0.0.1:{raw_port}")
         raw.send(PAYLOAD)
         raw.recv()  # connect and warm up
-        client = RpcClient(ctx, f"tcp://127.0.0.1:{rpc_port}", max_bytes=1 << 20,
-                           secure=lambda s: security.cluster_client(s, server_key))
+        client = RpcClient(
+            ctx,
+            f"tcp://127.0.0.1:{rpc_port}",
+            max_bytes=1 << 20,
+            secure=lambda s: security.cluster_client(s, server_key),
+        )
         await client.call(ECHO, fabric_pb2.EchoRequest(data=PAYLOAD), timeout=5)  # likewise
         ceiling = rpc = (0, 0.0)
         for kind in ("ceiling", "rpc", "rpc", "ceiling") * (SLICES // 2):
@@ -211,5 +226,9 @@ async def _measure(cfg: Config, rpc_port: int, raw_port: int, pub_port: int, go:
         raw_ctx.term()
         ctx.destroy(linger=0)
     rpc_per_s, ceiling_per_s = rpc[0] / rpc[1], ceiling[0] / ceiling[1]
-    return {"rpc_per_s": round(rpc_per_s), "pubsub_per_s": round(pubsub),
-            "ceiling_per_s": round(ceiling_per_s), "ratio": round(rpc_per_s / ceiling_per_s, 3)}
+    return {
+        "rpc_per_s": round(rpc_per_s),
+        "pubsub_per_s": round(pubsub),
+        "ceiling_per_s": round(ceiling_per_s),
+        "ratio": round(rpc_per_s / ceiling_per_s, 3),
+    }

@@ -51,13 +51,15 @@ def _kdf_slice(pool: ProcessPoolExecutor, count: int, n: int, r: int, p: int) ->
     """Seconds `count` raw hashlib.scrypt hashes at these parameters take on `pool`."""
     salts = [os.urandom(passwords.SALT_BYTES) for _ in range(count)]
     started = time.monotonic()
-    list(pool.map(passwords.derive, [PASSWORD] * count, salts, [n] * count, [r] * count,
-                  [p] * count))
+    list(
+        pool.map(passwords.derive, [PASSWORD] * count, salts, [n] * count, [r] * count, [p] * count)
+    )
     return time.monotonic() - started
 
 
-async def _lookup_rate(view: ClusterView, user_ids: list[int],
-                       seconds: float) -> tuple[float, float]:
+async def _lookup_rate(
+    view: ClusterView, user_ids: list[int], seconds: float
+) -> tuple[float, float]:
     """(users looked up per second, Lookup calls per second): Router.Lookup batches of
     LOOKUP_BATCH ids at their owner routers, LOOKUP_INFLIGHT calls in flight, for `seconds`."""
     ring = Ring(p.node_id for p in view.membership.alive("router"))
@@ -82,8 +84,7 @@ async def _lookup_rate(view: ClusterView, user_ids: list[int],
     return calls * LOOKUP_BATCH / elapsed, calls / elapsed
 
 
-async def logins(target: Target, clients: int, sessions: int,
-                 lookup_s: float) -> dict[str, Any]:
+async def logins(target: Target, clients: int, sessions: int, lookup_s: float) -> dict[str, Any]:
     """Password logins against the KDF ceiling, token resumes, lookups and idle sessions."""
     gateways = target.gateways()
     run_id = uuid.uuid4().hex[:8]
@@ -93,21 +94,29 @@ async def logins(target: Target, clients: int, sessions: int,
     session_pool = ClientPool(CLIENT_WORKERS)
     try:
         await asyncio.to_thread(pool.open, spread)
-        took, _ = await step(pool, "Register", [client_pb2.RegisterRequest(
-            account=a, password=PASSWORD, device="bench").SerializeToString()
-            for a in accounts], KDF_INFLIGHT)
+        took, _ = await step(
+            pool,
+            "Register",
+            [
+                client_pb2.RegisterRequest(
+                    account=a, password=PASSWORD, device="bench"
+                ).SerializeToString()
+                for a in accounts
+            ],
+            KDF_INFLIGHT,
+        )
         registers_per_s = clients / took
         await step(pool, "Logout", [client_pb2.LogoutRequest().SerializeToString()] * clients)
         n, r, p = await asyncio.to_thread(_scrypt_params, target.cfg, accounts[0])
         logins_per_s, kdf_per_s, users = await _logins_and_kdf(pool, accounts, n, r, p)
         lookups_per_s, lookup_calls_per_s = await _lookup_rate(
-            target.view, [u.user_id for u in users], lookup_s)
+            target.view, [u.user_id for u in users], lookup_s
+        )
 
         gw_id, gw_endpoint, gw_key = gateways[0]
         pid = target.pid(gw_id, gw_endpoint)
         rss_before = rss_mb(pid)
-        await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions,
-                                OPEN_WINDOW)
+        await asyncio.to_thread(session_pool.open, [(gw_endpoint, gw_key)] * sessions, OPEN_WINDOW)
         meter = target.cpu_meter(session_pool)
         meter.start()
         took = await _resume_all(session_pool, [u.token for u in users], sessions)
@@ -116,29 +125,43 @@ async def logins(target: Target, clients: int, sessions: int,
         # at least the resumed ones: the login pool's sessions may have idled out meanwhile
         await wait_sessions(target.view, gw_id, sessions)
         rss_after = rss_mb(pid)
-        await step(session_pool, "Logout",
-                    [client_pb2.LogoutRequest().SerializeToString()] * sessions, RESUME_WINDOW)
+        await step(
+            session_pool,
+            "Logout",
+            [client_pb2.LogoutRequest().SerializeToString()] * sessions,
+            RESUME_WINDOW,
+        )
     finally:
         await asyncio.to_thread(session_pool.close)
         await asyncio.to_thread(pool.close)
     return {
-        "logins_per_s": round(logins_per_s, 2), "kdf_per_s": round(kdf_per_s, 2),
+        "logins_per_s": round(logins_per_s, 2),
+        "kdf_per_s": round(kdf_per_s, 2),
         "login_ratio": round(logins_per_s / kdf_per_s, 3),
-        "registers_per_s": round(registers_per_s, 2), "resumes_per_s": round(resumes_per_s),
-        "lookups_per_s": round(lookups_per_s), "lookup_calls_per_s": round(lookup_calls_per_s),
+        "registers_per_s": round(registers_per_s, 2),
+        "resumes_per_s": round(resumes_per_s),
+        "lookups_per_s": round(lookups_per_s),
+        "lookup_calls_per_s": round(lookup_calls_per_s),
         "resume_cpu_cores": resume_cores,
         "lookup": f"Router.Lookup batches of {LOOKUP_BATCH} user ids at the owner router, "
-                  f"{LOOKUP_INFLIGHT} in flight, {lookup_s:g} s",
-        "gateway_rss_mb_before": round(rss_before, 1), "gateway_rss_mb_after": round(rss_after, 1),
+        f"{LOOKUP_INFLIGHT} in flight, {lookup_s:g} s",
+        "gateway_rss_mb_before": round(rss_before, 1),
+        "gateway_rss_mb_after": round(rss_after, 1),
         "gateway_rss_mb_per_1000": round((rss_after - rss_before) * 1000 / sessions, 1),
-        "scrypt": {"n": n, "r": r, "p": p, "maxmem_mb": passwords.maxmem(n, r, p) >> 20,
-                   "kdf_processes": KDF_THREADS},
-        "clients": clients, "sessions": sessions,
+        "scrypt": {
+            "n": n,
+            "r": r,
+            "p": p,
+            "maxmem_mb": passwords.maxmem(n, r, p) >> 20,
+            "kdf_processes": KDF_THREADS,
+        },
+        "clients": clients,
+        "sessions": sessions,
         "load": f"{clients} accounts registering and logging in ({KDF_INFLIGHT} in flight, "
-                f"for {KDF_THREADS} scrypt threads), then {sessions} connections resuming "
-                f"({RESUME_WINDOW} in flight per worker, in rounds of one per account: each "
-                f"resume rotates its token) on one gateway: raw client-plane "
-                f"DEALERs (Curve) driven from {CLIENT_WORKERS} worker processes",
+        f"for {KDF_THREADS} scrypt threads), then {sessions} connections resuming "
+        f"({RESUME_WINDOW} in flight per worker, in rounds of one per account: each "
+        f"resume rotates its token) on one gateway: raw client-plane "
+        f"DEALERs (Curve) driven from {CLIENT_WORKERS} worker processes",
     }
 
 
@@ -150,8 +173,13 @@ async def _resume_all(pool: ClientPool, tokens: list[str], sessions: int) -> flo
     for first in range(0, sessions, len(tokens)):
         batch = range(first, min(first + len(tokens), sessions))
         payloads: list[bytes | None] = [
-            client_pb2.ResumeRequest(token=tokens[i % len(tokens)], device=f"s{i}")
-            .SerializeToString() if i in batch else None for i in range(sessions)]
+            client_pb2.ResumeRequest(
+                token=tokens[i % len(tokens)], device=f"s{i}"
+            ).SerializeToString()
+            if i in batch
+            else None
+            for i in range(sessions)
+        ]
         spent, replies = await step(pool, "Resume", payloads, RESUME_WINDOW)
         took += spent
         for i, reply in zip(batch, replies, strict=True):
@@ -159,23 +187,34 @@ async def _resume_all(pool: ClientPool, tokens: list[str], sessions: int) -> flo
     return took
 
 
-async def _logins_and_kdf(pool: ClientPool, accounts: list[str], n: int, r: int,
-                          p: int) -> tuple[float, float, list[client_pb2.LoginReply]]:
+async def _logins_and_kdf(
+    pool: ClientPool, accounts: list[str], n: int, r: int, p: int
+) -> tuple[float, float, list[client_pb2.LoginReply]]:
     """(logins/s, raw scrypt hashes/s, the login replies): one login per account through the
     cluster (KDF_INFLIGHT in flight), and as many hashes on a pool of KDF_THREADS processes as
     wide as the directory's scrypt pool (scrypt releases the GIL there), in alternating slices
     — kdf, logins, logins, kdf, … — so both see the same background load."""
     slices = KDF_SLICES if len(accounts) >= KDF_SLICES else 2
-    parts = [range(len(accounts) * k // slices, len(accounts) * (k + 1) // slices)
-             for k in range(slices)]
+    parts = [
+        range(len(accounts) * k // slices, len(accounts) * (k + 1) // slices) for k in range(slices)
+    ]
     users: list[client_pb2.LoginReply] = []
     login_s = kdf_s = 0.0
 
     async def log_in(part: range) -> float:
-        took, replies = await step(pool, "Login", [
-            client_pb2.LoginRequest(account=accounts[i], password=PASSWORD,
-                                    device="bench").SerializeToString()
-            if i in part else None for i in range(len(accounts))], KDF_INFLIGHT)
+        took, replies = await step(
+            pool,
+            "Login",
+            [
+                client_pb2.LoginRequest(
+                    account=accounts[i], password=PASSWORD, device="bench"
+                ).SerializeToString()
+                if i in part
+                else None
+                for i in range(len(accounts))
+            ],
+            KDF_INFLIGHT,
+        )
         users.extend(replies)
         return took
 

@@ -58,8 +58,17 @@ def make_rows(n: int, seed: int = 7) -> list[MessageRow]:
     for i in range(n):
         conv = rnd.randrange(CONVERSATIONS)
         seqs[conv] += 1
-        rows.append(MessageRow(conv + 1, seqs[conv], i + 1, 1000 + conv % 97, f"b{i:x}",
-                               now + i // 1000, bodies[i % len(bodies)]))
+        rows.append(
+            MessageRow(
+                conv + 1,
+                seqs[conv],
+                i + 1,
+                1000 + conv % 97,
+                f"b{i:x}",
+                now + i // 1000,
+                bodies[i % len(bodies)],
+            )
+        )
     return rows
 
 
@@ -68,8 +77,9 @@ def _clear(store: Store) -> None:
         with db.connection() as conn:
             for shard in store.shard_map.shards(db.index):
                 table = shard.table(MESSAGE.name)
-                conn.execute(f"TRUNCATE TABLE `{table}`" if db.kind == "mysql"
-                             else f"DELETE FROM `{table}`")
+                conn.execute(
+                    f"TRUNCATE TABLE `{table}`" if db.kind == "mysql" else f"DELETE FROM `{table}`"
+                )
 
 
 def _count(store: Store) -> int:
@@ -84,13 +94,14 @@ def ceiling(store: Store, rows: list[MessageRow], batch_rows: int) -> float:
     try:
         for i in range(0, len(rows), batch_rows):
             groups: dict[tuple[int, int], list[MessageRow]] = {}
-            for row in rows[i:i + batch_rows]:
+            for row in rows[i : i + batch_rows]:
                 shard = store.shard_map.shard_of(row.conv_id)
                 groups.setdefault((shard.db, shard.table_no), []).append(row)
             per_db: list[list[Statement]] = [[] for _ in conns]
             for (db, table_no), part in sorted(groups.items()):
                 per_db[db] += store.databases[db].insert_statements(
-                    f"{MESSAGE.name}_{table_no}", MessageRow._fields, MESSAGE_KINDS, part)
+                    f"{MESSAGE.name}_{table_no}", MessageRow._fields, MESSAGE_KINDS, part
+                )
             for conn, statements in zip(conns, per_db, strict=True):
                 if statements:
                     conn.write_batch(statements)
@@ -118,8 +129,10 @@ def through_writer(store: Store, rows: list[MessageRow], config: Config) -> tupl
         except BaseException as err:  # reported after the run
             errors.append(err)
 
-    threads = [threading.Thread(target=submit, args=(p,), name=f"bench-submit-{k}")
-               for k, p in enumerate(parts)]
+    threads = [
+        threading.Thread(target=submit, args=(p,), name=f"bench-submit-{k}")
+        for k, p in enumerate(parts)
+    ]
     started = time.perf_counter()
     try:
         for t in threads:
@@ -153,8 +166,10 @@ def _target(backend: str, env: dict[str, str]) -> Iterator[str]:
     try:
         admin = pymysql.connect(**SCRATCH_SERVER, autocommit=True)  # type: ignore[arg-type]
     except pymysql.err.Error as err:
-        raise StoreUnavailable(f"SOIM_DB: not a mysql:// URL, and no MariaDB on root@127.0.0.1:"
-                               f"3306 for a scratch database: {err.args[-1]}") from None
+        raise StoreUnavailable(
+            f"SOIM_DB: not a mysql:// URL, and no MariaDB on root@127.0.0.1:"
+            f"3306 for a scratch database: {err.args[-1]}"
+        ) from None
     try:
         with admin.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
@@ -171,8 +186,10 @@ def measure(backend: str, n: int, env: dict[str, str]) -> dict[str, Any]:
     rows = make_rows(n)
     with _target(backend, env) as url, Store.open(url, config.shards) as store:
         if _count(store):
-            raise StoreError("SOIM_DB's message tables are not empty; bench store needs a "
-                             "scratch database (unset SOIM_DB to let it create one)")
+            raise StoreError(
+                "SOIM_DB's message tables are not empty; bench store needs a "
+                "scratch database (unset SOIM_DB to let it create one)"
+            )
         rounds = []
         try:
             for _ in range(ROUNDS):
@@ -183,19 +200,36 @@ def measure(backend: str, n: int, env: dict[str, str]) -> dict[str, Any]:
                 stored = _count(store)
                 if stored != n:
                     raise StoreError(f"writer stored {stored} of {n} rows")
-                rounds.append({"ceiling_rows_per_s": round(raw), "rows_per_s": round(rate),
-                               "mean_flush_rows": round(mean_batch, 1)})
+                rounds.append(
+                    {
+                        "ceiling_rows_per_s": round(raw),
+                        "rows_per_s": round(rate),
+                        "mean_flush_rows": round(mean_batch, 1),
+                    }
+                )
         finally:
             _clear(store)
         version = store.home.server_version()
     best = max(r["rows_per_s"] for r in rounds)
     top = max(r["ceiling_rows_per_s"] for r in rounds)
-    return {"backend": backend, "server": version, "rows": n, "body_bytes": BODY_BYTES,
-            "shards": config.shards, "databases": len(store.databases),
-            "batch_rows": config.batch_rows, "batch_ms": config.batch_ms,
-            "submitters": SUBMITTERS, "window": WINDOW, "rows_per_s": best,
-            "ceiling_rows_per_s": top, "ratio": round(best / top, 3), "rounds": rounds,
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "backend": backend,
+        "server": version,
+        "rows": n,
+        "body_bytes": BODY_BYTES,
+        "shards": config.shards,
+        "databases": len(store.databases),
+        "batch_rows": config.batch_rows,
+        "batch_ms": config.batch_ms,
+        "submitters": SUBMITTERS,
+        "window": WINDOW,
+        "rows_per_s": best,
+        "ceiling_rows_per_s": top,
+        "ratio": round(best / top, 3),
+        "rounds": rounds,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def run(args: dict[str, Any]) -> int:
@@ -209,8 +243,10 @@ def run(args: dict[str, Any]) -> int:
     except ValueError:
         n = 0
     if n < 1:
-        print(f"soimctl: --rows must be a positive integer, got {args.get('--rows')!r}",
-              file=sys.stderr)
+        print(
+            f"soimctl: --rows must be a positive integer, got {args.get('--rows')!r}",
+            file=sys.stderr,
+        )
         return 2
     try:
         result = measure(backend, n, dict(os.environ))
@@ -220,7 +256,9 @@ def run(args: dict[str, Any]) -> int:
     if args.get("--json"):
         print(json.dumps(result))
     else:
-        print(f"{backend} ({result['server']}): batch writer {result['rows_per_s']} rows/s, "
-              f"raw INSERT ceiling {result['ceiling_rows_per_s']} rows/s, "
-              f"ratio {result['ratio']} (best of {ROUNDS} rounds of {n} rows)")
+        print(
+            f"{backend} ({result['server']}): batch writer {result['rows_per_s']} rows/s, "
+            f"raw INSERT ceiling {result['ceiling_rows_per_s']} rows/s, "
+            f"ratio {result['ratio']} (best of {ROUNDS} rounds of {n} rows)"
+        )
     return 0

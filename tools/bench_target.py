@@ -46,8 +46,9 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise BenchError(f"no {field} for pid {pid}")
 
 
-def bucket_quantile_ms(before: dict[float, float], after: dict[float, float],
-                       q: float) -> float | None:
+def bucket_quantile_ms(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
     """The upper bound (ms) of the histogram bucket holding quantile `q` of what was observed
     between two `Target.commit_buckets()` readings (None: nothing observed)."""
     counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
@@ -81,8 +82,11 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         wall = time.monotonic() - self._t0
-        self.used_s = {group: sum(cpu_s(pid) - self._start[pid] for pid in pids)
-                       for group, pids in self.groups.items() if pids}
+        self.used_s = {
+            group: sum(cpu_s(pid) - self._start[pid] for pid in pids)
+            for group, pids in self.groups.items()
+            if pids
+        }
         return {group: round(used / wall, 2) for group, used in self.used_s.items()}
 
     def nodes_s(self) -> float:
@@ -130,8 +134,10 @@ class Target:
 
     def gateways(self) -> list[tuple[str, str, bytes]]:
         """(node id, client endpoint, server key) of every live gateway, by node id."""
-        return [(p.node_id, p.info.endpoints["client"], p.info.client_key.encode())
-                for p in self.view.membership.alive("gateway")]
+        return [
+            (p.node_id, p.info.endpoints["client"], p.info.client_key.encode())
+            for p in self.view.membership.alive("gateway")
+        ]
 
     def pid(self, node_id: str, endpoint: str) -> int:
         """The pid of a gateway of this machine."""
@@ -179,13 +185,16 @@ class Target:
     def node_memory_mb(self) -> dict[str, float]:
         """RSS now and peak RSS (VmHWM) summed over the node processes, in MB."""
         pids = [pid for _, pid in self.node_pids().values()]
-        return {"rss": round(sum(rss_mb(pid) for pid in pids), 1),
-                "peak": round(sum(rss_mb(pid, "VmHWM") for pid in pids), 1),
-                "nodes": len(pids)}
+        return {
+            "rss": round(sum(rss_mb(pid) for pid in pids), 1),
+            "peak": round(sum(rss_mb(pid, "VmHWM") for pid in pids), 1),
+            "nodes": len(pids),
+        }
 
 
-async def step(pool: ClientPool, name: str, payloads: list[bytes | None],
-                window: int = 0) -> tuple[float, list[Any]]:
+async def step(
+    pool: ClientPool, name: str, payloads: list[bytes | None], window: int = 0
+) -> tuple[float, list[Any]]:
     """payloads[i] (None: nothing) on connection i, at most `window` in flight per worker (0:
     all at once); (seconds from the first send to the last reply, the replies)."""
     took, results = await asyncio.to_thread(pool.call, name, payloads, window or len(payloads))

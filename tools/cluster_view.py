@@ -45,8 +45,12 @@ def config_for(args: dict[str, Any]) -> Config:
     return Config.from_env(env, role="soimctl")
 
 
-def with_view(args: dict[str, Any], job: Callable[[ClusterView], Awaitable[T]],
-              roles: tuple[str, ...] = (), whole: bool = False) -> T:
+def with_view(
+    args: dict[str, Any],
+    job: Callable[[ClusterView], Awaitable[T]],
+    roles: tuple[str, ...] = (),
+    whole: bool = False,
+) -> T:
     """Run `job(view)` on a settled view of the cluster (once a node of each of `roles` is
     alive, or when every discovered node has been heard; see `ClusterView.settle` for
     `whole`)."""
@@ -68,18 +72,33 @@ class ClusterView:
         self.security = Security(self.ctx, cfg.keys_dir, cfg.node_key)
         own_public = self.security.node.public
         self.subscriber = Subscriber(
-            self.ctx, max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
-            secure=lambda sock: self.security.cluster_client(sock, own_public))
+            self.ctx,
+            max_bytes=timing.CLUSTER_MAX_FRAME_BYTES,
+            secure=lambda sock: self.security.cluster_client(sock, own_public),
+        )
         self.node_id = f"soimctl-{uuid.uuid4().hex[:8]}"
-        self.membership = Membership(self.node_id, self.subscriber,
-                                     on_removed=lambda peer: self.admission.retry(peer.node_id))
-        self.admission = Admission(self.ctx, self.security, cfg.cluster, self.node_id,
-                                   self.membership)
+        self.membership = Membership(
+            self.node_id,
+            self.subscriber,
+            on_removed=lambda peer: self.admission.retry(peer.node_id),
+        )
+        self.admission = Admission(
+            self.ctx, self.security, cfg.cluster, self.node_id, self.membership
+        )
         self.discovery = Discovery(
-            cfg, self.admission.hint, self.admission.gone, self.admission.hint,
-            signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)))
-        self.peers = PeerClients(self.ctx, self.membership, self.node_id,
-                                 timing.CLUSTER_MAX_FRAME_BYTES, self.security.cluster_client)
+            cfg,
+            self.admission.hint,
+            self.admission.gone,
+            self.admission.hint,
+            signing_key=record_key(keys.load_secret(cfg.keys_dir, keys.CLUSTER_SECRET)),
+        )
+        self.peers = PeerClients(
+            self.ctx,
+            self.membership,
+            self.node_id,
+            timing.CLUSTER_MAX_FRAME_BYTES,
+            self.security.cluster_client,
+        )
 
     async def __aenter__(self) -> ClusterView:
         self.subscriber.start()
@@ -93,8 +112,12 @@ class ClusterView:
             self.admission.seed(seed.endpoint, seed.key_name)
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.security.stop()
         await self.admission.close()
         await self.peers.close()
@@ -107,8 +130,9 @@ class ClusterView:
         self.admission.keys_changed(revoked, added)
         self.membership.revoked(revoked)
 
-    async def settle(self, wait_s: float, roles: tuple[str, ...] = (),
-                     whole: bool = False) -> list[Peer]:
+    async def settle(
+        self, wait_s: float, roles: tuple[str, ...] = (), whole: bool = False
+    ) -> list[Peer]:
         """Live peers once a node of each of `roles` is alive, or when `wait_s` runs out.
 
         With `whole`, also once no live node's heartbeat sees more peers than the view holds:
@@ -131,10 +155,14 @@ class ClusterView:
             alive = self.membership.alive()
             if roles:
                 if all(self.membership.alive(r) for r in roles) and (
-                        not whole or all(p.peers < len(alive) for p in alive)):
+                    not whole or all(p.peers < len(alive) for p in alive)
+                ):
                     break
-            elif (0 < known <= len(alive) and time.monotonic() - quiet_since > QUIET_S
-                  and all(p.peers < len(alive) for p in alive)):
+            elif (
+                0 < known <= len(alive)
+                and time.monotonic() - quiet_since > QUIET_S
+                and all(p.peers < len(alive) for p in alive)
+            ):
                 break
             await asyncio.sleep(0.05)  # polling the view until the deadline
         return self.membership.alive()

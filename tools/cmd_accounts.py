@@ -37,8 +37,9 @@ async def accounts(view: ClusterView, prefix: str) -> list[cluster_pb2.UserRecor
     out: list[cluster_pb2.UserRecord] = []
     after = ""
     while True:
-        page = await ask_directory(view, "ListUsers", cluster_pb2.ListUsersRequest(
-            prefix=prefix, after=after, limit=PAGE))
+        page = await ask_directory(
+            view, "ListUsers", cluster_pb2.ListUsersRequest(prefix=prefix, after=after, limit=PAGE)
+        )
         out += page.users
         if len(page.users) < PAGE:
             return out
@@ -48,9 +49,17 @@ async def accounts(view: ClusterView, prefix: str) -> list[cluster_pb2.UserRecor
 def _list(args: dict[str, Any]) -> int:
     prefix = args.get("--prefix") or ""
     users = with_view(args, lambda view: accounts(view, prefix), roles=("directory",))
-    rows = [{"user_id": u.user_id, "account": u.account, "nickname": u.nickname,
-             "disabled": u.disabled, "created_ms": u.created_ms,
-             "last_active_ms": u.last_active_ms} for u in users]
+    rows = [
+        {
+            "user_id": u.user_id,
+            "account": u.account,
+            "nickname": u.nickname,
+            "disabled": u.disabled,
+            "created_ms": u.created_ms,
+            "last_active_ms": u.last_active_ms,
+        }
+        for u in users
+    ]
     if args.get("--json"):
         print(json.dumps({"users": rows}, indent=2))
         return 0
@@ -58,9 +67,11 @@ def _list(args: dict[str, Any]) -> int:
     if rows:
         print("user_id | account | nickname | disabled | created | last active")
     for r in rows:
-        print(f"{r['user_id']} | {r['account']} | {r['nickname']} | "
-              f"{'yes' if r['disabled'] else 'no'} | {_when(r['created_ms'])} | "
-              f"{_when(r['last_active_ms'])}")
+        print(
+            f"{r['user_id']} | {r['account']} | {r['nickname']} | "
+            f"{'yes' if r['disabled'] else 'no'} | {_when(r['created_ms'])} | "
+            f"{_when(r['last_active_ms'])}"
+        )
     return 0
 
 
@@ -85,8 +96,10 @@ def _delete(args: dict[str, Any]) -> int:
         if not found.users:
             raise RpcError(pb.NOT_FOUND, f"no user {user_id}")
         if ask:
-            question = (f"Delete {found.users[0].account} (user {user_id}) with its friendships "
-                        "and group memberships? Its messages stay. [y/N] ")
+            question = (
+                f"Delete {found.users[0].account} (user {user_id}) with its friendships "
+                "and group memberships? Its messages stay. [y/N] "
+            )
             if not await asyncio.to_thread(_confirm, question):  # the view keeps listening
                 return None
         return await ask_directory(view, "DeleteUser", cluster_pb2.UserRef(user_id=user_id))
@@ -95,12 +108,19 @@ def _delete(args: dict[str, Any]) -> int:
     if reply is None:
         print("soimctl: nothing deleted")
         return 1
-    out = {"user_id": reply.user.user_id, "account": reply.user.account, "done": "delete",
-           "friendships": reply.friendships, "groups_left": reply.groups_left,
-           "groups_handed_over": list(reply.groups_handed_over)}
+    out = {
+        "user_id": reply.user.user_id,
+        "account": reply.user.account,
+        "done": "delete",
+        "friendships": reply.friendships,
+        "groups_left": reply.groups_left,
+        "groups_handed_over": list(reply.groups_handed_over),
+    }
     if args.get("--json"):
         print(json.dumps(out))
     else:
-        print(f"{out['user_id']} | {out['account']} | deleted: {out['friendships']} "
-              f"friendship(s), {out['groups_left']} group membership(s)")
+        print(
+            f"{out['user_id']} | {out['account']} | deleted: {out['friendships']} "
+            f"friendship(s), {out['groups_left']} group membership(s)"
+        )
     return 0

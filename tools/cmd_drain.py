@@ -25,8 +25,11 @@ def run(args: dict[str, Any]) -> int:
     async def drain(view: ClusterView) -> cluster_pb2.DrainReply | None:
         if view.membership.get(node_id) is None:
             return None
-        return await view.peers.get(node_id).call(NODE["Drain"], cluster_pb2.DrainRequest(
-            grace_s=grace, reason=args.get("--reason") or "soimctl drain"), timeout=5)
+        return await view.peers.get(node_id).call(
+            NODE["Drain"],
+            cluster_pb2.DrainRequest(grace_s=grace, reason=args.get("--reason") or "soimctl drain"),
+            timeout=5,
+        )
 
     try:
         reply = with_view(args, drain)

@@ -48,10 +48,16 @@ def export(store: Store, folder: Path) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for name in DATA_TABLES:
         counts[name] = _write(folder / f"{name}.jsonl", columns(TABLES[name]), rows(store, name))
-    counts[ID_SEGMENT.name] = _write(folder / f"{ID_SEGMENT.name}.jsonl", columns(ID_SEGMENT),
-                                     iter(segments(store)))
-    manifest = {"format": FORMAT, "schema_version": LATEST, "source": store.kind,
-                "exported_ms": int(time.time() * 1000), "tables": counts}
+    counts[ID_SEGMENT.name] = _write(
+        folder / f"{ID_SEGMENT.name}.jsonl", columns(ID_SEGMENT), iter(segments(store))
+    )
+    manifest = {
+        "format": FORMAT,
+        "schema_version": LATEST,
+        "source": store.kind,
+        "exported_ms": int(time.time() * 1000),
+        "tables": counts,
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
@@ -70,15 +76,22 @@ def import_(store: Store, folder: Path) -> dict[str, Any]:
     manifest = _manifest(folder)
     held = holdings(store)
     if held:
-        raise ExportError("NOT_EMPTY", f"the store of SOIM_DB already holds data ({', '.join(held)}"
-                          "); import only into an empty store, before nodes write to it")
+        raise ExportError(
+            "NOT_EMPTY",
+            f"the store of SOIM_DB already holds data ({', '.join(held)}"
+            "); import only into an empty store, before nodes write to it",
+        )
     for name in (*DATA_TABLES, ID_SEGMENT.name):  # a bad line stops it before any row is loaded
         for _ in _read(folder, name):
             pass
     counts = {name: load(store, name, _read(folder, name)) for name in DATA_TABLES}
     ids = set_segments(store, _read(folder, ID_SEGMENT.name), int(time.time() * 1000))
-    return {"source": manifest["source"], "target": store.kind, "tables": counts,
-            "id_segment": {str(r[0]): int(r[1]) for r in ids}}
+    return {
+        "source": manifest["source"],
+        "target": store.kind,
+        "tables": counts,
+        "id_segment": {str(r[0]): int(r[1]) for r in ids},
+    }
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
@@ -87,9 +100,12 @@ def _manifest(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ExportError("BAD_EXPORT", f"{folder / MANIFEST}: {err}") from None
     if manifest.get("format") != FORMAT or manifest.get("schema_version") != LATEST:
-        raise ExportError("BAD_EXPORT", f"{folder} holds format {manifest.get('format')}, schema "
-                          f"v{manifest.get('schema_version')}; this so-im reads format {FORMAT}, "
-                          f"schema v{LATEST}")
+        raise ExportError(
+            "BAD_EXPORT",
+            f"{folder} holds format {manifest.get('format')}, schema "
+            f"v{manifest.get('schema_version')}; this so-im reads format {FORMAT}, "
+            f"schema v{LATEST}",
+        )
     return manifest
 
 
@@ -132,7 +148,9 @@ def run(args: dict[str, Any]) -> int:
     for name, count in result["tables"].items():
         print(f"  {name:<14} {count:>10}")
     if args.get("import"):
-        print("id counters continue after " + ", ".join(
-            f"{tag} {top}" for tag, top in result["id_segment"].items()))
+        print(
+            "id counters continue after "
+            + ", ".join(f"{tag} {top}" for tag, top in result["id_segment"].items())
+        )
         print("sessions were not exported: users log in again")
     return 0

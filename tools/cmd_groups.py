@@ -31,12 +31,25 @@ async def all_groups(view: ClusterView) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cursor = 0
     while True:
-        page = await client.call(DIRECTORY["ListGroups"], cluster_pb2.ListGroupsRequest(
-            cursor=cursor, limit=PAGE), timeout=5)
-        rows += [{"group_id": g.group_id, "name": g.name, "user_limit": g.user_limit,
-                  "members": g.members, "owner": g.owner, "owner_account": g.owner_account,
-                  "created_ms": g.created_ms, "visibility": _VISIBILITY.get(g.visibility, "?"),
-                  "history": _HISTORY.get(g.history, "?")} for g in page.groups]
+        page = await client.call(
+            DIRECTORY["ListGroups"],
+            cluster_pb2.ListGroupsRequest(cursor=cursor, limit=PAGE),
+            timeout=5,
+        )
+        rows += [
+            {
+                "group_id": g.group_id,
+                "name": g.name,
+                "user_limit": g.user_limit,
+                "members": g.members,
+                "owner": g.owner,
+                "owner_account": g.owner_account,
+                "created_ms": g.created_ms,
+                "visibility": _VISIBILITY.get(g.visibility, "?"),
+                "history": _HISTORY.get(g.history, "?"),
+            }
+            for g in page.groups
+        ]
         if len(page.groups) < PAGE:
             return rows
         cursor = page.groups[-1].group_id
@@ -57,7 +70,9 @@ def run(args: dict[str, Any]) -> int:
         print("group_id | name | user_limit | members | owner | visibility | history | created")
     for g in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(g["created_ms"] / 1000))
-        print(f"{g['group_id']} | {g['name']} | {g['user_limit']} | "
-              f"{g['members']}/{g['user_limit']} | {g['owner_account'] or g['owner']} | "
-              f"{g['visibility']} | {g['history']} | {created}")
+        print(
+            f"{g['group_id']} | {g['name']} | {g['user_limit']} | "
+            f"{g['members']}/{g['user_limit']} | {g['owner_account'] or g['owner']} | "
+            f"{g['visibility']} | {g['history']} | {created}"
+        )
     return 0

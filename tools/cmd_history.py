@@ -57,11 +57,22 @@ def run(args: dict[str, Any]) -> int:
             for step in purge(store, before, conv):
                 total = step.total
                 if as_json:
-                    print(json.dumps({"db": step.db, "table": step.table, "deleted": step.deleted,
-                                      "total": step.total}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "db": step.db,
+                                "table": step.table,
+                                "deleted": step.deleted,
+                                "total": step.total,
+                            }
+                        ),
+                        flush=True,
+                    )
                 else:
-                    print(f"{step.table} ({step.db}): {step.deleted} deleted, {step.total} so far",
-                          flush=True)
+                    print(
+                        f"{step.table} ({step.db}): {step.deleted} deleted, {step.total} so far",
+                        flush=True,
+                    )
     except StoreError as err:
         return failed("STORE", str(err), as_json)
     stamp = datetime.fromtimestamp(before / 1000, UTC).isoformat()

@@ -41,8 +41,9 @@ def run(args: dict[str, Any]) -> int:
         elif args.get("revoke"):
             return _revoked(keys_dir, args["NAME"], keys.revoke(keys_dir, args["NAME"]), as_json)
         else:
-            written = keys.generate(keys_dir, if_missing=bool(args.get("--if-missing")),
-                                    force=bool(args.get("--force")))
+            written = keys.generate(
+                keys_dir, if_missing=bool(args.get("--if-missing")), force=bool(args.get("--force"))
+            )
     except keys.KeysExist as err:
         return failed("KEYS_EXIST", str(err), as_json)
     except keys.KeyNameError as err:
@@ -63,8 +64,10 @@ def _revoked(keys_dir: Path, name: str, removed: list[Path], as_json: bool) -> i
         return 0
     for path in removed:
         print(f"removed {path}")
-    print(f"nodes reading {keys_dir} refuse {name!r} within a second; copy "
-          f"{keys_dir / keys.AUTHORIZED} to the cluster's other hosts")
+    print(
+        f"nodes reading {keys_dir} refuse {name!r} within a second; copy "
+        f"{keys_dir / keys.AUTHORIZED} to the cluster's other hosts"
+    )
     return 0
 
 
@@ -73,8 +76,9 @@ def _show(keys_dir: Path, as_json: bool) -> int:
     gateway = keys.load_gateway_public(keys_dir).decode()
     authorized = {name: key.decode() for key, name in keys.authorized(keys_dir).items()}
     if as_json:
-        print(json.dumps({"gateway": gateway, "node": node.public.decode(),
-                          "authorized": authorized}))
+        print(
+            json.dumps({"gateway": gateway, "node": node.public.decode(), "authorized": authorized})
+        )
         return 0
     print(f"gateway key (for soim --server-key): {gateway}")
     print(f"this host's node key:                {node.public.decode()}")

@@ -19,17 +19,20 @@ async def _collect(cfg: Config, wait_s: float) -> list[dict[str, Any]]:
     async with ClusterView(cfg) as view:
         peers = await view.settle(wait_s)
     now = time.time()
-    return [{
-        "role": p.role,
-        "node_id": p.node_id,
-        "host": p.info.host,
-        "endpoints": dict(p.info.endpoints),
-        "metrics_port": p.info.metrics_port,
-        "version": p.info.version,
-        "load": round(p.load, 3),
-        "sessions": p.sessions,
-        "age_s": round(now - p.info.started_at, 1),
-    } for p in sorted(peers, key=lambda p: (p.role, p.node_id))]
+    return [
+        {
+            "role": p.role,
+            "node_id": p.node_id,
+            "host": p.info.host,
+            "endpoints": dict(p.info.endpoints),
+            "metrics_port": p.info.metrics_port,
+            "version": p.info.version,
+            "load": round(p.load, 3),
+            "sessions": p.sessions,
+            "age_s": round(now - p.info.started_at, 1),
+        }
+        for p in sorted(peers, key=lambda p: (p.role, p.node_id))
+    ]
 
 
 def run(args: dict[str, Any]) -> int:
@@ -45,5 +48,3 @@ def run(args: dict[str, Any]) -> int:
         eps = " ".join(f"{k}={v}" for k, v in r["endpoints"].items())
         print(f"{r['role']:<10} {r['node_id']:<36} {r['load']:>6} {r['age_s']:>7}s  {eps}")
     return 0
-
-

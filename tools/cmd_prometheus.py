@@ -31,10 +31,14 @@ def target(host: str, port: int) -> str:
 async def _groups(cfg: Config, wait_s: float) -> list[dict[str, Any]]:
     async with ClusterView(cfg) as view:
         peers = await view.settle(wait_s)
-    return [{
-        "targets": [target(p.info.host, p.info.metrics_port)],
-        "labels": {"role": p.role, "node": p.node_id, "cluster": cfg.cluster},
-    } for p in sorted(peers, key=lambda p: (p.role, p.node_id)) if p.info.metrics_port > 0]
+    return [
+        {
+            "targets": [target(p.info.host, p.info.metrics_port)],
+            "labels": {"role": p.role, "node": p.node_id, "cluster": cfg.cluster},
+        }
+        for p in sorted(peers, key=lambda p: (p.role, p.node_id))
+        if p.info.metrics_port > 0
+    ]
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -57,8 +61,10 @@ def run(args: dict[str, Any]) -> int:
     out = args.get("--out")
     if out:
         if not groups:
-            print(f"soimctl: no live node found in cluster {cfg.cluster}; {out} left as it was",
-                  file=sys.stderr)
+            print(
+                f"soimctl: no live node found in cluster {cfg.cluster}; {out} left as it was",
+                file=sys.stderr,
+            )
             return 1
         _write_atomically(Path(out), text)
         return 0

@@ -25,12 +25,21 @@ def collect(config: Config) -> dict[str, Any]:
         counts = store.row_counts()
         databases = []
         for db, version in zip(store.databases, versions, strict=True):
-            tables = [{"logical": c.logical, "table": c.table, "rows": c.rows}
-                      for c in counts if c.db == db.spec.display]
-            databases.append({"db": db.spec.display, "index": db.index, "kind": db.kind,
-                              "schema_version": version, "tables": tables})
-    return {"schema_latest": LATEST, "tables_per_db": config.shards,
-            "databases": databases}
+            tables = [
+                {"logical": c.logical, "table": c.table, "rows": c.rows}
+                for c in counts
+                if c.db == db.spec.display
+            ]
+            databases.append(
+                {
+                    "db": db.spec.display,
+                    "index": db.index,
+                    "kind": db.kind,
+                    "schema_version": version,
+                    "tables": tables,
+                }
+            )
+    return {"schema_latest": LATEST, "tables_per_db": config.shards, "databases": databases}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -38,8 +47,10 @@ def render(data: dict[str, Any]) -> str:
     n = data["tables_per_db"]
     lines = []
     for db in data["databases"]:
-        lines.append(f"{db['db']}  (database {db['index']}, schema v{db['schema_version']} of "
-                     f"v{data['schema_latest']}, {n} tables per logical table)")
+        lines.append(
+            f"{db['db']}  (database {db['index']}, schema v{db['schema_version']} of "
+            f"v{data['schema_latest']}, {n} tables per logical table)"
+        )
         per: defaultdict[str, list[int]] = defaultdict(list)
         for t in db["tables"]:
             per[t["logical"]].append(t["rows"])

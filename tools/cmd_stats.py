@@ -51,8 +51,9 @@ def scrape(peer: Peer) -> dict[str, Any]:
         column = COLUMNS.get(family.name)
         if column is None:
             continue
-        row[column] += sum(s.value for s in family.samples
-                           if not s.name.endswith(("_created", "_bucket")))
+        row[column] += sum(
+            s.value for s in family.samples if not s.name.endswith(("_created", "_bucket"))
+        )
     return row
 
 
@@ -70,7 +71,10 @@ def run(args: dict[str, Any]) -> int:
     print(" ".join(f"{h:>12}" if i > 1 else f"{h:<24}" for i, h in enumerate(header)))
     for row in rows:
         cells = [row["role"], row["node_id"]]
-        cells += [row.get("error", "")[:40]] if "error" in row else \
-            [f"{row[c]:.0f}" for c in COLUMNS.values()]
+        cells += (
+            [row.get("error", "")[:40]]
+            if "error" in row
+            else [f"{row[c]:.0f}" for c in COLUMNS.values()]
+        )
         print(" ".join(f"{c:>12}" if i > 1 else f"{c:<24}" for i, c in enumerate(cells)))
     return 0

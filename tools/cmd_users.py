@@ -35,14 +35,28 @@ Action = Callable[[int, dict[str, Any]], tuple[str, Any]]
 """From a user id and the arguments to (Directory rpc name, request)."""
 
 ACTIONS: dict[str, tuple[Action, str]] = {
-    "disable": (lambda u, a: ("SetDisabled", cluster_pb2.DirDisableRequest(
-        user_id=u, disabled=True)), "disabled; its sessions ended"),
-    "enable": (lambda u, a: ("SetDisabled", cluster_pb2.DirDisableRequest(
-        user_id=u, disabled=False)), "enabled"),
-    "kick": (lambda u, a: ("EndSessions", cluster_pb2.DirEndSessionsRequest(
-        user_id=u, reason=a.get("--message") or "")), "sessions ended"),
-    "passwd": (lambda u, a: ("SetPassword", cluster_pb2.DirPasswordRequest(
-        user_id=u, password=a.get("--password") or "")), "password changed; sessions ended"),
+    "disable": (
+        lambda u, a: ("SetDisabled", cluster_pb2.DirDisableRequest(user_id=u, disabled=True)),
+        "disabled; its sessions ended",
+    ),
+    "enable": (
+        lambda u, a: ("SetDisabled", cluster_pb2.DirDisableRequest(user_id=u, disabled=False)),
+        "enabled",
+    ),
+    "kick": (
+        lambda u, a: (
+            "EndSessions",
+            cluster_pb2.DirEndSessionsRequest(user_id=u, reason=a.get("--message") or ""),
+        ),
+        "sessions ended",
+    ),
+    "passwd": (
+        lambda u, a: (
+            "SetPassword",
+            cluster_pb2.DirPasswordRequest(user_id=u, password=a.get("--password") or ""),
+        ),
+        "password changed; sessions ended",
+    ),
     "unlock": (lambda u, a: ("Unlock", cluster_pb2.UserRef(user_id=u)), "unlocked"),
 }
 """`user <word> USER`: the request to send and what to say when it worked."""
@@ -55,8 +69,11 @@ async def online_users(view: ClusterView) -> list[dict[str, Any]]:
         client = view.peers.get(router.node_id)
         cursor = 0
         while True:
-            page = await client.call(ROUTER["OnlineUsers"], client_pb2.OnlineUsersRequest(
-                cursor=cursor, limit=PAGE), timeout=TIMEOUT_S)
+            page = await client.call(
+                ROUTER["OnlineUsers"],
+                client_pb2.OnlineUsersRequest(cursor=cursor, limit=PAGE),
+                timeout=TIMEOUT_S,
+            )
             ids.update(page.user_ids)
             if not page.more or not page.user_ids:
                 break
@@ -64,10 +81,13 @@ async def online_users(view: ClusterView) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     ordered = sorted(ids)
     for start in range(0, len(ordered), PAGE):
-        users = await ask_directory(view, "Users", cluster_pb2.UserIds(
-            user_ids=ordered[start:start + PAGE]))
-        rows += [{"user_id": u.user_id, "account": u.account, "nickname": u.nickname}
-                 for u in users.users]
+        users = await ask_directory(
+            view, "Users", cluster_pb2.UserIds(user_ids=ordered[start : start + PAGE])
+        )
+        rows += [
+            {"user_id": u.user_id, "account": u.account, "nickname": u.nickname}
+            for u in users.users
+        ]
     return rows
 
 
@@ -76,8 +96,7 @@ async def ask_directory(view: ClusterView, name: str, request: Any) -> Any:
     live = view.membership.alive("directory")
     if not live:
         raise RpcError(pb.UNAVAILABLE, "no directory node is alive")
-    return await view.peers.get(live[0].node_id).call(DIRECTORY[name], request,
-                                                      timeout=TIMEOUT_S)
+    return await view.peers.get(live[0].node_id).call(DIRECTORY[name], request, timeout=TIMEOUT_S)
 
 
 async def resolve(view: ClusterView, user: str) -> int:
@@ -124,9 +143,11 @@ def failed(args: dict[str, Any], err: RpcError) -> int:
 
 
 def _add(args: dict[str, Any]) -> int:
-    request = cluster_pb2.DirRegisterRequest(account=args["ACCOUNT"],
-                                             password=args["--password"] or "",
-                                             nickname=args.get("--nickname") or "")
+    request = cluster_pb2.DirRegisterRequest(
+        account=args["ACCOUNT"],
+        password=args["--password"] or "",
+        nickname=args.get("--nickname") or "",
+    )
 
     async def add(view: ClusterView) -> cluster_pb2.DirAuthReply:
         return await ask_directory(view, "Register", request)
@@ -143,8 +164,9 @@ def new_password(args: dict[str, Any]) -> str:
     if args.get("--password-stdin"):
         return sys.stdin.readline().removesuffix("\n").removesuffix("\r")
     if not sys.stdin.isatty():
-        raise RpcError(pb.INVALID_ARGUMENT,
-                       "stdin is not a terminal: give the password with --password-stdin")
+        raise RpcError(
+            pb.INVALID_ARGUMENT, "stdin is not a terminal: give the password with --password-stdin"
+        )
     first = getpass.getpass("New password: ")
     if getpass.getpass("Again: ") != first:
         raise RpcError(pb.INVALID_ARGUMENT, "the two passwords differ")
@@ -161,8 +183,11 @@ def _act(args: dict[str, Any], word: str) -> int:
         return await ask_directory(view, name, request)
 
     reply = with_view(args, act, roles=("directory",))
-    out = {"user_id": reply.user_id, "account": reply.account, "disabled": reply.disabled,
-           "done": word}
-    print(json.dumps(out) if args.get("--json")
-          else f"{reply.user_id} | {reply.account} | {done}")
+    out = {
+        "user_id": reply.user_id,
+        "account": reply.account,
+        "disabled": reply.disabled,
+        "done": word,
+    }
+    print(json.dumps(out) if args.get("--json") else f"{reply.user_id} | {reply.account} | {done}")
     return 0

@@ -57,8 +57,12 @@ class _Supervisor:
             ran = time.monotonic() - started
             if ran >= timing.RESTART_RESET_AFTER_S:
                 backoff = timing.RESTART_BACKOFF_MIN_S
-            print(f"keep_running: {' '.join(self.argv)} exited with {status} after {ran:.1f} s; "
-                  f"starting it again in {backoff:g} s", file=sys.stderr, flush=True)
+            print(
+                f"keep_running: {' '.join(self.argv)} exited with {status} after {ran:.1f} s; "
+                f"starting it again in {backoff:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
             if self._wait_for_stop(backoff):
                 break
             backoff = min(backoff * 2, timing.RESTART_BACKOFF_MAX_S)

@@ -34,14 +34,26 @@ from shard_store.backend import DbSpec, StoreUnavailable, parse_db_urls
 from tools.cluster_view import ClusterView
 
 ROOT = Path(__file__).resolve().parent.parent
-PASSED_THROUGH = ("SOIM_DB", "SOIM_REDIS_URL", "SOIM_SHARDS", "SOIM_BATCH_ROWS", "SOIM_BATCH_MS",
-                  "SOIM_MAX_FRAME_BYTES", "SOIM_TOKEN_TTL_S", "SOIM_LOG_LEVEL")
+PASSED_THROUGH = (
+    "SOIM_DB",
+    "SOIM_REDIS_URL",
+    "SOIM_SHARDS",
+    "SOIM_BATCH_ROWS",
+    "SOIM_BATCH_MS",
+    "SOIM_MAX_FRAME_BYTES",
+    "SOIM_TOKEN_TTL_S",
+    "SOIM_LOG_LEVEL",
+)
 """The caller's SOIM_* settings a throwaway cluster keeps. Everything else (ports, host, node
 ids, SOIM_SCRYPT_N …) is left at the product's defaults or set here."""
 LOAD_TEST_LIMITS = {
-    "SOIM_MAX_UNAUTH_PER_ADDR": "100000", "SOIM_AUTH_PER_ADDR_PER_S": "100000",
-    "SOIM_RESUME_PER_ADDR_PER_S": "100000", "SOIM_KDF_PER_ADDR": "100000",
-    "SOIM_MAX_SESSIONS_PER_USER": "10000", "SOIM_AUTH_DEADLINE_S": "3600"}
+    "SOIM_MAX_UNAUTH_PER_ADDR": "100000",
+    "SOIM_AUTH_PER_ADDR_PER_S": "100000",
+    "SOIM_RESUME_PER_ADDR_PER_S": "100000",
+    "SOIM_KDF_PER_ADDR": "100000",
+    "SOIM_MAX_SESSIONS_PER_USER": "10000",
+    "SOIM_AUTH_DEADLINE_S": "3600",
+}
 """Per-address and per-user limits of a throwaway cluster: a benchmark's thousands of clients
 all come from 127.0.0.1, share a few accounts, and open their connections before they log in
 one password hash at a time, which the product's defaults (made for many users on many
@@ -53,16 +65,21 @@ class LocalNode:
     """One node process (run under `prefix`, e.g. `ip netns exec NS`); its output goes to
     `<log_dir>/<node id>.log`."""
 
-    def __init__(self, role: str, env: Mapping[str, str], log_dir: Path,
-                 prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self, role: str, env: Mapping[str, str], log_dir: Path, prefix: Sequence[str] = ()
+    ) -> None:
         self.role = role
         self.node_id = env.get("SOIM_NODE_ID") or f"{role}-{uuid.uuid4().hex[:8]}"
         self.log_path = log_dir / f"{self.node_id}.log"
         full_env = {**env, "SOIM_NODE_ID": self.node_id, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in wait())
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", f"nodes.{role}"],
-                                     env=full_env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", f"nodes.{role}"],
+            env=full_env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     @property
     def pid(self) -> int:
@@ -107,8 +124,9 @@ class LocalCluster:
         self.nodes += started
         return started
 
-    async def wait_alive(self, view: ClusterView, nodes: list[LocalNode],
-                         timeout: float = 30.0) -> None:
+    async def wait_alive(
+        self, view: ClusterView, nodes: list[LocalNode], timeout: float = 30.0
+    ) -> None:
         """Wait until `view` sees all of `nodes` alive; RuntimeError with their logs if not."""
         ids = {n.node_id for n in nodes}
         deadline = time.monotonic() + timeout
@@ -118,10 +136,12 @@ class LocalCluster:
                 return
             exited = [n for n in nodes if n.proc.poll() is not None]
             if exited or time.monotonic() > deadline:
-                tails = "\n".join(f"--- {n.node_id}\n{n.log()[-2000:]}" for n in nodes
-                                  if n.node_id in missing)
-                raise RuntimeError(f"nodes not alive after {timeout:.0f}s: {sorted(missing)}"
-                                   f"\n{tails}")
+                tails = "\n".join(
+                    f"--- {n.node_id}\n{n.log()[-2000:]}" for n in nodes if n.node_id in missing
+                )
+                raise RuntimeError(
+                    f"nodes not alive after {timeout:.0f}s: {sorted(missing)}\n{tails}"
+                )
             await asyncio.sleep(0.05)  # polling the view until the deadline
 
     def close(self) -> None:
@@ -146,9 +166,13 @@ def throwaway(env: Mapping[str, str]) -> Iterator[LocalCluster]:
         keys.generate(folder / "keys")
         node_env = {k: v for k, v in env.items() if not k.startswith("SOIM_")}
         node_env.update({k: env[k] for k in PASSED_THROUGH if env.get(k, "").strip()})
-        node_env.update(SOIM_CLUSTER=f"bench-{run_id}", SOIM_KEYS_DIR=str(folder / "keys"),
-                        SOIM_HOST="127.0.0.1", SOIM_DISCOVERY_IFACES="127.0.0.1",
-                        SOIM_GATEWAY_PORT="0")
+        node_env.update(
+            SOIM_CLUSTER=f"bench-{run_id}",
+            SOIM_KEYS_DIR=str(folder / "keys"),
+            SOIM_HOST="127.0.0.1",
+            SOIM_DISCOVERY_IFACES="127.0.0.1",
+            SOIM_GATEWAY_PORT="0",
+        )
         node_env.update(LOAD_TEST_LIMITS)
         node_env.setdefault("SOIM_LOG_LEVEL", "WARNING")
         given = env.get("SOIM_DB", "").strip()
@@ -186,11 +210,18 @@ def _scratch_mysql(urls: str, run_id: str) -> Iterator[str]:
 @contextmanager
 def _admin(spec: DbSpec) -> Iterator[pymysql.cursors.Cursor]:
     try:
-        conn = pymysql.connect(host=spec.host, port=spec.port, user=spec.user,
-                               password=spec.password, autocommit=True, connect_timeout=5)
+        conn = pymysql.connect(
+            host=spec.host,
+            port=spec.port,
+            user=spec.user,
+            password=spec.password,
+            autocommit=True,
+            connect_timeout=5,
+        )
     except pymysql.err.Error as err:
-        raise StoreUnavailable(f"SOIM_DB: cannot reach {spec.display} to make a scratch "
-                               f"database: {err.args[-1]}") from None
+        raise StoreUnavailable(
+            f"SOIM_DB: cannot reach {spec.display} to make a scratch database: {err.args[-1]}"
+        ) from None
     try:
         with conn.cursor() as cur:
             yield cur
@@ -199,8 +230,9 @@ def _admin(spec: DbSpec) -> Iterator[pymysql.cursors.Cursor]:
 
 
 def _url(spec: DbSpec, database: str) -> str:
-    auth = quote(spec.user, safe="") + (f":{quote(spec.password, safe='')}"
-                                        if spec.password else "")
+    auth = quote(spec.user, safe="") + (
+        f":{quote(spec.password, safe='')}" if spec.password else ""
+    )
     return f"mysql://{auth}@{spec.host}:{spec.port}/{database}"
 
 
@@ -213,4 +245,3 @@ def _forget_redis_keys(url: str, prefix: str) -> None:
         print(f"soimctl: Redis keys {prefix}* not deleted: {err}", file=sys.stderr)
     finally:
         client.close()
-

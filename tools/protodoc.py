@@ -43,8 +43,13 @@ def load() -> list[d.FileDescriptorProto]:
     protos = sorted(str(p.relative_to(ROOT)) for p in SCHEMA.glob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "schema.pb"
-        args = ["protoc", f"-I{ROOT}", "--include_source_info", f"--descriptor_set_out={out}",
-                *protos]
+        args = [
+            "protoc",
+            f"-I{ROOT}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            *protos,
+        ]
         if protoc.main(args) != 0:
             raise RuntimeError("protoc failed: " + " ".join(args))
         files = d.FileDescriptorSet.FromString(out.read_bytes()).file
@@ -112,20 +117,30 @@ def message(comments: Comments, msg: d.DescriptorProto, path: LocPath) -> list[s
 
 
 def enum(comments: Comments, en: d.EnumDescriptorProto, path: LocPath) -> list[str]:
-    out = [f"#### {en.name}\n", "*Enum.* " + describe(comments, path) + "\n",
-           "| value | # | description |", "|---|---|---|"]
+    out = [
+        f"#### {en.name}\n",
+        "*Enum.* " + describe(comments, path) + "\n",
+        "| value | # | description |",
+        "|---|---|---|",
+    ]
     for i, value in enumerate(en.value):
         out.append(f"| `{value.name}` | {value.number} | {describe(comments, (*path, VALUE, i))} |")
     return [*out, ""]
 
 
 def service(comments: Comments, svc: d.ServiceDescriptorProto, path: LocPath) -> list[str]:
-    out = [f"#### {svc.name} (service)\n", describe(comments, path) + "\n",
-           "| method | request | reply | description |", "|---|---|---|---|"]
+    out = [
+        f"#### {svc.name} (service)\n",
+        describe(comments, path) + "\n",
+        "| method | request | reply | description |",
+        "|---|---|---|---|",
+    ]
     for i, m in enumerate(svc.method):
         request, reply = (t.rsplit(".", 1)[-1] for t in (m.input_type, m.output_type))
-        out.append(f"| `{svc.name.lower()}.{m.name}` | [{request}](#{request.lower()}) "
-                   f"| [{reply}](#{reply.lower()}) | {describe(comments, (*path, METHOD, i))} |")
+        out.append(
+            f"| `{svc.name.lower()}.{m.name}` | [{request}](#{request.lower()}) "
+            f"| [{reply}](#{reply.lower()}) | {describe(comments, (*path, METHOD, i))} |"
+        )
     return [*out, ""]
 
 
@@ -133,16 +148,22 @@ def render_file(f: d.FileDescriptorProto) -> list[str]:
     """One .proto file: its header comment, then its top-level elements in source order."""
     comments: Comments = {tuple(loc.path): loc for loc in f.source_code_info.location}
     syntax = comments.get((SYNTAX,))
-    head = [*(syntax.leading_detached_comments if syntax else []),
-            syntax.leading_comments if syntax else ""]
+    head = [
+        *(syntax.leading_detached_comments if syntax else []),
+        syntax.leading_comments if syntax else "",
+    ]
     out = [f"## {Path(f.name).name}\n", text(" ".join(head)) + "\n"]
     elements: list[tuple[LocPath, Callable[[], list[str]]]] = []
-    elements += [((MESSAGE, i), partial(message, comments, m, (MESSAGE, i)))
-                 for i, m in enumerate(f.message_type)]
-    elements += [((ENUM, i), partial(enum, comments, e, (ENUM, i)))
-                 for i, e in enumerate(f.enum_type)]
-    elements += [((SERVICE, i), partial(service, comments, s, (SERVICE, i)))
-                 for i, s in enumerate(f.service)]
+    elements += [
+        ((MESSAGE, i), partial(message, comments, m, (MESSAGE, i)))
+        for i, m in enumerate(f.message_type)
+    ]
+    elements += [
+        ((ENUM, i), partial(enum, comments, e, (ENUM, i))) for i, e in enumerate(f.enum_type)
+    ]
+    elements += [
+        ((SERVICE, i), partial(service, comments, s, (SERVICE, i))) for i, s in enumerate(f.service)
+    ]
     elements.sort(key=lambda e: comments[e[0]].span[0])
     for path, render_one in elements:
         out += detached(comments, path) + render_one()

@@ -93,7 +93,6 @@ then the file named by SOIM_ENV_FILE or ./.env for what the environment leaves u
 """
 
 
-
 _COMMANDS = {
     ("nodes",): "tools.cmd_nodes",
     ("users",): "tools.cmd_users",

@@ -54,24 +54,38 @@ NOTICES = {
     client_pb2.NOTICE_REDIRECT: "the cluster moves you to {where}",
     client_pb2.NOTICE_GOING_AWAY: "the gateway is stopping; reconnecting…",
 }
-REFRESHING = frozenset({
-    client_pb2.NOTICE_FRIEND_REQUEST, client_pb2.NOTICE_FRIEND_ACCEPTED,
-    client_pb2.NOTICE_FRIEND_REMOVED, client_pb2.NOTICE_GROUP_REMOVED,
-    client_pb2.NOTICE_GROUP_OWNER})
+REFRESHING = frozenset(
+    {
+        client_pb2.NOTICE_FRIEND_REQUEST,
+        client_pb2.NOTICE_FRIEND_ACCEPTED,
+        client_pb2.NOTICE_FRIEND_REMOVED,
+        client_pb2.NOTICE_GROUP_REMOVED,
+        client_pb2.NOTICE_GROUP_OWNER,
+    }
+)
 """Notices after which the friends, groups and conversations are fetched again."""
-INTRO = ["so-im — connected to {where}",
-         "log in:    /login -u ACCOUNT -p PASSWORD",
-         "new here:  /register -u ACCOUNT -p PASSWORD [-n NICKNAME]",
-         "/help lists every command, /help COMMAND shows one; Tab completes names",
-         "Tab on an empty line switches conversation; PgUp scrolls back"]
+INTRO = [
+    "so-im — connected to {where}",
+    "log in:    /login -u ACCOUNT -p PASSWORD",
+    "new here:  /register -u ACCOUNT -p PASSWORD [-n NICKNAME]",
+    "/help lists every command, /help COMMAND shows one; Tab completes names",
+    "Tab on an empty line switches conversation; PgUp scrolls back",
+]
 
 
 class App:
     """One full-screen client on one terminal."""
 
-    def __init__(self, session: ClientSession, term: Terminal, out: TextIO,
-                 mutes: Mutes | None = None, bell: bool = True, title: bool = True,
-                 palette: Palette = DEFAULT_PALETTE) -> None:
+    def __init__(
+        self,
+        session: ClientSession,
+        term: Terminal,
+        out: TextIO,
+        mutes: Mutes | None = None,
+        bell: bool = True,
+        title: bool = True,
+        palette: Palette = DEFAULT_PALETTE,
+    ) -> None:
         self.session = session
         self.term = term
         self.palette = palette
@@ -104,10 +118,16 @@ class App:
         self.model.log([line.format(where=entry_host(self.session.endpoint)) for line in INTRO])
         if self.session.user is not None:  # the remembered login, resumed at start
             self._show(commands.LoggedIn(self.session.user, self.session.endpoint), self._views)
-        workers = [asyncio.ensure_future(job) for job in (
-            self._run_commands(), self._send_outbox(), self._events(), self._tick())]
-        signals = {signal.SIGWINCH: self._resized, signal.SIGINT: self.quit,
-                   signal.SIGTERM: self.quit, signal.SIGHUP: self.quit}
+        workers = [
+            asyncio.ensure_future(job)
+            for job in (self._run_commands(), self._send_outbox(), self._events(), self._tick())
+        ]
+        signals = {
+            signal.SIGWINCH: self._resized,
+            signal.SIGINT: self.quit,
+            signal.SIGTERM: self.quit,
+            signal.SIGHUP: self.quit,
+        }
         with self.term.fullscreen(), self.term.cbreak():
             loop.add_reader(fd, self._on_keys)
             for sig, handler in signals.items():
@@ -142,8 +162,7 @@ class App:
         self._draw_scheduled = False
         if self._done.is_set():  # the screen is being handed back to the shell
             return
-        frame = render_screen.frame(self.term, self.model, self.editor, self.scroll,
-                                     self.palette)
+        frame = render_screen.frame(self.term, self.model, self.editor, self.scroll, self.palette)
         self.scroll, self._at_top = frame.scroll, frame.at_top
         self.out.write((self.term.clear if self._clear else "") + frame.text)
         if self.model.me is not None:
@@ -211,8 +230,7 @@ class App:
         """Tab on a line being typed: complete the word before the cursor; the candidates
         show on the status line when there are several (Tab again: the next)."""
         editor = self.editor
-        editor.text, editor.cursor, candidates = self.completer.complete(editor.text,
-                                                                        editor.cursor)
+        editor.text, editor.cursor, candidates = self.completer.complete(editor.text, editor.cursor)
         if len(candidates) > 1:
             self.model.say("  ".join(candidates))
 
@@ -224,8 +242,7 @@ class App:
             self.model.log(["", f"> {render_screen.masked(line)}"])
             if not self._open_known(line[1:]):
                 entry = self.model.entries.get(self.model.open_conv)
-                self._commands.put_nowait((line[1:], entry.target if entry else None,
-                                           self._views))
+                self._commands.put_nowait((line[1:], entry.target if entry else None, self._views))
         elif line:
             self._say(line)
 
@@ -235,8 +252,11 @@ class App:
         try:
             cmd = commands.parse(line)
             word = cmd.args["TARGET"] if cmd.name == "open" else ""
-            entry = (self.model.entry_of(self.names.target(word) or commands.target(word))
-                     if cmd.name == "open" else None)
+            entry = (
+                self.model.entry_of(self.names.target(word) or commands.target(word))
+                if cmd.name == "open"
+                else None
+            )
         except commands.CommandError:
             return False
         if entry is None:
@@ -249,8 +269,9 @@ class App:
         """Plain text: to the open conversation, via the outbox."""
         entry = self.model.entries.get(self.model.open_conv)
         if entry is None:
-            self.model.say("open a conversation first: Tab, or /open NAME or /open #GROUP",
-                           error=True)
+            self.model.say(
+                "open a conversation first: Tab, or /open NAME or /open #GROUP", error=True
+            )
             return
         msg_id = uuid.uuid4().hex
         self.model.add_pending(entry.conv_id, msg_id, body)
@@ -280,8 +301,11 @@ class App:
             if cmd.name == "jump":
                 return await self._jump(self.searches.hit(cmd.args["N"]))
             word = cmd.args["TARGET"]
-            to = (self.names.target(word) or await commands.resolve(self.session, word)) \
-                if word else current
+            to = (
+                (self.names.target(word) or await commands.resolve(self.session, word))
+                if word
+                else current
+            )
             entry = self.model.entry_of(to) if to is not None else None
             if entry is None:
                 return commands.Failure(f"{cmd.name} what? open a conversation or name one")
@@ -350,8 +374,7 @@ class App:
                 self.model.say(f"sent to {target.label}")
                 if ack.conv_id not in self.model.entries:
                     self._refresh()
-                self.model.acked(target, ack, body, result.kind, result.ref_seq,
-                                 result.mentions)
+                self.model.acked(target, ack, body, result.kind, result.ref_seq, result.mentions)
             case commands.Opened(target=target, conv_id=conv_id, title=title):
                 self.model.ensure(conv_id, target, title)
                 self._open(conv_id)
@@ -399,13 +422,19 @@ class App:
         bottom of a page a search jumped to: the page after the newest."""
         thread = self.model.thread(conv_id)
         edge = thread.newest if newer else thread.oldest
-        if (conv_id not in self.model.entries or thread.loading
-                or not (thread.newer_missing if newer else edge > 1)):
+        if (
+            conv_id not in self.model.entries
+            or thread.loading
+            or not (thread.newer_missing if newer else edge > 1)
+        ):
             return
         thread.loading = True
         try:
-            page = await (self.session.history(conv_id, after_seq=edge, limit=PAGE) if newer
-                          else self.session.history(conv_id, before_seq=edge, limit=PAGE))
+            page = await (
+                self.session.history(conv_id, after_seq=edge, limit=PAGE)
+                if newer
+                else self.session.history(conv_id, before_seq=edge, limit=PAGE)
+            )
         finally:
             thread.loading = False
         for msg in page.messages:
@@ -514,9 +543,12 @@ class App:
             case "notice":
                 n = push.notice
                 text = NOTICES.get(n.kind, "{text}").format(
-                    who=f"{n.user.account} (uid {n.user.user_id})", uid=n.user.user_id,
+                    who=f"{n.user.account} (uid {n.user.user_id})",
+                    uid=n.user.user_id,
                     account=n.user.account,
-                    where=entry_host(n.redirect.endpoint), text=n.text)
+                    where=entry_host(n.redirect.endpoint),
+                    text=n.text,
+                )
                 self.model.say(text)
                 self.model.log([f"* {text}"])
                 if n.kind in REFRESHING:
@@ -536,13 +568,19 @@ class App:
             return
         err = task.exception()
         if err is not None:
-            self.model.say(commands.humanise(err) if isinstance(err, RpcError)
-                           else f"internal error: {err!r}", error=True)
+            self.model.say(
+                commands.humanise(err) if isinstance(err, RpcError) else f"internal error: {err!r}",
+                error=True,
+            )
             self.invalidate()
 
 
-async def run_app(session: ClientSession, bell: bool = True, title: bool = True,
-                  palette: Palette = DEFAULT_PALETTE) -> int:
+async def run_app(
+    session: ClientSession,
+    bell: bool = True,
+    title: bool = True,
+    palette: Palette = DEFAULT_PALETTE,
+) -> int:
     """`soim` on this process's terminal; muted conversations are kept next to the other
     files of the soim config dir."""
     mutes = Mutes(known_gateways_path(os.environ).parent / MUTES_FILE)

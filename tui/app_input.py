@@ -18,13 +18,13 @@ HISTORY = 200
 class Action(enum.Enum):
     """What a key asks the app to do (beyond editing the line)."""
 
-    NONE = "none"            # nothing, or an edit already applied to the line
-    SUBMIT = "submit"        # Enter: run the line
-    PAGE_UP = "page_up"      # scroll back (loads older history at the top)
+    NONE = "none"  # nothing, or an edit already applied to the line
+    SUBMIT = "submit"  # Enter: run the line
+    PAGE_UP = "page_up"  # scroll back (loads older history at the top)
     PAGE_DOWN = "page_down"
-    NEXT = "next"            # Tab: the next conversation
-    PREVIOUS = "previous"    # Shift-Tab
-    QUIT = "quit"            # Ctrl-D on an empty line
+    NEXT = "next"  # Tab: the next conversation
+    PREVIOUS = "previous"  # Shift-Tab
+    QUIT = "quit"  # Ctrl-D on an empty line
 
 
 class LineEditor:
@@ -34,20 +34,20 @@ class LineEditor:
         self.text = ""
         self.cursor = 0
         self.history: list[str] = []
-        self._recall = 0      # index into history; len(history) means the line being typed
+        self._recall = 0  # index into history; len(history) means the line being typed
         self._draft = ""
 
     def insert(self, chars: str) -> None:
-        self.text = self.text[:self.cursor] + chars + self.text[self.cursor:]
+        self.text = self.text[: self.cursor] + chars + self.text[self.cursor :]
         self.cursor += len(chars)
 
     def backspace(self) -> None:
         if self.cursor:
-            self.text = self.text[:self.cursor - 1] + self.text[self.cursor:]
+            self.text = self.text[: self.cursor - 1] + self.text[self.cursor :]
             self.cursor -= 1
 
     def delete(self) -> None:
-        self.text = self.text[:self.cursor] + self.text[self.cursor + 1:]
+        self.text = self.text[: self.cursor] + self.text[self.cursor + 1 :]
 
     def left(self) -> None:
         self.cursor = max(0, self.cursor - 1)
@@ -76,8 +76,9 @@ class LineEditor:
     def down(self) -> None:
         if self._recall < len(self.history):
             self._recall += 1
-            self._show(self.history[self._recall] if self._recall < len(self.history)
-                       else self._draft)
+            self._show(
+                self.history[self._recall] if self._recall < len(self.history) else self._draft
+            )
 
     def submit(self, remember: bool = True) -> str:
         """Take the line; keep it in the history unless `remember` is False (a password)."""
@@ -94,18 +95,30 @@ class LineEditor:
 
 
 _EDITS = {
-    "KEY_LEFT": LineEditor.left, "KEY_RIGHT": LineEditor.right, "KEY_HOME": LineEditor.home,
-    "KEY_END": LineEditor.end, "KEY_BACKSPACE": LineEditor.backspace,
-    "KEY_DELETE": LineEditor.delete, "KEY_UP": LineEditor.up, "KEY_DOWN": LineEditor.down,
+    "KEY_LEFT": LineEditor.left,
+    "KEY_RIGHT": LineEditor.right,
+    "KEY_HOME": LineEditor.home,
+    "KEY_END": LineEditor.end,
+    "KEY_BACKSPACE": LineEditor.backspace,
+    "KEY_DELETE": LineEditor.delete,
+    "KEY_UP": LineEditor.up,
+    "KEY_DOWN": LineEditor.down,
 }
 _CONTROL = {
-    "\x01": LineEditor.home, "\x05": LineEditor.end, "\x15": LineEditor.kill,
-    "\x02": LineEditor.left, "\x06": LineEditor.right, "\x08": LineEditor.backspace,
+    "\x01": LineEditor.home,
+    "\x05": LineEditor.end,
+    "\x15": LineEditor.kill,
+    "\x02": LineEditor.left,
+    "\x06": LineEditor.right,
+    "\x08": LineEditor.backspace,
     "\x7f": LineEditor.backspace,
 }
 _ACTIONS = {
-    "KEY_ENTER": Action.SUBMIT, "KEY_PGUP": Action.PAGE_UP, "KEY_PGDOWN": Action.PAGE_DOWN,
-    "KEY_TAB": Action.NEXT, "KEY_BTAB": Action.PREVIOUS,
+    "KEY_ENTER": Action.SUBMIT,
+    "KEY_PGUP": Action.PAGE_UP,
+    "KEY_PGDOWN": Action.PAGE_DOWN,
+    "KEY_TAB": Action.NEXT,
+    "KEY_BTAB": Action.PREVIOUS,
 }
 
 

@@ -34,7 +34,7 @@ class Entry:
     read_seq: int = 0
     peer_read_seq: int = 0
     peer_delivered_seq: int = 0
-    mention_seq: int = 0          # the newest message that mentions me
+    mention_seq: int = 0  # the newest message that mentions me
 
     @property
     def unread(self) -> int:
@@ -61,15 +61,15 @@ class Thread:
     """The loaded part of one conversation."""
 
     messages: dict[int, client_pb2.ChatMessage] = field(default_factory=dict)
-    seqs: list[int] = field(default_factory=list)         # the keys of messages, ascending
+    seqs: list[int] = field(default_factory=list)  # the keys of messages, ascending
     pending: list[Pending] = field(default_factory=list)
-    members: int = 0                                      # groups: for read counts
+    members: int = 0  # groups: for read counts
     counts: dict[int, client_pb2.SeqReadCount] = field(default_factory=dict)
-    fetched: bool = False                                 # the newest page was asked for
-    loading: bool = False                                 # an older page is being fetched
-    newer_missing: bool = False                           # a jump loaded a page mid-way
-    unread_from: int = 0                                  # where "new messages" goes (0: none)
-    marked: int = 0                                       # the seq a search jumped to
+    fetched: bool = False  # the newest page was asked for
+    loading: bool = False  # an older page is being fetched
+    newer_missing: bool = False  # a jump loaded a page mid-way
+    unread_from: int = 0  # where "new messages" goes (0: none)
+    marked: int = 0  # the seq a search jumped to
     amends: dict[int, client_pb2.ChatMessage] = field(default_factory=dict)  # see message_view
 
     @property
@@ -106,12 +106,12 @@ class Model:
         self.connected = True
         self.entries: dict[int, Entry] = {}
         self.threads: dict[int, Thread] = {}
-        self.open_conv = 0                # 0: the console
+        self.open_conv = 0  # 0: the console
         self.console: list[str] = []
-        self.muted: set[int] = set()      # conversations without notifications
+        self.muted: set[int] = set()  # conversations without notifications
         self._status = ""
         self.status_is_error = False
-        self.typing: dict[int, dict[str, float]] = {}   # conv -> account -> shown until
+        self.typing: dict[int, dict[str, float]] = {}  # conv -> account -> shown until
         self._status_at = 0.0
 
     # ---- console and status
@@ -135,16 +135,16 @@ class Model:
     # ---- the sidebar
     def sidebar(self) -> list[Entry]:
         """Friends, then groups, each by title."""
-        return sorted(self.entries.values(),
-                      key=lambda e: (e.target.group, e.title.lower(), e.conv_id))
+        return sorted(
+            self.entries.values(), key=lambda e: (e.target.group, e.title.lower(), e.conv_id)
+        )
 
     def entry_of(self, target: Target) -> Entry | None:
         return next((e for e in self.entries.values() if e.target == target), None)
 
     def set_friends(self, friends: list[client_pb2.Friend]) -> None:
         mine = {f.conv_id for f in friends if f.state == client_pb2.FRIEND_STATE_ACCEPTED}
-        for conv_id in [c for c, e in self.entries.items() if not e.target.group
-                        and c not in mine]:
+        for conv_id in [c for c, e in self.entries.items() if not e.target.group and c not in mine]:
             del self.entries[conv_id]  # no longer friends
         for f in friends:
             if f.state == client_pb2.FRIEND_STATE_ACCEPTED and f.conv_id:
@@ -167,8 +167,9 @@ class Model:
             entry.last_seq = max(entry.last_seq, c.last_seq)
             entry.read_seq = max(entry.read_seq, c.read_seq)
             entry.peer_read_seq = max(entry.peer_read_seq, c.peer_read_seq)
-            entry.peer_delivered_seq = max(entry.peer_delivered_seq, c.peer_delivered_seq,
-                                           c.peer_read_seq)
+            entry.peer_delivered_seq = max(
+                entry.peer_delivered_seq, c.peer_delivered_seq, c.peer_read_seq
+            )
 
     def set_presence(self, user_id: int, online: bool) -> None:
         entry = self.entry_of(Target(user_id))
@@ -211,20 +212,36 @@ class Model:
         return not known
 
     def add_pending(self, conv_id: int, client_msg_id: str, body: str) -> None:
-        self.thread(conv_id).pending.append(Pending(client_msg_id, body,
-                                                    int(time.time() * 1000)))
+        self.thread(conv_id).pending.append(Pending(client_msg_id, body, int(time.time() * 1000)))
 
-    def acked(self, target: Target, ack: client_pb2.SendAck, body: str,
-              kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
-              ref_seq: int = 0, mentions: tuple[int, ...] = ()) -> None:
+    def acked(
+        self,
+        target: Target,
+        ack: client_pb2.SendAck,
+        body: str,
+        kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
+        ref_seq: int = 0,
+        mentions: tuple[int, ...] = (),
+    ) -> None:
         """My message to `target` is stored: it takes its seq among the others."""
         assert self.me is not None
         to = {"to_group": target.id} if target.group else {"to_user": target.id}
-        self.add_message(client_pb2.ChatMessage(
-            conv_id=ack.conv_id, seq=ack.seq, msg_id=ack.msg_id, sender=self.me.user_id,
-            sender_account=self.me.account, body=body, ts_ms=ack.ts_ms,
-            client_msg_id=ack.client_msg_id, kind=kind, ref_seq=ref_seq, mentions=mentions,
-            **to))
+        self.add_message(
+            client_pb2.ChatMessage(
+                conv_id=ack.conv_id,
+                seq=ack.seq,
+                msg_id=ack.msg_id,
+                sender=self.me.user_id,
+                sender_account=self.me.account,
+                body=body,
+                ts_ms=ack.ts_ms,
+                client_msg_id=ack.client_msg_id,
+                kind=kind,
+                ref_seq=ref_seq,
+                mentions=mentions,
+                **to,
+            )
+        )
 
     # ---- typing
     def set_typing(self, conv_id: int, account: str, until: float) -> None:

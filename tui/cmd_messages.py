@@ -22,10 +22,12 @@ from tui.session import ClientSession
 LOOK_BACK = 100
 """Messages of the newest page searched for the default SEQ."""
 _SEQ = re.compile(r"#?(\d{1,19})")
-REFUSALS = {pb.NOT_FOUND: "no message #{seq} here (or it was recalled)",
-            pb.NOT_AUTHOR: "message #{seq} is not yours: only its author may change it",
-            pb.EDIT_WINDOW_CLOSED: "message #{seq} is too old to change",
-            pb.INVALID_ARGUMENT: "message #{seq} cannot be changed or answered"}
+REFUSALS = {
+    pb.NOT_FOUND: "no message #{seq} here (or it was recalled)",
+    pb.NOT_AUTHOR: "message #{seq} is not yours: only its author may change it",
+    pb.EDIT_WINDOW_CLOSED: "message #{seq} is too old to change",
+    pb.INVALID_ARGUMENT: "message #{seq} cannot be changed or answered",
+}
 """Why an edit, recall or reply of message #seq was refused, by code."""
 
 
@@ -49,8 +51,9 @@ def seq_of(word: str) -> int:
     return int(match.group(1))
 
 
-async def plan(name: str, args: dict[str, Any], session: ClientSession,
-               conv_id: int) -> tuple[client_pb2.MessageKind.ValueType, int, str]:
+async def plan(
+    name: str, args: dict[str, Any], session: ClientSession, conv_id: int
+) -> tuple[client_pb2.MessageKind.ValueType, int, str]:
     """(kind, ref_seq, text) of an edit, recall or reply in conversation `conv_id`."""
     if name == "recall":
         seq = seq_of(args["SEQ"]) if args["SEQ"] else await _default(session, conv_id, True)
@@ -73,13 +76,17 @@ async def _default(session: ClientSession, conv_id: int, mine: bool) -> int:
             continue
         if message_view.shown(msg, amends) != message_view.RECALLED:
             return msg.seq
-    raise NoMessage("no message of yours to change here" if mine
-                    else "no message of someone else to reply to here")
+    raise NoMessage(
+        "no message of yours to change here"
+        if mine
+        else "no message of someone else to reply to here"
+    )
 
 
 async def _newest(session: ClientSession, conv_id: int) -> list[client_pb2.ChatMessage]:
-    reply = await session.call("History", client_pb2.HistoryRequest(conv_id=conv_id,
-                                                                    limit=LOOK_BACK))
+    reply = await session.call(
+        "History", client_pb2.HistoryRequest(conv_id=conv_id, limit=LOOK_BACK)
+    )
     return list(reply.messages)
 
 

@@ -22,16 +22,23 @@ async def relation(name: str, session: ClientSession, who: str) -> str:
     user_id, label = await names.user(session, who)
     match name:
         case "unfriend" | "decline":
-            reply = await session.call("RemoveFriend", client_pb2.RemoveFriendRequest(
-                user_id=user_id, decline=name == "decline"))
+            reply = await session.call(
+                "RemoveFriend",
+                client_pb2.RemoveFriendRequest(user_id=user_id, decline=name == "decline"),
+            )
             if name == "decline":
                 return f"declined the friend request of {label}"
-            return (f"no longer friends with {label}" if reply.conv_id
-                    else f"friend request to {label} withdrawn")
+            return (
+                f"no longer friends with {label}"
+                if reply.conv_id
+                else f"friend request to {label} withdrawn"
+            )
         case "block":
             await session.call("Block", client_pb2.BlockRequest(user_id=user_id))
-            return (f"blocked {label}: their messages and friend requests are refused, "
-                    "and they see you offline")
+            return (
+                f"blocked {label}: their messages and friend requests are refused, "
+                "and they see you offline"
+            )
         case _:
             await session.call("Unblock", client_pb2.BlockRequest(user_id=user_id))
             return f"unblocked {label}"
@@ -42,11 +49,13 @@ async def group_member(session: ClientSession, kick: bool, group: str, who: str)
     group_id, where = await names.group(session, group)
     user_id, label = await names.user(session, who)
     if kick:
-        await session.call("GroupKick", client_pb2.GroupKickRequest(group_id=group_id,
-                                                                    user_id=user_id))
+        await session.call(
+            "GroupKick", client_pb2.GroupKickRequest(group_id=group_id, user_id=user_id)
+        )
         return f"removed {label} from {where}"
-    reply = await session.call("GroupOwner", client_pb2.GroupOwnerRequest(group_id=group_id,
-                                                                          user_id=user_id))
+    reply = await session.call(
+        "GroupOwner", client_pb2.GroupOwnerRequest(group_id=group_id, user_id=user_id)
+    )
     return f"{reply.group.owner_account or label} owns #{reply.group.name} now"
 
 
@@ -59,8 +68,10 @@ async def passwd(session: ClientSession, old: str, new: str) -> str:
 async def delete_account(session: ClientSession, password: str, confirmed: bool) -> str:
     """Delete my account, if `confirmed`; else say what it would do."""
     if not confirmed:
-        return ("this deletes your account for good: your name, friends and group memberships "
-                "go (your messages stay, from deleted#ID). To do it: delete-account -p PASSWORD "
-                "--yes")
+        return (
+            "this deletes your account for good: your name, friends and group memberships "
+            "go (your messages stay, from deleted#ID). To do it: delete-account -p PASSWORD "
+            "--yes"
+        )
     await session.delete_account(password)
     return "account deleted; goodbye"

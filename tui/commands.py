@@ -25,46 +25,46 @@ from tui.session import ClientSession
 
 USAGES: dict[str, str] = {
     "login": "Usage: login -u ACCOUNT -p PASSWORD\n\nOptions:\n  -u ACCOUNT   account name\n"
-             "  -p PASSWORD  password",
+    "  -p PASSWORD  password",
     "register": "Usage: register -u ACCOUNT -p PASSWORD [-n NICKNAME]\n\nOptions:\n"
-                "  -u ACCOUNT   account name (3-32 of a-z 0-9 _ . -)\n"
-                "  -p PASSWORD  password (8-128 characters)\n  -n NICKNAME  shown to others",
+    "  -u ACCOUNT   account name (3-32 of a-z 0-9 _ . -)\n"
+    "  -p PASSWORD  password (8-128 characters)\n  -n NICKNAME  shown to others",
     "send": "Usage: send (-u USER_ID | -g GROUP_ID) TEXT...\n\nOptions:\n"
-            "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
+    "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
     "msg": "Usage: msg WHO TEXT...\n\nWHO is a friend (account name or user id) or a group "
-           "(#NAME or g:GROUP_ID).",
+    "(#NAME or g:GROUP_ID).",
     "users": "Usage: users [--all]\n\nOptions:\n"
-             "  --all  everyone online, not only my friends and the members of my groups",
+    "  --all  everyone online, not only my friends and the members of my groups",
     "friends": "Usage: friends",
     "group": "Usage:\n  group\n  group create NAME... [--invite-only] [--all-history]\n"
-             "  group search PREFIX\n  group join GROUP_ID\n  group leave GROUP_ID\n"
-             "  group users [GROUP_ID]\n  group invite GROUP_ID USER_ID\n"
-             "  group kick GROUP_ID USER\n  group owner GROUP_ID USER\n\nOptions:\n"
-             "  --invite-only  only users I invite may join; search shows it to members only\n"
-             "  --all-history  members read messages from before they joined too",
+    "  group search PREFIX\n  group join GROUP_ID\n  group leave GROUP_ID\n"
+    "  group users [GROUP_ID]\n  group invite GROUP_ID USER_ID\n"
+    "  group kick GROUP_ID USER\n  group owner GROUP_ID USER\n\nOptions:\n"
+    "  --invite-only  only users I invite may join; search shows it to members only\n"
+    "  --all-history  members read messages from before they joined too",
     "search": "Usage:\n  search -u PREFIX\n  search --more\n  search WORDS...\n\n"
-              "WORDS: my messages holding every word (each starts a word of the message), "
-              "newest first and numbered; jump N opens one.\n\nOptions:\n"
-              "  -u PREFIX  users whose account starts with PREFIX\n"
-              "  --more     the next page of the last message search",
+    "WORDS: my messages holding every word (each starts a word of the message), "
+    "newest first and numbered; jump N opens one.\n\nOptions:\n"
+    "  -u PREFIX  users whose account starts with PREFIX\n"
+    "  --more     the next page of the last message search",
     "jump": "Usage: jump N\n\nOpen the conversation of result N of the last search, at that "
-            "message.",
+    "message.",
     "mute": "Usage: mute [TARGET]\n\nNo bell and no title count for TARGET (a friend or a "
-            "#group; default: the open conversation), except a message that mentions me.",
+    "#group; default: the open conversation), except a message that mentions me.",
     "unmute": "Usage: unmute [TARGET]\n\nTARGET: a friend or a #group (default: the open "
-              "conversation).",
+    "conversation).",
     "add": "Usage:\n  add USER\n  add -u USER_ID\n\nUSER is an account name or a user id.\n\n"
-           "Options:\n  -u USER_ID  the user to befriend (or accept)",
+    "Options:\n  -u USER_ID  the user to befriend (or accept)",
     "me": "Usage: me",
     "history": "Usage: history [-n N]\n\nOptions:\n  -n N  how many messages [default: 20]",
     "edit": "Usage: edit TEXT...\n\nedit [SEQ] TEXT: new text for my message SEQ (12 or #12) "
-            "of the open conversation; without SEQ, my newest one.",
+    "of the open conversation; without SEQ, my newest one.",
     "recall": "Usage: recall [SEQ]\n\nWithdraw my message SEQ of the open conversation "
-              "(without SEQ, my newest one): everyone sees \"message recalled\".",
+    '(without SEQ, my newest one): everyone sees "message recalled".',
     "reply": "Usage: reply TEXT...\n\nreply [SEQ] TEXT: answer message SEQ of the open "
-             "conversation, quoting it; without SEQ, the newest message of someone else.",
+    "conversation, quoting it; without SEQ, the newest message of someone else.",
     "open": "Usage: open TARGET\n\nTARGET is a friend (account name or user id) or a group "
-            "(#NAME or g:GROUP_ID).",
+    "(#NAME or g:GROUP_ID).",
     "help": "Usage: help [COMMAND]",
     "exit": "Usage: exit",
     "logout": "Usage: logout",
@@ -74,30 +74,36 @@ USAGES: dict[str, str] = {
     "unblock": "Usage: unblock USER\n\nUSER is an account name or a user id.",
     "passwd": "Usage: passwd OLD_PASSWORD NEW_PASSWORD",
     "delete-account": "Usage: delete-account -p PASSWORD [--yes]\n\nOptions:\n"
-                      "  -p PASSWORD  my password\n  --yes        really delete the account",
+    "  -p PASSWORD  my password\n  --yes        really delete the account",
 }
 """The grammar: the usage string of every command, by name."""
 
 SUMMARY: dict[str, str] = {
-    "login": "log in", "register": "create an account and log in",
+    "login": "log in",
+    "register": "create an account and log in",
     "send": "send to a friend or a group",
     "users": "friends and members of my groups online now",
-    "friends": "my friends and friend requests", "group": "my groups; create, search, join, "
-    "leave, members, invite, kick, hand over",
+    "friends": "my friends and friend requests",
+    "group": "my groups; create, search, join, leave, members, invite, kick, hand over",
     "search": "search my messages for words (or users by account prefix)",
     "jump": "open a search result's conversation at that message",
-    "mute": "no notifications from a conversation", "unmute": "notifications again",
+    "mute": "no notifications from a conversation",
+    "unmute": "notifications again",
     "add": "ask for (or accept) a friend",
-    "edit": "change the text of my message", "recall": "withdraw my message",
+    "edit": "change the text of my message",
+    "recall": "withdraw my message",
     "reply": "answer a message, quoting it",
-    "me": "who I am", "history": "recent messages of the open conversation",
+    "me": "who I am",
+    "history": "recent messages of the open conversation",
     "open": "open a conversation with a friend or a #group",
-    "help": "this list; help COMMAND: its usage", "msg": "send to a friend or a #group",
+    "help": "this list; help COMMAND: its usage",
+    "msg": "send to a friend or a #group",
     "exit": "quit",
     "logout": "log out; the remembered login ends (its token stops working) and is forgotten",
     "unfriend": "end a friendship (or withdraw a request)",
-    "decline": "decline a friend request", "block": "refuse someone's messages and requests, "
-    "and look offline to them", "unblock": "lift a block",
+    "decline": "decline a friend request",
+    "block": "refuse someone's messages and requests, and look offline to them",
+    "unblock": "lift a block",
     "passwd": "change my password (my other sessions end)",
     "delete-account": "delete my account for good",
 }
@@ -183,7 +189,7 @@ class Sent:
     target: Target
     body: str
     kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT
-    ref_seq: int = 0                   # the message edited, recalled or replied to
+    ref_seq: int = 0  # the message edited, recalled or replied to
     mentions: tuple[int, ...] = ()
 
 
@@ -304,8 +310,9 @@ def target(text: str) -> Target:
 
 
 # ---- execution
-async def execute(cmd: Command, session: ClientSession, current: Target | None,
-                  client_msg_id: str = "") -> Result:
+async def execute(
+    cmd: Command, session: ClientSession, current: Target | None, client_msg_id: str = ""
+) -> Result:
     """Run `cmd`; RpcErrors and bad arguments come back as a Failure naming the cause.
 
     `current` is the open conversation (for `history`, `group users`); `client_msg_id`, if
@@ -319,16 +326,21 @@ async def execute(cmd: Command, session: ClientSession, current: Target | None,
         return Failure(str(err), err.usage)
 
 
-WORDS = {pb.NOT_FOUND: "no such user or group", pb.NOT_FRIEND: "not your friend yet",
-         pb.SELF_MESSAGE: "you cannot message yourself",
-         pb.NOT_MEMBER: "you are not a member of that group"}
+WORDS = {
+    pb.NOT_FOUND: "no such user or group",
+    pb.NOT_FRIEND: "not your friend yet",
+    pb.SELF_MESSAGE: "you cannot message yourself",
+    pb.NOT_MEMBER: "you are not a member of that group",
+}
 """Codes said in words of their own (their detail alone, when there is one)."""
 
-REFUSALS = {(pb.NOT_FOUND, False): "no such user: {to}",
-            (pb.NOT_FRIEND, False): "not your friend yet: {to} (add {to} first)",
-            (pb.SELF_MESSAGE, False): "you cannot message yourself",
-            (pb.NOT_FOUND, True): "no such group: {to}",
-            (pb.NOT_MEMBER, True): "you are not in group {to} (group join first)"}
+REFUSALS = {
+    (pb.NOT_FOUND, False): "no such user: {to}",
+    (pb.NOT_FRIEND, False): "not your friend yet: {to} (add {to} first)",
+    (pb.SELF_MESSAGE, False): "you cannot message yourself",
+    (pb.NOT_FOUND, True): "no such group: {to}",
+    (pb.NOT_MEMBER, True): "you are not in group {to} (group join first)",
+}
 """Why a send or an open to a user (False) or a group (True) was refused, by code."""
 
 
@@ -345,8 +357,9 @@ def humanise(err: RpcError) -> str:
     return f"{name}: {err.detail}" if err.detail else name
 
 
-async def _run(cmd: Command, session: ClientSession, current: Target | None,
-               client_msg_id: str) -> Result:
+async def _run(
+    cmd: Command, session: ClientSession, current: Target | None, client_msg_id: str
+) -> Result:
     a = cmd.args
     match cmd.name:
         case "login":
@@ -356,8 +369,11 @@ async def _run(cmd: Command, session: ClientSession, current: Target | None,
             reply = await session.register(a["-u"], a["-p"], a["-n"] or "")
             return LoggedIn(reply, session.endpoint)
         case "send" | "msg":
-            to = await resolve(session, a["WHO"]) if cmd.name == "msg" else \
-                await resolve(session, a["-g"] or a["-u"], group=bool(a["-g"]))
+            to = (
+                await resolve(session, a["WHO"])
+                if cmd.name == "msg"
+                else await resolve(session, a["-g"] or a["-u"], group=bool(a["-g"]))
+            )
             return await send(session, to, " ".join(a["TEXT"]), client_msg_id)
         case "users":
             return await _users(session, a["--all"])
@@ -375,8 +391,10 @@ async def _run(cmd: Command, session: ClientSession, current: Target | None,
             return Failure(f"{cmd.name} works in the full-screen soim")
         case "search":
             found = (await session.search_users(a["-u"])).users
-            return Table(("uid", "account", "nickname"),
-                         [(str(u.user_id), u.account, u.nickname) for u in found])
+            return Table(
+                ("uid", "account", "nickname"),
+                [(str(u.user_id), u.account, u.nickname) for u in found],
+            )
         case "add":
             uid, label = await names.user(session, a["USER"] or a["-u"])
             reply = await session.add_friend(uid)
@@ -424,9 +442,14 @@ def refusal(code: int, to: Target) -> str:
     return text[:1].upper() + text[1:]
 
 
-async def send(session: ClientSession, to: Target, body: str, client_msg_id: str = "",
-               kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
-               ref_seq: int = 0) -> Sent:
+async def send(
+    session: ClientSession,
+    to: Target,
+    body: str,
+    client_msg_id: str = "",
+    kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
+    ref_seq: int = 0,
+) -> Sent:
     """Send `body` to a friend or group (an edit or recall of, or a reply to, `ref_seq` with
     `kind`; a group's @account members mentioned); Sent once it is stored. A refusal says why
     in words naming `to` (the code stays)."""
@@ -434,11 +457,18 @@ async def send(session: ClientSession, to: Target, body: str, client_msg_id: str
     try:
         if to.group:
             mentions = await cmd_messages.mentions(session, to.id, body)
-            ack = await session.send(body, to_group=to.id, client_msg_id=client_msg_id,
-                                     kind=kind, ref_seq=ref_seq, mentions=mentions)
+            ack = await session.send(
+                body,
+                to_group=to.id,
+                client_msg_id=client_msg_id,
+                kind=kind,
+                ref_seq=ref_seq,
+                mentions=mentions,
+            )
         else:
-            ack = await session.send(body, to_user=to.id, client_msg_id=client_msg_id,
-                                     kind=kind, ref_seq=ref_seq)
+            ack = await session.send(
+                body, to_user=to.id, client_msg_id=client_msg_id, kind=kind, ref_seq=ref_seq
+            )
     except RpcError as err:
         if ref_seq:
             raise cmd_messages.refusal(err, ref_seq) from None
@@ -479,35 +509,59 @@ async def _users(session: ClientSession, everyone: bool) -> Table:
 
 
 def _friends_table(reply: client_pb2.FriendsReply) -> Table:
-    state = {client_pb2.FRIEND_STATE_OUTGOING: "request sent",
-             client_pb2.FRIEND_STATE_INCOMING: "wants to add you"}
+    state = {
+        client_pb2.FRIEND_STATE_OUTGOING: "request sent",
+        client_pb2.FRIEND_STATE_INCOMING: "wants to add you",
+    }
     blocked = {u.user_id for u in reply.blocked}
-    rows = [(str(f.user_id), f.account, f.nickname,
-             "blocked" if f.user_id in blocked else
-             state.get(f.state, "online" if f.online else "offline")) for f in reply.friends]
-    rows += [(str(u.user_id), u.account, u.nickname, "blocked") for u in reply.blocked
-             if u.user_id not in {f.user_id for f in reply.friends}]
+    rows = [
+        (
+            str(f.user_id),
+            f.account,
+            f.nickname,
+            "blocked"
+            if f.user_id in blocked
+            else state.get(f.state, "online" if f.online else "offline"),
+        )
+        for f in reply.friends
+    ]
+    rows += [
+        (str(u.user_id), u.account, u.nickname, "blocked")
+        for u in reply.blocked
+        if u.user_id not in {f.user_id for f in reply.friends}
+    ]
     return Table(("uid", "account", "nickname", "online"), rows)
 
 
 async def _group(a: dict[str, Any], session: ClientSession, current: Target | None) -> Result:
     if a["create"]:
-        g = (await session.call("GroupCreate", client_pb2.GroupCreateRequest(
-            name=" ".join(a["NAME"]),
-            visibility=client_pb2.GROUP_INVITE_ONLY if a["--invite-only"] else 0,
-            history=client_pb2.GROUP_HISTORY_ALL if a["--all-history"] else 0))).group
+        g = (
+            await session.call(
+                "GroupCreate",
+                client_pb2.GroupCreateRequest(
+                    name=" ".join(a["NAME"]),
+                    visibility=client_pb2.GROUP_INVITE_ONLY if a["--invite-only"] else 0,
+                    history=client_pb2.GROUP_HISTORY_ALL if a["--all-history"] else 0,
+                ),
+            )
+        ).group
         return Info(f"created group {g.name} gid={g.group_id}")
     if a["invite"]:
-        gid, uid = (await names.group(session, a["GROUP_ID"]))[0], \
-            (await names.user(session, a["USER_ID"]))[0]
-        await session.call("GroupInvite", client_pb2.GroupInviteRequest(group_id=gid,
-                                                                        user_id=uid))
+        gid, uid = (
+            (await names.group(session, a["GROUP_ID"]))[0],
+            (await names.user(session, a["USER_ID"]))[0],
+        )
+        await session.call("GroupInvite", client_pb2.GroupInviteRequest(group_id=gid, user_id=uid))
         return Info(f"invited {uid} to group {gid}")
     if a["search"]:
         found = (await session.group_search(a["PREFIX"])).groups
-        return Table(("gid", "name", "limit", "members", "created"),
-                     [(str(g.group_id), g.name, str(g.user_limit), str(g.members),
-                       stamp(g.created_ms)) for g in found])
+        return Table(
+            ("gid", "name", "limit", "members", "created"),
+            [
+                (str(g.group_id), g.name, str(g.user_limit), str(g.members), stamp(g.created_ms))
+                for g in found
+            ],
+        )
     if a["join"]:
         g = (await session.group_join((await names.group(session, a["GROUP_ID"]))[0])).group
         return Info(f"joined group {g.name} gid={g.group_id} ({g.members}/{g.user_limit})")
@@ -523,22 +577,41 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
         elif current is not None and current.group:
             gid = current.id
         else:
-            return Failure("which group? give GROUP_ID or open the group first",
-                           USAGES["group"])
+            return Failure("which group? give GROUP_ID or open the group first", USAGES["group"])
         members = (await session.group_users(gid)).members
-        return Table(("uid", "account", "nickname", "online", "last active"),
-                     [(str(m.user_id), m.account, m.nickname,
-                       "online" if m.online else "offline",
-                       stamp(m.last_active_ms) if m.last_active_ms else "never")
-                      for m in members])
+        return Table(
+            ("uid", "account", "nickname", "online", "last active"),
+            [
+                (
+                    str(m.user_id),
+                    m.account,
+                    m.nickname,
+                    "online" if m.online else "offline",
+                    stamp(m.last_active_ms) if m.last_active_ms else "never",
+                )
+                for m in members
+            ],
+        )
     mine = (await session.groups()).groups
-    return Table(("gid", "name", "limit", "members/limit", "owner", "created"),
-                 [(str(g.group_id), g.name, str(g.user_limit), f"{g.members}/{g.user_limit}",
-                   g.owner_account or str(g.owner), stamp(g.created_ms)) for g in mine])
+    return Table(
+        ("gid", "name", "limit", "members/limit", "owner", "created"),
+        [
+            (
+                str(g.group_id),
+                g.name,
+                str(g.user_limit),
+                f"{g.members}/{g.user_limit}",
+                g.owner_account or str(g.owner),
+                stamp(g.created_ms),
+            )
+            for g in mine
+        ],
+    )
 
 
-async def _amend(name: str, a: dict[str, Any], session: ClientSession, current: Target | None,
-                 client_msg_id: str) -> Result:
+async def _amend(
+    name: str, a: dict[str, Any], session: ClientSession, current: Target | None, client_msg_id: str
+) -> Result:
     """edit, recall or reply in the open conversation."""
     if current is None:
         return Failure(f"{name}: no open conversation: open NAME or open #GROUP first")
@@ -565,11 +638,11 @@ async def _history(session: ClientSession, current: Target | None, n: str) -> Re
     return History(opened.conv_id, list(page.messages))
 
 
-async def newest(session: ClientSession, conv_id: int,
-                 limit: int) -> client_pb2.HistoryReply:
+async def newest(session: ClientSession, conv_id: int, limit: int) -> client_pb2.HistoryReply:
     """The newest `limit` messages of a conversation (History with no position)."""
     reply: client_pb2.HistoryReply = await session.call(
-        "History", client_pb2.HistoryRequest(conv_id=conv_id, limit=limit))
+        "History", client_pb2.HistoryRequest(conv_id=conv_id, limit=limit)
+    )
     return reply
 
 

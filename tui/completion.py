@@ -48,8 +48,9 @@ class Names:
         for ids, names, into in (("uid", "account", self.accounts), ("gid", "name", self.groups)):
             if ids in cols and names in cols:
                 i, n = cols.index(ids), cols.index(names)
-                into.update((row[n], int(row[i])) for row in table.rows
-                            if row[n] and row[i].isdigit())
+                into.update(
+                    (row[n], int(row[i])) for row in table.rows if row[n] and row[i].isdigit()
+                )
 
     def target(self, word: str) -> Target | None:
         """The conversation `word` names (`#devs`, `bob`), if it is a known name."""

@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 FILE_NAME = "config.toml"
-COLOUR_ELEMENTS = frozenset({"own", "other", "notice", "error", "status", "unread", "mention",
-                             "time"})
-COLOUR_NAMES = frozenset({"default", "black", "red", "green", "yellow", "blue", "magenta",
-                          "cyan", "white"})
+COLOUR_ELEMENTS = frozenset(
+    {"own", "other", "notice", "error", "status", "unread", "mention", "time"}
+)
+COLOUR_NAMES = frozenset(
+    {"default", "black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"}
+)
 
 
 class ConfigFileError(Exception):
@@ -83,13 +85,19 @@ def load(path: Path) -> ClientConfig:
         raise ConfigFileError(f"{path}: {err}") from None
     for section in data:
         if section not in {*_SECTIONS, "colours"}:
-            raise ConfigFileError(f"{path}: unknown section [{section}] (known: "
-                                  f"{', '.join(sorted({*_SECTIONS, 'colours'}))})")
-    values = {name: _section(path, name, data.get(name, {}), keys)
-              for name, keys in _SECTIONS.items()}
-    return ClientConfig(**values["server"], **values["client"],
-                        colours=_colours(path, data.get("colours", {})),
-                        notify=Notify(**values["notify"]))
+            raise ConfigFileError(
+                f"{path}: unknown section [{section}] (known: "
+                f"{', '.join(sorted({*_SECTIONS, 'colours'}))})"
+            )
+    values = {
+        name: _section(path, name, data.get(name, {}), keys) for name, keys in _SECTIONS.items()
+    }
+    return ClientConfig(
+        **values["server"],
+        **values["client"],
+        colours=_colours(path, data.get("colours", {})),
+        notify=Notify(**values["notify"]),
+    )
 
 
 def _section(path: Path, name: str, table: Any, keys: dict[str, type]) -> dict[str, Any]:
@@ -98,8 +106,9 @@ def _section(path: Path, name: str, table: Any, keys: dict[str, type]) -> dict[s
     for key, value in table.items():
         kind = keys.get(key)
         if kind is None:
-            raise ConfigFileError(f"{path}: unknown key {name}.{key} (known: "
-                                  f"{', '.join(sorted(keys))})")
+            raise ConfigFileError(
+                f"{path}: unknown key {name}.{key} (known: {', '.join(sorted(keys))})"
+            )
         if not isinstance(value, kind):
             raise ConfigFileError(f"{path}: {name}.{key} must be a {kind.__name__}")
     return dict(table)
@@ -110,9 +119,12 @@ def _colours(path: Path, table: Any) -> dict[str, str]:
         raise ConfigFileError(f"{path}: [colours] must be a table")
     for element, colour in table.items():
         if element not in COLOUR_ELEMENTS:
-            raise ConfigFileError(f"{path}: unknown key colours.{element} (known: "
-                                  f"{', '.join(sorted(COLOUR_ELEMENTS))})")
+            raise ConfigFileError(
+                f"{path}: unknown key colours.{element} (known: "
+                f"{', '.join(sorted(COLOUR_ELEMENTS))})"
+            )
         if colour not in COLOUR_NAMES:
-            raise ConfigFileError(f"{path}: colours.{element} must be one of "
-                                  f"{', '.join(sorted(COLOUR_NAMES))}")
+            raise ConfigFileError(
+                f"{path}: colours.{element} must be one of {', '.join(sorted(COLOUR_NAMES))}"
+            )
     return dict(table)

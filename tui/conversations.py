@@ -25,8 +25,12 @@ class ConversationTracker:
     from seq 1, "unread" from the user's read cursor (what a terminal client shows anyway).
     """
 
-    def __init__(self, history: History, emit: Callable[[client_pb2.ChatMessage], None],
-                 start_at: str = "all") -> None:
+    def __init__(
+        self,
+        history: History,
+        emit: Callable[[client_pb2.ChatMessage], None],
+        start_at: str = "all",
+    ) -> None:
         if start_at not in ("all", "unread"):
             raise ValueError("start_at is 'all' or 'unread'")
         self.history = history

@@ -33,8 +33,12 @@ from tui.known_keys import KnownGateways, Pin, fingerprint
 
 DISCOVER_WAIT_S = 5.0
 DISCOVER_EXTRA_S = 0.5
-_WATCHED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_WATCHED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class Handshake(enum.Enum):
@@ -54,8 +58,12 @@ class Refused(Exception):
     """No gateway proved the key the client trusts: a loud, multi-line refusal."""
 
 
-async def probe(ctx: zmq.asyncio.Context, endpoint: str, key: bytes,
-                timeout_s: float = timing.CLIENT_HANDSHAKE_TIMEOUT_S) -> Handshake:
+async def probe(
+    ctx: zmq.asyncio.Context,
+    endpoint: str,
+    key: bytes,
+    timeout_s: float = timing.CLIENT_HANDSHAKE_TIMEOUT_S,
+) -> Handshake:
     """Dial `endpoint` with `key` and report the Curve handshake; nothing else is sent."""
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
@@ -77,8 +85,9 @@ async def probe(ctx: zmq.asyncio.Context, endpoint: str, key: bytes,
     return Handshake.DENIED if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH else Handshake.REJECTED
 
 
-async def first_proven(ctx: zmq.asyncio.Context, endpoints: list[str],
-                       key: bytes) -> tuple[str | None, dict[str, Handshake]]:
+async def first_proven(
+    ctx: zmq.asyncio.Context, endpoints: list[str], key: bytes
+) -> tuple[str | None, dict[str, Handshake]]:
     """Probe every endpoint at once; the first to prove `key` (or None), and what each said."""
     tasks = {asyncio.ensure_future(probe(ctx, ep, key)): ep for ep in endpoints}
     results: dict[str, Handshake] = {}
@@ -114,18 +123,26 @@ async def check_server(ctx: zmq.asyncio.Context, endpoint: str, pin: Pin) -> Non
         raise Refused(
             f"REFUSED: the gateway at {endpoint} {Handshake.REJECTED.value} "
             f"{pin.key.decode()} (from {pin.source}). Someone may be impersonating it, or the "
-            f"cluster's gateway key changed. Nothing was sent to it. {_remedy(pin)}")
+            f"cluster's gateway key changed. Nothing was sent to it. {_remedy(pin)}"
+        )
 
 
-async def pick_discovered(ctx: zmq.asyncio.Context, discovery: Discovery, cluster: str,
-                          pin: Pin | None, known: KnownGateways,
-                          say: Callable[[str], None]) -> tuple[str, Pin]:
+async def pick_discovered(
+    ctx: zmq.asyncio.Context,
+    discovery: Discovery,
+    cluster: str,
+    pin: Pin | None,
+    known: KnownGateways,
+    say: Callable[[str], None],
+) -> tuple[str, Pin]:
     """A discovered gateway that proved the pinned key (trusting on first use if no pin)."""
     deadline = time.monotonic() + DISCOVER_WAIT_S
     records = await _first_records(discovery, deadline)
     if not records:
-        raise NotFound(f"no gateway of cluster {cluster!r} found in {DISCOVER_WAIT_S:.0f} s; "
-                       "start one (make run) or pass --server and --server-key")
+        raise NotFound(
+            f"no gateway of cluster {cluster!r} found in {DISCOVER_WAIT_S:.0f} s; "
+            "start one (make run) or pass --server and --server-key"
+        )
     first_use = pin is None
     if pin is None:
         pin = _first_use_pin(cluster, records, known)
@@ -143,14 +160,18 @@ async def pick_discovered(ctx: zmq.asyncio.Context, discovery: Discovery, cluste
         records = gateway_records(discovery) or records
     for record in records:
         if record.client_key and record.client_key.encode() != pin.key:
-            say(f"warning: the gateway record {record.node_id} at {record.endpoints['client']} "
+            say(
+                f"warning: the gateway record {record.node_id} at {record.endpoints['client']} "
                 f"names another key ({record.client_key}); it was dialed only with the pinned "
-                f"key (from {pin.source})")
+                f"key (from {pin.source})"
+            )
     if first_use:
         known.remember(cluster, pin.key)
-        say(f"first connection to cluster {cluster!r}: its gateway key is {pin.key.decode()} "
+        say(
+            f"first connection to cluster {cluster!r}: its gateway key is {pin.key.decode()} "
             f"({fingerprint(pin.key)}), now remembered in {known.path}; ask the cluster's "
-            "operator to confirm it (on a node: soimctl keys show)")
+            "operator to confirm it (on a node: soimctl keys show)"
+        )
     return chosen, pin
 
 
@@ -170,30 +191,36 @@ def _first_use_pin(cluster: str, records: list[NodeInfo], known: KnownGateways) 
     """First use: the one key every gateway record of the cluster names, or a refusal."""
     named = sorted({r.client_key for r in records if r.client_key})
     if len(named) != 1:
-        lines = "\n".join(f"  {r.endpoints['client']} ({r.node_id}) names {r.client_key or '-'}"
-                          for r in records)
+        lines = "\n".join(
+            f"  {r.endpoints['client']} ({r.node_id}) names {r.client_key or '-'}" for r in records
+        )
         raise Refused(
             f"REFUSED: first connection to cluster {cluster!r}, and its gateway records do not "
             f"agree on one gateway key:\n{lines}\nSomeone on this network may be impersonating "
             "its gateways. Nothing was sent. Ask the cluster's operator for the key and pass it "
-            f"with --server-key, or write 'CLUSTER KEY' into {known.path}.")
-    return Pin(named[0].encode(), "the gateways' discovery records (first use)",
-               f"nothing was remembered in {known.path}; ask the cluster's operator for the "
-               "key and pass it with --server-key")
+            f"with --server-key, or write 'CLUSTER KEY' into {known.path}."
+        )
+    return Pin(
+        named[0].encode(),
+        "the gateways' discovery records (first use)",
+        f"nothing was remembered in {known.path}; ask the cluster's operator for the "
+        "key and pass it with --server-key",
+    )
 
 
-def _refusal(cluster: str, pin: Pin, records: list[NodeInfo],
-             tried: dict[str, Handshake]) -> str:
+def _refusal(cluster: str, pin: Pin, records: list[NodeInfo], tried: dict[str, Handshake]) -> str:
     names = {r.endpoints["client"]: r for r in records}
     lines = []
     for endpoint, result in sorted(tried.items()):
         record = names.get(endpoint)
         seen = f" (record {record.node_id} names key {record.client_key or '-'})" if record else ""
         lines.append(f"  {endpoint}{seen}: {result.value}")
-    return (f"REFUSED: no gateway of cluster {cluster!r} proved it holds the pinned gateway key "
-            f"{pin.key.decode()} (from {pin.source}):\n" + "\n".join(lines) + "\n"
-            "Someone may be impersonating the cluster's gateways, or its gateway key changed. "
-            f"No password or token was sent. {_remedy(pin)}")
+    return (
+        f"REFUSED: no gateway of cluster {cluster!r} proved it holds the pinned gateway key "
+        f"{pin.key.decode()} (from {pin.source}):\n" + "\n".join(lines) + "\n"
+        "Someone may be impersonating the cluster's gateways, or its gateway key changed. "
+        f"No password or token was sent. {_remedy(pin)}"
+    )
 
 
 def _remedy(pin: Pin) -> str:

@@ -79,8 +79,10 @@ class KnownGateways:
                 continue
             fields = line.split()
             if len(fields) != 2 or not _NAME.match(fields[0]) or not Z85_KEY.match(fields[1]):
-                raise KnownKeysError(f"{self.path} line {number}: expected 'CLUSTER KEY' "
-                                     "(a Z85 key of 40 characters); fix or delete the line")
+                raise KnownKeysError(
+                    f"{self.path} line {number}: expected 'CLUSTER KEY' "
+                    "(a Z85 key of 40 characters); fix or delete the line"
+                )
             found[fields[0]] = fields[1].encode()
         return found
 
@@ -101,23 +103,31 @@ class KnownGateways:
             raise KnownKeysError(f"cannot write {self.path}: {err}") from None
 
 
-def resolve_pin(server_key: str, keys_dir: Path, cluster: str,
-                known: KnownGateways) -> Pin | None:
+def resolve_pin(server_key: str, keys_dir: Path, cluster: str, known: KnownGateways) -> Pin | None:
     """The pin from --server-key, SOIM_KEYS_DIR or known_gateways; None on first use.
 
     A gateway.key that exists but is broken raises `keys.KeysMissing` (a configuration error).
     """
     if server_key:
-        return Pin(server_key.encode(), "--server-key",
-                   "check the key you passed with --server-key against the cluster's operator")
+        return Pin(
+            server_key.encode(),
+            "--server-key",
+            "check the key you passed with --server-key against the cluster's operator",
+        )
     local = Path(keys_dir) / (keys.GATEWAY + ".key")
     if local.exists():
-        return Pin(keys.load_gateway_public(keys_dir), str(local),
-                   f"{local} is the key of the cluster run on this machine; point "
-                   "SOIM_KEYS_DIR elsewhere or pass --server-key to reach another cluster")
+        return Pin(
+            keys.load_gateway_public(keys_dir),
+            str(local),
+            f"{local} is the key of the cluster run on this machine; point "
+            "SOIM_KEYS_DIR elsewhere or pass --server-key to reach another cluster",
+        )
     remembered = known.lookup(cluster)
     if remembered is not None:
-        return Pin(remembered, str(known.path),
-                   f"if the cluster's operator confirms its gateway key changed, delete the "
-                   f"line '{cluster} {remembered.decode()}' from {known.path}")
+        return Pin(
+            remembered,
+            str(known.path),
+            f"if the cluster's operator confirms its gateway key changed, delete the "
+            f"line '{cluster} {remembered.decode()}' from {known.path}",
+        )
     return None

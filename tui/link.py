@@ -60,11 +60,19 @@ class LinkState(enum.Enum):
 class Link:
     """A connection that survives gateway restarts and moves."""
 
-    def __init__(self, endpoint: str, server_key: bytes, *, device: str, timeout: float,
-                 ctx: zmq.asyncio.Context, locator: Locator | None,
-                 on_push: Callable[[client_pb2.Push], None],
-                 on_state: Callable[[LinkState, str], None],
-                 on_token: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        server_key: bytes,
+        *,
+        device: str,
+        timeout: float,
+        ctx: zmq.asyncio.Context,
+        locator: Locator | None,
+        on_push: Callable[[client_pb2.Push], None],
+        on_state: Callable[[LinkState, str], None],
+        on_token: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.seen: dict[str, None] = {endpoint: None}  # every gateway endpoint known to work
         self.server_key = server_key  # the pinned key: never replaced
@@ -87,10 +95,14 @@ class Link:
     def open(self) -> None:
         """Open the socket to the current gateway (no round trip yet)."""
         key = self.server_key
-        self._rpc = RpcClient(self.ctx, self.endpoint, name="soim_client",
-                              max_bytes=timing.CLIENT_REPLY_MAX_BYTES,
-                              secure=lambda sock: anonymous_client(sock, key),
-                              on_event=self._on_event)
+        self._rpc = RpcClient(
+            self.ctx,
+            self.endpoint,
+            name="soim_client",
+            max_bytes=timing.CLIENT_REPLY_MAX_BYTES,
+            secure=lambda sock: anonymous_client(sock, key),
+            on_event=self._on_event,
+        )
         self._rpc.start()
         self._watch = asyncio.ensure_future(self._watch_link(self._rpc))
 
@@ -100,8 +112,12 @@ class Link:
         monitor = rpc.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         try:
             await monitor.recv_multipart()
-            if self._rpc is rpc and self.token and not self.closed and (
-                    self._reconnect is None or self._reconnect.done()):
+            if (
+                self._rpc is rpc
+                and self.token
+                and not self.closed
+                and (self._reconnect is None or self._reconnect.done())
+            ):
                 self._reconnect = asyncio.ensure_future(self._reconnect_loop())
         finally:
             with contextlib.suppress(zmq.ZMQError):
@@ -137,8 +153,11 @@ class Link:
             self.endpoint = target.endpoint
             self.seen[target.endpoint] = None
             self.open()
-            self._started(await self.call("Resume", client_pb2.ResumeRequest(
-                token=self.token, device=self.device)))
+            self._started(
+                await self.call(
+                    "Resume", client_pb2.ResumeRequest(token=self.token, device=self.device)
+                )
+            )
             self.on_state(LinkState.REDIRECTED, self.endpoint)
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.ensure_future(self._keep_alive())
@@ -177,10 +196,15 @@ class Link:
         """A redirect is followed only to a gateway that names the pinned key."""
         if target.server_key.encode() == self.server_key:
             return True
-        log.warning("not following a redirect to %s: it names key %r, not the pinned key %r",
-                    target.endpoint, target.server_key, self.server_key.decode())
-        self.on_state(LinkState.REDIRECT_REFUSED,
-                      f"{target.endpoint} names key {target.server_key or '-'}")
+        log.warning(
+            "not following a redirect to %s: it names key %r, not the pinned key %r",
+            target.endpoint,
+            target.server_key,
+            self.server_key.decode(),
+        )
+        self.on_state(
+            LinkState.REDIRECT_REFUSED, f"{target.endpoint} names key {target.server_key or '-'}"
+        )
         return False
 
     async def recover(self) -> None:
@@ -207,8 +231,11 @@ class Link:
             await self._drop()
             self.open()
             try:
-                reply = await self.call("Resume", client_pb2.ResumeRequest(
-                    token=self.token, device=self.device), timeout=RESUME_TIMEOUT_S)
+                reply = await self.call(
+                    "Resume",
+                    client_pb2.ResumeRequest(token=self.token, device=self.device),
+                    timeout=RESUME_TIMEOUT_S,
+                )
             except RpcError as err:
                 if err.code not in RESUME_AGAIN:  # e.g. revoked: the session is over
                     log.warning("resume refused on %s: %s", self.endpoint, err)
@@ -220,8 +247,7 @@ class Link:
                 continue
             self._started(reply)
             self.seen[self.endpoint] = None
-            self.on_state(LinkState.REDIRECTED if moved else LinkState.RECONNECTED,
-                          self.endpoint)
+            self.on_state(LinkState.REDIRECTED if moved else LinkState.RECONNECTED, self.endpoint)
             return
 
     async def _keep_alive(self) -> None:

@@ -104,16 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         env_file.load()
         known = KnownGateways(known_gateways_path(os.environ))
         config_dir = known.path.parent
-        settings = config_file.load(Path(str(args["--config"]))
-                                    if args["--config"] else config_dir / config_file.FILE_NAME)
+        settings = config_file.load(
+            Path(str(args["--config"])) if args["--config"] else config_dir / config_file.FILE_NAME
+        )
         cfg = Config.from_env(role="soim")
         choices = _check(args, settings)
         key = str(args["--server-key"] or settings.key)
         pin = resolve_pin(key, cfg.keys_dir, cfg.cluster, known)
         if choices.endpoint and pin is None:
-            raise Usage(f"no gateway key to trust for {choices.endpoint}: pass --server-key KEY "
-                        "(the cluster's operator reads it with: soimctl keys show), or set "
-                        "SOIM_KEYS_DIR to the cluster's keys")
+            raise Usage(
+                f"no gateway key to trust for {choices.endpoint}: pass --server-key KEY "
+                "(the cluster's operator reads it with: soimctl keys show), or set "
+                "SOIM_KEYS_DIR to the cluster's keys"
+            )
     except (ConfigError, ConfigFileError, KnownKeysError, Usage) as err:
         print(f"soim: {err}", file=sys.stderr)
         return 2
@@ -145,12 +148,20 @@ def _check(args: dict[str, object], settings: ClientConfig) -> Choices:
     if account and not _ACCOUNT.match(account):
         raise Usage(f"--account: 1-64 characters without spaces: {account!r}")
     mode = "logout" if args["--logout"] else "plain" if args["--plain"] else "app"
-    return Choices(endpoint, device, account, settings.remember, mode, settings.notify,
-                   Palette(settings.colours))
+    return Choices(
+        endpoint,
+        device,
+        account,
+        settings.remember,
+        mode,
+        settings.notify,
+        Palette(settings.colours),
+    )
 
 
-async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGateways,
-                  store: TokenStore) -> int:
+async def _client(
+    cfg: Config, choices: Choices, pin: Pin | None, known: KnownGateways, store: TokenStore
+) -> int:
     notes: list[str] = []
     say: Callable[[str], None] = notes.append if choices.mode == "app" else _to_stderr
     ctx = zmq.asyncio.Context()
@@ -167,9 +178,15 @@ async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGa
             endpoint, pin = await pick_discovered(ctx, discovery, cfg.cluster, pin, known, say)
         remembered = RememberedLogin(store, fingerprint(pin.key), say)
         keep = choices.remember or choices.mode == "logout"
-        session = ClientSession(endpoint, pin.key, device=choices.device, ctx=ctx,
-                                locator=_locator(discovery), start_at="unread",
-                                on_token=remembered.on_token if keep else None)
+        session = ClientSession(
+            endpoint,
+            pin.key,
+            device=choices.device,
+            ctx=ctx,
+            locator=_locator(discovery),
+            start_at="unread",
+            on_token=remembered.on_token if keep else None,
+        )
         await session.connect()
         if choices.mode == "logout":
             print(await remembered.logout(session, choices.account), flush=True)
@@ -180,8 +197,9 @@ async def _client(cfg: Config, choices: Choices, pin: Pin | None, known: KnownGa
             session.notify(note)
         if choices.mode == "plain":
             return await run_plain(session)
-        return await run_app(session, bell=choices.notify.bell, title=choices.notify.title,
-                             palette=choices.palette)
+        return await run_app(
+            session, bell=choices.notify.bell, title=choices.notify.title, palette=choices.palette
+        )
     except RpcError as err:  # --logout: the gateway refused or did not answer
         print(f"soim: {err}", file=sys.stderr)
         return 1

@@ -59,8 +59,10 @@ def hit_seq(hit: client_pb2.ChatMessage) -> int:
     return hit.ref_seq if hit.kind == client_pb2.MESSAGE_KIND_EDIT and hit.ref_seq else hit.seq
 
 
-async def around(session: ClientSession, hit: client_pb2.ChatMessage,
-                 limit: int) -> client_pb2.HistoryReply:
+async def around(
+    session: ClientSession, hit: client_pb2.ChatMessage, limit: int
+) -> client_pb2.HistoryReply:
     """A page of `hit`'s conversation starting BEFORE_HIT messages above it."""
-    return await session.history(hit.conv_id, after_seq=max(hit_seq(hit) - BEFORE_HIT - 1, 0),
-                                 limit=limit)
+    return await session.history(
+        hit.conv_id, after_seq=max(hit_seq(hit) - BEFORE_HIT - 1, 0), limit=limit
+    )

@@ -47,15 +47,18 @@ def shown(msg: client_pb2.ChatMessage, amends: Mapping[int, client_pb2.ChatMessa
     return RECALLED if event.kind == RECALL else f"{event.body} {EDITED}"
 
 
-def quote(ref_seq: int, messages: Mapping[int, client_pb2.ChatMessage],
-          amends: Mapping[int, client_pb2.ChatMessage]) -> str:
+def quote(
+    ref_seq: int,
+    messages: Mapping[int, client_pb2.ChatMessage],
+    amends: Mapping[int, client_pb2.ChatMessage],
+) -> str:
     """'↳ #SEQ sender: excerpt' of the message a reply answers (its seq alone if not loaded)."""
     target = messages.get(ref_seq)
     if target is None:
         return f"↳ #{ref_seq}"
     text = " ".join(shown(target, amends).split())
     if len(text) > QUOTE_CHARS:
-        text = text[:QUOTE_CHARS - 1] + "…"
+        text = text[: QUOTE_CHARS - 1] + "…"
     return f"↳ #{ref_seq} {target.sender_account or target.sender}: {text}"
 
 

@@ -64,8 +64,9 @@ async def group(session: ClientSession, word: str) -> tuple[int, str]:
         raise RpcError(pb.NOT_FOUND, f"no such group: {word}")
     found = _named(name, [(g.name, g.group_id) for g in (await session.groups()).groups])
     if found is None:
-        found = _named(name, [(g.name, g.group_id)
-                              for g in (await session.group_search(name)).groups])
+        found = _named(
+            name, [(g.name, g.group_id) for g in (await session.group_search(name)).groups]
+        )
     if found is None:
         raise RpcError(pb.NOT_FOUND, f"no such group: #{name}")
     return found[1], f"#{found[0]}"

@@ -87,8 +87,11 @@ class Notifier:
     def update_title(self, model: Model) -> str:
         """Set the window title to the unread count of unmuted conversations (when it changed);
         return the title."""
-        unread = sum(e.unread for c, e in model.entries.items()
-                     if c != model.open_conv and (c not in self.mutes.convs or e.mentioned))
+        unread = sum(
+            e.unread
+            for c, e in model.entries.items()
+            if c != model.open_conv and (c not in self.mutes.convs or e.mentioned)
+        )
         text = f"so-im ({unread})" if unread else "so-im"
         if self.title and text != self._shown:
             self.out.write(TITLE.format(text))

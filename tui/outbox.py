@@ -120,8 +120,9 @@ class Outbox:
                     failed, err = item, refused
                     break
 
-    def _settle(self, item: _Waiting, *, ack: client_pb2.SendAck | None = None,
-                err: RpcError | None = None) -> None:
+    def _settle(
+        self, item: _Waiting, *, ack: client_pb2.SendAck | None = None, err: RpcError | None = None
+    ) -> None:
         self._waiting.pop(item.request.client_msg_id, None)
         if item.done.done():
             return

@@ -109,8 +109,9 @@ class PlainClient:
         elif event.push is not None and event.push.WhichOneof("item") == "notice":
             notice = event.push.notice
             who = f"{notice.user.account} (uid {notice.user.user_id})"
-            text = NOTICES.get(notice.kind, "{text}").format(who=who, account=notice.user.account,
-                                                             text=notice.text)
+            text = NOTICES.get(notice.kind, "{text}").format(
+                who=who, account=notice.user.account, text=notice.text
+            )
             self.write([f"* {text}"])
 
     def _mark_read(self) -> None:
@@ -137,7 +138,8 @@ async def stdin_lines(stream: TextIO) -> AsyncIterator[str]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), stream)
+        lambda: asyncio.StreamReaderProtocol(reader), stream
+    )
     try:
         while line := await reader.readline():
             yield line.decode("utf-8", errors="replace")

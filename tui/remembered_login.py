@@ -40,8 +40,10 @@ class RememberedLogin:
             if not self.store.claim(self.cluster, account):
                 if token and account not in self._told:
                     self._told.add(account)
-                    self.say(f"another soim uses the remembered login of {account}; this "
-                             "session is not remembered")
+                    self.say(
+                        f"another soim uses the remembered login of {account}; this "
+                        "session is not remembered"
+                    )
                 return
             self.store.release_others(self.cluster, account)
             self.store.save(self.cluster, account, token)
@@ -50,8 +52,9 @@ class RememberedLogin:
                 self.say(f"the login is not remembered: {err}")
             self._broken = True
 
-    async def resume(self, session: ClientSession,
-                     account: str = "") -> client_pb2.LoginReply | None:
+    async def resume(
+        self, session: ClientSession, account: str = ""
+    ) -> client_pb2.LoginReply | None:
         """Resume the remembered session of `account` (else of the last used account); None
         when there is none, another running soim holds it, or the cluster refused it (then it
         is forgotten)."""
@@ -59,8 +62,10 @@ class RememberedLogin:
             found = self.store.lookup(self.cluster, account)
             if found is not None and not self.store.claim(self.cluster, found[0]):
                 if account:  # asked for by name (else: the last used one is busy, no more)
-                    self.say(f"another soim uses the remembered login of {account}; log in "
-                             "to open a session of your own here")
+                    self.say(
+                        f"another soim uses the remembered login of {account}; log in "
+                        "to open a session of your own here"
+                    )
                 return None
         except TokenStoreError as err:
             self.say(str(err))
@@ -72,8 +77,10 @@ class RememberedLogin:
             return await session.resume(token)
         except RpcError as err:
             if err.code in LINK_DOWN:
-                self.say(f"could not resume the login of {account} ({err.detail or 'no answer'});"
-                         " it is kept for the next start")
+                self.say(
+                    f"could not resume the login of {account} ({err.detail or 'no answer'});"
+                    " it is kept for the next start"
+                )
             else:
                 self.say(f"the remembered login of {account} no longer works; log in again")
                 self.on_token(account, "")
@@ -84,8 +91,9 @@ class RememberedLogin:
         try:
             found = self.store.lookup(self.cluster, account)
             if found is not None and not self.store.claim(self.cluster, found[0]):
-                return (f"the remembered login of {found[0]} is in use by a running soim; "
-                        "/logout there")
+                return (
+                    f"the remembered login of {found[0]} is in use by a running soim; /logout there"
+                )
         except TokenStoreError as err:
             return str(err)
         reply = await self.resume(session, account)

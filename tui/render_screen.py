@@ -31,8 +31,10 @@ from tui.render_text import entry_host
 
 SIDEBAR_MAX = 28
 INDENT = " " * 6
-_SECRET = re.compile(r"^(\s*/(?:login|register|delete-account)\b.*?-p\s*)"
-                     r"(\"[^\"]*\"?|'[^']*'?|\S+)")  # a quoted password is one word
+_SECRET = re.compile(
+    r"^(\s*/(?:login|register|delete-account)\b.*?-p\s*)"
+    r"(\"[^\"]*\"?|'[^']*'?|\S+)"
+)  # a quoted password is one word
 _PASSWD = re.compile(r"^(\s*/passwd\s)(.*)")
 
 
@@ -45,8 +47,13 @@ class Frame:
     at_top: bool
 
 
-def frame(term: Terminal, model: Model, editor: LineEditor, scroll: int,
-          palette: Palette = DEFAULT_PALETTE) -> Frame:
+def frame(
+    term: Terminal,
+    model: Model,
+    editor: LineEditor,
+    scroll: int,
+    palette: Palette = DEFAULT_PALETTE,
+) -> Frame:
     """Everything on screen, as one string to write; `scroll` counts pane rows from the end."""
     width, height = max(term.width, 20), max(term.height, 6)
     side = min(SIDEBAR_MAX, width // 4)
@@ -54,20 +61,30 @@ def frame(term: Terminal, model: Model, editor: LineEditor, scroll: int,
     rows = height - 4  # header, pane title, status, input
     lines, complete = pane_lines(term, model, pane_w, rows + max(scroll, 0) + 1, palette)
     scroll = max(0, min(scroll, len(lines) - rows))
-    shown = lines[max(0, len(lines) - rows - scroll):len(lines) - scroll]
-    out = [term.home, term.move_xy(0, 0), term.reverse(term.ljust(term.truncate(
-        header(model), width), width))]
+    shown = lines[max(0, len(lines) - rows - scroll) : len(lines) - scroll]
+    out = [
+        term.home,
+        term.move_xy(0, 0),
+        term.reverse(term.ljust(term.truncate(header(model), width), width)),
+    ]
     bar = sidebar_lines(term, model, side, palette)
     pane = [term.bold(pane_title(model)), *shown]
     for row in range(rows + 1):
         left = bar[row] if row < len(bar) else ""
         right = pane[row] if row < len(pane) else ""
-        out.append(term.move_xy(0, row + 1) + term.ljust(term.truncate(left, side), side)
-                   + "│" + term.ljust(term.truncate(right, pane_w), pane_w))
+        out.append(
+            term.move_xy(0, row + 1)
+            + term.ljust(term.truncate(left, side), side)
+            + "│"
+            + term.ljust(term.truncate(right, pane_w), pane_w)
+        )
     status = term.truncate(model.status, width)
-    out.append(term.move_xy(0, height - 2)
-               + term.ljust(palette.paint(term, "error" if model.status_is_error else "status",
-                                          status), width))
+    out.append(
+        term.move_xy(0, height - 2)
+        + term.ljust(
+            palette.paint(term, "error" if model.status_is_error else "status", status), width
+        )
+    )
     text_x, visible = input_view(editor, width - 2)
     out.append(term.move_xy(0, height - 1) + term.ljust("> " + visible, width))
     out.append(term.move_xy(2 + text_x, height - 1))
@@ -78,12 +95,15 @@ def header(model: Model) -> str:
     if model.me is None:
         return " so-im │ not logged in │ /login -u ACCOUNT -p PASSWORD or /register …"
     link = "online" if model.connected else "reconnecting…"
-    return (f" so-im │ {model.me.account} (uid {model.me.user_id}) │ "
-            f"{entry_host(model.endpoint)} │ {link}")
+    return (
+        f" so-im │ {model.me.account} (uid {model.me.user_id}) │ "
+        f"{entry_host(model.endpoint)} │ {link}"
+    )
 
 
-def sidebar_lines(term: Terminal, model: Model, width: int,
-                  palette: Palette = DEFAULT_PALETTE) -> list[str]:
+def sidebar_lines(
+    term: Terminal, model: Model, width: int, palette: Palette = DEFAULT_PALETTE
+) -> list[str]:
     """'console', then friends and groups with their unread counts; the open one reversed."""
     lines = [_row(term, palette, " console", 0, width, model.open_conv == 0)]
     entries = model.sidebar()
@@ -92,14 +112,28 @@ def sidebar_lines(term: Terminal, model: Model, width: int,
     lines.append(term.bold(" Friends"))
     for e in friends:
         dot = term.green("●") if e.online else "○"
-        lines.append(_row(term, palette, f" {dot} {e.title}{_muted(model, e.conv_id)}",
-                          _unread(model, e.conv_id, e.unread), width,
-                          model.open_conv == e.conv_id))
+        lines.append(
+            _row(
+                term,
+                palette,
+                f" {dot} {e.title}{_muted(model, e.conv_id)}",
+                _unread(model, e.conv_id, e.unread),
+                width,
+                model.open_conv == e.conv_id,
+            )
+        )
     lines.append(term.bold(" Groups"))
     for e in groups:
-        lines.append(_row(term, palette, f" # {e.title}{_muted(model, e.conv_id)}",
-                          _unread(model, e.conv_id, e.unread), width,
-                          model.open_conv == e.conv_id))
+        lines.append(
+            _row(
+                term,
+                palette,
+                f" # {e.title}{_muted(model, e.conv_id)}",
+                _unread(model, e.conv_id, e.unread),
+                width,
+                model.open_conv == e.conv_id,
+            )
+        )
     return lines
 
 
@@ -111,12 +145,14 @@ def _unread(model: Model, conv_id: int, unread: int) -> int:
     return 0 if model.open_conv == conv_id else unread
 
 
-def _row(term: Terminal, palette: Palette, label: str, unread: int, width: int,
-         selected: bool) -> str:
+def _row(
+    term: Terminal, palette: Palette, label: str, unread: int, width: int, selected: bool
+) -> str:
     count = f" {unread} " if unread else ""
     room = max(width - len(count), 1)
     text = term.ljust(term.truncate(label, room), room) + palette.paint(
-        term, "unread", term.bold(count) if count else "")
+        term, "unread", term.bold(count) if count else ""
+    )
     return term.reverse(text) if selected else text
 
 
@@ -127,7 +163,8 @@ def pane_title(model: Model) -> str:
     if entry.target.group:
         members = model.thread(entry.conv_id).members
         return f" # {entry.title} (g:{entry.target.id}) · {members} members" + _typing(
-            model, entry.conv_id)
+            model, entry.conv_id
+        )
     state = "online" if entry.online else "offline"
     return f" {entry.title} (uid {entry.target.id}) · {state}" + _typing(model, entry.conv_id)
 
@@ -140,15 +177,23 @@ def _typing(model: Model, conv_id: int) -> str:
     return f" · {', '.join(who)} {'is' if len(who) == 1 else 'are'} typing…"
 
 
-def pane_lines(term: Terminal, model: Model, width: int, need: int = 1 << 62,
-               palette: Palette = DEFAULT_PALETTE) -> tuple[list[str], bool]:
+def pane_lines(
+    term: Terminal,
+    model: Model,
+    width: int,
+    need: int = 1 << 62,
+    palette: Palette = DEFAULT_PALETTE,
+) -> tuple[list[str], bool]:
     """The last lines of the open view, wrapped to `width`: at least `need` of them when there
     are that many (the rest is not drawn at all), and whether they are all there are. A
     conversation shows a date line where the day changes, "new messages" above the first one
     that was unread when it was opened, and the message a search jumped to highlighted."""
     if model.open_conv not in model.entries:
-        return [palette.paint(term, "notice", w) if line.startswith("* ") else w
-                for line in model.console for w in (term.wrap(line, width) or [""])], True
+        return [
+            palette.paint(term, "notice", w) if line.startswith("* ") else w
+            for line in model.console
+            for w in (term.wrap(line, width) or [""])
+        ], True
     thread = model.thread(model.open_conv)
     me = model.me.user_id if model.me is not None else 0
     account = model.me.account if model.me is not None else "me"
@@ -157,8 +202,17 @@ def pane_lines(term: Terminal, model: Model, width: int, need: int = 1 << 62,
     if thread.newer_missing:
         tail.append(term.dim("  ⇟ PgDn loads newer messages"))
     for p in thread.pending:
-        tail += message_lines(term, p.ts_ms, account, p.body, _pending_mark(term, p), width,
-                              today, palette=palette, own=True)
+        tail += message_lines(
+            term,
+            p.ts_ms,
+            account,
+            p.body,
+            _pending_mark(term, p),
+            width,
+            today,
+            palette=palette,
+            own=True,
+        )
     blocks = [tail]
     count, i = len(tail), len(thread.seqs) - 1
     while i >= 0 and count < need:
@@ -173,13 +227,28 @@ def pane_lines(term: Terminal, model: Model, width: int, need: int = 1 << 62,
         if msg.seq == thread.unread_from:
             block.append(term.bold_red(_rule(term, "new messages", width)))
         if msg.ref_seq:  # a reply: the excerpt it answers
-            block.append(term.dim(term.truncate(INDENT + message_view.quote(
-                msg.ref_seq, thread.messages, thread.amends), width)))
+            block.append(
+                term.dim(
+                    term.truncate(
+                        INDENT + message_view.quote(msg.ref_seq, thread.messages, thread.amends),
+                        width,
+                    )
+                )
+            )
         mark = model.mark(msg) if msg.sender == me else ""
-        block += message_lines(term, msg.ts_ms, msg.sender_account or str(msg.sender),
-                               message_view.shown(msg, thread.amends), mark, width, today,
-                               marked=msg.seq == thread.marked, palette=palette,
-                               own=msg.sender == me, mention=message_view.mentions_me(msg, me))
+        block += message_lines(
+            term,
+            msg.ts_ms,
+            msg.sender_account or str(msg.sender),
+            message_view.shown(msg, thread.amends),
+            mark,
+            width,
+            today,
+            marked=msg.seq == thread.marked,
+            palette=palette,
+            own=msg.sender == me,
+            mention=message_view.mentions_me(msg, me),
+        )
         blocks.append(block)
         count += len(block)
         i -= 1
@@ -211,24 +280,31 @@ def _pending_mark(term: Terminal, p: Pending) -> str:
     return term.red(f"✗ {p.error}") if p.error else "…"
 
 
-def message_lines(term: Terminal, ts_ms: int, sender: str, body: str, mark: str,
-                  width: int, today: tuple[int, int, int] | None = None,
-                  marked: bool = False, palette: Palette = DEFAULT_PALETTE, own: bool = False,
-                  mention: bool = False) -> list[str]:
+def message_lines(
+    term: Terminal,
+    ts_ms: int,
+    sender: str,
+    body: str,
+    mark: str,
+    width: int,
+    today: tuple[int, int, int] | None = None,
+    marked: bool = False,
+    palette: Palette = DEFAULT_PALETTE,
+    own: bool = False,
+    mention: bool = False,
+) -> list[str]:
     """'HH:MM sender: text' ('MM-DD HH:MM' on another day of this year, 'YYYY-MM-DD HH:MM'
     of another year), wrapped with a hanging indent, the mark at the right edge; the time,
     the sender (mine or another's) and a text that mentions me in their colours."""
     day, today = _day(ts_ms), today or _day(time.time() * 1000)
-    shape = "%H:%M" if day == today else "%m-%d %H:%M" if day[0] == today[0] else \
-        "%Y-%m-%d %H:%M"
+    shape = "%H:%M" if day == today else "%m-%d %H:%M" if day[0] == today[0] else "%Y-%m-%d %H:%M"
     when = time.strftime(shape, time.localtime(ts_ms / 1000))
     if marked:
         when = term.reverse(f"▶{when}")
     when = palette.paint(term, "time", when)
     who = palette.paint(term, "own" if own else "other", term.bold(sender))
     body = palette.paint(term, "mention", body) if mention else body
-    lines = term.wrap(f"{when} {who}: {body}", width,
-                      subsequent_indent=INDENT) or [""]
+    lines = term.wrap(f"{when} {who}: {body}", width, subsequent_indent=INDENT) or [""]
     if mark:
         used, need = term.length(lines[-1]), term.length(mark)
         if used + 1 + need <= width:
@@ -249,4 +325,4 @@ def input_view(editor: LineEditor, width: int) -> tuple[int, str]:
     """The visible window of the input line (password masked) and the cursor's column in it."""
     text = masked(editor.text)
     start = max(0, editor.cursor - width + 1)
-    return editor.cursor - start, text[start:start + width]
+    return editor.cursor - start, text[start : start + width]

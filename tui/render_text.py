@@ -54,8 +54,9 @@ def result_lines(result: Result) -> list[str]:
     raise TypeError(f"not a command result: {result!r}")
 
 
-def found_lines(query: str, messages: list[client_pb2.ChatMessage], more: bool,
-                first: int) -> list[str]:
+def found_lines(
+    query: str, messages: list[client_pb2.ChatMessage], more: bool, first: int
+) -> list[str]:
     """Search results as `[N] YYYY-MM-DD HH:MM sender: text` lines, and what to type next."""
     if not messages:
         return [f"no messages hold {query!r}" if first == 1 else "no more results"]

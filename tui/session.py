@@ -38,18 +38,23 @@ SEND_ATTEMPT_S = 5.0
 RESYNC_AFTER_S = 1.0
 PING_CHECK_S = 1.0
 """How long a failed send waits for the gateway's Ping before it reconnects."""
-_SEND_RETRY = LINK_DOWN | {pb.UNAUTHENTICATED, pb.RATE_LIMITED, pb.INTERNAL, pb.NOT_OWNER,
-                           pb.DEADLINE_EXCEEDED}
+_SEND_RETRY = LINK_DOWN | {
+    pb.UNAUTHENTICATED,
+    pb.RATE_LIMITED,
+    pb.INTERNAL,
+    pb.NOT_OWNER,
+    pb.DEADLINE_EXCEEDED,
+}
 
 
 class EventKind(enum.Enum):
     """What happened, as seen by the client."""
 
-    MESSAGE = "message"            # a chat message, in order, once
-    PUSH = "push"                  # any other push: notice, receipt, presence, sync hint
+    MESSAGE = "message"  # a chat message, in order, once
+    PUSH = "push"  # any other push: notice, receipt, presence, sync hint
     DISCONNECTED = "disconnected"  # the link died; reconnecting
-    RECONNECTED = "reconnected"    # resumed on a gateway; a sync follows
-    REDIRECTED = "redirected"      # moved to a less loaded gateway at login
+    RECONNECTED = "reconnected"  # resumed on a gateway; a sync follows
+    REDIRECTED = "redirected"  # moved to a less loaded gateway at login
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,19 @@ class ClientEvent:
 class ClientSession:
     """One user's connection to the cluster. `await connect()`, then register or log in."""
 
-    def __init__(self, endpoint: str, server_key: bytes, *, device: str = "soim",
-                 timeout: float = timing.CLIENT_REQUEST_TIMEOUT_S,
-                 ctx: zmq.asyncio.Context | None = None, locator: Locator | None = None,
-                 start_at: str = "all", auto_delivered: bool = True,
-                 on_token: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        server_key: bytes,
+        *,
+        device: str = "soim",
+        timeout: float = timing.CLIENT_REQUEST_TIMEOUT_S,
+        ctx: zmq.asyncio.Context | None = None,
+        locator: Locator | None = None,
+        start_at: str = "all",
+        auto_delivered: bool = True,
+        on_token: Callable[[str, str], None] | None = None,
+    ) -> None:
         """`on_token(account, token)` is called with every new token of the session (each
         login, register and resume: a resume rotates it) and with "" once it ends (logout, or
         a token the cluster no longer accepts)."""
@@ -77,14 +90,21 @@ class ClientSession:
         self.ctx = ctx if ctx is not None else zmq.asyncio.Context()
         self.device = device
         self.events: asyncio.Queue[ClientEvent] = asyncio.Queue()
-        self.link = Link(endpoint, server_key, device=device, timeout=timeout, ctx=self.ctx,
-                         locator=locator, on_push=self._on_push, on_state=self._on_state,
-                         on_token=on_token)
+        self.link = Link(
+            endpoint,
+            server_key,
+            device=device,
+            timeout=timeout,
+            ctx=self.ctx,
+            locator=locator,
+            on_push=self._on_push,
+            on_state=self._on_state,
+            on_token=on_token,
+        )
         self.outbox = Outbox(self._attempt_send, self._heal, _SEND_RETRY)
         self.tracker = ConversationTracker(self._history_page, self._emit, start_at)
         self.auto_delivered = auto_delivered
-        self._inbox: asyncio.Queue[client_pb2.Push | asyncio.Future[None] | None] = \
-            asyncio.Queue()
+        self._inbox: asyncio.Queue[client_pb2.Push | asyncio.Future[None] | None] = asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -129,18 +149,25 @@ class ClientSession:
         await self.link.recover()
 
     # ---- session
-    async def register(self, account: str, password: str,
-                       nickname: str = "") -> client_pb2.LoginReply:
-        return await self._authenticated("Register", client_pb2.RegisterRequest(
-            account=account, password=password, device=self.device, nickname=nickname))
+    async def register(
+        self, account: str, password: str, nickname: str = ""
+    ) -> client_pb2.LoginReply:
+        return await self._authenticated(
+            "Register",
+            client_pb2.RegisterRequest(
+                account=account, password=password, device=self.device, nickname=nickname
+            ),
+        )
 
     async def login(self, account: str, password: str) -> client_pb2.LoginReply:
-        return await self._authenticated("Login", client_pb2.LoginRequest(
-            account=account, password=password, device=self.device))
+        return await self._authenticated(
+            "Login", client_pb2.LoginRequest(account=account, password=password, device=self.device)
+        )
 
     async def resume(self, token: str) -> client_pb2.LoginReply:
-        return await self._authenticated("Resume", client_pb2.ResumeRequest(
-            token=token, device=self.device))
+        return await self._authenticated(
+            "Resume", client_pb2.ResumeRequest(token=token, device=self.device)
+        )
 
     async def logout(self) -> None:
         await self.call("Logout", client_pb2.LogoutRequest())
@@ -150,8 +177,8 @@ class ClientSession:
     async def change_password(self, old: str, new: str) -> client_pb2.ChangePasswordReply:
         """A new password: my other sessions end; this one resumes with the new token."""
         reply: client_pb2.ChangePasswordReply = await self.call(
-            "ChangePassword", client_pb2.ChangePasswordRequest(old_password=old,
-                                                               new_password=new))
+            "ChangePassword", client_pb2.ChangePasswordRequest(old_password=old, new_password=new)
+        )
         self.link.renewed(reply.token, reply.token_expires_ms)
         return reply
 
@@ -162,8 +189,9 @@ class ClientSession:
         self.outbox.fail_all(RpcError(pb.UNAUTHENTICATED, "account deleted"))
 
     async def ping(self) -> client_pb2.PingReply:
-        return await self.call("Ping", client_pb2.PingRequest(
-            client_time_ms=int(time.time() * 1000)))
+        return await self.call(
+            "Ping", client_pb2.PingRequest(client_time_ms=int(time.time() * 1000))
+        )
 
     async def _authenticated(self, name: str, request: Message) -> client_pb2.LoginReply:
         reply = await self.link.authenticate(name, request)
@@ -171,17 +199,29 @@ class ClientSession:
         return reply
 
     # ---- messages
-    async def send(self, body: str, *, to_user: int = 0, to_group: int = 0,
-                   client_msg_id: str = "", kind: client_pb2.MessageKind.ValueType = 0,
-                   ref_seq: int = 0, mentions: Sequence[int] = (),
-                   deadline_s: float | None = None) -> client_pb2.SendAck:
+    async def send(
+        self,
+        body: str,
+        *,
+        to_user: int = 0,
+        to_group: int = 0,
+        client_msg_id: str = "",
+        kind: client_pb2.MessageKind.ValueType = 0,
+        ref_seq: int = 0,
+        mentions: Sequence[int] = (),
+        deadline_s: float | None = None,
+    ) -> client_pb2.SendAck:
         """Send until acked, across reconnects, with one client_msg_id (see `tui.outbox`).
         Before login the gateway's refusal is the answer: asked once, never retried. `kind`
         and `ref_seq` make it an edit or recall of my message ref_seq, or a reply to it. With
         `deadline_s` the caller stops waiting then (TIMEOUT); the message is still resent."""
-        request = client_pb2.SendRequest(client_msg_id=client_msg_id or uuid.uuid4().hex,
-                                         body=body, kind=kind, ref_seq=ref_seq,
-                                         mentions=mentions)
+        request = client_pb2.SendRequest(
+            client_msg_id=client_msg_id or uuid.uuid4().hex,
+            body=body,
+            kind=kind,
+            ref_seq=ref_seq,
+            mentions=mentions,
+        )
         if to_group:
             request.to_group = to_group
         else:
@@ -192,8 +232,9 @@ class ClientSession:
             async with asyncio.timeout(deadline_s):
                 ack = await self.outbox.send(request)
         except TimeoutError:
-            raise RpcError(pb.TIMEOUT, f"not acknowledged in {deadline_s:g} s; still being "
-                                       "resent") from None
+            raise RpcError(
+                pb.TIMEOUT, f"not acknowledged in {deadline_s:g} s; still being resent"
+            ) from None
         self._own_message(request, ack)
         return ack
 
@@ -205,10 +246,18 @@ class ClientSession:
         if me is None:
             return
         msg = client_pb2.ChatMessage(
-            conv_id=ack.conv_id, seq=ack.seq, msg_id=ack.msg_id, sender=me.user_id,
-            sender_account=me.account, body=request.body, ts_ms=ack.ts_ms,
-            client_msg_id=request.client_msg_id, kind=request.kind, ref_seq=request.ref_seq,
-            mentions=request.mentions)
+            conv_id=ack.conv_id,
+            seq=ack.seq,
+            msg_id=ack.msg_id,
+            sender=me.user_id,
+            sender_account=me.account,
+            body=request.body,
+            ts_ms=ack.ts_ms,
+            client_msg_id=request.client_msg_id,
+            kind=request.kind,
+            ref_seq=request.ref_seq,
+            mentions=request.mentions,
+        )
         if request.WhichOneof("to") == "to_group":
             msg.to_group = request.to_group
         else:
@@ -223,7 +272,8 @@ class ClientSession:
         forgot the session (any gateway the link knows will do; False), else the gateway is up
         and `err` was its answer (True); raise if the session ended."""
         healed = err.code == pb.UNAUTHENTICATED or (
-            err.code in LINK_DOWN and not await self._gateway_answers())
+            err.code in LINK_DOWN and not await self._gateway_answers()
+        )
         if healed:
             await self.link.recover()
         if not self.link.token:
@@ -247,8 +297,9 @@ class ClientSession:
         """Per-conversation seqs, cursors and unread counts."""
         return await self.call("Sync", client_pb2.SyncRequest())
 
-    async def history(self, conv_id: int, *, after_seq: int = 0, before_seq: int = 0,
-                      limit: int = 50) -> client_pb2.HistoryReply:
+    async def history(
+        self, conv_id: int, *, after_seq: int = 0, before_seq: int = 0, limit: int = 50
+    ) -> client_pb2.HistoryReply:
         request = client_pb2.HistoryRequest(conv_id=conv_id, limit=limit)
         if before_seq:
             request.before_seq = before_seq
@@ -256,8 +307,9 @@ class ClientSession:
             request.after_seq = after_seq
         return await self.call("History", request)
 
-    async def search_messages(self, query: str, *, before: client_pb2.ChatMessage | None = None,
-                              limit: int = 20) -> client_pb2.SearchMessagesReply:
+    async def search_messages(
+        self, query: str, *, before: client_pb2.ChatMessage | None = None, limit: int = 20
+    ) -> client_pb2.SearchMessagesReply:
         """Messages of my conversations holding every word of `query`, newest first; the next
         page starts after `before` (the last message of the previous page)."""
         request = client_pb2.SearchMessagesRequest(query=query, limit=limit)
@@ -271,20 +323,26 @@ class ClientSession:
     async def read(self, conv_id: int, seq: int) -> client_pb2.ReadReply:
         return await self.call("Read", client_pb2.ReadRequest(conv_id=conv_id, seq=seq))
 
-    async def group_read_counts(self, conv_id: int, from_seq: int,
-                                to_seq: int) -> client_pb2.GroupReadCountsReply:
-        return await self.call("GroupReadCounts", client_pb2.GroupReadCountsRequest(
-            conv_id=conv_id, from_seq=from_seq, to_seq=to_seq))
+    async def group_read_counts(
+        self, conv_id: int, from_seq: int, to_seq: int
+    ) -> client_pb2.GroupReadCountsReply:
+        return await self.call(
+            "GroupReadCounts",
+            client_pb2.GroupReadCountsRequest(conv_id=conv_id, from_seq=from_seq, to_seq=to_seq),
+        )
 
     # ---- the so-im command set
     async def me(self) -> client_pb2.MeReply:
         return await self.call("Me", client_pb2.MeRequest())
 
-    async def online_users(self, cursor: int = 0, limit: int = 50,
-                           everyone: bool = False) -> client_pb2.OnlineUsersReply:
+    async def online_users(
+        self, cursor: int = 0, limit: int = 50, everyone: bool = False
+    ) -> client_pb2.OnlineUsersReply:
         """Online friends and members of my groups; with `everyone`, every online user."""
-        return await self.call("OnlineUsers", client_pb2.OnlineUsersRequest(
-            cursor=cursor, limit=limit, everyone=everyone))
+        return await self.call(
+            "OnlineUsers",
+            client_pb2.OnlineUsersRequest(cursor=cursor, limit=limit, everyone=everyone),
+        )
 
     async def friends(self) -> client_pb2.FriendsReply:
         return await self.call("Friends", client_pb2.FriendsRequest())
@@ -299,8 +357,9 @@ class ClientSession:
         return await self.call("Groups", client_pb2.GroupsRequest())
 
     async def group_create(self, name: str, user_limit: int = 0) -> client_pb2.GroupCreateReply:
-        return await self.call("GroupCreate",
-                               client_pb2.GroupCreateRequest(name=name, user_limit=user_limit))
+        return await self.call(
+            "GroupCreate", client_pb2.GroupCreateRequest(name=name, user_limit=user_limit)
+        )
 
     async def group_search(self, prefix: str) -> client_pb2.GroupSearchReply:
         return await self.call("GroupSearch", client_pb2.GroupSearchRequest(prefix=prefix))
@@ -321,13 +380,20 @@ class ClientSession:
     def notify(self, text: str) -> None:
         """Show `text` as a notice from the client itself (the TUI's status line and console,
         a '* ' line in --plain)."""
-        self.events.put_nowait(ClientEvent(EventKind.PUSH, push=client_pb2.Push(
-            notice=client_pb2.Notice(kind=client_pb2.NOTICE_TEXT, text=text))))
+        self.events.put_nowait(
+            ClientEvent(
+                EventKind.PUSH,
+                push=client_pb2.Push(
+                    notice=client_pb2.Notice(kind=client_pb2.NOTICE_TEXT, text=text)
+                ),
+            )
+        )
 
     def _on_state(self, state: LinkState, endpoint: str) -> None:
         if state is LinkState.REDIRECT_REFUSED:
-            self.notify(f"not following a redirect: {endpoint}, not the pinned gateway key; "
-                        "staying here")
+            self.notify(
+                f"not following a redirect: {endpoint}, not the pinned gateway key; staying here"
+            )
             return
         if state is LinkState.SESSION_ENDED:
             self.notify(f"the session ended ({endpoint}); log in again")
@@ -359,8 +425,10 @@ class ClientSession:
                         await self.tracker.sync((await self.sync()).conversations)
                 elif item.WhichOneof("item") == "message":
                     await self.tracker.on_message(item.message)
-                elif (item.WhichOneof("item") == "notice"
-                      and item.notice.kind == client_pb2.NOTICE_REDIRECT):
+                elif (
+                    item.WhichOneof("item") == "notice"
+                    and item.notice.kind == client_pb2.NOTICE_REDIRECT
+                ):
                     self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
                     self._later(self.link.move(item.notice.redirect))
                 else:
@@ -407,4 +475,3 @@ class ClientSession:
         task = asyncio.ensure_future(job)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-

@@ -103,10 +103,12 @@ class TokenStore:
         except (ValueError, KeyError, TypeError):
             clusters = None
         if not isinstance(clusters, dict) or not all(
-                isinstance(e, dict) and isinstance(e.get("tokens"), dict)
-                for e in clusters.values()):
-            raise TokenStoreError(f"{self.path} is not a soim sessions file; delete it (every "
-                                  "remembered login is then forgotten)")
+            isinstance(e, dict) and isinstance(e.get("tokens"), dict) for e in clusters.values()
+        ):
+            raise TokenStoreError(
+                f"{self.path} is not a soim sessions file; delete it (every "
+                "remembered login is then forgotten)"
+            )
         return clusters
 
     def _write(self, clusters: dict[str, Any]) -> None:

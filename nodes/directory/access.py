@@ -31,8 +31,9 @@ class Access:
         self.ctx = ctx
 
     # ---- cached lookups
-    async def _through_l1(self, cache: str, l1: Lru[K, V], keys: Iterable[K],
-                          load: Callable[[list[K]], dict[K, V]]) -> dict[K, V]:
+    async def _through_l1(
+        self, cache: str, l1: Lru[K, V], keys: Iterable[K], load: Callable[[list[K]], dict[K, V]]
+    ) -> dict[K, V]:
         """The value of each key: from `l1`, else by `load` (a database thread) on the keys
         missed, whose answers fill `l1` unless an invalidation came in meanwhile."""
         out: dict[K, V] = {}
@@ -55,8 +56,9 @@ class Access:
 
     async def friendships(self, pairs: Iterable[Pair]) -> dict[Pair, int]:
         """conv_id of each pair (0 when not accepted friends)."""
-        return await self._through_l1("friendships", self.ctx.l1.friendships, pairs,
-                                      self._load_friendships)
+        return await self._through_l1(
+            "friendships", self.ctx.l1.friendships, pairs, self._load_friendships
+        )
 
     def _load_friendships(self, pairs: list[Pair]) -> dict[Pair, int]:
         l2 = self.ctx.l2
@@ -74,8 +76,7 @@ class Access:
 
     async def members(self, group_ids: Iterable[int]) -> dict[int, Members]:
         """Member ids (ascending) of each group; None for a group that does not exist."""
-        return await self._through_l1("members", self.ctx.l1.members, group_ids,
-                                      self._load_members)
+        return await self._through_l1("members", self.ctx.l1.members, group_ids, self._load_members)
 
     def _load_members(self, group_ids: list[int]) -> dict[int, Members]:
         l2 = self.ctx.l2
@@ -85,8 +86,7 @@ class Access:
             stats.looked_up("members", "l2", len(found), len(rest))
         if rest:
             known = group_rows.members(self.ctx.store, rest)
-            loaded: dict[int, Members] = {
-                g: tuple(known[g]) if g in known else None for g in rest}
+            loaded: dict[int, Members] = {g: tuple(known[g]) if g in known else None for g in rest}
             if l2 is not None:
                 l2.put_members(loaded)
             found.update(loaded)
@@ -97,25 +97,41 @@ class Access:
         return await self._through_l1("direct", self.ctx.l1.direct, user_ids, self._load_direct)
 
     def _load_direct(self, user_ids: list[int]) -> dict[int, dict[int, int]]:
-        return {u: {r.conv_id: r.friend_id for r in friend_rows.of_user(self.ctx.store, u)
-                    if r.accepted} for u in user_ids}
+        return {
+            u: {
+                r.conv_id: r.friend_id for r in friend_rows.of_user(self.ctx.store, u) if r.accepted
+            }
+            for u in user_ids
+        }
 
     # ---- rpcs
-    async def check_access(self, req: cluster_pb2.AccessRequest,
-                           call: Call) -> cluster_pb2.AccessReply:
+    async def check_access(
+        self, req: cluster_pb2.AccessRequest, call: Call
+    ) -> cluster_pb2.AccessReply:
         """One AccessResult per check, in order: OK with the conversation, or why not."""
         checks = [(c, c.WhichOneof("target")) for c in req.checks]
         friendships = await self.friendships(
-            pair(c.user_id, c.to_user) for c, target in checks if target == "to_user")
+            pair(c.user_id, c.to_user) for c, target in checks if target == "to_user"
+        )
         directs = await self.direct(c.user_id for c, target in checks if target == "conv_id")
         members = await self.members(
             [c.to_group for c, target in checks if target == "to_group"]
-            + [c.conv_id for c, target in checks
-               if target == "conv_id" and c.conv_id not in directs[c.user_id]])
-        strangers = {c.to_user for c, target in checks if target == "to_user"
-                     and c.user_id != c.to_user and not friendships[pair(c.user_id, c.to_user)]}
-        known = await self.ctx.db(account_rows.users, self.ctx.store, strangers) \
-            if strangers else {}
+            + [
+                c.conv_id
+                for c, target in checks
+                if target == "conv_id" and c.conv_id not in directs[c.user_id]
+            ]
+        )
+        strangers = {
+            c.to_user
+            for c, target in checks
+            if target == "to_user"
+            and c.user_id != c.to_user
+            and not friendships[pair(c.user_id, c.to_user)]
+        }
+        known = (
+            await self.ctx.db(account_rows.users, self.ctx.store, strangers) if strangers else {}
+        )
         results = []
         for c, target in checks:
             if not c.user_id or target is None:
@@ -128,9 +144,11 @@ class Access:
                 group_id = c.to_group if target == "to_group" else c.conv_id
                 results.append(_group(group_id, c.user_id, members[group_id]))
         await self._refuse_blocked(checks, results)
-        readers = {(r.conv_id, c.user_id) for r, (c, target) in zip(results, checks, strict=True)
-                   if target == "conv_id" and r.error == pb.OK
-                   and r.kind == client_pb2.CONV_KIND_GROUP}
+        readers = {
+            (r.conv_id, c.user_id)
+            for r, (c, target) in zip(results, checks, strict=True)
+            if target == "conv_id" and r.error == pb.OK and r.kind == client_pb2.CONV_KIND_GROUP
+        }
         if readers:
             floors = await self.ctx.db(group_rows.floors, self.ctx.store, readers)
             for r, (c, target) in zip(results, checks, strict=True):
@@ -138,11 +156,17 @@ class Access:
                     r.floor_seq = floors[(r.conv_id, c.user_id)]
         return cluster_pb2.AccessReply(results=results)
 
-    async def _refuse_blocked(self, checks: Sequence[tuple[cluster_pb2.AccessCheck, str | None]],
-                              results: list[cluster_pb2.AccessResult]) -> None:
+    async def _refuse_blocked(
+        self,
+        checks: Sequence[tuple[cluster_pb2.AccessCheck, str | None]],
+        results: list[cluster_pb2.AccessResult],
+    ) -> None:
         """A 1:1 send allowed so far becomes BLOCKED when its recipient blocks the sender."""
-        sends = [(c.to_user, c.user_id) for (c, target), r in zip(checks, results, strict=True)
-                 if target == "to_user" and r.error == pb.OK]
+        sends = [
+            (c.to_user, c.user_id)
+            for (c, target), r in zip(checks, results, strict=True)
+            if target == "to_user" and r.error == pb.OK
+        ]
         if not sends:
             return
         found = await self.blocks(sends)
@@ -169,24 +193,37 @@ class Access:
         people = account_rows.users(store, [r.friend_id for r in friends])
         groups = group_rows.groups(store, group_rows.of_user(store, user_id))
         floors = group_rows.floors(store, ((g, user_id) for g in groups))
-        convs = [client_pb2.Conversation(
-            conv_id=r.conv_id, kind=client_pb2.CONV_KIND_DIRECT, peer_id=r.friend_id,
-            title=people[r.friend_id].nickname if r.friend_id in people else "")
-            for r in sorted(friends, key=lambda r: r.conv_id)]
-        convs += [client_pb2.Conversation(conv_id=g.group_id, kind=client_pb2.CONV_KIND_GROUP,
-                                          peer_id=g.group_id, title=g.name,
-                                          floor_seq=floors[(g.group_id, user_id)])
-                  for g in sorted(groups.values(), key=lambda g: g.group_id)]
+        convs = [
+            client_pb2.Conversation(
+                conv_id=r.conv_id,
+                kind=client_pb2.CONV_KIND_DIRECT,
+                peer_id=r.friend_id,
+                title=people[r.friend_id].nickname if r.friend_id in people else "",
+            )
+            for r in sorted(friends, key=lambda r: r.conv_id)
+        ]
+        convs += [
+            client_pb2.Conversation(
+                conv_id=g.group_id,
+                kind=client_pb2.CONV_KIND_GROUP,
+                peer_id=g.group_id,
+                title=g.name,
+                floor_seq=floors[(g.group_id, user_id)],
+            )
+            for g in sorted(groups.values(), key=lambda g: g.group_id)
+        ]
         return client_pb2.SyncReply(conversations=convs)
 
 
 def _direct(conv_id: int, peer_id: int) -> cluster_pb2.AccessResult:
-    return cluster_pb2.AccessResult(error=pb.OK, conv_id=conv_id,
-                                    kind=client_pb2.CONV_KIND_DIRECT, peer_id=peer_id)
+    return cluster_pb2.AccessResult(
+        error=pb.OK, conv_id=conv_id, kind=client_pb2.CONV_KIND_DIRECT, peer_id=peer_id
+    )
 
 
-def _to_user(c: cluster_pb2.AccessCheck, conv_id: int,
-             known: Mapping[int, object]) -> cluster_pb2.AccessResult:
+def _to_user(
+    c: cluster_pb2.AccessCheck, conv_id: int, known: Mapping[int, object]
+) -> cluster_pb2.AccessResult:
     """A 1:1 send: OK with the conversation of two friends; SELF_MESSAGE to oneself, NOT_FOUND
     to an account that does not exist, NOT_FRIEND to anyone else."""
     if c.user_id == c.to_user:
@@ -201,5 +238,6 @@ def _group(group_id: int, user_id: int, members: Members) -> cluster_pb2.AccessR
         return cluster_pb2.AccessResult(error=pb.NOT_FOUND)
     if user_id not in members:
         return cluster_pb2.AccessResult(error=pb.NOT_MEMBER)
-    return cluster_pb2.AccessResult(error=pb.OK, conv_id=group_id,
-                                    kind=client_pb2.CONV_KIND_GROUP, peer_id=group_id)
+    return cluster_pb2.AccessResult(
+        error=pb.OK, conv_id=group_id, kind=client_pb2.CONV_KIND_GROUP, peer_id=group_id
+    )

@@ -28,18 +28,21 @@ class Accounts:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def register(self, req: cluster_pb2.DirRegisterRequest,
-                       call: Call) -> cluster_pb2.DirAuthReply:
+    async def register(
+        self, req: cluster_pb2.DirRegisterRequest, call: Call
+    ) -> cluster_pb2.DirAuthReply:
         """A new account, logged in. INVALID_ACCOUNT/PASSWORD/NAME, ALREADY_EXISTS, RATE_LIMITED."""
         account = validation.account(req.account)
         password = validation.password(req.password)
         nickname = validation.name(req.nickname, "nickname") if req.nickname else account
         ctx = self.ctx
         await ctx.db(self._may_register, account, req.client_addr)
-        pw_hash = await ctx.kdf(req.client_addr, passwords.hash_password, password,
-                                ctx.options.scrypt_n)
-        user = await ctx.db(account_rows.create, ctx.store, ctx.ids, account, nickname, pw_hash,
-                            now_ms())
+        pw_hash = await ctx.kdf(
+            req.client_addr, passwords.hash_password, password, ctx.options.scrypt_n
+        )
+        user = await ctx.db(
+            account_rows.create, ctx.store, ctx.ids, account, nickname, pw_hash, now_ms()
+        )
         return await ctx.db(self.authorised, user)
 
     def _may_register(self, account: str, addr: str) -> None:
@@ -50,8 +53,7 @@ class Accounts:
         if account_rows.credentials(ctx.store, account) is not None:
             raise RpcError(pb.ALREADY_EXISTS, f"account {account!r} is taken")
 
-    async def login(self, req: cluster_pb2.DirLoginRequest,
-                    call: Call) -> cluster_pb2.DirAuthReply:
+    async def login(self, req: cluster_pb2.DirLoginRequest, call: Call) -> cluster_pb2.DirAuthReply:
         """Account and password to a token. BAD_CREDENTIALS, LOCKED_OUT, ACCOUNT_DISABLED.
 
         Every failure counts against the (account, address) pair, the address and the account
@@ -66,8 +68,10 @@ class Accounts:
     async def checked(self, account: str, password: str, addr: str) -> cluster_pb2.UserRecord:
         """The user whose account and password these are, throttled as a login (a failure
         counts against the account and the address `addr`). BAD_CREDENTIALS, LOCKED_OUT."""
-        if (not validation.ACCOUNT_RE.fullmatch(account)
-                or not validation.PASSWORD_MIN <= len(password) <= validation.PASSWORD_MAX):
+        if (
+            not validation.ACCOUNT_RE.fullmatch(account)
+            or not validation.PASSWORD_MIN <= len(password) <= validation.PASSWORD_MAX
+        ):
             raise RpcError(pb.BAD_CREDENTIALS, "wrong account or password")
         ctx = self.ctx
         found = await ctx.db(self._lookup, account, addr)
@@ -93,16 +97,18 @@ class Accounts:
         user = account_rows.users(ctx.store, [creds.user_id]).get(creds.user_id)
         return None if user is None else (user, creds.pw_hash)
 
-    async def verify_token(self, req: cluster_pb2.DirTokenRequest,
-                           call: Call) -> cluster_pb2.DirAuthReply:
+    async def verify_token(
+        self, req: cluster_pb2.DirTokenRequest, call: Call
+    ) -> cluster_pb2.DirAuthReply:
         """A valid token to its user and a fresh token. TOKEN_INVALID, ACCOUNT_DISABLED."""
         result = (await self._verify([req.token])).results[0]
         if result.code != pb.OK:
             raise RpcError(result.code, result.detail)
         return result.auth
 
-    async def verify_tokens(self, req: cluster_pb2.DirTokensRequest,
-                            call: Call) -> cluster_pb2.DirTokensReply:
+    async def verify_tokens(
+        self, req: cluster_pb2.DirTokensRequest, call: Call
+    ) -> cluster_pb2.DirTokensReply:
         """VerifyToken of many tokens, one result each, with one read of their users."""
         if len(req.tokens) > MAX_TOKENS:
             raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_TOKENS} tokens per call")
@@ -134,8 +140,9 @@ class Accounts:
                 continue
             user = found.get(c.user_id)
             if user is None or not token_rows.claim(store, (c.user_id, c.nonce)):
-                outcomes[i] = _refused(pb.TOKEN_INVALID, "not a token"
-                                       if user is None else "revoked or already used")
+                outcomes[i] = _refused(
+                    pb.TOKEN_INVALID, "not a token" if user is None else "revoked or already used"
+                )
             elif user.disabled:
                 outcomes[i] = _refused(pb.ACCOUNT_DISABLED, "this account is disabled")
             else:
@@ -145,8 +152,9 @@ class Accounts:
             token_rows.add(store, fresh, now_ms())
         return _results(checked, outcomes)
 
-    def _mint(self, user: cluster_pb2.UserRecord,
-              fresh: list[tuple[int, int, int]]) -> cluster_pb2.DirAuthReply:
+    def _mint(
+        self, user: cluster_pb2.UserRecord, fresh: list[tuple[int, int, int]]
+    ) -> cluster_pb2.DirAuthReply:
         """A new token for `user`, its row appended to `fresh` (for token_rows.add)."""
         nonce = new_nonce()
         token, expires_ms = self.ctx.signer.issue(user.user_id, nonce=nonce)
@@ -164,7 +172,8 @@ class Accounts:
         """The known users among the ids, in request order, with last-active times."""
         found = await self.ctx.db(self.records, list(req.user_ids))
         return cluster_pb2.DirUsersReply(
-            users=[found[u] for u in dict.fromkeys(req.user_ids) if u in found])
+            users=[found[u] for u in dict.fromkeys(req.user_ids) if u in found]
+        )
 
     def records(self, user_ids: list[int]) -> dict[int, cluster_pb2.UserRecord]:
         """User records with last_active_ms filled in (blocking: a database thread)."""
@@ -182,25 +191,34 @@ class Accounts:
         await self.ctx.db(account_rows.touch, self.ctx.store, latest)
         return cluster_pb2.TouchReply()
 
-    async def search_users(self, req: client_pb2.SearchUsersRequest,
-                           call: Call) -> client_pb2.SearchUsersReply:
+    async def search_users(
+        self, req: client_pb2.SearchUsersRequest, call: Call
+    ) -> client_pb2.SearchUsersReply:
         """At most 20 users whose account starts with the prefix, by account."""
         prefix = validation.account_prefix(req.prefix)
         store = self.ctx.store
         hits = await self.ctx.db(account_rows.search, store, prefix)
         found = await self.ctx.db(account_rows.users, store, [u for _, u in hits])
-        return client_pb2.SearchUsersReply(users=[
-            client_pb2.UserSummary(user_id=u, account=a, nickname=found[u].nickname)
-            for a, u in hits if u in found])
+        return client_pb2.SearchUsersReply(
+            users=[
+                client_pb2.UserSummary(user_id=u, account=a, nickname=found[u].nickname)
+                for a, u in hits
+                if u in found
+            ]
+        )
 
 
 def _refused(code: int, detail: str) -> cluster_pb2.DirTokenResult:
     return cluster_pb2.DirTokenResult(code=code, detail=detail)
 
 
-def _results(checked: list[Token | RpcError],
-             outcomes: dict[int, cluster_pb2.DirTokenResult]) -> cluster_pb2.DirTokensReply:
+def _results(
+    checked: list[Token | RpcError], outcomes: dict[int, cluster_pb2.DirTokenResult]
+) -> cluster_pb2.DirTokensReply:
     """One result per checked token: its outcome, or the error its signature check raised."""
-    return cluster_pb2.DirTokensReply(results=[
-        outcomes[i] if isinstance(c, Token) else _refused(c.code, c.detail)
-        for i, c in enumerate(checked)])
+    return cluster_pb2.DirTokensReply(
+        results=[
+            outcomes[i] if isinstance(c, Token) else _refused(c.code, c.detail)
+            for i, c in enumerate(checked)
+        ]
+    )

@@ -11,10 +11,31 @@ from fabric.methods import catalogue
 from schema import cluster_pb2
 
 IDEMPOTENT = (
-    "VerifyToken", "VerifyTokens", "Users", "Touch", "SearchUsers", "Friends", "CheckAccess",
-    "Conversations", "Groups", "GroupSearch", "GroupUsers", "GroupMembers", "SetDisabled",
-    "ListGroups", "RevokeToken", "EndSessions", "SetPassword", "CheckTokens", "Unlock",
-    "GroupSettings", "GroupInvite", "ListUsers", "DeleteUser", "Block", "Contacts",
+    "VerifyToken",
+    "VerifyTokens",
+    "Users",
+    "Touch",
+    "SearchUsers",
+    "Friends",
+    "CheckAccess",
+    "Conversations",
+    "Groups",
+    "GroupSearch",
+    "GroupUsers",
+    "GroupMembers",
+    "SetDisabled",
+    "ListGroups",
+    "RevokeToken",
+    "EndSessions",
+    "SetPassword",
+    "CheckTokens",
+    "Unlock",
+    "GroupSettings",
+    "GroupInvite",
+    "ListUsers",
+    "DeleteUser",
+    "Block",
+    "Contacts",
 )
 """Retried on TIMEOUT/UNAVAILABLE. AddFriend is idempotent by its semantics (asking twice
 leaves one request) but is not retried: a retry after an accept would answer ALREADY_FRIENDS."""

@@ -47,8 +47,12 @@ def pair(a: int, b: int) -> Pair:
 class Lru(Generic[K, V]):
     """A bounded LRU with a TTL per entry. Not thread-safe: use it on the event loop."""
 
-    def __init__(self, ttl_s: float = L1_TTL_S, max_entries: int = L1_MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl_s: float = L1_TTL_S,
+        max_entries: int = L1_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._clock = clock
@@ -175,13 +179,23 @@ def _unpack(raw: bytes) -> Members:
 
 def friendship_changed(a: int, b: int, conv_id: int = 0) -> cluster_pb2.CacheInvalidation:
     """The invalidation of one friendship write."""
-    return cluster_pb2.CacheInvalidation(items=[cluster_pb2.Invalidation(
-        friendship=cluster_pb2.FriendshipChanged(user_a=a, user_b=b, conv_id=conv_id))])
+    return cluster_pb2.CacheInvalidation(
+        items=[
+            cluster_pb2.Invalidation(
+                friendship=cluster_pb2.FriendshipChanged(user_a=a, user_b=b, conv_id=conv_id)
+            )
+        ]
+    )
 
 
-def membership_changed(group_id: int, user_id: int,
-                       member: bool) -> cluster_pb2.CacheInvalidation:
+def membership_changed(group_id: int, user_id: int, member: bool) -> cluster_pb2.CacheInvalidation:
     """The invalidation of one membership write."""
-    return cluster_pb2.CacheInvalidation(items=[cluster_pb2.Invalidation(
-        membership=cluster_pb2.MembershipChanged(group_id=group_id, user_id=user_id,
-                                                 member=member))])
+    return cluster_pb2.CacheInvalidation(
+        items=[
+            cluster_pb2.Invalidation(
+                membership=cluster_pb2.MembershipChanged(
+                    group_id=group_id, user_id=user_id, member=member
+                )
+            )
+        ]
+    )

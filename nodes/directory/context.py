@@ -96,11 +96,16 @@ class Context:
     l2: L2 | None = None
     l1: L1 = field(default_factory=L1)
     _db_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(DB_THREADS, thread_name_prefix="dir-db"))
+        default_factory=lambda: ThreadPoolExecutor(DB_THREADS, thread_name_prefix="dir-db")
+    )
     _kdf_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(KDF_THREADS, thread_name_prefix="dir-kdf"))
-    kdf_gate: KdfGate = field(default_factory=lambda: KdfGate(
-        KDF_THREADS * timing.KDF_QUEUE_JOBS_PER_THREAD, timing.KDF_JOBS_PER_ADDRESS))
+        default_factory=lambda: ThreadPoolExecutor(KDF_THREADS, thread_name_prefix="dir-kdf")
+    )
+    kdf_gate: KdfGate = field(
+        default_factory=lambda: KdfGate(
+            KDF_THREADS * timing.KDF_QUEUE_JOBS_PER_THREAD, timing.KDF_JOBS_PER_ADDRESS
+        )
+    )
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking database (or Redis) work in a database thread.
@@ -110,8 +115,7 @@ class Context:
         """
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._db_pool,
-                                              functools.partial(fn, *args, **kwargs))
+            return await loop.run_in_executor(self._db_pool, functools.partial(fn, *args, **kwargs))
         except (StoreUnavailable, CacheUnavailable) as err:
             log.warning("%s: %s", fn.__name__, err)
             raise RpcError(pb.UNAVAILABLE, "the directory's database is unavailable") from None
@@ -142,18 +146,23 @@ class Context:
             try:
                 await self.db(self.l2.invalidate, inv)
             except RpcError:
-                log.warning("Redis entries of a write not invalidated; they expire in %d s",
-                            L2_TTL_S)
+                log.warning(
+                    "Redis entries of a write not invalidated; they expire in %d s", L2_TTL_S
+                )
         self.l1.apply(inv)
         self.publish(INV_TOPIC, INV_METHOD, inv)
 
-    def end_sessions(self, user_ids: list[int], reason: str,
-                     keep: cluster_pb2.SessionRef | None = None) -> None:
+    def end_sessions(
+        self, user_ids: list[int], reason: str, keep: cluster_pb2.SessionRef | None = None
+    ) -> None:
         """Tell every gateway to end the live sessions of these users now, except `keep`
         (their tokens are already revoked; a gateway that misses this finds out by its token
         audit)."""
-        self.publish(END_TOPIC, END_METHOD,
-                     cluster_pb2.SessionsEnd(user_ids=user_ids, reason=reason, keep=keep))
+        self.publish(
+            END_TOPIC,
+            END_METHOD,
+            cluster_pb2.SessionsEnd(user_ids=user_ids, reason=reason, keep=keep),
+        )
 
     def close(self) -> None:
         """Wait for running work, then stop the pools (the node closes store and Redis)."""

@@ -59,8 +59,9 @@ class FriendRow:
     """Pending: when the last notice of the request went out; accepted: when it was asked."""
 
 
-def add(store: Store, ids: SegmentAllocator, me: int, other: int,
-        now_ms: int) -> tuple[Outcome, int]:
+def add(
+    store: Store, ids: SegmentAllocator, me: int, other: int, now_ms: int
+) -> tuple[Outcome, int]:
     """Request `other`'s friendship or accept their request; returns (outcome, conv_id).
 
     Asking again while a request is pending leaves one request (REPEATED, or REQUESTED when
@@ -72,8 +73,9 @@ def add(store: Store, ids: SegmentAllocator, me: int, other: int,
     lo, hi = min(me, other), max(me, other)
     row = _canonical(store, lo, hi)
     if row is None:
-        created = store.execute("friend", lo, _insert(store, "friend", lo),
-                                (lo, hi, 0, FRIEND_PENDING, me, now_ms))
+        created = store.execute(
+            "friend", lo, _insert(store, "friend", lo), (lo, hi, 0, FRIEND_PENDING, me, now_ms)
+        )
         if created:
             _mirror(store, hi, lo, 0, me, now_ms)
             return Outcome.REQUESTED, 0
@@ -87,9 +89,13 @@ def add(store: Store, ids: SegmentAllocator, me: int, other: int,
         _mirror(store, hi, lo, 0, me, now_ms)
         return _renotify(store, row, now_ms), 0
     conv_id = ids.next_id("conv")
-    won = store.execute("friend", lo, "UPDATE {t} SET state = %s, conv_id = %s "
-                        "WHERE user_id = %s AND friend_id = %s AND state = %s",
-                        (FRIEND_ACCEPTED, conv_id, lo, hi, FRIEND_PENDING))
+    won = store.execute(
+        "friend",
+        lo,
+        "UPDATE {t} SET state = %s, conv_id = %s "
+        "WHERE user_id = %s AND friend_id = %s AND state = %s",
+        (FRIEND_ACCEPTED, conv_id, lo, hi, FRIEND_PENDING),
+    )
     if not won:
         raise RpcError(pb.ALREADY_FRIENDS, "you are friends already")
     _mirror(store, hi, lo, conv_id, row.requested_by, now_ms)
@@ -100,9 +106,13 @@ def _renotify(store: Store, row: FriendRow, now_ms: int) -> Outcome:
     """REQUESTED if a new notice of the pending `row` is due (and this call claimed it)."""
     if now_ms - row.created_ms < NOTICE_EVERY_MS:
         return Outcome.REPEATED
-    claimed = store.execute("friend", row.user_id, "UPDATE {t} SET created = %s WHERE user_id = %s "
-                            "AND friend_id = %s AND state = %s AND created = %s",
-                            (now_ms, row.user_id, row.friend_id, FRIEND_PENDING, row.created_ms))
+    claimed = store.execute(
+        "friend",
+        row.user_id,
+        "UPDATE {t} SET created = %s WHERE user_id = %s "
+        "AND friend_id = %s AND state = %s AND created = %s",
+        (now_ms, row.user_id, row.friend_id, FRIEND_PENDING, row.created_ms),
+    )
     return Outcome.REQUESTED if claimed else Outcome.REPEATED
 
 
@@ -116,9 +126,12 @@ def remove(store: Store, me: int, other: int, decline: bool) -> int:
         raise RpcError(pb.NOT_FOUND, "they have not asked to be your friend")
     gone = 0
     for user_id, friend_id in ((lo, hi), (hi, lo)):
-        gone += store.execute("friend", user_id,
-                              "DELETE FROM {t} WHERE user_id = %s AND friend_id = %s",
-                              (user_id, friend_id))
+        gone += store.execute(
+            "friend",
+            user_id,
+            "DELETE FROM {t} WHERE user_id = %s AND friend_id = %s",
+            (user_id, friend_id),
+        )
     if not gone:
         raise RpcError(pb.NOT_FOUND, "no friendship or request with them")
     return row.conv_id if row is not None else 0
@@ -126,8 +139,9 @@ def remove(store: Store, me: int, other: int, decline: bool) -> int:
 
 def of_user(store: Store, user_id: int) -> list[FriendRow]:
     """Every friend and pending request of `user_id` (its own rows)."""
-    rows = store.query("friend", user_id, f"SELECT {_COLUMNS} FROM {{t}} WHERE user_id = %s",
-                       (user_id,))
+    rows = store.query(
+        "friend", user_id, f"SELECT {_COLUMNS} FROM {{t}} WHERE user_id = %s", (user_id,)
+    )
     return [_row(r) for r in rows]
 
 
@@ -143,32 +157,46 @@ def conversations(store: Store, pairs: Iterable[tuple[int, int]]) -> dict[tuple[
         groups.setdefault(shard_of(pair[0]), []).append(pair)
     for group in groups.values():
         for i in range(0, len(group), IN_CHUNK):
-            chunk = group[i:i + IN_CHUNK]
+            chunk = group[i : i + IN_CHUNK]
             match = " OR ".join(["(user_id = %s AND friend_id = %s)"] * len(chunk))
-            rows = store.query("friend", chunk[0][0],
-                               f"SELECT user_id, friend_id, conv_id FROM {{t}} "
-                               f"WHERE state = %s AND ({match})",
-                               [FRIEND_ACCEPTED, *(v for pair in chunk for v in pair)])
+            rows = store.query(
+                "friend",
+                chunk[0][0],
+                f"SELECT user_id, friend_id, conv_id FROM {{t}} WHERE state = %s AND ({match})",
+                [FRIEND_ACCEPTED, *(v for pair in chunk for v in pair)],
+            )
             out.update({(int(lo), int(hi)): int(conv) for lo, hi, conv in rows})
     return out
 
 
 def _canonical(store: Store, lo: int, hi: int) -> FriendRow | None:
-    rows = store.query("friend", lo, f"SELECT {_COLUMNS} FROM {{t}} "
-                       "WHERE user_id = %s AND friend_id = %s", (lo, hi))
+    rows = store.query(
+        "friend",
+        lo,
+        f"SELECT {_COLUMNS} FROM {{t}} WHERE user_id = %s AND friend_id = %s",
+        (lo, hi),
+    )
     return _row(rows[0]) if rows else None
 
 
-def _mirror(store: Store, user_id: int, friend_id: int, conv_id: int, requested_by: int,
-            now_ms: int) -> None:
+def _mirror(
+    store: Store, user_id: int, friend_id: int, conv_id: int, requested_by: int, now_ms: int
+) -> None:
     """Bring the mirror row up to the canonical state: created if absent, never moved back."""
     if conv_id:
-        store.execute("friend", user_id, "UPDATE {t} SET state = %s, conv_id = %s "
-                      "WHERE user_id = %s AND friend_id = %s",
-                      (FRIEND_ACCEPTED, conv_id, user_id, friend_id))
+        store.execute(
+            "friend",
+            user_id,
+            "UPDATE {t} SET state = %s, conv_id = %s WHERE user_id = %s AND friend_id = %s",
+            (FRIEND_ACCEPTED, conv_id, user_id, friend_id),
+        )
     state = FRIEND_ACCEPTED if conv_id else FRIEND_PENDING
-    store.execute("friend", user_id, _insert(store, "friend", user_id),
-                  (user_id, friend_id, conv_id, state, requested_by, now_ms))
+    store.execute(
+        "friend",
+        user_id,
+        _insert(store, "friend", user_id),
+        (user_id, friend_id, conv_id, state, requested_by, now_ms),
+    )
 
 
 def _insert(store: Store, table: str, key: int) -> str:
@@ -178,5 +206,11 @@ def _insert(store: Store, table: str, key: int) -> str:
 
 def _row(r: Row) -> FriendRow:
     user_id, friend_id, conv_id, state, requested_by, created = r
-    return FriendRow(int(user_id), int(friend_id), int(conv_id), state == FRIEND_ACCEPTED,
-                     int(requested_by), int(created))
+    return FriendRow(
+        int(user_id),
+        int(friend_id),
+        int(conv_id),
+        state == FRIEND_ACCEPTED,
+        int(requested_by),
+        int(created),
+    )

@@ -25,8 +25,9 @@ class Friends:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def add_friend(self, req: cluster_pb2.DirAddFriendRequest,
-                         call: Call) -> client_pb2.AddFriendReply:
+    async def add_friend(
+        self, req: cluster_pb2.DirAddFriendRequest, call: Call
+    ) -> client_pb2.AddFriendReply:
         """Request, or accept. Errors: SELF_FRIEND, NOT_FOUND, BLOCKED, ALREADY_FRIENDS."""
         me = validation.user_id(req.user_id)
         other = validation.user_id(req.friend_id, "friend_id")
@@ -35,10 +36,11 @@ class Friends:
         outcome, conv_id = await self.ctx.db(self._add, me, other)
         await self.ctx.announce(caches.friendship_changed(me, other, conv_id))
         if outcome is friend_rows.Outcome.ACCEPTED:
-            return client_pb2.AddFriendReply(result=client_pb2.ADD_FRIEND_ACCEPTED,
-                                             conv_id=conv_id)
-        return client_pb2.AddFriendReply(result=client_pb2.ADD_FRIEND_REQUESTED,
-                                         notified=outcome is friend_rows.Outcome.REQUESTED)
+            return client_pb2.AddFriendReply(result=client_pb2.ADD_FRIEND_ACCEPTED, conv_id=conv_id)
+        return client_pb2.AddFriendReply(
+            result=client_pb2.ADD_FRIEND_REQUESTED,
+            notified=outcome is friend_rows.Outcome.REQUESTED,
+        )
 
     def _add(self, me: int, other: int) -> tuple[friend_rows.Outcome, int]:
         ctx = self.ctx
@@ -64,14 +66,28 @@ class Friends:
             person = people.get(r.friend_id)
             if person is None:
                 continue
-            state = (client_pb2.FRIEND_STATE_ACCEPTED if r.accepted
-                     else client_pb2.FRIEND_STATE_OUTGOING if r.requested_by == user_id
-                     else client_pb2.FRIEND_STATE_INCOMING)
-            out.append(client_pb2.Friend(user_id=r.friend_id, account=person.account,
-                                         nickname=person.nickname, conv_id=r.conv_id,
-                                         state=state))
+            state = (
+                client_pb2.FRIEND_STATE_ACCEPTED
+                if r.accepted
+                else client_pb2.FRIEND_STATE_OUTGOING
+                if r.requested_by == user_id
+                else client_pb2.FRIEND_STATE_INCOMING
+            )
+            out.append(
+                client_pb2.Friend(
+                    user_id=r.friend_id,
+                    account=person.account,
+                    nickname=person.nickname,
+                    conv_id=r.conv_id,
+                    state=state,
+                )
+            )
         out.sort(key=lambda f: f.account)
         listed = sorted((people[u] for u in blocked if u in people), key=lambda u: u.account)
-        return client_pb2.FriendsReply(friends=out, blocked=[
-            client_pb2.UserSummary(user_id=u.user_id, account=u.account, nickname=u.nickname)
-            for u in listed])
+        return client_pb2.FriendsReply(
+            friends=out,
+            blocked=[
+                client_pb2.UserSummary(user_id=u.user_id, account=u.account, nickname=u.nickname)
+                for u in listed
+            ],
+        )

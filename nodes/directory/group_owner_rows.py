@@ -34,8 +34,9 @@ def hand_over(store: Store, group_id: int, owner: int, heir: int) -> GroupRow:
     """The owner makes the member `heir` the owner. Errors: NOT_FOUND, FORBIDDEN, NOT_MEMBER."""
     with transaction(store, "group", group_id) as txn:
         _check_owner(txn, group_id, owner, "hands it over")
-        if not txn.query("SELECT 1 FROM {t:group_member} WHERE group_id = %s AND user_id = %s",
-                         (group_id, heir)):
+        if not txn.query(
+            "SELECT 1 FROM {t:group_member} WHERE group_id = %s AND user_id = %s", (group_id, heir)
+        ):
             raise RpcError(pb.NOT_MEMBER, "they are not a member")
         txn.execute("UPDATE {t:group} SET owner = %s WHERE group_id = %s", (heir, group_id))
     return group_rows.groups(store, [group_id])[group_id]

@@ -55,8 +55,9 @@ class DirectoryNode(Node):
     async def on_start(self) -> None:
         cfg = self.cfg
         options = DirectoryOptions.from_extra(cfg.extra)
-        signer = TokenSigner(signing_key(load_secret(cfg.keys_dir, TOKEN_SECRET)),
-                             options.token_ttl_s)
+        signer = TokenSigner(
+            signing_key(load_secret(cfg.keys_dir, TOKEN_SECRET)), options.token_ttl_s
+        )
         try:
             self.store = await asyncio.to_thread(Store.from_config, cfg)
         except StoreUnavailable as err:
@@ -68,39 +69,59 @@ class DirectoryNode(Node):
         try:
             self.cache = await asyncio.to_thread(Cache.from_config, cfg)
         except CacheUnavailable as err:
-            raise ConfigError("SOIM_REDIS_URL", str(err).removeprefix("SOIM_REDIS_URL: ")) \
-                from None
+            raise ConfigError("SOIM_REDIS_URL", str(err).removeprefix("SOIM_REDIS_URL: ")) from None
         counters = RedisCounters(self.cache) if self.cache is not None else LocalCounters()
         self.shared = ctx = Context(
-            store=self.store, ids=self.ids, options=options, signer=signer,
-            throttle=LoginThrottle(counters), publish=self.publisher.publish,
+            store=self.store,
+            ids=self.ids,
+            options=options,
+            signer=signer,
+            throttle=LoginThrottle(counters),
+            publish=self.publisher.publish,
             l2=L2(self.cache) if self.cache is not None else None,
-            kdf_gate=KdfGate(KDF_THREADS * timing.KDF_QUEUE_JOBS_PER_THREAD,
-                             options.kdf_per_addr))
+            kdf_gate=KdfGate(KDF_THREADS * timing.KDF_QUEUE_JOBS_PER_THREAD, options.kdf_per_addr),
+        )
         accounts, friends, access = Accounts(ctx), Friends(ctx), Access(ctx)
         groups = Groups(ctx, access, accounts)
         ends = Revocation(ctx)
         admin = UserAdmin(ctx, accounts)
         social = Social(ctx, accounts, groups, ends, admin)
         handlers = {
-            "Register": accounts.register, "Login": stats.counted_logins(accounts.login),
-            "VerifyToken": accounts.verify_token, "VerifyTokens": accounts.verify_tokens,
+            "Register": accounts.register,
+            "Login": stats.counted_logins(accounts.login),
+            "VerifyToken": accounts.verify_token,
+            "VerifyTokens": accounts.verify_tokens,
             "Users": accounts.users,
-            "Touch": accounts.touch, "SearchUsers": accounts.search_users,
-            "Friends": friends.friends, "AddFriend": friends.add_friend,
-            "CheckAccess": access.check_access, "Conversations": access.conversations,
-            "Groups": groups.groups, "GroupCreate": groups.group_create,
-            "GroupSearch": groups.group_search, "GroupJoin": groups.group_join,
-            "GroupLeave": groups.group_leave, "GroupUsers": groups.group_users,
-            "GroupMembers": groups.group_members, "SetDisabled": ends.set_disabled,
-            "ListGroups": groups.list_groups, "GroupSettings": groups.group_settings,
-            "GroupInvite": groups.group_invite, "RevokeToken": ends.revoke_token,
-            "EndSessions": ends.end_sessions, "SetPassword": ends.set_password,
-            "CheckTokens": ends.check_tokens, "Unlock": ends.unlock,
-            "ListUsers": admin.list_users, "DeleteUser": admin.delete_user,
-            "RemoveFriend": social.remove_friend, "Block": social.block,
-            "Contacts": social.contacts, "GroupKick": social.group_kick,
-            "GroupOwner": social.group_owner, "ChangePassword": social.change_password,
+            "Touch": accounts.touch,
+            "SearchUsers": accounts.search_users,
+            "Friends": friends.friends,
+            "AddFriend": friends.add_friend,
+            "CheckAccess": access.check_access,
+            "Conversations": access.conversations,
+            "Groups": groups.groups,
+            "GroupCreate": groups.group_create,
+            "GroupSearch": groups.group_search,
+            "GroupJoin": groups.group_join,
+            "GroupLeave": groups.group_leave,
+            "GroupUsers": groups.group_users,
+            "GroupMembers": groups.group_members,
+            "SetDisabled": ends.set_disabled,
+            "ListGroups": groups.list_groups,
+            "GroupSettings": groups.group_settings,
+            "GroupInvite": groups.group_invite,
+            "RevokeToken": ends.revoke_token,
+            "EndSessions": ends.end_sessions,
+            "SetPassword": ends.set_password,
+            "CheckTokens": ends.check_tokens,
+            "Unlock": ends.unlock,
+            "ListUsers": admin.list_users,
+            "DeleteUser": admin.delete_user,
+            "RemoveFriend": social.remove_friend,
+            "Block": social.block,
+            "Contacts": social.contacts,
+            "GroupKick": social.group_kick,
+            "GroupOwner": social.group_owner,
+            "ChangePassword": social.change_password,
             "DeleteAccount": social.delete_account,
         }
         for name, method in DIRECTORY.items():
@@ -131,4 +152,3 @@ class DirectoryNode(Node):
             log.warning("bad CacheInvalidation from %s", env.header.sender)
             return
         self.shared.l1.apply(inv)
-

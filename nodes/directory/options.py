@@ -45,10 +45,11 @@ class DirectoryOptions:
             raise ConfigError("SOIM_SCRYPT_N", f"must be a power of two, got {scrypt_n}")
         return cls(
             scrypt_n=scrypt_n,
-            token_ttl_s=read_int(extra, "SOIM_TOKEN_TTL_S", TOKEN_TTL_DEFAULT_S,
-                                 TOKEN_TTL_MIN_S, TOKEN_TTL_MAX_S),
+            token_ttl_s=read_int(
+                extra, "SOIM_TOKEN_TTL_S", TOKEN_TTL_DEFAULT_S, TOKEN_TTL_MIN_S, TOKEN_TTL_MAX_S
+            ),
             register_per_min=read_int(extra, "SOIM_REGISTER_PER_MIN", 0, 0, 1_000_000),
-            kdf_per_addr=read_int(extra, "SOIM_KDF_PER_ADDR", timing.KDF_JOBS_PER_ADDRESS, 1,
-                                  100_000),
+            kdf_per_addr=read_int(
+                extra, "SOIM_KDF_PER_ADDR", timing.KDF_JOBS_PER_ADDRESS, 1, 100_000
+            ),
         )
-

@@ -39,8 +39,9 @@ def maxmem(n: int, r: int, p: int) -> int:
 
 def derive(password: str, salt: bytes, n: int, r: int = SCRYPT_R, p: int = SCRYPT_P) -> bytes:
     """The raw scrypt key of `password` (UTF-8) with `salt`."""
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=maxmem(n, r, p), dklen=KEY_BYTES)
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=maxmem(n, r, p), dklen=KEY_BYTES
+    )
 
 
 def hash_password(password: str, n: int = SCRYPT_N) -> str:

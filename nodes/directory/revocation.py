@@ -31,8 +31,9 @@ class Revocation:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def revoke_token(self, req: cluster_pb2.DirTokenRequest,
-                           call: Call) -> cluster_pb2.DirRevokeReply:
+    async def revoke_token(
+        self, req: cluster_pb2.DirTokenRequest, call: Call
+    ) -> cluster_pb2.DirRevokeReply:
         """Logout: the token stops working everywhere; anything not a live token is OK too."""
         try:
             token = self.ctx.signer.verify(req.token)
@@ -43,8 +44,9 @@ class Revocation:
         await self.ctx.db(token_rows.claim, self.ctx.store, (token.user_id, token.nonce))
         return cluster_pb2.DirRevokeReply()
 
-    async def check_tokens(self, req: cluster_pb2.DirTokensRequest,
-                           call: Call) -> cluster_pb2.DirTokensReply:
+    async def check_tokens(
+        self, req: cluster_pb2.DirTokensRequest, call: Call
+    ) -> cluster_pb2.DirTokensReply:
         """Whether each live session's token still holds: OK, TOKEN_INVALID (revoked or forged)
         or ACCOUNT_DISABLED. Nothing is issued; an expired token with its row is OK."""
         if len(req.tokens) > MAX_TOKENS:
@@ -68,16 +70,18 @@ class Revocation:
                 result.code, result.detail = pb.ACCOUNT_DISABLED, DISABLED
         return reply
 
-    def _lookup(self, keys: list[tuple[int, int]]
-                ) -> tuple[set[tuple[int, int]], dict[int, cluster_pb2.UserRecord]]:
+    def _lookup(
+        self, keys: list[tuple[int, int]]
+    ) -> tuple[set[tuple[int, int]], dict[int, cluster_pb2.UserRecord]]:
         if not keys:
             return set(), {}
         store = self.ctx.store
         found = account_rows.users(store, [u for u, _ in keys])
         return {k for k in token_rows.live(store, keys) if k[0] in found}, found
 
-    async def set_disabled(self, req: cluster_pb2.DirDisableRequest,
-                           call: Call) -> cluster_pb2.UserRecord:
+    async def set_disabled(
+        self, req: cluster_pb2.DirDisableRequest, call: Call
+    ) -> cluster_pb2.UserRecord:
         """Block or unblock an account (operators); its record after the change. NOT_FOUND.
 
         Blocking revokes every token of the account and ends its live sessions on every
@@ -85,8 +89,9 @@ class Revocation:
         everywhere; the CacheInvalidation tells gateways the record changed.
         """
         user = await self.ctx.db(self._set_disabled, req.user_id, req.disabled)
-        await self.ctx.announce(cluster_pb2.CacheInvalidation(
-            items=[cluster_pb2.Invalidation(user_id=req.user_id)]))
+        await self.ctx.announce(
+            cluster_pb2.CacheInvalidation(items=[cluster_pb2.Invalidation(user_id=req.user_id)])
+        )
         if req.disabled:
             self.ctx.end_sessions([req.user_id], DISABLED)
         return user
@@ -99,10 +104,11 @@ class Revocation:
             token_rows.revoke_all(self.ctx.store, user_id)
         return user
 
-    async def end_sessions(self, req: cluster_pb2.DirEndSessionsRequest,
-                           call: Call) -> cluster_pb2.UserRecord:
+    async def end_sessions(
+        self, req: cluster_pb2.DirEndSessionsRequest, call: Call
+    ) -> cluster_pb2.UserRecord:
         """Kick: revoke every token of the user and end its sessions everywhere. NOT_FOUND."""
-        reason = req.reason[:validation.NAME_MAX] if req.reason.isprintable() else ""
+        reason = req.reason[: validation.NAME_MAX] if req.reason.isprintable() else ""
         user = await self.ctx.db(self._revoke_all, req.user_id)
         self.ctx.end_sessions([req.user_id], reason or KICKED)
         return user
@@ -114,8 +120,9 @@ class Revocation:
         token_rows.revoke_all(self.ctx.store, user_id)
         return user
 
-    async def set_password(self, req: cluster_pb2.DirPasswordRequest,
-                           call: Call) -> cluster_pb2.UserRecord:
+    async def set_password(
+        self, req: cluster_pb2.DirPasswordRequest, call: Call
+    ) -> cluster_pb2.UserRecord:
         """A new password (operators): every token revoked, every session ended. NOT_FOUND,
         INVALID_PASSWORD."""
         password = validation.password(req.password)
@@ -124,9 +131,9 @@ class Revocation:
             raise RpcError(pb.NOT_FOUND, f"no user {req.user_id}")
         return await self.replace_password(req.user_id, password, "")
 
-    async def replace_password(self, user_id: int, password: str, addr: str,
-                               keep: cluster_pb2.SessionRef | None = None
-                               ) -> cluster_pb2.UserRecord:
+    async def replace_password(
+        self, user_id: int, password: str, addr: str, keep: cluster_pb2.SessionRef | None = None
+    ) -> cluster_pb2.UserRecord:
         """Store a new (valid) password: every token revoked, every session but `keep` ended.
         `addr` is the client address the hash is counted against ("" for operators)."""
         ctx = self.ctx

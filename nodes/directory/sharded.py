@@ -32,8 +32,16 @@ def by_shard(store: Store, keys: Iterable[K]) -> list[list[K]]:
     return list(groups.values())
 
 
-def select_in(store: Store, table: str, column: str, keys: Iterable[K], select: str,
-              where: str = "", params: Sequence[Any] = (), tail: str = "") -> list[Row]:
+def select_in(
+    store: Store,
+    table: str,
+    column: str,
+    keys: Iterable[K],
+    select: str,
+    where: str = "",
+    params: Sequence[Any] = (),
+    tail: str = "",
+) -> list[Row]:
     """`SELECT {select} FROM table WHERE column IN keys [AND where] [tail]` on every shard
     involved (`tail` e.g. a GROUP BY).
 
@@ -42,7 +50,7 @@ def select_in(store: Store, table: str, column: str, keys: Iterable[K], select: 
     out: list[Row] = []
     for group in by_shard(store, keys):
         for i in range(0, len(group), IN_CHUNK):
-            chunk = group[i:i + IN_CHUNK]
+            chunk = group[i : i + IN_CHUNK]
             marks = ",".join(["%s"] * len(chunk))
             extra = f" AND {where}" if where else ""
             sql = f"SELECT {select} FROM {{t}} WHERE `{column}` IN ({marks}){extra} {tail}"

@@ -40,8 +40,9 @@ CONTACTS_MAX = 20_000
 class Social:
     """A user's own relation and account handlers over one `Context`."""
 
-    def __init__(self, ctx: Context, accounts: Accounts, groups: Groups, ends: Revocation,
-                 admin: UserAdmin) -> None:
+    def __init__(
+        self, ctx: Context, accounts: Accounts, groups: Groups, ends: Revocation, admin: UserAdmin
+    ) -> None:
         self.ctx = ctx
         self.accounts = accounts
         self.groups = groups
@@ -49,8 +50,9 @@ class Social:
         self.admin = admin
 
     # ---- friends and blocks
-    async def remove_friend(self, req: cluster_pb2.DirRemoveFriendRequest,
-                            call: Call) -> client_pb2.RemoveFriendReply:
+    async def remove_friend(
+        self, req: cluster_pb2.DirRemoveFriendRequest, call: Call
+    ) -> client_pb2.RemoveFriendReply:
         """Unfriend, withdraw or decline. NOT_FOUND."""
         me = validation.user_id(req.user_id)
         other = validation.user_id(req.friend_id, "friend_id")
@@ -78,8 +80,9 @@ class Social:
         else:
             block_rows.unblock(store, me, other)
 
-    async def contacts(self, req: cluster_pb2.ContactsRequest,
-                       call: Call) -> cluster_pb2.ContactsReply:
+    async def contacts(
+        self, req: cluster_pb2.ContactsRequest, call: Call
+    ) -> cluster_pb2.ContactsReply:
         """Friends, co-members and the user itself (whom it may see online), and who has
         blocked the user."""
         return await self.ctx.db(self._contacts, req.user_id, req.blockers_only)
@@ -88,7 +91,8 @@ class Social:
         store = self.ctx.store
         if blockers_only:
             return cluster_pb2.ContactsReply(
-                blockers=block_rows.of_user(store, user_id, mine=False))
+                blockers=block_rows.of_user(store, user_id, mine=False)
+            )
         seen = {r.friend_id for r in friend_rows.of_user(store, user_id) if r.accepted}
         for members in group_rows.members(store, group_rows.of_user(store, user_id)).values():
             seen.update(members)
@@ -98,42 +102,43 @@ class Social:
         return cluster_pb2.ContactsReply(contacts=sorted(seen)[:CONTACTS_MAX], blockers=blockers)
 
     # ---- the owner's acts on group members
-    async def group_kick(self, req: cluster_pb2.DirGroupMemberRequest,
-                         call: Call) -> client_pb2.GroupKickReply:
+    async def group_kick(
+        self, req: cluster_pb2.DirGroupMemberRequest, call: Call
+    ) -> client_pb2.GroupKickReply:
         """Remove a member. NOT_FOUND, FORBIDDEN, INVALID_ARGUMENT, NOT_MEMBER."""
         owner, group_id, member = _member_request(req)
         await self.ctx.db(group_owner_rows.kick, self.ctx.store, group_id, owner, member)
         await self.ctx.announce(caches.membership_changed(group_id, member, False))
         return client_pb2.GroupKickReply()
 
-    async def group_owner(self, req: cluster_pb2.DirGroupMemberRequest,
-                          call: Call) -> client_pb2.GroupOwnerReply:
+    async def group_owner(
+        self, req: cluster_pb2.DirGroupMemberRequest, call: Call
+    ) -> client_pb2.GroupOwnerReply:
         """Hand the group over. NOT_FOUND, FORBIDDEN, NOT_MEMBER."""
         owner, group_id, heir = _member_request(req)
-        row = await self.ctx.db(group_owner_rows.hand_over, self.ctx.store, group_id, owner,
-                                heir)
+        row = await self.ctx.db(group_owner_rows.hand_over, self.ctx.store, group_id, owner, heir)
         [info] = await self.ctx.db(self.groups.infos, [row])
         return client_pb2.GroupOwnerReply(group=info)
 
     # ---- the account itself
-    async def change_password(self, req: cluster_pb2.DirChangePasswordRequest,
-                              call: Call) -> cluster_pb2.DirAuthReply:
+    async def change_password(
+        self, req: cluster_pb2.DirChangePasswordRequest, call: Call
+    ) -> cluster_pb2.DirAuthReply:
         """Old password to new: every other session ends; a new token for this one.
         BAD_CREDENTIALS, LOCKED_OUT, INVALID_PASSWORD."""
         password = validation.password(req.new_password)
         user = await self._confirmed(req.user_id, req.old_password, req.client_addr)
-        user = await self.ends.replace_password(user.user_id, password, req.client_addr,
-                                                req.keep)
+        user = await self.ends.replace_password(user.user_id, password, req.client_addr, req.keep)
         return await self.ctx.db(self.accounts.authorised, user)
 
-    async def delete_account(self, req: cluster_pb2.DirDeleteAccountRequest,
-                             call: Call) -> cluster_pb2.DeleteUserReply:
+    async def delete_account(
+        self, req: cluster_pb2.DirDeleteAccountRequest, call: Call
+    ) -> cluster_pb2.DeleteUserReply:
         """Delete the account, confirmed by its password. BAD_CREDENTIALS, LOCKED_OUT."""
         user = await self._confirmed(req.user_id, req.password, req.client_addr)
         return await self.admin.delete_user(cluster_pb2.UserRef(user_id=user.user_id), call)
 
-    async def _confirmed(self, user_id: int, password: str,
-                         addr: str) -> cluster_pb2.UserRecord:
+    async def _confirmed(self, user_id: int, password: str, addr: str) -> cluster_pb2.UserRecord:
         """The user, if `password` is its password (checked and throttled as a login)."""
         found = await self.ctx.db(account_rows.users, self.ctx.store, [user_id])
         if user_id not in found or user_rows.is_deleted(found[user_id]):
@@ -142,5 +147,8 @@ class Social:
 
 
 def _member_request(req: cluster_pb2.DirGroupMemberRequest) -> tuple[int, int, int]:
-    return (validation.user_id(req.user_id), validation.user_id(req.group_id, "group_id"),
-            validation.user_id(req.member_id, "user_id"))
+    return (
+        validation.user_id(req.user_id),
+        validation.user_id(req.group_id, "group_id"),
+        validation.user_id(req.member_id, "user_id"),
+    )

@@ -16,12 +16,13 @@ from prometheus_client import Counter
 from fabric.methods import RpcError
 from schema import common_pb2 as pb
 
-LOGINS = Counter("soim_directory_logins_total", "Login requests answered, by outcome",
-                 ["outcome"])
+LOGINS = Counter("soim_directory_logins_total", "Login requests answered, by outcome", ["outcome"])
 CACHE_LOOKUPS = Counter(
     "soim_directory_cache_lookups_total",
     "Cache lookups by cache (friendships, direct, members), level (l1 in process, l2 Redis) "
-    "and result (hit, miss)", ["cache", "level", "result"])
+    "and result (hit, miss)",
+    ["cache", "level", "result"],
+)
 
 Req = TypeVar("Req")
 Call = TypeVar("Call")
@@ -29,7 +30,8 @@ Reply = TypeVar("Reply")
 
 
 def counted_logins(
-        login: Callable[[Req, Call], Awaitable[Reply]]) -> Callable[[Req, Call], Awaitable[Reply]]:
+    login: Callable[[Req, Call], Awaitable[Reply]],
+) -> Callable[[Req, Call], Awaitable[Reply]]:
     """`login`, counting each of its answers in soim_directory_logins_total."""
 
     async def counted(req: Req, call: Call) -> Reply:

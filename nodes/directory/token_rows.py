@@ -37,22 +37,30 @@ def add(store: Store, tokens: Sequence[tuple[int, int, int]], now_ms: int) -> No
         by_user.setdefault(token[0], []).append(token)
     for group in by_shard(store, by_user):
         for i in range(0, len(group), IN_CHUNK):
-            chunk = group[i:i + IN_CHUNK]
+            chunk = group[i : i + IN_CHUNK]
             marks = ",".join(["%s"] * len(chunk))
-            store.execute("token", chunk[0],
-                          f"DELETE FROM {{t}} WHERE user_id IN ({marks}) AND expires <= %s",
-                          [*chunk, now_ms])
+            store.execute(
+                "token",
+                chunk[0],
+                f"DELETE FROM {{t}} WHERE user_id IN ({marks}) AND expires <= %s",
+                [*chunk, now_ms],
+            )
             rows = [t for user_id in chunk for t in by_user[user_id]]
             values = ",".join(["(%s, %s, %s)"] * len(rows))
-            store.execute("token", chunk[0],
-                          f"INSERT INTO {{t}} (user_id, nonce, expires) VALUES {values}",
-                          [v for row in rows for v in row])
+            store.execute(
+                "token",
+                chunk[0],
+                f"INSERT INTO {{t}} (user_id, nonce, expires) VALUES {values}",
+                [v for row in rows for v in row],
+            )
 
 
 def claim(store: Store, key: Key) -> bool:
     """Delete one token's row; True if this call deleted it (the token was live until now)."""
-    return store.execute("token", key[0], "DELETE FROM {t} WHERE user_id = %s AND nonce = %s",
-                         key) == 1
+    return (
+        store.execute("token", key[0], "DELETE FROM {t} WHERE user_id = %s AND nonce = %s", key)
+        == 1
+    )
 
 
 def revoke_all(store: Store, user_id: int) -> int:

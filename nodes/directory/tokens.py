@@ -73,8 +73,9 @@ class TokenSigner:
         self.ttl_ms = ttl_s * 1000
         self._clock = clock
 
-    def issue(self, user_id: int, expires_ms: int | None = None,
-              nonce: int | None = None) -> tuple[str, int]:
+    def issue(
+        self, user_id: int, expires_ms: int | None = None, nonce: int | None = None
+    ) -> tuple[str, int]:
         """A new token for `user_id` and its expiry (default: now + the TTL); `nonce` (default
         random) is what its `token` row is keyed by."""
         if expires_ms is None:
@@ -91,7 +92,7 @@ class TokenSigner:
             raw = base64.urlsafe_b64decode(token.encode("ascii"))
         except ValueError:
             raise RpcError(pb.TOKEN_INVALID, "not a token") from None
-        body, mac = raw[:_BODY.size], raw[_BODY.size:]
+        body, mac = raw[: _BODY.size], raw[_BODY.size :]
         good = hmac.new(self._key, body, hashlib.sha256).digest()
         if len(raw) != _TOKEN_BYTES or not hmac.compare_digest(mac, good):
             raise RpcError(pb.TOKEN_INVALID, "not a token")

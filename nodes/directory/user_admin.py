@@ -29,8 +29,9 @@ class UserAdmin:
         self.ctx = ctx
         self.accounts = accounts
 
-    async def list_users(self, req: cluster_pb2.ListUsersRequest,
-                         call: Call) -> cluster_pb2.DirUsersReply:
+    async def list_users(
+        self, req: cluster_pb2.ListUsersRequest, call: Call
+    ) -> cluster_pb2.DirUsersReply:
         """One page of accounts after `after`, in name order, with last-active times."""
         prefix = validation.account_prefix(req.prefix) if req.prefix else ""
         limit = min(req.limit or PAGE_DEFAULT, PAGE_MAX)
@@ -38,8 +39,9 @@ class UserAdmin:
         found = await self.ctx.db(self.accounts.records, ids)
         return cluster_pb2.DirUsersReply(users=[found[u] for u in ids if u in found])
 
-    async def delete_user(self, req: cluster_pb2.UserRef,
-                          call: Call) -> cluster_pb2.DeleteUserReply:
+    async def delete_user(
+        self, req: cluster_pb2.UserRef, call: Call
+    ) -> cluster_pb2.DeleteUserReply:
         """Delete an account; its messages stay, shown as from `deleted#<id>`. NOT_FOUND."""
         ctx = self.ctx
         found = await ctx.db(account_rows.users, ctx.store, [req.user_id])
@@ -55,5 +57,8 @@ class UserAdmin:
             items += membership_changed(group_id, user.user_id, member=False).items
         await ctx.announce(cluster_pb2.CacheInvalidation(items=items))
         return cluster_pb2.DeleteUserReply(
-            user=user, friendships=len(removed.friends), groups_left=len(removed.groups),
-            groups_handed_over=removed.handed_over)
+            user=user,
+            friendships=len(removed.friends),
+            groups_left=len(removed.groups),
+            groups_handed_over=removed.handed_over,
+        )

@@ -46,9 +46,14 @@ def page(store: Store, prefix: str, after: str, limit: int) -> list[int]:
     """User ids of the first `limit` accounts above `after` starting with `prefix`, in name
     order (every shard, merged)."""
     lo, hi = prefix_range(prefix)
-    rows = store.scatter("account", "SELECT account, user_id FROM {t} "
-                         "WHERE account >= %s AND account < %s AND account > %s",
-                         (lo, hi, after), order_by="account", key=lambda r: r[0], limit=limit)
+    rows = store.scatter(
+        "account",
+        "SELECT account, user_id FROM {t} WHERE account >= %s AND account < %s AND account > %s",
+        (lo, hi, after),
+        order_by="account",
+        key=lambda r: r[0],
+        limit=limit,
+    )
     return [int(r[1]) for r in rows]
 
 
@@ -57,14 +62,20 @@ def delete(store: Store, user: cluster_pb2.UserRecord) -> Removed:
     user_id = user.user_id
     token_rows.revoke_all(store, user_id)
     if not is_deleted(user):
-        store.execute("account", user.account,
-                      "DELETE FROM {t} WHERE account = %s AND user_id = %s",
-                      (user.account, user_id))
+        store.execute(
+            "account",
+            user.account,
+            "DELETE FROM {t} WHERE account = %s AND user_id = %s",
+            (user.account, user_id),
+        )
     removed = Removed()
     for row in friend_rows.of_user(store, user_id):
-        store.execute("friend", row.friend_id,
-                      "DELETE FROM {t} WHERE user_id = %s AND friend_id = %s",
-                      (row.friend_id, user_id))
+        store.execute(
+            "friend",
+            row.friend_id,
+            "DELETE FROM {t} WHERE user_id = %s AND friend_id = %s",
+            (row.friend_id, user_id),
+        )
         removed.friends.append(row.friend_id)
     store.execute("friend", user_id, "DELETE FROM {t} WHERE user_id = %s", (user_id,))
     block_rows.forget(store, user_id)
@@ -73,9 +84,12 @@ def delete(store: Store, user: cluster_pb2.UserRecord) -> Removed:
             removed.handed_over.append(group_id)
         removed.groups.append(group_id)
     store.execute("user_group", user_id, "DELETE FROM {t} WHERE user_id = %s", (user_id,))
-    store.execute("user", user_id,
-                  "UPDATE {t} SET account = %s, nickname = '', disabled = 1 WHERE user_id = %s",
-                  (f"{DELETED}{user_id}", user_id))
+    store.execute(
+        "user",
+        user_id,
+        "UPDATE {t} SET account = %s, nickname = '', disabled = 1 WHERE user_id = %s",
+        (f"{DELETED}{user_id}", user_id),
+    )
     return removed
 
 
@@ -83,16 +97,22 @@ def _leave(store: Store, group_id: int, user_id: int) -> bool:
     """Take `user_id` out of one group; if it owned the group, the member who joined first
     owns it now (nobody when none is left). True when ownership passed to someone."""
     with transaction(store, "group", group_id) as txn:
-        txn.execute("DELETE FROM {t:group_member} WHERE group_id = %s AND user_id = %s",
-                    (group_id, user_id))
-        txn.execute("DELETE FROM {t:group_pass} WHERE group_id = %s AND user_id = %s",
-                    (group_id, user_id))
-        owned = txn.query(f"SELECT owner FROM {{t:group}} WHERE group_id = %s{txn.lock}",
-                          (group_id,))
+        txn.execute(
+            "DELETE FROM {t:group_member} WHERE group_id = %s AND user_id = %s", (group_id, user_id)
+        )
+        txn.execute(
+            "DELETE FROM {t:group_pass} WHERE group_id = %s AND user_id = %s", (group_id, user_id)
+        )
+        owned = txn.query(
+            f"SELECT owner FROM {{t:group}} WHERE group_id = %s{txn.lock}", (group_id,)
+        )
         if not owned or int(owned[0][0]) != user_id:
             return False
-        heir = txn.query("SELECT user_id FROM {t:group_member} WHERE group_id = %s "
-                         "ORDER BY joined, user_id LIMIT 1", (group_id,))
+        heir = txn.query(
+            "SELECT user_id FROM {t:group_member} WHERE group_id = %s "
+            "ORDER BY joined, user_id LIMIT 1",
+            (group_id,),
+        )
         new_owner = int(heir[0][0]) if heir else 0
         txn.execute("UPDATE {t:group} SET owner = %s WHERE group_id = %s", (new_owner, group_id))
         return bool(new_owner)

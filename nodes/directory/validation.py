@@ -38,8 +38,7 @@ def account(value: str) -> str:
 def password(value: str) -> str:
     """A password; INVALID_PASSWORD unless 8-128 characters (any, but NUL)."""
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX or "\0" in value:
-        raise RpcError(pb.INVALID_PASSWORD,
-                       f"password: {PASSWORD_MIN}-{PASSWORD_MAX} characters")
+        raise RpcError(pb.INVALID_PASSWORD, f"password: {PASSWORD_MIN}-{PASSWORD_MAX} characters")
     return value
 
 
@@ -49,10 +48,10 @@ def name(value: str, what: str = "name") -> str:
     Leading or trailing white space is refused too: MariaDB compares strings ignoring trailing
     spaces, so "x" and "x " would be one name there and two in SQLite.
     """
-    if (not 1 <= len(value) <= NAME_MAX or not value.isprintable()
-            or value != value.strip()):
-        raise RpcError(pb.INVALID_NAME,
-                       f"{what}: 1-{NAME_MAX} printable characters, no outer spaces")
+    if not 1 <= len(value) <= NAME_MAX or not value.isprintable() or value != value.strip():
+        raise RpcError(
+            pb.INVALID_NAME, f"{what}: 1-{NAME_MAX} printable characters, no outer spaces"
+        )
     return value
 
 
@@ -75,8 +74,10 @@ def group_limit(value: int) -> int:
     if value == 0:
         return GROUP_LIMIT_DEFAULT
     if not GROUP_LIMIT_MIN <= value <= GROUP_LIMIT_MAX:
-        raise RpcError(pb.INVALID_ARGUMENT,
-                       f"user_limit: {GROUP_LIMIT_MIN}-{GROUP_LIMIT_MAX}, or 0 for the default")
+        raise RpcError(
+            pb.INVALID_ARGUMENT,
+            f"user_limit: {GROUP_LIMIT_MIN}-{GROUP_LIMIT_MAX}, or 0 for the default",
+        )
     return value
 
 

@@ -41,8 +41,9 @@ class AccessCache:
         self.hits = 0
         self.misses = 0
 
-    async def check(self, checks: Sequence[cluster_pb2.AccessCheck]
-                    ) -> list[cluster_pb2.AccessResult]:
+    async def check(
+        self, checks: Sequence[cluster_pb2.AccessCheck]
+    ) -> list[cluster_pb2.AccessResult]:
         """One result per check, in order (error OK, NOT_FRIEND, NOT_MEMBER or NOT_FOUND)."""
         results: list[cluster_pb2.AccessResult | None] = []
         missing: list[int] = []
@@ -54,8 +55,9 @@ class AccessCache:
         self.hits += len(checks) - len(missing)
         if missing:
             self.misses += len(missing)
-            reply = await self.upstream.directory("CheckAccess", cluster_pb2.AccessRequest(
-                checks=[checks[i] for i in missing]))
+            reply = await self.upstream.directory(
+                "CheckAccess", cluster_pb2.AccessRequest(checks=[checks[i] for i in missing])
+            )
             if len(self._by_user) > MAX_CACHED_USERS:
                 self._by_user.clear()
             for i, result in zip(missing, reply.results, strict=True):

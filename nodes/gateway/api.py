@@ -9,10 +9,24 @@ from schema import client_pb2
 
 CLIENT = catalogue(
     client_pb2.DESCRIPTOR.services_by_name["Client"],
-    idempotent=["Resume", "Ping", "Me", "Sync", "History", "Delivered", "Read", "GroupReadCounts",
-                "OnlineUsers", "Friends", "SearchUsers", "Groups", "GroupSearch", "GroupUsers",
-                "SearchMessages",
-                "Send"],  # Send is idempotent: the same client_msg_id is stored once
+    idempotent=[
+        "Resume",
+        "Ping",
+        "Me",
+        "Sync",
+        "History",
+        "Delivered",
+        "Read",
+        "GroupReadCounts",
+        "OnlineUsers",
+        "Friends",
+        "SearchUsers",
+        "Groups",
+        "GroupSearch",
+        "GroupUsers",
+        "SearchMessages",
+        "Send",
+    ],  # Send is idempotent: the same client_msg_id is stored once
 )
 
 PUSH_METHOD = "client.Push"
@@ -23,7 +37,8 @@ PRE_AUTH = frozenset({CLIENT[n].name for n in ("Register", "Login", "Resume", "P
 
 RESUME_METHOD = CLIENT["Resume"].name
 
-AUTHENTICATING = frozenset({CLIENT[n].name for n in ("Register", "Login", "Resume",
-                                                     "ChangePassword", "DeleteAccount")})
+AUTHENTICATING = frozenset(
+    {CLIENT[n].name for n in ("Register", "Login", "Resume", "ChangePassword", "DeleteAccount")}
+)
 """The methods that open a session or check a password (each may cost a password hash):
 rate-limited per connection and per source address before login, per connection after."""

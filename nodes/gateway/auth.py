@@ -40,8 +40,15 @@ def _device(name: str) -> str:
 class AuthCommands:
     """Session-opening handlers of one gateway."""
 
-    def __init__(self, node_id: str, sessions: SessionTable, upstream: Upstream,
-                 binder: RouteBinder, membership: Membership, max_sessions_per_user: int) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        sessions: SessionTable,
+        upstream: Upstream,
+        binder: RouteBinder,
+        membership: Membership,
+        max_sessions_per_user: int,
+    ) -> None:
         self.node_id = node_id
         self.max_sessions_per_user = max_sessions_per_user
         self.sessions = sessions
@@ -51,19 +58,30 @@ class AuthCommands:
         self._seen: dict[int, int] = {}
         self._toucher: asyncio.Task[None] | None = None
         self._tokens: Batched[str, cluster_pb2.DirTokenResult] = Batched(
-            self._verify_tokens, MAX_TOKENS_PER_CALL)
+            self._verify_tokens, MAX_TOKENS_PER_CALL
+        )
 
     async def register(self, req: client_pb2.RegisterRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
-        auth = await self.upstream.directory("Register", cluster_pb2.DirRegisterRequest(
-            account=req.account, password=req.password, nickname=req.nickname,
-            client_addr=call.peer_addr))
+        auth = await self.upstream.directory(
+            "Register",
+            cluster_pb2.DirRegisterRequest(
+                account=req.account,
+                password=req.password,
+                nickname=req.nickname,
+                client_addr=call.peer_addr,
+            ),
+        )
         return await self._open(call, auth, device, may_redirect=True)
 
     async def login(self, req: client_pb2.LoginRequest, call: Call) -> client_pb2.LoginReply:
         device = _device(req.device)
-        auth = await self.upstream.directory("Login", cluster_pb2.DirLoginRequest(
-            account=req.account, password=req.password, client_addr=call.peer_addr))
+        auth = await self.upstream.directory(
+            "Login",
+            cluster_pb2.DirLoginRequest(
+                account=req.account, password=req.password, client_addr=call.peer_addr
+            ),
+        )
         return await self._open(call, auth, device, may_redirect=True)
 
     async def resume(self, req: client_pb2.ResumeRequest, call: Call) -> client_pb2.LoginReply:
@@ -75,8 +93,12 @@ class AuthCommands:
 
     async def _verify_tokens(self, tokens: list[str]) -> list[cluster_pb2.DirTokenResult]:
         """One Directory.VerifyTokens for the resumes of a pass (see `Batched`)."""
-        reply = await self.upstream.directory("VerifyTokens", cluster_pb2.DirTokensRequest(
-            tokens=[cluster_pb2.DirTokenRequest(token=t) for t in tokens]))
+        reply = await self.upstream.directory(
+            "VerifyTokens",
+            cluster_pb2.DirTokensRequest(
+                tokens=[cluster_pb2.DirTokenRequest(token=t) for t in tokens]
+            ),
+        )
         return list(reply.results)
 
     async def logout(self, req: client_pb2.LogoutRequest, call: Call) -> client_pb2.LogoutReply:
@@ -86,42 +108,64 @@ class AuthCommands:
         session = self.sessions.get(call.identity)
         if session is None:
             return client_pb2.LogoutReply()
-        await self.upstream.directory("RevokeToken", cluster_pb2.DirTokenRequest(
-            token=session.token))
+        await self.upstream.directory(
+            "RevokeToken", cluster_pb2.DirTokenRequest(token=session.token)
+        )
         if self.sessions.remove(call.identity) is session:
             await self.binder.unbind(session)
             self._touch(session.user_id)
         return client_pb2.LogoutReply()
 
     def ping(self, req: client_pb2.PingRequest, call: Call) -> client_pb2.PingReply:
-        return client_pb2.PingReply(client_time_ms=req.client_time_ms,
-                                    server_time_ms=int(time.time() * 1000))
+        return client_pb2.PingReply(
+            client_time_ms=req.client_time_ms, server_time_ms=int(time.time() * 1000)
+        )
 
     def me(self, req: client_pb2.MeRequest, call: Call) -> client_pb2.MeReply:
         s = self.sessions.get(call.identity)
         assert s is not None  # the gate admits only sessions here
-        return client_pb2.MeReply(user_id=s.user_id, account=s.account, nickname=s.nickname,
-                                  device=s.device, gateway=self.node_id)
+        return client_pb2.MeReply(
+            user_id=s.user_id,
+            account=s.account,
+            nickname=s.nickname,
+            device=s.device,
+            gateway=self.node_id,
+        )
 
-    async def _open(self, call: Call, auth: cluster_pb2.DirAuthReply, device: str,
-                    may_redirect: bool) -> client_pb2.LoginReply:
+    async def _open(
+        self, call: Call, auth: cluster_pb2.DirAuthReply, device: str, may_redirect: bool
+    ) -> client_pb2.LoginReply:
         user = auth.user
         others = [s for s in self.sessions.of_user(user.user_id) if s.identity != call.identity]
         if len(others) >= self.max_sessions_per_user:
-            raise RpcError(pb.RATE_LIMITED, f"at most {self.max_sessions_per_user} sessions "
-                                            "per user on a gateway; log out of another first")
-        session = Session(identity=call.identity, peer_key=call.peer_key, user_id=user.user_id,
-                          account=user.account, nickname=user.nickname, device=device,
-                          token=auth.token, token_expires_ms=auth.token_expires_ms,
-                          fd=call.peer_fd)
+            raise RpcError(
+                pb.RATE_LIMITED,
+                f"at most {self.max_sessions_per_user} sessions "
+                "per user on a gateway; log out of another first",
+            )
+        session = Session(
+            identity=call.identity,
+            peer_key=call.peer_key,
+            user_id=user.user_id,
+            account=user.account,
+            nickname=user.nickname,
+            device=device,
+            token=auth.token,
+            token_expires_ms=auth.token_expires_ms,
+            fd=call.peer_fd,
+        )
         replaced = self.sessions.add(session)
         if replaced is not None:
             await self.binder.unbind(replaced)
         await self.binder.bind(session)
         self._touch(user.user_id)
-        reply = client_pb2.LoginReply(user_id=user.user_id, account=user.account,
-                                      nickname=user.nickname, token=auth.token,
-                                      token_expires_ms=auth.token_expires_ms)
+        reply = client_pb2.LoginReply(
+            user_id=user.user_id,
+            account=user.account,
+            nickname=user.nickname,
+            token=auth.token,
+            token_expires_ms=auth.token_expires_ms,
+        )
         if may_redirect:
             target = self.redirect_target()
             if target is not None:
@@ -131,15 +175,22 @@ class AuthCommands:
     def redirect_target(self) -> client_pb2.Redirect | None:
         """A gateway with clearly fewer sessions than this one, if there is one."""
         mine = len(self.sessions)
-        best = min((p for p in self.membership.alive("gateway") if not p.draining),
-                   key=lambda p: p.sessions, default=None)
+        best = min(
+            (p for p in self.membership.alive("gateway") if not p.draining),
+            key=lambda p: p.sessions,
+            default=None,
+        )
         if best is None or "client" not in best.info.endpoints:
             return None
-        if (best.sessions + timing.REDIRECT_MARGIN_SESSIONS <= mine
-                and best.sessions <= timing.REDIRECT_RATIO * mine):
-            return client_pb2.Redirect(gateway_id=best.node_id,
-                                       endpoint=best.info.endpoints["client"],
-                                       server_key=best.info.client_key)
+        if (
+            best.sessions + timing.REDIRECT_MARGIN_SESSIONS <= mine
+            and best.sessions <= timing.REDIRECT_RATIO * mine
+        ):
+            return client_pb2.Redirect(
+                gateway_id=best.node_id,
+                endpoint=best.info.endpoints["client"],
+                server_key=best.info.client_key,
+            )
         return None
 
     def _touch(self, user_id: int) -> None:
@@ -152,7 +203,8 @@ class AuthCommands:
     async def _send_touches(self) -> None:
         while self._seen:
             seen, self._seen = self._seen, {}
-            request = cluster_pb2.TouchRequest(seen=[cluster_pb2.UserSeen(user_id=u, ts_ms=ms)
-                                                     for u, ms in seen.items()])
+            request = cluster_pb2.TouchRequest(
+                seen=[cluster_pb2.UserSeen(user_id=u, ts_ms=ms) for u, ms in seen.items()]
+            )
             with contextlib.suppress(RpcError):  # a lost Touch only makes "last active" older
                 await self.upstream.directory("Touch", request)

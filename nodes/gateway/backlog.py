@@ -61,8 +61,9 @@ def wire_bytes(frames: list[bytes]) -> int:
 class Backlogs:
     """The per-session byte counts of one gateway's client socket; `start()` on the loop."""
 
-    def __init__(self, sessions: SessionTable, cap_bytes: int, tcp_state: TcpState,
-                 on_over: OnOver) -> None:
+    def __init__(
+        self, sessions: SessionTable, cap_bytes: int, tcp_state: TcpState, on_over: OnOver
+    ) -> None:
         self.cap_bytes = cap_bytes
         self._watch_from = cap_bytes // 4
         self._at_once = 2 * cap_bytes

@@ -34,8 +34,13 @@ MAX_BINDINGS_PER_CALL = 1000
 class RouteBinder:
     """Keeps `sessions` bound on the router ring of `upstream`."""
 
-    def __init__(self, gateway_id: str, sessions: SessionTable, upstream: Upstream,
-                 sync_hint: Callable[[list[bytes]], None]) -> None:
+    def __init__(
+        self,
+        gateway_id: str,
+        sessions: SessionTable,
+        upstream: Upstream,
+        sync_hint: Callable[[list[bytes]], None],
+    ) -> None:
         self.gateway_id = gateway_id
         self.sessions = sessions
         self.upstream = upstream
@@ -63,8 +68,12 @@ class RouteBinder:
 
     def binding(self, session: Session) -> cluster_pb2.SessionBinding:
         """The router's record of `session`."""
-        return cluster_pb2.SessionBinding(user_id=session.user_id, gateway_id=self.gateway_id,
-                                          session_id=session.identity, device=session.device)
+        return cluster_pb2.SessionBinding(
+            user_id=session.user_id,
+            gateway_id=self.gateway_id,
+            session_id=session.identity,
+            device=session.device,
+        )
 
     async def bind(self, session: Session) -> None:
         """Bind a new session at its owner; on any failure the loop binds it later.
@@ -78,7 +87,8 @@ class RouteBinder:
         batched = self._binds.get(owner)
         if batched is None:
             batched = self._binds[owner] = Batched(
-                functools.partial(self._bind_at, owner), MAX_BINDINGS_PER_CALL)
+                functools.partial(self._bind_at, owner), MAX_BINDINGS_PER_CALL
+            )
         try:
             code = await batched.submit(self.binding(session))
         except RpcError as err:
@@ -91,8 +101,11 @@ class RouteBinder:
             self._wake.set()
 
     async def _bind_at(self, owner: str, bindings: list[cluster_pb2.SessionBinding]) -> list[int]:
-        reply = await self.upstream.router(owner, "BindSessions", cluster_pb2.BindRequest(
-            bindings=bindings, gateway_id=self.gateway_id))
+        reply = await self.upstream.router(
+            owner,
+            "BindSessions",
+            cluster_pb2.BindRequest(bindings=bindings, gateway_id=self.gateway_id),
+        )
         return list(reply.results)
 
     async def unbind(self, session: Session) -> None:
@@ -100,11 +113,13 @@ class RouteBinder:
         router = self.bound_at.pop(session.identity, None)
         if router is None:
             return
-        ref = cluster_pb2.SessionRef(user_id=session.user_id, gateway_id=self.gateway_id,
-                                     session_id=session.identity)
+        ref = cluster_pb2.SessionRef(
+            user_id=session.user_id, gateway_id=self.gateway_id, session_id=session.identity
+        )
         with contextlib.suppress(RpcError):
-            await self.upstream.router(router, "UnbindSessions",
-                                       cluster_pb2.UnbindRequest(sessions=[ref]))
+            await self.upstream.router(
+                router, "UnbindSessions", cluster_pb2.UnbindRequest(sessions=[ref])
+            )
 
     async def _run(self) -> None:
         while True:
@@ -133,8 +148,9 @@ class RouteBinder:
         groups: dict[str, list[Session]] = {r: [] for r in ring.members}
         for session in self.sessions:
             groups[ring.owner(session.user_id)].append(session)
-        results = await asyncio.gather(*(self._send(owner, group, full=True)
-                                         for owner, group in groups.items()))
+        results = await asyncio.gather(
+            *(self._send(owner, group, full=True) for owner, group in groups.items())
+        )
         stats.REBIND_SNAPSHOTS.inc()
         return all(results)
 
@@ -155,13 +171,17 @@ class RouteBinder:
                 todo.setdefault(owner, []).append(session)
         if not todo:
             return True
-        results = await asyncio.gather(*(self._send(owner, group, full=False)
-                                         for owner, group in todo.items()))
+        results = await asyncio.gather(
+            *(self._send(owner, group, full=False) for owner, group in todo.items())
+        )
         return all(results)
 
     async def _send(self, owner: str, chunk: list[Session], full: bool) -> bool:
-        request = cluster_pb2.BindRequest(bindings=[self.binding(s) for s in chunk],
-                                          gateway_id=self.gateway_id, full_snapshot=full)
+        request = cluster_pb2.BindRequest(
+            bindings=[self.binding(s) for s in chunk],
+            gateway_id=self.gateway_id,
+            full_snapshot=full,
+        )
         try:
             reply = await self.upstream.router(owner, "BindSessions", request)
         except RpcError as err:

@@ -65,8 +65,9 @@ class Conn:
 class Connections:
     """The client socket's connections by fd; `start()` on the loop, `close()` to stop."""
 
-    def __init__(self, sock: zmq.asyncio.Socket, options: GatewayOptions,
-                 on_closed: Callable[[int], None]) -> None:
+    def __init__(
+        self, sock: zmq.asyncio.Socket, options: GatewayOptions, on_closed: Callable[[int], None]
+    ) -> None:
         self.options = options
         self._on_closed = on_closed
         self._monitor: zmq.asyncio.Socket = sock.get_monitor_socket(_EVENTS)
@@ -87,8 +88,7 @@ class Connections:
 
     def start(self) -> None:
         """Follow the monitor and sweep for the authentication deadline."""
-        self._tasks = [asyncio.ensure_future(self._follow()),
-                       asyncio.ensure_future(self._sweep())]
+        self._tasks = [asyncio.ensure_future(self._follow()), asyncio.ensure_future(self._sweep())]
 
     async def close(self) -> None:
         """Stop following; close the monitor socket."""
@@ -147,8 +147,7 @@ class Connections:
         try:
             if peer.getpeername()[:2] != (conn.addr, conn.port):
                 return None  # the fd now names something else
-            info = peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
-                                   TCP_INFO_BYTES_ACKED + 8)
+            info = peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES_ACKED + 8)
             outq = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
         except OSError:
             return None
@@ -156,8 +155,7 @@ class Connections:
             peer.detach()  # libzmq owns the fd
         if len(info) < TCP_INFO_BYTES_ACKED + 8:
             return None  # a kernel older than 4.1
-        return (struct.unpack_from("Q", info, TCP_INFO_BYTES_ACKED)[0],
-                struct.unpack("i", outq)[0])
+        return (struct.unpack_from("Q", info, TCP_INFO_BYTES_ACKED)[0], struct.unpack("i", outq)[0])
 
     # ---- the monitor
     async def _follow(self) -> None:
@@ -215,8 +213,9 @@ class Connections:
         while True:
             await asyncio.sleep(timing.AUTH_SWEEP_INTERVAL_S)  # the deadline sweep period
             horizon = time.monotonic() - self.options.auth_deadline_s
-            for conn in [c for c in self._by_fd.values()
-                         if not c.authenticated and c.since < horizon]:
+            for conn in [
+                c for c in self._by_fd.values() if not c.authenticated and c.since < horizon
+            ]:
                 if not self.shut(conn.fd, "auth_deadline"):
                     self._gone(conn.fd)  # not that connection any more: forget it
             if self._closed_since_trim >= TRIM_AFTER_CLOSED:

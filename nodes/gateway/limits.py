@@ -55,8 +55,11 @@ class Limiter:
 
     def _forget_full(self, now: float) -> None:
         refill = self.per_s
-        for key in [k for k, b in self._buckets.items()
-                    if b.tokens + (now - b.refilled) * refill >= self.burst]:
+        for key in [
+            k
+            for k, b in self._buckets.items()
+            if b.tokens + (now - b.refilled) * refill >= self.burst
+        ]:
             del self._buckets[key]
         if len(self._buckets) >= timing.LIMITER_MAX_KEYS:  # all busy: start over
             self._buckets.clear()

@@ -32,8 +32,14 @@ HISTORY_DEFAULT, HISTORY_MAX = 50, 100
 class Messaging:
     """Message handlers of one gateway."""
 
-    def __init__(self, gateway_id: str, sessions: SessionTable, upstream: Upstream,
-                 access: AccessCache, batcher: SendBatcher) -> None:
+    def __init__(
+        self,
+        gateway_id: str,
+        sessions: SessionTable,
+        upstream: Upstream,
+        access: AccessCache,
+        batcher: SendBatcher,
+    ) -> None:
         self.gateway_id = gateway_id
         self.sessions = sessions
         self.upstream = upstream
@@ -55,12 +61,18 @@ class Messaging:
         elif not req.body.strip():
             raise RpcError(pb.EMPTY_BODY, "a message needs text")
         if req.kind not in client_pb2.MessageKind.values() or (
-                req.kind != client_pb2.MESSAGE_KIND_TEXT and not req.ref_seq):
+            req.kind != client_pb2.MESSAGE_KIND_TEXT and not req.ref_seq
+        ):
             raise RpcError(pb.INVALID_ARGUMENT, "an edit or recall needs the seq it changes")
-        if len(req.mentions) > MAX_MENTIONS or not all(req.mentions) or (
-                req.mentions and req.WhichOneof("to") != "to_group"):
-            raise RpcError(pb.INVALID_ARGUMENT, f"mentions: at most {MAX_MENTIONS} user ids, "
-                           "in a group message")
+        if (
+            len(req.mentions) > MAX_MENTIONS
+            or not all(req.mentions)
+            or (req.mentions and req.WhichOneof("to") != "to_group")
+        ):
+            raise RpcError(
+                pb.INVALID_ARGUMENT,
+                f"mentions: at most {MAX_MENTIONS} user ids, in a group message",
+            )
         if len(req.body) > MAX_BODY_CHARS:
             raise RpcError(pb.BODY_TOO_LONG, f"at most {MAX_BODY_CHARS} characters")
         if not 0 < len(req.client_msg_id) <= MAX_CLIENT_MSG_ID:
@@ -73,16 +85,18 @@ class Messaging:
     async def _conversation(self, me: Session, conv_id: int) -> cluster_pb2.AccessResult:
         if not conv_id:
             raise RpcError(pb.INVALID_ARGUMENT, "conv_id is required")
-        [result] = await self.access.check([cluster_pb2.AccessCheck(user_id=me.user_id,
-                                                                    conv_id=conv_id)])
+        [result] = await self.access.check(
+            [cluster_pb2.AccessCheck(user_id=me.user_id, conv_id=conv_id)]
+        )
         if result.error != pb.OK:
             raise RpcError(result.error, "not a conversation of yours")
         return result
 
     async def sync(self, req: client_pb2.SyncRequest, call: Call) -> client_pb2.SyncReply:
         me = self._me(call)
-        mine = await self.upstream.directory("Conversations",
-                                             cluster_pb2.UserRef(user_id=me.user_id))
+        mine = await self.upstream.directory(
+            "Conversations", cluster_pb2.UserRef(user_id=me.user_id)
+        )
         wanted = set(req.conv_ids)
         convs = [c for c in mine.conversations if not wanted or c.conv_id in wanted]
         if not convs:
@@ -92,11 +106,11 @@ class Messaging:
             raise RpcError(pb.UNAVAILABLE, "no storage node is alive")
         members = sorted(live.members)
         node = members[next(self._turn) % len(members)]
-        return await self.upstream.storage(node, "Sync", cluster_pb2.StoreSyncRequest(
-            user_id=me.user_id, conversations=convs))
+        return await self.upstream.storage(
+            node, "Sync", cluster_pb2.StoreSyncRequest(user_id=me.user_id, conversations=convs)
+        )
 
-    async def history(self, req: client_pb2.HistoryRequest,
-                      call: Call) -> client_pb2.HistoryReply:
+    async def history(self, req: client_pb2.HistoryRequest, call: Call) -> client_pb2.HistoryReply:
         me = self._me(call)
         if req.limit > HISTORY_MAX:
             raise RpcError(pb.INVALID_ARGUMENT, f"limit: at most {HISTORY_MAX}")
@@ -106,8 +120,9 @@ class Messaging:
         request.limit = req.limit or HISTORY_DEFAULT
         if floor and request.WhichOneof("position") == "after_seq":
             request.after_seq = max(request.after_seq, floor)
-        reply = await self.upstream.storage(self.upstream.storage_owner(req.conv_id), "History",
-                                            request)
+        reply = await self.upstream.storage(
+            self.upstream.storage_owner(req.conv_id), "History", request
+        )
         if floor and reply.messages and reply.messages[0].seq <= floor + 1:
             # the page reaches back to the member's join: hide what lies before, and say so
             kept = [m for m in reply.messages if m.seq > floor]
@@ -116,8 +131,9 @@ class Messaging:
             reply.more = False
         return reply
 
-    async def delivered(self, req: client_pb2.DeliveredRequest,
-                        call: Call) -> client_pb2.DeliveredReply:
+    async def delivered(
+        self, req: client_pb2.DeliveredRequest, call: Call
+    ) -> client_pb2.DeliveredReply:
         result = await self._cursor(call, req.conv_id, delivered=req.seq)
         return client_pb2.DeliveredReply(delivered_seq=result.delivered_seq)
 
@@ -125,26 +141,35 @@ class Messaging:
         result = await self._cursor(call, req.conv_id, read=req.seq)
         return client_pb2.ReadReply(read_seq=result.read_seq)
 
-    async def _cursor(self, call: Call, conv_id: int, delivered: int = 0,
-                      read: int = 0) -> cluster_pb2.CursorResult:
+    async def _cursor(
+        self, call: Call, conv_id: int, delivered: int = 0, read: int = 0
+    ) -> cluster_pb2.CursorResult:
         me = self._me(call)
         if not (delivered or read):
             raise RpcError(pb.INVALID_ARGUMENT, "seq is required")
         access = await self._conversation(me, conv_id)
         peer = access.peer_id if access.kind == client_pb2.CONV_KIND_DIRECT else 0
         update = cluster_pb2.CursorUpdate(
-            origin=cluster_pb2.ClientRequestRef(session_id=me.identity), user_id=me.user_id,
-            conv_id=conv_id, peer_id=peer, delivered_seq=delivered, read_seq=read)
+            origin=cluster_pb2.ClientRequestRef(session_id=me.identity),
+            user_id=me.user_id,
+            conv_id=conv_id,
+            peer_id=peer,
+            delivered_seq=delivered,
+            read_seq=read,
+        )
         reply = await self.upstream.storage(
-            self.upstream.storage_owner(conv_id), "Cursors",
-            cluster_pb2.CursorBatchRequest(gateway_id=self.gateway_id, updates=[update]))
+            self.upstream.storage_owner(conv_id),
+            "Cursors",
+            cluster_pb2.CursorBatchRequest(gateway_id=self.gateway_id, updates=[update]),
+        )
         [result] = reply.results
         if result.error != pb.OK:
             raise RpcError(result.error, "")
         return result
 
-    async def group_read_counts(self, req: client_pb2.GroupReadCountsRequest,
-                                call: Call) -> client_pb2.GroupReadCountsReply:
+    async def group_read_counts(
+        self, req: client_pb2.GroupReadCountsRequest, call: Call
+    ) -> client_pb2.GroupReadCountsReply:
         me = self._me(call)
         access = await self._conversation(me, req.conv_id)
         if access.kind != client_pb2.CONV_KIND_GROUP:
@@ -156,5 +181,6 @@ class Messaging:
         request = client_pb2.GroupReadCountsRequest()
         request.CopyFrom(req)
         request.from_seq = max(req.from_seq, access.floor_seq + 1)
-        return await self.upstream.storage(self.upstream.storage_owner(req.conv_id),
-                                           "GroupReadCounts", request)
+        return await self.upstream.storage(
+            self.upstream.storage_owner(req.conv_id), "GroupReadCounts", request
+        )

@@ -58,51 +58,87 @@ class GatewayNode(Node):
     async def on_start(self) -> None:
         self.options = GatewayOptions.from_extra(self.cfg.extra)
         self.client_sock = self.new_socket(zmq.ROUTER)
-        self.client_sock.setsockopt(zmq.MAXMSGSIZE,
-                                    self.cfg.max_frame_bytes + timing.FRAME_SLACK_BYTES)
+        self.client_sock.setsockopt(
+            zmq.MAXMSGSIZE, self.cfg.max_frame_bytes + timing.FRAME_SLACK_BYTES
+        )
         self.client_sock.setsockopt(zmq.SNDHWM, timing.CLIENT_HWM_MESSAGES)
         self.client_sock.setsockopt(zmq.RCVHWM, timing.CLIENT_HWM_MESSAGES)
         self.security.client_server(self.client_sock)
         self.connections = Connections(self.client_sock, self.options, self._connection_closed)
         self.sessions = SessionTable(self._session_fd)
-        self.backlogs = Backlogs(self.sessions, self.options.client_queue_bytes,
-                                 self.connections.tcp_state, self._slow_reader)
+        self.backlogs = Backlogs(
+            self.sessions,
+            self.options.client_queue_bytes,
+            self.connections.tcp_state,
+            self._slow_reader,
+        )
         self.user_rate = Limiter(self.options.session_rate, self.options.session_burst)
-        self.conn_auth_rate = Limiter(timing.PRE_AUTH_PER_CONN_PER_S,
-                                      timing.PRE_AUTH_PER_CONN_BURST)
-        self.addr_auth_rate = Limiter(self.options.auth_per_addr_per_s,
-                                      10.0 * self.options.auth_per_addr_per_s)
-        self.addr_resume_rate = Limiter(self.options.resume_per_addr_per_s,
-                                        10.0 * self.options.resume_per_addr_per_s)
+        self.conn_auth_rate = Limiter(
+            timing.PRE_AUTH_PER_CONN_PER_S, timing.PRE_AUTH_PER_CONN_BURST
+        )
+        self.addr_auth_rate = Limiter(
+            self.options.auth_per_addr_per_s, 10.0 * self.options.auth_per_addr_per_s
+        )
+        self.addr_resume_rate = Limiter(
+            self.options.resume_per_addr_per_s, 10.0 * self.options.resume_per_addr_per_s
+        )
         self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
         stats.watch(self.sessions, self.connections, self.options.max_unauth_total)
-        self.clients = RpcServer(self.client_sock, self.node_id, self.cfg.max_frame_bytes,
-                                 name="client", gate=self._gate,
-                                 own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S,
-                                 on_sent=self.backlogs.sent)
+        self.clients = RpcServer(
+            self.client_sock,
+            self.node_id,
+            self.cfg.max_frame_bytes,
+            name="client",
+            gate=self._gate,
+            own_deadline_s=timing.CLIENT_REQUEST_TIMEOUT_S,
+            on_sent=self.backlogs.sent,
+        )
         self._unbinds: set[asyncio.Future[None]] = set()
         self.upstream = Upstream(self.membership, self.peers)
         self.binder = RouteBinder(self.node_id, self.sessions, self.upstream, self._sync_hint)
-        auth = AuthCommands(self.node_id, self.sessions, self.upstream, self.binder,
-                            self.membership, self.options.max_sessions_per_user)
+        auth = AuthCommands(
+            self.node_id,
+            self.sessions,
+            self.upstream,
+            self.binder,
+            self.membership,
+            self.options.max_sessions_per_user,
+        )
         cmds = Social(self.node_id, self.sessions, self.upstream)
         self.access = AccessCache(self.upstream)
         self.batcher = SendBatcher(self.node_id, self.access, self.upstream)
         msgs = Messaging(self.node_id, self.sessions, self.upstream, self.access, self.batcher)
         handlers = {
-            "Register": auth.register, "Login": auth.login, "Resume": auth.resume,
-            "Logout": auth.logout, "Ping": auth.ping, "Me": auth.me,
-            "OnlineUsers": cmds.online_users, "Friends": cmds.friends,
-            "AddFriend": cmds.add_friend, "SearchUsers": cmds.search_users,
-            "Groups": cmds.groups, "GroupCreate": cmds.group_create,
-            "GroupSearch": cmds.group_search, "GroupJoin": cmds.group_join,
-            "GroupLeave": cmds.group_leave, "GroupUsers": cmds.group_users,
-            "GroupSettings": cmds.group_settings, "GroupInvite": cmds.group_invite,
-            "RemoveFriend": cmds.remove_friend, "Block": cmds.block, "Unblock": cmds.unblock,
-            "GroupKick": cmds.group_kick, "GroupOwner": cmds.group_owner,
-            "ChangePassword": cmds.change_password, "DeleteAccount": cmds.delete_account,
-            "Send": msgs.send, "Sync": msgs.sync, "History": msgs.history,
-            "Delivered": msgs.delivered, "Read": msgs.read,
+            "Register": auth.register,
+            "Login": auth.login,
+            "Resume": auth.resume,
+            "Logout": auth.logout,
+            "Ping": auth.ping,
+            "Me": auth.me,
+            "OnlineUsers": cmds.online_users,
+            "Friends": cmds.friends,
+            "AddFriend": cmds.add_friend,
+            "SearchUsers": cmds.search_users,
+            "Groups": cmds.groups,
+            "GroupCreate": cmds.group_create,
+            "GroupSearch": cmds.group_search,
+            "GroupJoin": cmds.group_join,
+            "GroupLeave": cmds.group_leave,
+            "GroupUsers": cmds.group_users,
+            "GroupSettings": cmds.group_settings,
+            "GroupInvite": cmds.group_invite,
+            "RemoveFriend": cmds.remove_friend,
+            "Block": cmds.block,
+            "Unblock": cmds.unblock,
+            "GroupKick": cmds.group_kick,
+            "GroupOwner": cmds.group_owner,
+            "ChangePassword": cmds.change_password,
+            "DeleteAccount": cmds.delete_account,
+            "Send": msgs.send,
+            "Sync": msgs.sync,
+            "History": msgs.history,
+            "Delivered": msgs.delivered,
+            "Read": msgs.read,
             "GroupReadCounts": msgs.group_read_counts,
             "Typing": TypingRelay(self.sessions, self.upstream, self.access).typing,
             "SearchMessages": MessageSearch(self.sessions, self.upstream).search_messages,
@@ -111,12 +147,15 @@ class GatewayNode(Node):
             self.clients.register(CLIENT[name], handler)
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
         self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
-        ender = SessionEnder(self.sessions, self.upstream, lambda i, n: self.end_session(i, n),
-                             self.node_id)
+        ender = SessionEnder(
+            self.sessions, self.upstream, lambda i, n: self.end_session(i, n), self.node_id
+        )
         self.subscriber.on(END_TOPIC, ender.on_event)
-        self._gateway_tasks = [asyncio.ensure_future(self.clients.serve()),
-                               asyncio.ensure_future(self._expire_idle()),
-                               asyncio.ensure_future(ender.audit_forever())]
+        self._gateway_tasks = [
+            asyncio.ensure_future(self.clients.serve()),
+            asyncio.ensure_future(self._expire_idle()),
+            asyncio.ensure_future(ender.audit_forever()),
+        ]
         self.connections.start()
         self.backlogs.start()
         self.binder.start()
@@ -134,8 +173,11 @@ class GatewayNode(Node):
         await self.backlogs.close()
         await self.clients.close()
         await self.batcher.close()
-        going = client_pb2.Push(notice=client_pb2.Notice(
-            kind=client_pb2.NOTICE_GOING_AWAY, text="gateway stopping; reconnect"))
+        going = client_pb2.Push(
+            notice=client_pb2.Notice(
+                kind=client_pb2.NOTICE_GOING_AWAY, text="gateway stopping; reconnect"
+            )
+        )
         self.push([s.identity for s in self.sessions], going.SerializeToString())
         await self.binder.close()
         self.client_sock.close(linger=timing.SOCKET_LINGER_MS)
@@ -152,20 +194,28 @@ class GatewayNode(Node):
 
     def on_drain(self) -> None:
         """Point every client at another gateway (round robin over the live ones)."""
-        others = [p for p in self.membership.alive("gateway")
-                  if not p.draining and "client" in p.info.endpoints]
+        others = [
+            p
+            for p in self.membership.alive("gateway")
+            if not p.draining and "client" in p.info.endpoints
+        ]
         sessions = list(self.sessions)
         for i, session in enumerate(sessions):
             if others:
                 target = others[i % len(others)]
                 notice = client_pb2.Notice(
-                    kind=client_pb2.NOTICE_REDIRECT, text="gateway draining",
-                    redirect=client_pb2.Redirect(gateway_id=target.node_id,
-                                                 endpoint=target.info.endpoints["client"],
-                                                 server_key=target.info.client_key))
+                    kind=client_pb2.NOTICE_REDIRECT,
+                    text="gateway draining",
+                    redirect=client_pb2.Redirect(
+                        gateway_id=target.node_id,
+                        endpoint=target.info.endpoints["client"],
+                        server_key=target.info.client_key,
+                    ),
+                )
             else:
-                notice = client_pb2.Notice(kind=client_pb2.NOTICE_GOING_AWAY,
-                                           text="gateway draining; reconnect later")
+                notice = client_pb2.Notice(
+                    kind=client_pb2.NOTICE_GOING_AWAY, text="gateway draining; reconnect later"
+                )
             self.push([session.identity], client_pb2.Push(notice=notice).SerializeToString())
 
     def peer_added(self, peer: Peer) -> None:
@@ -177,8 +227,9 @@ class GatewayNode(Node):
             self.binder.ring_changed()
         elif peer.role == "storage":
             # it may have committed messages whose pushes never left: everyone syncs
-            self._sync_hint([s.identity for s in self.sessions],
-                            client_pb2.SYNC_REASON_STORAGE_CHANGED)
+            self._sync_hint(
+                [s.identity for s in self.sessions], client_pb2.SYNC_REASON_STORAGE_CHANGED
+            )
 
     def on_keys_revoked(self) -> None:
         """Every node rebinds its events PUB after a key revocation (within one reload period
@@ -191,14 +242,15 @@ class GatewayNode(Node):
         settled = noticed + 2 * timing.KEYS_RELOAD_INTERVAL_S
         deadline = settled + timing.PEER_DEAD_AFTER_S
         while time.monotonic() < deadline and not all(
-                p.last_beat > settled for p in self.membership.alive("router")):
+            p.last_beat > settled for p in self.membership.alive("router")
+        ):
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S / 4)  # polling the routers' beats
-        self._sync_hint([s.identity for s in self.sessions],
-                        client_pb2.SYNC_REASON_ROUTE_CHANGED)
+        self._sync_hint([s.identity for s in self.sessions], client_pb2.SYNC_REASON_ROUTE_CHANGED)
 
     # ---- sessions
-    def end_session(self, identity: bytes, notice: client_pb2.Notice,
-                    slow_reader: bool = False) -> None:
+    def end_session(
+        self, identity: bytes, notice: client_pb2.Notice, slow_reader: bool = False
+    ) -> None:
         """End a live session: push `notice` (why), forget the session, unbind it at its router,
         then close its connection (after timing.KICK_FLUSH_S, so the notice can leave first;
         a `slow_reader`'s at once, by a reset: it would not read the notice anyway)."""
@@ -215,16 +267,21 @@ class GatewayNode(Node):
             self.connections.shut(fd, "slow_reader", reset=True)
         else:
             asyncio.get_running_loop().call_later(
-                timing.KICK_FLUSH_S, self.connections.shut, fd, "session_ended")
+                timing.KICK_FLUSH_S, self.connections.shut, fd, "session_ended"
+            )
 
     def _slow_reader(self, identity: bytes, unread: int) -> None:
         """`Backlogs` found this session's client too far behind: end it."""
         cap = self.options.client_queue_bytes
-        self.end_session(identity, client_pb2.Notice(
-            kind=client_pb2.NOTICE_SESSION_ENDED,
-            text=f"session ended: {unread} bytes of replies and pushes left unread (the "
-                 f"gateway holds at most {cap}); resume and read what you ask for"),
-            slow_reader=True)
+        self.end_session(
+            identity,
+            client_pb2.Notice(
+                kind=client_pb2.NOTICE_SESSION_ENDED,
+                text=f"session ended: {unread} bytes of replies and pushes left unread (the "
+                f"gateway holds at most {cap}); resume and read what you ask for",
+            ),
+            slow_reader=True,
+        )
 
     def _session_fd(self, fd: int, present: bool) -> None:
         """A session opened (`present`) or ended on the connection `fd`."""
@@ -252,8 +309,10 @@ class GatewayNode(Node):
         if session is None or session.peer_key != peer_key:  # no session on this connection
             if name not in PRE_AUTH:
                 return pb.UNAUTHENTICATED
-            if name in AUTHENTICATING and not (self.conn_auth_rate.allow(peer_key, now)
-                                               and self._addr_rate(name).allow(peer_addr, now)):
+            if name in AUTHENTICATING and not (
+                self.conn_auth_rate.allow(peer_key, now)
+                and self._addr_rate(name).allow(peer_addr, now)
+            ):
                 return pb.RATE_LIMITED
             return pb.OK
         session.last_seen = now
@@ -277,8 +336,9 @@ class GatewayNode(Node):
         if dropped:
             metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 
-    def _sync_hint(self, identities: list[bytes],
-                   reason: int = client_pb2.SYNC_REASON_ROUTE_CHANGED) -> None:
+    def _sync_hint(
+        self, identities: list[bytes], reason: int = client_pb2.SYNC_REASON_ROUTE_CHANGED
+    ) -> None:
         hint = client_pb2.Push(sync_hint=client_pb2.SyncHint(reason=reason))
         self.push(identities, hint.SerializeToString())
         stats.SYNC_HINTS.inc(len(identities))
@@ -290,8 +350,9 @@ class GatewayNode(Node):
         out: list[list[bytes]] = []
         for item in delivery.items:
             frames = envelope.event(PUSH_METHOD, item.push, self.node_id)
-            out.extend([sid, *frames] for sid in item.session_ids
-                       if self.sessions.get(sid) is not None)
+            out.extend(
+                [sid, *frames] for sid in item.session_ids if self.sessions.get(sid) is not None
+            )
         if out:
             dropped = send_batch(self.client_sock, out)
             self.backlogs.sent(out)

@@ -61,12 +61,14 @@ class GatewayOptions:
             max_unauth_total=read_int(extra, "SOIM_MAX_UNAUTH_TOTAL", 4096, 1, 1_000_000),
             max_sessions_per_user=read_int(extra, "SOIM_MAX_SESSIONS_PER_USER", 10, 1, 10_000),
             auth_per_addr_per_s=read_int(extra, "SOIM_AUTH_PER_ADDR_PER_S", 10, 1, 1_000_000),
-            resume_per_addr_per_s=read_int(extra, "SOIM_RESUME_PER_ADDR_PER_S", 100, 1,
-                                           1_000_000),
-            client_queue_bytes=read_int(extra, "SOIM_CLIENT_QUEUE_BYTES", 4 << 20, 2 << 20,
-                                        1 << 34),
-            session_rate=read_int(extra, "SOIM_SESSION_RATE", cls.session_rate, 1,
-                                  MAX_SESSION_RATE),
-            session_burst=read_int(extra, "SOIM_SESSION_BURST", cls.session_burst, 1,
-                                   MAX_SESSION_RATE),
+            resume_per_addr_per_s=read_int(extra, "SOIM_RESUME_PER_ADDR_PER_S", 100, 1, 1_000_000),
+            client_queue_bytes=read_int(
+                extra, "SOIM_CLIENT_QUEUE_BYTES", 4 << 20, 2 << 20, 1 << 34
+            ),
+            session_rate=read_int(
+                extra, "SOIM_SESSION_RATE", cls.session_rate, 1, MAX_SESSION_RATE
+            ),
+            session_burst=read_int(
+                extra, "SOIM_SESSION_BURST", cls.session_burst, 1, MAX_SESSION_RATE
+            ),
         )

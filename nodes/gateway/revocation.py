@@ -38,8 +38,9 @@ EndSession = Callable[[bytes, client_pb2.Notice], None]
 class SessionEnder:
     """Ends the sessions of revoked users and tokens on one gateway."""
 
-    def __init__(self, sessions: SessionTable, upstream: Upstream, end_session: EndSession,
-                 node_id: str = "") -> None:
+    def __init__(
+        self, sessions: SessionTable, upstream: Upstream, end_session: EndSession, node_id: str = ""
+    ) -> None:
         self.node_id = node_id
         """This gateway's id: a SessionsEnd may name one of its sessions to keep."""
         self.sessions = sessions
@@ -55,8 +56,7 @@ class SessionEnder:
         except envelope.EnvelopeError:
             log.warning("bad SessionsEnd from %s", env.header.sender)
             return
-        keep = ((ended.keep.gateway_id, ended.keep.session_id) if ended.HasField("keep")
-                else None)
+        keep = (ended.keep.gateway_id, ended.keep.session_id) if ended.HasField("keep") else None
         for user_id in ended.user_ids:
             for session in self.sessions.of_user(user_id):
                 if keep != (self.node_id, session.identity):
@@ -65,8 +65,12 @@ class SessionEnder:
     def end(self, session: Session, reason: str) -> None:
         """End one session with a NOTICE_SESSION_ENDED that says why."""
         log.info("ending session of user %d: %s", session.user_id, reason)
-        self._end_session(session.identity, client_pb2.Notice(
-            kind=client_pb2.NOTICE_SESSION_ENDED, text=f"session ended: {reason}"))
+        self._end_session(
+            session.identity,
+            client_pb2.Notice(
+                kind=client_pb2.NOTICE_SESSION_ENDED, text=f"session ended: {reason}"
+            ),
+        )
 
     async def audit_forever(self) -> None:
         """Run `audit()` every REVOCATION_AUDIT_INTERVAL_S until cancelled."""
@@ -81,9 +85,13 @@ class SessionEnder:
         """Ask a directory about every session's token; end the sessions refused."""
         held = [s for s in self.sessions if s.token]
         for start in range(0, len(held), TOKENS_PER_CALL):
-            batch = [(s, s.token) for s in held[start:start + TOKENS_PER_CALL]]
-            reply = await self.upstream.directory("CheckTokens", cluster_pb2.DirTokensRequest(
-                tokens=[cluster_pb2.DirTokenRequest(token=token) for _, token in batch]))
+            batch = [(s, s.token) for s in held[start : start + TOKENS_PER_CALL]]
+            reply = await self.upstream.directory(
+                "CheckTokens",
+                cluster_pb2.DirTokensRequest(
+                    tokens=[cluster_pb2.DirTokenRequest(token=token) for _, token in batch]
+                ),
+            )
             for (session, token), result in zip(batch, reply.results, strict=False):
                 current = self.sessions.get(session.identity)
                 if result.code != pb.OK and current is session and session.token == token:

@@ -29,14 +29,16 @@ class MessageSearch:
         self.sessions = sessions
         self.upstream = upstream
 
-    async def search_messages(self, req: client_pb2.SearchMessagesRequest,
-                              call: Call) -> client_pb2.SearchMessagesReply:
+    async def search_messages(
+        self, req: client_pb2.SearchMessagesRequest, call: Call
+    ) -> client_pb2.SearchMessagesReply:
         session = self.sessions.get(call.identity)
         if session is None:
             raise RpcError(pb.UNAUTHENTICATED, "log in first")
         check(req)
-        mine = await self.upstream.directory("Conversations",
-                                             cluster_pb2.UserRef(user_id=session.user_id))
+        mine = await self.upstream.directory(
+            "Conversations", cluster_pb2.UserRef(user_id=session.user_id)
+        )
         convs = {c.conv_id: c for c in mine.conversations}
         owners: dict[str, list[cluster_pb2.SearchScope]] = {}
         for c in convs.values():
@@ -45,14 +47,24 @@ class MessageSearch:
         search = client_pb2.SearchMessagesRequest()
         search.CopyFrom(req)
         search.limit = limit = req.limit or SEARCH_DEFAULT
-        calls = [self.upstream.storage(node, "Search", cluster_pb2.StoreSearchRequest(
-                     search=search, scopes=scopes[i:i + MAX_SCOPES]))
-                 for node, scopes in owners.items() for i in range(0, len(scopes), MAX_SCOPES)]
+        calls = [
+            self.upstream.storage(
+                node,
+                "Search",
+                cluster_pb2.StoreSearchRequest(search=search, scopes=scopes[i : i + MAX_SCOPES]),
+            )
+            for node, scopes in owners.items()
+            for i in range(0, len(scopes), MAX_SCOPES)
+        ]
         pages = await asyncio.gather(*calls)
-        found = sorted((m for page in pages for m in page.messages),
-                       key=lambda m: (m.ts_ms, m.msg_id), reverse=True)
+        found = sorted(
+            (m for page in pages for m in page.messages),
+            key=lambda m: (m.ts_ms, m.msg_id),
+            reverse=True,
+        )
         reply = client_pb2.SearchMessagesReply(
-            more=len(found) > limit or any(page.more for page in pages))
+            more=len(found) > limit or any(page.more for page in pages)
+        )
         for msg in found[:limit]:
             conv = convs[msg.conv_id]
             if conv.kind == client_pb2.CONV_KIND_GROUP:

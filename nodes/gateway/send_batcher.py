@@ -45,8 +45,9 @@ class SendBatcher:
         self._queue: list[PendingSend] = []
         self._worker: asyncio.Task[None] | None = None
 
-    def submit(self, session: Session, request: client_pb2.SendRequest
-               ) -> asyncio.Future[client_pb2.SendAck]:
+    def submit(
+        self, session: Session, request: client_pb2.SendRequest
+    ) -> asyncio.Future[client_pb2.SendAck]:
         """Queue a Send; the future resolves to its SendAck or fails with RpcError."""
         future: asyncio.Future[client_pb2.SendAck] = asyncio.get_running_loop().create_future()
         self._queue.append(PendingSend(session, request, future))
@@ -74,8 +75,9 @@ class SendBatcher:
                     _fail(pending, pb.INTERNAL, "send failed; retry")
 
     async def _store(self, batch: list[PendingSend]) -> None:
-        checks = [cluster_pb2.AccessCheck(user_id=p.session.user_id, **_target(p.request))
-                  for p in batch]
+        checks = [
+            cluster_pb2.AccessCheck(user_id=p.session.user_id, **_target(p.request)) for p in batch
+        ]
         try:
             results = await self.access.check(checks)
         except RpcError as err:
@@ -95,25 +97,38 @@ class SendBatcher:
             by_owner.setdefault(owner, []).append((pending, self._item(pending, result)))
         await asyncio.gather(*(self._store_at(owner, items) for owner, items in by_owner.items()))
 
-    def _item(self, pending: PendingSend, access: cluster_pb2.AccessResult
-              ) -> cluster_pb2.StoreItem:
+    def _item(
+        self, pending: PendingSend, access: cluster_pb2.AccessResult
+    ) -> cluster_pb2.StoreItem:
         s, req = pending.session, pending.request
         return cluster_pb2.StoreItem(
-            origin=cluster_pb2.ClientRequestRef(session_id=s.identity), sender=s.user_id,
-            sender_account=s.account, client_msg_id=req.client_msg_id, conv_id=access.conv_id,
-            body=req.body, kind=req.kind, ref_seq=req.ref_seq, mentions=req.mentions,
-            **_target(req))
+            origin=cluster_pb2.ClientRequestRef(session_id=s.identity),
+            sender=s.user_id,
+            sender_account=s.account,
+            client_msg_id=req.client_msg_id,
+            conv_id=access.conv_id,
+            body=req.body,
+            kind=req.kind,
+            ref_seq=req.ref_seq,
+            mentions=req.mentions,
+            **_target(req),
+        )
 
-    async def _store_at(self, owner: str,
-                        items: list[tuple[PendingSend, cluster_pb2.StoreItem]]) -> None:
-        request = cluster_pb2.StoreBatchRequest(gateway_id=self.gateway_id,
-                                                items=[item for _, item in items])
+    async def _store_at(
+        self, owner: str, items: list[tuple[PendingSend, cluster_pb2.StoreItem]]
+    ) -> None:
+        request = cluster_pb2.StoreBatchRequest(
+            gateway_id=self.gateway_id, items=[item for _, item in items]
+        )
         try:
             reply = await self.upstream.storage(owner, "StoreBatch", request)
         except RpcError as err:
             for pending, _ in items:
-                _fail(pending, pb.UNAVAILABLE if err.code in _RETRY_LATER else err.code,
-                      "not stored; retry")
+                _fail(
+                    pending,
+                    pb.UNAVAILABLE if err.code in _RETRY_LATER else err.code,
+                    "not stored; retry",
+                )
             return
         for (pending, _), result in zip(items, reply.results, strict=True):
             if result.error == pb.OK:

@@ -18,18 +18,25 @@ if TYPE_CHECKING:
 
 SESSIONS = Gauge("soim_gateway_sessions", "Logged-in client sessions on this gateway")
 CONNECTIONS = Gauge("soim_gateway_connections", "Client TCP connections open")
-UNAUTHENTICATED = Gauge("soim_gateway_unauthenticated_connections",
-                        "Client connections that hold no session yet")
-UNAUTHENTICATED_LIMIT = Gauge("soim_gateway_unauthenticated_limit",
-                              "SOIM_MAX_UNAUTH_TOTAL: past it new connections are closed")
-PUSHES = Counter("soim_gateway_pushes_total", "Pushes to clients, by result (sent, dropped)",
-                 ["result"])
+UNAUTHENTICATED = Gauge(
+    "soim_gateway_unauthenticated_connections", "Client connections that hold no session yet"
+)
+UNAUTHENTICATED_LIMIT = Gauge(
+    "soim_gateway_unauthenticated_limit",
+    "SOIM_MAX_UNAUTH_TOTAL: past it new connections are closed",
+)
+PUSHES = Counter(
+    "soim_gateway_pushes_total", "Pushes to clients, by result (sent, dropped)", ["result"]
+)
 PUSHES_SENT = PUSHES.labels("sent")
 PUSHES_DROPPED = PUSHES.labels("dropped")
-SYNC_HINTS = Counter("soim_gateway_sync_hints_total",
-                     "SyncHints pushed to sessions (each then runs a full Sync)")
-REBIND_SNAPSHOTS = Counter("soim_gateway_rebind_snapshots_total",
-                           "Full lists of this gateway's sessions sent to the routers")
+SYNC_HINTS = Counter(
+    "soim_gateway_sync_hints_total", "SyncHints pushed to sessions (each then runs a full Sync)"
+)
+REBIND_SNAPSHOTS = Counter(
+    "soim_gateway_rebind_snapshots_total",
+    "Full lists of this gateway's sessions sent to the routers",
+)
 
 
 def watch(sessions: Sized, connections: Connections, unauth_limit: int) -> None:

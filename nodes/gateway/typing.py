@@ -50,17 +50,20 @@ class TypingRelay:
         if len(self._last) >= MAX_TRACKED:
             self._last.clear()
         self._last[me.identity] = now
-        [access] = await self.access.check([cluster_pb2.AccessCheck(user_id=me.user_id,
-                                                                    conv_id=req.conv_id)])
+        [access] = await self.access.check(
+            [cluster_pb2.AccessCheck(user_id=me.user_id, conv_id=req.conv_id)]
+        )
         if access.error != pb.OK:
             raise RpcError(access.error, "not a conversation of yours")
         if access.kind == client_pb2.CONV_KIND_DIRECT:  # as a send would be: not if blocked
-            [direct] = await self.access.check([cluster_pb2.AccessCheck(
-                user_id=me.user_id, to_user=access.peer_id)])
+            [direct] = await self.access.check(
+                [cluster_pb2.AccessCheck(user_id=me.user_id, to_user=access.peer_id)]
+            )
             if direct.error != pb.OK:
                 raise RpcError(direct.error, "they do not take your messages")
-        push = client_pb2.Push(typing=client_pb2.Typing(
-            conv_id=req.conv_id, user_id=me.user_id, account=me.account)).SerializeToString()
+        push = client_pb2.Push(
+            typing=client_pb2.Typing(conv_id=req.conv_id, user_id=me.user_id, account=me.account)
+        ).SerializeToString()
         task = asyncio.ensure_future(self._relay(access, me.user_id, push))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -70,7 +73,8 @@ class TypingRelay:
         if access.kind == client_pb2.CONV_KIND_GROUP:
             try:
                 reply = await self.upstream.directory(
-                    "GroupMembers", cluster_pb2.GroupIds(group_ids=[access.conv_id]))
+                    "GroupMembers", cluster_pb2.GroupIds(group_ids=[access.conv_id])
+                )
             except RpcError:
                 return  # best effort: the next notice tries again
             users = {u for g in reply.groups for u in g.user_ids}

@@ -44,8 +44,9 @@ class Batched(Generic[ItemT, ResultT]):
     call's RpcError (any other exception: INTERNAL).
     """
 
-    def __init__(self, send: Callable[[list[ItemT]], Awaitable[list[ResultT]]],
-                 max_items: int) -> None:
+    def __init__(
+        self, send: Callable[[list[ItemT]], Awaitable[list[ResultT]]], max_items: int
+    ) -> None:
         self._send = send
         self._max = max_items
         self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
@@ -62,7 +63,7 @@ class Batched(Generic[ItemT, ResultT]):
     async def _run(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue[:self._max], self._queue[self._max:]
+                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                 try:
                     results = await self._send([item for item, _ in batch])
                     if len(results) != len(batch):
@@ -104,8 +105,9 @@ class Upstream:
         if not live:
             raise RpcError(pb.UNAVAILABLE, "no directory node is alive")
         peer = live[next(self._turn) % len(live)]
-        return await self.peers.get(peer.node_id).call(DIRECTORY[name], request,
-                                                       timeout=timing.UPSTREAM_TIMEOUT_S)
+        return await self.peers.get(peer.node_id).call(
+            DIRECTORY[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
+        )
 
     # ---- storage
     def storage_ring(self) -> Ring:
@@ -124,8 +126,9 @@ class Upstream:
 
     async def storage(self, node_id: str, name: str, request: Message) -> Any:
         """Call Storage.<name> on one storage node."""
-        return await self.peers.get(node_id).call(STORAGE[name], request,
-                                                  timeout=timing.UPSTREAM_TIMEOUT_S)
+        return await self.peers.get(node_id).call(
+            STORAGE[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
+        )
 
     # ---- routers
     def ring(self) -> Ring:
@@ -137,8 +140,9 @@ class Upstream:
 
     async def router(self, router_id: str, name: str, request: Message) -> Any:
         """Call Router.<name> on one router."""
-        return await self.peers.get(router_id).call(ROUTER[name], request,
-                                                    timeout=timing.UPSTREAM_TIMEOUT_S)
+        return await self.peers.get(router_id).call(
+            ROUTER[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
+        )
 
     async def lookup(self, user_ids: Iterable[int]) -> dict[int, list[cluster_pb2.SessionBinding]]:
         """Every session of each user, asking each owner router once."""
@@ -146,9 +150,13 @@ class Upstream:
         if not ring:
             return {}
         groups = ring.owners(set(user_ids))
-        replies = await asyncio.gather(*(
-            self.router(rid, "Lookup", cluster_pb2.UserIds(user_ids=ids))
-            for rid, ids in groups.items()), return_exceptions=True)
+        replies = await asyncio.gather(
+            *(
+                self.router(rid, "Lookup", cluster_pb2.UserIds(user_ids=ids))
+                for rid, ids in groups.items()
+            ),
+            return_exceptions=True,
+        )
         found: dict[int, list[cluster_pb2.SessionBinding]] = {}
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -167,17 +175,25 @@ class Upstream:
         ring = self.ring()
         if not ring:
             return
-        calls = [self.router(rid, "Deliver", cluster_pb2.DeliverBatch(
-                     deliveries=[cluster_pb2.Delivery(user_ids=ids, push=push)]))
-                 for rid, ids in ring.owners(set(user_ids)).items()]
+        calls = [
+            self.router(
+                rid,
+                "Deliver",
+                cluster_pb2.DeliverBatch(
+                    deliveries=[cluster_pb2.Delivery(user_ids=ids, push=push)]
+                ),
+            )
+            for rid, ids in ring.owners(set(user_ids)).items()
+        ]
         await asyncio.gather(*calls, return_exceptions=True)
 
     async def online_users(self, cursor: int, limit: int) -> tuple[list[int], bool]:
         """One page of online user ids above `cursor`, merged from every router."""
         routers = [p.node_id for p in self.membership.alive("router")]
         request = client_pb2.OnlineUsersRequest(cursor=cursor, limit=limit)
-        replies = await asyncio.gather(*(self.router(rid, "OnlineUsers", request)
-                                         for rid in routers), return_exceptions=True)
+        replies = await asyncio.gather(
+            *(self.router(rid, "OnlineUsers", request) for rid in routers), return_exceptions=True
+        )
         ids: set[int] = set()
         more = False
         for reply in replies:

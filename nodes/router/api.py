@@ -12,7 +12,8 @@ from schema import cluster_pb2
 
 ROUTER: dict[str, Method] = catalogue(
     cluster_pb2.DESCRIPTOR.services_by_name["Router"],
-    idempotent=["BindSessions", "UnbindSessions", "Lookup", "OnlineUsers"])
+    idempotent=["BindSessions", "UnbindSessions", "Lookup", "OnlineUsers"],
+)
 """Router RPCs by rpc name: BindSessions, UnbindSessions, Lookup, OnlineUsers, Deliver."""
 
 DELIVERY_METHOD = "router.GatewayDelivery"

@@ -19,7 +19,7 @@ from schema import cluster_pb2
 # protobuf sizes, rounded up: a length-delimited field is a 1-byte tag, a varint length (at most
 # 3 bytes below 2 MiB) and the bytes.
 _FIELD_OVERHEAD = 4
-_ITEM_OVERHEAD = _FIELD_OVERHEAD          # the SessionPush inside GatewayDelivery.items
+_ITEM_OVERHEAD = _FIELD_OVERHEAD  # the SessionPush inside GatewayDelivery.items
 
 
 @dataclass(slots=True)
@@ -27,8 +27,8 @@ class FanOut:
     """The outcome of one batch: the events to publish, in order, and what they carry."""
 
     events: list[tuple[str, cluster_pb2.GatewayDelivery]] = field(default_factory=list)
-    sessions: int = 0        # session pushes published
-    too_large: int = 0       # session pushes dropped: the push alone passes the size budget
+    sessions: int = 0  # session pushes published
+    too_large: int = 0  # session pushes dropped: the push alone passes the size budget
 
 
 class _GatewayEvents:
@@ -56,9 +56,9 @@ class _GatewayEvents:
                 room -= cost
                 end += 1
             if end == start:
-                if self.current.items:    # no room left here: go on in a fresh event
+                if self.current.items:  # no room left here: go on in a fresh event
                     self._next()
-                else:                     # alone in an empty event it still does not fit
+                else:  # alone in an empty event it still does not fit
                     dropped += 1
                     start += 1
                 continue
@@ -79,8 +79,9 @@ class _GatewayEvents:
         self.size = self.base
 
 
-def fan_out(presence: Presence, batch: cluster_pb2.DeliverBatch, router_id: str,
-            budget: int) -> FanOut:
+def fan_out(
+    presence: Presence, batch: cluster_pb2.DeliverBatch, router_id: str, budget: int
+) -> FanOut:
     """The GatewayDelivery events of `batch`, each at most `budget` bytes serialized."""
     gateways: dict[str, _GatewayEvents] = {}
     out = FanOut()
@@ -88,7 +89,7 @@ def fan_out(presence: Presence, batch: cluster_pb2.DeliverBatch, router_id: str,
         skip = getattr(delivery, "except")
         skip_key = (skip.gateway_id, skip.session_id)
         targets: dict[str, list[bytes]] = {}
-        for user_id in dict.fromkeys(delivery.user_ids):   # a session has one user: no repeats
+        for user_id in dict.fromkeys(delivery.user_ids):  # a session has one user: no repeats
             for key in presence.sessions_of(user_id):
                 if key != skip_key:
                     targets.setdefault(key[0], []).append(key[1])

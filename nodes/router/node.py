@@ -34,24 +34,26 @@ from schema import common_pb2 as pb
 
 SESSIONS = Gauge("soim_router_sessions", "Sessions bound at this router")
 USERS = Gauge("soim_router_users", "Users with a session bound at this router")
-BIND_RESULTS = Counter("soim_router_bind_results_total", "Bindings answered, by result",
-                       ["result"])
-SESSIONS_DROPPED = Counter("soim_router_sessions_dropped_total",
-                           "Sessions forgotten other than by unbind, by reason", ["reason"])
-DELIVERIES = Counter("soim_router_deliveries_published_total",
-                     "GatewayDelivery events published")
+BIND_RESULTS = Counter("soim_router_bind_results_total", "Bindings answered, by result", ["result"])
+SESSIONS_DROPPED = Counter(
+    "soim_router_sessions_dropped_total",
+    "Sessions forgotten other than by unbind, by reason",
+    ["reason"],
+)
+DELIVERIES = Counter("soim_router_deliveries_published_total", "GatewayDelivery events published")
 PUSHES = Counter("soim_router_session_pushes_total", "Pushes published to sessions")
-PUSHES_TOO_LARGE = Counter("soim_router_pushes_too_large_total",
-                           "Session pushes dropped: larger than a frame")
+PUSHES_TOO_LARGE = Counter(
+    "soim_router_pushes_too_large_total", "Session pushes dropped: larger than a frame"
+)
 
 GATEWAY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 """A node id as SOIM_NODE_ID allows it (fabric.config)."""
-MAX_SESSION_ID_BYTES = 255   # a ZeroMQ routing identity
-MAX_DEVICE_CHARS = 32        # client.proto RegisterRequest.device
-MAX_LOOKUP_USERS = 1000      # keeps a Lookup reply well under the frame limit
-MAX_PAGE = 1000              # OnlineUsers page size ceiling
-DEFAULT_PAGE = 50            # OnlineUsers limit 0
-EVENT_HEADER_ROOM = 512      # bytes of a frame left for the event header (method, sender)
+MAX_SESSION_ID_BYTES = 255  # a ZeroMQ routing identity
+MAX_DEVICE_CHARS = 32  # client.proto RegisterRequest.device
+MAX_LOOKUP_USERS = 1000  # keeps a Lookup reply well under the frame limit
+MAX_PAGE = 1000  # OnlineUsers page size ceiling
+DEFAULT_PAGE = 50  # OnlineUsers limit 0
+EVENT_HEADER_ROOM = 512  # bytes of a frame left for the event header (method, sender)
 
 _OK = pb.OK
 _NOT_OWNER = pb.NOT_OWNER
@@ -69,8 +71,10 @@ class RouterNode(Node):
         self.presence = Presence()
         self.ring = Ring([self.node_id])
         self._delivery_budget = cfg.max_frame_bytes - EVENT_HEADER_ROOM
-        self._bind_counts = {code: BIND_RESULTS.labels(pb.ErrorCode.Name(code))
-                             for code in (_OK, _NOT_OWNER, _INVALID)}
+        self._bind_counts = {
+            code: BIND_RESULTS.labels(pb.ErrorCode.Name(code))
+            for code in (_OK, _NOT_OWNER, _INVALID)
+        }
 
     # ---- node hooks
     async def on_start(self) -> None:
@@ -109,8 +113,11 @@ class RouterNode(Node):
         self.ring = ring
         dropped = self.presence.retain_users(self.owns)
         SESSIONS_DROPPED.labels("ring_change").inc(dropped)
-        self.log.info("ring now %s: dropped %d sessions of users owned elsewhere",
-                      ",".join(sorted(ring.members)), dropped)
+        self.log.info(
+            "ring now %s: dropped %d sessions of users owned elsewhere",
+            ",".join(sorted(ring.members)),
+            dropped,
+        )
 
     # ---- RPC handlers (plain functions: answered in the same drain pass)
     def _bind(self, req: cluster_pb2.BindRequest, call: Call) -> cluster_pb2.BindReply:
@@ -135,9 +142,14 @@ class RouterNode(Node):
         return cluster_pb2.BindReply(results=results)
 
     def _check(self, b: cluster_pb2.SessionBinding, snapshot_of: str | None) -> int:
-        if (not b.user_id or not b.session_id or len(b.session_id) > MAX_SESSION_ID_BYTES
-                or len(b.device) > MAX_DEVICE_CHARS or not GATEWAY_ID_RE.match(b.gateway_id)
-                or (snapshot_of is not None and b.gateway_id != snapshot_of)):
+        if (
+            not b.user_id
+            or not b.session_id
+            or len(b.session_id) > MAX_SESSION_ID_BYTES
+            or len(b.device) > MAX_DEVICE_CHARS
+            or not GATEWAY_ID_RE.match(b.gateway_id)
+            or (snapshot_of is not None and b.gateway_id != snapshot_of)
+        ):
             return _INVALID
         return _OK if self.owns(b.user_id) else _NOT_OWNER
 
@@ -153,12 +165,17 @@ class RouterNode(Node):
         for user_id in req.user_ids:
             entry = reply.users.add(user_id=user_id)
             for b in self.presence.bindings_of(user_id):
-                entry.sessions.add(user_id=user_id, gateway_id=b.gateway_id,
-                                   session_id=b.session_id, device=b.device)
+                entry.sessions.add(
+                    user_id=user_id,
+                    gateway_id=b.gateway_id,
+                    session_id=b.session_id,
+                    device=b.device,
+                )
         return reply
 
-    def _online_users(self, req: client_pb2.OnlineUsersRequest,
-                      call: Call) -> cluster_pb2.RouterOnlineUsersReply:
+    def _online_users(
+        self, req: client_pb2.OnlineUsersRequest, call: Call
+    ) -> cluster_pb2.RouterOnlineUsersReply:
         limit = min(req.limit or DEFAULT_PAGE, MAX_PAGE)
         page, more = self.presence.users_after(req.cursor, limit)
         return cluster_pb2.RouterOnlineUsersReply(user_ids=page, more=more)

@@ -34,10 +34,10 @@ class Presence:
     """User → sessions, indexed by gateway too."""
 
     def __init__(self) -> None:
-        self._users: dict[int, dict[SessionKey, str]] = {}   # user → {(gw, sid): device}
-        self._gateways: dict[str, dict[bytes, int]] = {}     # gw → {sid: user}
+        self._users: dict[int, dict[SessionKey, str]] = {}  # user → {(gw, sid): device}
+        self._gateways: dict[str, dict[bytes, int]] = {}  # gw → {sid: user}
         self._sessions = 0
-        self._sorted: list[int] | None = None                # user ids, ascending; lazily
+        self._sorted: list[int] | None = None  # user ids, ascending; lazily
 
     # ---- queries
     @property
@@ -59,15 +59,17 @@ class Presence:
 
     def bindings_of(self, user_id: int) -> list[Binding]:
         """The sessions of `user_id`, in the order they were bound."""
-        return [Binding(user_id, gw, sid, device)
-                for (gw, sid), device in self._users.get(user_id, _NO_SESSIONS).items()]
+        return [
+            Binding(user_id, gw, sid, device)
+            for (gw, sid), device in self._users.get(user_id, _NO_SESSIONS).items()
+        ]
 
     def users_after(self, cursor: int, limit: int) -> tuple[list[int], bool]:
         """Up to `limit` user ids greater than `cursor`, ascending, and whether more follow."""
         if self._sorted is None:
             self._sorted = sorted(self._users)
         start = bisect.bisect_right(self._sorted, cursor)
-        page = self._sorted[start:start + limit]
+        page = self._sorted[start : start + limit]
         return page, start + limit < len(self._sorted)
 
     # ---- changes
@@ -109,8 +111,11 @@ class Presence:
         how many held sessions were dropped because the snapshot no longer has them."""
         fresh = list(bindings)
         keep = {(b.session_id, b.user_id) for b in fresh}
-        stale = [(sid, uid) for sid, uid in self._gateways.get(gateway_id, {}).items()
-                 if (sid, uid) not in keep]
+        stale = [
+            (sid, uid)
+            for sid, uid in self._gateways.get(gateway_id, {}).items()
+            if (sid, uid) not in keep
+        ]
         for session_id, user_id in stale:
             self._remove(user_id, gateway_id, session_id)
         for b in fresh:

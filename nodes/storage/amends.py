@@ -42,8 +42,7 @@ Target = tuple[int, int, int, str]
 """(sender, ts, kind, body) of the message an item refers to."""
 
 
-def code_of(item: cluster_pb2.StoreItem, target: Target | None, now_ms: int,
-            window_ms: int) -> int:
+def code_of(item: cluster_pb2.StoreItem, target: Target | None, now_ms: int, window_ms: int) -> int:
     """Whether `item` may refer to `target` (the message at its ref_seq, None when there is
     none): OK or the error code."""
     if target is None:
@@ -75,25 +74,36 @@ class Amends:
             found = await self.workers.read(self._targets, items)
         except RpcError:
             return [pb.UNAVAILABLE] * len(items)
-        return [pb.OK if retry else code_of(item, target, now_ms, self.window_ms)
-                for item, (target, retry) in zip(items, found, strict=True)]
+        return [
+            pb.OK if retry else code_of(item, target, now_ms, self.window_ms)
+            for item, (target, retry) in zip(items, found, strict=True)
+        ]
 
-    def _targets(self, items: Sequence[cluster_pb2.StoreItem]
-                 ) -> list[tuple[Target | None, bool]]:
+    def _targets(self, items: Sequence[cluster_pb2.StoreItem]) -> list[tuple[Target | None, bool]]:
         """Per item: the message it refers to, and whether the item itself is stored already."""
         out: list[tuple[Target | None, bool]] = []
         for item in items:
             loc = self.store.locate("message", item.conv_id)
             with loc.db.connection() as conn:
-                rows = conn.query(f"SELECT sender, ts, kind, body FROM `{loc.table}` "
-                                  "WHERE conv_id = %s AND seq = %s", (item.conv_id, item.ref_seq))
-                retry = conn.query(f"SELECT 1 FROM `{loc.table}` WHERE conv_id = %s AND "
-                                   "sender = %s AND client_msg_id = %s",
-                                   (item.conv_id, item.sender, item.client_msg_id))
+                rows = conn.query(
+                    f"SELECT sender, ts, kind, body FROM `{loc.table}` "
+                    "WHERE conv_id = %s AND seq = %s",
+                    (item.conv_id, item.ref_seq),
+                )
+                retry = conn.query(
+                    f"SELECT 1 FROM `{loc.table}` WHERE conv_id = %s AND "
+                    "sender = %s AND client_msg_id = %s",
+                    (item.conv_id, item.sender, item.client_msg_id),
+                )
             target = rows[0] if rows else None
-            out.append((None if target is None else
-                        (int(target[0]), int(target[1]), int(target[2]), str(target[3])),
-                        bool(retry)))
+            out.append(
+                (
+                    None
+                    if target is None
+                    else (int(target[0]), int(target[1]), int(target[2]), str(target[3])),
+                    bool(retry),
+                )
+            )
         return out
 
     def committed(self, stored: list[Stored]) -> None:
@@ -114,5 +124,8 @@ class Amends:
         for conv_id, seq in recalls:
             loc = self.store.locate("message", conv_id)
             with loc.db.connection() as conn:
-                conn.execute(f"UPDATE `{loc.table}` SET body = '' WHERE conv_id = %s "
-                             "AND seq = %s AND kind = %s", (conv_id, seq, KIND_TEXT))
+                conn.execute(
+                    f"UPDATE `{loc.table}` SET body = '' WHERE conv_id = %s "
+                    "AND seq = %s AND kind = %s",
+                    (conv_id, seq, KIND_TEXT),
+                )

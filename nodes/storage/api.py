@@ -10,4 +10,5 @@ from schema import cluster_pb2
 
 STORAGE: dict[str, Method] = catalogue(
     cluster_pb2.DESCRIPTOR.services_by_name["Storage"],
-    idempotent=["StoreBatch", "History", "Sync", "Cursors", "GroupReadCounts", "Search"])
+    idempotent=["StoreBatch", "History", "Sync", "Cursors", "GroupReadCounts", "Search"],
+)

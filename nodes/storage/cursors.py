@@ -50,13 +50,15 @@ class Cursors:
         self._job: asyncio.Task[None] | None = None
         self._asked = asyncio.Event()  # a client's update is queued
 
-    async def cursors(self, req: cluster_pb2.CursorBatchRequest,
-                      call: Call) -> cluster_pb2.CursorBatchReply:
+    async def cursors(
+        self, req: cluster_pb2.CursorBatchRequest, call: Call
+    ) -> cluster_pb2.CursorBatchReply:
         moves: list[Move] = []
         for u in req.updates:
             if not (u.user_id and u.conv_id and (u.read_seq or u.delivered_seq)):
-                raise RpcError(pb.INVALID_ARGUMENT, "an update needs a user, a conversation "
-                                                    "and a seq")
+                raise RpcError(
+                    pb.INVALID_ARGUMENT, "an update needs a user, a conversation and a seq"
+                )
             moves.append((u.user_id, u.conv_id, u.read_seq, max(u.delivered_seq, u.read_seq)))
         done: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._enqueue(moves, True, done)
@@ -64,14 +66,25 @@ class Cursors:
         reply = cluster_pb2.CursorBatchReply()
         receipts = []
         for u, (code, before, after) in zip(req.updates, outcomes, strict=True):
-            reply.results.add(origin=u.origin, error=code, read_seq=after[0],
-                              delivered_seq=after[1])
+            reply.results.add(
+                origin=u.origin, error=code, read_seq=after[0], delivered_seq=after[1]
+            )
             if code == pb.OK and after != before:
-                skip = cluster_pb2.SessionRef(user_id=u.user_id, gateway_id=req.gateway_id,
-                                              session_id=u.origin.session_id)
-                receipts.append((client_pb2.Receipt(conv_id=u.conv_id, user_id=u.user_id,
-                                                    read_seq=after[0], delivered_seq=after[1]),
-                                 u.peer_id, skip))
+                skip = cluster_pb2.SessionRef(
+                    user_id=u.user_id, gateway_id=req.gateway_id, session_id=u.origin.session_id
+                )
+                receipts.append(
+                    (
+                        client_pb2.Receipt(
+                            conv_id=u.conv_id,
+                            user_id=u.user_id,
+                            read_seq=after[0],
+                            delivered_seq=after[1],
+                        ),
+                        u.peer_id,
+                        skip,
+                    )
+                )
         self.fanout.receipts(receipts)
         return reply
 
@@ -81,11 +94,11 @@ class Cursors:
         for s in stored:
             key = (s.row.sender, s.row.conv_id)
             newest[key] = max(newest.get(key, 0), s.row.seq)
-        self._enqueue([(user, conv, seq, seq) for (user, conv), seq in newest.items()], False,
-                      None)
+        self._enqueue([(user, conv, seq, seq) for (user, conv), seq in newest.items()], False, None)
 
-    def _enqueue(self, moves: list[Move], requested: bool,
-                 done: asyncio.Future[list[Outcome]] | None) -> None:
+    def _enqueue(
+        self, moves: list[Move], requested: bool, done: asyncio.Future[list[Outcome]] | None
+    ) -> None:
         self._queue.append((moves, requested, done))
         if requested:
             self._asked.set()
@@ -114,7 +127,7 @@ class Cursors:
             at = 0
             for ms, _, done in batch:
                 if done is not None and not done.done():
-                    done.set_result(outcomes[at:at + len(ms)])
+                    done.set_result(outcomes[at : at + len(ms)])
                 at += len(ms)
 
     def _apply(self, moves: list[Move], requested: list[bool]) -> list[Outcome]:
@@ -124,12 +137,14 @@ class Cursors:
         outcomes: list[Outcome] = [(pb.OK, (0, 0), (0, 0))] * len(moves)
         asked = [i for i, r in enumerate(requested) if r]
         last = queries.last_seqs_of(self.store, {moves[i][1] for i in asked})
-        valid = [i for i, r in enumerate(requested)
-                 if not r or max(moves[i][2:]) <= last[moves[i][1]]]
+        valid = [
+            i for i, r in enumerate(requested) if not r or max(moves[i][2:]) <= last[moves[i][1]]
+        ]
         for i in set(asked) - set(valid):
             outcomes[i] = (pb.INVALID_ARGUMENT, (0, 0), (0, 0))
-        for db_index, tables in queries.by_shard(self.store, "cursor", valid,
-                                                 lambda i: moves[i][0]).items():
+        for db_index, tables in queries.by_shard(
+            self.store, "cursor", valid, lambda i: moves[i][0]
+        ).items():
             db = self.store.databases[db_index]
             with db.connection() as conn:
                 for table, indexes in tables.items():
@@ -140,8 +155,11 @@ class Cursors:
                         user, conv, read, delivered = moves[i]
                         now = want.get((user, conv)) or before.get((user, conv), (0, 0))
                         want[(user, conv)] = (max(now[0], read), max(now[1], delivered))
-                    changed = [(u, c, r, d) for (u, c), (r, d) in want.items()
-                               if (r, d) != before.get((u, c), (0, 0))]
+                    changed = [
+                        (u, c, r, d)
+                        for (u, c), (r, d) in want.items()
+                        if (r, d) != before.get((u, c), (0, 0))
+                    ]
                     if changed:
                         queries.upsert_cursors(conn, db.kind, table, changed)
                     after = queries.cursors(conn, table, pairs) if pairs and changed else before

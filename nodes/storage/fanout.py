@@ -39,8 +39,10 @@ ROUTER_CACHE = 500_000
 
 DELIVERIES = Counter("soim_storage_deliveries_total", "Pushes handed to routers (per router)")
 DELIVER_CALLS = Counter("soim_storage_deliver_calls_total", "Router.Deliver calls made")
-LOST = Counter("soim_storage_pushes_lost_total",
-               "Pushes not handed to a router (no router, no member list, a failed call)")
+LOST = Counter(
+    "soim_storage_pushes_lost_total",
+    "Pushes not handed to a router (no router, no member list, a failed call)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +62,22 @@ class _Push:
     skip: cluster_pb2.SessionRef
 
 
-def chat_message(row: MessageRow, sender_account: str, to_user: int = 0,
-                 to_group: int = 0) -> client_pb2.ChatMessage:
+def chat_message(
+    row: MessageRow, sender_account: str, to_user: int = 0, to_group: int = 0
+) -> client_pb2.ChatMessage:
     """The client view of a stored row."""
-    msg = client_pb2.ChatMessage(conv_id=row.conv_id, seq=row.seq, msg_id=row.msg_id,
-                                 sender=row.sender, sender_account=sender_account,
-                                 body=row.body, ts_ms=row.ts, client_msg_id=row.client_msg_id,
-                                 kind=row.kind, ref_seq=row.ref_seq)
+    msg = client_pb2.ChatMessage(
+        conv_id=row.conv_id,
+        seq=row.seq,
+        msg_id=row.msg_id,
+        sender=row.sender,
+        sender_account=sender_account,
+        body=row.body,
+        ts_ms=row.ts,
+        client_msg_id=row.client_msg_id,
+        kind=row.kind,
+        ref_seq=row.ref_seq,
+    )
     if row.mentions:
         msg.mentions.extend(int(m) for m in row.mentions.split(","))
     if to_group:
@@ -116,18 +127,28 @@ class Fanout:
             item = s.item
             msg = chat_message(s.row, item.sender_account, item.to_user, item.to_group)
             push = client_pb2.Push(message=msg).SerializeToString()
-            skip = cluster_pb2.SessionRef(user_id=item.sender, gateway_id=s.gateway_id,
-                                          session_id=item.origin.session_id)
+            skip = cluster_pb2.SessionRef(
+                user_id=item.sender, gateway_id=s.gateway_id, session_id=item.origin.session_id
+            )
             users = () if item.to_group else (item.sender, item.to_user)
             job.append(_Push(push, users, item.to_group, skip))
         self._queue(job)
 
-    def receipts(self, receipts: list[tuple[client_pb2.Receipt, int, cluster_pb2.SessionRef]]
-                 ) -> None:
+    def receipts(
+        self, receipts: list[tuple[client_pb2.Receipt, int, cluster_pb2.SessionRef]]
+    ) -> None:
         """Push moved cursors: (receipt, the friend or 0, the session that moved it)."""
-        self._queue([_Push(client_pb2.Push(receipt=r).SerializeToString(),
-                           (r.user_id, peer) if peer else (r.user_id,), 0, skip)
-                     for r, peer, skip in receipts])
+        self._queue(
+            [
+                _Push(
+                    client_pb2.Push(receipt=r).SerializeToString(),
+                    (r.user_id, peer) if peer else (r.user_id,),
+                    0,
+                    skip,
+                )
+                for r, peer, skip in receipts
+            ]
+        )
 
     def _queue(self, job: list[_Push]) -> None:
         if job:
@@ -199,8 +220,9 @@ class Fanout:
     async def _deliver(self, router_id: str, batch: cluster_pb2.DeliverBatch) -> None:
         DELIVER_CALLS.inc()
         try:
-            await self.peers.get(router_id).call(ROUTER["Deliver"], batch,
-                                                 timeout=timing.UPSTREAM_TIMEOUT_S)
+            await self.peers.get(router_id).call(
+                ROUTER["Deliver"], batch, timeout=timing.UPSTREAM_TIMEOUT_S
+            )
         except RpcError as err:
             LOST.inc(len(batch.deliveries))
             log.warning("Deliver to %s failed: %s", router_id, err)

@@ -47,10 +47,12 @@ from shard_store.schema import (
 )
 
 STORED = Counter("soim_storage_messages_stored_total", "Messages committed")
-DUPLICATES = Counter("soim_storage_duplicates_total",
-                     "Sends acked as duplicates (a retry of a stored message)")
-REFUSED = Counter("soim_storage_items_refused_total", "Items answered with an error, by code",
-                  ["code"])
+DUPLICATES = Counter(
+    "soim_storage_duplicates_total", "Sends acked as duplicates (a retry of a stored message)"
+)
+REFUSED = Counter(
+    "soim_storage_items_refused_total", "Items answered with an error, by code", ["code"]
+)
 
 Reply = cluster_pb2.StoreBatchReply | Awaitable[cluster_pb2.StoreBatchReply]
 MAX_BACKLOG = 50_000
@@ -80,9 +82,15 @@ class _Pending:
 class Intake:
     """The StoreBatch handler of one storage node."""
 
-    def __init__(self, writer: BatchWriter, ids: MsgIds, owns: Callable[[int], bool],
-                 people: People, amends: Amends,
-                 on_committed: Callable[[list[Stored]], None]) -> None:
+    def __init__(
+        self,
+        writer: BatchWriter,
+        ids: MsgIds,
+        owns: Callable[[int], bool],
+        people: People,
+        amends: Amends,
+        on_committed: Callable[[list[Stored]], None],
+    ) -> None:
         self.writer = writer
         self.amends = amends
         self.ids = ids
@@ -116,9 +124,12 @@ class Intake:
             return self._after_refs(req, reply, accepted)
         return self._take_ids(req, reply, accepted)
 
-    async def _after_refs(self, req: cluster_pb2.StoreBatchRequest,
-                          reply: cluster_pb2.StoreBatchReply,
-                          accepted: list[int]) -> cluster_pb2.StoreBatchReply:
+    async def _after_refs(
+        self,
+        req: cluster_pb2.StoreBatchRequest,
+        reply: cluster_pb2.StoreBatchReply,
+        accepted: list[int],
+    ) -> cluster_pb2.StoreBatchReply:
         """Check the items that refer to earlier messages, then store those that may."""
         refs = [i for i in accepted if req.items[i].ref_seq]
         codes = await self.amends.check([req.items[i] for i in refs], int(time.time() * 1000))
@@ -133,28 +144,42 @@ class Intake:
         out = self._take_ids(req, reply, accepted)
         return out if isinstance(out, cluster_pb2.StoreBatchReply) else await out
 
-    def _take_ids(self, req: cluster_pb2.StoreBatchRequest, reply: cluster_pb2.StoreBatchReply,
-                  accepted: list[int]) -> Reply:
+    def _take_ids(
+        self,
+        req: cluster_pb2.StoreBatchRequest,
+        reply: cluster_pb2.StoreBatchReply,
+        accepted: list[int],
+    ) -> Reply:
         """Give the accepted items message ids (now, or once a refill came) and submit them."""
         ids = self.ids.take_now(len(accepted))
         if ids is not None:
             return self._submit(req, reply, accepted, ids, self._loop.create_future())
         done: asyncio.Future[cluster_pb2.StoreBatchReply] = self._loop.create_future()
-        self.ids.take(len(accepted),
-                      lambda ids: self._submit(req, reply, accepted, ids, done),
-                      lambda err: _answer(done, self._refuse(reply, accepted, err.code)))
+        self.ids.take(
+            len(accepted),
+            lambda ids: self._submit(req, reply, accepted, ids, done),
+            lambda err: _answer(done, self._refuse(reply, accepted, err.code)),
+        )
         return done
 
     def _check(self, item: cluster_pb2.StoreItem) -> int:
         which = item.WhichOneof("to")
-        if (not item.conv_id or not item.sender or which is None or not getattr(item, which)
-                or (which == "to_group" and item.to_group != item.conv_id)
-                or not 0 < len(item.client_msg_id) <= MAX_CLIENT_MSG_ID_CHARS):
+        if (
+            not item.conv_id
+            or not item.sender
+            or which is None
+            or not getattr(item, which)
+            or (which == "to_group" and item.to_group != item.conv_id)
+            or not 0 < len(item.client_msg_id) <= MAX_CLIENT_MSG_ID_CHARS
+        ):
             return pb.INVALID_ARGUMENT
-        if (item.kind not in (KIND_TEXT, KIND_EDIT, KIND_RECALL)
-                or (item.kind != KIND_TEXT and not item.ref_seq)
-                or len(item.mentions) > MAX_MENTIONS or not all(item.mentions)
-                or (item.mentions and not item.to_group)):
+        if (
+            item.kind not in (KIND_TEXT, KIND_EDIT, KIND_RECALL)
+            or (item.kind != KIND_TEXT and not item.ref_seq)
+            or len(item.mentions) > MAX_MENTIONS
+            or not all(item.mentions)
+            or (item.mentions and not item.to_group)
+        ):
             return pb.INVALID_ARGUMENT
         if item.kind == KIND_RECALL:
             return pb.INVALID_ARGUMENT if item.body else self._owned(item)
@@ -167,15 +192,32 @@ class Intake:
     def _owned(self, item: cluster_pb2.StoreItem) -> int:
         return pb.OK if self.owns(item.conv_id) else pb.NOT_OWNER
 
-    def _submit(self, req: cluster_pb2.StoreBatchRequest, reply: cluster_pb2.StoreBatchReply,
-                accepted: list[int], ids: list[int],
-                done: asyncio.Future[cluster_pb2.StoreBatchReply]) -> Reply:
+    def _submit(
+        self,
+        req: cluster_pb2.StoreBatchRequest,
+        reply: cluster_pb2.StoreBatchReply,
+        accepted: list[int],
+        ids: list[int],
+        done: asyncio.Future[cluster_pb2.StoreBatchReply],
+    ) -> Reply:
         """Submit the accepted items in order; `done` gets the reply once all settled."""
         ts = int(time.time() * 1000)
         items = [req.items[i] for i in accepted]
-        rows = [MessageRow(it.conv_id, 0, msg_id, it.sender, it.client_msg_id, ts, it.body,
-                           it.kind, it.ref_seq, ",".join(map(str, it.mentions)))
-                for it, msg_id in zip(items, ids, strict=True)]
+        rows = [
+            MessageRow(
+                it.conv_id,
+                0,
+                msg_id,
+                it.sender,
+                it.client_msg_id,
+                ts,
+                it.body,
+                it.kind,
+                it.ref_seq,
+                ",".join(map(str, it.mentions)),
+            )
+            for it, msg_id in zip(items, ids, strict=True)
+        ]
         try:
             futures = self.writer.submit_many(rows)
         except StoreError:  # closed: this node is stopping
@@ -198,8 +240,9 @@ class Intake:
             fut.add_done_callback(functools.partial(self._on_settled, pending))
         return request.done
 
-    def _refuse(self, reply: cluster_pb2.StoreBatchReply, indexes: list[int],
-                code: int) -> cluster_pb2.StoreBatchReply:
+    def _refuse(
+        self, reply: cluster_pb2.StoreBatchReply, indexes: list[int], code: int
+    ) -> cluster_pb2.StoreBatchReply:
         for i in indexes:
             reply.results[i].error = code
         REFUSED.labels(pb.ErrorCode.Name(code)).inc(len(indexes))
@@ -255,8 +298,9 @@ class Intake:
             self.amends.committed(fresh)
 
 
-def _answer(done: asyncio.Future[cluster_pb2.StoreBatchReply],
-            reply: cluster_pb2.StoreBatchReply) -> None:
+def _answer(
+    done: asyncio.Future[cluster_pb2.StoreBatchReply], reply: cluster_pb2.StoreBatchReply
+) -> None:
     """Settle a StoreBatch's future, unless its deadline passed and the server cancelled it."""
     if not done.done():
         done.set_result(reply)

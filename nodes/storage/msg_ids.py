@@ -67,8 +67,9 @@ class MsgIds:
         self._maybe_refill()
         return out
 
-    def take(self, n: int, then: Callable[[list[int]], None],
-             failed: Callable[[RpcError], None]) -> None:
+    def take(
+        self, n: int, then: Callable[[list[int]], None], failed: Callable[[RpcError], None]
+    ) -> None:
         """Queue for `n` ids behind every request that asked before: `then(ids)` runs as soon
         as refills allow — synchronously, before any later request can take ids — or
         `failed(RpcError(UNAVAILABLE))` past WAIT_S or when a refill fails."""

@@ -62,11 +62,28 @@ OWNED_CACHE = 200_000
 
 BACKLOG = Gauge("soim_storage_writer_backlog", "Rows submitted, not yet taken into a flush")
 COMMIT_SECONDS = Histogram(
-    "soim_storage_commit_seconds", "Time a flush's transaction took (INSERTs and COMMIT)",
-    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1,
-             0.25, 1.0))
-CONVERSATIONS = Gauge("soim_storage_sequencer_conversations",
-                      "Conversations whose next seq is held in memory")
+    "soim_storage_commit_seconds",
+    "Time a flush's transaction took (INSERTs and COMMIT)",
+    buckets=(
+        0.0005,
+        0.001,
+        0.002,
+        0.003,
+        0.005,
+        0.0075,
+        0.01,
+        0.015,
+        0.02,
+        0.03,
+        0.05,
+        0.1,
+        0.25,
+        1.0,
+    ),
+)
+CONVERSATIONS = Gauge(
+    "soim_storage_sequencer_conversations", "Conversations whose next seq is held in memory"
+)
 
 
 class _WriterStats(Collector):
@@ -78,11 +95,11 @@ class _WriterStats(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         s = self.writer.stats()
         for name, doc, value in (
-                ("flushes", "Flushes committed", s.flushes),
-                ("flushed_rows", "Rows in committed flushes", s.rows),
-                ("failed_flushes", "Flushes failed (or failed behind a failed one)",
-                 s.failed_flushes),
-                ("failed_rows", "Rows of failed flushes", s.failed_rows)):
+            ("flushes", "Flushes committed", s.flushes),
+            ("flushed_rows", "Rows in committed flushes", s.rows),
+            ("failed_flushes", "Flushes failed (or failed behind a failed one)", s.failed_flushes),
+            ("failed_rows", "Rows of failed flushes", s.failed_rows),
+        ):
             family = CounterMetricFamily(f"soim_storage_writer_{name}", doc)
             family.add_metric([], value)
             yield family
@@ -119,8 +136,9 @@ class StorageNode(Node):
         self.segments = SegmentAllocator(store, default_step=STEP)
         ids = MsgIds(self.segments, self.workers.reads)
         ids.take_now(0)  # start the first refill now
-        self.writer = writer = BatchWriter.from_config(store, self.cfg, sequencer=self.sequencer,
-                                                       on_commit=COMMIT_SECONDS.observe)
+        self.writer = writer = BatchWriter.from_config(
+            store, self.cfg, sequencer=self.sequencer, on_commit=COMMIT_SECONDS.observe
+        )
         people = People(self.membership, self.peers)
         self.fanout = Fanout(self.membership, self.peers, people)
         self.fanout.start()
@@ -129,11 +147,14 @@ class StorageNode(Node):
         self.intake = Intake(writer, ids, self.owns, people, amends, self._committed)
         reads = Reads(store, self.workers, people)
         search = Search(store, self.workers, people)
-        for name, handler in (("StoreBatch", self._store_batch),
-                              ("History", reads.history), ("Sync", reads.sync),
-                              ("Cursors", self.cursors.cursors),
-                              ("GroupReadCounts", reads.group_read_counts),
-                              ("Search", search.search)):
+        for name, handler in (
+            ("StoreBatch", self._store_batch),
+            ("History", reads.history),
+            ("Sync", reads.sync),
+            ("Cursors", self.cursors.cursors),
+            ("GroupReadCounts", reads.group_read_counts),
+            ("Search", search.search),
+        ):
             self.rpc.register(STORAGE[name], handler)
         self.subscriber.on(INVALIDATION_TOPIC, people.invalidated)
         BACKLOG.set_function(lambda: writer.backlog)
@@ -209,8 +230,10 @@ class StorageNode(Node):
         self._owned.clear()
         if self.writer is not None:
             self.writer.resequence()
-        self.log.info("storage ring now %s: every conversation reloads its last seq",
-                      ",".join(sorted(ring.members)))
+        self.log.info(
+            "storage ring now %s: every conversation reloads its last seq",
+            ",".join(sorted(ring.members)),
+        )
 
     def _committed(self, stored: list[Stored]) -> None:
         assert self.fanout is not None and self.cursors is not None

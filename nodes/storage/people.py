@@ -181,5 +181,6 @@ class People:
             raise RpcError(pb.UNAVAILABLE, "no directory node is alive")
         self._turn += 1
         peer = live[self._turn % len(live)]
-        return await self.peers.get(peer.node_id).call(DIRECTORY[name], request,
-                                                       timeout=timing.UPSTREAM_TIMEOUT_S)
+        return await self.peers.get(peer.node_id).call(
+            DIRECTORY[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
+        )

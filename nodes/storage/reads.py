@@ -47,8 +47,7 @@ class Reads:
         self.workers = workers
         self.people = people
 
-    async def history(self, req: client_pb2.HistoryRequest,
-                      call: Call) -> client_pb2.HistoryReply:
+    async def history(self, req: client_pb2.HistoryRequest, call: Call) -> client_pb2.HistoryReply:
         if not req.conv_id or req.limit > HISTORY_MAX:
             raise RpcError(pb.INVALID_ARGUMENT, f"a conversation and a limit of 1-{HISTORY_MAX}")
         rows, more = await self.workers.read(self._history, req)
@@ -59,8 +58,11 @@ class Reads:
         kind, users = await self.people.conversation(req.conv_id, rows[0].sender)
         for r in rows:
             to_user = (users[1] if r.sender == users[0] else users[0]) if kind == DIRECT else 0
-            reply.messages.append(chat_message(r, accounts.get(r.sender, ""), to_user,
-                                               req.conv_id if kind == GROUP else 0))
+            reply.messages.append(
+                chat_message(
+                    r, accounts.get(r.sender, ""), to_user, req.conv_id if kind == GROUP else 0
+                )
+            )
         _fit(reply, oldest_first=req.WhichOneof("position") == "after_seq")
         return reply
 
@@ -68,10 +70,14 @@ class Reads:
         which = req.WhichOneof("position")
         loc = self.store.locate("message", req.conv_id)
         with loc.db.connection() as conn:
-            return queries.history(conn, loc.table, req.conv_id,
-                                   req.after_seq if which == "after_seq" else None,
-                                   req.before_seq if which == "before_seq" else None,
-                                   req.limit or HISTORY_DEFAULT)
+            return queries.history(
+                conn,
+                loc.table,
+                req.conv_id,
+                req.after_seq if which == "after_seq" else None,
+                req.before_seq if which == "before_seq" else None,
+                req.limit or HISTORY_DEFAULT,
+            )
 
     async def sync(self, req: cluster_pb2.StoreSyncRequest, call: Call) -> client_pb2.SyncReply:
         if not req.user_id:
@@ -94,31 +100,38 @@ class Reads:
             out.delivered_seq = max(delivered, min(c.floor_seq, out.last_seq))
             out.unread = max(out.last_seq - out.read_seq, 0)
             if c.kind == DIRECT and c.peer_id:
-                out.peer_read_seq, out.peer_delivered_seq = cursors.get((c.peer_id, c.conv_id),
-                                                                        (0, 0))
+                out.peer_read_seq, out.peer_delivered_seq = cursors.get(
+                    (c.peer_id, c.conv_id), (0, 0)
+                )
         return reply
 
-    async def group_read_counts(self, req: client_pb2.GroupReadCountsRequest,
-                                call: Call) -> client_pb2.GroupReadCountsReply:
+    async def group_read_counts(
+        self, req: client_pb2.GroupReadCountsRequest, call: Call
+    ) -> client_pb2.GroupReadCountsReply:
         if not (req.conv_id and 0 < req.from_seq <= req.to_seq < req.from_seq + READ_COUNTS_MAX):
             raise RpcError(pb.INVALID_ARGUMENT, f"from_seq..to_seq: 1 to {READ_COUNTS_MAX} seqs")
         members = (await self.people.members([req.conv_id]))[req.conv_id]
         counts = await self.workers.read(self._read_counts, req, members)
-        return client_pb2.GroupReadCountsReply(conv_id=req.conv_id, members=len(members),
-                                               counts=counts)
+        return client_pb2.GroupReadCountsReply(
+            conv_id=req.conv_id, members=len(members), counts=counts
+        )
 
-    def _read_counts(self, req: client_pb2.GroupReadCountsRequest,
-                     members: tuple[int, ...]) -> list[client_pb2.SeqReadCount]:
+    def _read_counts(
+        self, req: client_pb2.GroupReadCountsRequest, members: tuple[int, ...]
+    ) -> list[client_pb2.SeqReadCount]:
         loc = self.store.locate("message", req.conv_id)
         with loc.db.connection() as conn:
             authors = queries.authors(conn, loc.table, req.conv_id, req.from_seq, req.to_seq)
         cursors = queries.cursors_of(self.store, [(m, req.conv_id) for m in members])
         reached = [(m, *cursors.get((m, req.conv_id), (0, 0))) for m in members]
-        return [client_pb2.SeqReadCount(
-                    seq=seq,
-                    read=sum(1 for m, read, _ in reached if m != author and read >= seq),
-                    delivered=sum(1 for m, _, dlv in reached if m != author and dlv >= seq))
-                for seq, author in authors]
+        return [
+            client_pb2.SeqReadCount(
+                seq=seq,
+                read=sum(1 for m, read, _ in reached if m != author and read >= seq),
+                delivered=sum(1 for m, _, dlv in reached if m != author and dlv >= seq),
+            )
+            for seq, author in authors
+        ]
 
 
 def _fit(page: client_pb2.HistoryReply, oldest_first: bool) -> None:

@@ -60,8 +60,9 @@ class Search:
         self.workers = workers
         self.people = people
 
-    async def search(self, req: cluster_pb2.StoreSearchRequest,
-                     call: Call) -> client_pb2.SearchMessagesReply:
+    async def search(
+        self, req: cluster_pb2.StoreSearchRequest, call: Call
+    ) -> client_pb2.SearchMessagesReply:
         words = check(req.search)
         if len(req.scopes) > MAX_SCOPES:
             raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_SCOPES} conversations")
@@ -73,29 +74,46 @@ class Search:
         reply.messages.extend(chat_message(r, accounts.get(r.sender, "")) for r in rows[:limit])
         return reply
 
-    def _search(self, req: client_pb2.SearchMessagesRequest, words: list[str],
-                scopes: list[Scope], limit: int) -> list[MessageRow]:
+    def _search(
+        self,
+        req: client_pb2.SearchMessagesRequest,
+        words: list[str],
+        scopes: list[Scope],
+        limit: int,
+    ) -> list[MessageRow]:
         before = (req.before_ts_ms, req.before_msg_id) if req.before_msg_id else None
         found: list[MessageRow] = []
-        for db_index, tables in by_shard(self.store, "message", scopes,
-                                         lambda s: s.conv_id).items():
+        for db_index, tables in by_shard(
+            self.store, "message", scopes, lambda s: s.conv_id
+        ).items():
             with self.store.databases[db_index].connection() as conn:
                 for table, some in tables.items():
                     for i in range(0, len(some), SCOPES_PER_STATEMENT):
-                        found += _hits(conn, table, words, some[i:i + SCOPES_PER_STATEMENT],
-                                       before, limit)
+                        found += _hits(
+                            conn, table, words, some[i : i + SCOPES_PER_STATEMENT], before, limit
+                        )
         found.sort(key=lambda r: (r.ts, r.msg_id), reverse=True)
         return found[:limit]
 
 
-def _hits(conn: Conn, table: str, words: list[str], scopes: list[Scope],
-          before: tuple[int, int] | None, limit: int) -> list[MessageRow]:
+def _hits(
+    conn: Conn,
+    table: str,
+    words: list[str],
+    scopes: list[Scope],
+    before: tuple[int, int] | None,
+    limit: int,
+) -> list[MessageRow]:
     """Up to `limit` live matches in one table: asked again past what was dropped (edits of a
     recalled message), at most MAX_ROUNDS times."""
     out: list[MessageRow] = []
     for _ in range(MAX_ROUNDS):
-        rows = [MessageRow(*r) for r in search_index.search(
-            conn, table, MessageRow._fields, words, scopes, before, limit)]
+        rows = [
+            MessageRow(*r)
+            for r in search_index.search(
+                conn, table, MessageRow._fields, words, scopes, before, limit
+            )
+        ]
         out += _live(conn, table, rows)
         if len(rows) < limit or len(out) >= limit:
             break
@@ -109,9 +127,17 @@ def _live(conn: Conn, table: str, rows: list[MessageRow]) -> list[MessageRow]:
     edits = [r for r in rows if r.kind == client_pb2.MESSAGE_KIND_EDIT]
     if not edits:
         return rows
-    sql = (f"SELECT conv_id, seq FROM `{table}` WHERE body = '' AND ("
-           + " OR ".join(["(conv_id = %s AND seq = %s)"] * len(edits)) + ")")
-    recalled = {(int(c), int(q)) for c, q in conn.query(
-        sql, [v for r in edits for v in (r.conv_id, r.ref_seq)])}
-    return [r for r in rows
-            if r.kind != client_pb2.MESSAGE_KIND_EDIT or (r.conv_id, r.ref_seq) not in recalled]
+    sql = (
+        f"SELECT conv_id, seq FROM `{table}` WHERE body = '' AND ("
+        + " OR ".join(["(conv_id = %s AND seq = %s)"] * len(edits))
+        + ")"
+    )
+    recalled = {
+        (int(c), int(q))
+        for c, q in conn.query(sql, [v for r in edits for v in (r.conv_id, r.ref_seq)])
+    }
+    return [
+        r
+        for r in rows
+        if r.kind != client_pb2.MESSAGE_KIND_EDIT or (r.conv_id, r.ref_seq) not in recalled
+    ]

@@ -55,14 +55,22 @@ MAX_CONVS = 100_000
 KEY_OVERHEAD_BYTES = 600
 """Roughly what a remembered key costs besides its body (the future, the row, the entry)."""
 
-BATCH_ROWS = Histogram("soim_storage_batch_rows", "Rows stamped per write batch",
-                       buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000))
-LOADS = Counter("soim_storage_sequencer_loads_total",
-                "Conversations whose last seq was loaded from the database")
-LOOKUPS = Counter("soim_storage_sequencer_lookups_total",
-                  "Sends looked up by their key in the database before stamping")
-RETRIES = Counter("soim_storage_sequencer_retries_total",
-                  "Retried sends settled by the sequencer without a write")
+BATCH_ROWS = Histogram(
+    "soim_storage_batch_rows",
+    "Rows stamped per write batch",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
+LOADS = Counter(
+    "soim_storage_sequencer_loads_total",
+    "Conversations whose last seq was loaded from the database",
+)
+LOOKUPS = Counter(
+    "soim_storage_sequencer_lookups_total",
+    "Sends looked up by their key in the database before stamping",
+)
+RETRIES = Counter(
+    "soim_storage_sequencer_retries_total", "Retried sends settled by the sequencer without a write"
+)
 
 _Key = tuple[int, int, str]
 """(conv_id, sender, client_msg_id)."""
@@ -90,7 +98,8 @@ class _Lane:
 
     convs: OrderedDict[int, _Conv] = field(default_factory=OrderedDict)
     keys: OrderedDict[_Key, tuple[int, Future[MessageRow] | tuple, int]] = field(
-        default_factory=OrderedDict)
+        default_factory=OrderedDict
+    )
     """Key -> (generation, the row's future while in flight, then the stored row as a plain
     tuple, bytes), oldest first. Settled rows are kept as plain tuples of ints and strings,
     which the garbage collector does not track: a table of futures (a lock and a condition
@@ -114,9 +123,14 @@ class _Lane:
 class Sequencer:
     """Seqs and dedup for the writer's lanes (one state per database)."""
 
-    def __init__(self, max_keys: int = MAX_KEYS, max_key_bytes: int = MAX_KEY_BYTES,
-                 max_convs: int = MAX_CONVS, retry_window_s: float = RETRY_WINDOW_S,
-                 max_recent_keys: int = MAX_RECENT_KEYS) -> None:
+    def __init__(
+        self,
+        max_keys: int = MAX_KEYS,
+        max_key_bytes: int = MAX_KEY_BYTES,
+        max_convs: int = MAX_CONVS,
+        retry_window_s: float = RETRY_WINDOW_S,
+        max_recent_keys: int = MAX_RECENT_KEYS,
+    ) -> None:
         self.max_keys = max_keys
         self.retry_window_s = retry_window_s
         self.max_recent_keys = max_recent_keys
@@ -170,8 +184,9 @@ class Sequencer:
             lane = self._lanes[db.index] = _Lane()
         return lane
 
-    def _remember(self, lane: _Lane, key: _Key, gen: int, ref: Future[MessageRow] | tuple,
-                  row: MessageRow) -> None:
+    def _remember(
+        self, lane: _Lane, key: _Key, gen: int, ref: Future[MessageRow] | tuple, row: MessageRow
+    ) -> None:
         old = lane.keys.pop(key, None)  # re-inserted at the end: the table stays oldest first
         if old is not None:
             lane.key_bytes -= old[2]
@@ -196,8 +211,9 @@ class Sequencer:
                 return opened[0]
 
             for table, conv_ids in unknown.items():
-                for conv_id, last in queries.last_seqs(conn(), table,
-                                                       list(dict.fromkeys(conv_ids))).items():
+                for conv_id, last in queries.last_seqs(
+                    conn(), table, list(dict.fromkeys(conv_ids))
+                ).items():
                     until = 0.0 if last == 0 else time.monotonic() + self.retry_window_s
                     convs[conv_id] = _Conv(last + 1, until, next(self._gens))
                     LOADS.inc()
@@ -211,8 +227,11 @@ class Sequencer:
                 known = lane.keys.get(key)
                 if known is not None and known[0] == conv.gen:
                     continue
-                if everything or conv.lookup_until > now or (
-                        (h := hash(key)) in recent or h in older):
+                if (
+                    everything
+                    or conv.lookup_until > now
+                    or ((h := hash(key)) in recent or h in older)
+                ):
                     lookup.setdefault(f"{MESSAGE.name}_{table_no}", {})[key] = None
             for table, keys in lookup.items():
                 LOOKUPS.inc(len(keys))

@@ -43,8 +43,9 @@ class Workers:
         """`fn(*args, **kwargs)` on the cursor thread (one at a time, in call order)."""
         return await self._run(self.cursors, fn, *args, **kwargs)
 
-    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[P, T], *args: P.args,
-                   **kwargs: P.kwargs) -> T:
+    async def _run(
+        self, pool: ThreadPoolExecutor, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(pool, functools.partial(fn, *args, **kwargs))

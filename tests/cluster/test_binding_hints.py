@@ -37,8 +37,9 @@ async def _snapshots_pass(cluster: Cluster, count: int) -> None:
     async def passed() -> bool:
         return await _gateway_metric(cluster, SNAPSHOTS) >= start + count
 
-    await async_wait_until(passed, timeout=6 * count + 5, interval=0.25,
-                           what=f"{count} rebind snapshots")
+    await async_wait_until(
+        passed, timeout=6 * count + 5, interval=0.25, what=f"{count} rebind snapshots"
+    )
 
 
 def _hinted(clients: list[ClientSession], seen: dict[int, int]) -> dict[int, int]:
@@ -46,25 +47,34 @@ def _hinted(clients: list[ClientSession], seen: dict[int, int]) -> dict[int, int
     for i, client in enumerate(clients):
         while not client.events.empty():
             event = client.events.get_nowait()
-            if (event.kind is EventKind.PUSH and event.push is not None
-                    and event.push.WhichOneof("item") == "sync_hint"):
+            if (
+                event.kind is EventKind.PUSH
+                and event.push is not None
+                and event.push.WhichOneof("item") == "sync_hint"
+            ):
                 seen[i] = seen.get(i, 0) + 1
     return seen
 
 
 @pytest.mark.timeout(90)
-def test_idle_clients_get_no_sync_hint_and_moved_ones_get_one(tmp_path: Path,
-                                                             cluster_name: str) -> None:
+def test_idle_clients_get_no_sync_hint_and_moved_ones_get_one(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db",
-                                   LOAD_TEST_LIMITS) as cluster:
+        async with running_cluster(
+            tmp_path, cluster_name, f"sqlite:{tmp_path}/db", LOAD_TEST_LIMITS
+        ) as cluster:
             first_router = (await cluster.start_all(routers=1))[1].node_id
             clients = [await cluster.client() for _ in range(CLIENTS)]
-            users = [(await c.register(f"idle{i}", "correct horse")).user_id
-                     for i, c in enumerate(clients)]
+            users = [
+                (await c.register(f"idle{i}", "correct horse")).user_id
+                for i, c in enumerate(clients)
+            ]
             await async_wait_until(
-                lambda: _all_held_by(cluster, users, {first_router}), timeout=10,
-                what="every session bound at the router")
+                lambda: _all_held_by(cluster, users, {first_router}),
+                timeout=10,
+                what="every session bound at the router",
+            )
             hints = await _gateway_metric(cluster, HINTS)
             seen = _hinted(clients, {})
 
@@ -76,10 +86,15 @@ def test_idle_clients_get_no_sync_hint_and_moved_ones_get_one(tmp_path: Path,
             await cluster.wait_alive(second)
             held = await async_wait_until(
                 lambda: _all_held_by(cluster, users, set(cluster.alive("router"))),
-                timeout=15, what="every session bound at its owner of the new ring")
+                timeout=15,
+                what="every session bound at its owner of the new ring",
+            )
             moved = {i for i, u in enumerate(users) if held[u] == {second[0].node_id}}
-            await async_wait_until(lambda: set(_hinted(clients, seen)) == moved, timeout=10,
-                                   what=f"hints to the moved sessions {sorted(moved)}")
+            await async_wait_until(
+                lambda: set(_hinted(clients, seen)) == moved,
+                timeout=10,
+                what=f"hints to the moved sessions {sorted(moved)}",
+            )
             await _snapshots_pass(cluster, 1)
             assert await _gateway_metric(cluster, HINTS) == hints + len(moved)
             assert _hinted(clients, seen) == dict.fromkeys(moved, 1)
@@ -87,8 +102,9 @@ def test_idle_clients_get_no_sync_hint_and_moved_ones_get_one(tmp_path: Path,
     asyncio.run(main())
 
 
-async def _all_held_by(cluster: Cluster, users: list[int],
-                       routers: set[str]) -> dict[int, set[str]] | None:
+async def _all_held_by(
+    cluster: Cluster, users: list[int], routers: set[str]
+) -> dict[int, set[str]] | None:
     """The holders of each user when every user is held by exactly one of `routers`, else
     None."""
     held = await bound_where(cluster, users)

@@ -21,8 +21,7 @@ PASSWORD = "correct horse"
 
 
 async def start_cluster(cluster: Cluster) -> None:
-    nodes = (cluster.start("directory") + cluster.start("router", 2)
-             + cluster.start("gateway", 2))
+    nodes = cluster.start("directory") + cluster.start("router", 2) + cluster.start("gateway", 2)
     await cluster.wait_alive(nodes)
 
 
@@ -33,8 +32,9 @@ async def user(cluster: Cluster, account: str, gateway: int = 0) -> ClientSessio
 
 
 @pytest.mark.timeout(120)
-def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
-                         redis_env: dict[str, str]) -> None:
+def test_the_command_set(
+    tmp_path: Path, cluster_name: str, db_url: str, redis_env: dict[str, str]
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url, redis_env) as cluster:
             await start_cluster(cluster)
@@ -70,8 +70,9 @@ def test_the_command_set(tmp_path: Path, cluster_name: str, db_url: str,
             assert notice.notice.user.user_id == a
             accepted = await bob.add_friend(a)
             assert accepted.result == client_pb2.ADD_FRIEND_ACCEPTED and accepted.conv_id
-            assert (await next_push(alice, "notice")).notice.kind == \
-                client_pb2.NOTICE_FRIEND_ACCEPTED
+            assert (
+                await next_push(alice, "notice")
+            ).notice.kind == client_pb2.NOTICE_FRIEND_ACCEPTED
             await expect_error(pb.ALREADY_FRIENDS, alice.add_friend(b))
             await expect_error(pb.SELF_FRIEND, alice.add_friend(a))
             await expect_error(pb.NOT_FOUND, alice.add_friend(987654321))
@@ -138,15 +139,15 @@ async def collect_online(client: ClientSession, page: int) -> set[int]:
 
 
 @pytest.mark.timeout(90)
-def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path,
-                                                       cluster_name: str) -> None:
+def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await start_cluster(cluster)
             stranger = await cluster.client()
             assert (await stranger.ping()).server_time_ms > 0
             for name, request in [
-                ("Me", client_pb2.MeRequest()), ("Friends", client_pb2.FriendsRequest()),
+                ("Me", client_pb2.MeRequest()),
+                ("Friends", client_pb2.FriendsRequest()),
                 ("AddFriend", client_pb2.AddFriendRequest(user_id=1)),
                 ("OnlineUsers", client_pb2.OnlineUsersRequest()),
                 ("SearchUsers", client_pb2.SearchUsersRequest(prefix="a")),
@@ -166,7 +167,8 @@ def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path,
             await mallory.add_friend(alice.user.user_id)
             friends = (await alice.friends()).friends
             assert [(f.user_id, f.state) for f in friends] == [
-                (mallory.user.user_id, client_pb2.FRIEND_STATE_INCOMING)]
+                (mallory.user.user_id, client_pb2.FRIEND_STATE_INCOMING)
+            ]
             group = (await alice.group_create("private")).group
             await expect_error(pb.NOT_MEMBER, mallory.group_users(group.group_id))
             # after logout the connection is a stranger again
@@ -178,7 +180,8 @@ def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path,
 
 @pytest.mark.timeout(120)
 def test_a_busy_session_is_rate_limited_and_its_idempotent_calls_wait_their_turn(
-        tmp_path: Path, cluster_name: str) -> None:
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await start_cluster(cluster)
@@ -187,8 +190,10 @@ def test_a_busy_session_is_rate_limited_and_its_idempotent_calls_wait_their_turn
             # AddFriend is not idempotent: past the burst it fails at once; Me, sent right
             # behind them, is idempotent and retried until the limit lets it through
             *asked, me = await asyncio.gather(
-                *(alice.add_friend(10**9 + i) for i in range(burst)), alice.me(),
-                return_exceptions=True)
+                *(alice.add_friend(10**9 + i) for i in range(burst)),
+                alice.me(),
+                return_exceptions=True,
+            )
             codes = [r.code for r in asked if isinstance(r, RpcError)]
             assert len(codes) == burst and pb.RATE_LIMITED in codes, codes
             assert alice.user and isinstance(me, client_pb2.MeReply), me

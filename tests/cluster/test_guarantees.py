@@ -15,12 +15,13 @@ from tests.harness import Cluster, running_cluster
 from tests.processes import NodeProcess
 from tests.support import async_wait_until, free_port
 
-USERS = 20          # 10 friend pairs; the odd half also posts to one 20-member group
-PER_STREAM = 150    # sends per stream, two streams per user: 6,000 messages
+USERS = 20  # 10 friend pairs; the odd half also posts to one 20-member group
+PER_STREAM = 150  # sends per stream, two streams per user: 6,000 messages
 
 
-async def restart(cluster: Cluster, victims: list[NodeProcess],
-                  ports: dict[str, str]) -> list[NodeProcess]:
+async def restart(
+    cluster: Cluster, victims: list[NodeProcess], ports: dict[str, str]
+) -> list[NodeProcess]:
     """kill -9 the victims, then start the same roles again (gateways on their old ports)."""
     for node in victims:
         node.kill()
@@ -39,7 +40,8 @@ async def restart(cluster: Cluster, victims: list[NodeProcess],
 
 @pytest.mark.timeout(300)
 def test_nothing_acked_is_lost_or_reordered_through_kill_9_of_every_kind_of_node(
-        tmp_path: Path, cluster_name: str, mysql_db: str) -> None:
+    tmp_path: Path, cluster_name: str, mysql_db: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, mysql_db) as cluster:
             ports: dict[str, str] = {}
@@ -49,8 +51,12 @@ def test_nothing_acked_is_lost_or_reordered_through_kill_9_of_every_kind_of_node
                 [gw] = cluster.start("gateway", SOIM_GATEWAY_PORT=port)
                 ports[gw.node_id] = port
                 gateways.append(gw)
-            nodes = (cluster.start("directory") + cluster.start("router", 2)
-                     + cluster.start("storage", 2) + gateways)
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router", 2)
+                + cluster.start("storage", 2)
+                + gateways
+            )
             await cluster.wait_alive(nodes)
             members, targets = await pairs_and_a_group(cluster, USERS)
             senders = Senders(members, targets)
@@ -61,8 +67,9 @@ def test_nothing_acked_is_lost_or_reordered_through_kill_9_of_every_kind_of_node
 
             async def at(share: float) -> None:
                 goal = int(total * share)
-                await async_wait_until(lambda: len(senders.acked) >= goal, timeout=120,
-                                       what=f"{goal} acks")
+                await async_wait_until(
+                    lambda: len(senders.acked) >= goal, timeout=120, what=f"{goal} acks"
+                )
                 killed_at.append(len(senders.acked))
 
             async def chaos() -> None:

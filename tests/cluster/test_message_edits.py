@@ -58,11 +58,16 @@ def typings(m: Member) -> list[client_pb2.Typing]:
 
 @pytest.mark.timeout(120)
 def test_edits_recalls_survive_kill_9_and_reach_an_offline_device_in_order(
-        tmp_path: Path, cluster_name: str) -> None:
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:  # SQLite: the MariaDB columns are tested in shard_store
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway", 2))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router")
+                + cluster.start("storage")
+                + cluster.start("gateway", 2)
+            )
             await cluster.wait_alive(nodes)
             await scenario(cluster)
 
@@ -90,14 +95,20 @@ async def scenario(cluster: Cluster) -> None:
     assert isinstance(last, commands.Sent) and last.ack.seq == 7
 
     # refusals: a recalled message, a seq that does not exist, a recall with text
-    assert await refused(alice.client.send("x", to_user=bob.id, kind=EDIT, ref_seq=3)) \
-        == pb.NOT_FOUND
-    assert await refused(alice.client.send("x", to_user=bob.id, kind=EDIT, ref_seq=99)) \
-        == pb.NOT_FOUND
-    assert await refused(alice.client.send("x", to_user=bob.id, kind=RECALL, ref_seq=1)) \
+    assert (
+        await refused(alice.client.send("x", to_user=bob.id, kind=EDIT, ref_seq=3)) == pb.NOT_FOUND
+    )
+    assert (
+        await refused(alice.client.send("x", to_user=bob.id, kind=EDIT, ref_seq=99)) == pb.NOT_FOUND
+    )
+    assert (
+        await refused(alice.client.send("x", to_user=bob.id, kind=RECALL, ref_seq=1))
         == pb.INVALID_ARGUMENT
-    assert await refused(alice.client.send("x", to_user=bob.id, kind=EDIT, ref_seq=4)) \
-        == pb.INVALID_ARGUMENT  # an edit event is not a message
+    )
+    assert (
+        await refused(alice.client.send("x", to_user=bob.id, kind=EDIT, ref_seq=4))
+        == pb.INVALID_ARGUMENT
+    )  # an edit event is not a message
 
     async def erased() -> bool:  # the recalled body is gone from the store
         return [m.body for m in await history(alice, conv) if m.seq == 3] == [""]
@@ -115,36 +126,54 @@ async def scenario(cluster: Cluster) -> None:
     await phone.client.catch_up()
     seen = phone.seen(conv)
     assert [(m.seq, m.kind, m.ref_seq) for m in seen] == [
-        (1, 0, 0), (2, 0, 0), (3, 0, 0), (4, EDIT, 2), (5, EDIT, 3), (6, RECALL, 3),
-        (7, EDIT, 2)]
+        (1, 0, 0),
+        (2, 0, 0),
+        (3, 0, 0),
+        (4, EDIT, 2),
+        (5, EDIT, 3),
+        (6, RECALL, 3),
+        (7, EDIT, 2),
+    ]
     want = {1: "hello bob", 2: "typo here! (edited)", 3: "message recalled"}
     assert [message_line(m) for m in seen] == [  # as soim --plain prints them
-        "alice: hello bob", "alice: typo heer", "alice: message recalled",
-        "alice edited #2: typo here", "alice edited #3: secret, edited", "alice recalled #3",
-        "alice edited #2: typo here!"]
+        "alice: hello bob",
+        "alice: typo heer",
+        "alice: message recalled",
+        "alice edited #2: typo here",
+        "alice edited #3: secret, edited",
+        "alice recalled #3",
+        "alice edited #2: typo here!",
+    ]
     assert final(seen) == want
     assert final(await history(phone, conv)) == want
     [state] = [c for c in (await phone.client.sync()).conversations if c.conv_id == conv]
     assert state.last_seq == 7
 
     # only the author; only within the window (seq 1 is older than 1 s by now)
-    assert await refused(phone.client.send("mine", to_user=alice.id, kind=EDIT, ref_seq=1)) \
+    assert (
+        await refused(phone.client.send("mine", to_user=alice.id, kind=EDIT, ref_seq=1))
         == pb.NOT_AUTHOR
+    )
     failed = await run(phone, "edit 1 mine", Target(alice.id))
-    assert failed == commands.Failure("Not author: message #1 is not yours: only its author may "
-                                      "change it")
+    assert failed == commands.Failure(
+        "Not author: message #1 is not yours: only its author may change it"
+    )
     failed = await run(phone, "recall 42", Target(alice.id))
     assert failed == commands.Failure("No message #42 here (or it was recalled)")
     sent_ms = seen[0].ts_ms
-    await async_wait_until(lambda: time.time() * 1000 - sent_ms > 1500, timeout=5,
-                           what="seq 1 older than the window")
-    assert await refused(alice.client.send("late", to_user=bob.id, kind=EDIT, ref_seq=1)) \
+    await async_wait_until(
+        lambda: time.time() * 1000 - sent_ms > 1500, timeout=5, what="seq 1 older than the window"
+    )
+    assert (
+        await refused(alice.client.send("late", to_user=bob.id, kind=EDIT, ref_seq=1))
         == pb.EDIT_WINDOW_CLOSED
+    )
     await typing_replies_and_mentions(cluster, alice, phone, conv)
 
 
-async def typing_replies_and_mentions(cluster: Cluster, alice: Member, bob: Member,
-                                      conv: int) -> None:
+async def typing_replies_and_mentions(
+    cluster: Cluster, alice: Member, bob: Member, conv: int
+) -> None:
     carol = await register(cluster, "carol", 1)
     gid = (await alice.client.group_create("devs")).group.group_id
     for m in (bob, carol):
@@ -165,8 +194,11 @@ async def typing_replies_and_mentions(cluster: Cluster, alice: Member, bob: Memb
 
     await async_wait_until(group_typing, timeout=5, interval=0.2, what="the next typing notice")
     for m in (bob, carol):
-        await async_wait_until(lambda m=m: any(t.conv_id == gid for t in typings(m)), timeout=10,
-                               what="typing in the group")
+        await async_wait_until(
+            lambda m=m: any(t.conv_id == gid for t in typings(m)),
+            timeout=10,
+            what="typing in the group",
+        )
     assert not any(t.conv_id == gid for t in typings(alice))
     assert [t.account for t in typings(bob)] == ["alice", "alice"]
     assert await refused(carol.client.typing(conv)) in (pb.FORBIDDEN, pb.NOT_FRIEND, pb.NOT_FOUND)
@@ -179,16 +211,18 @@ async def typing_replies_and_mentions(cluster: Cluster, alice: Member, bob: Memb
     reply = await run(bob, "reply 1 @alice @carol @nobody look at this", group)
     assert isinstance(reply, commands.Sent) and reply.ref_seq == 1
 
-    await async_wait_until(lambda: [m for m in alice.seen(gid) if m.seq == 2], timeout=10,
-                           what="the reply at alice")
+    await async_wait_until(
+        lambda: [m for m in alice.seen(gid) if m.seq == 2], timeout=10, what="the reply at alice"
+    )
     [got] = [m for m in alice.seen(gid) if m.seq == 2]
     assert (got.ref_seq, list(got.mentions)) == (1, [alice.id, carol.id])
     assert message_view.mentions_me(got, alice.id) and not message_view.mentions_me(got, bob.id)
     [stored] = [m for m in await history(carol, gid) if m.seq == 2]
     assert (stored.ref_seq, list(stored.mentions)) == (1, [alice.id, carol.id])
-    assert message_view.quote(1, {1: (await history(carol, gid))[0]}, {}) == \
-        "↳ #1 carol: first!"
+    assert message_view.quote(1, {1: (await history(carol, gid))[0]}, {}) == "↳ #1 carol: first!"
     # a reply to a seq that does not exist; mentions in a 1:1 message
     assert await refused(bob.client.send("?", to_group=gid, ref_seq=9)) == pb.NOT_FOUND
-    assert await refused(bob.client.send("?", to_user=alice.id, mentions=[alice.id])) \
+    assert (
+        await refused(bob.client.send("?", to_user=alice.id, mentions=[alice.id]))
         == pb.INVALID_ARGUMENT
+    )

@@ -37,7 +37,8 @@ async def bound_where(cluster: Cluster, user_ids: list[int]) -> dict[int, set[st
     where: dict[int, set[str]] = {u: set() for u in user_ids}
     for router in cluster.alive("router"):
         reply = await cluster.view.peers.get(router).call(
-            ROUTER["Lookup"], cluster_pb2.UserIds(user_ids=user_ids), timeout=3)
+            ROUTER["Lookup"], cluster_pb2.UserIds(user_ids=user_ids), timeout=3
+        )
         for entry in reply.users:
             if entry.sessions:
                 where[entry.user_id].add(router)
@@ -54,8 +55,11 @@ async def all_at_owner(cluster: Cluster, user_ids: list[int]) -> bool:
 def test_router_join_and_death_rebind_everyone(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router", 2)
-                     + cluster.start("gateway", 2))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router", 2)
+                + cluster.start("gateway", 2)
+            )
             await cluster.wait_alive(nodes)
             clients: list[ClientSession] = []
             for i in range(40):
@@ -63,17 +67,24 @@ def test_router_join_and_death_rebind_everyone(tmp_path: Path, cluster_name: str
                 await client.register(f"user{i:02d}", PASSWORD)
                 clients.append(client)
             ids = [c.user.user_id for c in clients if c.user]
-            await async_wait_until(lambda: all_at_owner(cluster, ids), timeout=5,
-                                   what="everyone bound at the owner")
+            await async_wait_until(
+                lambda: all_at_owner(cluster, ids), timeout=5, what="everyone bound at the owner"
+            )
 
             [third] = cluster.start("router")
             await cluster.wait_alive([third])
             joined = time.monotonic()
-            await async_wait_until(lambda: all_at_owner(cluster, ids), timeout=5,
-                                   what="everyone at the owner after a join")
+            await async_wait_until(
+                lambda: all_at_owner(cluster, ids),
+                timeout=5,
+                what="everyone at the owner after a join",
+            )
             assert time.monotonic() - joined < 3.0
-            moved = [c for c in clients if c.user and Ring(cluster.alive("router")).owner(
-                c.user.user_id) == third.node_id]
+            moved = [
+                c
+                for c in clients
+                if c.user and Ring(cluster.alive("router")).owner(c.user.user_id) == third.node_id
+            ]
             assert moved, "the new router owns some users"
             for client in moved:
                 await next_sync_hint(client)
@@ -81,10 +92,16 @@ def test_router_join_and_death_rebind_everyone(tmp_path: Path, cluster_name: str
             victim = next(n for n in nodes if n.role == "router")
             victim.kill()
             killed = time.monotonic()
-            await async_wait_until(lambda: victim.node_id not in cluster.alive("router"),
-                                   timeout=6, what="router death noticed")
-            await async_wait_until(lambda: all_at_owner(cluster, ids), timeout=5,
-                                   what="everyone at the owner after a death")
+            await async_wait_until(
+                lambda: victim.node_id not in cluster.alive("router"),
+                timeout=6,
+                what="router death noticed",
+            )
+            await async_wait_until(
+                lambda: all_at_owner(cluster, ids),
+                timeout=5,
+                what="everyone at the owner after a death",
+            )
             assert time.monotonic() - killed < 5.0 + 1.0  # detection (≤4 s) + re-binding
             # gateways agree: each sees every user online
             for gateway in (0, 1):
@@ -99,28 +116,41 @@ async def next_sync_hint(client: ClientSession) -> None:
     async with asyncio.timeout(5):
         while True:
             event = await client.events.get()
-            if event.kind is EventKind.PUSH and event.push is not None and \
-                    event.push.WhichOneof("item") == "sync_hint":
+            if (
+                event.kind is EventKind.PUSH
+                and event.push is not None
+                and event.push.WhichOneof("item") == "sync_hint"
+            ):
                 return
 
 
 @pytest.mark.timeout(180)
-def test_500_concurrent_logins_and_garbage_from_one_client(tmp_path: Path,
-                                                           cluster_name: str) -> None:
+def test_500_concurrent_logins_and_garbage_from_one_client(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db",
-                                   LOAD_TEST_LIMITS) as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router", 2)
-                     + cluster.start("gateway", 2))
+        async with running_cluster(
+            tmp_path, cluster_name, f"sqlite:{tmp_path}/db", LOAD_TEST_LIMITS
+        ) as cluster:
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router", 2)
+                + cluster.start("gateway", 2)
+            )
             await cluster.wait_alive(nodes)
             clients = [await cluster.client(i % 2) for i in range(500)]
-            await asyncio.gather(*(until_admitted(c.register, f"load{i:03d}", PASSWORD)
-                                   for i, c in enumerate(clients)))
+            await asyncio.gather(
+                *(
+                    until_admitted(c.register, f"load{i:03d}", PASSWORD)
+                    for i, c in enumerate(clients)
+                )
+            )
             for client in clients:
                 await client.logout()
-            replies = await asyncio.gather(*(until_admitted(c.login, f"load{i:03d}", PASSWORD)
-                                             for i, c in enumerate(clients)),
-                                           return_exceptions=True)
+            replies = await asyncio.gather(
+                *(until_admitted(c.login, f"load{i:03d}", PASSWORD) for i, c in enumerate(clients)),
+                return_exceptions=True,
+            )
             failures = [r for r in replies if isinstance(r, BaseException)]
             assert not failures, f"{len(failures)} logins failed: {failures[:3]}"
             assert len({r.user_id for r in replies}) == 500  # type: ignore[union-attr]
@@ -133,8 +163,9 @@ def test_500_concurrent_logins_and_garbage_from_one_client(tmp_path: Path,
     asyncio.run(main())
 
 
-async def until_admitted(step: Callable[[str, str], Awaitable[client_pb2.LoginReply]],
-                         account: str, password: str) -> client_pb2.LoginReply:
+async def until_admitted(
+    step: Callable[[str, str], Awaitable[client_pb2.LoginReply]], account: str, password: str
+) -> client_pb2.LoginReply:
     """`step(account, password)`, again after a pause while the cluster answers RATE_LIMITED
     (nothing was done: its password-hash queue was full)."""
     deadline = time.monotonic() + 60
@@ -153,10 +184,12 @@ async def garbage_gets_error_codes(endpoint: str, key: bytes) -> None:
     sock.linger = 0
     anonymous_client(sock, key)
     sock.connect(endpoint)
-    me = pb.Header(kind=pb.REQUEST, request_id=7, method=CLIENT["Me"].name,
-                   deadline_ms=2**62).SerializeToString()
-    nope = pb.Header(kind=pb.REQUEST, request_id=8, method="client.Nope",
-                     deadline_ms=2**62).SerializeToString()
+    me = pb.Header(
+        kind=pb.REQUEST, request_id=7, method=CLIENT["Me"].name, deadline_ms=2**62
+    ).SerializeToString()
+    nope = pb.Header(
+        kind=pb.REQUEST, request_id=8, method="client.Nope", deadline_ms=2**62
+    ).SerializeToString()
     cases = [
         ([b"garbage"], pb.BAD_FRAME),
         ([b"two", b"frames"], pb.BAD_FRAME),

@@ -21,14 +21,17 @@ PASSWORD = "correct horse"
 
 
 @pytest.mark.timeout(120)
-def test_refused_sends_get_their_codes_and_store_nothing(tmp_path: Path,
-                                                         cluster_name: str) -> None:
+def test_refused_sends_get_their_codes_and_store_nothing(tmp_path: Path, cluster_name: str) -> None:
     db = f"sqlite:{tmp_path / 'data'}"
 
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db) as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway"))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router")
+                + cluster.start("storage")
+                + cluster.start("gateway")
+            )
             await cluster.wait_alive(nodes)
             alice, bob, carol = [await cluster.client() for _ in range(3)]
             for client, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
@@ -39,8 +42,9 @@ def test_refused_sends_get_their_codes_and_store_nothing(tmp_path: Path,
             group = (await bob.group_create("closed")).group.group_id
 
             def send(body: str, **to: int) -> object:
-                return alice.call("Send", client_pb2.SendRequest(
-                    client_msg_id="m1", body=body, **to))
+                return alice.call(
+                    "Send", client_pb2.SendRequest(client_msg_id="m1", body=body, **to)
+                )
 
             await expect_error(pb.NOT_FRIEND, send("hi", to_user=bob.user.user_id))
             await expect_error(pb.SELF_MESSAGE, send("hi", to_user=alice.user.user_id))
@@ -62,6 +66,8 @@ def test_refused_sends_get_their_codes_and_store_nothing(tmp_path: Path,
         with Store.open(db, 8) as store:
             rows = stored_messages(store)
         assert sorted((r.sender, len(r.body)) for r in rows) == [
-            (bob.user.user_id, 11), (bob.user.user_id, 4000)]
+            (bob.user.user_id, 11),
+            (bob.user.user_id, 4000),
+        ]
 
     asyncio.run(main())

@@ -76,19 +76,21 @@ async def _sessions_with_device(cluster: Cluster, user_ids: list[int], device: s
     found = 0
     for router in cluster.alive("router"):
         reply = await cluster.view.peers.get(router).call(
-            ROUTER["Lookup"], cluster_pb2.UserIds(user_ids=user_ids), timeout=5)
+            ROUTER["Lookup"], cluster_pb2.UserIds(user_ids=user_ids), timeout=5
+        )
         found += sum(s.device == device for u in reply.users for s in u.sessions)
     return found
 
 
 @pytest.mark.timeout(90)
-def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path,
-                                                        cluster_name: str) -> None:
+def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db",
-                                   LOAD_TEST_LIMITS) as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router", 2)
-                     + cluster.start("gateway"))
+        async with running_cluster(
+            tmp_path, cluster_name, f"sqlite:{tmp_path}/db", LOAD_TEST_LIMITS
+        ) as cluster:
+            nodes = (
+                cluster.start("directory") + cluster.start("router", 2) + cluster.start("gateway")
+            )
             await cluster.wait_alive(nodes)
             users = []
             for i in range(6):
@@ -96,23 +98,30 @@ def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path,
                 users.append(await client.register(f"user{i}", "correct horse"))
             assert cluster.view is not None
             directory = cluster.view.peers.get(cluster.alive("directory")[0])
-            await directory.call(DIRECTORY["SetDisabled"], cluster_pb2.DirDisableRequest(
-                user_id=users[0].user_id, disabled=True), timeout=5)
+            await directory.call(
+                DIRECTORY["SetDisabled"],
+                cluster_pb2.DirDisableRequest(user_id=users[0].user_id, disabled=True),
+                timeout=5,
+            )
             secret = keys.load_secret(cluster.keys_dir, keys.TOKEN_SECRET)
             signer = TokenSigner(signing_key(secret), 3600)
             expired, _ = signer.issue(users[1].user_id, expires_ms=int(time.time() * 1000) - 1)
 
-            asks = [(users[0].token, pb.TOKEN_INVALID, 0),  # disabling revoked it
-                    (expired, pb.TOKEN_INVALID, 0), ("forged.token.value", pb.TOKEN_INVALID, 0)]
+            asks = [
+                (users[0].token, pb.TOKEN_INVALID, 0),  # disabling revoked it
+                (expired, pb.TOKEN_INVALID, 0),
+                ("forged.token.value", pb.TOKEN_INVALID, 0),
+            ]
             for _ in range(8):  # a resume rotates its token: each needs one of its own
                 for u in users[1:]:  # (and a connection logs in only so often)
                     logins = await cluster.client()
                     token = (await logins.login(u.account, "correct horse")).token
                     asks.append((token, pb.OK, u.user_id))
             clients = [await cluster.client(device="resumed") for _ in asks]
-            outcomes = await asyncio.gather(*(c.resume(token) for c, (token, _, _)
-                                              in zip(clients, asks, strict=True)),
-                                            return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(c.resume(token) for c, (token, _, _) in zip(clients, asks, strict=True)),
+                return_exceptions=True,
+            )
             for (_, code, user_id), outcome in zip(asks, outcomes, strict=True):
                 if code == pb.OK:
                     assert not isinstance(outcome, BaseException), outcome
@@ -127,8 +136,13 @@ def test_many_resumes_at_once_each_get_their_own_answer(tmp_path: Path,
                 return await _sessions_with_device(cluster, ids, "resumed") == resumed
 
             await async_wait_until(bound, what=f"{resumed} resumed sessions bound")
-            await asyncio.gather(*(client.logout() for client, (_, code, _)
-                                   in zip(clients, asks, strict=True) if code == pb.OK))
+            await asyncio.gather(
+                *(
+                    client.logout()
+                    for client, (_, code, _) in zip(clients, asks, strict=True)
+                    if code == pb.OK
+                )
+            )
             assert await _sessions_with_device(cluster, ids, "resumed") == 0
 
     asyncio.run(main())

@@ -37,12 +37,17 @@ async def found(client: ClientSession, query: str, limit: int = 20) -> list[str]
 
 
 @pytest.mark.timeout(120)
-def test_search_pages_and_respects_who_may_read(tmp_path: Path, cluster_name: str,
-                                                db_url: str) -> None:
+def test_search_pages_and_respects_who_may_read(
+    tmp_path: Path, cluster_name: str, db_url: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage", 2) + cluster.start("gateway"))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router")
+                + cluster.start("storage", 2)
+                + cluster.start("gateway")
+            )
             await cluster.wait_alive(nodes)
             alice, bob, carol = [await cluster.client() for _ in range(3)]
             for client, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
@@ -66,7 +71,8 @@ def test_search_pages_and_respects_who_may_read(tmp_path: Path, cluster_name: st
             assert await found(alice, "go") == ["let us go to the beach"]
             page = await alice.search_messages("number 7")
             assert [(m.body, m.sender_account, m.to_user) for m in page.messages] == [
-                ("Pineapple number 7", "alice", bob.user.user_id)]
+                ("Pineapple number 7", "alice", bob.user.user_id)
+            ]
             # soim --plain: numbered pages of 20, then search --more
             plain = PlainClient(bob, io.StringIO())
             for line in ("search pineapple", "search --more", "search --more"):
@@ -93,25 +99,37 @@ def test_search_pages_and_respects_who_may_read(tmp_path: Path, cluster_name: st
             # an edit is found by its text (standing for the message it edits); a recalled
             # message, and its edits, by nothing
             zebra = await alice.send("zebra crossing", to_user=bob.user.user_id)
-            await alice.send("zebra stripes", to_user=bob.user.user_id,
-                             kind=client_pb2.MESSAGE_KIND_EDIT, ref_seq=zebra.seq)
+            await alice.send(
+                "zebra stripes",
+                to_user=bob.user.user_id,
+                kind=client_pb2.MESSAGE_KIND_EDIT,
+                ref_seq=zebra.seq,
+            )
             [edit, original] = (await bob.search_messages("zebra")).messages
             assert (edit.body, edit.kind, edit.ref_seq) == (
-                "zebra stripes", client_pb2.MESSAGE_KIND_EDIT, zebra.seq)
-            assert (original.body, original.kind) == ("zebra crossing",
-                                                      client_pb2.MESSAGE_KIND_TEXT)
-            await alice.send("", to_user=bob.user.user_id, kind=client_pb2.MESSAGE_KIND_RECALL,
-                             ref_seq=zebra.seq)
+                "zebra stripes",
+                client_pb2.MESSAGE_KIND_EDIT,
+                zebra.seq,
+            )
+            assert (original.body, original.kind) == (
+                "zebra crossing",
+                client_pb2.MESSAGE_KIND_TEXT,
+            )
+            await alice.send(
+                "", to_user=bob.user.user_id, kind=client_pb2.MESSAGE_KIND_RECALL, ref_seq=zebra.seq
+            )
 
             async def none_found() -> bool:
                 return await found(bob, "zebra") == []
 
             await async_wait_until(none_found, what="the recalled message gone from search")
 
-            for bad in (client_pb2.SearchMessagesRequest(query="  ?! "),
-                        client_pb2.SearchMessagesRequest(query="x" * 201),
-                        client_pb2.SearchMessagesRequest(query="mango", limit=51),
-                        client_pb2.SearchMessagesRequest(query="mango", before_msg_id=5)):
+            for bad in (
+                client_pb2.SearchMessagesRequest(query="  ?! "),
+                client_pb2.SearchMessagesRequest(query="x" * 201),
+                client_pb2.SearchMessagesRequest(query="mango", limit=51),
+                client_pb2.SearchMessagesRequest(query="mango", before_msg_id=5),
+            ):
                 await expect_error(pb.INVALID_ARGUMENT, alice.call("SearchMessages", bad))
 
     asyncio.run(main())

@@ -23,19 +23,23 @@ RATE, BURST, ASKED = 2, 5, 15
 def test_the_session_limits_are_settings(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("gateway", SOIM_SESSION_RATE=str(RATE),
-                                     SOIM_SESSION_BURST=str(BURST)))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router")
+                + cluster.start(
+                    "gateway", SOIM_SESSION_RATE=str(RATE), SOIM_SESSION_BURST=str(BURST)
+                )
+            )
             await cluster.wait_alive(nodes)
             alice = await cluster.client()
             await alice.register("alice", "correct horse")
             started = time.monotonic()
             # AddFriend is not idempotent: a refused one fails at once, it is not retried
-            outcomes = await asyncio.gather(*(alice.add_friend(10**9 + i) for i in range(ASKED)),
-                                            return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(alice.add_friend(10**9 + i) for i in range(ASKED)), return_exceptions=True
+            )
             elapsed = time.monotonic() - started
-            limited = sum(isinstance(o, RpcError) and o.code == pb.RATE_LIMITED
-                          for o in outcomes)
+            limited = sum(isinstance(o, RpcError) and o.code == pb.RATE_LIMITED for o in outcomes)
             allowed = ASKED - limited
             # the client's own Sync after login may have taken a token or two
             assert BURST - 2 <= allowed <= BURST + RATE * elapsed + 1, (allowed, elapsed)

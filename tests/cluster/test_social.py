@@ -28,8 +28,11 @@ async def notice(client: ClientSession, kind: int) -> client_pb2.Notice:
     async with asyncio.timeout(10):
         while True:
             event = await client.events.get()
-            if (event.kind is EventKind.PUSH and event.push is not None
-                    and event.push.notice.kind == kind):
+            if (
+                event.kind is EventKind.PUSH
+                and event.push is not None
+                and event.push.notice.kind == kind
+            ):
                 return event.push.notice
 
 
@@ -101,12 +104,14 @@ async def relations(cluster: Cluster) -> None:
     await alice.call("Block", client_pb2.BlockRequest(user_id=d))  # not a friend
     assert await rpc_error(dave.add_friend(a)) == pb.BLOCKED
     members = (await dave.group_users(group)).members
-    assert [(m.account, m.online) for m in members if m.account == "alice"] == \
-        [("alice", False)]
-    assert await rpc_error(alice.call("Block", client_pb2.BlockRequest(user_id=a))) == \
-        pb.INVALID_ARGUMENT
-    assert await rpc_error(alice.call("Block", client_pb2.BlockRequest(user_id=99999))) == \
-        pb.NOT_FOUND
+    assert [(m.account, m.online) for m in members if m.account == "alice"] == [("alice", False)]
+    assert (
+        await rpc_error(alice.call("Block", client_pb2.BlockRequest(user_id=a)))
+        == pb.INVALID_ARGUMENT
+    )
+    assert (
+        await rpc_error(alice.call("Block", client_pb2.BlockRequest(user_id=99999))) == pb.NOT_FOUND
+    )
     for other in (b, d):
         await alice.call("Unblock", client_pb2.BlockRequest(user_id=other))
     await bob.send("unblocked", to_user=a)
@@ -115,16 +120,23 @@ async def relations(cluster: Cluster) -> None:
 
     # decline a request; a second decline, or declining my own request, is NOT_FOUND
     await carol.add_friend(d)
-    assert await rpc_error(carol.call("RemoveFriend", client_pb2.RemoveFriendRequest(
-        user_id=d, decline=True))) == pb.NOT_FOUND
-    reply = await dave.call("RemoveFriend", client_pb2.RemoveFriendRequest(user_id=c,
-                                                                           decline=True))
+    assert (
+        await rpc_error(
+            carol.call("RemoveFriend", client_pb2.RemoveFriendRequest(user_id=d, decline=True))
+        )
+        == pb.NOT_FOUND
+    )
+    reply = await dave.call("RemoveFriend", client_pb2.RemoveFriendRequest(user_id=c, decline=True))
     assert reply.conv_id == 0
     told = await notice(carol, client_pb2.NOTICE_FRIEND_REMOVED)
     assert (told.user.user_id, told.conv_id) == (d, 0)
     assert not (await carol.friends()).friends
-    assert await rpc_error(dave.call("RemoveFriend", client_pb2.RemoveFriendRequest(
-        user_id=c, decline=True))) == pb.NOT_FOUND
+    assert (
+        await rpc_error(
+            dave.call("RemoveFriend", client_pb2.RemoveFriendRequest(user_id=c, decline=True))
+        )
+        == pb.NOT_FOUND
+    )
     assert (await carol.add_friend(d)).notified  # asking again is a new request
 
     # unfriend: the conversation leaves both lists, sends are NOT_FRIEND
@@ -135,8 +147,10 @@ async def relations(cluster: Cluster) -> None:
     assert await refused(lambda: alice.send("gone?", to_user=b)) == pb.NOT_FRIEND
     assert not (await alice.friends()).friends
     assert conv not in [s.conv_id for s in (await alice.sync()).conversations]
-    assert await rpc_error(bob.call("RemoveFriend", client_pb2.RemoveFriendRequest(
-        user_id=a))) == pb.NOT_FOUND
+    assert (
+        await rpc_error(bob.call("RemoveFriend", client_pb2.RemoveFriendRequest(user_id=a)))
+        == pb.NOT_FOUND
+    )
 
     # group: only the owner kicks and hands over, only members
     kick = client_pb2.GroupKickRequest(group_id=group, user_id=c)
@@ -146,31 +160,42 @@ async def relations(cluster: Cluster) -> None:
     assert not (await carol.groups()).groups
     assert await refused(lambda: carol.send("let me in", to_group=group)) == pb.NOT_MEMBER
     assert await rpc_error(alice.call("GroupKick", kick)) == pb.NOT_MEMBER
-    assert await rpc_error(alice.call("GroupKick", client_pb2.GroupKickRequest(
-        group_id=group, user_id=a))) == pb.INVALID_ARGUMENT
-    assert await rpc_error(alice.call("GroupOwner", client_pb2.GroupOwnerRequest(
-        group_id=group, user_id=b))) == pb.NOT_MEMBER
-    handed = await alice.call("GroupOwner", client_pb2.GroupOwnerRequest(group_id=group,
-                                                                         user_id=d))
+    assert (
+        await rpc_error(
+            alice.call("GroupKick", client_pb2.GroupKickRequest(group_id=group, user_id=a))
+        )
+        == pb.INVALID_ARGUMENT
+    )
+    assert (
+        await rpc_error(
+            alice.call("GroupOwner", client_pb2.GroupOwnerRequest(group_id=group, user_id=b))
+        )
+        == pb.NOT_MEMBER
+    )
+    handed = await alice.call("GroupOwner", client_pb2.GroupOwnerRequest(group_id=group, user_id=d))
     assert (handed.group.owner, handed.group.owner_account) == (d, "dave")
     assert (await notice(dave, client_pb2.NOTICE_GROUP_OWNER)).conv_id == group
-    assert await rpc_error(alice.call("GroupOwner", client_pb2.GroupOwnerRequest(
-        group_id=group, user_id=a))) == pb.FORBIDDEN
+    assert (
+        await rpc_error(
+            alice.call("GroupOwner", client_pb2.GroupOwnerRequest(group_id=group, user_id=a))
+        )
+        == pb.FORBIDDEN
+    )
     await alice.group_leave(group)
 
     # passwd: the old password is checked, the other sessions end, this one goes on
     other = await cluster.client(1)
     await other.login("alice", PASSWORD)
-    assert await rpc_error(alice.change_password("wrong password", NEW_PASSWORD)) == \
-        pb.BAD_CREDENTIALS
+    assert (
+        await rpc_error(alice.change_password("wrong password", NEW_PASSWORD)) == pb.BAD_CREDENTIALS
+    )
     assert await rpc_error(alice.change_password(PASSWORD, "short")) == pb.INVALID_PASSWORD
     changed = await alice.change_password(PASSWORD, NEW_PASSWORD)
     ended = (await notice(other, client_pb2.NOTICE_SESSION_ENDED)).text
     assert "password" in ended or "revoked" in ended
     assert (await alice.me()).account == "alice"
     assert alice.token == changed.token
-    assert await rpc_error((await cluster.client()).login("alice", PASSWORD)) == \
-        pb.BAD_CREDENTIALS
+    assert await rpc_error((await cluster.client()).login("alice", PASSWORD)) == pb.BAD_CREDENTIALS
     await (await cluster.client()).login("alice", NEW_PASSWORD)
 
     # delete-account: confirmed by the password, as soimctl user delete
@@ -178,8 +203,7 @@ async def relations(cluster: Cluster) -> None:
     await dave.delete_account(PASSWORD)
     ended = (await notice(dave, client_pb2.NOTICE_SESSION_ENDED)).text
     assert "deleted" in ended or "revoked" in ended  # the token audit may see it first
-    assert await rpc_error((await cluster.client()).login("dave", PASSWORD)) == \
-        pb.BAD_CREDENTIALS
+    assert await rpc_error((await cluster.client()).login("dave", PASSWORD)) == pb.BAD_CREDENTIALS
     [den] = (await bob.group_search("den")).groups
     assert (den.members, den.owner) == (0, 0)  # dave was its last member
     assert not (await carol.friends()).friends

@@ -27,8 +27,16 @@ PASSWORD = "correct horse"
 async def soimctl(cluster: Cluster, *args: str) -> Any:
     """Run `soimctl ARGS --json` as a separate process against the cluster; its parsed JSON."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.soimctl", *args, "--json", cwd=ROOT,
-        env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tools.soimctl",
+        *args,
+        "--json",
+        cwd=ROOT,
+        env={**os.environ, **cluster.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     async with asyncio.timeout(30):
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode() + out.decode()
@@ -38,8 +46,15 @@ async def soimctl(cluster: Cluster, *args: str) -> Any:
 async def soimctl_table(cluster: Cluster, *args: str) -> list[str]:
     """Run `soimctl ARGS` for the human table; its lines."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.soimctl", *args, cwd=ROOT,
-        env={**os.environ, **cluster.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tools.soimctl",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **cluster.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     async with asyncio.timeout(30):
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode() + out.decode()
@@ -50,13 +65,18 @@ async def soimctl_table(cluster: Cluster, *args: str) -> list[str]:
 def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("gateway", 2) + cluster.start("storage"))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router")
+                + cluster.start("gateway", 2)
+                + cluster.start("storage")
+            )
             await cluster.wait_alive(nodes)
 
             listing = await soimctl(cluster, "nodes", "--wait", "10")
-            assert {(n["role"], n["node_id"]) for n in listing["nodes"]} == \
-                {(n.role, n.node_id) for n in nodes}
+            assert {(n["role"], n["node_id"]) for n in listing["nodes"]} == {
+                (n.role, n.node_id) for n in nodes
+            }
 
             added = await soimctl(cluster, "user", "add", "opsuser", "--password", PASSWORD)
             assert added["account"] == "opsuser" and added["user_id"] > 0
@@ -70,8 +90,9 @@ def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
 
             group = (await alice.group_create("ops-room")).group
             groups = await soimctl(cluster, "groups")
-            assert [(g["group_id"], g["name"], g["members"]) for g in groups["groups"]] == \
-                [(group.group_id, "ops-room", 1)]
+            assert [(g["group_id"], g["name"], g["members"]) for g in groups["groups"]] == [
+                (group.group_id, "ops-room", 1)
+            ]
             assert (await soimctl_table(cluster, "users"))[1] == "user_id | account"
             assert (await soimctl_table(cluster, "groups"))[1].startswith("group_id | name |")
 
@@ -95,15 +116,21 @@ def test_every_soimctl_command(tmp_path: Path, cluster_name: str) -> None:
             assert err.value.code == pb.ACCOUNT_DISABLED
 
             # drain the gateway alice is on: she is sent to the other one and goes on working
-            drained = next(p.node_id for p in cluster.view.membership.alive("gateway")
-                           if p.info.endpoints["client"] == alice.endpoint)
+            drained = next(
+                p.node_id
+                for p in cluster.view.membership.alive("gateway")
+                if p.info.endpoints["client"] == alice.endpoint
+            )
             reply = await soimctl(cluster, "drain", drained, "--grace", "3")
             assert reply["node_id"] == drained
             async with asyncio.timeout(10):
                 while (await alice.events.get()).kind is not EventKind.REDIRECTED:
                     pass
-            await async_wait_until(lambda: drained not in cluster.alive("gateway"),
-                                   timeout=10, what="the drained gateway stops")
+            await async_wait_until(
+                lambda: drained not in cluster.alive("gateway"),
+                timeout=10,
+                what="the drained gateway stops",
+            )
             me = await alice.me()
             assert me.account == "alice" and me.gateway != drained
             assert next(n for n in nodes if n.node_id == drained).wait(5) == 0

@@ -51,12 +51,18 @@ class Member:
 
     def pushed(self, conv_id: int) -> list[int]:
         """Seqs of the message pushes of a conversation, in arrival order."""
-        return [p.message.seq for p in self.pushes
-                if p.WhichOneof("item") == "message" and p.message.conv_id == conv_id]
+        return [
+            p.message.seq
+            for p in self.pushes
+            if p.WhichOneof("item") == "message" and p.message.conv_id == conv_id
+        ]
 
     def receipts(self, conv_id: int) -> list[client_pb2.Receipt]:
-        return [p.receipt for p in self.pushes
-                if p.WhichOneof("item") == "receipt" and p.receipt.conv_id == conv_id]
+        return [
+            p.receipt
+            for p in self.pushes
+            if p.WhichOneof("item") == "receipt" and p.receipt.conv_id == conv_id
+        ]
 
     def seen(self, conv_id: int) -> list[client_pb2.ChatMessage]:
         """The session's ordered stream for a conversation (drains its event queue)."""
@@ -99,16 +105,22 @@ def view(msgs: list[client_pb2.ChatMessage]) -> list[tuple[int, int, int, str]]:
     return [(m.seq, m.msg_id, m.sender, m.body) for m in msgs]
 
 
-async def start_cluster(cluster: Cluster, storage: int = 1, routers: int = 2,
-                        gateways: int = 2) -> None:
-    nodes = (cluster.start("directory") + cluster.start("router", routers)
-             + cluster.start("storage", storage) + cluster.start("gateway", gateways))
+async def start_cluster(
+    cluster: Cluster, storage: int = 1, routers: int = 2, gateways: int = 2
+) -> None:
+    nodes = (
+        cluster.start("directory")
+        + cluster.start("router", routers)
+        + cluster.start("storage", storage)
+        + cluster.start("gateway", gateways)
+    )
     await cluster.wait_alive(nodes)
 
 
 @pytest.mark.timeout(150)
 def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
-        tmp_path: Path, cluster_name: str, db_url: str) -> None:
+    tmp_path: Path, cluster_name: str, db_url: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
             await start_cluster(cluster)
@@ -146,12 +158,14 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
             for m in people[1:]:
                 await m.client.group_join(group)
             senders = people[:5]
-            acks = await asyncio.gather(*(s.client.send(f"g{s.id}-{i}", to_group=group)
-                                          for i in range(6) for s in senders))
+            acks = await asyncio.gather(
+                *(s.client.send(f"g{s.id}-{i}", to_group=group) for i in range(6) for s in senders)
+            )
             assert sorted(a.seq for a in acks) == list(range(1, 31))
             for m in people:
-                await async_wait_until(lambda m=m: len(m.seen(group)) == 30,
-                                       what="30 group messages")
+                await async_wait_until(
+                    lambda m=m: len(m.seen(group)) == 30, what="30 group messages"
+                )
             stored = await history(people[7], group)
             assert [m.seq for m in stored] == list(range(1, 31))
             assert {m.to_group for m in stored} == {group}
@@ -164,9 +178,12 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
             assert (await bob.client.read(ab, 21)).read_seq == 21
             for m in (alice, alice2):
                 await async_wait_until(
-                    lambda m=m: any(r.user_id == bob.id and r.read_seq == 21
-                                    and r.delivered_seq == 21 for r in m.receipts(ab)),
-                    what="bob's read receipt")
+                    lambda m=m: any(
+                        r.user_id == bob.id and r.read_seq == 21 and r.delivered_seq == 21
+                        for r in m.receipts(ab)
+                    ),
+                    what="bob's read receipt",
+                )
             with pytest.raises(Exception) as err:
                 await bob.client.read(ab, 99)
             assert "INVALID_ARGUMENT" in str(err.value)
@@ -181,15 +198,20 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
 
             def expected_read(seq: int) -> int:
                 readers = [m.id for m in people[5:10] if seq <= 10] + [m.id for m in people[10:13]]
-                readers += [s.id for s in senders if max(k for k, a in authors.items()
-                                                         if a == s.id) >= seq]
+                readers += [
+                    s.id for s in senders if max(k for k, a in authors.items() if a == s.id) >= seq
+                ]
                 return len([r for r in readers if r != authors[seq]])
 
             async def counts_right() -> bool:
                 got = await people[3].client.group_read_counts(group, 1, 30)
-                return (got.members == 20 and [c.seq for c in got.counts] == list(range(1, 31))
-                        and all(c.read == expected_read(c.seq) and c.delivered == 19
-                                for c in got.counts))
+                return (
+                    got.members == 20
+                    and [c.seq for c in got.counts] == list(range(1, 31))
+                    and all(
+                        c.read == expected_read(c.seq) and c.delivered == 19 for c in got.counts
+                    )
+                )
 
             await async_wait_until(counts_right, what="group read counts")
 
@@ -197,8 +219,9 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
             await dave.client.logout()
             sent = []
             for chunk in range(OFFLINE // 50):
-                sent += await asyncio.gather(*(alice.client.send(f"d{chunk}-{i}", to_user=dave.id)
-                                               for i in range(50)))
+                sent += await asyncio.gather(
+                    *(alice.client.send(f"d{chunk}-{i}", to_user=dave.id) for i in range(50))
+                )
             assert sorted(a.seq for a in sent) == list(range(1, OFFLINE + 1))
             back = await login(cluster, "user02", 0, "dave-2")
             conv = {c.conv_id: c for c in (await back.client.sync()).conversations}[ad]
@@ -207,15 +230,18 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
 
             async def alice_has_read_her_own() -> bool:
                 mine = {c.conv_id: c for c in (await alice.client.sync()).conversations}
-                return (mine[ad].unread == 0
-                        and mine[ad].read_seq == OFFLINE == mine[ad].last_seq)
+                return mine[ad].unread == 0 and mine[ad].read_seq == OFFLINE == mine[ad].last_seq
 
             await async_wait_until(alice_has_read_her_own, what="the sender's cursor")
             pages, before = [], 0
             while True:
-                page = await back.client.history(ad, before_seq=before, limit=100) if before \
-                    else await back.client.call("History", client_pb2.HistoryRequest(
-                        conv_id=ad, limit=100))
+                page = (
+                    await back.client.history(ad, before_seq=before, limit=100)
+                    if before
+                    else await back.client.call(
+                        "History", client_pb2.HistoryRequest(conv_id=ad, limit=100)
+                    )
+                )
                 pages.append(page)
                 before = page.messages[0].seq
                 if not page.more:
@@ -224,9 +250,13 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
             older_first = [m for p in reversed(pages) for m in p.messages]
             by_seq = {a.seq: a for a in sent}
             assert [m.seq for m in older_first] == list(range(1, OFFLINE + 1))
-            assert all(m.msg_id == by_seq[m.seq].msg_id and m.sender == alice.id
-                       and m.sender_account == "user00" and m.to_user == dave.id
-                       for m in older_first)
+            assert all(
+                m.msg_id == by_seq[m.seq].msg_id
+                and m.sender == alice.id
+                and m.sender_account == "user00"
+                and m.to_user == dave.id
+                for m in older_first
+            )
             await async_wait_until(lambda: len(back.seen(ad)) == OFFLINE, what="dave's sync")
             assert view(back.seen(ad)) == view(older_first)
 
@@ -242,15 +272,21 @@ class Senders:
         self.targets = targets
         self.acked: dict[Key, client_pb2.SendAck] = {}
 
-    async def run(self, per_stream: int = 0, streams: int = 2,
-                  until: asyncio.Event | None = None) -> None:
+    async def run(
+        self, per_stream: int = 0, streams: int = 2, until: asyncio.Event | None = None
+    ) -> None:
         """`per_stream` sends per stream, or as many as fit before `until` is set."""
-        await asyncio.gather(*(self._stream(m, t, s, per_stream, until) for m, t in
-                               zip(self.members, self.targets, strict=True)
-                               for s in range(streams)))
+        await asyncio.gather(
+            *(
+                self._stream(m, t, s, per_stream, until)
+                for m, t in zip(self.members, self.targets, strict=True)
+                for s in range(streams)
+            )
+        )
 
-    async def _stream(self, m: Member, target: dict[str, int], stream: int, n: int,
-                      until: asyncio.Event | None) -> None:
+    async def _stream(
+        self, m: Member, target: dict[str, int], stream: int, n: int, until: asyncio.Event | None
+    ) -> None:
         for i in itertools.count():
             if i == n > 0 or (until is not None and until.is_set()):
                 return
@@ -268,8 +304,9 @@ async def pairs_and_a_group(cluster: Cluster, n: int) -> tuple[list[Member], lis
     group = (await members[0].client.group_create("busy")).group.group_id
     for m in members[1:]:
         await m.client.group_join(group)
-    targets = [{"to_user": members[i + 1].id} if i % 2 == 0 else {"to_group": group}
-               for i in range(n)]
+    targets = [
+        {"to_user": members[i + 1].id} if i % 2 == 0 else {"to_group": group} for i in range(n)
+    ]
     return members, targets
 
 
@@ -316,9 +353,11 @@ def kill_writer_mid_flush(database: str) -> None:
         with admin.cursor() as cur:
 
             def blocked_writer() -> int:
-                cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s "
-                            "AND ID <> CONNECTION_ID() AND INFO LIKE %s",
-                            (database, "%INSERT INTO `message_%"))
+                cur.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s "
+                    "AND ID <> CONNECTION_ID() AND INFO LIKE %s",
+                    (database, "%INSERT INTO `message_%"),
+                )
                 found = cur.fetchall()
                 return int(found[0][0]) if found else 0
 
@@ -331,7 +370,8 @@ def kill_writer_mid_flush(database: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_killed_database_connection_mid_flush_loses_nothing_and_leaves_no_gap(
-        tmp_path: Path, cluster_name: str, mysql_db: str) -> None:
+    tmp_path: Path, cluster_name: str, mysql_db: str
+) -> None:
     database = parse_db_urls(mysql_db)[0].database
 
     async def main() -> None:
@@ -343,8 +383,9 @@ def test_killed_database_connection_mid_flush_loses_nothing_and_leaves_no_gap(
 
             async def killer() -> None:
                 for k in range(1, 4):
-                    await async_wait_until(lambda k=k: len(senders.acked) >= 80 * k,
-                                           timeout=60, what=f"{80 * k} acks")
+                    await async_wait_until(
+                        lambda k=k: len(senders.acked) >= 80 * k, timeout=60, what=f"{80 * k} acks"
+                    )
                     await asyncio.to_thread(kill_writer_mid_flush, database)
 
             await asyncio.gather(senders.run(per_stream=60), killer())
@@ -381,7 +422,8 @@ async def restart_storage_under_load(cluster: Cluster, db_url: str, how: str) ->
 
 @pytest.mark.timeout(150)
 def test_storage_killed_9_with_sends_in_flight_loses_nothing_acked(
-        tmp_path: Path, cluster_name: str, db_url: str) -> None:
+    tmp_path: Path, cluster_name: str, db_url: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
             await restart_storage_under_load(cluster, db_url, "kill")
@@ -390,8 +432,9 @@ def test_storage_killed_9_with_sends_in_flight_loses_nothing_acked(
 
 
 @pytest.mark.timeout(120)
-def test_storage_stopped_with_sends_in_flight_flushes_within_5s(tmp_path: Path,
-                                                               cluster_name: str) -> None:
+def test_storage_stopped_with_sends_in_flight_flushes_within_5s(
+    tmp_path: Path, cluster_name: str
+) -> None:
     db_url = f"sqlite:{tmp_path / 'data'}"
 
     async def main() -> None:
@@ -403,7 +446,8 @@ def test_storage_stopped_with_sends_in_flight_flushes_within_5s(tmp_path: Path,
 
 @pytest.mark.timeout(150)
 def test_conversations_move_when_a_storage_node_joins_and_when_one_leaves(
-        tmp_path: Path, cluster_name: str, mysql_db: str) -> None:
+    tmp_path: Path, cluster_name: str, mysql_db: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, mysql_db) as cluster:
             await start_cluster(cluster, routers=1, gateways=1)
@@ -414,8 +458,9 @@ def test_conversations_move_when_a_storage_node_joins_and_when_one_leaves(
 
             async def more_acks(n: int) -> None:
                 goal = len(senders.acked) + n
-                await async_wait_until(lambda: len(senders.acked) >= goal, timeout=60,
-                                       what=f"{n} more acks")
+                await async_wait_until(
+                    lambda: len(senders.acked) >= goal, timeout=60, what=f"{n} more acks"
+                )
 
             async def join_then_leave() -> None:
                 await more_acks(100)
@@ -425,8 +470,10 @@ def test_conversations_move_when_a_storage_node_joins_and_when_one_leaves(
                 await more_acks(150)
                 if any(ring.owner(a.conv_id) == second.node_id for a in senders.acked.values()):
                     stored = "soim_storage_messages_stored_total"
-                    await async_wait_until(lambda: metric(cluster, second.node_id, stored) > 0,
-                                           what="the new owner storing")
+                    await async_wait_until(
+                        lambda: metric(cluster, second.node_id, stored) > 0,
+                        what="the new owner storing",
+                    )
                 first.stop()
                 assert await asyncio.to_thread(first.wait) == 0
                 await more_acks(150)

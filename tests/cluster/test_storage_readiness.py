@@ -20,14 +20,26 @@ from schema import common_pb2 as pb
 from tests.harness import running_cluster
 from tests.support import async_wait_until
 
-BATCH = cluster_pb2.StoreBatchRequest(gateway_id="g", items=[cluster_pb2.StoreItem(
-    origin=cluster_pb2.ClientRequestRef(session_id=b"s"), sender=1, sender_account="a",
-    client_msg_id="ready-1", conv_id=77, to_user=2, body="hi")])
+BATCH = cluster_pb2.StoreBatchRequest(
+    gateway_id="g",
+    items=[
+        cluster_pb2.StoreItem(
+            origin=cluster_pb2.ClientRequestRef(session_id=b"s"),
+            sender=1,
+            sender_account="a",
+            client_msg_id="ready-1",
+            conv_id=77,
+            to_user=2,
+            body="hi",
+        )
+    ],
+)
 
 
 @pytest.mark.timeout(60)
-def test_storage_takes_no_write_before_it_knows_a_directory(tmp_path: Path,
-                                                           cluster_name: str) -> None:
+def test_storage_takes_no_write_before_it_knows_a_directory(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             storage = cluster.start("storage")[0]
@@ -48,8 +60,9 @@ def test_storage_takes_no_write_before_it_knows_a_directory(tmp_path: Path,
                     assert err.code == pb.UNAVAILABLE, err
                     return None
 
-            reply = await async_wait_until(stored, timeout=10, interval=0.1,
-                                           what="the batch stored")
+            reply = await async_wait_until(
+                stored, timeout=10, interval=0.1, what="the batch stored"
+            )
             assert [(r.error, r.ack.conv_id, r.ack.seq) for r in reply.results] == [(pb.OK, 77, 1)]
 
     asyncio.run(main())

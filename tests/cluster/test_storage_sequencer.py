@@ -28,13 +28,13 @@ def send(conv: int, cmid: str, sender: int = 7) -> MessageRow:
     return MessageRow(conv, 0, next(_ids), sender, cmid, int(time.time() * 1000), f"body {cmid}")
 
 
-def sequencing_writer(store: Store, sequencer: Sequencer | None = None,
-                      **kw: float) -> BatchWriter:
+def sequencing_writer(store: Store, sequencer: Sequencer | None = None, **kw: float) -> BatchWriter:
     return BatchWriter(store, sequencer=sequencer or Sequencer(), **kw)  # type: ignore[arg-type]
 
 
-def store_all(writer: BatchWriter, rows: Iterable[MessageRow],
-              timeout: float = 60.0) -> dict[tuple[int, int, str], MessageRow]:
+def store_all(
+    writer: BatchWriter, rows: Iterable[MessageRow], timeout: float = 60.0
+) -> dict[tuple[int, int, str], MessageRow]:
     """Submit `rows` and resubmit each failed one (same key, new msg_id) as a client would,
     until every one is acked; returns the acks by key."""
     acked: dict[tuple[int, int, str], MessageRow] = {}
@@ -81,8 +81,7 @@ def store(db_url: str) -> Iterable[Store]:
 
 
 @pytest.mark.timeout(60)
-def test_retries_get_the_first_ack_in_flight_after_commit_and_after_a_restart(
-        store: Store) -> None:
+def test_retries_get_the_first_ack_in_flight_after_commit_and_after_a_restart(store: Store) -> None:
     with sequencing_writer(store, max_rows=64, max_ms=5) as writer:
         first = [send(11, f"m{i}") for i in range(5)]
         # in one batch: each send twice; the second copy follows the first
@@ -104,15 +103,19 @@ def test_retries_get_the_first_ack_in_flight_after_commit_and_after_a_restart(
 
 @pytest.mark.timeout(90)
 def test_killed_flush_fails_the_batches_stamped_behind_it_and_leaves_no_gap(
-        store: Store, db_url: str) -> None:
+    store: Store, db_url: str
+) -> None:
     faults = Faults(store, db_url)
     x, y = 3, 11  # same shard table: one flush holds both
     writer = sequencing_writer(store, max_rows=10, max_ms=60_000)
     try:
         head = [send(x, "a0")]
-        behind = ([send(x, f"a{i}") for i in range(1, 6)] + [send(y, f"b{i}") for i in range(5)]
-                  + [send(x, f"a{i}") for i in range(6, 11)]
-                  + [send(y, f"b{i}") for i in range(5, 10)])
+        behind = (
+            [send(x, f"a{i}") for i in range(1, 6)]
+            + [send(y, f"b{i}") for i in range(5)]
+            + [send(x, f"a{i}") for i in range(6, 11)]
+            + [send(y, f"b{i}") for i in range(5, 10)]
+        )
         rest = [send(y, f"b{i}") for i in range(10, 15)]
         with faults.stall(MessageRow(x, 1, 0, 0, "stall", 0, "")):
             head_futs = writer.submit_many(head)
@@ -128,10 +131,14 @@ def test_killed_flush_fails_the_batches_stamped_behind_it_and_leaves_no_gap(
         # the sends after the failure start again from the database: y from 1, and nothing of
         # x committed
         wait(rest_futs, timeout=30)
-        retried = store_all(writer, [r for r, f in zip(rest, rest_futs, strict=True)
-                                     if f.exception() is not None])
-        acked = {(r.conv_id, r.sender, r.client_msg_id): f.result()
-                 for r, f in zip(rest, rest_futs, strict=True) if f.exception() is None}
+        retried = store_all(
+            writer, [r for r, f in zip(rest, rest_futs, strict=True) if f.exception() is not None]
+        )
+        acked = {
+            (r.conv_id, r.sender, r.client_msg_id): f.result()
+            for r, f in zip(rest, rest_futs, strict=True)
+            if f.exception() is None
+        }
         acked.update(retried)
         acked.update(store_all(writer, head + behind))
         check_store(store, acked)
@@ -142,8 +149,7 @@ def test_killed_flush_fails_the_batches_stamped_behind_it_and_leaves_no_gap(
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("memory", ["roomy", "tiny"])
-def test_kills_ring_changes_and_retries_under_load_leave_no_gap(store: Store,
-                                                                memory: str) -> None:
+def test_kills_ring_changes_and_retries_under_load_leave_no_gap(store: Store, memory: str) -> None:
     """Clients send (and re-send acked messages) until the writer's connection was killed
     mid-flush KILLS times and the ring changed RINGS times. A tiny sequencer forgets keys and
     conversations all the time, so retries are found in the database."""
@@ -216,8 +222,9 @@ def test_two_owners_racing_on_the_same_conversations_leave_no_gap(store: Store) 
     def client(k: int) -> None:
         mine = random.Random(k)
         for n in range(40):
-            batch = [send(mine.choice((201, 202, 203)), f"r{k}-{n}-{j}", sender=k)
-                     for j in range(4)]
+            batch = [
+                send(mine.choice((201, 202, 203)), f"r{k}-{n}-{j}", sender=k) for j in range(4)
+            ]
             got = store_all(writers[(k + n) % 2], batch)  # its send and retries go to one node
             with lock:
                 acked.update(got)
@@ -245,8 +252,9 @@ def test_keys_are_looked_up_only_within_the_retry_window(store: Store) -> None:
     window = 1.0
     with sequencing_writer(store, max_rows=64, max_ms=5) as writer:
         first = writer.submit(send(21, "a")).result(10)
-    with sequencing_writer(store, Sequencer(max_keys=1, retry_window_s=window),
-                           max_rows=64, max_ms=5) as writer:
+    with sequencing_writer(
+        store, Sequencer(max_keys=1, retry_window_s=window), max_rows=64, max_ms=5
+    ) as writer:
         before = lookups()
         assert writer.submit(send(21, "b")).result(10).seq == 2
         loaded = time.monotonic()  # the conversation was loaded before "b" was stamped

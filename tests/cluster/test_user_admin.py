@@ -27,9 +27,17 @@ PASSWORD = "correct horse"
 async def soimctl(cluster: Cluster, *args: str, stdin: bytes = b"") -> tuple[int, Any]:
     """Run `soimctl ARGS --json` (stdin not a terminal); its exit status and parsed JSON."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.soimctl", *args, "--json", cwd=ROOT,
-        env={**os.environ, **cluster.env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tools.soimctl",
+        *args,
+        "--json",
+        cwd=ROOT,
+        env={**os.environ, **cluster.env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     async with asyncio.timeout(30):
         out, err = await proc.communicate(stdin)
     assert out, err.decode()
@@ -60,9 +68,18 @@ async def soimctl_on_terminal(cluster: Cluster, *args: str, typed: list[str]) ->
     the previous output ends in a question; its exit status and stdout."""
     leader, follower = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.soimctl", *args, "--json", cwd=ROOT,
-        env={**os.environ, **cluster.env}, stdin=follower, stdout=subprocess.PIPE,
-        stderr=follower, start_new_session=True)  # no controlling tty: getpass uses stdin
+        sys.executable,
+        "-m",
+        "tools.soimctl",
+        *args,
+        "--json",
+        cwd=ROOT,
+        env={**os.environ, **cluster.env},
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        start_new_session=True,
+    )  # no controlling tty: getpass uses stdin
     os.close(follower)
     try:
         async with asyncio.timeout(30):
@@ -97,8 +114,11 @@ async def _session_ended(client: ClientSession) -> str:
     async with asyncio.timeout(10):
         while True:
             event = await client.events.get()
-            if (event.kind is EventKind.PUSH and event.push is not None
-                    and event.push.notice.kind == client_pb2.NOTICE_SESSION_ENDED):
+            if (
+                event.kind is EventKind.PUSH
+                and event.push is not None
+                and event.push.notice.kind == client_pb2.NOTICE_SESSION_ENDED
+            ):
                 return event.push.notice.text
 
 
@@ -123,8 +143,11 @@ def test_user_list_passwd_and_delete(tmp_path: Path, cluster_name: str) -> None:
 
             status, listing = await soimctl(cluster, "user", "list")
             assert status == 0
-            assert [(u["account"], u["nickname"], u["disabled"]) for u in listing["users"]] == \
-                [("alice", "alice", False), ("bob", "Bobby", False), ("carol", "carol", False)]
+            assert [(u["account"], u["nickname"], u["disabled"]) for u in listing["users"]] == [
+                ("alice", "alice", False),
+                ("bob", "Bobby", False),
+                ("carol", "carol", False),
+            ]
             assert all(u["created_ms"] > 0 and u["last_active_ms"] > 0 for u in listing["users"])
             _, only = await soimctl(cluster, "user", "list", "--prefix", "ca")
             assert [u["account"] for u in only["users"]] == ["carol"]
@@ -132,15 +155,18 @@ def test_user_list_passwd_and_delete(tmp_path: Path, cluster_name: str) -> None:
             # passwd: never on the command line, stdin only when asked for, else a terminal
             status, refused = await soimctl(cluster, "user", "passwd", "carol")
             assert (status, refused["error"]) == (1, "INVALID_ARGUMENT")
-            status, out = await soimctl_on_terminal(cluster, "user", "passwd", "carol",
-                                                    typed=["a new secret", "a new secreT"])
+            status, out = await soimctl_on_terminal(
+                cluster, "user", "passwd", "carol", typed=["a new secret", "a new secreT"]
+            )
             assert (status, json.loads(out)["error"]) == (1, "INVALID_ARGUMENT")
-            status, out = await soimctl_on_terminal(cluster, "user", "passwd", "carol",
-                                                    typed=["a new secret", "a new secret"])
+            status, out = await soimctl_on_terminal(
+                cluster, "user", "passwd", "carol", typed=["a new secret", "a new secret"]
+            )
             assert (status, json.loads(out)["account"]) == (0, "carol")
             assert "password" in await _session_ended(carol)
-            status, changed = await soimctl(cluster, "user", "passwd", "carol",
-                                            "--password-stdin", stdin=b"a newer secret\n")
+            status, changed = await soimctl(
+                cluster, "user", "passwd", "carol", "--password-stdin", stdin=b"a newer secret\n"
+            )
             assert (status, changed["account"]) == (0, "carol")
             await (await cluster.client()).login("carol", "a newer secret")
             for old in (PASSWORD, "a new secret"):
@@ -154,9 +180,13 @@ def test_user_list_passwd_and_delete(tmp_path: Path, cluster_name: str) -> None:
             assert status == 1
             status, deleted = await soimctl(cluster, "user", "delete", "bob", "--yes")
             assert status == 0
-            assert (deleted["user_id"], deleted["account"], deleted["friendships"],
-                    deleted["groups_left"], deleted["groups_handed_over"]) == \
-                (b, "bob", 1, 1, [group])
+            assert (
+                deleted["user_id"],
+                deleted["account"],
+                deleted["friendships"],
+                deleted["groups_left"],
+                deleted["groups_handed_over"],
+            ) == (b, "bob", 1, 1, [group])
             assert "deleted" in await _session_ended(bob)
             with pytest.raises(RpcError) as err:
                 await (await cluster.client()).login("bob", PASSWORD)
@@ -165,8 +195,9 @@ def test_user_list_passwd_and_delete(tmp_path: Path, cluster_name: str) -> None:
             room = (await alice.group_search("bobs")).groups[0]
             assert (room.owner, room.members) == (a, 1)
             history = await alice.history(conv)
-            assert [(m.sender, m.sender_account, m.body) for m in history.messages] == \
-                [(b, f"deleted#{b}", "hi alice")]
+            assert [(m.sender, m.sender_account, m.body) for m in history.messages] == [
+                (b, f"deleted#{b}", "hi alice")
+            ]
             _, listing = await soimctl(cluster, "user", "list")
             assert [u["account"] for u in listing["users"]] == ["alice", "carol"]
             again = await (await cluster.client()).register("bob", PASSWORD)

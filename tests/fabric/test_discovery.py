@@ -36,10 +36,17 @@ GOODBYE_S = 1.5
 
 def info(cluster: str, node_id: str, role: str = "router", port: int = 5555) -> NodeInfo:
     return NodeInfo(
-        node_id=node_id, role=role, cluster=cluster, version="0.1.0", host="127.0.0.1",
+        node_id=node_id,
+        role=role,
+        cluster=cluster,
+        version="0.1.0",
+        host="127.0.0.1",
         endpoints={"rpc": f"tcp://127.0.0.1:{port}", "events": f"tcp://127.0.0.1:{port + 1}"},
-        metrics_port=9100, public_key=zmq.curve_keypair()[0].decode(),
-        client_key="", started_at=time.time())
+        metrics_port=9100,
+        public_key=zmq.curve_keypair()[0].decode(),
+        client_key="",
+        started_at=time.time(),
+    )
 
 
 class Seen:
@@ -48,13 +55,18 @@ class Seen:
     def __init__(self, cluster: str, node_id: str) -> None:
         self.events: list[tuple[str, NodeInfo]] = []
         self.node_id = node_id
-        self.discovery = Discovery(Config(cluster=cluster, node_id=node_id),
-                                   self._cb("added"), self._cb("removed"), self._cb("updated"))
+        self.discovery = Discovery(
+            Config(cluster=cluster, node_id=node_id),
+            self._cb("added"),
+            self._cb("removed"),
+            self._cb("updated"),
+        )
 
     def _cb(self, kind: str) -> Any:
         def record(node: NodeInfo) -> None:
             asyncio.get_running_loop()  # raises unless called on the event loop
             self.events.append((kind, node))
+
         return record
 
     def kinds(self, node_id: str) -> list[str]:
@@ -84,23 +96,28 @@ def test_txt_record_round_trip() -> None:
     assert NodeInfo.from_txt(wire) == node
 
 
-@pytest.mark.parametrize(("change", "reason"), [
-    ({"role": "wizard"}, RecordError.BAD_ROLE),
-    ({"id": "no spaces"}, RecordError.BAD_NAME),
-    ({"txtvers": "9"}, RecordError.BAD_TXT_VERSION),
-    ({"ep.rpc": "udp://127.0.0.1:1"}, RecordError.BAD_ENDPOINT),
-    ({"ep.rpc": "tcp://127.0.0.1:70000"}, RecordError.BAD_ENDPOINT),
-    ({"metrics": "many"}, RecordError.BAD_NUMBER),
-    ({"t": "nan"}, RecordError.BAD_NUMBER),
-    ({"pk": "short"}, RecordError.BAD_KEY),
-    ({"ck": "x" * 39}, RecordError.BAD_KEY),
-    ({"host": "x" * 251}, RecordError.TOO_LONG),
-    ({"cluster": None}, RecordError.MISSING_FIELD),
-])
-def test_bad_txt_records_raise_a_closed_error(change: dict[str, str | None],
-                                              reason: RecordError) -> None:
-    txt: dict[bytes, bytes | None] = {k.encode(): v.encode()
-                                      for k, v in info("c1", "n1").to_txt().items()}
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"role": "wizard"}, RecordError.BAD_ROLE),
+        ({"id": "no spaces"}, RecordError.BAD_NAME),
+        ({"txtvers": "9"}, RecordError.BAD_TXT_VERSION),
+        ({"ep.rpc": "udp://127.0.0.1:1"}, RecordError.BAD_ENDPOINT),
+        ({"ep.rpc": "tcp://127.0.0.1:70000"}, RecordError.BAD_ENDPOINT),
+        ({"metrics": "many"}, RecordError.BAD_NUMBER),
+        ({"t": "nan"}, RecordError.BAD_NUMBER),
+        ({"pk": "short"}, RecordError.BAD_KEY),
+        ({"ck": "x" * 39}, RecordError.BAD_KEY),
+        ({"host": "x" * 251}, RecordError.TOO_LONG),
+        ({"cluster": None}, RecordError.MISSING_FIELD),
+    ],
+)
+def test_bad_txt_records_raise_a_closed_error(
+    change: dict[str, str | None], reason: RecordError
+) -> None:
+    txt: dict[bytes, bytes | None] = {
+        k.encode(): v.encode() for k, v in info("c1", "n1").to_txt().items()
+    }
     for key, value in change.items():
         if value is None:
             del txt[key.encode()]
@@ -146,21 +163,29 @@ def test_nodes_of_one_cluster_see_each_other_and_no_other(cluster_name: str) -> 
                 a.discovery.async_register(info(cluster_name, "router-a", port=6000)),
                 b.discovery.async_register(info(cluster_name, "gateway-b", "gateway", 6100)),
                 c.discovery.async_register(info(other, "router-c")),
-                d.discovery.async_register(info(other, "router-d")))
+                d.discovery.async_register(info(other, "router-d")),
+            )
             await async_wait_until(
-                lambda: (set(a.discovery.peers()) == {"gateway-b"}
-                         and set(b.discovery.peers()) == {"router-a"}
-                         and set(c.discovery.peers()) == {"router-d"}
-                         and set(d.discovery.peers()) == {"router-c"}),
-                timeout=SEE_EACH_OTHER_S - (time.monotonic() - t0), what="mutual discovery")
+                lambda: (
+                    set(a.discovery.peers()) == {"gateway-b"}
+                    and set(b.discovery.peers()) == {"router-a"}
+                    and set(c.discovery.peers()) == {"router-d"}
+                    and set(d.discovery.peers()) == {"router-c"}
+                ),
+                timeout=SEE_EACH_OTHER_S - (time.monotonic() - t0),
+                what="mutual discovery",
+            )
             seen_b = a.discovery.peers()["gateway-b"]
             assert seen_b.role == "gateway"
-            assert seen_b.endpoints == {"rpc": "tcp://127.0.0.1:6100",
-                                        "events": "tcp://127.0.0.1:6101"}
+            assert seen_b.endpoints == {
+                "rpc": "tcp://127.0.0.1:6100",
+                "events": "tcp://127.0.0.1:6101",
+            }
             assert a.kinds("gateway-b") == ["added"]
             assert not any(n.cluster == other for _, n in a.events + b.events)
         finally:
             await closed(a, b, c, d)
+
     run(scenario())
 
 
@@ -169,20 +194,30 @@ def test_goodbye_and_update_are_seen_promptly(cluster_name: str) -> None:
         a, b = Seen(cluster_name, "router-a"), Seen(cluster_name, "router-b")
         await started(a, b)
         try:
-            await asyncio.gather(a.discovery.async_register(info(cluster_name, "router-a")),
-                                 b.discovery.async_register(info(cluster_name, "router-b")))
-            await async_wait_until(lambda: "router-b" in a.discovery.peers(),
-                                   timeout=SEE_EACH_OTHER_S, what="a sees b")
+            await asyncio.gather(
+                a.discovery.async_register(info(cluster_name, "router-a")),
+                b.discovery.async_register(info(cluster_name, "router-b")),
+            )
+            await async_wait_until(
+                lambda: "router-b" in a.discovery.peers(), timeout=SEE_EACH_OTHER_S, what="a sees b"
+            )
             await b.discovery.async_register(info(cluster_name, "router-b", port=7100))
-            await async_wait_until(lambda: a.kinds("router-b") == ["added", "updated"],
-                                   timeout=GOODBYE_S, what="a sees b's new record")
+            await async_wait_until(
+                lambda: a.kinds("router-b") == ["added", "updated"],
+                timeout=GOODBYE_S,
+                what="a sees b's new record",
+            )
             assert a.discovery.peers()["router-b"].endpoints["rpc"] == "tcp://127.0.0.1:7100"
             await b.discovery.async_unregister()
-            await async_wait_until(lambda: "router-b" not in a.discovery.peers(),
-                                   timeout=GOODBYE_S, what="a sees b's goodbye")
+            await async_wait_until(
+                lambda: "router-b" not in a.discovery.peers(),
+                timeout=GOODBYE_S,
+                what="a sees b's goodbye",
+            )
             assert a.kinds("router-b") == ["added", "updated", "removed"]
         finally:
             await closed(a, b)
+
     run(scenario())
 
 
@@ -192,27 +227,38 @@ def test_malformed_record_is_ignored_and_counted(cluster_name: str) -> None:
         rogue = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
         bad = info(cluster_name, "rogue").to_txt() | {"role": "wizard"}
         service = AsyncServiceInfo(
-            SERVICE_TYPE, f"{cluster_name}-rogue.{SERVICE_TYPE}", port=1, properties=bad,
-            server=f"{cluster_name}-rogue.local.", addresses=[socket.inet_aton("127.0.0.1")])
+            SERVICE_TYPE,
+            f"{cluster_name}-rogue.{SERVICE_TYPE}",
+            port=1,
+            properties=bad,
+            server=f"{cluster_name}-rogue.local.",
+            addresses=[socket.inet_aton("127.0.0.1")],
+        )
         await started(a)
         try:
             await rogue.async_register_service(service)
-            await async_wait_until(lambda: a.discovery.bad_records[RecordError.BAD_ROLE] >= 1,
-                                   timeout=SEE_EACH_OTHER_S, what="bad record counted")
+            await async_wait_until(
+                lambda: a.discovery.bad_records[RecordError.BAD_ROLE] >= 1,
+                timeout=SEE_EACH_OTHER_S,
+                what="bad record counted",
+            )
             assert a.discovery.peers() == {} and a.events == []
             await started(b)  # the browser still works after the bad record
             await b.discovery.async_register(info(cluster_name, "router-b"))
-            await async_wait_until(lambda: "router-b" in a.discovery.peers(),
-                                   timeout=SEE_EACH_OTHER_S, what="a sees b")
+            await async_wait_until(
+                lambda: "router-b" in a.discovery.peers(), timeout=SEE_EACH_OTHER_S, what="a sees b"
+            )
             assert set(a.discovery.peers()) == {"router-b"}
         finally:
             await closed(a, b)
             await rogue.async_close()
+
     run(scenario())
 
 
 def test_multicast_stays_on_loopback(cluster_name: str) -> None:
     """By default zeroconf joins the mDNS group on lo only (per /proc/net/igmp)."""
+
     async def scenario() -> None:
         a = Seen(cluster_name, "router-a")
         await started(a)
@@ -220,6 +266,7 @@ def test_multicast_stays_on_loopback(cluster_name: str) -> None:
             assert mdns_group_devices() == {"lo"}
         finally:
             await closed(a)
+
     run(scenario())
 
 
@@ -246,23 +293,34 @@ def test_signed_records_and_a_second_record_for_one_node_id(cluster_name: str) -
         await started(a, b)
         try:
             await b.discovery.async_register(info(cluster_name, "router-b"))
-            await async_wait_until(lambda: "router-b" in a.discovery.peers(),
-                                   timeout=SEE_EACH_OTHER_S, what="a sees b's signed record")
+            await async_wait_until(
+                lambda: "router-b" in a.discovery.peers(),
+                timeout=SEE_EACH_OTHER_S,
+                what="a sees b's signed record",
+            )
             for label, sign in (("unsigned", False), ("signed", True)):
                 txt = info(cluster_name, "router-b", port=7200).to_txt()
                 service = AsyncServiceInfo(
-                    SERVICE_TYPE, f"{cluster_name}-{label}.{SERVICE_TYPE}", port=7200,
+                    SERVICE_TYPE,
+                    f"{cluster_name}-{label}.{SERVICE_TYPE}",
+                    port=7200,
                     properties=signed_txt(txt, key) if sign else txt,
                     server=f"{cluster_name}-{label}.local.",
-                    addresses=[socket.inet_aton("127.0.0.1")])
+                    addresses=[socket.inet_aton("127.0.0.1")],
+                )
                 await rogue.async_register_service(service)
             await async_wait_until(
-                lambda: len(a.discovery.records()) == 2
-                and a.discovery.bad_records[RecordError.BAD_SIGNATURE] >= 1,
-                timeout=SEE_EACH_OTHER_S, what="both signed records kept, the unsigned dropped")
+                lambda: (
+                    len(a.discovery.records()) == 2
+                    and a.discovery.bad_records[RecordError.BAD_SIGNATURE] >= 1
+                ),
+                timeout=SEE_EACH_OTHER_S,
+                what="both signed records kept, the unsigned dropped",
+            )
             ports = sorted(r.endpoints["rpc"] for r in a.discovery.records())
             assert ports == ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:7200"]
         finally:
             await closed(a, b)
             await rogue.async_close()
+
     run(scenario())

@@ -92,8 +92,11 @@ def test_queued_before_start_and_closed_reader_lets_go() -> None:
         router, dealer = pair(ctx)
         got: list[list[bytes]] = []
         dealer.send(b"early")
-        await async_wait_until(lambda: router.get(zmq.EVENTS) & zmq.POLLIN, timeout=5,
-                               what="the message queued before anyone reads")
+        await async_wait_until(
+            lambda: router.get(zmq.EVENTS) & zmq.POLLIN,
+            timeout=5,
+            what="the message queued before anyone reads",
+        )
         reader = Reader(router, got.extend, 16)
         reader.start()
         await async_wait_until(lambda: got, timeout=5, what="the early message read")
@@ -105,8 +108,9 @@ def test_queued_before_start_and_closed_reader_lets_go() -> None:
         reader2 = Reader(again, got.extend, 16)
         reader2.start()
         dealer2.send(b"later")
-        await async_wait_until(lambda: got[-1][1] == b"later", timeout=5,
-                               what="the later message read")
+        await async_wait_until(
+            lambda: got[-1][1] == b"later", timeout=5, what="the later message read"
+        )
         reader2.close()
         for sock in (again, dealer, dealer2):
             sock.close(0)

@@ -90,8 +90,11 @@ def bad_frames_total() -> float:
 
 def good_call(sock: zmq.Socket, rid: int) -> None:
     """A well-behaved request gets its echo back (garbage replies are skipped)."""
-    sock.send_multipart(envelope.request(ECHO.name, rid, 2**62,
-                                         fabric_pb2.EchoRequest(data=b"ok").SerializeToString()))
+    sock.send_multipart(
+        envelope.request(
+            ECHO.name, rid, 2**62, fabric_pb2.EchoRequest(data=b"ok").SerializeToString()
+        )
+    )
     while True:
         env = envelope.decode(sock.recv_multipart(), 1 << 20)
         if env.header.request_id == rid:
@@ -102,8 +105,12 @@ def good_call(sock: zmq.Socket, rid: int) -> None:
 
 def request_frame(kind: int, rid: int, method: str, deadline: int, payload: bytes = b"") -> bytes:
     """An envelope frame whose header has these fields."""
-    return envelope.frame(pb.Header(kind=kind, request_id=rid, method=method,
-                                    deadline_ms=deadline).SerializeToString(), payload)
+    return envelope.frame(
+        pb.Header(
+            kind=kind, request_id=rid, method=method, deadline_ms=deadline
+        ).SerializeToString(),
+        payload,
+    )
 
 
 ECHO_HEADER = pb.Header(kind=1, request_id=7, method=ECHO.name, deadline_ms=2**62)
@@ -114,17 +121,27 @@ frame_lists = st.one_of(
     # bad header length or header
     st.binary(max_size=64).map(lambda b: [envelope.MAGIC + b]),
     # odd headers, sometimes with extra frames
-    st.tuples(st.builds(request_frame, st.integers(0, 9), st.integers(0, 2**64 - 1),
-                        st.text(max_size=20), st.integers(-1, 2**62), st.binary(max_size=64)),
-              st.lists(st.binary(max_size=16), max_size=2)).map(lambda t: [t[0], *t[1]]),
+    st.tuples(
+        st.builds(
+            request_frame,
+            st.integers(0, 9),
+            st.integers(0, 2**64 - 1),
+            st.text(max_size=20),
+            st.integers(-1, 2**62),
+            st.binary(max_size=64),
+        ),
+        st.lists(st.binary(max_size=16), max_size=2),
+    ).map(lambda t: [t[0], *t[1]]),
     # oversized
-    st.binary(min_size=MAX_BYTES, max_size=MAX_BYTES + 64)
-    .map(lambda b: envelope.encode(ECHO_HEADER, b)),
+    st.binary(min_size=MAX_BYTES, max_size=MAX_BYTES + 64).map(
+        lambda b: envelope.encode(ECHO_HEADER, b)
+    ),
     # truncated payload
     st.binary(max_size=32).map(lambda b: envelope.encode(ECHO_HEADER, b"\x0a\x05" + b)),
     # header cut short (its length says so)
-    st.tuples(st.integers(1, 20), st.binary(max_size=8))
-    .map(lambda t: [envelope.frame(ECHO_HEADER.SerializeToString()[:-t[0]], t[1])]),
+    st.tuples(st.integers(1, 20), st.binary(max_size=8)).map(
+        lambda t: [envelope.frame(ECHO_HEADER.SerializeToString()[: -t[0]], t[1])]
+    ),
     # header length past the end of the frame
     st.integers(1, 20).map(lambda n: [envelope.encode(ECHO_HEADER)[0][:-n]]),
 )
@@ -132,8 +149,9 @@ frame_lists = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frames=frame_lists)
-def test_garbage_never_stops_the_server(frames: list[bytes], server: ServerThread,
-                                        dealer: zmq.Socket) -> None:
+def test_garbage_never_stops_the_server(
+    frames: list[bytes], server: ServerThread, dealer: zmq.Socket
+) -> None:
     if frames:
         dealer.send_multipart(frames)
     good_call(dealer, 4242)

@@ -53,21 +53,29 @@ def test_readiness_follows_what_each_role_needs(tmp_path: Path, cluster_name: st
 async def _readiness_scenario(tmp_path: Path, cluster_name: str) -> None:
     async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as cluster:
         ports = {role: free_port() for role in ("gateway", "directory", "router", "storage")}
-        gateway = cluster.start("gateway", SOIM_METRICS_PORT=str(ports["gateway"]),
-                                SOIM_LOG_FORMAT="json", SOIM_SHARD="6")
+        gateway = cluster.start(
+            "gateway",
+            SOIM_METRICS_PORT=str(ports["gateway"]),
+            SOIM_LOG_FORMAT="json",
+            SOIM_SHARD="6",
+        )
         await cluster.wait_alive(gateway)
         gp = ports["gateway"]
         assert await _fetch(gp, "/healthz") == (200, "ok\n")
         assert await _fetch(gp, "/readyz") == (
-            503, "no live directory, router, storage in the membership\n")
+            503,
+            "no live directory, router, storage in the membership\n",
+        )
         status, body = await _fetch(gp, "/nope")
         assert status == 404 and "/readyz" in body
         status, body = await _fetch(gp, "/metrics")
         assert status == 200 and "soim_frames_in_total" in body
 
-        others = [*cluster.start("directory", SOIM_METRICS_PORT=str(ports["directory"])),
-                  *cluster.start("router", SOIM_METRICS_PORT=str(ports["router"])),
-                  *cluster.start("storage", SOIM_METRICS_PORT=str(ports["storage"]))]
+        others = [
+            *cluster.start("directory", SOIM_METRICS_PORT=str(ports["directory"])),
+            *cluster.start("router", SOIM_METRICS_PORT=str(ports["router"])),
+            *cluster.start("storage", SOIM_METRICS_PORT=str(ports["storage"])),
+        ]
         await cluster.wait_alive(others)
         for role, port in ports.items():
             await async_wait_until(lambda p=port: _ready(p), timeout=10, what=f"{role} ready")
@@ -76,9 +84,10 @@ async def _readiness_scenario(tmp_path: Path, cluster_name: str) -> None:
         records = [json.loads(line) for line in log_lines]  # every line is one JSON object
         assert all({"ts", "level", "node", "logger", "msg"} <= r.keys() for r in records)
         assert {r["node"] for r in records} == {gateway[0].node_id}
-        assert {"level": "WARNING", "msg": "SOIM_SHARD: unknown setting; did you mean "
-                "SOIM_SHARDS?"}.items() <= next(r for r in records
-                                                if "SOIM_SHARD" in r["msg"]).items()
+        assert {
+            "level": "WARNING",
+            "msg": "SOIM_SHARD: unknown setting; did you mean SOIM_SHARDS?",
+        }.items() <= next(r for r in records if "SOIM_SHARD" in r["msg"]).items()
 
 
 async def _ready(port: int) -> bool:
@@ -95,8 +104,9 @@ async def _database_scenario(tmp_path: Path) -> None:
     assert await check.reason() is None
     await asyncio.to_thread(store.close)
     assert await check.reason() is None  # the answer is reused for DB_CHECK_CACHE_S
-    reason = await async_wait_until(check.reason, timeout=timing.DB_CHECK_CACHE_S + 5,
-                                    what="the closed store reported")
+    reason = await async_wait_until(
+        check.reason, timeout=timing.DB_CHECK_CACHE_S + 5, what="the closed store reported"
+    )
     assert reason.startswith("database does not answer: ") and "\n" not in reason
 
 
@@ -108,12 +118,18 @@ def test_log_format_is_validated() -> None:
 
 
 def test_unknown_settings_name_the_closest_known_one() -> None:
-    env = {"SOIM_SHARD": "6", "SOIM_DB": "sqlite:x", "SOIM_REDIS_UR": "", "SOIM_WHATEVER": "1",
-           "PATH": "/bin"}
+    env = {
+        "SOIM_SHARD": "6",
+        "SOIM_DB": "sqlite:x",
+        "SOIM_REDIS_UR": "",
+        "SOIM_WHATEVER": "1",
+        "PATH": "/bin",
+    }
     assert settings.unknown(env) == [
         "SOIM_REDIS_UR: unknown setting; did you mean SOIM_REDIS_URL?",
         "SOIM_SHARD: unknown setting; did you mean SOIM_SHARDS?",
-        "SOIM_WHATEVER: unknown setting; see docs/operations.md"]
+        "SOIM_WHATEVER: unknown setting; see docs/operations.md",
+    ]
 
 
 def test_every_setting_the_source_reads_is_known() -> None:

@@ -15,8 +15,15 @@ from fabric import keys
 from fabric.config import ConfigError
 from tools.soimctl import main as soimctl
 
-FILES = ["node.key", "node.key_secret", "gateway.key", "gateway.key_secret", "cluster.secret",
-         "token.secret", "authorized/node.key"]
+FILES = [
+    "node.key",
+    "node.key_secret",
+    "gateway.key",
+    "gateway.key_secret",
+    "cluster.secret",
+    "token.secret",
+    "authorized/node.key",
+]
 
 
 def test_generate_writes_the_layout_and_loads_back(tmp_path: Path) -> None:
@@ -96,7 +103,8 @@ def test_soimctl_keys_generate(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_soimctl_keys_generate_refuses_to_replace_without_force(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = tmp_path / "keys"
     assert soimctl(["keys", "generate", "--dir", str(d), "--json"]) == 0
     written = json.loads(capsys.readouterr().out)
@@ -132,8 +140,8 @@ def test_soimctl_keys_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_soimctl_keys_generate_defaults_to_soim_keys_dir(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SOIM_KEYS_DIR", str(tmp_path / "from-env"))
     assert soimctl(["keys", "generate"]) == 0
     assert f"wrote {tmp_path / 'from-env' / 'node.key'}" in capsys.readouterr().out

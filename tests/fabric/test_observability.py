@@ -36,13 +36,21 @@ RULES = ROOT / "deploy" / "prometheus" / "soim-alerts.yml"
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 PASSWORD = "correct horse"
 ROLE_METRICS = {
-    "gateway": {"soim_gateway_sessions", "soim_gateway_connections",
-                "soim_gateway_unauthenticated_connections", "soim_gateway_unauthenticated_limit",
-                "soim_gateway_pushes_total"},
+    "gateway": {
+        "soim_gateway_sessions",
+        "soim_gateway_connections",
+        "soim_gateway_unauthenticated_connections",
+        "soim_gateway_unauthenticated_limit",
+        "soim_gateway_pushes_total",
+    },
     "directory": {"soim_directory_logins_total", "soim_directory_cache_lookups_total"},
     "router": {"soim_router_users", "soim_router_sessions"},
-    "storage": {"soim_storage_commit_seconds_bucket", "soim_storage_writer_flushes_total",
-                "soim_storage_writer_flushed_rows_total", "soim_storage_messages_stored_total"},
+    "storage": {
+        "soim_storage_commit_seconds_bucket",
+        "soim_storage_writer_flushes_total",
+        "soim_storage_writer_flushed_rows_total",
+        "soim_storage_messages_stored_total",
+    },
 }
 PROMQL_METRIC = re.compile(r"\b(soim_[a-z0-9_]+|up)\b")
 
@@ -63,8 +71,14 @@ def _scrape(target: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 async def _soimctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **cluster.env}
     return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "tools.soimctl", "prometheus-targets", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        subprocess.run,
+        [sys.executable, "-m", "tools.soimctl", "prometheus-targets", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def _traffic(cluster: Cluster) -> None:
@@ -96,11 +110,15 @@ async def _scenario(tmp_path: Path, cluster_name: str) -> None:
         by_node = {g["labels"]["node"]: g for g in groups}
         assert set(by_node) == {n.node_id for n in nodes}
         roles = {n.node_id: n.role for n in nodes}
-        assert all(g["labels"] == {"role": roles[node], "node": node, "cluster": cluster_name}
-                   and len(g["targets"]) == 1 for node, g in by_node.items())
+        assert all(
+            g["labels"] == {"role": roles[node], "node": node, "cluster": cluster_name}
+            and len(g["targets"]) == 1
+            for node, g in by_node.items()
+        )
 
-        scraped = {node: await asyncio.to_thread(_scrape, g["targets"][0])
-                   for node, g in by_node.items()}
+        scraped = {
+            node: await asyncio.to_thread(_scrape, g["targets"][0]) for node, g in by_node.items()
+        }
         build = {"version": fabric.__version__, "python": platform.python_version()}
         for node, samples in scraped.items():
             assert samples["soim_build_info"] == [(build, 1.0)], node
@@ -114,10 +132,14 @@ async def _scenario(tmp_path: Path, cluster_name: str) -> None:
         assert sum(v for _, v in directory["soim_directory_cache_lookups_total"]) >= 1
         target = {roles[n]: g["targets"][0] for n, g in by_node.items()}
         await async_wait_until(  # a commit and a push may land just after the replies
-            lambda: (_total(target["storage"], "soim_storage_writer_flushed_rows_total") >= 1
-                     and _total(target["gateway"], "soim_gateway_pushes_total",
-                                result="sent") >= 1),
-            timeout=5, interval=0.1, what="a commit and a push counted")
+            lambda: (
+                _total(target["storage"], "soim_storage_writer_flushed_rows_total") >= 1
+                and _total(target["gateway"], "soim_gateway_pushes_total", result="sent") >= 1
+            ),
+            timeout=5,
+            interval=0.1,
+            what="a commit and a push counted",
+        )
 
         exported = set().union(*(s.keys() for s in scraped.values())) | {"up"}
         named = {m for expr in _dashboard_exprs() for m in PROMQL_METRIC.findall(expr)}
@@ -128,7 +150,8 @@ async def _scenario(tmp_path: Path, cluster_name: str) -> None:
         table = (await _soimctl(cluster, "--wait", "10")).stdout.splitlines()
         assert table[0] == f"cluster {cluster_name}: {len(nodes)} target(s)"
         assert sorted(line.split()[2] for line in table[2:]) == sorted(
-            g["targets"][0] for g in groups)
+            g["targets"][0] for g in groups
+        )
 
         out = tmp_path / "targets.json"
         written = await _soimctl(cluster, "--out", str(out), "--wait", "10")
@@ -139,8 +162,7 @@ async def _scenario(tmp_path: Path, cluster_name: str) -> None:
 
 def _total(target: str, name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels`, scraped now."""
-    return sum(v for have, v in _scrape(target).get(name, [])
-               if labels.items() <= have.items())
+    return sum(v for have, v in _scrape(target).get(name, []) if labels.items() <= have.items())
 
 
 def _dashboard_exprs() -> list[str]:
@@ -151,16 +173,32 @@ def _dashboard_exprs() -> list[str]:
 
 
 @pytest.mark.timeout(60)
-def test_prometheus_targets_refuses_to_write_an_empty_list(tmp_path: Path,
-                                                           cluster_name: str) -> None:
+def test_prometheus_targets_refuses_to_write_an_empty_list(
+    tmp_path: Path, cluster_name: str
+) -> None:
     out = tmp_path / "targets.json"
     out.write_text("previous\n")
     env = {**os.environ, "SOIM_CLUSTER": cluster_name, "SOIM_KEYS_DIR": str(tmp_path / "k")}
     from fabric import keys
+
     keys.generate(tmp_path / "k")
-    done = subprocess.run([sys.executable, "-m", "tools.soimctl", "prometheus-targets",
-                           "--out", str(out), "--wait", "1"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.soimctl",
+            "prometheus-targets",
+            "--out",
+            str(out),
+            "--wait",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1 and "no live node" in done.stderr
     assert out.read_text() == "previous\n"
 
@@ -168,12 +206,17 @@ def test_prometheus_targets_refuses_to_write_an_empty_list(tmp_path: Path,
 def test_promtool_accepts_the_alert_rules_and_scrape_config(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: make test installs prometheus (tools/ensure_services.sh)"
-    rules = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True,
-                           text=True, timeout=60)
+    rules = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert "SUCCESS" in rules.stdout
-    config = subprocess.run([promtool, "check", "config", str(SCRAPE_CONFIG)],
-                            capture_output=True, text=True, timeout=60)
+    config = subprocess.run(
+        [promtool, "check", "config", str(SCRAPE_CONFIG)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert config.returncode == 0, config.stdout + config.stderr
 
 
@@ -184,7 +227,17 @@ def test_targets_timer_units_verify(tmp_path: Path) -> None:
     for name in ("soim-prometheus-targets.service", "soim-prometheus-targets.timer"):
         text = (ROOT / "deploy" / "prometheus" / name).read_text()
         (tmp_path / name).write_text(text.replace("/opt/soim/bin/soimctl", str(soimctl)))
-    verify = subprocess.run([analyze, "verify", "--man=no", "./soim-prometheus-targets.timer",
-                             "./soim-prometheus-targets.service"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [
+            analyze,
+            "verify",
+            "--man=no",
+            "./soim-prometheus-targets.timer",
+            "./soim-prometheus-targets.service",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (verify.returncode, verify.stdout, verify.stderr) == (0, "", ""), verify

@@ -34,8 +34,10 @@ def test_join_moves_only_to_the_newcomer_and_leave_only_from_the_leaver() -> Non
     assert all(new.owner(k) == "r3" for k in back)
 
 
-@given(st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=6),
-       st.lists(st.integers(0, 2**64 - 1), max_size=50))
+@given(
+    st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=6),
+    st.lists(st.integers(0, 2**64 - 1), max_size=50),
+)
 def test_owner_is_always_a_member(members: set[str], keys: list[int]) -> None:
     ring = Ring(members)
     assert all(ring.owner(k) in members for k in keys)

@@ -27,9 +27,11 @@ def echo(req: fabric_pb2.EchoRequest, call: Call) -> object:
     if req.fail_code:
         raise RpcError(req.fail_code, "asked to fail")
     if req.delay_ms:
+
         async def later() -> fabric_pb2.EchoReply:
             await asyncio.sleep(req.delay_ms / 1000)  # the handler's own work, not a test wait
             return fabric_pb2.EchoReply(data=req.data)
+
         return later()
     return fabric_pb2.EchoReply(data=req.data)
 
@@ -65,6 +67,7 @@ def test_round_trip() -> None:
         async with served() as client:
             reply = await client.call(ECHO, fabric_pb2.EchoRequest(data=b"hello"), timeout=2)
             assert reply.data == b"hello"
+
     run(main())
 
 
@@ -74,11 +77,13 @@ def test_deadline_gives_timeout_not_hang() -> None:
             loop = asyncio.get_running_loop()
             started = loop.time()
             with pytest.raises(RpcError) as err:
-                await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(delay_ms=2000),
-                                  timeout=0.3)
+                await client.call(
+                    NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(delay_ms=2000), timeout=0.3
+                )
             assert err.value.code == pb.TIMEOUT
             assert loop.time() - started < 1.0
             assert client.in_flight == 0
+
     run(main())
 
 
@@ -91,9 +96,12 @@ def test_error_codes_cross_the_wire() -> None:
                 assert err.value.code == code
                 assert err.value.detail == "asked to fail"
             with pytest.raises(RpcError) as err:
-                await client.call(Method("no.Such", fabric_pb2.EchoRequest,
-                                         fabric_pb2.EchoReply), fabric_pb2.EchoRequest())
+                await client.call(
+                    Method("no.Such", fabric_pb2.EchoRequest, fabric_pb2.EchoReply),
+                    fabric_pb2.EchoRequest(),
+                )
             assert err.value.code == pb.UNKNOWN_METHOD
+
     run(main())
 
 
@@ -107,6 +115,7 @@ def test_handler_crash_is_internal_error_not_traceback() -> None:
                 await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest())
             assert err.value.code == pb.INTERNAL
             assert "secret" not in err.value.detail
+
     run(main())
 
 
@@ -122,11 +131,15 @@ def test_a_future_handler_is_answered_when_it_settles() -> None:
 
     async def main() -> None:
         async with served(deferred) as client:
-            calls = [asyncio.ensure_future(client.call(
-                NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(data=data), timeout=5))
-                for data in (b"ok", b"refused", b"crash", b"ok too")]
-            await async_wait_until(lambda: len(waiting) == 4, timeout=5,
-                                   what="the four requests reaching the handler")
+            calls = [
+                asyncio.ensure_future(
+                    client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(data=data), timeout=5)
+                )
+                for data in (b"ok", b"refused", b"crash", b"ok too")
+            ]
+            await async_wait_until(
+                lambda: len(waiting) == 4, timeout=5, what="the four requests reaching the handler"
+            )
             for data, future in waiting:
                 if data == b"refused":
                     future.set_exception(RpcError(pb.NOT_FRIEND, "not yours"))
@@ -140,6 +153,7 @@ def test_a_future_handler_is_answered_when_it_settles() -> None:
             assert isinstance(refused, RpcError) and refused.code == pb.NOT_FRIEND
             assert isinstance(crashed, RpcError) and crashed.code == pb.INTERNAL
             assert "secret" not in crashed.detail
+
     run(main())
 
 
@@ -156,8 +170,12 @@ def test_a_future_never_settled_is_cancelled_at_the_deadline() -> None:
             with pytest.raises(RpcError) as err:
                 await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(), timeout=0.3)
             assert err.value.code == pb.TIMEOUT
-            await async_wait_until(lambda: waiting[0].cancelled(), timeout=5,
-                                   what="the server to cancel the handler's future")
+            await async_wait_until(
+                lambda: waiting[0].cancelled(),
+                timeout=5,
+                what="the server to cancel the handler's future",
+            )
+
     run(main())
 
 
@@ -176,8 +194,9 @@ async def flaky_router(drop_first: int) -> AsyncIterator[tuple[RpcClient, list[i
             env = envelope.decode(frames, 65536)
             seen.append(env.header.request_id)
             if len(seen) > drop_first:
-                await router.send_multipart([ident, *envelope.reply(env.header.request_id,
-                                                                    env.payload)])
+                await router.send_multipart(
+                    [ident, *envelope.reply(env.header.request_id, env.payload)]
+                )
 
     task = asyncio.ensure_future(loop())
     client = RpcClient(ctx, f"tcp://127.0.0.1:{port}")
@@ -197,6 +216,7 @@ def test_idempotent_call_is_retried() -> None:
             reply = await client.call(ECHO, fabric_pb2.EchoRequest(data=b"again"), timeout=1.5)
             assert reply.data == b"again"
             assert len(seen) == 2 and seen[0] != seen[1]
+
     run(main())
 
 
@@ -207,6 +227,7 @@ def test_non_idempotent_call_is_not_retried() -> None:
                 await client.call(NOT_IDEMPOTENT_ECHO, fabric_pb2.EchoRequest(), timeout=0.5)
             assert err.value.code == pb.TIMEOUT
             assert len(seen) == 1
+
     run(main())
 
 
@@ -218,8 +239,9 @@ def test_closing_the_client_ends_calls_and_their_retries() -> None:
         async with flaky_router(drop_first=10**9) as (client, seen):
             loop = asyncio.get_running_loop()
             call = asyncio.ensure_future(client.call(ECHO, fabric_pb2.EchoRequest(), timeout=30))
-            await async_wait_until(lambda: seen, timeout=5,
-                                   what="the request reaching the (silent) server")
+            await async_wait_until(
+                lambda: seen, timeout=5, what="the request reaching the (silent) server"
+            )
             started = loop.time()
             await client.close()
             with pytest.raises(RpcError) as err:
@@ -228,6 +250,7 @@ def test_closing_the_client_ends_calls_and_their_retries() -> None:
             assert err.value.code == pb.UNAVAILABLE
             assert loop.time() - started < 1.0
             assert client.in_flight == 0
+
     run(main())
 
 
@@ -244,6 +267,7 @@ def test_close_is_idempotent_and_nothing_is_sent_after_it() -> None:
         loop = asyncio.get_running_loop()
         troubles: list[dict[str, object]] = []
         loop.set_exception_handler(lambda _, context: troubles.append(context))
+
         async def call_after(turns: int) -> object:
             for _ in range(turns):  # yield `turns` loop turns: one caller per turn of close()
                 await asyncio.sleep(0)
@@ -262,18 +286,23 @@ def test_close_is_idempotent_and_nothing_is_sent_after_it() -> None:
             assert client.sock.closed and client.in_flight == 0
             await asyncio.sleep(0)  # one more loop turn: a flush still scheduled runs now
         assert troubles == []
+
     run(main())
 
 
 def test_thousand_calls_in_flight() -> None:
     async def main() -> None:
         async with served() as client:
-            calls = [client.call(NOT_IDEMPOTENT_ECHO,
-                                 fabric_pb2.EchoRequest(data=str(i).encode(),
-                                                        delay_ms=5 if i % 2 else 0),
-                                 timeout=10)
-                     for i in range(1000)]
+            calls = [
+                client.call(
+                    NOT_IDEMPOTENT_ECHO,
+                    fabric_pb2.EchoRequest(data=str(i).encode(), delay_ms=5 if i % 2 else 0),
+                    timeout=10,
+                )
+                for i in range(1000)
+            ]
             replies = await asyncio.gather(*calls)
             assert [r.data for r in replies] == [str(i).encode() for i in range(1000)]
             assert client.in_flight == 0
+
     run(main())

@@ -16,8 +16,12 @@ from zmq.utils.monitor import parse_monitor_message
 from fabric import keys
 from fabric.security import Security, anonymous_client
 
-HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 SILENCE_MS = 1000
 
 
@@ -34,8 +38,9 @@ async def started(keys_dir: Path) -> AsyncIterator[tuple[zmq.asyncio.Context, Se
         ctx.destroy(linger=0)
 
 
-def server(ctx: zmq.asyncio.Context, setup: Callable[[zmq.Socket], None]
-           ) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket, str]:
+def server(
+    ctx: zmq.asyncio.Context, setup: Callable[[zmq.Socket], None]
+) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket, str]:
     """A ROUTER made secure by `setup`, its handshake monitor, and its endpoint."""
     router = ctx.socket(zmq.ROUTER)
     router.linger = 0
@@ -45,8 +50,9 @@ def server(ctx: zmq.asyncio.Context, setup: Callable[[zmq.Socket], None]
     return router, monitor, f"tcp://127.0.0.1:{port}"
 
 
-def client(ctx: zmq.asyncio.Context, endpoint: str,
-           setup: Callable[[zmq.Socket], None]) -> zmq.asyncio.Socket:
+def client(
+    ctx: zmq.asyncio.Context, endpoint: str, setup: Callable[[zmq.Socket], None]
+) -> zmq.asyncio.Socket:
     dealer = ctx.socket(zmq.DEALER)
     dealer.linger = 0
     setup(dealer)
@@ -65,8 +71,12 @@ async def handshake(monitor: zmq.asyncio.Socket, timeout: float = 5.0) -> int:
     raise AssertionError(f"no handshake event within {timeout}s")
 
 
-async def refused(router: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket,
-                  dealer: zmq.asyncio.Socket, expected_event: int) -> None:
+async def refused(
+    router: zmq.asyncio.Socket,
+    monitor: zmq.asyncio.Socket,
+    dealer: zmq.asyncio.Socket,
+    expected_event: int,
+) -> None:
     """The server reports the failed handshake and nothing crosses in either direction."""
     await dealer.send(b"let me in")
     assert await handshake(monitor) == expected_event
@@ -83,6 +93,7 @@ def foreign_keypair(tmp_path: Path, server_public: bytes) -> Callable[[zmq.Socke
         sock.curve_secretkey = other.secret
         sock.curve_publickey = other.public
         sock.curve_serverkey = server_public
+
     return setup
 
 
@@ -99,6 +110,7 @@ def test_cluster_keys_are_admitted_and_answered(keys_dir: Path) -> None:
             await router.send_multipart([identity, b"pong"])
             assert await dealer.poll(5000)
             assert await dealer.recv() == b"pong"
+
     asyncio.run(scenario())
 
 
@@ -108,6 +120,7 @@ def test_other_clusters_keypair_is_refused(keys_dir: Path, tmp_path: Path) -> No
             router, monitor, endpoint = server(ctx, sec.cluster_server)
             dealer = client(ctx, endpoint, foreign_keypair(tmp_path, sec.node.public))
             await refused(router, monitor, dealer, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
     asyncio.run(scenario())
 
 
@@ -117,6 +130,7 @@ def test_plain_text_peer_gets_nothing(keys_dir: Path) -> None:
             router, monitor, endpoint = server(ctx, sec.cluster_server)
             dealer = client(ctx, endpoint, lambda s: None)
             await refused(router, monitor, dealer, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
     asyncio.run(scenario())
 
 
@@ -134,6 +148,7 @@ def test_anonymous_client_reaches_the_client_plane_only(keys_dir: Path) -> None:
             router, monitor, endpoint = server(ctx, sec.cluster_server)
             intruder = client(ctx, endpoint, lambda s: anonymous_client(s, sec.node.public))
             await refused(router, monitor, intruder, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
     asyncio.run(scenario())
 
 
@@ -143,6 +158,7 @@ def test_a_client_with_the_wrong_server_key_gets_nothing(keys_dir: Path) -> None
             gateway, monitor, endpoint = server(ctx, sec.client_server)
             soim = client(ctx, endpoint, lambda s: anonymous_client(s, sec.node.public))
             await refused(gateway, monitor, soim, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
     asyncio.run(scenario())
 
 
@@ -166,6 +182,7 @@ def test_server_sockets_need_a_running_authenticator(keys_dir: Path) -> None:
             assert await dealer.poll(0) == 0
         finally:
             ctx.destroy(linger=0)
+
     asyncio.run(scenario())
 
 
@@ -179,4 +196,5 @@ def test_missing_authorized_keys_fail_at_start(keys_dir: Path) -> None:
                 Security(ctx, keys_dir).start()
         finally:
             ctx.destroy(linger=0)
+
     asyncio.run(scenario())

@@ -34,30 +34,51 @@ ANY = re.compile(r".+")
 PROBE_TIMEOUT_S = 30.0
 
 
-def probe(host: Host, env: dict[str, str], target: str, expect: str,
-          nodes: list[NodeProcess]) -> None:
+def probe(
+    host: Host, env: dict[str, str], target: str, expect: str, nodes: list[NodeProcess]
+) -> None:
     """Inside `host`: wait until `target` is alive and its own view holds `expect`."""
     proc = subprocess.run(
-        [*host.exec_prefix(), sys.executable, "-m", "tests.netns", "probe", target, expect,
-         "--timeout", str(PROBE_TIMEOUT_S)], env={**os.environ, **env}, cwd=ROOT, text=True,
-        capture_output=True, timeout=PROBE_TIMEOUT_S + 20)
+        [
+            *host.exec_prefix(),
+            sys.executable,
+            "-m",
+            "tests.netns",
+            "probe",
+            target,
+            expect,
+            "--timeout",
+            str(PROBE_TIMEOUT_S),
+        ],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=PROBE_TIMEOUT_S + 20,
+    )
     logs = "\n".join(f"--- {n.node_id}\n{n.log()[-2000:]}" for n in nodes)
     assert proc.returncode == 0, f"probe in {host.ns}: {proc.stderr}\n{logs}"
 
 
 @pytest.mark.netns
 @pytest.mark.timeout(180)
-def test_three_hosts_form_a_cluster_through_seeds_only(cluster_env: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def test_three_hosts_form_a_cluster_through_seeds_only(
+    cluster_env: dict[str, str], tmp_path: Path
+) -> None:
     with lan(3) as (a, b, c):
-        base = {**cluster_env, "SOIM_DISCOVERY": "seeds", "SOIM_DB": f"sqlite:{tmp_path}/db",
-                "SOIM_SCRYPT_N": "1024",
-                "SOIM_SEEDS": f"{a.addr}:{SEED_PORT},{b.addr}:{SEED_PORT}"}
+        base = {
+            **cluster_env,
+            "SOIM_DISCOVERY": "seeds",
+            "SOIM_DB": f"sqlite:{tmp_path}/db",
+            "SOIM_SCRYPT_N": "1024",
+            "SOIM_SEEDS": f"{a.addr}:{SEED_PORT},{b.addr}:{SEED_PORT}",
+        }
 
         def on(host: Host, **env: str) -> dict[str, str]:
             return {**base, "SOIM_HOST": host.addr, "SOIM_DISCOVERY_IFACES": host.addr, **env}
 
         with node_processes(cluster_env, tmp_path) as nodes:
+
             def start(role: str, host: Host, **env: str) -> NodeProcess:
                 node = NodeProcess(role, on(host, **env), tmp_path, prefix=host.exec_prefix())
                 nodes.append(node)
@@ -89,10 +110,20 @@ async def chat(a: Host, b: Host, c: Host, base: dict[str, str], tmp_path: Path) 
     """Alice on B's gateway and Bob on C's become friends and exchange a message each way."""
     key = keys.load_gateway_public(Path(base["SOIM_KEYS_DIR"])).decode()
     env = {"SOIM_CLUSTER": base["SOIM_CLUSTER"], "XDG_CONFIG_HOME": str(tmp_path / "config")}
-    alice = LineClient(["--server", f"tcp://{b.addr}:{GATEWAY_PORT}", "--server-key", key],
-                       tmp_path, "alice", prefix=b.exec_prefix(), env=env)
-    bob = LineClient(["--server", f"tcp://{c.addr}:{GATEWAY_PORT}", "--server-key", key],
-                     tmp_path, "bob", prefix=c.exec_prefix(), env=env)
+    alice = LineClient(
+        ["--server", f"tcp://{b.addr}:{GATEWAY_PORT}", "--server-key", key],
+        tmp_path,
+        "alice",
+        prefix=b.exec_prefix(),
+        env=env,
+    )
+    bob = LineClient(
+        ["--server", f"tcp://{c.addr}:{GATEWAY_PORT}", "--server-key", key],
+        tmp_path,
+        "bob",
+        prefix=c.exec_prefix(),
+        env=env,
+    )
     try:
         [m] = await alice.run(f"register -u alice -p {PASSWORD}", [UID], timeout=20)
         alice_id = m[1]
@@ -108,4 +139,3 @@ async def chat(a: Host, b: Host, c: Host, base: dict[str, str], tmp_path: Path) 
         await alice.expect(["bob: hello from c"], timeout=20)
     finally:
         assert (alice.close(), bob.close()) == (0, 0)
-

@@ -58,9 +58,14 @@ def _host_env(cluster_env: dict[str, str], host: Host) -> dict[str, str]:
 
 
 def _in_ns(host: Host, env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*host.exec_prefix(), sys.executable, *argv],
-                            env={**os.environ, **env}, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [*host.exec_prefix(), sys.executable, *argv],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _finish(proc: subprocess.Popen[str], what: str, nodes: list[NodeProcess]) -> Any:
@@ -77,7 +82,8 @@ def _finish(proc: subprocess.Popen[str], what: str, nodes: list[NodeProcess]) ->
 @pytest.mark.netns
 @pytest.mark.timeout(90)
 def test_nodes_in_two_namespaces_discover_each_other_and_call_across_the_veth(
-        hosts: tuple[Host, Host], cluster_env: dict[str, str], tmp_path: Path) -> None:
+    hosts: tuple[Host, Host], cluster_env: dict[str, str], tmp_path: Path
+) -> None:
     host_a, host_b = hosts
     env_a, env_b = _host_env(cluster_env, host_a), _host_env(cluster_env, host_b)
     with node_processes(cluster_env, tmp_path) as nodes:
@@ -89,10 +95,34 @@ def test_nodes_in_two_namespaces_discover_each_other_and_call_across_the_veth(
 
         # each side observes the cluster and asks the node on the other side whom it sees
         probes = [
-            (_in_ns(host_a, env_a, "-m", "tests.netns", "probe", b.node_id, a.node_id,
-                    "--timeout", str(PROBE_TIMEOUT_S)), f"probe in {host_a.ns}"),
-            (_in_ns(host_b, env_b, "-m", "tests.netns", "probe", a.node_id, b.node_id,
-                    "--timeout", str(PROBE_TIMEOUT_S)), f"probe in {host_b.ns}"),
+            (
+                _in_ns(
+                    host_a,
+                    env_a,
+                    "-m",
+                    "tests.netns",
+                    "probe",
+                    b.node_id,
+                    a.node_id,
+                    "--timeout",
+                    str(PROBE_TIMEOUT_S),
+                ),
+                f"probe in {host_a.ns}",
+            ),
+            (
+                _in_ns(
+                    host_b,
+                    env_b,
+                    "-m",
+                    "tests.netns",
+                    "probe",
+                    a.node_id,
+                    b.node_id,
+                    "--timeout",
+                    str(PROBE_TIMEOUT_S),
+                ),
+                f"probe in {host_b.ns}",
+            ),
         ]
         results = [_finish(proc, what, nodes) for proc, what in probes]
         for (me, other), result in zip(((a, b), (b, a)), results, strict=True):
@@ -108,8 +138,11 @@ def test_nodes_in_two_namespaces_discover_each_other_and_call_across_the_veth(
         # the CLI, run in namespace A, lists both nodes with their veth endpoints
         deadline = time.monotonic() + 15
         while True:
-            listing = _finish(_in_ns(host_a, env_a, "-m", "tools.soimctl", "nodes", "--json",
-                                     "--wait", "3"), "soimctl nodes --json", nodes)
+            listing = _finish(
+                _in_ns(host_a, env_a, "-m", "tools.soimctl", "nodes", "--json", "--wait", "3"),
+                "soimctl nodes --json",
+                nodes,
+            )
             got = {n["node_id"]: n for n in listing["nodes"]}
             if set(got) == set(on_host) or time.monotonic() > deadline:
                 break

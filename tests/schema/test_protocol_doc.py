@@ -43,6 +43,7 @@ def test_every_element_is_commented() -> None:
     for f in p.load():
         if f.name in PLANES:
             comments = {tuple(loc.path): loc for loc in f.source_code_info.location}
-            missing += [f"{f.name}: {name}" for path, name in elements(f)
-                        if not p.describe(comments, path)]
+            missing += [
+                f"{f.name}: {name}" for path, name in elements(f) if not p.describe(comments, path)
+            ]
     assert not missing, "uncommented: " + ", ".join(missing)

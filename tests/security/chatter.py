@@ -84,8 +84,15 @@ class _User:
 class Chatter:
     """`users` legitimate users sending `rate` messages per second in all; see the module doc."""
 
-    def __init__(self, cluster: Cluster, *, users: int = 2, rate: float = 20.0,
-                 group: bool = False, min_acked: int = 1) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        users: int = 2,
+        rate: float = 20.0,
+        group: bool = False,
+        min_acked: int = 1,
+    ) -> None:
         if users < 2:
             raise ValueError("a chat needs at least two users")
         self.cluster = cluster
@@ -94,7 +101,7 @@ class Chatter:
         self.group = group
         self.min_acked = min_acked
         self.users: list[_User] = []
-        self.pair_conv: dict[int, int] = {}   # user index -> conv with the next user
+        self.pair_conv: dict[int, int] = {}  # user index -> conv with the next user
         self.group_id = 0
         self.acked: list[Acked] = []
         self.failed: list[str] = []
@@ -112,26 +119,33 @@ class Chatter:
             user = _User(client, reply.user_id)
             self._count_pushes(user)
             self.users.append(user)
-        pairs = [(0, 1)] if self.n_users == 2 else [
-            (i, (i + 1) % self.n_users) for i in range(self.n_users)]
+        pairs = (
+            [(0, 1)]
+            if self.n_users == 2
+            else [(i, (i + 1) % self.n_users) for i in range(self.n_users)]
+        )
         for a, b in pairs:
             await self.users[a].client.add_friend(self.users[b].user_id)
-            self.pair_conv[a] = (await self.users[b].client.add_friend(
-                self.users[a].user_id)).conv_id
+            self.pair_conv[a] = (
+                await self.users[b].client.add_friend(self.users[a].user_id)
+            ).conv_id
         if self.group:
             owner = self.users[0].client
             self.group_id = (await owner.group_create(f"chat-{self._tag}")).group.group_id
             for user in self.users[1:]:
                 await user.client.group_join(self.group_id)
-        self._senders = [asyncio.ensure_future(self._send_loop(i))
-                         for i in range(self.n_users)]
+        self._senders = [asyncio.ensure_future(self._send_loop(i)) for i in range(self.n_users)]
         return self
 
     async def __aenter__(self) -> Chatter:
         return await self.start()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             await self.stop_and_check()
         else:
@@ -165,13 +179,22 @@ class Chatter:
             body = f"{self._tag}:{i}:{n}"
             began = time.monotonic()
             try:
-                ack = await user.client.send(body, to_user=to_user, to_group=to_group,
-                                             deadline_s=SEND_DEADLINE_S)
+                ack = await user.client.send(
+                    body, to_user=to_user, to_group=to_group, deadline_s=SEND_DEADLINE_S
+                )
             except RpcError as err:
                 self.failed.append(f"user {i} message {n}: {err}")
             else:
-                self.acked.append(Acked(user.user_id, ack.conv_id, ack.seq, ack.msg_id, body,
-                                        time.monotonic() - began))
+                self.acked.append(
+                    Acked(
+                        user.user_id,
+                        ack.conv_id,
+                        ack.seq,
+                        ack.msg_id,
+                        body,
+                        time.monotonic() - began,
+                    )
+                )
             n += 1
             pause = interval - (time.monotonic() - began)
             if pause > 0:
@@ -221,14 +244,18 @@ class Chatter:
                 if seqs != list(range(1, len(seqs) + 1)):
                     dupes = sorted({s for s in seqs if seqs.count(s) > 1})
                     missing = sorted(set(range(1, max(seqs, default=0) + 1)) - set(seqs))
-                    problems.append(f"user {user.user_id} conv {conv_id}: seqs not contiguous "
-                                    f"from 1 (duplicates {dupes[:10]}, missing {missing[:10]})")
+                    problems.append(
+                        f"user {user.user_id} conv {conv_id}: seqs not contiguous "
+                        f"from 1 (duplicates {dupes[:10]}, missing {missing[:10]})"
+                    )
                 got = dict(view)
                 lost = sorted(s for s in expected if s not in got)
                 wrong = sorted(s for s, m in expected.items() if s in got and got[s] != m)
                 if lost or wrong:
-                    problems.append(f"user {user.user_id} conv {conv_id}: acked but not received "
-                                    f"{lost[:10]} ({len(lost)}), other message at {wrong[:10]}")
+                    problems.append(
+                        f"user {user.user_id} conv {conv_id}: acked but not received "
+                        f"{lost[:10]} ({len(lost)}), other message at {wrong[:10]}"
+                    )
         if len(self.acked) < self.min_acked:
             problems.append(f"only {len(self.acked)} messages acked (wanted {self.min_acked})")
         return problems
@@ -245,8 +272,7 @@ class Chatter:
             return all(self._complete(u, conv, exp) for u, conv, exp in todo)
 
         try:
-            await async_wait_until(all_complete, timeout=min(PUSH_GRACE_S, timeout),
-                                   what="pushes")
+            await async_wait_until(all_complete, timeout=min(PUSH_GRACE_S, timeout), what="pushes")
         except AssertionError:
             short = {id(u): u for u, conv, exp in todo if not self._complete(u, conv, exp)}
             for user in short.values():
@@ -256,18 +282,26 @@ class Chatter:
                 except (RpcError, TimeoutError) as err:
                     self.failed.append(f"user {user.user_id} could not catch up: {err!r}")
             with contextlib.suppress(AssertionError):  # the details come below
-                await async_wait_until(all_complete,
-                                       timeout=max(deadline - time.monotonic(), 0.1),
-                                       what="every acked message at its recipients")
+                await async_wait_until(
+                    all_complete,
+                    timeout=max(deadline - time.monotonic(), 0.1),
+                    what="every acked message at its recipients",
+                )
         problems = self._problems()
         if problems:
-            raise AssertionError("legitimate chat lost something:\n  " + "\n  ".join(
-                problems[:30]) + f"\n{self.summary()}")
+            raise AssertionError(
+                "legitimate chat lost something:\n  "
+                + "\n  ".join(problems[:30])
+                + f"\n{self.summary()}"
+            )
 
     def summary(self) -> dict[str, float]:
         """Figures of the chat: messages acked and failed, pushes received, ack latency."""
         latencies = sorted(a.latency_s for a in self.acked) or [0.0]
-        return {"acked": len(self.acked), "failed": len(self.failed),
-                "pushes": sum(u.pushes for u in self.users),
-                "ack_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
-                "ack_max_ms": round(latencies[-1] * 1000, 1)}
+        return {
+            "acked": len(self.acked),
+            "failed": len(self.failed),
+            "pushes": sum(u.pushes for u in self.users),
+            "ack_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
+            "ack_max_ms": round(latencies[-1] * 1000, 1),
+        }

@@ -36,17 +36,31 @@ DRAIN_EVERY = 64
 """Sends between two reads of the replies (a fuzzer that never reads is another test)."""
 _F = FieldDescriptor
 _INT_EDGES = {
-    _F.CPPTYPE_INT32: (0, 1, -1, 2**31 - 1, -2**31),
-    _F.CPPTYPE_INT64: (0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -2**63),
+    _F.CPPTYPE_INT32: (0, 1, -1, 2**31 - 1, -(2**31)),
+    _F.CPPTYPE_INT64: (0, 1, -1, 2**31, 2**53 + 1, 2**63 - 1, -(2**63)),
     _F.CPPTYPE_UINT32: (0, 1, 2**31, 2**32 - 1),
     _F.CPPTYPE_UINT64: (0, 1, 2**32, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1),
 }
 _INT_RANGE = {
-    _F.CPPTYPE_INT32: (-2**31, 2**31 - 1), _F.CPPTYPE_INT64: (-2**63, 2**63 - 1),
-    _F.CPPTYPE_UINT32: (0, 2**32 - 1), _F.CPPTYPE_UINT64: (0, 2**64 - 1),
+    _F.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    _F.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    _F.CPPTYPE_UINT32: (0, 2**32 - 1),
+    _F.CPPTYPE_UINT64: (0, 2**64 - 1),
 }
-_STRINGS = ("", "a", "alice", "x" * 33, "y" * 5000, "é☃\u202e名字", "\x00\x01", "a b",
-            "client.Login", "../../etc/passwd", "%s%n", "'; DROP TABLE account; --")
+_STRINGS = (
+    "",
+    "a",
+    "alice",
+    "x" * 33,
+    "y" * 5000,
+    "é☃\u202e名字",
+    "\x00\x01",
+    "a b",
+    "client.Login",
+    "../../etc/passwd",
+    "%s%n",
+    "'; DROP TABLE account; --",
+)
 
 
 def seed_from_env() -> int:
@@ -60,9 +74,16 @@ class FrameFactory:
     trying (real user, conversation and group ids, tokens); no integer field ever gets a value
     in `avoid`."""
 
-    def __init__(self, rng: random.Random, methods: Sequence[Method], ids: Sequence[int],
-                 max_bytes: int, oversized: bool = True, strings: Sequence[str] = (),
-                 avoid: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        methods: Sequence[Method],
+        ids: Sequence[int],
+        max_bytes: int,
+        oversized: bool = True,
+        strings: Sequence[str] = (),
+        avoid: frozenset[int] = frozenset(),
+    ) -> None:
         self.rng = rng
         self.methods = list(methods)
         self.ids = [i for i in ids if i not in avoid] or [1]
@@ -72,10 +93,19 @@ class FrameFactory:
         self.request_id = 0
         self.kinds: Counter[str] = Counter()
         strategies: list[tuple[Callable[[], list[bytes]], int]] = [
-            (self.valid, 30), (self.flipped, 15), (self.truncated, 8), (self.extended, 6),
-            (self.random_payload, 10), (self.wrong_kind, 5), (self.header_length, 4),
-            (self.random_method, 5), (self.bad_deadline, 4), (self.many_frames, 3),
-            (self.empty_frames, 2), (self.random_bytes, 8)]
+            (self.valid, 30),
+            (self.flipped, 15),
+            (self.truncated, 8),
+            (self.extended, 6),
+            (self.random_payload, 10),
+            (self.wrong_kind, 5),
+            (self.header_length, 4),
+            (self.random_method, 5),
+            (self.bad_deadline, 4),
+            (self.many_frames, 3),
+            (self.empty_frames, 2),
+            (self.random_bytes, 8),
+        ]
         if oversized:
             strategies.append((self.oversized, 1))
         self._strategies = [s for s, _ in strategies]
@@ -99,11 +129,20 @@ class FrameFactory:
         method = self.rng.choice(self.methods)
         return method, self.random_message(method.request.DESCRIPTOR).SerializeToString()
 
-    def _frame(self, method: str, payload: bytes, kind: int = pb.REQUEST,
-               deadline_ms: int | None = None, request_id: int | None = None) -> bytes:
-        header = pb.Header(kind=kind, request_id=self._rid() if request_id is None
-                           else request_id, method=method,
-                           deadline_ms=self._deadline() if deadline_ms is None else deadline_ms)
+    def _frame(
+        self,
+        method: str,
+        payload: bytes,
+        kind: int = pb.REQUEST,
+        deadline_ms: int | None = None,
+        request_id: int | None = None,
+    ) -> bytes:
+        header = pb.Header(
+            kind=kind,
+            request_id=self._rid() if request_id is None else request_id,
+            method=method,
+            deadline_ms=self._deadline() if deadline_ms is None else deadline_ms,
+        )
         return envelope.frame(header.SerializeToString(), payload)
 
     def _valid_frame(self) -> bytes:
@@ -122,13 +161,15 @@ class FrameFactory:
                 for _ in range(self.rng.choice((0, 1, 2, 3, 40)) if depth < 2 else 1):
                     if field.cpp_type == _F.CPPTYPE_MESSAGE:
                         getattr(msg, field.name).add().CopyFrom(
-                            self.random_message(field.message_type, depth + 1))
+                            self.random_message(field.message_type, depth + 1)
+                        )
                     else:
                         getattr(msg, field.name).append(self._scalar(field))
             elif field.cpp_type == _F.CPPTYPE_MESSAGE:
                 if depth < 3:
                     getattr(msg, field.name).CopyFrom(
-                        self.random_message(field.message_type, depth + 1))
+                        self.random_message(field.message_type, depth + 1)
+                    )
             else:
                 setattr(msg, field.name, self._scalar(field))
         return msg
@@ -153,16 +194,19 @@ class FrameFactory:
             roll = rng.random()
             if roll < 0.5:
                 return rng.choice(self.strings)
-            return "".join(chr(rng.choice((rng.randint(32, 126), rng.randint(0x80, 0xD7FF))))
-                           for _ in range(rng.randint(1, 40)))
+            return "".join(
+                chr(rng.choice((rng.randint(32, 126), rng.randint(0x80, 0xD7FF))))
+                for _ in range(rng.randint(1, 40))
+            )
         if cpp == _F.CPPTYPE_BOOL:
             return rng.random() < 0.5
         if cpp == _F.CPPTYPE_ENUM:
             values = [v.number for v in field.enum_type.values]
             return rng.choice([*values, 99, -1])
         if cpp in (_F.CPPTYPE_DOUBLE, _F.CPPTYPE_FLOAT):
-            return rng.choice((0.0, -1.0, 1e300 if cpp == _F.CPPTYPE_DOUBLE else 1e30,
-                               float("nan"), float("inf")))
+            return rng.choice(
+                (0.0, -1.0, 1e300 if cpp == _F.CPPTYPE_DOUBLE else 1e30, float("nan"), float("inf"))
+            )
         raise AssertionError(f"unhandled field type {field.full_name}")
 
     # ---- strategies (each returns one multipart message)
@@ -178,7 +222,7 @@ class FrameFactory:
 
     def truncated(self) -> list[bytes]:
         data = self._valid_frame()
-        return [data[:self.rng.randrange(len(data))]]
+        return [data[: self.rng.randrange(len(data))]]
 
     def extended(self) -> list[bytes]:
         return [self._valid_frame() + self.rng.randbytes(self.rng.randint(1, 300))]
@@ -190,8 +234,11 @@ class FrameFactory:
     def wrong_kind(self) -> list[bytes]:
         method, payload = self._request()
         kind = self.rng.choice((pb.KIND_UNSPECIFIED, pb.REPLY, pb.EVENT, 4, 99, -5))
-        return [self._frame(method.name, payload, kind=kind,
-                            request_id=self.rng.choice((0, self._rid())))]
+        return [
+            self._frame(
+                method.name, payload, kind=kind, request_id=self.rng.choice((0, self._rid()))
+            )
+        ]
 
     def header_length(self) -> list[bytes]:
         data = bytearray(self._valid_frame())
@@ -201,21 +248,31 @@ class FrameFactory:
 
     def random_method(self) -> list[bytes]:
         _, payload = self._request()
-        name = self.rng.choice((
-            "", ".", "client.", "node.Drainage", "fabric.Status", "directory.Login",
-            self.rng.choice(self.methods).name.upper(),
-            "".join(chr(self.rng.randint(33, 0x2FF)) for _ in range(self.rng.randint(1, 60)))))
+        name = self.rng.choice(
+            (
+                "",
+                ".",
+                "client.",
+                "node.Drainage",
+                "fabric.Status",
+                "directory.Login",
+                self.rng.choice(self.methods).name.upper(),
+                "".join(chr(self.rng.randint(33, 0x2FF)) for _ in range(self.rng.randint(1, 60))),
+            )
+        )
         return [self._frame(name, payload)]
 
     def bad_deadline(self) -> list[bytes]:
         method, payload = self._request()
-        deadline = self.rng.choice((0, -1, 1, 2**63 - 1, -2**63, self._deadline() - 60_000))
+        deadline = self.rng.choice((0, -1, 1, 2**63 - 1, -(2**63), self._deadline() - 60_000))
         return [self._frame(method.name, payload, deadline_ms=deadline)]
 
     def many_frames(self) -> list[bytes]:
         count = self.rng.choice((2, 3, 10, 100))
-        return [self.rng.choice((self._valid_frame(), b"", self.rng.randbytes(20)))
-                for _ in range(count)]
+        return [
+            self.rng.choice((self._valid_frame(), b"", self.rng.randbytes(20)))
+            for _ in range(count)
+        ]
 
     def empty_frames(self) -> list[bytes]:
         return [b""] * self.rng.randint(1, 4)
@@ -225,8 +282,9 @@ class FrameFactory:
 
     def oversized(self) -> list[bytes]:
         method = self.rng.choice(self.methods)
-        return [self._frame(method.name, self.rng.randbytes(
-            self.max_bytes + self.rng.randint(1, 1024)))]
+        return [
+            self._frame(method.name, self.rng.randbytes(self.max_bytes + self.rng.randint(1, 1024)))
+        ]
 
 
 class Blaster:
@@ -239,9 +297,14 @@ class Blaster:
 
     STALL_S = 1.0
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, setup: Callable[[zmq.Socket], None],
-                 connections: int, on_open: Callable[[zmq.Socket, int], None] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        setup: Callable[[zmq.Socket], None],
+        connections: int,
+        on_open: Callable[[zmq.Socket, int], None] | None = None,
+    ) -> None:
         self.ctx, self.endpoint, self.setup, self.on_open = ctx, endpoint, setup, on_open
         self.socks = [self._open(i) for i in range(connections)]
         self.sent = 0
@@ -293,8 +356,11 @@ class Blaster:
                 except envelope.EnvelopeError as err:
                     self.replies[f"undecodable {err.reason.value}"] += 1
                     continue
-                self.replies[pb.ErrorCode.Name(header.error)
-                             if header.error in pb.ErrorCode.values() else "?"] += 1
+                self.replies[
+                    pb.ErrorCode.Name(header.error)
+                    if header.error in pb.ErrorCode.values()
+                    else "?"
+                ] += 1
 
     def close(self) -> None:
         self.drain()
@@ -349,6 +415,7 @@ def assert_nodes_healthy(nodes: Sequence[NodeProcess]) -> None:
         elif "Traceback" in log:
             at = log.index("Traceback")
             kinds = "\n  ".join(f"{n} x {what}" for what, n in tracebacks(log).most_common())
-            problems.append(f"{node.node_id} logged tracebacks:\n  {kinds}\n"
-                            f"the first:\n{log[at:at + 3000]}")
+            problems.append(
+                f"{node.node_id} logged tracebacks:\n  {kinds}\nthe first:\n{log[at : at + 3000]}"
+            )
     assert not problems, "\n\n".join(problems)

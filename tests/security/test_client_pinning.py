@@ -70,8 +70,9 @@ class FakeGateway:
             self.frames.append(await self.sock.recv_multipart())
 
     async def announce(self, named_key: bytes | None = None) -> None:
-        self.discovery = await announce(self.cluster, self.node_id, self.endpoint,
-                                        (named_key or self.public).decode())
+        self.discovery = await announce(
+            self.cluster, self.node_id, self.endpoint, (named_key or self.public).decode()
+        )
 
     async def close(self) -> None:
         self._task.cancel()
@@ -110,12 +111,24 @@ async def announce(cluster: str, node_id: str, endpoint: str, client_key: str) -
     discovery = Discovery(Config(cluster=cluster, node_id=node_id), _ignore, _ignore, _ignore)
     await discovery.async_start()
     port = int(endpoint.rsplit(":", 1)[1])
-    await discovery.async_register(NodeInfo(
-        node_id=node_id, role="gateway", cluster=cluster, version="0.1.0", host="127.0.0.1",
-        endpoints={"client": endpoint, "rpc": f"tcp://127.0.0.1:{port}",
-                   "events": f"tcp://127.0.0.1:{port}"},
-        metrics_port=9100, public_key=client_key, client_key=client_key,
-        started_at=time.time()))
+    await discovery.async_register(
+        NodeInfo(
+            node_id=node_id,
+            role="gateway",
+            cluster=cluster,
+            version="0.1.0",
+            host="127.0.0.1",
+            endpoints={
+                "client": endpoint,
+                "rpc": f"tcp://127.0.0.1:{port}",
+                "events": f"tcp://127.0.0.1:{port}",
+            },
+            metrics_port=9100,
+            public_key=client_key,
+            client_key=client_key,
+            started_at=time.time(),
+        )
+    )
     return discovery
 
 
@@ -126,16 +139,28 @@ def _ignore(info: NodeInfo) -> None:
 def client_env(cluster: str, keys_dir: Path, config_home: Path) -> dict[str, str]:
     """A soim environment: the cluster, where its keys are (may be absent), a private config
     dir (so the user's real known_gateways is never read or written)."""
-    return {**os.environ, "SOIM_CLUSTER": cluster, "SOIM_KEYS_DIR": str(keys_dir),
-            "XDG_CONFIG_HOME": str(config_home)}
+    return {
+        **os.environ,
+        "SOIM_CLUSTER": cluster,
+        "SOIM_KEYS_DIR": str(keys_dir),
+        "XDG_CONFIG_HOME": str(config_home),
+    }
 
 
-async def soim(env: dict[str, str], script: str, *args: str,
-               timeout: float = 25.0) -> tuple[int, str, str]:
+async def soim(
+    env: dict[str, str], script: str, *args: str, timeout: float = 25.0
+) -> tuple[int, str, str]:
     """Run `soim --plain ARGS` with `script` on stdin; (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        *SOIM, "--plain", *args, cwd=ROOT, env=env, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        *SOIM,
+        "--plain",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(script.encode()), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
@@ -146,8 +171,12 @@ def real_host(cluster: Cluster) -> str:
 
 
 async def one_gateway_cluster(cluster: Cluster) -> None:
-    nodes = (cluster.start("directory") + cluster.start("router") + cluster.start("gateway")
-             + cluster.start("storage"))
+    nodes = (
+        cluster.start("directory")
+        + cluster.start("router")
+        + cluster.start("gateway")
+        + cluster.start("storage")
+    )
     await cluster.wait_alive(nodes)
 
 
@@ -163,12 +192,14 @@ def test_fake_gateway_records_get_no_credentials(tmp_path: Path, cluster_name: s
                 real_key = keys.load_gateway_public(cluster.keys_dir)
                 await raw.start()
                 await router.announce()
-                raw_record = await announce(cluster_name, "gateway-fake-raw", raw.endpoint,
-                                            real_key.decode())
+                raw_record = await announce(
+                    cluster_name, "gateway-fake-raw", raw.endpoint, real_key.decode()
+                )
                 try:
                     env = client_env(cluster_name, cluster.keys_dir, tmp_path / "config")
                     scripts = [f"register -u alice -p {PASSWORD}"] + [
-                        f"login -u alice -p {PASSWORD}"] * 2
+                        f"login -u alice -p {PASSWORD}"
+                    ] * 2
                     # three runs: a client picking a record at random reaches a fake by then
                     runs = [await soim(env, script) for script in scripts]
                     host = real_host(cluster)
@@ -181,8 +212,10 @@ def test_fake_gateway_records_get_no_credentials(tmp_path: Path, cluster_name: s
                 assert f"entryHost={host}" in out, (out, err)
             # loud about a record naming another key (each run browses afresh: under load a
             # record may resolve only after the client has picked its gateway)
-            assert any(f"record gateway-fake-router at {router.endpoint} names another key"
-                       in err for _, _, err in runs), runs
+            assert any(
+                f"record gateway-fake-router at {router.endpoint} names another key" in err
+                for _, _, err in runs
+            ), runs
             assert not (tmp_path / "config" / "soim" / "known_gateways").exists()
         finally:
             await router.close()
@@ -193,8 +226,9 @@ def test_fake_gateway_records_get_no_credentials(tmp_path: Path, cluster_name: s
 
 
 @pytest.mark.timeout(40)
-def test_a_pinned_key_and_only_fake_gateways_is_a_loud_refusal(tmp_path: Path,
-                                                                cluster_name: str) -> None:
+def test_a_pinned_key_and_only_fake_gateways_is_a_loud_refusal(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         keys_dir = tmp_path / "keys"
         keys.generate(keys_dir)
@@ -215,9 +249,14 @@ def test_a_pinned_key_and_only_fake_gateways_is_a_loud_refusal(tmp_path: Path,
             assert out == ""
 
             # --server at the fake, with the pinned key: refused at once, nothing sent
-            code, out, err = await soim(env, f"login -u alice -p {PASSWORD}",
-                                        "--server", fake.endpoint,
-                                        "--server-key", pinned.decode())
+            code, out, err = await soim(
+                env,
+                f"login -u alice -p {PASSWORD}",
+                "--server",
+                fake.endpoint,
+                "--server-key",
+                pinned.decode(),
+            )
             assert code == 1, (out, err)
             assert err.startswith(f"soim: REFUSED: the gateway at {fake.endpoint}"), err
             assert "--server-key" in err and out == ""
@@ -231,15 +270,17 @@ def test_a_pinned_key_and_only_fake_gateways_is_a_loud_refusal(tmp_path: Path,
 
 @pytest.mark.timeout(60)
 def test_first_use_is_remembered_and_a_changed_key_is_refused(
-        tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await one_gateway_cluster(cluster)
             real_key = keys.load_gateway_public(cluster.keys_dir)
 
             # the full-screen client says it on its screen (its own config dir)
-            for name, value in client_env(cluster_name, tmp_path / "no-keys",
-                                          tmp_path / "tui-config").items():
+            for name, value in client_env(
+                cluster_name, tmp_path / "no-keys", tmp_path / "tui-config"
+            ).items():
                 monkeypatch.setenv(name, value)  # the tmux server passes them on to soim
             tmux = Tmux(tmp_path)
             try:
@@ -247,8 +288,9 @@ def test_first_use_is_remembered_and_a_changed_key_is_refused(
                 await tmux.wait("tui", rf"first connection to cluster '{cluster_name}'")
             finally:
                 tmux.close()
-            assert (tmp_path / "tui-config" / "soim" / "known_gateways").read_text() == \
-                f"{cluster_name} {real_key.decode()}\n"
+            assert (
+                tmp_path / "tui-config" / "soim" / "known_gateways"
+            ).read_text() == f"{cluster_name} {real_key.decode()}\n"
             env = client_env(cluster_name, tmp_path / "no-keys", tmp_path / "config")
             known = tmp_path / "config" / "soim" / "known_gateways"
 
@@ -282,8 +324,9 @@ def test_first_use_is_remembered_and_a_changed_key_is_refused(
 
 
 @pytest.mark.timeout(90)
-def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(tmp_path: Path,
-                                                                   cluster_name: str) -> None:
+def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             other_keys = tmp_path / "other-keys"  # the cluster's keys, another gateway key
@@ -291,8 +334,13 @@ def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(tmp_path: Path
             zmq.auth.create_certificates(other_keys, keys.GATEWAY)
             [home] = cluster.start("gateway")
             [stranger] = cluster.start("gateway", SOIM_KEYS_DIR=str(other_keys))
-            nodes = [home, stranger, *cluster.start("directory"), *cluster.start("router"),
-                     *cluster.start("storage")]
+            nodes = [
+                home,
+                stranger,
+                *cluster.start("directory"),
+                *cluster.start("router"),
+                *cluster.start("storage"),
+            ]
             await cluster.wait_alive(nodes)
             gateways = {p.node_id: p for p in cluster.view.membership.alive("gateway")}
             home_ep = gateways[home.node_id].info.endpoints["client"]
@@ -312,9 +360,21 @@ def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(tmp_path: Path
                 await until_line(dave, "* not following a redirect", stranger_ep)
 
                 reply = subprocess.run(
-                    [sys.executable, "-m", "tools.soimctl", "drain", home.node_id,
-                     "--grace", "30", "--json"], cwd=ROOT, env={**os.environ, **cluster.env},
-                    capture_output=True, timeout=30)
+                    [
+                        sys.executable,
+                        "-m",
+                        "tools.soimctl",
+                        "drain",
+                        home.node_id,
+                        "--grace",
+                        "30",
+                        "--json",
+                    ],
+                    cwd=ROOT,
+                    env={**os.environ, **cluster.env},
+                    capture_output=True,
+                    timeout=30,
+                )
                 assert reply.returncode == 0, reply.stderr
                 await until_line(dave, "* gateway draining")
                 await until_line(dave, "* not following a redirect", stranger_ep, count=2)
@@ -330,23 +390,33 @@ def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(tmp_path: Path
 
 
 @pytest.mark.timeout(90)
-def test_a_redirect_to_a_gateway_with_the_pinned_key_is_followed(tmp_path: Path,
-                                                                 cluster_name: str) -> None:
+def test_a_redirect_to_a_gateway_with_the_pinned_key_is_followed(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             # the fillers first, while home is the only gateway: with the twin up, home would
             # send some of them there (the balance the redirect keeps), and erin's turn would
             # depend on when each gateway's count reached the other
             [home] = cluster.start("gateway")
-            await cluster.wait_alive([home, *cluster.start("directory"),
-                                      *cluster.start("router"), *cluster.start("storage")])
+            await cluster.wait_alive(
+                [
+                    home,
+                    *cluster.start("directory"),
+                    *cluster.start("router"),
+                    *cluster.start("storage"),
+                ]
+            )
             for i in range(21):
                 await (await cluster.client(0)).register(f"filler{i}", PASSWORD)
             [twin] = cluster.start("gateway")
             await cluster.wait_alive([twin])
             await async_wait_until(
                 lambda: asyncio.to_thread(metric, cluster, home.node_id, GATEWAYS_SEEN),
-                timeout=20, interval=0.2, what="home admitting the twin")
+                timeout=20,
+                interval=0.2,
+                what="home admitting the twin",
+            )
             gateways = {p.node_id: p for p in cluster.view.membership.alive("gateway")}
             home_ep = gateways[home.node_id].info.endpoints["client"]
             twin_host = gateways[twin.node_id].info.endpoints["client"].removeprefix("tcp://")
@@ -369,4 +439,6 @@ async def until_line(client: LineClient, *parts: str, count: int = 1) -> None:
     """Wait until `count` lines of the client's output contain every one of `parts`."""
     await async_wait_until(
         lambda: sum(all(p in line for p in parts) for line in client.lines) >= count,
-        timeout=30, what=f"{count} line(s) with {parts}: {client.lines} {client.stderr()}")
+        timeout=30,
+        what=f"{count} line(s) with {parts}: {client.lines} {client.stderr()}",
+    )

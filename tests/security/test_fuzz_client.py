@@ -68,25 +68,32 @@ class RawLogin:
         deadline = time.monotonic() + LOGIN_TIMEOUT_S
         while True:
             if i in self.user_ids:
-                method, req = CLIENT["Login"], client_pb2.LoginRequest(
-                    account=account, password=PASSWORD, device="fuzz")
+                method, req = (
+                    CLIENT["Login"],
+                    client_pb2.LoginRequest(account=account, password=PASSWORD, device="fuzz"),
+                )
             else:
-                method, req = CLIENT["Register"], client_pb2.RegisterRequest(
-                    account=account, password=PASSWORD, device="fuzz")
+                method, req = (
+                    CLIENT["Register"],
+                    client_pb2.RegisterRequest(account=account, password=PASSWORD, device="fuzz"),
+                )
             header, payload = self._call(sock, method.name, req.SerializeToString(), deadline)
             if header.error == pb.OK:
                 self.user_ids[i] = client_pb2.LoginReply.FromString(payload).user_id
                 return
-            assert header.error == pb.RATE_LIMITED and time.monotonic() < deadline, \
+            assert header.error == pb.RATE_LIMITED and time.monotonic() < deadline, (
                 f"fuzz user {account}: {pb.ErrorCode.Name(header.error)} {header.detail}"
+            )
             sock.poll(200)  # backoff before another try; replies to nothing arrive meanwhile
 
-    def _call(self, sock: zmq.Socket, method: str, payload: bytes,
-              deadline: float) -> tuple[pb.Header, bytes]:
+    def _call(
+        self, sock: zmq.Socket, method: str, payload: bytes, deadline: float
+    ) -> tuple[pb.Header, bytes]:
         self.request_id += 1
         rid = self.request_id
-        sock.send_multipart(envelope.request(method, rid, int(time.time() * 1000) + 10_000,
-                                             payload))
+        sock.send_multipart(
+            envelope.request(method, rid, int(time.time() * 1000) + 10_000, payload)
+        )
         while sock.poll(max(int((deadline - time.monotonic()) * 1000), 1)):
             header, body = envelope.decode_frame(sock.recv_multipart()[-1], 1 << 24)
             if header.request_id == rid:
@@ -94,8 +101,9 @@ class RawLogin:
         raise AssertionError(f"no reply to {method} within {LOGIN_TIMEOUT_S}s")
 
 
-def fuzz_gateway(endpoint: str, server_key: bytes, ids: list[int], seed: int,
-                 watch: NodeWatch) -> dict[str, object]:
+def fuzz_gateway(
+    endpoint: str, server_key: bytes, ids: list[int], seed: int, watch: NodeWatch
+) -> dict[str, object]:
     """Send the frames (in a thread of its own: sync sockets); return the figures."""
     rng = random.Random(seed)
     methods = list(CLIENT.values())
@@ -110,24 +118,32 @@ def fuzz_gateway(endpoint: str, server_key: bytes, ids: list[int], seed: int,
                 watch.sample()
         anonymous.close()
         login = RawLogin()
-        logged_in = Blaster(ctx, endpoint, curve_client(server_key), LOGGED_IN_CONNECTIONS,
-                            on_open=login)
+        logged_in = Blaster(
+            ctx, endpoint, curve_client(server_key), LOGGED_IN_CONNECTIONS, on_open=login
+        )
         # no oversized frames here: a connection dropped for one would end its session
         in_session = [m for name, m in CLIENT.items() if name not in SESSION_METHODS]
-        factory_in = FrameFactory(rng, in_session, ids + list(login.user_ids.values()),
-                                  timing.MAX_FRAME_BYTES, oversized=False)
+        factory_in = FrameFactory(
+            rng,
+            in_session,
+            ids + list(login.user_ids.values()),
+            timing.MAX_FRAME_BYTES,
+            oversized=False,
+        )
         for n in range(LOGGED_IN_FRAMES):
             logged_in.send(factory_in.message(), n)
             if n % 2000 == 0:
                 watch.sample()
         logged_in.close()
-        return {"seconds": round(time.monotonic() - began, 1),
-                "sent": anonymous.sent + logged_in.sent,
-                "answered": sum(anonymous.replies.values()) + sum(logged_in.replies.values()),
-                "replaced_connections": anonymous.replaced + logged_in.replaced,
-                "replies_anonymous": dict(anonymous.replies.most_common()),
-                "replies_logged_in": dict(logged_in.replies.most_common()),
-                "kinds": dict(factory.kinds + factory_in.kinds)}
+        return {
+            "seconds": round(time.monotonic() - began, 1),
+            "sent": anonymous.sent + logged_in.sent,
+            "answered": sum(anonymous.replies.values()) + sum(logged_in.replies.values()),
+            "replaced_connections": anonymous.replaced + logged_in.replaced,
+            "replies_anonymous": dict(anonymous.replies.most_common()),
+            "replies_logged_in": dict(logged_in.replies.most_common()),
+            "kinds": dict(factory.kinds + factory_in.kinds),
+        }
     finally:
         ctx.destroy(linger=0)
 
@@ -141,7 +157,8 @@ def gateway_process(cluster: Cluster, index: int) -> NodeProcess:
 
 @pytest.mark.timeout(150)
 def test_100k_hostile_frames_from_strangers_and_a_logged_in_user_break_no_gateway(
-        tmp_path: Path, cluster_name: str) -> None:
+    tmp_path: Path, cluster_name: str
+) -> None:
     seed = seed_from_env()
     print(f"fuzz seed {seed} (replay with SOIM_FUZZ_SEED={seed})")
 
@@ -153,16 +170,19 @@ def test_100k_hostile_frames_from_strangers_and_a_logged_in_user_break_no_gatewa
             watch = NodeWatch(gateway_process(cluster, 0).pid)
             async with Chatter(cluster, users=3, group=True, min_acked=20) as chat:
                 ids = [u.user_id for u in chat.users] + [*chat.pair_conv.values(), chat.group_id]
-                figures = await asyncio.to_thread(fuzz_gateway, endpoint, server_key, ids, seed,
-                                                  watch)
+                figures = await asyncio.to_thread(
+                    fuzz_gateway, endpoint, server_key, ids, seed, watch
+                )
                 print(f"fuzz: {figures}")
                 assert figures["sent"] >= ANONYMOUS_FRAMES + LOGGED_IN_FRAMES
                 assert figures["answered"] >= figures["sent"] // 10, "the frames went nowhere"
             print(f"chat: {chat.summary()}")
             assert_nodes_healthy(cluster.nodes)
             after = watch.sample()
-            print(f"gateway RSS: baseline {watch.baseline >> 20} MiB, peak {watch.peak >> 20} "
-                  f"MiB, after {after >> 20} MiB")
+            print(
+                f"gateway RSS: baseline {watch.baseline >> 20} MiB, peak {watch.peak >> 20} "
+                f"MiB, after {after >> 20} MiB"
+            )
             assert after - watch.baseline < RSS_SLACK_BYTES
 
     asyncio.run(main())

@@ -44,8 +44,11 @@ RSS_SLACK_BYTES = 50 * 1024 * 1024
 COMMON = [ECHO, STATUS, *(m for name, m in NODE.items() if name != "Drain")]
 """Served by every node; node.Drain is left out: a peer holding the key may drain a node."""
 TABLES: dict[str, list[Method]] = {
-    "directory": [*DIRECTORY.values(), *COMMON], "router": [*ROUTER.values(), *COMMON],
-    "storage": [*STORAGE.values(), *COMMON], "gateway": COMMON}
+    "directory": [*DIRECTORY.values(), *COMMON],
+    "router": [*ROUTER.values(), *COMMON],
+    "storage": [*STORAGE.values(), *COMMON],
+    "gateway": COMMON,
+}
 
 
 def node_client(pair: keys.KeyPair, server_key: bytes) -> Callable[[zmq.Socket], None]:
@@ -58,19 +61,36 @@ def node_client(pair: keys.KeyPair, server_key: bytes) -> Callable[[zmq.Socket],
     return setup
 
 
-def fuzz_nodes(targets: list[tuple[str, str, bytes]], pair: keys.KeyPair, ids: list[int],
-               strings: list[str], avoid: frozenset[int], seed: int,
-               watches: list[NodeWatch]) -> dict[str, object]:
+def fuzz_nodes(
+    targets: list[tuple[str, str, bytes]],
+    pair: keys.KeyPair,
+    ids: list[int],
+    strings: list[str],
+    avoid: frozenset[int],
+    seed: int,
+    watches: list[NodeWatch],
+) -> dict[str, object]:
     """Send the frames round robin over the nodes (a thread of its own: sync sockets)."""
     rng = random.Random(seed)
     ctx = zmq.Context()
     try:
         began = time.monotonic()
-        blasters = [Blaster(ctx, endpoint, node_client(pair, key), CONNECTIONS_PER_NODE)
-                    for _, endpoint, key in targets]
-        factories = [FrameFactory(rng, TABLES[role], ids, timing.CLUSTER_MAX_FRAME_BYTES,
-                                  oversized=False, strings=strings, avoid=avoid)
-                     for role, _, _ in targets]
+        blasters = [
+            Blaster(ctx, endpoint, node_client(pair, key), CONNECTIONS_PER_NODE)
+            for _, endpoint, key in targets
+        ]
+        factories = [
+            FrameFactory(
+                rng,
+                TABLES[role],
+                ids,
+                timing.CLUSTER_MAX_FRAME_BYTES,
+                oversized=False,
+                strings=strings,
+                avoid=avoid,
+            )
+            for role, _, _ in targets
+        ]
         for n in range(FRAMES):
             k = n % len(targets)
             blasters[k].send(factories[k].message(), n // len(targets))
@@ -82,12 +102,16 @@ def fuzz_nodes(targets: list[tuple[str, str, bytes]], pair: keys.KeyPair, ids: l
                 blaster.send(factory.oversized(), n)
         for blaster in blasters:
             blaster.close()
-        return {"seconds": round(time.monotonic() - began, 1),
-                "sent": sum(b.sent for b in blasters),
-                "answered": sum(sum(b.replies.values()) for b in blasters),
-                "replaced_connections": sum(b.replaced for b in blasters),
-                **{f"replies_{role}": dict(b.replies.most_common(8))
-                   for (role, _, _), b in zip(targets, blasters, strict=True)}}
+        return {
+            "seconds": round(time.monotonic() - began, 1),
+            "sent": sum(b.sent for b in blasters),
+            "answered": sum(sum(b.replies.values()) for b in blasters),
+            "replaced_connections": sum(b.replaced for b in blasters),
+            **{
+                f"replies_{role}": dict(b.replies.most_common(8))
+                for (role, _, _), b in zip(targets, blasters, strict=True)
+            },
+        }
     finally:
         ctx.destroy(linger=0)
 
@@ -109,7 +133,8 @@ async def fuzz_material(cluster: Cluster) -> tuple[list[int], list[str]]:
 
 @pytest.mark.timeout(180)
 def test_100k_hostile_frames_from_a_key_holding_peer_break_no_node(
-        tmp_path: Path, cluster_name: str) -> None:
+    tmp_path: Path, cluster_name: str
+) -> None:
     seed = seed_from_env()
     print(f"fuzz seed {seed} (replay with SOIM_FUZZ_SEED={seed})")
 
@@ -119,17 +144,18 @@ def test_100k_hostile_frames_from_a_key_holding_peer_break_no_node(
             await cluster.start_all(gateways=2)
             assert cluster.view is not None
             peers = cluster.view.membership.alive()
-            targets = [(p.role, p.info.endpoints["rpc"], p.info.public_key.encode())
-                       for p in peers]
+            targets = [(p.role, p.info.endpoints["rpc"], p.info.public_key.encode()) for p in peers]
             by_id = {n.node_id: n for n in cluster.nodes}
             watches = [NodeWatch(by_id[p.node_id].pid) for p in peers]
             pair = keys.load_node(cluster.keys_dir)
             async with Chatter(cluster, users=3, group=True, min_acked=20) as chat:
                 ids, strings = await fuzz_material(cluster)
-                avoid = frozenset([u.user_id for u in chat.users]
-                                  + [*chat.pair_conv.values(), chat.group_id])
-                figures = await asyncio.to_thread(fuzz_nodes, targets, pair, ids, strings,
-                                                  avoid, seed, watches)
+                avoid = frozenset(
+                    [u.user_id for u in chat.users] + [*chat.pair_conv.values(), chat.group_id]
+                )
+                figures = await asyncio.to_thread(
+                    fuzz_nodes, targets, pair, ids, strings, avoid, seed, watches
+                )
                 print(f"fuzz: {figures}")
                 assert figures["sent"] >= FRAMES
                 assert figures["answered"] >= figures["sent"] // 10, "the frames went nowhere"
@@ -138,8 +164,10 @@ def test_100k_hostile_frames_from_a_key_holding_peer_break_no_node(
             grown = []
             for peer, watch in zip(peers, watches, strict=True):
                 after = watch.sample()
-                print(f"{peer.node_id} RSS: baseline {watch.baseline >> 20} MiB, peak "
-                      f"{watch.peak >> 20} MiB, after {after >> 20} MiB")
+                print(
+                    f"{peer.node_id} RSS: baseline {watch.baseline >> 20} MiB, peak "
+                    f"{watch.peak >> 20} MiB, after {after >> 20} MiB"
+                )
                 if after - watch.baseline >= RSS_SLACK_BYTES:
                     grown.append(peer.node_id)
             assert not grown, f"RSS grew by 50 MB or more: {grown}"

@@ -58,16 +58,21 @@ def _dealers(ctx: zmq.Context, endpoint: str, key: bytes, n: int) -> list[zmq.So
 
 @pytest.mark.timeout(120)
 def test_idle_unauthenticated_connections_are_closed_and_memory_returns(
-        tmp_path: Path, cluster_name: str) -> None:
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage"))
+            nodes = cluster.start("directory") + cluster.start("router") + cluster.start("storage")
             port, capped_port = _free_port(), _free_port()
-            gateway = cluster.start("gateway", SOIM_AUTH_DEADLINE_S="2",
-                                    SOIM_MAX_UNAUTH_PER_ADDR="5000", SOIM_GATEWAY_PORT=str(port))
-            capped = cluster.start("gateway", SOIM_MAX_UNAUTH_PER_ADDR="10",
-                                   SOIM_GATEWAY_PORT=str(capped_port))
+            gateway = cluster.start(
+                "gateway",
+                SOIM_AUTH_DEADLINE_S="2",
+                SOIM_MAX_UNAUTH_PER_ADDR="5000",
+                SOIM_GATEWAY_PORT=str(port),
+            )
+            capped = cluster.start(
+                "gateway", SOIM_MAX_UNAUTH_PER_ADDR="10", SOIM_GATEWAY_PORT=str(capped_port)
+            )
             await cluster.wait_alive(nodes + gateway + capped)
             pid = gateway[0].proc.pid
             key = cluster.gateways()[0][1]
@@ -77,13 +82,22 @@ def test_idle_unauthenticated_connections_are_closed_and_memory_returns(
                 async with Chatter(cluster):
                     base_rss, base_socks = _rss(pid), _sockets(pid)
                     socks = _dealers(ctx, f"tcp://127.0.0.1:{port}", key, IDLE_CONNECTIONS)
-                    await async_wait_until(lambda: _sockets(pid) >= base_socks + 1000,
-                                           timeout=30, what="idle connections accepted")
+                    await async_wait_until(
+                        lambda: _sockets(pid) >= base_socks + 1000,
+                        timeout=30,
+                        what="idle connections accepted",
+                    )
                     peak = _rss(pid)
-                    await async_wait_until(lambda: _sockets(pid) <= base_socks + 20,
-                                           timeout=30, what="idle connections closed")
-                    await async_wait_until(lambda: _rss(pid) <= base_rss + RSS_SLACK_BYTES,
-                                           timeout=15, what="gateway RSS back near baseline")
+                    await async_wait_until(
+                        lambda: _sockets(pid) <= base_socks + 20,
+                        timeout=30,
+                        what="idle connections closed",
+                    )
+                    await async_wait_until(
+                        lambda: _rss(pid) <= base_rss + RSS_SLACK_BYTES,
+                        timeout=15,
+                        what="gateway RSS back near baseline",
+                    )
                     for sock in socks:
                         sock.close(linger=0)
 
@@ -91,14 +105,20 @@ def test_idle_unauthenticated_connections_are_closed_and_memory_returns(
                     other_pid = capped[0].proc.pid
                     before = _sockets(other_pid)
                     socks = _dealers(ctx, f"tcp://127.0.0.1:{capped_port}", key, 50)
-                    await async_wait_until(lambda: _sockets(other_pid) >= before + 10,
-                                           timeout=10, what="ten accepted")
-                    await async_wait_until(lambda: _sockets(other_pid) <= before + 10,
-                                           timeout=10, what="the rest closed")
+                    await async_wait_until(
+                        lambda: _sockets(other_pid) >= before + 10, timeout=10, what="ten accepted"
+                    )
+                    await async_wait_until(
+                        lambda: _sockets(other_pid) <= before + 10,
+                        timeout=10,
+                        what="the rest closed",
+                    )
                     for sock in socks:
                         sock.close(linger=0)
-                print(f"gateway RSS base {base_rss >> 20} MiB, peak {peak >> 20} MiB, "
-                      f"after {_rss(pid) >> 20} MiB")
+                print(
+                    f"gateway RSS base {base_rss >> 20} MiB, peak {peak >> 20} MiB, "
+                    f"after {_rss(pid) >> 20} MiB"
+                )
             finally:
                 ctx.destroy(linger=0)
 
@@ -106,8 +126,9 @@ def test_idle_unauthenticated_connections_are_closed_and_memory_returns(
 
 
 @pytest.mark.timeout(90)
-def test_huge_frames_are_refused_before_they_are_buffered(tmp_path: Path,
-                                                          cluster_name: str) -> None:
+def test_huge_frames_are_refused_before_they_are_buffered(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             nodes = await cluster.start_all()
@@ -120,16 +141,19 @@ def test_huge_frames_are_refused_before_they_are_buffered(tmp_path: Path,
                     worst = [base]
                     frame = b"\x00" * (64 << 20)
                     socks = _dealers(ctx, endpoint, key, 4)
-                    await async_wait_until(lambda: _sockets(pid) >= base_socks + 4,
-                                           timeout=10, what="four connections")
+                    await async_wait_until(
+                        lambda: _sockets(pid) >= base_socks + 4, timeout=10, what="four connections"
+                    )
                     for sock in socks:
                         sock.send(frame, copy=False)
 
                     def refused() -> bool:  # sampling RSS until libzmq dropped all four
                         worst.append(_rss(pid))
                         return _sockets(pid) <= base_socks + 2  # slack: the chat's own
-                    await async_wait_until(refused, timeout=20, interval=0.05,
-                                           what="the four connections dropped")
+
+                    await async_wait_until(
+                        refused, timeout=20, interval=0.05, what="the four connections dropped"
+                    )
                     for sock in socks:
                         sock.close(linger=0)
                     assert max(worst) <= base + RSS_SLACK_BYTES, (base >> 20, max(worst) >> 20)

@@ -73,8 +73,15 @@ def cluster_requests(x: int, me: int, friend: int, group: int) -> list[tuple[Met
         (DIRECTORY["Users"], d.UserIds(user_ids=[me, x])),
         (DIRECTORY["Friends"], d.UserRef(user_id=x)),
         (DIRECTORY["AddFriend"], d.DirAddFriendRequest(user_id=me, friend_id=x)),
-        (DIRECTORY["CheckAccess"], d.AccessRequest(checks=[
-            d.AccessCheck(user_id=me, to_user=friend), d.AccessCheck(user_id=me, conv_id=x)])),
+        (
+            DIRECTORY["CheckAccess"],
+            d.AccessRequest(
+                checks=[
+                    d.AccessCheck(user_id=me, to_user=friend),
+                    d.AccessCheck(user_id=me, conv_id=x),
+                ]
+            ),
+        ),
         (DIRECTORY["Conversations"], d.UserRef(user_id=x)),
         (DIRECTORY["Groups"], d.UserRef(user_id=x)),
         (DIRECTORY["GroupCreate"], d.DirGroupCreateRequest(user_id=x, name="x")),
@@ -89,15 +96,45 @@ def cluster_requests(x: int, me: int, friend: int, group: int) -> list[tuple[Met
         (DIRECTORY["SetDisabled"], d.DirDisableRequest(user_id=x)),
         (STORAGE["History"], c.HistoryRequest(conv_id=group, after_seq=x)),
         (STORAGE["History"], c.HistoryRequest(conv_id=x)),
-        (STORAGE["Sync"], d.StoreSyncRequest(user_id=me, conversations=[
-            c.Conversation(conv_id=x, kind=c.CONV_KIND_GROUP, peer_id=x)])),
+        (
+            STORAGE["Sync"],
+            d.StoreSyncRequest(
+                user_id=me,
+                conversations=[c.Conversation(conv_id=x, kind=c.CONV_KIND_GROUP, peer_id=x)],
+            ),
+        ),
         (STORAGE["GroupReadCounts"], c.GroupReadCountsRequest(conv_id=x, from_seq=1, to_seq=1)),
-        (STORAGE["Cursors"], d.CursorBatchRequest(gateway_id="g", updates=[d.CursorUpdate(
-            origin=d.ClientRequestRef(session_id=b"s"), user_id=me, conv_id=group,
-            read_seq=x)])),
-        (STORAGE["StoreBatch"], d.StoreBatchRequest(gateway_id="g", items=[d.StoreItem(
-            origin=d.ClientRequestRef(session_id=b"s"), sender=me, sender_account="a",
-            client_msg_id="m", conv_id=x, to_group=x, body="hi")])),
+        (
+            STORAGE["Cursors"],
+            d.CursorBatchRequest(
+                gateway_id="g",
+                updates=[
+                    d.CursorUpdate(
+                        origin=d.ClientRequestRef(session_id=b"s"),
+                        user_id=me,
+                        conv_id=group,
+                        read_seq=x,
+                    )
+                ],
+            ),
+        ),
+        (
+            STORAGE["StoreBatch"],
+            d.StoreBatchRequest(
+                gateway_id="g",
+                items=[
+                    d.StoreItem(
+                        origin=d.ClientRequestRef(session_id=b"s"),
+                        sender=me,
+                        sender_account="a",
+                        client_msg_id="m",
+                        conv_id=x,
+                        to_group=x,
+                        body="hi",
+                    )
+                ],
+            ),
+        ),
     ]
 
 
@@ -120,8 +157,9 @@ async def code_of(call: Awaitable[Any]) -> int:
 
 
 @pytest.mark.timeout(60)
-def test_ids_beyond_a_signed_column_are_invalid_arguments(tmp_path: Path, cluster_name: str,
-                                                          db_url: str) -> None:
+def test_ids_beyond_a_signed_column_are_invalid_arguments(
+    tmp_path: Path, cluster_name: str, db_url: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
             await start(cluster)
@@ -169,8 +207,9 @@ async def next_notice(client: ClientSession, timeout: float = 5.0) -> c.Notice:
 @pytest.mark.timeout(60)
 def test_a_repeated_friend_request_notifies_once(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") \
-                as cluster:
+        async with running_cluster(
+            tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}"
+        ) as cluster:
             await start(cluster)
             alice, bob = await user(cluster, "alice"), await user(cluster, "bob")
             assert alice.user and bob.user
@@ -179,8 +218,9 @@ def test_a_repeated_friend_request_notifies_once(tmp_path: Path, cluster_name: s
             assert [r.notified for r in replies] == [True, False, False]
             # a later push on the same path marks the end of what the requests pushed
             group = (await alice.group_create("marker")).group.group_id
-            await alice.call("GroupInvite", c.GroupInviteRequest(group_id=group,
-                                                                 user_id=bob.user.user_id))
+            await alice.call(
+                "GroupInvite", c.GroupInviteRequest(group_id=group, user_id=bob.user.user_id)
+            )
             kinds: list[int] = []
             while not kinds or kinds[-1] != c.NOTICE_GROUP_INVITE:
                 kinds.append((await next_notice(bob)).kind)

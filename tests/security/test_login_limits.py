@@ -39,23 +39,31 @@ async def _from(cluster: Cluster, source: str) -> ClientSession:
 
 async def _flood(client: ClientSession, n: int) -> list[int]:
     """`n` pipelined logins of unknown accounts (each costs the directory a hash); codes."""
+
     async def one(i: int) -> int:
         try:
-            await client.call("Login", client_pb2.LoginRequest(
-                account=f"nobody{i:03d}", password="wrong password"), timeout=15)
+            await client.call(
+                "Login",
+                client_pb2.LoginRequest(account=f"nobody{i:03d}", password="wrong password"),
+                timeout=15,
+            )
         except RpcError as err:
             return err.code
         return pb.OK
+
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
 @pytest.mark.timeout(90)
-def test_flood_from_one_address_and_strangers_guesses(tmp_path: Path,
-                                                      cluster_name: str) -> None:
+def test_flood_from_one_address_and_strangers_guesses(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory", SOIM_SCRYPT_N=SCRYPT_N) + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway"))
+            nodes = (
+                cluster.start("directory", SOIM_SCRYPT_N=SCRYPT_N)
+                + cluster.start("router")
+                + cluster.start("storage")
+                + cluster.start("gateway")
+            )
             await cluster.wait_alive(nodes)
             await (await _from(cluster, "127.0.0.1")).register("owner", PASSWORD)
 
@@ -67,8 +75,10 @@ def test_flood_from_one_address_and_strangers_guesses(tmp_path: Path,
                 await owner.login("owner", PASSWORD)
                 took = time.monotonic() - started
                 codes = [c for batch in await flood for c in batch]
-            print(f"owner's login during a flood of {len(codes)}: {took * 1000:.0f} ms; "
-                  f"flood answers: {sorted(set(codes))}")
+            print(
+                f"owner's login during a flood of {len(codes)}: {took * 1000:.0f} ms; "
+                f"flood answers: {sorted(set(codes))}"
+            )
             assert took < 1.0, took
             assert pb.OK not in codes
 

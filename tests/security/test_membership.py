@@ -75,11 +75,23 @@ def dead_endpoint() -> str:
 
 
 def record(cluster: str, node_id: str, role: str, endpoint: str, key: str) -> NodeInfo:
-    eps = {"rpc": endpoint, "events": endpoint, **({"client": endpoint} if role == "gateway"
-                                                   else {})}
-    return NodeInfo(node_id=node_id, role=role, cluster=cluster, version="0.1.0",
-                    host="127.0.0.1", endpoints=eps, metrics_port=9, public_key=key,
-                    client_key=key if role == "gateway" else "", started_at=time.time())
+    eps = {
+        "rpc": endpoint,
+        "events": endpoint,
+        **({"client": endpoint} if role == "gateway" else {}),
+    }
+    return NodeInfo(
+        node_id=node_id,
+        role=role,
+        cluster=cluster,
+        version="0.1.0",
+        host="127.0.0.1",
+        endpoints=eps,
+        metrics_port=9,
+        public_key=key,
+        client_key=key if role == "gateway" else "",
+        started_at=time.time(),
+    )
 
 
 class Announcer:
@@ -94,9 +106,16 @@ class Announcer:
         self.count += 1
         label = f"{info.cluster}-evil{self.count}"
         port = int(info.endpoints["rpc"].rsplit(":", 1)[1])
-        await self.azc.async_register_service(AsyncServiceInfo(
-            SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=port, properties=txt,
-            server=f"{label}.local.", addresses=[socket.inet_aton("127.0.0.1")]))
+        await self.azc.async_register_service(
+            AsyncServiceInfo(
+                SERVICE_TYPE,
+                f"{label}.{SERVICE_TYPE}",
+                port=port,
+                properties=txt,
+                server=f"{label}.local.",
+                addresses=[socket.inet_aton("127.0.0.1")],
+            )
+        )
 
     async def close(self) -> None:
         await self.azc.async_close()
@@ -105,8 +124,10 @@ class Announcer:
 def snapshot(cluster: Cluster) -> dict[str, tuple[str, dict[str, str]]]:
     """node id -> (public key, endpoints) of every live node, as the observer admitted them."""
     assert cluster.view is not None
-    return {p.node_id: (p.info.public_key, dict(p.info.endpoints))
-            for p in cluster.view.membership.alive()}
+    return {
+        p.node_id: (p.info.public_key, dict(p.info.endpoints))
+        for p in cluster.view.membership.alive()
+    }
 
 
 async def beats(cluster: Cluster, n: int) -> None:
@@ -115,16 +136,20 @@ async def beats(cluster: Cluster, n: int) -> None:
     peers = cluster.view.membership.alive()
     start = {p.node_id: p.last_beat for p in peers}
     floor = time.monotonic() + (n - 1) * timing.HEARTBEAT_INTERVAL_S
-    await async_wait_until(lambda: all(p.last_beat > max(start[p.node_id], floor)
-                                       for p in peers), timeout=n + 5, what=f"{n} beats")
+    await async_wait_until(
+        lambda: all(p.last_beat > max(start[p.node_id], floor) for p in peers),
+        timeout=n + 5,
+        what=f"{n} beats",
+    )
 
 
 async def every_node_sees(cluster: Cluster, expected: set[str]) -> bool:
     """Whether each live node's own view (fabric.Status over RPC) is exactly the others."""
     assert cluster.view is not None
     for node_id in expected:
-        reply = await cluster.view.peers.get(node_id).call(STATUS, fabric_pb2.StatusRequest(),
-                                                          timeout=3)
+        reply = await cluster.view.peers.get(node_id).call(
+            STATUS, fabric_pb2.StatusRequest(), timeout=3
+        )
         if set(reply.peers_alive) != expected - {node_id}:
             return False
     return True
@@ -136,8 +161,9 @@ async def assert_every_node_sees(cluster: Cluster, expected: set[str]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_strangers_records_of_every_role_are_never_dialled(tmp_path: Path,
-                                                           cluster_name: str) -> None:
+def test_strangers_records_of_every_role_are_never_dialled(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as c:
             await c.start_all(routers=2, gateways=2)
@@ -151,20 +177,27 @@ def test_strangers_records_of_every_role_are_never_dialled(tmp_path: Path,
                     for peer in c.view.membership.alive():
                         role, victim = peer.role, peer.node_id
                         fakes += [
-                            record(cluster_name, f"{role}-evil", role, listener.endpoint,
-                                   attacker_key),                       # a new node
-                            record(cluster_name, victim, role, listener.endpoint,
-                                   attacker_key),                       # hijack, own key
-                            record(cluster_name, victim, role, listener.endpoint,
-                                   peer.info.public_key),               # hijack, real key
-                            record(cluster_name, victim, role, dead_endpoint(),
-                                   peer.info.public_key)]               # hijack, dead end
+                            record(
+                                cluster_name, f"{role}-evil", role, listener.endpoint, attacker_key
+                            ),  # a new node
+                            record(
+                                cluster_name, victim, role, listener.endpoint, attacker_key
+                            ),  # hijack, own key
+                            record(
+                                cluster_name, victim, role, listener.endpoint, peer.info.public_key
+                            ),  # hijack, real key
+                            record(
+                                cluster_name, victim, role, dead_endpoint(), peer.info.public_key
+                            ),
+                        ]  # hijack, dead end
                     for fake in fakes:
                         await announcer.announce(fake)
                     bad = c.view.discovery.bad_records
                     await async_wait_until(
-                        lambda: bad[RecordError.BAD_SIGNATURE] >= len(fakes), timeout=20,
-                        what="the fake records reached the cluster")
+                        lambda: bad[RecordError.BAD_SIGNATURE] >= len(fakes),
+                        timeout=20,
+                        what="the fake records reached the cluster",
+                    )
                     await beats(c, 3)  # time for any probe, and for a cut-off to show
                     assert listener.accepted == 0, "a node dialled an attacker's record"
                     assert snapshot(c) == before
@@ -177,8 +210,7 @@ def test_strangers_records_of_every_role_are_never_dialled(tmp_path: Path,
 
 
 @pytest.mark.timeout(120)
-def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path,
-                                                        cluster_name: str) -> None:
+def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path, cluster_name: str) -> None:
     """Holding the cluster secret (a revoked host, say) is not enough: an unauthorized key is
     never dialled, and a live node's public key at another endpoint cannot be proven."""
 
@@ -194,20 +226,52 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path,
                 async with Chatter(c):
                     directory = c.view.membership.alive("directory")[0]
                     own_key = zmq.curve_keypair()[0].decode()
-                    await announcer.announce(record(cluster_name, "directory-evil", "directory",
-                                                    unauthorized.endpoint, own_key), signing)
-                    await announcer.announce(record(cluster_name, directory.node_id, "directory",
-                                                    unauthorized.endpoint, own_key), signing)
-                    await announcer.announce(record(cluster_name, directory.node_id, "directory",
-                                                    proving.endpoint,
-                                                    directory.info.public_key), signing)
-                    await announcer.announce(record(cluster_name, directory.node_id, "directory",
-                                                    dead_endpoint(),
-                                                    directory.info.public_key), signing)
+                    await announcer.announce(
+                        record(
+                            cluster_name,
+                            "directory-evil",
+                            "directory",
+                            unauthorized.endpoint,
+                            own_key,
+                        ),
+                        signing,
+                    )
+                    await announcer.announce(
+                        record(
+                            cluster_name,
+                            directory.node_id,
+                            "directory",
+                            unauthorized.endpoint,
+                            own_key,
+                        ),
+                        signing,
+                    )
+                    await announcer.announce(
+                        record(
+                            cluster_name,
+                            directory.node_id,
+                            "directory",
+                            proving.endpoint,
+                            directory.info.public_key,
+                        ),
+                        signing,
+                    )
+                    await announcer.announce(
+                        record(
+                            cluster_name,
+                            directory.node_id,
+                            "directory",
+                            dead_endpoint(),
+                            directory.info.public_key,
+                        ),
+                        signing,
+                    )
                     refused = c.view.admission.refused
-                    await async_wait_until(lambda: refused["unauthorized_key"] >= 2
-                                           and refused["no_answer"] >= 1, timeout=20,
-                                           what="the observer refused the insider's records")
+                    await async_wait_until(
+                        lambda: refused["unauthorized_key"] >= 2 and refused["no_answer"] >= 1,
+                        timeout=20,
+                        what="the observer refused the insider's records",
+                    )
                     await beats(c, 3)
                     assert unauthorized.accepted == 0, "a node dialled an unauthorized key"
                     assert snapshot(c) == before
@@ -221,8 +285,7 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path,
 
 
 @pytest.mark.timeout(120)
-def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
-                                                       cluster_name: str) -> None:
+def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as c:
             await c.start_all(routers=2, gateways=2)
@@ -231,8 +294,11 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
             host_b = keys.load_node(c.keys_dir, "host-b")
             outsider = c.start("router", SOIM_NODE_KEY="host-b")
             await c.wait_alive(outsider)
-            await async_wait_until(lambda: every_node_sees(c, set(c.alive())), timeout=10,
-                                   what="every node admits host-b's router")
+            await async_wait_until(
+                lambda: every_node_sees(c, set(c.alive())),
+                timeout=10,
+                what="every node admits host-b's router",
+            )
             directory = c.view.membership.alive("directory")[0]
             ctx = zmq.asyncio.Context()
 
@@ -240,6 +306,7 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
                 def secure(sock: zmq.Socket) -> None:
                     sock.curve_secretkey, sock.curve_publickey = host_b.secret, host_b.public
                     sock.curve_serverkey = directory.info.public_key.encode()
+
                 client = RpcClient(ctx, directory.info.endpoints["rpc"], secure=secure)
                 client.start()
                 return client
@@ -251,8 +318,11 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
                     assert (await opened.call(ECHO, echo, timeout=3)).data == b"hi"
                     keys.revoke(c.keys_dir, "host-b")
                     revoked = time.monotonic()
-                    await async_wait_until(lambda: outsider[0].node_id not in c.alive(),
-                                           timeout=3, what="the observer drops host-b")
+                    await async_wait_until(
+                        lambda: outsider[0].node_id not in c.alive(),
+                        timeout=3,
+                        what="the observer drops host-b",
+                    )
 
                     async def refused() -> bool:
                         try:
@@ -261,8 +331,9 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
                             return err.code == pb.UNAUTHENTICATED
                         return False
 
-                    await async_wait_until(refused, timeout=3,
-                                           what="host-b's open connection refused")
+                    await async_wait_until(
+                        refused, timeout=3, what="host-b's open connection refused"
+                    )
                     cut = time.monotonic() - revoked
                     assert cut < 1.5, cut
                     fresh = as_host_b()
@@ -270,8 +341,11 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
                         await fresh.call(ECHO, echo, timeout=1.5)
                     assert timed_out.value.code == pb.TIMEOUT
                     await fresh.close()
-                    await async_wait_until(lambda: every_node_sees(c, set(c.alive())),
-                                           timeout=3, what="every node dropped host-b")
+                    await async_wait_until(
+                        lambda: every_node_sees(c, set(c.alive())),
+                        timeout=3,
+                        what="every node dropped host-b",
+                    )
                     print(f"host-b cut off {cut * 1000:.0f} ms after the revocation")
             finally:
                 await opened.close()
@@ -281,8 +355,9 @@ def test_a_revoked_node_key_is_cut_off_within_a_second(tmp_path: Path,
 
 
 @pytest.mark.timeout(60)
-def test_a_second_process_with_a_live_node_id_refuses_to_start(tmp_path: Path,
-                                                               cluster_name: str) -> None:
+def test_a_second_process_with_a_live_node_id_refuses_to_start(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path / 'data'}") as c:
             [router] = c.start("router")
@@ -301,7 +376,8 @@ def test_a_second_process_with_a_live_node_id_refuses_to_start(tmp_path: Path,
 
 @pytest.mark.timeout(30)
 def test_membership_refuses_a_second_identity_for_a_live_node_id(
-        keys_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    keys_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Two authenticated processes with one node id (e.g. reached through different records):
     the live one stays; once it is dead, its successor is admitted."""
 
@@ -318,13 +394,21 @@ def test_membership_refuses_a_second_identity_for_a_live_node_id(
                 port = pub.bind_to_random_port("tcp://127.0.0.1")
                 pubs.append(Publisher(pub, "router-x"))
                 ep = f"tcp://127.0.0.1:{port}"
-                infos.append(NodeInfo(
-                    node_id="router-x", role="router", cluster="c", version="1",
-                    host="127.0.0.1", endpoints={"rpc": ep, "events": ep}, metrics_port=1,
-                    public_key=security.node.public.decode(), client_key="",
-                    started_at=started))
-            sub = Subscriber(ctx, secure=lambda s: security.cluster_client(
-                s, security.node.public))
+                infos.append(
+                    NodeInfo(
+                        node_id="router-x",
+                        role="router",
+                        cluster="c",
+                        version="1",
+                        host="127.0.0.1",
+                        endpoints={"rpc": ep, "events": ep},
+                        metrics_port=1,
+                        public_key=security.node.public.decode(),
+                        client_key="",
+                        started_at=started,
+                    )
+                )
+            sub = Subscriber(ctx, secure=lambda s: security.cluster_client(s, security.node.public))
             membership = Membership("observer", sub)
             sub.start()
             membership.start()
@@ -341,8 +425,11 @@ def test_membership_refuses_a_second_identity_for_a_live_node_id(
             assert "refused a second process claiming live node id router-x" in caplog.text
             peer = membership.get("router-x")
             assert peer is not None and peer.info == infos[0]
-            await async_wait_until(lambda: membership.get("router-x") is None,
-                                   timeout=timing.PEER_DEAD_AFTER_S + 2, what="first one dead")
+            await async_wait_until(
+                lambda: membership.get("router-x") is None,
+                timeout=timing.PEER_DEAD_AFTER_S + 2,
+                what="first one dead",
+            )
             membership.admit(infos[1])
             await async_wait_until(lambda: beating(1), timeout=5, what="successor alive")
             peer = membership.get("router-x")
@@ -356,4 +443,3 @@ def test_membership_refuses_a_second_identity_for_a_live_node_id(
             ctx.destroy(linger=0)
 
     asyncio.run(main())
-

@@ -33,13 +33,15 @@ async def _session_ended(client: ClientSession, timeout: float) -> float:
     async with asyncio.timeout(timeout):
         while True:
             event = await client.events.get()
-            if (event.kind is EventKind.PUSH and event.push is not None
-                    and event.push.notice.kind == client_pb2.NOTICE_SESSION_ENDED):
+            if (
+                event.kind is EventKind.PUSH
+                and event.push is not None
+                and event.push.notice.kind == client_pb2.NOTICE_SESSION_ENDED
+            ):
                 return time.monotonic()
 
 
-async def _on_both(cluster: Cluster, account: str, password: str = PASSWORD
-                   ) -> list[ClientSession]:
+async def _on_both(cluster: Cluster, account: str, password: str = PASSWORD) -> list[ClientSession]:
     """The user logged in on each of the two gateways."""
     clients = [await cluster.client(gateway=g) for g in (0, 1)]
     for client in clients:
@@ -59,8 +61,7 @@ async def _directory(cluster: Cluster, name: str, request: object) -> object:
     return await peer.call(DIRECTORY[name], request, timeout=5)
 
 
-async def _ended_everywhere(cluster: Cluster, account: str, action: str,
-                            act: object) -> list[str]:
+async def _ended_everywhere(cluster: Cluster, account: str, action: str, act: object) -> list[str]:
     """Log in on both gateways, run `act` (a coroutine function), assert both sessions end
     within END_WITHIN_S and both tokens are dead; the old tokens."""
     clients = await _on_both(cluster, account)
@@ -79,9 +80,22 @@ async def _ended_everywhere(cluster: Cluster, account: str, action: str,
 
 def _soimctl(cluster: Cluster, *args: str) -> dict[str, object]:
     env = {**os.environ, **cluster.env}
-    out = subprocess.run([sys.executable, "-m", "tools.soimctl", *args, "--json",
-                          "--cluster", cluster.env["SOIM_CLUSTER"]], env=env,
-                         capture_output=True, text=True, timeout=30, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.soimctl",
+            *args,
+            "--json",
+            "--cluster",
+            cluster.env["SOIM_CLUSTER"],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return json.loads(out.stdout)
 
 
@@ -95,18 +109,26 @@ def test_kick_disable_password_logout_and_rotation(tmp_path: Path, cluster_name:
             async with Chatter(cluster):
                 # kick: both sessions end, tokens die
                 tokens = await _ended_everywhere(
-                    cluster, "victim", "kick", lambda: _directory(
-                        cluster, "EndSessions", cluster_pb2.DirEndSessionsRequest(
-                            user_id=uid, reason="bye")))
+                    cluster,
+                    "victim",
+                    "kick",
+                    lambda: _directory(
+                        cluster,
+                        "EndSessions",
+                        cluster_pb2.DirEndSessionsRequest(user_id=uid, reason="bye"),
+                    ),
+                )
                 for token in tokens:
                     assert await _resume_fails(cluster, token) == pb.TOKEN_INVALID
 
                 # disable: ended and revoked; login refused until enabled again
                 disable = cluster_pb2.DirDisableRequest
                 tokens = await _ended_everywhere(
-                    cluster, "victim", "disable",
-                    lambda: _directory(cluster, "SetDisabled", disable(user_id=uid,
-                                                                       disabled=True)))
+                    cluster,
+                    "victim",
+                    "disable",
+                    lambda: _directory(cluster, "SetDisabled", disable(user_id=uid, disabled=True)),
+                )
                 for token in tokens:
                     assert await _resume_fails(cluster, token) == pb.TOKEN_INVALID
                 with pytest.raises(RpcError) as err:
@@ -117,9 +139,15 @@ def test_kick_disable_password_logout_and_rotation(tmp_path: Path, cluster_name:
 
                 # a new password: ended and revoked; the old password no longer works
                 tokens = await _ended_everywhere(
-                    cluster, "victim", "password change",
-                    lambda: _directory(cluster, "SetPassword", cluster_pb2.DirPasswordRequest(
-                        user_id=uid, password="a new password")))
+                    cluster,
+                    "victim",
+                    "password change",
+                    lambda: _directory(
+                        cluster,
+                        "SetPassword",
+                        cluster_pb2.DirPasswordRequest(user_id=uid, password="a new password"),
+                    ),
+                )
                 for token in tokens:
                     assert await _resume_fails(cluster, token) == pb.TOKEN_INVALID
                 with pytest.raises(RpcError) as err:

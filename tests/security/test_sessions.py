@@ -31,6 +31,7 @@ def _client(ctx: zmq.asyncio.Context, endpoint: str, key: bytes, rid: bytes) -> 
     def secure(sock: zmq.asyncio.Socket) -> None:
         sock.routing_id = rid
         anonymous_client(sock, key)
+
     return RpcClient(ctx, endpoint, secure=secure, name="test")
 
 
@@ -50,8 +51,9 @@ async def _stranger_learns_nothing(stranger: RpcClient) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_a_routing_id_reused_by_another_connection_gets_nothing(tmp_path: Path,
-                                                                cluster_name: str) -> None:
+def test_a_routing_id_reused_by_another_connection_gets_nothing(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await cluster.start_all()
@@ -60,8 +62,13 @@ def test_a_routing_id_reused_by_another_connection_gets_nothing(tmp_path: Path,
             try:
                 async with Chatter(cluster):
                     victim = _client(ctx, endpoint, key, ROUTING_ID)
-                    await victim.call(CLIENT["Register"], client_pb2.RegisterRequest(
-                        account="victim", password="victim horse", nickname="V"), timeout=10)
+                    await victim.call(
+                        CLIENT["Register"],
+                        client_pb2.RegisterRequest(
+                            account="victim", password="victim horse", nickname="V"
+                        ),
+                        timeout=10,
+                    )
                     me = await victim.call(CLIENT["Me"], client_pb2.MeRequest(), timeout=3)
                     assert me.account == "victim"
 
@@ -69,7 +76,9 @@ def test_a_routing_id_reused_by_another_connection_gets_nothing(tmp_path: Path,
                     # gateway refuses the other key; either way nothing comes back as the victim
                     stranger = _client(ctx, endpoint, key, ROUTING_ID)
                     assert await _code(stranger, "Me", client_pb2.MeRequest()) in (
-                        pb.UNAUTHENTICATED, pb.TIMEOUT)
+                        pb.UNAUTHENTICATED,
+                        pb.TIMEOUT,
+                    )
                     await stranger.close()
 
                     # after the victim's connection is gone
@@ -78,6 +87,7 @@ def test_a_routing_id_reused_by_another_connection_gets_nothing(tmp_path: Path,
 
                     async def refused() -> bool:
                         return await _code(stranger, "Me", client_pb2.MeRequest()) != pb.TIMEOUT
+
                     await async_wait_until(refused, timeout=10, what="the stranger is answered")
                     await _stranger_learns_nothing(stranger)
                     await stranger.close()

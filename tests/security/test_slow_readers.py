@@ -50,7 +50,7 @@ from tui.session import ClientSession
 RSS_SLACK_BYTES = 50 << 20
 PAGES = 200
 PAGE_MESSAGES = 100
-BODY = "\U0001F600" * 4000  # 4,000 characters, 16,000 bytes of UTF-8
+BODY = "\U0001f600" * 4000  # 4,000 characters, 16,000 bytes of UTF-8
 PASSWORD = "slow reader horse"
 CONNECTIONS = 5
 PINGS_EACH = 120
@@ -84,8 +84,9 @@ def _metric(cluster: Cluster, name: str) -> float:
 
 def _frame(name: str, request_id: int, request: object) -> bytes:
     deadline_ms = int((time.time() + 30) * 1000)
-    [frame] = envelope.request(CLIENT[name].name, request_id, deadline_ms,
-                               request.SerializeToString())  # type: ignore[attr-defined]
+    [frame] = envelope.request(
+        CLIENT[name].name, request_id, deadline_ms, request.SerializeToString()
+    )  # type: ignore[attr-defined]
     return frame
 
 
@@ -98,8 +99,7 @@ async def _fill_conversation(cluster: Cluster) -> tuple[int, str]:
     await writer.add_friend(reader_id)
     conv_id = (await reader.add_friend(writer_id)).conv_id
     for i in range(0, PAGE_MESSAGES, 20):
-        await asyncio.gather(*(writer.send(BODY, to_user=reader_id)
-                               for _ in range(i, i + 20)))
+        await asyncio.gather(*(writer.send(BODY, to_user=reader_id) for _ in range(i, i + 20)))
     return conv_id, f"r{tag}"
 
 
@@ -118,7 +118,8 @@ async def _read_all(client: ClientSession, conv_id: int) -> int:
 
 @pytest.mark.timeout(120)
 def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded(
-        tmp_path: Path, cluster_name: str) -> None:
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             nodes = await cluster.start_all()
@@ -142,10 +143,19 @@ def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded(
                     slow.connect(endpoint)
                     event = parse_monitor_message(await monitor.recv_multipart())
                     local_port = _local_port(event["value"])
-                    await slow.send(_frame("Login", 1, client_pb2.LoginRequest(
-                        account=account, password=PASSWORD, device="slow")))
-                    reply = envelope.decode(await asyncio.wait_for(slow.recv_multipart(), 10),
-                                            timing.CLUSTER_MAX_FRAME_BYTES)
+                    await slow.send(
+                        _frame(
+                            "Login",
+                            1,
+                            client_pb2.LoginRequest(
+                                account=account, password=PASSWORD, device="slow"
+                            ),
+                        )
+                    )
+                    reply = envelope.decode(
+                        await asyncio.wait_for(slow.recv_multipart(), 10),
+                        timing.CLUSTER_MAX_FRAME_BYTES,
+                    )
                     assert reply.header.error == pb.OK, reply.header
 
                     base = _rss(gateway.proc.pid)
@@ -157,11 +167,15 @@ def test_a_client_that_stops_reading_is_disconnected_and_memory_stays_bounded(
                     def reset() -> bool:  # sampling RSS until the slow reader is gone
                         worst.append(_rss(gateway.proc.pid))
                         return not _tcp_open(gateway_port, local_port)
-                    await async_wait_until(reset, timeout=30, interval=0.05,
-                                           what="the slow reader's connection closed")
+
+                    await async_wait_until(
+                        reset, timeout=30, interval=0.05, what="the slow reader's connection closed"
+                    )
                     closed = await asyncio.to_thread(
-                        _metric, cluster,
-                        'soim_bad_frames_total{reason="closed_slow_reader",socket="client"}')
+                        _metric,
+                        cluster,
+                        'soim_bad_frames_total{reason="closed_slow_reader",socket="client"}',
+                    )
                     assert closed == 1.0
 
                     # the pages still in flight are dropped, not queued: a reading client of
@@ -196,36 +210,48 @@ def test_one_user_on_many_connections_gets_one_rate(tmp_path: Path, cluster_name
             await cluster.start_all()
             endpoint, key = cluster.gateways()[0]
             ctx = zmq.asyncio.Context()
-            clients = [RpcClient(ctx, endpoint, secure=lambda s: anonymous_client(s, key),
-                                 name="test") for _ in range(CONNECTIONS)]
+            clients = [
+                RpcClient(ctx, endpoint, secure=lambda s: anonymous_client(s, key), name="test")
+                for _ in range(CONNECTIONS)
+            ]
             try:
                 async with Chatter(cluster):
-                    reply = await clients[0].call(CLIENT["Register"], client_pb2.RegisterRequest(
-                        account=f"many{uuid.uuid4().hex[:8]}", password=PASSWORD), timeout=10)
+                    reply = await clients[0].call(
+                        CLIENT["Register"],
+                        client_pb2.RegisterRequest(
+                            account=f"many{uuid.uuid4().hex[:8]}", password=PASSWORD
+                        ),
+                        timeout=10,
+                    )
                     token = reply.token
                     for client in clients[1:]:  # each Resume rotates the token
-                        token = (await client.call(CLIENT["Resume"], client_pb2.ResumeRequest(
-                            token=token), timeout=10)).token
+                        token = (
+                            await client.call(
+                                CLIENT["Resume"], client_pb2.ResumeRequest(token=token), timeout=10
+                            )
+                        ).token
                     for client in clients:
                         me = await client.call(CLIENT["Me"], client_pb2.MeRequest(), timeout=5)
                         assert me.user_id == reply.user_id
 
                     async def ping(client: RpcClient) -> int:
                         try:
-                            await client.call(CLIENT["Ping"], client_pb2.PingRequest(),
-                                              timeout=10)
+                            await client.call(CLIENT["Ping"], client_pb2.PingRequest(), timeout=10)
                         except RpcError as err:
                             return err.code
                         return pb.OK
 
                     started = time.monotonic()
-                    codes = await asyncio.gather(*(ping(c) for c in clients
-                                                   for _ in range(PINGS_EACH)))
+                    codes = await asyncio.gather(
+                        *(ping(c) for c in clients for _ in range(PINGS_EACH))
+                    )
                     elapsed = time.monotonic() - started
                     ok = codes.count(pb.OK)
                     limited = codes.count(pb.RATE_LIMITED)
-                    print(f"{CONNECTIONS} connections x {PINGS_EACH} pings in {elapsed:.2f} s: "
-                          f"{ok} OK, {limited} RATE_LIMITED")
+                    print(
+                        f"{CONNECTIONS} connections x {PINGS_EACH} pings in {elapsed:.2f} s: "
+                        f"{ok} OK, {limited} RATE_LIMITED"
+                    )
                     assert ok + limited == len(codes), set(codes)
                     # one bucket for the user: the burst (less the Me calls above) plus the refill
                     allowed = timing.SESSION_RATE_BURST + timing.SESSION_RATE_PER_S * elapsed
@@ -245,7 +271,7 @@ def _acked(fd: int) -> int:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES_ACKED + 8)
     finally:
         sock.detach()
-    return int.from_bytes(info[TCP_INFO_BYTES_ACKED:TCP_INFO_BYTES_ACKED + 8], "little")
+    return int.from_bytes(info[TCP_INFO_BYTES_ACKED : TCP_INFO_BYTES_ACKED + 8], "little")
 
 
 def test_wire_bytes_are_what_tcp_acks() -> None:
@@ -270,8 +296,12 @@ def test_wire_bytes_are_what_tcp_acks() -> None:
                 client.recv()
             expected = sum(wire_bytes(frames) for frames in messages)
             target = before + expected
-            wait_until(lambda t=target: _acked(fd) >= t, timeout=5, interval=0.001,
-                       what=f"{size}-byte messages acked")  # the last ACK may be in flight
+            wait_until(
+                lambda t=target: _acked(fd) >= t,
+                timeout=5,
+                interval=0.001,
+                what=f"{size}-byte messages acked",
+            )  # the last ACK may be in flight
             assert _acked(fd) - before == expected, size
     finally:
         ctx.destroy(linger=0)

@@ -45,11 +45,19 @@ def store(db_url: str) -> Iterator[Store]:
         s.close()
 
 
-def msg(conv: int, seq: int, cmid: str = "", *, sender: int = 7, msg_id: int = 0,
-        body: str = "hello") -> MessageRow:
+def msg(
+    conv: int, seq: int, cmid: str = "", *, sender: int = 7, msg_id: int = 0, body: str = "hello"
+) -> MessageRow:
     """A message row with sensible defaults (msg_id derived from conv and seq)."""
-    return MessageRow(conv, seq, msg_id or conv * 1_000_000 + seq, sender,
-                      cmid or f"c{conv}-{seq}", 1_700_000_000_000 + seq, body)
+    return MessageRow(
+        conv,
+        seq,
+        msg_id or conv * 1_000_000 + seq,
+        sender,
+        cmid or f"c{conv}-{seq}",
+        1_700_000_000_000 + seq,
+        body,
+    )
 
 
 def stored_messages(store: Store) -> set[MessageRow]:
@@ -58,8 +66,10 @@ def stored_messages(store: Store) -> set[MessageRow]:
     for db in store.databases:
         with db.connection() as conn:
             for shard in store.shard_map.shards(db.index):
-                rows = conn.query(f"SELECT conv_id, seq, msg_id, sender, client_msg_id, ts, body "
-                                  f"FROM `{shard.table('message')}`")
+                rows = conn.query(
+                    f"SELECT conv_id, seq, msg_id, sender, client_msg_id, ts, body "
+                    f"FROM `{shard.table('message')}`"
+                )
                 out.update(MessageRow(*r) for r in rows)
     return out
 
@@ -68,8 +78,9 @@ def schema_snapshot(db: Database) -> list[Any]:
     """Everything the DDL decides (tables, columns, keys) plus the version and layout rows."""
     with db.connection() as conn:
         if db.kind == "mysql":
-            snap: list[Any] = [conn.query(f"SHOW CREATE TABLE `{t}`")[0]
-                               for t in db.table_names(conn)]
+            snap: list[Any] = [
+                conn.query(f"SHOW CREATE TABLE `{t}`")[0] for t in db.table_names(conn)
+            ]
         else:
             snap = conn.query("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
         snap += conn.query("SELECT version, description, applied FROM schema_version")
@@ -90,13 +101,20 @@ class Faults:
         loc = self.store.locate("message", row.conv_id)
         if self.store.kind == "mysql":
             spec = parse_db_urls(self.url)[loc.shard.db]
-            conn = pymysql.connect(host=spec.host, port=spec.port, user=spec.user,
-                                   password=spec.password, database=spec.database)
+            conn = pymysql.connect(
+                host=spec.host,
+                port=spec.port,
+                user=spec.user,
+                password=spec.password,
+                database=spec.database,
+            )
             try:
                 with conn.cursor() as cur:
-                    cur.execute(f"INSERT INTO `{loc.table}` (conv_id, seq, msg_id, sender, "
-                                "client_msg_id, ts, body) VALUES (%s,%s,0,0,'stall',0,'')",
-                                (row.conv_id, row.seq))
+                    cur.execute(
+                        f"INSERT INTO `{loc.table}` (conv_id, seq, msg_id, sender, "
+                        "client_msg_id, ts, body) VALUES (%s,%s,0,0,'stall',0,'')",
+                        (row.conv_id, row.seq),
+                    )
                 yield
             finally:
                 conn.rollback()
@@ -106,11 +124,15 @@ class Faults:
         conn2 = sqlite3.connect(loc.db.path, isolation_level=None)
         try:
             conn2.execute("CREATE TABLE IF NOT EXISTS stall_rows (n INTEGER)")
-            conn2.execute("INSERT INTO stall_rows WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL "
-                          "SELECT n + 1 FROM c WHERE n < 3000) SELECT n FROM c")
-            conn2.execute(f"CREATE TRIGGER stall BEFORE INSERT ON `{loc.table}` "
-                          f"WHEN NEW.conv_id = {row.conv_id} BEGIN "
-                          "SELECT count(*) FROM stall_rows a, stall_rows b, stall_rows c; END")
+            conn2.execute(
+                "INSERT INTO stall_rows WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL "
+                "SELECT n + 1 FROM c WHERE n < 3000) SELECT n FROM c"
+            )
+            conn2.execute(
+                f"CREATE TRIGGER stall BEFORE INSERT ON `{loc.table}` "
+                f"WHEN NEW.conv_id = {row.conv_id} BEGIN "
+                "SELECT count(*) FROM stall_rows a, stall_rows b, stall_rows c; END"
+            )
             yield
         finally:
             conn2.execute("DROP TRIGGER IF EXISTS stall")
@@ -123,11 +145,17 @@ class Faults:
         if self.store.kind == "mysql":
             table = self.store.locate("message", row.conv_id).table
             with self.store.locate("message", row.conv_id).db.connection() as conn:
-                wait_until(lambda: conn.query(
-                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                    "WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE %s",
-                    (f"%INSERT%INTO `{table}`%",))[0][0] == 1,
-                    what="the writer blocked on the row lock")
+                wait_until(
+                    lambda: (
+                        conn.query(
+                            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                            "WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE %s",
+                            (f"%INSERT%INTO `{table}`%",),
+                        )[0][0]
+                        == 1
+                    ),
+                    what="the writer blocked on the row lock",
+                )
 
     def kill(self, writer: BatchWriter, futures: list[Any]) -> None:
         """Kill the stalled flush (KILL CONNECTION / interrupt) and wait for its futures."""

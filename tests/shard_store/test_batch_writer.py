@@ -23,8 +23,9 @@ from tests.shard_store.conftest import Faults, msg, stored_messages
 from tests.support import wait_until
 
 
-def dedup_workload(n: int, dup_share: float, convs: int, seed: int) -> tuple[
-        list[MessageRow], dict[int, MessageRow]]:
+def dedup_workload(
+    n: int, dup_share: float, convs: int, seed: int
+) -> tuple[list[MessageRow], dict[int, MessageRow]]:
     """`n` rows in submission order; dup_share of them repeat an earlier row's unique key with a
     new seq and msg_id (a retry that reached the writer twice). Returns rows and, for each
     duplicate's index, the original row it must resolve to."""
@@ -84,8 +85,9 @@ def test_seq_clash_fails_that_row_only(store: Store) -> None:
         assert (err.value.conv_id, err.value.seq) == (11, 1)
         # In one flush: a clash, a duplicate and plain rows side by side.
         c, e, f = msg(11, 2, "c"), msg(11, 3, "e"), msg(11, 4, "f")
-        futs = writer.submit_many([c, msg(11, 2, "d", msg_id=98), e, f,
-                                   f._replace(seq=5, msg_id=97)])
+        futs = writer.submit_many(
+            [c, msg(11, 2, "d", msg_id=98), e, f, f._replace(seq=5, msg_id=97)]
+        )
         assert futs[0].result(10) == c
         with pytest.raises(SeqClash):
             futs[1].result(10)
@@ -95,7 +97,8 @@ def test_seq_clash_fails_that_row_only(store: Store) -> None:
 
 @pytest.mark.timeout(60)
 def test_killed_flush_fails_all_its_rows_and_next_flush_succeeds(
-        store: Store, faults: Faults) -> None:
+    store: Store, faults: Faults
+) -> None:
     commits: list[float] = []
     writer = BatchWriter(store, max_rows=64, max_ms=5, on_commit=commits.append)
     try:
@@ -154,8 +157,7 @@ def test_idle_writer_flushes_at_once(store: Store) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_rows_batch_while_a_commit_runs_and_seal_at_max_rows(
-        store: Store, faults: Faults) -> None:
+def test_rows_batch_while_a_commit_runs_and_seal_at_max_rows(store: Store, faults: Faults) -> None:
     writer = BatchWriter(store, max_rows=10, max_ms=60_000)
     try:
         first = msg(3, 1)
@@ -178,16 +180,20 @@ def test_rows_batch_while_a_commit_runs_and_seal_at_max_rows(
         writer.close()
 
 
-@pytest.mark.parametrize("bad, error", [
-    (msg(1, 1)._replace(body="x" * 4001), ValueError),
-    (msg(1, 1)._replace(client_msg_id=""), ValueError),
-    (msg(1, 1)._replace(client_msg_id="x" * 65), ValueError),
-    (msg(1, 1)._replace(body="\ud800"), ValueError),
-    (msg(1, 1)._replace(seq="1"), TypeError),
-    ((1, 1, 1, 1, "a", 1, "b"), TypeError),
-])
-def test_invalid_rows_are_refused_before_queuing(store: Store, bad: MessageRow,
-                                                 error: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (msg(1, 1)._replace(body="x" * 4001), ValueError),
+        (msg(1, 1)._replace(client_msg_id=""), ValueError),
+        (msg(1, 1)._replace(client_msg_id="x" * 65), ValueError),
+        (msg(1, 1)._replace(body="\ud800"), ValueError),
+        (msg(1, 1)._replace(seq="1"), TypeError),
+        ((1, 1, 1, 1, "a", 1, "b"), TypeError),
+    ],
+)
+def test_invalid_rows_are_refused_before_queuing(
+    store: Store, bad: MessageRow, error: type[Exception]
+) -> None:
     with BatchWriter(store) as writer:
         with pytest.raises(error):
             writer.submit_many([msg(1, 1), bad])
@@ -214,8 +220,10 @@ class CountingSequencer:
         for row, table_no, fut in items:
             if row.conv_id not in self.next:
                 with db.connection() as conn:
-                    last = conn.query(f"SELECT MAX(seq) FROM `message_{table_no}` "
-                                      "WHERE conv_id = %s", (row.conv_id,))[0][0]
+                    last = conn.query(
+                        f"SELECT MAX(seq) FROM `message_{table_no}` WHERE conv_id = %s",
+                        (row.conv_id,),
+                    )[0][0]
                 self.next[row.conv_id] = int(last or 0) + 1
             out.append((row._replace(seq=self.next[row.conv_id]), table_no, fut))
             self.next[row.conv_id] += 1
@@ -245,7 +253,8 @@ class ThreadNoting(CountingSequencer):
 
 @pytest.mark.timeout(60)
 def test_an_idle_committer_builds_the_flush_itself_the_builder_while_it_commits(
-        store: Store, faults: Faults) -> None:
+    store: Store, faults: Faults
+) -> None:
     """A lone row crosses one thread hand-off, not two; rows behind a running commit are
     stamped and built by the builder meanwhile, in order."""
     seq = ThreadNoting()
@@ -257,8 +266,10 @@ def test_an_idle_committer_builds_the_flush_itself_the_builder_while_it_commits(
             head = writer.submit(unsequenced(1, "h"))
             faults.wait_stalled(writer, msg(1, 2))
             behind = writer.submit_many([unsequenced(1, f"b{i}") for i in range(10)])
-            wait_until(lambda: seq.threads[-1] == "soim-writer-build-0",
-                       what="the builder to stamp the rows behind")  # taken, then stamped
+            wait_until(
+                lambda: seq.threads[-1] == "soim-writer-build-0",
+                what="the builder to stamp the rows behind",
+            )  # taken, then stamped
             assert writer.backlog == 0 and not head.done()
             if store.kind == "sqlite":
                 faults.kill(writer, [head])  # a slow trigger cannot be waited out
@@ -274,7 +285,8 @@ def test_an_idle_committer_builds_the_flush_itself_the_builder_while_it_commits(
 
 @pytest.mark.timeout(60)
 def test_sequencing_writer_fails_what_was_stamped_behind_a_failed_flush(
-        store: Store, faults: Faults) -> None:
+    store: Store, faults: Faults
+) -> None:
     seq = CountingSequencer()
     writer = BatchWriter(store, max_rows=10, max_ms=60_000, sequencer=seq)
     try:
@@ -300,14 +312,19 @@ def test_sequencing_writer_fails_a_flush_on_a_key_conflict_as_a_whole(store: Sto
     seq = CountingSequencer()
     with BatchWriter(store, max_rows=64, max_ms=5, sequencer=seq) as writer:
         assert writer.submit(unsequenced(5, "a")).result(10).seq == 1
-        store.execute("message", 5, "INSERT INTO {t} (conv_id, seq, msg_id, sender, client_msg_id, "
-                      "ts, body) VALUES (5, 2, 99, 8, 'theirs', 0, 'x')")
+        store.execute(
+            "message",
+            5,
+            "INSERT INTO {t} (conv_id, seq, msg_id, sender, client_msg_id, "
+            "ts, body) VALUES (5, 2, 99, 8, 'theirs', 0, 'x')",
+        )
         futs = writer.submit_many([unsequenced(5, "b"), unsequenced(5, "c")])
         for fut in futs:
             with pytest.raises(FlushFailed):
                 fut.result(10)
         assert seq.forgotten == []  # forgotten just before the next batch is stamped
-        assert [f.result(10).seq for f in writer.submit_many([unsequenced(5, "b"),
-                                                              unsequenced(5, "c")])] == [3, 4]
+        assert [
+            f.result(10).seq for f in writer.submit_many([unsequenced(5, "b"), unsequenced(5, "c")])
+        ] == [3, 4]
         assert seq.forgotten == [{5}]
     assert sorted(r.seq for r in stored_messages(store)) == [1, 2, 3, 4]

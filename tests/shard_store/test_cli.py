@@ -12,9 +12,9 @@ from tests.shard_store.conftest import msg
 from tools import soimctl
 
 
-def test_shards_reports_version_and_counts(store: Store, db_url: str,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_shards_reports_version_and_counts(
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with BatchWriter(store) as writer:
         for f in writer.submit_many([msg(c, 1) for c in (1, 2, 9)]):
             f.result(10)
@@ -34,12 +34,11 @@ def test_shards_reports_version_and_counts(store: Store, db_url: str,
 
 
 @pytest.mark.timeout(90)
-def test_bench_store_prints_its_figures(backend: str, db_url: str,
-                                        monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_store_prints_its_figures(
+    backend: str, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SOIM_DB", db_url)  # an empty mysql:// database is used as it is
-    assert soimctl.main(["bench", "store", "--json", "--backend", backend,
-                         "--rows", "3000"]) == 0
+    assert soimctl.main(["bench", "store", "--json", "--backend", backend, "--rows", "3000"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["backend"] == backend and result["rows"] == 3000
     assert result["rows_per_s"] > 0 and result["ceiling_rows_per_s"] > 0

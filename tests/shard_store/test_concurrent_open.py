@@ -23,8 +23,7 @@ def _open(folder: str, results: mp.Queue) -> None:  # type: ignore[type-arg]
 def test_six_processes_open_one_fresh_sqlite_folder_at_once(tmp_path: Path) -> None:
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_open, args=(str(tmp_path / "data"), results))
-             for _ in range(6)]
+    procs = [ctx.Process(target=_open, args=(str(tmp_path / "data"), results)) for _ in range(6)]
     for proc in procs:
         proc.start()
     outcomes = [results.get(timeout=40) for _ in procs]

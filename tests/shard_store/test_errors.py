@@ -16,20 +16,23 @@ from tests.support import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("value", [
-    "postgres://u@h/db",
-    "mysql://",
-    "mysql://h:3306/db",
-    "mysql://u@h:99999/db",
-    "mysql://u@h:33a6/db",
-    "mysql://u@h/bad-name",
-    "mysql://u@h/",
-    "mysql://u@h/db?ssl=1",
-    "mysql://u@h/db,mysql://u@h:3306/db",
-    "mysql://u@h/db,sqlite:x",
-    "sqlite:",
-    "sqlite:a,sqlite:b",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgres://u@h/db",
+        "mysql://",
+        "mysql://h:3306/db",
+        "mysql://u@h:99999/db",
+        "mysql://u@h:33a6/db",
+        "mysql://u@h/bad-name",
+        "mysql://u@h/",
+        "mysql://u@h/db?ssl=1",
+        "mysql://u@h/db,mysql://u@h:3306/db",
+        "mysql://u@h/db,sqlite:x",
+        "sqlite:",
+        "sqlite:a,sqlite:b",
+    ],
+)
 def test_malformed_soim_db_names_the_variable(value: str) -> None:
     with pytest.raises(ConfigError) as err:
         Store.open(value)
@@ -40,7 +43,9 @@ def test_malformed_soim_db_names_the_variable(value: str) -> None:
 def test_url_list_is_parsed() -> None:
     specs = parse_db_urls("mysql://so%40im:p%3Aw@db1:3307/soim,mysql://root@db2/soim")
     assert [(s.user, s.password, s.host, s.port, s.database) for s in specs] == [
-        ("so@im", "p:w", "db1", 3307, "soim"), ("root", "", "db2", 3306, "soim")]
+        ("so@im", "p:w", "db1", 3307, "soim"),
+        ("root", "", "db2", 3306, "soim"),
+    ]
     assert specs[0].display == "mysql://so@im:***@db1:3307/soim"
     assert parse_db_urls("sqlite:var/data")[0].path == "var/data"
 
@@ -71,11 +76,20 @@ def test_unopenable_sqlite_folder_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("problem", ["down", "malformed"])
 def test_soimctl_prints_one_line_not_a_traceback(problem: str) -> None:
-    value = (f"mysql://root@127.0.0.1:{free_port()}/soim" if problem == "down"
-             else "mysql://root@127.0.0.1:3306/bad-name")
+    value = (
+        f"mysql://root@127.0.0.1:{free_port()}/soim"
+        if problem == "down"
+        else "mysql://root@127.0.0.1:3306/bad-name"
+    )
     env = {**os.environ, "SOIM_DB": value}
-    proc = subprocess.run([sys.executable, "-m", "tools.soimctl", "shards"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.soimctl", "shards"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("soimctl: SOIM_DB: "), proc.stderr

@@ -28,10 +28,17 @@ def _fill(store: Store) -> dict[str, int]:
     storage node writes them)."""
     ids = SegmentAllocator(store)
     try:
-        users = {name: account_rows.create(store, ids, name, f"Nick “{name}” ✓",
-                                           f"$argon2id$v=19$m=65536,t=3,p=4${name}",
-                                           T0 + i).user_id
-                 for i, name in enumerate(["alice", "bob", "carol", "dave", "émile", "zoë"])}
+        users = {
+            name: account_rows.create(
+                store,
+                ids,
+                name,
+                f"Nick “{name}” ✓",
+                f"$argon2id$v=19$m=65536,t=3,p=4${name}",
+                T0 + i,
+            ).user_id
+            for i, name in enumerate(["alice", "bob", "carol", "dave", "émile", "zoë"])
+        }
         account_rows.set_disabled(store, users["dave"], True)
         friend_rows.add(store, ids, users["alice"], users["bob"], T0)
         _, direct = friend_rows.add(store, ids, users["bob"], users["alice"], T0 + 1)
@@ -44,26 +51,53 @@ def _fill(store: Store) -> dict[str, int]:
         msg_ids = ids.next_ids("msg", 1300)
     finally:
         ids.close()
-    rows = [MessageRow(direct, s, msg_ids[s - 1], users["alice" if s % 2 else "bob"], f"m{s}",
-                       T0 + s, f"line {s}: \"quoted\" \\ tab\t😀") for s in range(1, 1201)]
-    rows += [MessageRow(group, s, msg_ids[1199 + s], users["bob"], f"g{s}", T0 + s, "hi group")
-             for s in range(1, 101)]
+    rows = [
+        MessageRow(
+            direct,
+            s,
+            msg_ids[s - 1],
+            users["alice" if s % 2 else "bob"],
+            f"m{s}",
+            T0 + s,
+            f'line {s}: "quoted" \\ tab\t😀',
+        )
+        for s in range(1, 1201)
+    ]
+    rows += [
+        MessageRow(group, s, msg_ids[1199 + s], users["bob"], f"g{s}", T0 + s, "hi group")
+        for s in range(1, 101)
+    ]
     with BatchWriter(store) as writer:
         for f in writer.submit_many(rows):
             f.result(30)
-    for conv, kind, last in ((direct, "direct", 1200), (group, "group", 100),
-                             (other, "group", 0)):
-        store.execute("conversation", conv, "INSERT INTO {t} (conv_id, kind, last_seq, created) "
-                      "VALUES (%s, %s, %s, %s)", (conv, kind, last, T0))
-    for user, conv, read in ((users["alice"], direct, 1200), (users["bob"], direct, 900),
-                             (users["bob"], group, 100)):
-        store.execute("cursor", user, "INSERT INTO {t} (user_id, conv_id, read_seq, "
-                      "delivered_seq) VALUES (%s, %s, %s, %s)", (user, conv, read, read))
+    for conv, kind, last in ((direct, "direct", 1200), (group, "group", 100), (other, "group", 0)):
+        store.execute(
+            "conversation",
+            conv,
+            "INSERT INTO {t} (conv_id, kind, last_seq, created) VALUES (%s, %s, %s, %s)",
+            (conv, kind, last, T0),
+        )
+    for user, conv, read in (
+        (users["alice"], direct, 1200),
+        (users["bob"], direct, 900),
+        (users["bob"], group, 100),
+    ):
+        store.execute(
+            "cursor",
+            user,
+            "INSERT INTO {t} (user_id, conv_id, read_seq, delivered_seq) VALUES (%s, %s, %s, %s)",
+            (user, conv, read, read),
+        )
     return users
 
 
-def _ctl(args: list[str], db: str, shards: int, monkeypatch: pytest.MonkeyPatch,
-         capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+def _ctl(
+    args: list[str],
+    db: str,
+    shards: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, dict[str, Any]]:
     monkeypatch.setenv("SOIM_DB", db)
     monkeypatch.setenv("SOIM_SHARDS", str(shards))
     status = soimctl.main([*args, "--json"])
@@ -76,18 +110,29 @@ def _files(folder: Path) -> dict[str, str]:
 
 @pytest.mark.mysql
 @pytest.mark.timeout(60)
-def test_round_trip_sqlite_mysql_sqlite(tmp_path: Path, mysql_db: str,
-                                        monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_round_trip_sqlite_mysql_sqlite(
+    tmp_path: Path,
+    mysql_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     first = f"sqlite:{tmp_path / 'first'}"
     with Store.open(first, 8) as store:
         users = _fill(store)
     status, out = _ctl(["export", str(tmp_path / "a")], first, 8, monkeypatch, capsys)
     assert status == 0 and out["source"] == "sqlite"
-    assert {k: out["tables"][k] for k in ("account", "friend", "group", "group_member",
-                                          "group_pass", "message", "cursor")} == {
-        "account": 6, "friend": 4, "group": 2, "group_member": 3, "group_pass": 2,
-        "message": 1300, "cursor": 3}
+    assert {
+        k: out["tables"][k]
+        for k in ("account", "friend", "group", "group_member", "group_pass", "message", "cursor")
+    } == {
+        "account": 6,
+        "friend": 4,
+        "group": 2,
+        "group_member": 3,
+        "group_pass": 2,
+        "message": 1300,
+        "cursor": 3,
+    }
     status, out = _ctl(["import", str(tmp_path / "a")], mysql_db, 8, monkeypatch, capsys)
     assert status == 0 and (out["source"], out["target"]) == ("sqlite", "mysql")
     assert _ctl(["export", str(tmp_path / "b")], mysql_db, 8, monkeypatch, capsys)[0] == 0
@@ -107,16 +152,19 @@ def test_round_trip_sqlite_mysql_sqlite(tmp_path: Path, mysql_db: str,
         ids = SegmentAllocator(store)
         try:  # new ids come after every imported one
             assert ids.next_id("user") > max(users.values())
-            assert ids.next_id("conv") > max(json.loads(line)["conv_id"]
-                                             for line in a["conversation.jsonl"].splitlines())
-            assert ids.next_id("msg") > max(json.loads(line)["msg_id"]
-                                            for line in a["message.jsonl"].splitlines())
+            assert ids.next_id("conv") > max(
+                json.loads(line)["conv_id"] for line in a["conversation.jsonl"].splitlines()
+            )
+            assert ids.next_id("msg") > max(
+                json.loads(line)["msg_id"] for line in a["message.jsonl"].splitlines()
+            )
         finally:
             ids.close()
 
 
-def test_refusals_are_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_are_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = f"sqlite:{tmp_path / 'db'}"
     with Store.open(db, 8) as store:
         ids = SegmentAllocator(store)
@@ -139,7 +187,6 @@ def test_refusals_are_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert holdings(store) == []  # every file is checked before the first row is loaded
 
 
-
 async def _pages(client: ClientSession, conv_id: int) -> list[tuple[int, int, int, str]]:
     """(seq, msg_id, sender, body) of the whole conversation, paged forward."""
     out: list[tuple[int, int, int, str]] = []
@@ -152,9 +199,13 @@ async def _pages(client: ClientSession, conv_id: int) -> list[tuple[int, int, in
 
 @pytest.mark.mysql
 @pytest.mark.timeout(90)
-def test_a_cluster_moves_from_sqlite_to_mariadb(tmp_path: Path, cluster_name: str,
-                                                 mysql_db: str, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_cluster_moves_from_sqlite_to_mariadb(
+    tmp_path: Path,
+    cluster_name: str,
+    mysql_db: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     old = f"sqlite:{tmp_path / 'old'}"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -172,8 +223,14 @@ def test_a_cluster_moves_from_sqlite_to_mariadb(tmp_path: Path, cluster_name: st
             group = (await alice.group_create("crew")).group.group_id
             await bob.group_join(group)
             await bob.send("hello crew", to_group=group)
-            return {"a": a, "b": b, "direct": direct, "group": group,
-                    "history": await _pages(bob, direct), "crew": await _pages(alice, group)}
+            return {
+                "a": a,
+                "b": b,
+                "direct": direct,
+                "group": group,
+                "history": await _pages(bob, direct),
+                "crew": await _pages(alice, group),
+            }
 
     async def after(was: dict[str, Any]) -> None:
         async with running_cluster(tmp_path / "b", cluster_name + "-b", mysql_db) as cluster:

@@ -38,7 +38,8 @@ def _thread_id(db: MySQLDatabase) -> int:
 
 
 def test_an_idle_connection_is_pinged_and_replaced_when_dead(
-        mysql_db: str, killer: pymysql.connections.Connection) -> None:
+    mysql_db: str, killer: pymysql.connections.Connection
+) -> None:
     db = MySQLDatabase(parse_db_urls(mysql_db)[0], 0, pool_size=1, idle_ping_s=0.0)
     try:
         first = _thread_id(db)
@@ -51,7 +52,8 @@ def test_an_idle_connection_is_pinged_and_replaced_when_dead(
 
 
 def test_a_recent_connection_is_lent_without_a_ping_and_a_loss_pings_the_rest(
-        mysql_db: str, killer: pymysql.connections.Connection) -> None:
+    mysql_db: str, killer: pymysql.connections.Connection
+) -> None:
     db = MySQLDatabase(parse_db_urls(mysql_db)[0], 0, pool_size=2, idle_ping_s=3600.0)
     try:
         a, b = db.connection(), db.connection()  # two pooled connections

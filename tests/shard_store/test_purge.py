@@ -32,12 +32,20 @@ def _fill(store: Store) -> None:
         for f in writer.submit_many(rows):
             f.result(30)
     for conv, last in ((BIG, 2510), (SMALL, 10)):
-        store.execute("conversation", conv, "INSERT INTO {t} (conv_id, kind, last_seq, created) "
-                      "VALUES (%s, 'direct', %s, 0)", (conv, last))
+        store.execute(
+            "conversation",
+            conv,
+            "INSERT INTO {t} (conv_id, kind, last_seq, created) VALUES (%s, 'direct', %s, 0)",
+            (conv, last),
+        )
 
 
-def _purge(args: list[str], db_url: str, monkeypatch: pytest.MonkeyPatch,
-           capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict]]:
+def _purge(
+    args: list[str],
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, list[dict]]:
     monkeypatch.setenv("SOIM_DB", db_url)
     monkeypatch.setenv("SOIM_SHARDS", "8")
     status = soimctl.main(["history", "purge", *args, "--json"])
@@ -46,36 +54,49 @@ def _purge(args: list[str], db_url: str, monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.timeout(60)
 def test_purge_deletes_old_messages_in_batches_and_keeps_seqs(
-        store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _fill(store)
     status, lines = _purge(["--before", "2024-01-01"], db_url, monkeypatch, capsys)
     assert status == 0
     *progress, final = lines
     assert final["deleted"] == 2505 and final["before"] == "2024-01-01T00:00:00+00:00"
     assert all(0 < p["deleted"] <= BATCH_ROWS for p in progress)
-    assert [p["deleted"] for p in progress if p["table"].startswith("message_3")] == [1000, 1000,
-                                                                                      500]
+    assert [p["deleted"] for p in progress if p["table"].startswith("message_3")] == [
+        1000,
+        1000,
+        500,
+    ]
     assert progress[-1]["total"] == 2505
     left = stored_messages(store)
     assert {(m.conv_id, m.seq) for m in left} == (
-        {(BIG, s) for s in range(2501, 2511)} | {(SMALL, s) for s in range(6, 11)})
-    last = {conv: store.query("conversation", conv, "SELECT last_seq FROM {t} WHERE conv_id = %s",
-                              (conv,))[0][0] for conv in (BIG, SMALL)}
+        {(BIG, s) for s in range(2501, 2511)} | {(SMALL, s) for s in range(6, 11)}
+    )
+    last = {
+        conv: store.query(
+            "conversation", conv, "SELECT last_seq FROM {t} WHERE conv_id = %s", (conv,)
+        )[0][0]
+        for conv in (BIG, SMALL)
+    }
     assert last == {BIG: 2510, SMALL: 10}  # seqs go on from where they were
     with BatchWriter(store) as writer:
         assert writer.submit(_row(BIG, 2511, NEW_MS + 2511)).result(10).seq == 2511
 
 
-def test_purge_one_conversation_and_errors(store: Store, db_url: str,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_purge_one_conversation_and_errors(
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _fill(store)
-    status, lines = _purge(["--before", "2024-01-01T02:00:00+02:00", "--conv", str(SMALL)],
-                           db_url, monkeypatch, capsys)
+    status, lines = _purge(
+        ["--before", "2024-01-01T02:00:00+02:00", "--conv", str(SMALL)], db_url, monkeypatch, capsys
+    )
     assert status == 0
-    assert lines[-1] == {"deleted": 5, "before": "2024-01-01T00:00:00+00:00",
-                         "before_ms": 1704067200000, "conv": SMALL}
+    assert lines[-1] == {
+        "deleted": 5,
+        "before": "2024-01-01T00:00:00+00:00",
+        "before_ms": 1704067200000,
+        "conv": SMALL,
+    }
     convs = [m.conv_id for m in stored_messages(store)]
     assert (convs.count(BIG), convs.count(SMALL)) == (2510, 5)
     status, lines = _purge(["--before", "last tuesday"], db_url, monkeypatch, capsys)

@@ -20,8 +20,11 @@ from shard_store.shards import ShardMap
 ALPHABET = "abcAB_%é中z"
 
 
-@given(key=st.integers(min_value=0, max_value=2**63 - 1), n=st.sampled_from([1, 2, 8, 64]),
-       dbs=st.integers(min_value=1, max_value=3))
+@given(
+    key=st.integers(min_value=0, max_value=2**63 - 1),
+    n=st.sampled_from([1, 2, 8, 64]),
+    dbs=st.integers(min_value=1, max_value=3),
+)
 def test_int_routing_is_stable_and_in_range(key: int, n: int, dbs: int) -> None:
     a, b = ShardMap(n, dbs), ShardMap(n, dbs)
     shard = a.shard_of(key)
@@ -46,13 +49,20 @@ def test_routing_never_changes_between_releases() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(min_value=0, max_value=2**32), n=st.sampled_from([8, 16, 64]),
-       dbs=st.integers(min_value=1, max_value=3), strings=st.booleans())
+@given(
+    seed=st.integers(min_value=0, max_value=2**32),
+    n=st.sampled_from([8, 16, 64]),
+    dbs=st.integers(min_value=1, max_value=3),
+    strings=st.booleans(),
+)
 def test_routing_spreads_keys_evenly(seed: int, n: int, dbs: int, strings: bool) -> None:
     rnd = random.Random(seed)
     m = ShardMap(n, dbs)
-    keys: list[int | str] = ([f"user{rnd.getrandbits(40)}" for _ in range(m.total * 400)]
-                             if strings else [rnd.getrandbits(63) for _ in range(m.total * 400)])
+    keys: list[int | str] = (
+        [f"user{rnd.getrandbits(40)}" for _ in range(m.total * 400)]
+        if strings
+        else [rnd.getrandbits(63) for _ in range(m.total * 400)]
+    )
     counts = Counter(m.index_of(k) for k in keys)
     assert len(counts) == m.total
     assert max(counts.values()) < 400 * 1.3 and min(counts.values()) > 400 * 0.7
@@ -82,35 +92,57 @@ def accounts(store: Store) -> Iterator[tuple[Store, list[str]]]:
         for stmt in home.create_table_sql("account_ref", ACCOUNT.columns, ACCOUNT.primary, (), ()):
             conn.execute(stmt)
         rows = [(name, i, "h", 0) for i, name in enumerate(names)]
-        for sql, params in home.insert_statements("account_ref", ("account", "user_id",
-                                                  "pw_hash", "created"), "sis" + "i", rows):
+        for sql, params in home.insert_statements(
+            "account_ref", ("account", "user_id", "pw_hash", "created"), "sis" + "i", rows
+        ):
             conn.execute(sql, params)
     for i, name in enumerate(names):
-        store.execute("account", name, "INSERT INTO {t} (account, user_id, pw_hash, created) "
-                      "VALUES (%s, %s, 'h', 0)", (name, i))
+        store.execute(
+            "account",
+            name,
+            "INSERT INTO {t} (account, user_id, pw_hash, created) VALUES (%s, %s, 'h', 0)",
+            (name, i),
+        )
     yield store, names
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(prefix=st.text(ALPHABET, max_size=3), limit=st.integers(min_value=1, max_value=60))
-def test_scatter_gather_equals_one_table(accounts: tuple[Store, list[str]], prefix: str,
-                                         limit: int) -> None:
+def test_scatter_gather_equals_one_table(
+    accounts: tuple[Store, list[str]], prefix: str, limit: int
+) -> None:
     store, names = accounts
-    got = store.scatter("account", "SELECT account, user_id FROM {t} "
-                        "WHERE account >= %s AND account < %s", prefix_range(prefix),
-                        order_by="account", key=lambda r: r[0], limit=limit)
+    got = store.scatter(
+        "account",
+        "SELECT account, user_id FROM {t} WHERE account >= %s AND account < %s",
+        prefix_range(prefix),
+        order_by="account",
+        key=lambda r: r[0],
+        limit=limit,
+    )
     with store.home.connection() as conn:
-        one = conn.query("SELECT account, user_id FROM account_ref WHERE account >= %s AND "
-                         "account < %s ORDER BY account LIMIT %s", (*prefix_range(prefix), limit))
+        one = conn.query(
+            "SELECT account, user_id FROM account_ref WHERE account >= %s AND "
+            "account < %s ORDER BY account LIMIT %s",
+            (*prefix_range(prefix), limit),
+        )
     assert got == [tuple(r) for r in one]
     assert [r[0] for r in got] == [n for n in names if n.startswith(prefix)][:limit]
 
 
 def test_scatter_gather_descending(accounts: tuple[Store, list[str]]) -> None:
     store, names = accounts
-    got = store.scatter("account", "SELECT account FROM {t}", (), order_by="account",
-                        key=lambda r: r[0], limit=25, reverse=True)
+    got = store.scatter(
+        "account",
+        "SELECT account FROM {t}",
+        (),
+        order_by="account",
+        key=lambda r: r[0],
+        limit=25,
+        reverse=True,
+    )
     assert [r[0] for r in got] == sorted(names, reverse=True)[:25]
 
 
@@ -120,15 +152,28 @@ def test_keys_spread_over_two_databases(mysql_dbs: list[str]) -> None:
     with Store.open(url, 4) as store:
         assert store.shard_map.total == 8
         for uid in range(1, 41):
-            store.execute("user", uid, "INSERT INTO {t} (user_id, account, created) "
-                          "VALUES (%s, %s, 0)", (uid, f"u{uid}"))
+            store.execute(
+                "user",
+                uid,
+                "INSERT INTO {t} (user_id, account, created) VALUES (%s, %s, 0)",
+                (uid, f"u{uid}"),
+            )
         for db in store.databases:
             with db.connection() as conn:
-                held = sorted(r[0] for s in store.shard_map.shards(db.index)
-                              for r in conn.query(f"SELECT user_id FROM `{s.table('user')}`"))
+                held = sorted(
+                    r[0]
+                    for s in store.shard_map.shards(db.index)
+                    for r in conn.query(f"SELECT user_id FROM `{s.table('user')}`")
+                )
             assert held == [u for u in range(1, 41) if u % 8 % 2 == db.index]
-        got = store.scatter("user", "SELECT user_id FROM {t} WHERE user_id > %s", (10,),
-                            order_by="user_id", key=lambda r: r[0], limit=7)
+        got = store.scatter(
+            "user",
+            "SELECT user_id FROM {t} WHERE user_id > %s",
+            (10,),
+            order_by="user_id",
+            key=lambda r: r[0],
+            limit=7,
+        )
         assert [r[0] for r in got] == list(range(11, 18))
     with pytest.raises(ConfigError) as err:
         Store.open(",".join(reversed(mysql_dbs)), 4)

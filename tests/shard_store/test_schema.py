@@ -38,23 +38,28 @@ def test_older_database_is_migrated(db_url: str) -> None:
         assert old.schema_versions() == [1]
         with old.home.connection() as conn:
             assert not any(t.startswith("message_") for t in old.home.table_names(conn))
-        old.execute("account", "ann", "INSERT INTO {t} (account, user_id, pw_hash, created) "
-                    "VALUES ('ann', 1, 'h', 0)")
+        old.execute(
+            "account",
+            "ann",
+            "INSERT INTO {t} (account, user_id, pw_hash, created) VALUES ('ann', 1, 'h', 0)",
+        )
     with Store.open(db_url, 8) as new:
         assert new.schema_versions() == [LATEST]
         with new.home.connection() as conn:
-            assert [r[0] for r in conn.query("SELECT version FROM schema_version "
-                                             "ORDER BY version")] == [
-                m.version for m in MIGRATIONS]
-        assert new.query("account", "ann", "SELECT user_id FROM {t} WHERE account = %s",
-                         ("ann",)) == [(1,)]
+            assert [
+                r[0] for r in conn.query("SELECT version FROM schema_version ORDER BY version")
+            ] == [m.version for m in MIGRATIONS]
+        assert new.query(
+            "account", "ann", "SELECT user_id FROM {t} WHERE account = %s", ("ann",)
+        ) == [(1,)]
         assert new.query("message", 5, "SELECT COUNT(*) FROM {t}") == [(0,)]
 
 
 def test_newer_schema_is_refused(store: Store, db_url: str) -> None:
     with store.home.connection() as conn:
-        conn.execute("INSERT INTO schema_version (version, description, applied) "
-                     "VALUES (99, 'future', 0)")
+        conn.execute(
+            "INSERT INTO schema_version (version, description, applied) VALUES (99, 'future', 0)"
+        )
         assert schema_version(conn) == 99
     with pytest.raises(StoreError, match="newer than this so-im"):
         Store.open(db_url, 8)
@@ -71,14 +76,21 @@ def test_messages_of_v5_gain_kind_ref_seq_and_mentions(db_url: str) -> None:
     keep their kind, the seq they refer to and their mentions; migrating again changes
     nothing."""
     with Store.open(db_url, 8, target_version=5) as old:
-        old.execute("message", 5, "INSERT INTO {t} (conv_id, seq, msg_id, sender, "
-                    "client_msg_id, ts, body) VALUES (5, 1, 51, 7, 'a', 0, 'before')")
+        old.execute(
+            "message",
+            5,
+            "INSERT INTO {t} (conv_id, seq, msg_id, sender, "
+            "client_msg_id, ts, body) VALUES (5, 1, 51, 7, 'a', 0, 'before')",
+        )
     with Store.open(db_url, 8) as new:
         assert new.schema_versions() == [LATEST]
         with BatchWriter(new) as writer:
             writer.submit(MessageRow(5, 2, 52, 7, "b", 1, "after", KIND_EDIT, 1, "7,8")).result(10)
-        assert new.query("message", 5, "SELECT seq, kind, ref_seq, mentions FROM {t} "
-                         "WHERE conv_id = 5 ORDER BY seq") == [(1, 0, 0, ""), (2, 1, 1, "7,8")]
+        assert new.query(
+            "message",
+            5,
+            "SELECT seq, kind, ref_seq, mentions FROM {t} WHERE conv_id = 5 ORDER BY seq",
+        ) == [(1, 0, 0, ""), (2, 1, 1, "7,8")]
         with new.home.connection() as conn:
             migrate(new.home, 8, 1)
             assert schema_version(conn) == LATEST

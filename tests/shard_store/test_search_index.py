@@ -10,15 +10,26 @@ from shard_store.search_index import Scope, search, words_of
 from tests.shard_store.conftest import msg
 
 CONV = 11
-BODIES = ["Hello World", "the cat is on a mat", "hello again, world!", "Go north",
-          "worldwide news", "nothing here"]
+BODIES = [
+    "Hello World",
+    "the cat is on a mat",
+    "hello again, world!",
+    "Go north",
+    "worldwide news",
+    "nothing here",
+]
 
 
 def _store_v4(store: Store, rows: list[MessageRow]) -> None:
     """Rows as a schema v4 store holds them (no kind, ref_seq, mentions)."""
     for r in rows:
-        store.execute("message", r.conv_id, "INSERT INTO {t} (conv_id, seq, msg_id, sender, "
-                      "client_msg_id, ts, body) VALUES (%s, %s, %s, %s, %s, %s, %s)", r[:7])
+        store.execute(
+            "message",
+            r.conv_id,
+            "INSERT INTO {t} (conv_id, seq, msg_id, sender, "
+            "client_msg_id, ts, body) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            r[:7],
+        )
 
 
 def _store(store: Store, rows: list[MessageRow]) -> None:
@@ -27,12 +38,24 @@ def _store(store: Store, rows: list[MessageRow]) -> None:
             f.result(30)
 
 
-def _find(store: Store, query: str, scopes: list[Scope] | None = None,
-          before: tuple[int, int] | None = None, limit: int = 50) -> list[int]:
+def _find(
+    store: Store,
+    query: str,
+    scopes: list[Scope] | None = None,
+    before: tuple[int, int] | None = None,
+    limit: int = 50,
+) -> list[int]:
     loc = store.locate("message", CONV)
     with loc.db.connection() as conn:
-        rows = search(conn, loc.table, MessageRow._fields, words_of(query),
-                      scopes or [Scope(CONV)], before, limit)
+        rows = search(
+            conn,
+            loc.table,
+            MessageRow._fields,
+            words_of(query),
+            scopes or [Scope(CONV)],
+            before,
+            limit,
+        )
     return [MessageRow(*r).seq for r in rows]
 
 

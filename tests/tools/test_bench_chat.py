@@ -14,21 +14,51 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-LOGIN_KEYS = {"logins_per_s", "kdf_per_s", "login_ratio", "resumes_per_s", "lookups_per_s",
-              "gateway_rss_mb_per_1000", "scrypt"}
-CHAT_KEYS = {"delivered_per_s", "p50_ms", "p95_ms", "p99_ms", "lost", "duplicated",
-             "ceiling_per_s", "commit_p50_ms", "commit_p99_ms", "warmup_p50_ms", "warmup_p99_ms",
-             "pattern", "rates", "unthrottled", "cpu_us_per_msg", "node_memory_mb",
-             "delivered_pairs_per_s", "sent_pairs_per_s", "sent_group_per_s", "sent_per_ceiling"}
+LOGIN_KEYS = {
+    "logins_per_s",
+    "kdf_per_s",
+    "login_ratio",
+    "resumes_per_s",
+    "lookups_per_s",
+    "gateway_rss_mb_per_1000",
+    "scrypt",
+}
+CHAT_KEYS = {
+    "delivered_per_s",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "lost",
+    "duplicated",
+    "ceiling_per_s",
+    "commit_p50_ms",
+    "commit_p99_ms",
+    "warmup_p50_ms",
+    "warmup_p99_ms",
+    "pattern",
+    "rates",
+    "unthrottled",
+    "cpu_us_per_msg",
+    "node_memory_mb",
+    "delivered_pairs_per_s",
+    "sent_pairs_per_s",
+    "sent_group_per_s",
+    "sent_per_ceiling",
+}
 
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     """Run `soimctl bench chat --spawn --json ARGS` on SQLite; its JSON."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOIM_")}
     env.update(SOIM_DB=f"sqlite:{tmp_path / 'unused'}", TMPDIR=str(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "tools.soimctl", "bench", "chat", "--spawn",
-                           "--json", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=100)
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.soimctl", "bench", "chat", "--spawn", "--json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert not list(tmp_path.glob("soim-local-*")), "the throwaway cluster's folder is left"
     return json.loads(done.stdout)
@@ -44,8 +74,7 @@ def test_logins(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_chat(tmp_path: Path) -> None:
-    result = bench(tmp_path, "--clients", "4", "--rate", "20", "--duration", "1",
-                   "--warmup", "0.5")
+    result = bench(tmp_path, "--clients", "4", "--rate", "20", "--duration", "1", "--warmup", "0.5")
     assert result.keys() >= CHAT_KEYS and result["warmup_s"] == 0.5
     assert result["warmup_p99_ms"] is not None and result["p99_ms"] is not None
     assert result["acked"] > 0 and result["store"]["rows"] >= result["acked"]
@@ -60,9 +89,23 @@ def test_chat(tmp_path: Path) -> None:
 def test_chat_in_groups_at_two_rates(tmp_path: Path) -> None:
     """--pattern group: every message goes to the sender's group (here 3 members, the last
     group 3 as well), each of two timed phases has figures of its own, 1:1 figures are empty."""
-    result = bench(tmp_path, "--clients", "6", "--pattern", "group", "--group-size", "3",
-                   "--rates", "20,40", "--duration", "1", "--warmup", "0.5",
-                   "--session-rate", "100")
+    result = bench(
+        tmp_path,
+        "--clients",
+        "6",
+        "--pattern",
+        "group",
+        "--group-size",
+        "3",
+        "--rates",
+        "20,40",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--session-rate",
+        "100",
+    )
     assert result["pattern"] == "group" and result["groups"] == 2
     assert list(result["rates"]) == ["20", "40"] and result["rate"] == 20
     for phase in [*result["rates"].values(), result["unthrottled"]]:

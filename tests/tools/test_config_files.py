@@ -25,8 +25,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(cwd: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_soimctl_reads_dot_env_and_the_environment_wins(tmp_path: Path) -> None:
@@ -47,16 +48,18 @@ def test_soimctl_reads_dot_env_and_the_environment_wins(tmp_path: Path) -> None:
     shards = _run(ROOT, _env(SOIM_ENV_FILE=str(other)), "-m", "tools.soimctl", "shards", "--json")
     assert json.loads(shards.stdout)["databases"][0]["db"] == f"sqlite:{tmp_path / 'named'}"
 
-    missing = _run(tmp_path, _env(SOIM_ENV_FILE=str(tmp_path / "nope.env")),
-                   "-m", "tools.soimctl", "shards")
+    missing = _run(
+        tmp_path, _env(SOIM_ENV_FILE=str(tmp_path / "nope.env")), "-m", "tools.soimctl", "shards"
+    )
     assert missing.returncode == 2
     assert missing.stderr.startswith("soimctl: SOIM_ENV_FILE: cannot read"), missing.stderr
 
 
-@pytest.mark.parametrize("argv", [["-m", "tools.soimctl", "shards"],
-                                  ["-m", "tui.main", "--plain"],
-                                  ["-m", "nodes.directory"]],
-                         ids=["soimctl", "soim", "node"])
+@pytest.mark.parametrize(
+    "argv",
+    [["-m", "tools.soimctl", "shards"], ["-m", "tui.main", "--plain"], ["-m", "nodes.directory"]],
+    ids=["soimctl", "soim", "node"],
+)
 def test_every_entry_point_reads_the_same_file(tmp_path: Path, argv: list[str]) -> None:
     """A bad value in .env stops each of them with the same one line naming the variable."""
     (tmp_path / ".env").write_text("SOIM_SHARDS=3\n")
@@ -67,9 +70,13 @@ def test_every_entry_point_reads_the_same_file(tmp_path: Path, argv: list[str]) 
 
 def test_soimctl_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     """`soimctl shards | head -2`: the reader has gone before soimctl writes."""
-    proc = subprocess.Popen([sys.executable, "-m", "tools.soimctl", "shards"], cwd=ROOT,
-                            env=_env(SOIM_DB=f"sqlite:{tmp_path / 'db'}"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.soimctl", "shards"],
+        cwd=ROOT,
+        env=_env(SOIM_DB=f"sqlite:{tmp_path / 'db'}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
     err = proc.stderr.read().decode()
@@ -83,11 +90,18 @@ def test_keep_running_restarts_with_backoff_and_stops_on_sigterm(tmp_path: Path)
     log = open(tmp_path / "keep_running.log", "wb")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.keep_running", "sh", "-c", f"echo run >> {runs}; exit 3"],
-        cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         started = time.monotonic()
-        wait_until(lambda: runs.exists() and len(runs.read_text().split()) >= 3, timeout=10,
-                   what="a third start")
+        wait_until(
+            lambda: runs.exists() and len(runs.read_text().split()) >= 3,
+            timeout=10,
+            what="a third start",
+        )
         elapsed = time.monotonic() - started
         assert 1 + 2 <= elapsed < 1 + 2 + 2, elapsed  # waited 1 s, then 2 s
         proc.send_signal(signal.SIGTERM)  # in its 4 s backoff now

@@ -23,16 +23,28 @@ Expected = str | re.Pattern[str]
 class LineClient:
     """One `soim --plain` process with a pipe for stdin and stdout."""
 
-    def __init__(self, args: list[str], log_dir: Path, name: str,
-                 prefix: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log_dir: Path,
+        name: str,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         """`soim --plain ARGS`, run under `prefix` (e.g. `ip netns exec NS`) with `env` added
         to the test's environment."""
         self.err_path = log_dir / f"{name}.err"
         self._err = open(self.err_path, "wb")  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen([*prefix, *SOIM, "--plain", *args], cwd=ROOT,
-                                     env={**os.environ, **(env or {})}, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._err, text=True,
-                                     bufsize=1)
+        self.proc = subprocess.Popen(
+            [*prefix, *SOIM, "--plain", *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            bufsize=1,
+        )
         self.lines: list[str] = []
         self.read = 0  # lines already checked
         self._lock = threading.Lock()
@@ -50,9 +62,9 @@ class LineClient:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
 
-    async def expect(self, expected: list[Expected],
-                     timeout: float = 10.0) -> list[re.Match[str]]:
+    async def expect(self, expected: list[Expected], timeout: float = 10.0) -> list[re.Match[str]]:
         """The next len(expected) lines, each equal to (or fully matching) its expectation."""
+
         def ready() -> bool:
             with self._lock:
                 return len(self.lines) >= self.read + len(expected)
@@ -60,10 +72,11 @@ class LineClient:
         try:
             await async_wait_until(ready, timeout=timeout, what=f"{len(expected)} lines")
         except AssertionError:
-            raise AssertionError(f"wanted {expected}, got {self.lines[self.read:]}; "
-                                 f"stderr: {self.stderr()}") from None
+            raise AssertionError(
+                f"wanted {expected}, got {self.lines[self.read :]}; stderr: {self.stderr()}"
+            ) from None
         with self._lock:
-            got = self.lines[self.read:self.read + len(expected)]
+            got = self.lines[self.read : self.read + len(expected)]
         matches = []
         for line, want in zip(got, expected, strict=True):
             pattern = want if isinstance(want, re.Pattern) else re.compile(re.escape(want))
@@ -73,8 +86,9 @@ class LineClient:
         self.read += len(expected)
         return matches
 
-    async def run(self, command: str, expected: list[Expected],
-                  timeout: float = 10.0) -> list[re.Match[str]]:
+    async def run(
+        self, command: str, expected: list[Expected], timeout: float = 10.0
+    ) -> list[re.Match[str]]:
         """Send `command`; its output is `expected`."""
         self.send(command)
         return await self.expect(expected, timeout)

@@ -33,17 +33,37 @@ class Tmux:
         self.log_dir = log_dir
 
     def tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True,
-                              text=True, timeout=10, check=True)
+        done = subprocess.run(
+            ["tmux", "-S", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return done.stdout
 
     def start(self, name: str, args: list[str], width: int = 120, height: int = 40) -> None:
         """Run `soim ARGS` in a new session `name`, its stderr to NAME.err."""
         err = self.log_dir / f"{name}.err"
-        command = f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(SOIM + args)} " \
-                  f"2>{shlex.quote(str(err))}"
-        self.tmux("new-session", "-d", "-s", name, "-x", str(width), "-y", str(height),
-                  "-e", "LANG=C.UTF-8", "-e", f"PATH={os.environ['PATH']}", command)
+        command = (
+            f"cd {shlex.quote(str(ROOT))} && exec {shlex.join(SOIM + args)} "
+            f"2>{shlex.quote(str(err))}"
+        )
+        self.tmux(
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            "-e",
+            "LANG=C.UTF-8",
+            "-e",
+            f"PATH={os.environ['PATH']}",
+            command,
+        )
         self.tmux("set-option", "-t", name, "remain-on-exit", "on")
 
     def type(self, name: str, text: str, enter: bool = True) -> None:
@@ -69,11 +89,16 @@ class Tmux:
         """The first match of `pattern` (multiline) on the screen, once it shows."""
         regex = re.compile(pattern, re.MULTILINE)
         try:
-            return await async_wait_until(lambda: regex.search(self.screen(name)),
-                                          timeout=timeout, what=f"{pattern!r} on {name}")
+            return await async_wait_until(
+                lambda: regex.search(self.screen(name)),
+                timeout=timeout,
+                what=f"{pattern!r} on {name}",
+            )
         except AssertionError:
-            raise AssertionError(f"{pattern!r} never showed on {name}; the screen:\n"
-                                 f"{self.screen(name)}\nstderr:\n{self.stderr(name)}") from None
+            raise AssertionError(
+                f"{pattern!r} never showed on {name}; the screen:\n"
+                f"{self.screen(name)}\nstderr:\n{self.stderr(name)}"
+            ) from None
 
     async def register(self, name: str, nickname: str, password: str) -> int:
         """Register account `name` by typing /register in window `name`; the uid it shows."""
@@ -88,10 +113,13 @@ class Tmux:
 
         def drawn() -> bool:
             lines = self.screen(name).rstrip("\n").split("\n")
-            return (len(lines) == height and lines[0].startswith(" so-im │")
-                    and lines[-1].startswith(">")
-                    and all(len(line) > side and line[side] == "│" for line in lines[1:-2])
-                    and all(len(line) <= width for line in lines))
+            return (
+                len(lines) == height
+                and lines[0].startswith(" so-im │")
+                and lines[-1].startswith(">")
+                and all(len(line) > side and line[side] == "│" for line in lines[1:-2])
+                and all(len(line) <= width for line in lines)
+            )
 
         await async_wait_until(drawn, timeout=10, what=f"a {width}x{height} layout of {name}")
 
@@ -101,6 +129,7 @@ class Tmux:
 
     def close(self) -> None:
         """Kill the server and every client in it; remove the socket."""
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True,
-                       timeout=10, check=False)
+        subprocess.run(
+            ["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=10, check=False
+        )
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -44,13 +44,18 @@ class Setup:
     async def start(self) -> None:
         c = self.cluster
         self.gateways = [c.start("gateway", SOIM_GATEWAY_PORT=str(p))[0] for p in self.ports]
-        nodes = (c.start("directory") + c.start("router", 2) + c.start("storage")
-                 + self.gateways)
+        nodes = c.start("directory") + c.start("router", 2) + c.start("storage") + self.gateways
         await c.wait_alive(nodes)
 
     def args(self, gateway: int) -> list[str]:
-        return ["--server", f"tcp://127.0.0.1:{self.ports[gateway]}", "--server-key", self.key,
-                "--device", "tui"]
+        return [
+            "--server",
+            f"tcp://127.0.0.1:{self.ports[gateway]}",
+            "--server-key",
+            self.key,
+            "--device",
+            "tui",
+        ]
 
     async def restart_gateway(self, gateway: int) -> None:
         """kill -9 the gateway, and start a new one on the same port."""
@@ -62,8 +67,9 @@ class Setup:
 
 
 @pytest.mark.timeout(150)
-def test_chat_marks_groups_unread_resize_and_gateway_restart(tmp_path: Path,
-                                                             cluster_name: str) -> None:
+def test_chat_marks_groups_unread_resize_and_gateway_restart(
+    tmp_path: Path, cluster_name: str
+) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             setup = Setup(cluster)
@@ -169,8 +175,9 @@ async def scenario(setup: Setup, tmux: Tmux) -> None:
     tmux.type("bob", "are you back?")
     await tmux.wait("bob", r"│\d\d:\d\d bob: are you back\? +✓")
     # back on its gateway, or failed over to the other one (a --server client knows of both)
-    await tmux.wait("alice", rf"^reconnected to 127\.0\.0\.1:({setup.ports[0]}|{setup.ports[1]})",
-                    timeout=30)
+    await tmux.wait(
+        "alice", rf"^reconnected to 127\.0\.0\.1:({setup.ports[0]}|{setup.ports[1]})", timeout=30
+    )
     await tmux.wait("alice", r"│\d\d:\d\d bob: are you back\?$")
     tmux.type("alice", "yes, back")
     await tmux.wait("bob", r"│\d\d:\d\d alice: yes, back$")
@@ -178,12 +185,10 @@ async def scenario(setup: Setup, tmux: Tmux) -> None:
     await tmux.wait("bob", r"│\d\d:\d\d bob: are you back\? +✓✓ read$")
 
     # the whole conversation, once each, in order, on both screens
-    expected = [r"alice: hello bob", r"bob: hi alice", r"bob: are you back\?",
-                r"alice: yes, back"]
+    expected = [r"alice: hello bob", r"bob: hi alice", r"bob: are you back\?", r"alice: yes, back"]
     for name in ("alice", "bob"):
         rows = [r for r in pane(tmux.screen(name)) if re.match(r"\d\d:\d\d ", r)]
         assert len(rows) == len(expected), rows
         for row, want in zip(rows, expected, strict=True):
             assert re.match(rf"\d\d:\d\d {want}( |$)", row), rows
     assert not tmux.dead("alice") and not tmux.dead("bob")
-

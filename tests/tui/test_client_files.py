@@ -51,11 +51,16 @@ def test_one_client_claims_an_account(tmp_path: Path) -> None:
 def test_config_file(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     assert load(path) == ClientConfig()  # no file: nothing set
-    path.write_text('[client]\ndevice = "laptop"\nremember = false\n[notify]\nbell = false\n'
-                    '[colours]\nown = "cyan"\n')
+    path.write_text(
+        '[client]\ndevice = "laptop"\nremember = false\n[notify]\nbell = false\n'
+        '[colours]\nown = "cyan"\n'
+    )
     loaded = load(path)
-    assert (loaded.device, loaded.remember, loaded.notify) == ("laptop", False,
-                                                                Notify(bell=False, title=True))
+    assert (loaded.device, loaded.remember, loaded.notify) == (
+        "laptop",
+        False,
+        Notify(bell=False, title=True),
+    )
     assert loaded.colours == {"own": "cyan"}
     for text, error in [
         ("[servers]\n", "unknown section [servers]"),

@@ -23,7 +23,9 @@ def test_names_in_the_grammar_help_and_refusals() -> None:
     assert parse("add -u 7").args["-u"] == "7"
     assert parse("help msg").args["COMMAND"] == "msg" and parse("help").args["COMMAND"] is None
     assert commands.help_of("/MSG")[:2] == [
-        "msg — send to a friend or a #group", "Usage: msg WHO TEXT..."]
+        "msg — send to a friend or a #group",
+        "Usage: msg WHO TEXT...",
+    ]
     with pytest.raises(CommandError, match=r"^unknown command: dance; help lists them$"):
         commands.help_of("dance")
     with pytest.raises(CommandError, match=r"^usage: msg WHO TEXT\.\.\.$"):
@@ -33,9 +35,11 @@ def test_names_in_the_grammar_help_and_refusals() -> None:
     assert (bob == Target(2), str(bob), bob.label, Target(2).label) == (True, "2", "bob", "2")
     assert commands.refusal(pb.NOT_FRIEND, bob) == "Not your friend yet: bob (add bob first)"
     assert commands.refusal(pb.NOT_FOUND, devs) == "No such group: #devs"
-    for code, text in ((pb.NOT_FOUND, "No such user or group"),
-                       (pb.SELF_MESSAGE, "You cannot message yourself"),
-                       (pb.NOT_FRIEND, "Not your friend yet")):
+    for code, text in (
+        (pb.NOT_FOUND, "No such user or group"),
+        (pb.SELF_MESSAGE, "You cannot message yourself"),
+        (pb.NOT_FRIEND, "Not your friend yet"),
+    ):
         assert commands.humanise(RpcError(code)) == text
     assert commands.humanise(RpcError(pb.NOT_FOUND, "no such user: zed")) == "No such user: zed"
 
@@ -49,10 +53,15 @@ def tab(completer: Completer, line: str) -> tuple[str, list[str]]:
 @pytest.mark.timeout(10)
 def test_tab_completes_commands_accounts_and_groups() -> None:
     names = Names()
-    names.saw_friends([client_pb2.Friend(user_id=2, account="bob"),
-                       client_pb2.Friend(user_id=4, account="bobby")])
-    names.saw_groups([client_pb2.GroupInfo(group_id=3, name="rustaceans"),
-                      client_pb2.GroupInfo(group_id=5, name="my team")])
+    names.saw_friends(
+        [client_pb2.Friend(user_id=2, account="bob"), client_pb2.Friend(user_id=4, account="bobby")]
+    )
+    names.saw_groups(
+        [
+            client_pb2.GroupInfo(group_id=3, name="rustaceans"),
+            client_pb2.GroupInfo(group_id=5, name="my team"),
+        ]
+    )
     names.saw_table(Table(("uid", "account", "nickname"), [("6", "carol", "Carol")]))
     completer = Completer(names, commands.USAGES)
 

@@ -43,18 +43,25 @@ class Gateway:
 
 @pytest.mark.timeout(120)
 def test_no_flood_before_login_and_failover_with_pending_sends(
-        tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOIM_CLUSTER", cluster_name)  # what the clients discover
 
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router")
-                     + cluster.start("storage") + cluster.start("gateway", 3))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router")
+                + cluster.start("storage")
+                + cluster.start("gateway", 3)
+            )
             await cluster.wait_alive(nodes)
             by_id = {node.node_id: node for node in nodes}
             assert cluster.view is not None
-            gateways = [Gateway(by_id[peer.node_id], peer.info.endpoints["client"])
-                        for peer in cluster.view.membership.alive("gateway")]
+            gateways = [
+                Gateway(by_id[peer.node_id], peer.info.endpoints["client"])
+                for peer in cluster.view.membership.alive("gateway")
+            ]
             # the receivers, on the gateway that stays
             bob, erin = await cluster.client(2), await cluster.client(2)
             alice = LineClient(args(cluster, gateways[0]), tmp_path, "alice", env=cluster.env)
@@ -102,8 +109,9 @@ async def received(receiver: ClientSession, sender: int, count: int) -> list[str
     return got
 
 
-async def plain_failover(cluster: Cluster, gateways: list[Gateway], alice: LineClient,
-                         bob: ClientSession) -> None:
+async def plain_failover(
+    cluster: Cluster, gateways: list[Gateway], alice: LineClient, bob: ClientSession
+) -> None:
     [m] = await alice.run(f"register -u alice -p {PASSWORD}", [re.compile(r"uid=(\d+), .*")])
     a = int(m[1])
     b = (await bob.register("bob", PASSWORD)).user_id
@@ -116,8 +124,9 @@ async def plain_failover(cluster: Cluster, gateways: list[Gateway], alice: LineC
     gateways[0].node.kill()
     for n in range(KILL_AFTER, MESSAGES):  # typed at once, the first into the dead link
         alice.send(f"send -u {b} m{n:02}")
-    rest = await alice.expect([re.compile(r"\* .*|sent to .*")] * (MESSAGES - KILL_AFTER + 2),
-                              timeout=40)
+    rest = await alice.expect(
+        [re.compile(r"\* .*|sent to .*")] * (MESSAGES - KILL_AFTER + 2), timeout=40
+    )
     notices = [m[0] for m in rest if m[0].startswith("* ")]
     acks = [m[0] for m in rest if not m[0].startswith("* ")]
     assert notices[0] == "* connection lost; reconnecting", notices
@@ -129,8 +138,9 @@ async def plain_failover(cluster: Cluster, gateways: list[Gateway], alice: LineC
     assert conv.last_seq == MESSAGES
 
 
-async def screen_failover(cluster: Cluster, gateways: list[Gateway], tmux: Tmux,
-                          erin: ClientSession) -> None:
+async def screen_failover(
+    cluster: Cluster, gateways: list[Gateway], tmux: Tmux, erin: ClientSession
+) -> None:
     tmux.start("dave", [*args(cluster, gateways[1]), "--device", "tui"])
     d = await tmux.register("dave", "Dave", PASSWORD)
     e = (await erin.register("erin", PASSWORD)).user_id

@@ -30,10 +30,22 @@ def test_every_command_parses_and_bad_lines_say_why() -> None:
     assert parse('register -u alice -p "correct horse"').args["-p"] == "correct horse"
     assert parse("login -u bob -p 'two words'").args["-p"] == "two words"
     assert parse("send -u 2 don't worry").args["TEXT"] == ["don't", "worry"]
-    assert parse('send -u 2 see C:\\temp # now').args["TEXT"] == ["see", "C:\\temp", "#", "now"]
+    assert parse("send -u 2 see C:\\temp # now").args["TEXT"] == ["see", "C:\\temp", "#", "now"]
     assert parse('group create "rust aceans"').args["NAME"] == ["rust aceans"]
-    for line in ("users", "friends", "group", "me", "help", "exit", "search -u a", "add -u 3",
-                 "group search x", "group join 1", "group leave 1", "group users 2"):
+    for line in (
+        "users",
+        "friends",
+        "group",
+        "me",
+        "help",
+        "exit",
+        "search -u a",
+        "add -u 3",
+        "group search x",
+        "group join 1",
+        "group leave 1",
+        "group users 2",
+    ):
         assert parse(line).name == line.split()[0]
 
     with pytest.raises(CommandError, match=r"^unknown command: dance$"):
@@ -42,9 +54,17 @@ def test_every_command_parses_and_bad_lines_say_why() -> None:
         parse("send 5 hi")
     with pytest.raises(CommandError, match=r"^usage: users \[--all\]$"):
         parse("users everyone")
-    for line in ("users --all", "unfriend bob", "decline 3", "block bob", "unblock 3",
-                 "group kick 1 bob", "group owner 1 3", "passwd 'old one' new-secret",
-                 "delete-account -p secret --yes"):
+    for line in (
+        "users --all",
+        "unfriend bob",
+        "decline 3",
+        "block bob",
+        "unblock 3",
+        "group kick 1 bob",
+        "group owner 1 3",
+        "passwd 'old one' new-secret",
+        "delete-account -p secret --yes",
+    ):
         assert parse(line).name == line.split()[0]
     with pytest.raises(CommandError, match=r"^usage: passwd OLD_PASSWORD NEW_PASSWORD$"):
         parse("passwd only-one")
@@ -53,8 +73,10 @@ def test_every_command_parses_and_bad_lines_say_why() -> None:
     for bad in ("g:", "x7", "0", "-1", str(1 << 64)):
         with pytest.raises(CommandError):
             commands.target(bad)
-    assert "send (-u USER_ID | -g GROUP_ID) TEXT...  — send to a friend or a group" \
+    assert (
+        "send (-u USER_ID | -g GROUP_ID) TEXT...  — send to a friend or a group"
         in commands.help_lines()
+    )
 
 
 @pytest.mark.timeout(10)
@@ -64,10 +86,13 @@ def test_results_print_as_so_im_did() -> None:
     assert result_lines(commands.Table(("uid", "account"), [])) == ["uid | account", "(none)"]
     reply = client_pb2.LoginReply(user_id=42, account="alice")
     assert result_lines(commands.LoggedIn(reply, "tcp://10.0.0.5:7001")) == [
-        "uid=42, entryHost=10.0.0.5:7001"]
+        "uid=42, entryHost=10.0.0.5:7001"
+    ]
     assert result_lines(commands.Bye()) == ["bye bye"]
-    assert commands.humanise(RpcError(pb.ALREADY_EXISTS, "group name 'x' is taken")) == \
-        "Already exists: group name 'x' is taken"
+    assert (
+        commands.humanise(RpcError(pb.ALREADY_EXISTS, "group name 'x' is taken"))
+        == "Already exists: group name 'x' is taken"
+    )
     assert commands.humanise(RpcError(pb.UNAVAILABLE)) == "Unavailable"
     direct = client_pb2.ChatMessage(sender=1, sender_account="bob", body="hi", to_user=2)
     group = client_pb2.ChatMessage(sender=1, sender_account="bob", body="hi all", to_group=9)
@@ -75,13 +100,20 @@ def test_results_print_as_so_im_did() -> None:
 
 
 def press(editor: LineEditor, *keys: str) -> list[Action]:
-    names = {"left": "KEY_LEFT", "right": "KEY_RIGHT", "home": "KEY_HOME", "end": "KEY_END",
-             "bs": "KEY_BACKSPACE", "del": "KEY_DELETE", "up": "KEY_UP", "down": "KEY_DOWN",
-             "pgup": "KEY_PGUP"}
+    names = {
+        "left": "KEY_LEFT",
+        "right": "KEY_RIGHT",
+        "home": "KEY_HOME",
+        "end": "KEY_END",
+        "bs": "KEY_BACKSPACE",
+        "del": "KEY_DELETE",
+        "up": "KEY_UP",
+        "down": "KEY_DOWN",
+        "pgup": "KEY_PGUP",
+    }
     actions = []
     for key in keys:
-        stroke = (Keystroke("\x1b[?", code=1, name=names[key]) if key in names
-                  else Keystroke(key))
+        stroke = Keystroke("\x1b[?", code=1, name=names[key]) if key in names else Keystroke(key)
         actions.append(key_action(stroke, editor))
     return actions
 
@@ -126,8 +158,11 @@ def test_marks_follow_receipts_and_read_counts() -> None:
     model.receipt(client_pb2.Receipt(conv_id=5, user_id=2, delivered_seq=2, read_seq=1))
     assert [model.mark(m) for m in mine] == ["✓✓ read", "✓✓"]
     model.acked(group, client_pb2.SendAck(conv_id=9, seq=1, client_msg_id="g1"), "y")
-    model.set_counts(client_pb2.GroupReadCountsReply(conv_id=9, members=3, counts=[
-        client_pb2.SeqReadCount(seq=1, read=1, delivered=2)]))
+    model.set_counts(
+        client_pb2.GroupReadCountsReply(
+            conv_id=9, members=3, counts=[client_pb2.SeqReadCount(seq=1, read=1, delivered=2)]
+        )
+    )
     assert model.mark(model.thread(9).ordered()[0]) == "✓✓ read 1/2"
 
     # unread: arriving messages count until read; my own do not

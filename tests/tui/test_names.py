@@ -22,8 +22,9 @@ PASSWORD = "correct horse"
 
 
 @pytest.mark.timeout(120)
-def test_names_refusals_exit_status_and_tab(tmp_path: Path, cluster_name: str,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_names_refusals_exit_status_and_tab(
+    tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no remembered logins
 
     async def main() -> None:
@@ -60,8 +61,15 @@ async def by_name(alice: LineClient, bob: LineClient) -> int:
     await bob.expect([re.compile(r"\* alice \(uid \d+\) accepted your friend request")])
     await bob.run("msg alice hi alice!", ["sent to alice seq=1"])
     await alice.expect(["bob: hi alice!"])
-    [m] = await alice.run("group create rustaceans", [re.compile(r"created group rustaceans "
-                                                                 r"gid=(\d+)")])
+    [m] = await alice.run(
+        "group create rustaceans",
+        [
+            re.compile(
+                r"created group rustaceans "
+                r"gid=(\d+)"
+            )
+        ],
+    )
     g = int(m[1])
     await bob.run("group join rustaceans", [f"joined group rustaceans gid={g} (2/500)"])
     await bob.run("msg #rustaceans hello group", ["sent to #rustaceans seq=1"])
@@ -81,18 +89,28 @@ async def by_name(alice: LineClient, bob: LineClient) -> int:
     await alice.run("msg #nowhere hi", ["No such group: #nowhere"])
     await alice.run("open zed", ["No such user: zed"])
     await alice.run("add Zed!", ["No such user: Zed!"])  # not an account name: not asked
-    await alice.run("help msg", ["msg — send to a friend or a #group", "Usage: msg WHO TEXT...",
-                                 "", "WHO is a friend (account name or user id) or a group "
-                                 "(#NAME or g:GROUP_ID)."])
+    await alice.run(
+        "help msg",
+        [
+            "msg — send to a friend or a #group",
+            "Usage: msg WHO TEXT...",
+            "",
+            "WHO is a friend (account name or user id) or a group (#NAME or g:GROUP_ID).",
+        ],
+    )
     return g
 
 
 async def exit_status(cluster: Cluster, tmp_path: Path) -> None:
     """0 when every command worked, 1 after a refusal, 2 after a line that is no command."""
     login = f"login -u bob -p '{PASSWORD}'\n"
-    cases = [(login + "friends\n", 0), (login + "msg zed hi\nme\n", 1),
-             ("login -u bob -p wrong-password\n", 1), (login + "send hi\n", 2),
-             (login + "dance\nmsg zed hi\n", 2)]
+    cases = [
+        (login + "friends\n", 0),
+        (login + "msg zed hi\nme\n", 1),
+        ("login -u bob -p wrong-password\n", 1),
+        (login + "send hi\n", 2),
+        (login + "dance\nmsg zed hi\n", 2),
+    ]
     for script, status in cases:
         await run_script(cluster, script, tmp_path, None, status=status)
 

@@ -34,11 +34,23 @@ def test_the_config_files_colours_are_drawn(tmp_path: Path) -> None:
     palette = Palette(config_file.load(path).colours)
     term = Terminal(kind="xterm-256color", force_styling=True)
     model = model_with(3, 1)
-    model.add_message(client_pb2.ChatMessage(conv_id=7, seq=4, sender=1, to_user=2,
-                                             sender_account="me", body="mine", ts_ms=1))
-    model.add_message(client_pb2.ChatMessage(conv_id=7, seq=5, sender=2, to_user=1,
-                                             sender_account="bob", body="@me", mentions=[1],
-                                             ts_ms=2))
+    model.add_message(
+        client_pb2.ChatMessage(
+            conv_id=7, seq=4, sender=1, to_user=2, sender_account="me", body="mine", ts_ms=1
+        )
+    )
+    model.add_message(
+        client_pb2.ChatMessage(
+            conv_id=7,
+            seq=5,
+            sender=2,
+            to_user=1,
+            sender_account="bob",
+            body="@me",
+            mentions=[1],
+            ts_ms=2,
+        )
+    )
     text = "\n".join(pane_lines(term, model, 60, 20, palette)[0])
     assert term.green(term.bold("me")) in text and term.cyan(term.bold("bob")) in text
     assert term.magenta(time.strftime("%Y-%m-%d %H:%M", time.localtime(0.001))) in text

@@ -33,9 +33,17 @@ def model_with(total: int, read: int) -> Model:
     now = int(time.time() * 1000)
     for seq in range(1, total + 1):
         ts = now - 60_000 if seq > total - 2 else now - 3 * DAY_MS + seq
-        model.add_message(client_pb2.ChatMessage(conv_id=7, seq=seq, sender=2, to_user=1,
-                                                 sender_account="bob", body=f"m{seq}",
-                                                 ts_ms=ts))
+        model.add_message(
+            client_pb2.ChatMessage(
+                conv_id=7,
+                seq=seq,
+                sender=2,
+                to_user=1,
+                sender_account="bob",
+                body=f"m{seq}",
+                ts_ms=ts,
+            )
+        )
     entry.read_seq = read
     model.open_conv = 7
     model.thread(7).unread_from = read + 1
@@ -67,8 +75,9 @@ def test_bell_title_and_mutes(tmp_path: Path) -> None:
     model = model_with(3, 3)
     model.ensure(9, Target(5, group=True), "devs").last_seq = 4
     plain = client_pb2.ChatMessage(conv_id=9, seq=4, sender=3, to_group=5, body="hi")
-    mention = client_pb2.ChatMessage(conv_id=9, seq=5, sender=3, to_group=5, body="@me",
-                                     mentions=[1])
+    mention = client_pb2.ChatMessage(
+        conv_id=9, seq=5, sender=3, to_group=5, body="@me", mentions=[1]
+    )
     notifier.arrived(model, plain)
     assert out.getvalue() == BELL
     assert notifier.update_title(model) == "so-im (4)"

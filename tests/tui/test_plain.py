@@ -28,8 +28,12 @@ def rx(pattern: str) -> re.Pattern[str]:
 
 
 async def start_cluster(cluster: Cluster) -> None:
-    nodes = (cluster.start("directory") + cluster.start("router", 2)
-             + cluster.start("gateway", 2) + cluster.start("storage"))
+    nodes = (
+        cluster.start("directory")
+        + cluster.start("router", 2)
+        + cluster.start("gateway", 2)
+        + cluster.start("storage")
+    )
     await cluster.wait_alive(nodes)
 
 
@@ -60,42 +64,62 @@ def test_the_command_script(tmp_path: Path, cluster_name: str) -> None:
 
 async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
     # register (and log in), on two gateways
-    [m] = await alice.run(f"register -u alice -p {PASSWORD} -n Alice",
-                          [rx(rf"uid=(\d+), entryHost={host(cluster, 0)}")])
+    [m] = await alice.run(
+        f"register -u alice -p {PASSWORD} -n Alice",
+        [rx(rf"uid=(\d+), entryHost={host(cluster, 0)}")],
+    )
     a = int(m[1])
-    [m] = await bob.run(f"register -u bob -p {PASSWORD}",
-                        [rx(rf"uid=(\d+), entryHost={host(cluster, 1)}")])
+    [m] = await bob.run(
+        f"register -u bob -p {PASSWORD}", [rx(rf"uid=(\d+), entryHost={host(cluster, 1)}")]
+    )
     b = int(m[1])
 
     # search -u, add -u from both sides, with the notices each side gets
     await bob.run("search -u ali", ["uid | account | nickname", f"{a} | alice | Alice"])
     await bob.run(f"add -u {a}", [f"friend request sent to {a}"])
     await alice.expect([f"* bob (uid {b}) asks to be your friend; add bob accepts"])
-    await bob.run("friends", ["uid | account | nickname | online",
-                              f"{a} | alice | Alice | request sent"])
+    await bob.run(
+        "friends", ["uid | account | nickname | online", f"{a} | alice | Alice | request sent"]
+    )
     await alice.run(f"add -u {b}", [f"friends now with {b}"])
     await bob.expect([f"* alice (uid {a}) accepted your friend request"])
     await alice.run("friends", ["uid | account | nickname | online", f"{b} | bob | bob | online"])
-    await bob.run("friends", ["uid | account | nickname | online",
-                              f"{a} | alice | Alice | online"])
+    await bob.run("friends", ["uid | account | nickname | online", f"{a} | alice | Alice | online"])
     await alice.run("users", ["uid | account", f"{a} | alice", f"{b} | bob"])
 
     # groups: create, search, join, members, mine
     [m] = await alice.run("group create devs", [rx(r"created group devs gid=(\d+)")])
     g = int(m[1])
-    _, m = await bob.run("group search de", ["gid | name | limit | members | created",
-                                            rx(rf"{g} \| devs \| (\d+) \| 1 \| {WHEN}")])
+    _, m = await bob.run(
+        "group search de",
+        ["gid | name | limit | members | created", rx(rf"{g} \| devs \| (\d+) \| 1 \| {WHEN}")],
+    )
     limit = int(m[1])
     await bob.run(f"group join {g}", [f"joined group devs gid={g} (2/{limit})"])
-    await bob.run(f"group users {g}", [
-        "uid | account | nickname | online | last active",
-        rx(rf"{a} \| alice \| Alice \| online \| {WHEN}"),
-        rx(rf"{b} \| bob \| bob \| online \| {WHEN}")])
-    await alice.run("group", ["gid | name | limit | members/limit | owner | created",
-                              rx(rf"{g} \| devs \| {limit} \| 2/{limit} \| alice \| {WHEN}")])
+    await bob.run(
+        f"group users {g}",
+        [
+            "uid | account | nickname | online | last active",
+            rx(rf"{a} \| alice \| Alice \| online \| {WHEN}"),
+            rx(rf"{b} \| bob \| bob \| online \| {WHEN}"),
+        ],
+    )
+    await alice.run(
+        "group",
+        [
+            "gid | name | limit | members/limit | owner | created",
+            rx(rf"{g} \| devs \| {limit} \| 2/{limit} \| alice \| {WHEN}"),
+        ],
+    )
     await alice.run(f"open g:{g}", [f"open: devs (g:{g})"])
-    await alice.run("group users", ["uid | account | nickname | online | last active",
-                                    rx(rf"{a} \| alice .*"), rx(rf"{b} \| bob .*")])
+    await alice.run(
+        "group users",
+        [
+            "uid | account | nickname | online | last active",
+            rx(rf"{a} \| alice .*"),
+            rx(rf"{b} \| bob .*"),
+        ],
+    )
     await bob.run("me", ["uid | account", f"{b} | bob"])
 
     # messages: acks with their seq, incoming as `sender: text`, history of the open one
@@ -125,11 +149,16 @@ async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
     await alice.run(f"send -u {b} see you", [f"sent to {b} seq=3"])
     await alice.run(f"send -g {g} bye devs", [f"sent to g:{g} seq=2"])
     for unread in (["alice: see you", f"[g:{g}] alice: bye devs"], []):
-        again = LineClient(server_args(cluster, 1), alice.err_path.parent, "bob-again",
-                           env={"XDG_CONFIG_HOME": str(cluster.tmp_path / "new-device")})
+        again = LineClient(
+            server_args(cluster, 1),
+            alice.err_path.parent,
+            "bob-again",
+            env={"XDG_CONFIG_HOME": str(cluster.tmp_path / "new-device")},
+        )
         try:
-            await again.run(f"login -u bob -p {PASSWORD}",
-                            [rx(rf"uid={b}, entryHost={host(cluster, 1)}")])
+            await again.run(
+                f"login -u bob -p {PASSWORD}", [rx(rf"uid={b}, entryHost={host(cluster, 1)}")]
+            )
             if unread:  # one line per conversation, in the order the sync lists them
                 got = await again.expect([rx(".+")] * len(unread))
                 assert sorted(m[0] for m in got) == sorted(unread)
@@ -141,11 +170,14 @@ async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
 @pytest.mark.timeout(60)
 def test_a_script_that_ends_without_exit(tmp_path: Path, cluster_name: str) -> None:
     """stdin at EOF after the last command, from a pipe and from a file: all output, exit 0."""
+
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await start_cluster(cluster)
-            script = (f"register -u carol -p {PASSWORD} -n Carol\nme\n"
-                      "group create readers\ngroup\nfriends\n")
+            script = (
+                f"register -u carol -p {PASSWORD} -n Carol\nme\n"
+                "group create readers\ngroup\nfriends\n"
+            )
             piped = await run_script(cluster, script, tmp_path, None)
             lines = piped.splitlines()
             assert re.fullmatch(rf"uid=(\d+), entryHost={host(cluster, 0)}", lines[0])
@@ -160,32 +192,48 @@ def test_a_script_that_ends_without_exit(tmp_path: Path, cluster_name: str) -> N
             path.write_text(f"login -u carol -p {PASSWORD}\nme\nlogin -u carol -p wrong-one\n")
             from_file = await run_script(cluster, "", tmp_path, path, status=1)
             assert from_file.splitlines() == [
-                lines[0], "uid | account", f"{uid} | carol",
-                "Bad credentials: wrong account or password"]
+                lines[0],
+                "uid | account",
+                f"{uid} | carol",
+                "Bad credentials: wrong account or password",
+            ]
 
             # no --server: the cluster's gateways are found by zeroconf, the key from the TXT
-            found = await run_script(cluster, f"login -u carol -p {PASSWORD}\n", tmp_path, None,
-                                     args=[], env=cluster.env)
+            found = await run_script(
+                cluster, f"login -u carol -p {PASSWORD}\n", tmp_path, None, args=[], env=cluster.env
+            )
             hosts = [e.removeprefix("tcp://") for e, _ in cluster.gateways()]
             assert found.splitlines() in [[f"uid={uid}, entryHost={h}"] for h in hosts]
 
     asyncio.run(main())
 
 
-async def run_script(cluster: Cluster, script: str, log_dir: Path, path: Path | None,
-                     args: list[str] | None = None, env: dict[str, str] | None = None,
-                     status: int = 0) -> str:
+async def run_script(
+    cluster: Cluster,
+    script: str,
+    log_dir: Path,
+    path: Path | None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    status: int = 0,
+) -> str:
     """Run `soim --plain ARGS` (default: gateway 0) on `script` (a pipe) or on the file
     `path`; its stdout (its exit status must be `status`)."""
     with open(path or log_dir / "empty", "a+b") as stdin_file:
         stdin_file.seek(0)
         proc = await asyncio.create_subprocess_exec(
-            *SOIM, "--plain", *(server_args(cluster, 0) if args is None else args), cwd=ROOT,
+            *SOIM,
+            "--plain",
+            *(server_args(cluster, 0) if args is None else args),
+            cwd=ROOT,
             stdin=stdin_file if path else asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})})
-        out, err = await asyncio.wait_for(proc.communicate(None if path else script.encode()),
-                                          timeout=20)
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        out, err = await asyncio.wait_for(
+            proc.communicate(None if path else script.encode()), timeout=20
+        )
     assert proc.returncode == status, err.decode()
     return out.decode()
 
@@ -194,18 +242,30 @@ async def run_script(cluster: Cluster, script: str, log_dir: Path, path: Path | 
 def test_bad_arguments_and_settings_are_one_line_and_exit_2(tmp_path: Path) -> None:
     cases = [
         (["--server", "localhost:7000"], {}, "soim: --server: not a tcp://host:port endpoint"),
-        (["--server", "tcp://127.0.0.1:7000", "--server-key", "short"], {},
-         "soim: --server-key: must be a Z85 public key of 40 characters"),
-        (["--server", "tcp://127.0.0.1:7000"], {"SOIM_KEYS_DIR": str(tmp_path / "none"),
-                                                 "XDG_CONFIG_HOME": str(tmp_path / "config")},
-         "soim: no gateway key to trust for tcp://127.0.0.1:7000: pass --server-key KEY"),
+        (
+            ["--server", "tcp://127.0.0.1:7000", "--server-key", "short"],
+            {},
+            "soim: --server-key: must be a Z85 public key of 40 characters",
+        ),
+        (
+            ["--server", "tcp://127.0.0.1:7000"],
+            {"SOIM_KEYS_DIR": str(tmp_path / "none"), "XDG_CONFIG_HOME": str(tmp_path / "config")},
+            "soim: no gateway key to trust for tcp://127.0.0.1:7000: pass --server-key KEY",
+        ),
         ([], {"SOIM_SHARDS": "3"}, "soim: SOIM_SHARDS: must be a power of two, got 3"),
         ([], {}, "soim: the full-screen client needs a terminal; use --plain"),
     ]
     for args, env, message in cases:
         plain = [] if not args and not env else ["--plain"]
-        done = subprocess.run([*SOIM, *plain, *args], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, **env}, stdin=subprocess.DEVNULL, timeout=20)
+        done = subprocess.run(
+            [*SOIM, *plain, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            timeout=20,
+        )
         assert done.returncode == 2, (args, env, done.stderr)
         assert done.stderr.startswith(message) and done.stderr.count("\n") == 1, done.stderr
         assert done.stdout == ""

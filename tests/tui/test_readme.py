@@ -30,7 +30,7 @@ ID = re.compile(r"(?<=uid )\d+|(?<=uid=)\d+|(?<=gid=)\d+|(?<=g:)\d+|^\d+(?= \| )
 
 def chatting() -> str:
     text = README.read_text()
-    return text[text.index("## Chatting"):text.index("\n## ", text.index("## Chatting"))]
+    return text[text.index("## Chatting") : text.index("\n## ", text.index("## Chatting"))]
 
 
 def session_steps(section: str) -> list[tuple[str, bool, str, list[str]]]:
@@ -58,7 +58,7 @@ class Ids:
         """The line as a pattern, and the group name of each id it binds."""
         parts, names, end = [], {}, 0
         for m in ID.finditer(line):
-            parts.append(re.escape(line[end:m.start()]))
+            parts.append(re.escape(line[end : m.start()]))
             if m[0] in self.actual:
                 parts.append(self.actual[m[0]])
             elif m[0] in names:
@@ -79,8 +79,9 @@ class Ids:
 
 
 @pytest.mark.timeout(90)
-def test_the_readme_commands_work_as_written(tmp_path: Path, cluster_name: str,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_readme_commands_work_as_written(
+    tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no remembered logins
     section = chatting()
     registers = re.findall(r"`/(register -u (\w+) -p \"[^\"]+\")`", section)
@@ -91,10 +92,12 @@ def test_the_readme_commands_work_as_written(tmp_path: Path, cluster_name: str,
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await start_cluster(cluster)
-            clients = {who: LineClient(server_args(cluster, i), tmp_path, who)
-                       for i, (_, who) in enumerate(registers)}
+            clients = {
+                who: LineClient(server_args(cluster, i), tmp_path, who)
+                for i, (_, who) in enumerate(registers)
+            }
             try:
-                for (command, who) in registers:
+                for command, who in registers:
                     await clients[who].run(command, [re.compile(r"uid=\d+, entryHost=\S+")])
                 await run_session(clients, steps)
             finally:
@@ -105,8 +108,9 @@ def test_the_readme_commands_work_as_written(tmp_path: Path, cluster_name: str,
     asyncio.run(main())
 
 
-async def run_session(clients: dict[str, LineClient],
-                      steps: list[tuple[str, bool, str, list[str]]]) -> None:
+async def run_session(
+    clients: dict[str, LineClient], steps: list[tuple[str, bool, str, list[str]]]
+) -> None:
     ids = Ids()
     for who, is_command, text, shown in steps:
         client = clients[who]
@@ -124,8 +128,14 @@ async def run_pipeline(cluster: Cluster, section: str) -> None:
     endpoint, _ = cluster.gateways()[0]
     command = example.replace("tcp://127.0.0.1:7000", endpoint)
     done = await asyncio.to_thread(
-        subprocess.run, ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
-        timeout=30, env={**os.environ, "SOIM_KEYS_DIR": str(cluster.keys_dir)})
+        subprocess.run,
+        ["bash", "-c", command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "SOIM_KEYS_DIR": str(cluster.keys_dir)},
+    )
     assert done.returncode == 0, (done.stdout, done.stderr)
     lines = done.stdout.splitlines()
     assert re.fullmatch(r"uid=\d+, entryHost=\S+", lines[0]), lines
@@ -135,8 +145,9 @@ async def run_pipeline(cluster: Cluster, section: str) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_the_readme_session_in_the_full_screen_client(tmp_path: Path, cluster_name: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_readme_session_in_the_full_screen_client(
+    tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     section = chatting()
     registers = re.findall(r"`(/register -u (\w+) -p \"[^\"]+\")`", section)
@@ -174,6 +185,6 @@ async def type_session(tmux: Tmux, steps: list[tuple[str, bool, str, list[str]]]
             continue
         for line in ([] if is_command else [text]) + shown:
             notice = line.startswith("* ")  # worded for the screen: the same start
-            pattern, names = ids.pattern(line[:line.index(")") + 1] if notice else line)
+            pattern, names = ids.pattern(line[: line.index(")") + 1] if notice else line)
             match = await tmux.wait(who, rf"│{pattern.pattern}{'.*' if notice else ''}\s*$")
             ids.bind(match, names)

@@ -51,12 +51,14 @@ def store_of(cluster: Cluster, config: Path) -> tuple[TokenStore, str]:
 
 def plain(cluster: Cluster, config: Path, name: str, args: tuple[str, ...] = ()) -> LineClient:
     """`soim --plain` with the config dir `config`."""
-    return LineClient([*server_args(cluster, 0), *args], config, name,
-                      env={"XDG_CONFIG_HOME": str(config)})
+    return LineClient(
+        [*server_args(cluster, 0), *args], config, name, env={"XDG_CONFIG_HOME": str(config)}
+    )
 
 
-async def soim_plain(cluster: Cluster, config: Path, script: list[str],
-                     args: tuple[str, ...] = (), status: int = 0) -> tuple[list[str], str]:
+async def soim_plain(
+    cluster: Cluster, config: Path, script: list[str], args: tuple[str, ...] = (), status: int = 0
+) -> tuple[list[str], str]:
     """Run `soim --plain` on `script` with the config dir `config`: (stdout lines, stderr)."""
     client = plain(cluster, config, f"soim{len(script)}", args)
     for line in script:
@@ -111,15 +113,19 @@ async def plain_client(cluster: Cluster, config: Path) -> None:
         out, _ = await soim_plain(cluster, config, ["me"], status=1)
         assert out[0].startswith("Unauthenticated"), out
         assert logout(cluster, config, "alice").stdout == (
-            "the remembered login of alice is in use by a running soim; /logout there\n")
+            "the remembered login of alice is in use by a running soim; /logout there\n"
+        )
         assert store.lookup(fp, "alice") == held
         await holder.run("me", ["uid | account", re.compile(r"\d+ \| alice")])
 
         # its token used elsewhere (stolen): the cluster ends its session; it says so, and
         # forgets the spent token
         assert held is not None and not await refused(cluster, held[1])
-        await async_wait_until(lambda: any("log in again" in line for line in holder.lines),
-                               timeout=15, what="the end of the session")
+        await async_wait_until(
+            lambda: any("log in again" in line for line in holder.lines),
+            timeout=15,
+            what="the end of the session",
+        )
         assert store.lookup(fp, "alice") is None
         holder.read = len(holder.lines)
         await holder.run("me", [re.compile("Unauthenticated.*")])
@@ -141,17 +147,28 @@ async def plain_client(cluster: Cluster, config: Path) -> None:
     out, _ = await soim_plain(cluster, config, ["me"])
     assert ME.fullmatch(out[1])[2] == "bob", out  # type: ignore[index]
     (config / "soim" / "config.toml").write_text("[client]\ndevise = 'laptop'\n")
-    bad = subprocess.run([*SOIM, "--plain"], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "XDG_CONFIG_HOME": str(config)},
-                         stdin=subprocess.DEVNULL, timeout=20)
+    bad = subprocess.run(
+        [*SOIM, "--plain"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CONFIG_HOME": str(config)},
+        stdin=subprocess.DEVNULL,
+        timeout=20,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
     assert "unknown key client.devise" in bad.stderr
 
 
 def logout(cluster: Cluster, config: Path, account: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([*SOIM, "--logout", "--account", account, *server_args(cluster, 0)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=20,
-                          env={**os.environ, "XDG_CONFIG_HOME": str(config)})
+    done = subprocess.run(
+        [*SOIM, "--logout", "--account", account, *server_args(cluster, 0)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "XDG_CONFIG_HOME": str(config)},
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -196,5 +213,9 @@ def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
     path.write_text(example[1])
     loaded = config_file.load(path)
     assert (loaded.endpoint, loaded.device, loaded.account, loaded.remember) == (
-        "tcp://127.0.0.1:7000", "laptop", "alice", True)
+        "tcp://127.0.0.1:7000",
+        "laptop",
+        "alice",
+        True,
+    )
     assert loaded.colours == {"own": "green"} and loaded.notify.bell and loaded.notify.title

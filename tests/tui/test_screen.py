@@ -29,8 +29,12 @@ def server_args(cluster: Cluster, gateway: int) -> list[str]:
 def test_commands_sidebar_editing_and_resize(tmp_path: Path, cluster_name: str) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            nodes = (cluster.start("directory") + cluster.start("router", 2)
-                     + cluster.start("gateway", 2) + cluster.start("storage"))
+            nodes = (
+                cluster.start("directory")
+                + cluster.start("router", 2)
+                + cluster.start("gateway", 2)
+                + cluster.start("storage")
+            )
             await cluster.wait_alive(nodes)
             tmux = Tmux(tmp_path)
             try:

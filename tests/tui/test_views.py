@@ -58,9 +58,18 @@ def fill(db: str, conv: int, alice: int, bob: int) -> None:
             return now - 3 * DAY_MS + seq
         return now - DAY_MS + seq if seq <= TOTAL - 3 else now - 60_000 + seq - TOTAL
 
-    rows = [MessageRow(conv, seq, 10**12 + seq, bob if seq % 2 or seq > READ else alice,
-                       f"fill-{seq}",
-                       ts(seq), f"message {seq}") for seq in range(1, TOTAL + 1)]
+    rows = [
+        MessageRow(
+            conv,
+            seq,
+            10**12 + seq,
+            bob if seq % 2 or seq > READ else alice,
+            f"fill-{seq}",
+            ts(seq),
+            f"message {seq}",
+        )
+        for seq in range(1, TOTAL + 1)
+    ]
     with Store.open(db, 8) as store, BatchWriter(store) as writer:
         for f in writer.submit_many(rows):
             f.result(120)
@@ -76,8 +85,12 @@ class People:
 async def setup(cluster: Cluster, db: str) -> People:
     """Register alice, bob and carol, make friends, fill Alice and Bob's conversation and set
     Alice's read cursor."""
-    nodes = (cluster.start("directory") + cluster.start("router") + cluster.start("storage")
-             + cluster.start("gateway"))
+    nodes = (
+        cluster.start("directory")
+        + cluster.start("router")
+        + cluster.start("storage")
+        + cluster.start("gateway")
+    )
     await cluster.wait_alive(nodes)
     alice, bob, carol = [await cluster.client() for _ in range(3)]
     for client, name in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
@@ -93,8 +106,9 @@ async def setup(cluster: Cluster, db: str) -> People:
 
 
 @pytest.mark.timeout(240)
-def test_big_conversation_views_search_and_notifications(tmp_path: Path, cluster_name: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_big_conversation_views_search_and_notifications(
+    tmp_path: Path, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # muted.json goes there
     db = f"sqlite:{tmp_path}/db"
 
@@ -102,8 +116,14 @@ def test_big_conversation_views_search_and_notifications(tmp_path: Path, cluster
         async with running_cluster(tmp_path, cluster_name, db) as cluster:
             people = await setup(cluster, db)
             endpoint, _ = cluster.gateways()[0]
-            args = ["--server", endpoint, "--server-key",
-                    load_gateway_public(cluster.keys_dir).decode(), "--device", "tui"]
+            args = [
+                "--server",
+                endpoint,
+                "--server-key",
+                load_gateway_public(cluster.keys_dir).decode(),
+                "--device",
+                "tui",
+            ]
             tmux = Tmux(tmp_path)
             try:
                 tmux.start("alice", args)
@@ -124,10 +144,16 @@ async def scenario(tmux: Tmux, people: People, out: Path) -> None:
     tmux.type("alice", "/open bob")
     # the last screen: from older messages (the newest page, not only the five caught up with
     # at login) down to the newest
-    await tmux.wait("alice", r"│\S+ \S+ \S+: message 99975$(.*\n)*.*│\d\d:\d\d bob: "
-                    r"message 100000$", timeout=30)
-    print(f"\nopen a conversation of {TOTAL:,} messages: last screen in "
-          f"{(time.monotonic() - started) * 1000:.0f} ms (tmux, polled every 20 ms)")
+    await tmux.wait(
+        "alice",
+        r"│\S+ \S+ \S+: message 99975$(.*\n)*.*│\d\d:\d\d bob: "
+        r"message 100000$",
+        timeout=30,
+    )
+    print(
+        f"\nopen a conversation of {TOTAL:,} messages: last screen in "
+        f"{(time.monotonic() - started) * 1000:.0f} ms (tmux, polled every 20 ms)"
+    )
     rows = pane(tmux.screen("alice"))
     new = next(i for i, row in enumerate(rows) if "── new messages ──" in row)
     assert rows[new + 1].endswith(f"message {READ + 1}")
@@ -172,8 +198,10 @@ async def scenario(tmux: Tmux, people: People, out: Path) -> None:
     rung = bells(out)
     await people.carol.send("ping alice", to_user=people.alice)
     await tmux.wait("alice", r"^ [○●] carol +1 │")
-    await async_wait_until(lambda: bells(out) == rung + 1 and title(tmux) == "so-im (1)",
-                           what="a bell and the unread count in the title")
+    await async_wait_until(
+        lambda: bells(out) == rung + 1 and title(tmux) == "so-im (1)",
+        what="a bell and the unread count in the title",
+    )
     tmux.type("alice", "/mute carol")
     await tmux.wait("alice", r"carol \(muted\)")
     await people.carol.send("ping again", to_user=people.alice)
