@@ -110,14 +110,18 @@ class ClientSession:
 
     @property
     def user(self) -> client_pb2.LoginReply | None:
+        """Who I am logged in as (user_id, account, nickname, token), or None before login and
+        after the session ended."""
         return self.link.user
 
     @property
     def token(self) -> str:
+        """The session's current token ("" when not logged in); a resume rotates it."""
         return self.link.token
 
     @property
     def endpoint(self) -> str:
+        """The gateway this session talks to now (it changes on a redirect or failover)."""
         return self.link.endpoint
 
     # ---- connection
@@ -152,6 +156,8 @@ class ClientSession:
     async def register(
         self, account: str, password: str, nickname: str = ""
     ) -> client_pb2.LoginReply:
+        """Create an account and log in to it (ALREADY_EXISTS, INVALID_ACCOUNT, INVALID_PASSWORD,
+        INVALID_NAME); a redirect to a less loaded gateway is followed."""
         return await self._authenticated(
             "Register",
             client_pb2.RegisterRequest(
@@ -160,16 +166,22 @@ class ClientSession:
         )
 
     async def login(self, account: str, password: str) -> client_pb2.LoginReply:
+        """Log in (BAD_CREDENTIALS, LOCKED_OUT, ACCOUNT_DISABLED, RATE_LIMITED); a redirect to a
+        less loaded gateway is followed. Pushes start now, and a sync follows."""
         return await self._authenticated(
             "Login", client_pb2.LoginRequest(account=account, password=password, device=self.device)
         )
 
     async def resume(self, token: str) -> client_pb2.LoginReply:
+        """Take up a session by a token from an earlier login (TOKEN_INVALID when revoked or
+        expired: log in again); the reply carries the new token."""
         return await self._authenticated(
             "Resume", client_pb2.ResumeRequest(token=token, device=self.device)
         )
 
     async def logout(self) -> None:
+        """End the session on the server: its token stops working everywhere, and unsent
+        messages fail with UNAUTHENTICATED."""
         await self.call("Logout", client_pb2.LogoutRequest())
         self.link.forget()
         self.outbox.fail_all(RpcError(pb.UNAUTHENTICATED, "logged out"))
@@ -189,6 +201,7 @@ class ClientSession:
         self.outbox.fail_all(RpcError(pb.UNAUTHENTICATED, "account deleted"))
 
     async def ping(self) -> client_pb2.PingReply:
+        """One round trip to the gateway (allowed before login too)."""
         return await self.call(
             "Ping", client_pb2.PingRequest(client_time_ms=int(time.time() * 1000))
         )
@@ -300,6 +313,9 @@ class ClientSession:
     async def history(
         self, conv_id: int, *, after_seq: int = 0, before_seq: int = 0, limit: int = 50
     ) -> client_pb2.HistoryReply:
+        """Messages of one of my conversations in ascending seq: after `after_seq`, or the newest
+        before `before_seq`; with neither, the newest. `limit` 1-100; a page may hold fewer (it
+        fits one frame) with `more` set."""
         request = client_pb2.HistoryRequest(conv_id=conv_id, limit=limit)
         if before_seq:
             request.before_seq = before_seq
@@ -318,14 +334,19 @@ class ClientSession:
         return await self.call("SearchMessages", request)
 
     async def delivered(self, conv_id: int, seq: int) -> client_pb2.DeliveredReply:
+        """Move my delivered cursor to `seq` (the session does this itself for what it puts on
+        `events` unless `auto_delivered` is False); cursors only move forward."""
         return await self.call("Delivered", client_pb2.DeliveredRequest(conv_id=conv_id, seq=seq))
 
     async def read(self, conv_id: int, seq: int) -> client_pb2.ReadReply:
+        """Move my read cursor to `seq`: the sender gets a Receipt push; cursors only move
+        forward."""
         return await self.call("Read", client_pb2.ReadRequest(conv_id=conv_id, seq=seq))
 
     async def group_read_counts(
         self, conv_id: int, from_seq: int, to_seq: int
     ) -> client_pb2.GroupReadCountsReply:
+        """How many members read and got each group message from_seq..to_seq (at most 100)."""
         return await self.call(
             "GroupReadCounts",
             client_pb2.GroupReadCountsRequest(conv_id=conv_id, from_seq=from_seq, to_seq=to_seq),
@@ -333,6 +354,7 @@ class ClientSession:
 
     # ---- the so-im command set
     async def me(self) -> client_pb2.MeReply:
+        """My account as the cluster knows it."""
         return await self.call("Me", client_pb2.MeRequest())
 
     async def online_users(
@@ -345,32 +367,41 @@ class ClientSession:
         )
 
     async def friends(self) -> client_pb2.FriendsReply:
+        """My friends and pending requests, each with its state and presence."""
         return await self.call("Friends", client_pb2.FriendsRequest())
 
     async def add_friend(self, user_id: int) -> client_pb2.AddFriendReply:
+        """Ask `user_id` to be my friend, or accept their request (then we can chat)."""
         return await self.call("AddFriend", client_pb2.AddFriendRequest(user_id=user_id))
 
     async def search_users(self, prefix: str) -> client_pb2.SearchUsersReply:
+        """Accounts whose name starts with `prefix`."""
         return await self.call("SearchUsers", client_pb2.SearchUsersRequest(prefix=prefix))
 
     async def groups(self) -> client_pb2.GroupsReply:
+        """The groups I am a member of."""
         return await self.call("Groups", client_pb2.GroupsRequest())
 
     async def group_create(self, name: str, user_limit: int = 0) -> client_pb2.GroupCreateReply:
+        """A new public group that I own (ALREADY_EXISTS if the name is taken)."""
         return await self.call(
             "GroupCreate", client_pb2.GroupCreateRequest(name=name, user_limit=user_limit)
         )
 
     async def group_search(self, prefix: str) -> client_pb2.GroupSearchReply:
+        """Groups whose name starts with `prefix` (invite-only ones only if I am a member)."""
         return await self.call("GroupSearch", client_pb2.GroupSearchRequest(prefix=prefix))
 
     async def group_join(self, group_id: int) -> client_pb2.GroupJoinReply:
+        """Join a group (GROUP_FULL, ALREADY_MEMBER, FORBIDDEN if invite-only and not invited)."""
         return await self.call("GroupJoin", client_pb2.GroupJoinRequest(group_id=group_id))
 
     async def group_leave(self, group_id: int) -> client_pb2.GroupLeaveReply:
+        """Leave a group (NOT_MEMBER if I am not in it)."""
         return await self.call("GroupLeave", client_pb2.GroupLeaveRequest(group_id=group_id))
 
     async def group_users(self, group_id: int) -> client_pb2.GroupUsersReply:
+        """The members of a group I belong to, with presence."""
         return await self.call("GroupUsers", client_pb2.GroupUsersRequest(group_id=group_id))
 
     # ---- incoming
