@@ -47,15 +47,11 @@ from dataclasses import fields
 from types import TracebackType
 
 from fabric.config import Config
+from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS
 from shard_store.backend import (
     WriterClosed,
 )
-from shard_store.schema import (
-    MAX_BODY_CHARS,
-    MAX_CLIENT_MSG_ID_CHARS,
-    MAX_MENTIONS_CHARS,
-    MessageRow,
-)
+from shard_store.schema import MAX_MENTIONS_CHARS, MessageRow
 from shard_store.shards import ShardMap
 from shard_store.store import Store
 from shard_store.writer_lane import IDLE_WAKE_S, Item, Lane, Sequencer, WriterStats

@@ -21,12 +21,10 @@ FRIEND_ACCEPTED = "accepted"
 CONV_DIRECT = "direct"
 CONV_GROUP = "group"
 DEFAULT_USER_LIMIT = 500
-MAX_BODY_CHARS = 4000
-MAX_CLIENT_MSG_ID_CHARS = 64
 MAX_NAME_CHARS = 64
-MAX_MENTIONS = 10
-"""User ids a message may mention (stored comma-separated in a VARCHAR(255))."""
 MAX_MENTIONS_CHARS = 255
+"""The VARCHAR of a message's mentions: `schema.contracts.message.MAX_MENTIONS` user ids,
+comma-separated."""
 KIND_TEXT, KIND_EDIT, KIND_RECALL = 0, 1, 2
 """message.kind: client.proto MessageKind numbers."""
 

@@ -31,9 +31,9 @@ from google.protobuf.message import Message
 
 from fabric import envelope, timing
 from fabric.security import anonymous_client
-from nodes.gateway.api import CLIENT
 from schema import client_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT
 
 CLIENT_WORKERS = max(2, os.cpu_count() or 2)
 """Processes the idle sessions of --logins are spread over."""

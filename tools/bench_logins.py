@@ -22,8 +22,8 @@ from fabric.config import Config
 from fabric.ring import Ring
 from nodes.directory import account_rows, passwords
 from nodes.directory.context import KDF_THREADS
-from nodes.router.api import ROUTER
 from schema import client_pb2, cluster_pb2
+from schema.contracts.router import ROUTER
 from shard_store.store import Store
 from tools.bench_clients import (
     CLIENT_WORKERS,

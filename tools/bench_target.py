@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.config import Config
-from nodes.gateway.api import CLIENT
+from schema.contracts.client import CLIENT
 from tools.bench_clients import (
     BenchError,
     ClientPool,

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from fabric.methods import RpcError
-from nodes.directory.api import DIRECTORY
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
 from tools.cluster_view import ClusterView, with_view
 
 PAGE = 500

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fabric.methods import RpcError
-from nodes.directory.api import DIRECTORY
-from nodes.router.api import ROUTER
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
+from schema.contracts.router import ROUTER
 from tools.cluster_view import ClusterView, with_view
 
 PAGE = 500

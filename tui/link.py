@@ -30,9 +30,9 @@ from fabric import envelope, timing
 from fabric.methods import RpcError
 from fabric.rpc_client import RpcClient
 from fabric.security import anonymous_client
-from nodes.gateway.api import CLIENT, PUSH_METHOD
 from schema import client_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT, PUSH_METHOD
 
 log = logging.getLogger(__name__)
 RECONNECT_FIRST_S = 0.2

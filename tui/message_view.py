@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 
 from schema import client_pb2
+from schema.contracts.message import MAX_MENTIONS
 
 EDIT = client_pb2.MESSAGE_KIND_EDIT
 RECALL = client_pb2.MESSAGE_KIND_RECALL
@@ -23,7 +24,6 @@ TEXT = client_pb2.MESSAGE_KIND_TEXT
 RECALLED = "message recalled"
 EDITED = "(edited)"
 QUOTE_CHARS = 40
-MAX_MENTIONS = 10
 _MENTION = re.compile(r"(?<![\w.@-])@([a-z0-9_.-]{3,32})")
 
 

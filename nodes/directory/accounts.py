@@ -17,8 +17,8 @@ from nodes.directory.context import Context
 from nodes.directory.tokens import Token, new_nonce, now_ms
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import MAX_TOKENS_PER_CALL
 
-MAX_TOKENS = 500
 """Most tokens in one VerifyTokens call."""
 
 
@@ -110,8 +110,8 @@ class Accounts:
         self, req: cluster_pb2.DirTokensRequest, call: Call
     ) -> cluster_pb2.DirTokensReply:
         """VerifyToken of many tokens, one result each, with one read of their users."""
-        if len(req.tokens) > MAX_TOKENS:
-            raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_TOKENS} tokens per call")
+        if len(req.tokens) > MAX_TOKENS_PER_CALL:
+            raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_TOKENS_PER_CALL} tokens per call")
         return await self._verify([t.token for t in req.tokens])
 
     async def _verify(self, tokens: list[str]) -> cluster_pb2.DirTokensReply:

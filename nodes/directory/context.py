@@ -32,6 +32,12 @@ from nodes.directory.throttle import LoginThrottle
 from nodes.directory.tokens import TokenSigner
 from schema import cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import (
+    END_METHOD,
+    END_TOPIC,
+    INVALIDATION_METHOD,
+    INVALIDATION_TOPIC,
+)
 from shard_store.backend import StoreError, StoreUnavailable
 from shard_store.cache import CacheUnavailable
 from shard_store.segments import SegmentAllocator
@@ -41,10 +47,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-INV_TOPIC = b"inv"
-INV_METHOD = "directory.CacheInvalidation"
-END_TOPIC = b"end"
-END_METHOD = "directory.SessionsEnd"
 DB_THREADS = 8
 """Database worker threads (the store's pools hold 8 connections per database)."""
 KDF_THREADS = min(os.cpu_count() or 2, 8)
@@ -150,7 +152,7 @@ class Context:
                     "Redis entries of a write not invalidated; they expire in %d s", L2_TTL_S
                 )
         self.l1.apply(inv)
-        self.publish(INV_TOPIC, INV_METHOD, inv)
+        self.publish(INVALIDATION_TOPIC, INVALIDATION_METHOD, inv)
 
     def end_sessions(
         self, user_ids: list[int], reason: str, keep: cluster_pb2.SessionRef | None = None

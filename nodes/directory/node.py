@@ -2,7 +2,7 @@
 
 Role: a stateless member of the cluster (any directory serves any request) that opens the
 store, the id allocator and (with SOIM_REDIS_URL) Redis at start, serves the Directory rpcs of
-schema/cluster.proto (catalogue in nodes.directory.api), and keeps its caches fresh from the
+schema/cluster.proto (catalogue in schema.contracts.directory), and keeps its caches fresh from the
 CacheInvalidation events every directory publishes. Handlers live in accounts, friends, groups
 and access; blocking work runs in the worker pools of `context.Context`.
 Peer sockets: those of `fabric.node.Node` — RPC ROUTER (Directory rpcs), events PUB (also
@@ -22,9 +22,8 @@ from fabric.node import Node
 from nodes.directory import account_rows, stats
 from nodes.directory.access import Access
 from nodes.directory.accounts import Accounts
-from nodes.directory.api import DIRECTORY
 from nodes.directory.caches import L2
-from nodes.directory.context import INV_METHOD, INV_TOPIC, KDF_THREADS, Context, KdfGate
+from nodes.directory.context import KDF_THREADS, Context, KdfGate
 from nodes.directory.friends import Friends
 from nodes.directory.groups import Groups
 from nodes.directory.options import DirectoryOptions
@@ -34,6 +33,7 @@ from nodes.directory.throttle import LocalCounters, LoginThrottle, RedisCounters
 from nodes.directory.tokens import TokenSigner, signing_key
 from nodes.directory.user_admin import UserAdmin
 from schema import cluster_pb2
+from schema.contracts.directory import DIRECTORY, INVALIDATION_METHOD, INVALIDATION_TOPIC
 from shard_store.backend import StoreUnavailable
 from shard_store.cache import Cache, CacheUnavailable
 from shard_store.segments import SegmentAllocator
@@ -126,7 +126,7 @@ class DirectoryNode(Node):
         }
         for name, method in DIRECTORY.items():
             self.rpc.register(method, handlers[name])
-        self.subscriber.on(INV_TOPIC, self._invalidated)
+        self.subscriber.on(INVALIDATION_TOPIC, self._invalidated)
 
     async def ready(self) -> str | None:
         """Ready while its database answers (a cached SELECT 1, off the event loop)."""
@@ -144,7 +144,7 @@ class DirectoryNode(Node):
 
     def _invalidated(self, topic: bytes, env: envelope.Envelope) -> None:
         """A peer's CacheInvalidation: drop what it names from the in-process caches."""
-        if env.header.method != INV_METHOD or self.shared is None:
+        if env.header.method != INVALIDATION_METHOD or self.shared is None:
             return
         try:
             inv = envelope.parse_payload(cluster_pb2.CacheInvalidation, env.payload)

@@ -14,11 +14,11 @@ from __future__ import annotations
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.directory import account_rows, passwords, token_rows, validation
-from nodes.directory.accounts import MAX_TOKENS
 from nodes.directory.context import Context
 from nodes.directory.tokens import Expired, Token
 from schema import cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import MAX_TOKENS_PER_CALL
 
 KICKED = "ended by an operator"
 DISABLED = "this account was disabled"
@@ -49,8 +49,8 @@ class Revocation:
     ) -> cluster_pb2.DirTokensReply:
         """Whether each live session's token still holds: OK, TOKEN_INVALID (revoked or forged)
         or ACCOUNT_DISABLED. Nothing is issued; an expired token with its row is OK."""
-        if len(req.tokens) > MAX_TOKENS:
-            raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_TOKENS} tokens per call")
+        if len(req.tokens) > MAX_TOKENS_PER_CALL:
+            raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_TOKENS_PER_CALL} tokens per call")
         checked: list[Token | None] = []
         for t in req.tokens:
             try:

@@ -17,7 +17,6 @@ from nodes.gateway.upstream import Upstream
 from schema import cluster_pb2
 from schema import common_pb2 as pb
 
-INVALIDATION_TOPIC = b"inv"
 MAX_CACHED_USERS = 200_000
 
 Key = tuple[str, int]  # ("u" | "g" | "c", target id)

@@ -23,9 +23,9 @@ from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Batched, Upstream
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import MAX_TOKENS_PER_CALL
 
 MAX_DEVICE_CHARS = 32
-MAX_TOKENS_PER_CALL = 500
 """Resumes verified in one Directory.VerifyTokens (the directory's limit)."""
 
 

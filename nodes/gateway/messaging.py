@@ -22,10 +22,8 @@ from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Upstream
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS, MAX_MENTIONS
 
-MAX_BODY_CHARS = 4000
-MAX_MENTIONS = 10
-MAX_CLIENT_MSG_ID = 64
 HISTORY_DEFAULT, HISTORY_MAX = 50, 100
 
 
@@ -75,8 +73,10 @@ class Messaging:
             )
         if len(req.body) > MAX_BODY_CHARS:
             raise RpcError(pb.BODY_TOO_LONG, f"at most {MAX_BODY_CHARS} characters")
-        if not 0 < len(req.client_msg_id) <= MAX_CLIENT_MSG_ID:
-            raise RpcError(pb.INVALID_ARGUMENT, f"client_msg_id: 1-{MAX_CLIENT_MSG_ID} characters")
+        if not 0 < len(req.client_msg_id) <= MAX_CLIENT_MSG_ID_CHARS:
+            raise RpcError(
+                pb.INVALID_ARGUMENT, f"client_msg_id: 1-{MAX_CLIENT_MSG_ID_CHARS} characters"
+            )
         which = req.WhichOneof("to")
         if which is None or not getattr(req, which):
             raise RpcError(pb.INVALID_ARGUMENT, "send needs a user or a group")

@@ -19,15 +19,14 @@ import time
 import zmq
 
 from fabric import envelope, metrics, readiness, timing
-from fabric.drain import send_batch
+from fabric.batch_io import send_batch
 from fabric.keys import load_gateway_public
 from fabric.membership import Peer
 from fabric.methods import Method
 from fabric.node import Node
 from fabric.rpc_server import RpcServer
 from nodes.gateway import stats
-from nodes.gateway.access import INVALIDATION_TOPIC, AccessCache
-from nodes.gateway.api import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD, RESUME_METHOD
+from nodes.gateway.access import AccessCache
 from nodes.gateway.auth import AuthCommands
 from nodes.gateway.backlog import Backlogs
 from nodes.gateway.binding import RouteBinder
@@ -35,16 +34,18 @@ from nodes.gateway.connections import Connections
 from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
 from nodes.gateway.options import GatewayOptions
-from nodes.gateway.revocation import END_TOPIC, SessionEnder
+from nodes.gateway.revocation import SessionEnder
 from nodes.gateway.searching import MessageSearch
 from nodes.gateway.send_batcher import SendBatcher
 from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.social import Social
 from nodes.gateway.typing import TypingRelay
 from nodes.gateway.upstream import Upstream
-from nodes.router.api import DELIVERY_METHOD, delivery_topic
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD, RESUME_METHOD
+from schema.contracts.directory import END_TOPIC, INVALIDATION_TOPIC
+from schema.contracts.router import DELIVERY_METHOD, delivery_topic
 
 NEEDS = ("directory", "router", "storage")
 """Roles a gateway needs alive to be ready (/readyz)."""

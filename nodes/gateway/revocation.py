@@ -23,13 +23,9 @@ from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Upstream
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import END_METHOD, MAX_TOKENS_PER_CALL
 
 log = logging.getLogger(__name__)
-END_TOPIC = b"end"
-END_METHOD = "directory.SessionsEnd"
-"""Topic and method of the SessionsEnd events directories publish (nodes.directory.context)."""
-TOKENS_PER_CALL = 500
-"""Tokens in one Directory.CheckTokens (the directory's limit)."""
 
 EndSession = Callable[[bytes, client_pb2.Notice], None]
 """`GatewayNode.end_session(identity, notice)`."""
@@ -84,8 +80,8 @@ class SessionEnder:
     async def audit(self) -> None:
         """Ask a directory about every session's token; end the sessions refused."""
         held = [s for s in self.sessions if s.token]
-        for start in range(0, len(held), TOKENS_PER_CALL):
-            batch = [(s, s.token) for s in held[start : start + TOKENS_PER_CALL]]
+        for start in range(0, len(held), MAX_TOKENS_PER_CALL):
+            batch = [(s, s.token) for s in held[start : start + MAX_TOKENS_PER_CALL]]
             reply = await self.upstream.directory(
                 "CheckTokens",
                 cluster_pb2.DirTokensRequest(

@@ -17,9 +17,10 @@ from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.gateway.sessions import SessionTable
 from nodes.gateway.upstream import Upstream
-from nodes.storage.search import MAX_SCOPES, SEARCH_DEFAULT, check
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import SEARCH_DEFAULT, check_search
+from schema.contracts.storage import MAX_SCOPES
 
 
 class MessageSearch:
@@ -35,7 +36,7 @@ class MessageSearch:
         session = self.sessions.get(call.identity)
         if session is None:
             raise RpcError(pb.UNAUTHENTICATED, "log in first")
-        check(req)
+        check_search(req)
         mine = await self.upstream.directory(
             "Conversations", cluster_pb2.UserRef(user_id=session.user_id)
         )

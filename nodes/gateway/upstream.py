@@ -23,11 +23,11 @@ from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.peer_clients import PeerClients
 from fabric.ring import Ring
-from nodes.directory.api import DIRECTORY
-from nodes.router.api import ROUTER
-from nodes.storage.api import STORAGE
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
+from schema.contracts.router import ROUTER
+from schema.contracts.storage import STORAGE
 
 log = logging.getLogger(__name__)
 ItemT = TypeVar("ItemT")

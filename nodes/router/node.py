@@ -26,11 +26,11 @@ from fabric.methods import RpcError
 from fabric.node import Node
 from fabric.ring import Ring
 from fabric.rpc_server import Call
-from nodes.router.api import DELIVERY_METHOD, ROUTER, delivery_topic
 from nodes.router.delivery import fan_out
 from nodes.router.presence import Binding, Presence
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.router import DELIVERY_METHOD, ROUTER, delivery_topic
 
 SESSIONS = Gauge("soim_router_sessions", "Sessions bound at this router")
 USERS = Gauge("soim_router_users", "Users with a session bound at this router")
@@ -119,7 +119,7 @@ class RouterNode(Node):
             dropped,
         )
 
-    # ---- RPC handlers (plain functions: answered in the same drain pass)
+    # ---- RPC handlers (plain functions: answered in the same batch pass)
     def _bind(self, req: cluster_pb2.BindRequest, call: Call) -> cluster_pb2.BindReply:
         snapshot_of = req.gateway_id if req.full_snapshot else None
         if snapshot_of is not None and not GATEWAY_ID_RE.match(snapshot_of):

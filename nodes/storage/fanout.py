@@ -25,9 +25,9 @@ from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.peer_clients import PeerClients
 from fabric.ring import Ring
-from nodes.router.api import ROUTER
 from nodes.storage.people import People
 from schema import client_pb2, cluster_pb2
+from schema.contracts.router import ROUTER
 from shard_store.schema import MessageRow
 
 log = logging.getLogger(__name__)

@@ -34,15 +34,13 @@ from nodes.storage.msg_ids import MsgIds
 from nodes.storage.people import People
 from schema import cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS, MAX_MENTIONS
 from shard_store.backend import StoreError
 from shard_store.batch_writer import BatchWriter
 from shard_store.schema import (
     KIND_EDIT,
     KIND_RECALL,
     KIND_TEXT,
-    MAX_BODY_CHARS,
-    MAX_CLIENT_MSG_ID_CHARS,
-    MAX_MENTIONS,
     MessageRow,
 )
 

@@ -36,18 +36,19 @@ from fabric.readiness import DbCheck, missing_roles, ping_store
 from fabric.ring import Ring
 from fabric.rpc_server import Call
 from nodes.storage.amends import Amends, edit_window_ms
-from nodes.storage.api import STORAGE
 from nodes.storage.cursors import Cursors
 from nodes.storage.fanout import Fanout, Stored
 from nodes.storage.intake import Intake, Reply
 from nodes.storage.msg_ids import STEP, MsgIds
-from nodes.storage.people import INVALIDATION_TOPIC, People
+from nodes.storage.people import People
 from nodes.storage.reads import Reads
 from nodes.storage.search import Search
 from nodes.storage.sequencer import Sequencer
 from nodes.storage.workers import Workers
 from schema import cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import INVALIDATION_TOPIC
+from schema.contracts.storage import STORAGE
 from shard_store.backend import StoreUnavailable
 from shard_store.batch_writer import BatchWriter
 from shard_store.segments import SegmentAllocator

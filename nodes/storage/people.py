@@ -28,12 +28,11 @@ from fabric import envelope, timing
 from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.peer_clients import PeerClients
-from nodes.directory.api import DIRECTORY
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
 
 log = logging.getLogger(__name__)
-INVALIDATION_TOPIC = b"inv"
 MEMBERS_TTL_S = 30.0
 MAX_ENTRIES = 200_000
 DIRECT = client_pb2.CONV_KIND_DIRECT

@@ -23,33 +23,17 @@ from nodes.storage.queries import by_shard
 from nodes.storage.workers import Workers
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import SEARCH_DEFAULT, check_search
+from schema.contracts.storage import MAX_SCOPES
 from shard_store import search_index
 from shard_store.backend import Conn
 from shard_store.schema import MessageRow
 from shard_store.search_index import Scope
 from shard_store.store import Store
 
-SEARCH_DEFAULT = 20
-SEARCH_MAX = 50
-MAX_QUERY_CHARS = 200
-MAX_SCOPES = 1000
 SCOPES_PER_STATEMENT = 100
 """Conversations per SQL statement (each is one OR branch of its WHERE)."""
 MAX_ROUNDS = 5
-
-
-def check(req: client_pb2.SearchMessagesRequest) -> list[str]:
-    """The words of a search request, or INVALID_ARGUMENT (for gateways and storage nodes)."""
-    if not 0 < len(req.query) <= MAX_QUERY_CHARS:
-        raise RpcError(pb.INVALID_ARGUMENT, f"a search needs 1-{MAX_QUERY_CHARS} characters")
-    if req.limit > SEARCH_MAX:
-        raise RpcError(pb.INVALID_ARGUMENT, f"limit: at most {SEARCH_MAX}")
-    if bool(req.before_ts_ms) != bool(req.before_msg_id):
-        raise RpcError(pb.INVALID_ARGUMENT, "page with both before_ts_ms and before_msg_id")
-    words = search_index.words_of(req.query)
-    if not words:
-        raise RpcError(pb.INVALID_ARGUMENT, "a search needs a word (letters or digits)")
-    return words
 
 
 class Search:
@@ -63,7 +47,8 @@ class Search:
     async def search(
         self, req: cluster_pb2.StoreSearchRequest, call: Call
     ) -> client_pb2.SearchMessagesReply:
-        words = check(req.search)
+        check_search(req.search)
+        words = search_index.words_of(req.search.query)
         if len(req.scopes) > MAX_SCOPES:
             raise RpcError(pb.INVALID_ARGUMENT, f"at most {MAX_SCOPES} conversations")
         limit = req.search.limit or SEARCH_DEFAULT

@@ -17,11 +17,11 @@ from google.protobuf.message import Message
 from fabric import keys
 from fabric.config import Config
 from fabric.methods import RpcError
-from nodes.directory.api import DIRECTORY
 from nodes.directory.tokens import TokenSigner, signing_key
 from schema import client_pb2 as cpb
 from schema import cluster_pb2 as dpb
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
 from tests.conftest import REDIS_URL
 from tests.processes import NodeProcess, node_processes
 from tests.support import async_wait_until

@@ -19,10 +19,10 @@ from fabric import envelope
 from fabric.methods import RpcError
 from fabric.ring import Ring
 from fabric.security import anonymous_client
-from nodes.gateway.api import CLIENT
-from nodes.router.api import ROUTER
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT
+from schema.contracts.router import ROUTER
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
 from tools.local_cluster import LOAD_TEST_LIMITS

@@ -13,12 +13,12 @@ import pytest
 
 from fabric import keys
 from fabric.methods import RpcError
-from nodes.directory.api import DIRECTORY
 from nodes.directory.tokens import TokenSigner, signing_key
 from nodes.gateway.upstream import Batched
-from nodes.router.api import ROUTER
 from schema import cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
+from schema.contracts.router import ROUTER
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
 from tools.local_cluster import LOAD_TEST_LIMITS

@@ -22,11 +22,11 @@ from fabric import envelope
 from fabric.config import Config
 from fabric.methods import STATUS, Method, RpcError
 from fabric.ring import Ring
-from nodes.router.api import DELIVERY_METHOD, ROUTER, delivery_topic
 from nodes.router.delivery import fan_out
 from nodes.router.presence import Binding, Presence
 from schema import client_pb2, cluster_pb2, fabric_pb2
 from schema import common_pb2 as pb
+from schema.contracts.router import DELIVERY_METHOD, ROUTER, delivery_topic
 from tests.processes import NodeProcess, node_processes
 from tests.support import async_wait_until
 from tools.cluster_view import ClusterView

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fabric.methods import RpcError
-from nodes.storage.api import STORAGE
 from schema import cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.storage import STORAGE
 from tests.harness import running_cluster
 from tests.support import async_wait_until
 

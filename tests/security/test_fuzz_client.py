@@ -19,9 +19,9 @@ import pytest
 import zmq
 
 from fabric import envelope, timing
-from nodes.gateway.api import CLIENT
 from schema import client_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT
 from tests.harness import Cluster, running_cluster
 from tests.processes import NodeProcess
 from tests.security.chatter import Chatter

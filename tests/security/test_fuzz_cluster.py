@@ -23,9 +23,9 @@ import zmq
 
 from fabric import keys, timing
 from fabric.methods import ECHO, NODE, STATUS, Method
-from nodes.directory.api import DIRECTORY
-from nodes.router.api import ROUTER
-from nodes.storage.api import STORAGE
+from schema.contracts.directory import DIRECTORY
+from schema.contracts.router import ROUTER
+from schema.contracts.storage import STORAGE
 from tests.harness import Cluster, running_cluster
 from tests.security.chatter import Chatter
 from tests.security.fuzzer import (

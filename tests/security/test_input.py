@@ -18,11 +18,11 @@ import pytest
 from google.protobuf.message import Message
 
 from fabric.methods import Method, RpcError
-from nodes.directory.api import DIRECTORY
-from nodes.storage.api import STORAGE
 from schema import client_pb2 as c
 from schema import cluster_pb2 as d
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
+from schema.contracts.storage import STORAGE
 from tests.harness import Cluster, running_cluster
 from tui.session import ClientSession
 

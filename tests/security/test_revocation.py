@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from fabric.methods import RpcError
-from nodes.directory.api import DIRECTORY
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.directory import DIRECTORY
 from tests.harness import Cluster, running_cluster
 from tests.security.chatter import Chatter
 from tui.session import ClientSession, EventKind

@@ -17,9 +17,9 @@ import zmq.asyncio
 from fabric.methods import RpcError
 from fabric.rpc_client import RpcClient
 from fabric.security import anonymous_client
-from nodes.gateway.api import CLIENT
 from schema import client_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT
 from tests.harness import running_cluster
 from tests.security.chatter import Chatter
 from tests.support import async_wait_until

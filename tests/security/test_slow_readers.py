@@ -37,11 +37,11 @@ from fabric import envelope, timing
 from fabric.methods import RpcError
 from fabric.rpc_client import RpcClient
 from fabric.security import anonymous_client
-from nodes.gateway.api import CLIENT
 from nodes.gateway.backlog import wire_bytes
 from nodes.gateway.connections import TCP_INFO_BYTES_ACKED
 from schema import client_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT
 from tests.harness import Cluster, running_cluster
 from tests.security.chatter import Chatter
 from tests.support import async_wait_until, wait_until

@@ -1,8 +1,9 @@
-"""The router's public surface: its RPC catalogue and the delivery events it publishes.
+"""The router's contract (schema/cluster.proto, `service Router`): called by gateways, storage
+nodes and soimctl; its delivery events are followed by gateways.
 
-Role: the names both ends agree on — gateways and storage nodes call `ROUTER[...]` methods on a
-router's RPC ROUTER, and gateways subscribe to `delivery_topic(their node id)` on every router's
-events PUB to receive `GatewayDelivery` events (method `DELIVERY_METHOD`). No sockets.
+Role: the names both ends agree on — `ROUTER[...]` methods on a router's RPC ROUTER, and the
+`GatewayDelivery` events (method `DELIVERY_METHOD`) each gateway receives on topic
+`delivery_topic(its node id)` of every router's events PUB. No sockets.
 """
 
 from __future__ import annotations
