@@ -3,7 +3,8 @@
 Role: a pure function of the set of member node ids — every node that sees the same members
 computes the same owner for every key, so routers, gateways and storage nodes agree without
 talking. Each member gets VNODES points (virtual nodes) so keys spread evenly and a join or a
-leave moves only about 1/N of them. No sockets.
+leave moves only about 1/N of them. `LiveRing` is the ring of the live nodes of one role as a
+membership view sees them, the one way every role and tool builds it. No sockets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fabric.membership import Membership
 
 VNODES = 128
 
@@ -52,3 +57,25 @@ class Ring:
         for key in keys:
             grouped.setdefault(self.owner(key), []).append(key)
         return grouped
+
+
+class LiveRing:
+    """The ring of the live nodes of `role` as `membership` sees them now, and `include` (a
+    node's own id: a node owns its share even before it sees itself). Ask `current()` on every
+    use: the ring is rebuilt only when that set of nodes changes, and is the same object
+    until then."""
+
+    def __init__(self, membership: Membership, role: str, include: str = "") -> None:
+        self.membership = membership
+        self.role = role
+        self.include = include
+        self._ring = Ring([include] if include else ())
+
+    def current(self) -> Ring:
+        """The ring now (cheap: one look at the membership view's cached live list)."""
+        members = {p.node_id for p in self.membership.alive(self.role)}
+        if self.include:
+            members.add(self.include)
+        if members != self._ring.members:
+            self._ring = Ring(members)
+        return self._ring

@@ -19,7 +19,7 @@ from typing import Any
 
 from fabric import timing
 from fabric.config import Config
-from fabric.ring import Ring
+from fabric.ring import LiveRing
 from nodes.directory import account_rows, passwords
 from nodes.directory.context import KDF_THREADS
 from schema import client_pb2, cluster_pb2
@@ -62,7 +62,7 @@ async def _lookup_rate(
 ) -> tuple[float, float]:
     """(users looked up per second, Lookup calls per second): Router.Lookup batches of
     LOOKUP_BATCH ids at their owner routers, LOOKUP_INFLIGHT calls in flight, for `seconds`."""
-    ring = Ring(p.node_id for p in view.membership.alive("router"))
+    ring = LiveRing(view.membership, "router").current()
     batches = []
     for router, ids in ring.owners(user_ids).items():
         ids = list(itertools.islice(itertools.cycle(ids), LOOKUP_BATCH))

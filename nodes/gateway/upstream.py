@@ -22,7 +22,7 @@ from fabric import timing
 from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.peer_clients import PeerClients
-from fabric.ring import Ring
+from fabric.ring import LiveRing, Ring
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 from schema.contracts.directory import DIRECTORY
@@ -95,8 +95,8 @@ class Upstream:
         self.membership = membership
         self.peers = peers
         self._turn = itertools.count()
-        self._ring = Ring()
-        self._storage_ring = Ring()
+        self._routers = LiveRing(membership, "router")
+        self._storages = LiveRing(membership, "storage")
 
     # ---- directory
     async def directory(self, name: str, request: Message) -> Any:
@@ -112,10 +112,7 @@ class Upstream:
     # ---- storage
     def storage_ring(self) -> Ring:
         """The storage ring (by conversation id) as this gateway sees it now."""
-        members = frozenset(p.node_id for p in self.membership.alive("storage"))
-        if members != self._storage_ring.members:
-            self._storage_ring = Ring(members)
-        return self._storage_ring
+        return self._storages.current()
 
     def storage_owner(self, conv_id: int) -> str:
         """The storage node owning `conv_id`; UNAVAILABLE when none is alive."""
@@ -133,10 +130,7 @@ class Upstream:
     # ---- routers
     def ring(self) -> Ring:
         """The router ring as this gateway sees it now."""
-        members = frozenset(p.node_id for p in self.membership.alive("router"))
-        if members != self._ring.members:
-            self._ring = Ring(members)
-        return self._ring
+        return self._routers.current()
 
     async def router(self, router_id: str, name: str, request: Message) -> Any:
         """Call Router.<name> on one router."""

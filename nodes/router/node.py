@@ -24,7 +24,7 @@ from fabric.config import Config
 from fabric.membership import Peer
 from fabric.methods import RpcError
 from fabric.node import Node
-from fabric.ring import Ring
+from fabric.ring import LiveRing
 from fabric.rpc_server import Call
 from nodes.router.delivery import fan_out
 from nodes.router.presence import Binding, Presence
@@ -69,7 +69,8 @@ class RouterNode(Node):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
         self.presence = Presence()
-        self.ring = Ring([self.node_id])
+        self._live = LiveRing(self.membership, "router", include=self.node_id)
+        self.ring = self._live.current()
         self._delivery_budget = cfg.max_frame_bytes - EVENT_HEADER_ROOM
         self._bind_counts = {
             code: BIND_RESULTS.labels(pb.ErrorCode.Name(code))
@@ -107,8 +108,8 @@ class RouterNode(Node):
         return self.ring.owner(user_id) == self.node_id
 
     def _ring_changed(self) -> None:
-        ring = Ring([self.node_id, *(p.node_id for p in self.membership.alive("router"))])
-        if ring == self.ring:
+        ring = self._live.current()
+        if ring is self.ring:
             return
         self.ring = ring
         dropped = self.presence.retain_users(self.owns)

@@ -24,7 +24,7 @@ from fabric import timing
 from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.peer_clients import PeerClients
-from fabric.ring import Ring
+from fabric.ring import LiveRing, Ring
 from nodes.storage.people import People
 from schema import client_pb2, cluster_pb2
 from schema.contracts.router import ROUTER
@@ -97,6 +97,7 @@ class Fanout:
         self._jobs: deque[list[_Push]] = deque()
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
+        self._live = LiveRing(membership, "router")
         self._ring = Ring()
         self._router_of: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
@@ -173,9 +174,9 @@ class Fanout:
             self._drained.set()
 
     def _routers(self) -> Ring:
-        members = frozenset(p.node_id for p in self.membership.alive("router"))
-        if members != self._ring.members:
-            self._ring = Ring(members)
+        ring = self._live.current()
+        if ring is not self._ring:
+            self._ring = ring
             self._router_of.clear()
         elif len(self._router_of) >= ROUTER_CACHE:
             self._router_of.clear()

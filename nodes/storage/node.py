@@ -33,7 +33,7 @@ from fabric.membership import Peer
 from fabric.methods import RpcError
 from fabric.node import Node
 from fabric.readiness import DbCheck, missing_roles, ping_store
-from fabric.ring import Ring
+from fabric.ring import LiveRing
 from fabric.rpc_server import Call
 from nodes.storage.amends import Amends, edit_window_ms
 from nodes.storage.cursors import Cursors
@@ -113,7 +113,8 @@ class StorageNode(Node):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        self.ring = Ring([self.node_id])
+        self._live = LiveRing(self.membership, "storage", include=self.node_id)
+        self.ring = self._live.current()
         self._owned: dict[int, bool] = {}
         self.store: Store | None = None
         self.segments: SegmentAllocator | None = None
@@ -224,8 +225,8 @@ class StorageNode(Node):
         return owned
 
     def _ring_changed(self) -> None:
-        ring = Ring([self.node_id, *(p.node_id for p in self.membership.alive("storage"))])
-        if ring == self.ring:
+        ring = self._live.current()
+        if ring is self.ring:
             return
         self.ring = ring
         self._owned.clear()
