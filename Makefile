@@ -20,6 +20,7 @@ keys: $(STAMP)
 run: $(STAMP) keys
 	@echo "so-im: starting a local cluster (SQLite in var/data, zeroconf on 127.0.0.1)."
 	@echo "so-im: in another terminal run:  $(BIN)/soim      (Ctrl-C here stops the cluster)"
+	@echo "so-im: or open http://127.0.0.1:$${SOIM_GATEWAY1_WEB_PORT:-8080}/ in a browser"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile -e /dev/null
 
 services:

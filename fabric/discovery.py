@@ -64,6 +64,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,253}$")
 _ENDPOINT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 _ENDPOINT_RE = re.compile(r"^tcp://([A-Za-z0-9_.:-]{1,253}|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
+_WEB_ENDPOINT_RE = re.compile(r"^wss?://([A-Za-z0-9_.:-]{1,253}|\[[0-9A-Fa-f:]+\]):(\d{1,5})/ws$")
+"""A gateway's "web" endpoint: the URL of its WebSocket plane."""
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
 _Z85_RE = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _EP = "ep."
@@ -106,7 +108,8 @@ class NodeInfo:
     cluster: str
     version: str
     host: str
-    endpoints: Mapping[str, str]  # {"rpc": "tcp://127.0.0.1:5555", "events": ..., "client": ...}
+    endpoints: Mapping[str, str]
+    """{"rpc": "tcp://127.0.0.1:5555", "events": ..., "client": ..., "web": "ws://...:8080/ws"}"""
     metrics_port: int
     public_key: str  # z85 of the cluster server key
     client_key: str  # z85 of the gateway key; "" for every other role
@@ -144,7 +147,7 @@ class NodeInfo:
         if not endpoints:
             raise DiscoveryError(RecordError.MISSING_FIELD, "no ep.* endpoint")
         for name, url in endpoints.items():
-            match = _ENDPOINT_RE.match(url)
+            match = (_WEB_ENDPOINT_RE if name == "web" else _ENDPOINT_RE).match(url)
             if not _ENDPOINT_NAME_RE.match(name) or not match or not 0 < int(match[2]) < 65536:
                 raise DiscoveryError(RecordError.BAD_ENDPOINT, f"{name}={url!r}")
         client_key = txt.get("ck", "")

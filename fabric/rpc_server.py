@@ -18,6 +18,9 @@ carries its connection's metadata (`Call.peer_key`, `peer_addr`, `peer_fd`, see
 `fabric.drain.Meta`), read only then. `own_deadline_s` replaces the caller's deadline by the
 server's own (for clients, whose clocks are not trusted). `on_sent(replies)`, if given, hears
 every batch of replies just handed to the socket (the gateway counts bytes per client).
+Requests may also come from elsewhere than the socket (`dispatch`: the gateway's WebSocket
+plane); `elsewhere`, if set, takes the replies addressed to such identities before the rest
+goes to the socket.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ class RpcServer:
         self._awaiting: dict[asyncio.Future[Message], tuple[bytes, pb.Header]] = {}
         self._settled_out: list[list[bytes]] = []  # replies of futures settled, not yet sent
         self._flush_soon = False  # a _flush_settled is scheduled for this loop iteration
+        self.elsewhere: Callable[[list[list[bytes]]], list[list[bytes]]] | None = None
+        """Sends the replies whose identity is not on the socket; returns the others."""
 
     def register(self, method: Method, handler: Handler) -> None:
         """Serve `method` with `handler`."""
@@ -155,6 +160,12 @@ class RpcServer:
                 replies.append(out)
         self._send(replies)
         self._count_answered()
+
+    def dispatch(self, batch: Batch, metas: list[Meta]) -> None:
+        """Answer requests that came from elsewhere than the socket, as if read from it (each
+        [identity, envelope frame], with its connection's `Meta`); `elsewhere` sends their
+        replies."""
+        self._requests_meta(batch, metas)
 
     async def close(self) -> None:
         """Cancel handler tasks still running."""
@@ -279,6 +290,8 @@ class RpcServer:
         self._count_answered()
 
     def _send(self, replies: list[list[bytes]]) -> None:
+        if self.elsewhere is not None:
+            replies = self.elsewhere(replies)
         dropped = send_batch(self.sock, replies)
         if self.on_sent is not None:
             self.on_sent(replies)

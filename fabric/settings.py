@@ -52,6 +52,10 @@ KNOWN = frozenset(
         "SOIM_MAX_UNAUTH_TOTAL",
         "SOIM_SESSION_RATE",
         "SOIM_SESSION_BURST",
+        "SOIM_WEB_PORT",
+        "SOIM_WEB_CERT",
+        "SOIM_WEB_KEY",
+        "SOIM_WEB_ORIGINS",
         # storage options
         "SOIM_EDIT_WINDOW_S",
         # directory options
@@ -62,6 +66,8 @@ KNOWN = frozenset(
         # the Procfile (`make run`)
         "SOIM_GATEWAY1_PORT",
         "SOIM_GATEWAY2_PORT",
+        "SOIM_GATEWAY1_WEB_PORT",
+        "SOIM_GATEWAY2_WEB_PORT",
         # the test suite
         "SOIM_TEST_MYSQL_HOST",
         "SOIM_TEST_MYSQL_PORT",

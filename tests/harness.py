@@ -56,14 +56,17 @@ class Cluster:
         self.nodes += started
         return started
 
-    async def start_all(self, routers: int = 1, gateways: int = 1) -> list[NodeProcess]:
+    async def start_all(
+        self, routers: int = 1, gateways: int = 1, web: bool = False
+    ) -> list[NodeProcess]:
         """A whole cluster, alive: a directory, `routers` routers, a storage node and
-        `gateways` gateways, in that order."""
+        `gateways` gateways (with a WebSocket plane on a free port if `web`), in that order."""
+        web_env = {"SOIM_WEB_PORT": "0"} if web else {}
         nodes = (
             self.start("directory")
             + self.start("router", routers)
             + self.start("storage")
-            + self.start("gateway", gateways)
+            + self.start("gateway", gateways, **web_env)
         )
         await self.wait_alive(nodes)
         return nodes
@@ -93,6 +96,13 @@ class Cluster:
         assert self.view is not None
         pinned = keys.load_gateway_public(self.keys_dir)
         return [(p.info.endpoints["client"], pinned) for p in self.view.membership.alive("gateway")]
+
+    def web_urls(self) -> list[str]:
+        """The WebSocket URL (ws://host:port/ws) of every live gateway that has one, ordered
+        as `gateways()`."""
+        assert self.view is not None
+        alive = self.view.membership.alive("gateway")
+        return [p.info.endpoints["web"] for p in alive if "web" in p.info.endpoints]
 
     def gateway_endpoints(self) -> list[str]:
         """A client's failover list: where the live gateways are."""

@@ -32,6 +32,8 @@ def test_make_run_starts_a_cluster_restarts_a_killed_node_and_ctrl_c_stops_it(
         "SOIM_DB": f"sqlite:{tmp_path / 'data'}",
         "SOIM_GATEWAY1_PORT": str(free_port()),
         "SOIM_GATEWAY2_PORT": str(free_port()),
+        "SOIM_GATEWAY1_WEB_PORT": str(free_port()),
+        "SOIM_GATEWAY2_WEB_PORT": str(free_port()),
     }
     log = open(tmp_path / "make-run.log", "wb")  # noqa: SIM115 (closed below)
     make = subprocess.Popen(

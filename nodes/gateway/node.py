@@ -6,6 +6,8 @@ publish for this gateway. The user of every request comes from the session, neve
 Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT,
 messages capped at SOIM_MAX_FRAME_BYTES by libzmq, its connections followed by `Connections`
 through the socket's monitor PAIR, the bytes queued for each session capped by `Backlogs`);
+the WebSocket plane on SOIM_WEB_PORT when set (`nodes.gateway.web_plane`: the same
+requests, sessions and pushes, its connections' replies and pushes diverted to it);
 the events SUB follows every router's PUB (topic
 `delivery_topic(this gateway)`); DEALERs to directories and routers; plus everything of
 `fabric.node.Node`.
@@ -41,6 +43,7 @@ from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.social import Social
 from nodes.gateway.typing import TypingRelay
 from nodes.gateway.upstream import Upstream
+from nodes.gateway.web_plane import WebPlane
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
 from schema.contracts.client import AUTHENTICATING, CLIENT, PRE_AUTH, PUSH_METHOD, RESUME_METHOD
@@ -146,6 +149,21 @@ class GatewayNode(Node):
         }
         for name, handler in handlers.items():
             self.clients.register(CLIENT[name], handler)
+        self.web: WebPlane | None = None
+        if self.options.web_port is not None:
+            self.web = WebPlane(
+                self.options,
+                self.cfg.host,
+                self.cfg.advertise_host,
+                self.cfg.max_frame_bytes,
+                self.clients,
+                self._connection_closed,
+                self._slow_reader,
+                lambda identity: self.sessions.get(identity) is not None,
+                self._web_gateways,
+            )
+            self.clients.elsewhere = self.web.divert
+            self.endpoints["web"] = await self.web.start()
         self.subscriber.on(delivery_topic(self.node_id), self._on_delivery)
         self.subscriber.on(INVALIDATION_TOPIC, self.access.on_invalidation)
         ender = SessionEnder(
@@ -180,6 +198,8 @@ class GatewayNode(Node):
             )
         )
         self.push([s.identity for s in self.sessions], going.SerializeToString())
+        if self.web is not None:
+            await self.web.close()
         await self.binder.close()
         self.client_sock.close(linger=timing.SOCKET_LINGER_MS)
 
@@ -262,13 +282,14 @@ class GatewayNode(Node):
         self.sessions.remove(identity)
         self._unbind_soon(session)
         fd = session.fd
-        if fd < 0:
+        if fd == -1:
             return
+        plane = self.connections if fd >= 0 or self.web is None else self.web
         if slow_reader:
-            self.connections.shut(fd, "slow_reader", reset=True)
+            plane.shut(fd, "slow_reader", reset=True)
         else:
             asyncio.get_running_loop().call_later(
-                timing.KICK_FLUSH_S, self.connections.shut, fd, "session_ended"
+                timing.KICK_FLUSH_S, plane.shut, fd, "session_ended"
             )
 
     def _slow_reader(self, identity: bytes, unread: int) -> None:
@@ -286,12 +307,16 @@ class GatewayNode(Node):
 
     def _session_fd(self, fd: int, present: bool) -> None:
         """A session opened (`present`) or ended on the connection `fd`."""
+        if fd < 0 and self.web is not None:
+            self.web.authenticated(fd, present)
+            return
         self.connections.authenticated(fd, present)
         if present:
             self.backlogs.opened(fd)
 
     def _connection_closed(self, fd: int) -> None:
-        """A client's TCP connection closed: its session ends now (only Resume brings it back)."""
+        """A client's TCP connection (or WebSocket) closed: its session ends now (only Resume
+        brings it back)."""
         session = self.sessions.on_fd(fd)
         if session is not None:
             self.sessions.remove(session.identity)
@@ -331,6 +356,8 @@ class GatewayNode(Node):
         """Send one serialized Push to each of these connections."""
         frames = envelope.event(PUSH_METHOD, push, self.node_id)
         out = [[i, *frames] for i in identities]
+        if self.web is not None:
+            out = self.web.divert(out)
         dropped = send_batch(self.client_sock, out)
         self.backlogs.sent(out)
         stats.pushed(len(out), dropped)
@@ -354,12 +381,22 @@ class GatewayNode(Node):
             out.extend(
                 [sid, *frames] for sid in item.session_ids if self.sessions.get(sid) is not None
             )
+        if out and self.web is not None:
+            out = self.web.divert(out)
         if out:
             dropped = send_batch(self.client_sock, out)
             self.backlogs.sent(out)
             stats.pushed(len(out), dropped)
             if dropped:
                 metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
+
+    def _web_gateways(self) -> list[str]:
+        """The WebSocket URLs of the other live gateways that are not draining."""
+        return [
+            p.info.endpoints["web"]
+            for p in self.membership.alive("gateway")
+            if not p.draining and "web" in p.info.endpoints and p.node_id != self.node_id
+        ]
 
     async def _expire_idle(self) -> None:
         while True:

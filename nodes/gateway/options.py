@@ -23,17 +23,30 @@ Role: parse and validate them from `Config.extra` at start; a bad value raises
     SOIM_CLIENT_QUEUE_BYTES       bytes of replies and pushes a logged-in client may leave
                                   unread (queued in the gateway and its kernel); past it the
                                   session ends and the connection is reset (default 4 MiB, at
-                                  least 2 MiB: one History page can take 1.6 MB)
+                                  least 2 MiB: one History page can take 1.6 MB); on the
+                                  WebSocket plane: bytes in the connection's write buffer
+    SOIM_WEB_PORT                 port of the WebSocket plane and the web client (HTTP on the
+                                  gateway's SOIM_HOST; 0: any free port; unset or empty: off)
+    SOIM_WEB_CERT, SOIM_WEB_KEY   PEM certificate chain and private key: serve https and wss
+                                  (both or neither; unset: plain http and ws)
+    SOIM_WEB_ORIGINS              comma-separated origins (scheme://host[:port]) whose pages may
+                                  open a WebSocket; unset: this gateway's own and the other live
+                                  gateways' web origins (requests without Origin always may)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from fabric import timing
-from fabric.config import read_int
+from fabric.config import ConfigError, read_int
 
+_ORIGIN_RE = re.compile(
+    r"^https?://[A-Za-z0-9_.-]{1,253}(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?$"
+)
 MAX_SESSION_RATE = 1_000_000
 """Highest SOIM_SESSION_RATE and SOIM_SESSION_BURST (a load test lifts the limit with it)."""
 
@@ -51,6 +64,12 @@ class GatewayOptions:
     client_queue_bytes: int = 4 << 20
     session_rate: int = int(timing.SESSION_RATE_PER_S)
     session_burst: int = int(timing.SESSION_RATE_BURST)
+    web_port: int | None = None
+    """None: no WebSocket plane."""
+    web_cert: str = ""
+    web_key: str = ""
+    web_origins: tuple[str, ...] = ()
+    """Empty: the live gateways' own web origins."""
 
     @classmethod
     def from_extra(cls, extra: Mapping[str, str]) -> GatewayOptions:
@@ -71,4 +90,37 @@ class GatewayOptions:
             session_burst=read_int(
                 extra, "SOIM_SESSION_BURST", cls.session_burst, 1, MAX_SESSION_RATE
             ),
-        )
+            web_port=_web_port(extra),
+            web_cert=_pem_file(extra, "SOIM_WEB_CERT"),
+            web_key=_pem_file(extra, "SOIM_WEB_KEY"),
+            web_origins=_origins(extra.get("SOIM_WEB_ORIGINS", "")),
+        ).checked()
+
+    def checked(self) -> GatewayOptions:
+        """These options, if their combination is valid."""
+        if bool(self.web_cert) != bool(self.web_key):
+            raise ConfigError("SOIM_WEB_CERT", "SOIM_WEB_CERT and SOIM_WEB_KEY go together")
+        return self
+
+
+def _web_port(extra: Mapping[str, str]) -> int | None:
+    if extra.get("SOIM_WEB_PORT", "").strip() == "":
+        return None
+    return read_int(extra, "SOIM_WEB_PORT", 0, 0, 65535)
+
+
+def _pem_file(extra: Mapping[str, str], var: str) -> str:
+    path = extra.get(var, "").strip()
+    if path and not Path(path).is_file():
+        raise ConfigError(var, f"no such file: {path!r}")
+    return path
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not _ORIGIN_RE.match(origin):
+            raise ConfigError(
+                "SOIM_WEB_ORIGINS", f"{origin[:80]!r} is not an origin like https://host:port"
+            )
+    return origins

@@ -32,7 +32,9 @@ class Session:
     token: str = ""
     token_expires_ms: int = 0
     fd: int = -1
-    """The TCP connection's file descriptor in this process (-1: unknown)."""
+    """The connection: its TCP socket's file descriptor in this process on the ZeroMQ plane,
+    a negative number (-2, -3, ...) on the WebSocket plane (`nodes.gateway.web_plane`); -1:
+    unknown."""
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     queued_bytes: int = 0
@@ -68,7 +70,7 @@ class SessionTable:
         return list(self._by_user.get(user_id, {}).values())
 
     def on_fd(self, fd: int) -> Session | None:
-        """The session opened on the TCP connection `fd`."""
+        """The session opened on the connection `fd`."""
         return self._by_fd.get(fd)
 
     def add(self, session: Session) -> Session | None:
@@ -78,7 +80,7 @@ class SessionTable:
             self._drop_indexes(old)
         self._by_identity[session.identity] = session
         self._by_user.setdefault(session.user_id, {})[session.identity] = session
-        if session.fd >= 0:
+        if session.fd != -1:
             self._by_fd[session.fd] = session
             self._on_fd(session.fd, True)
         return old
@@ -106,7 +108,7 @@ class SessionTable:
         return idle
 
     def _drop_indexes(self, session: Session) -> None:
-        if session.fd >= 0 and self._by_fd.get(session.fd) is session:
+        if session.fd != -1 and self._by_fd.get(session.fd) is session:
             del self._by_fd[session.fd]
             self._on_fd(session.fd, False)
         sessions = self._by_user.get(session.user_id)

@@ -1,0 +1,1 @@
+"""so-im test suite."""
