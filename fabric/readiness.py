@@ -2,9 +2,10 @@
 
 Role: `ask` runs a node's async `ready()` hook on its event loop from the metrics server's
 request thread (the loop stays the only thread that reads the membership); `missing_roles`
-names the roles absent from the live membership; `DbCheck` asks the database in a worker thread
-and keeps the answer for DB_CHECK_CACHE_S. Each answer is None (ready) or a one-line reason.
-Peer sockets: none of its own (`DbCheck` borrows a pooled database connection).
+names the roles absent from the live membership; `DbCheck` runs a role's blocking database
+probe (such as `shard_store.store.Store.ping`) in a worker thread and keeps the answer for
+DB_CHECK_CACHE_S. Each answer is None (ready) or a one-line reason. Peer sockets: none of its
+own (the probe borrows a pooled database connection).
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ import concurrent.futures
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
 
 from fabric import timing
 from fabric.membership import Membership
-
-if TYPE_CHECKING:
-    from shard_store.store import Store
 
 
 def ask(
@@ -45,13 +42,6 @@ def missing_roles(membership: Membership, roles: Iterable[str]) -> str | None:
     """'no live directory, storage' when those roles have no live member; None when all do."""
     missing = [role for role in roles if not membership.alive(role)]
     return f"no live {', '.join(missing)} in the membership" if missing else None
-
-
-def ping_store(store: Store) -> None:
-    """SELECT 1 on every database of `store` (blocking; raises when one does not answer)."""
-    for database in store.databases:
-        with database.connection() as conn:
-            conn.query("SELECT 1")
 
 
 class DbCheck:

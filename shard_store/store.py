@@ -139,6 +139,13 @@ class Store:
                     parts.append(conn.query(text, params))
         return merge_ordered(parts, key, limit, reverse)
 
+    def ping(self) -> None:
+        """SELECT 1 on every database (blocking; raises when one does not answer): the probe
+        of a node's database readiness check."""
+        for database in self.databases:
+            with database.connection() as conn:
+                conn.query("SELECT 1")
+
     def schema_versions(self) -> list[int]:
         """The schema version of each database."""
         out = []

@@ -63,8 +63,7 @@ class DirectoryNode(Node):
         except StoreUnavailable as err:
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
         await asyncio.to_thread(account_rows.ensure_seen, self.store)
-        store = self.store
-        self.db_check = readiness.DbCheck(lambda: readiness.ping_store(store))
+        self.db_check = readiness.DbCheck(self.store.ping)
         self.ids = SegmentAllocator(self.store)
         try:
             self.cache = await asyncio.to_thread(Cache.from_config, cfg)

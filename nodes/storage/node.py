@@ -32,7 +32,7 @@ from fabric.config import Config, ConfigError
 from fabric.membership import Peer
 from fabric.methods import RpcError
 from fabric.node import Node
-from fabric.readiness import DbCheck, missing_roles, ping_store
+from fabric.readiness import DbCheck, missing_roles
 from fabric.ring import LiveRing
 from fabric.rpc_server import Call
 from nodes.storage.amends import Amends, edit_window_ms
@@ -134,7 +134,7 @@ class StorageNode(Node):
             self.store = store = await asyncio.to_thread(Store.from_config, self.cfg)
         except StoreUnavailable as err:
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
-        self.db_check = DbCheck(lambda: ping_store(store))
+        self.db_check = DbCheck(store.ping)
         self.segments = SegmentAllocator(store, default_step=STEP)
         ids = MsgIds(self.segments, self.workers.reads)
         ids.take_now(0)  # start the first refill now

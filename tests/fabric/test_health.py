@@ -20,7 +20,7 @@ import pytest
 
 from fabric import settings, timing
 from fabric.config import Config, ConfigError
-from fabric.readiness import DbCheck, ping_store
+from fabric.readiness import DbCheck
 from shard_store.store import Store
 from tests.harness import running_cluster
 from tests.support import async_wait_until, free_port
@@ -100,7 +100,7 @@ def test_database_check_reports_a_database_that_does_not_answer(tmp_path: Path) 
 
 async def _database_scenario(tmp_path: Path) -> None:
     store = await asyncio.to_thread(Store.open, f"sqlite:{tmp_path / 'data'}", 2)
-    check = DbCheck(lambda: ping_store(store))
+    check = DbCheck(store.ping)
     assert await check.reason() is None
     await asyncio.to_thread(store.close)
     assert await check.reason() is None  # the answer is reused for DB_CHECK_CACHE_S
