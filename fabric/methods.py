@@ -1,16 +1,17 @@
 """RPC method specs: the name, request and reply types, and whether a call may be retried.
 
-Role: the shared catalogue both ends of an RPC agree on; this module holds the `Method` type and
-the methods every node serves (fabric.Echo, fabric.Status, node.Drain). Role-specific
-catalogues live beside each node. No sockets.
+Role: the shared catalogue both ends of an RPC agree on; this module holds the `Method` type,
+`catalogue` (a .proto service's methods, each with the `idempotency_level` its rpc declares),
+and the methods every node serves (fabric.Echo, fabric.Status, node.Drain). Role-specific
+catalogues live in the service contracts. No sockets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
@@ -19,36 +20,37 @@ from schema import cluster_pb2, fabric_pb2
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """One RPC: only `idempotent` methods are ever retried by the client."""
+    """One RPC. Only a method whose rpc declares an `idempotency_level` (NO_SIDE_EFFECTS or
+    IDEMPOTENT, google.protobuf.MethodOptions) is ever asked again (`fabric.retry`)."""
 
     name: str
     request: type[Message]
     reply: type[Message]
-    idempotent: bool = False
+    idempotency: int = MethodOptions.IDEMPOTENCY_UNKNOWN
 
 
-def catalogue(service: ServiceDescriptor, idempotent: Iterable[str] = ()) -> dict[str, Method]:
+def catalogue(service: ServiceDescriptor) -> dict[str, Method]:
     """The methods of a .proto `service` block, named "<service in lower case>.<rpc>".
 
-    The .proto services are method tables only (no gRPC); `idempotent` names the rpcs a client
-    may retry.
+    The .proto services are method tables only (no gRPC); each rpc's `idempotency_level`
+    option says whether a caller may ask it again.
     """
-    retry = set(idempotent)
     prefix = service.name.lower()
     return {
         m.name: Method(
             f"{prefix}.{m.name}",
             GetMessageClass(m.input_type),
             GetMessageClass(m.output_type),
-            m.name in retry,
+            m.GetOptions().idempotency_level,
         )
         for m in service.methods
     }
 
 
-ECHO = Method("fabric.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply, idempotent=True)
-STATUS = Method("fabric.Status", fabric_pb2.StatusRequest, fabric_pb2.StatusReply, idempotent=True)
-NODE = catalogue(cluster_pb2.DESCRIPTOR.services_by_name["Node"], idempotent=["Drain"])
+_FABRIC = catalogue(fabric_pb2.DESCRIPTOR.services_by_name["Fabric"])
+ECHO = _FABRIC["Echo"]
+STATUS = _FABRIC["Status"]
+NODE = catalogue(cluster_pb2.DESCRIPTOR.services_by_name["Node"])
 """Control calls every node serves: node.Drain."""
 
 

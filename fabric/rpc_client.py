@@ -1,8 +1,9 @@
 """The RPC client: calls methods of one peer over a DEALER socket, many calls in flight.
 
 Role: send REQUEST envelopes with a request id and an absolute deadline, match REPLY envelopes
-back to their callers, fail calls whose deadline passes with TIMEOUT, and retry only methods
-marked idempotent (a fresh request id per attempt, each attempt a share of the deadline).
+back to their callers, fail calls whose deadline passes with TIMEOUT, and ask an idempotent
+method again by a `fabric.retry` policy (`CALL` unless the caller owns the retries and passes
+`ONCE`; a fresh request id per attempt, each attempt a share of the deadline).
 EVENT frames the server pushes on the same connection (a gateway's pushes to a client) go to
 `on_event`.
 Peer sockets: one connected DEALER (Curve client) per peer ROUTER served by `RpcServer`.
@@ -24,11 +25,10 @@ from google.protobuf.message import Message
 from fabric import envelope, metrics, timing
 from fabric.drain import Batch, Reader, send_frames
 from fabric.methods import Method, RpcError
+from fabric.retry import ASKED_ONCE, CALL, Policy, run
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
-_RETRYABLE = frozenset({pb.TIMEOUT, pb.UNAVAILABLE, pb.RATE_LIMITED})
-"""What an idempotent call retries after a pause: a rate limit refills while it waits."""
 _EVENT = pb.EVENT
 _Pending = tuple["asyncio.Future[bytes]", float, str]
 """A call waiting for its reply: the caller's future (set to the reply's still-serialized payload,
@@ -114,48 +114,37 @@ class RpcClient:
         """Calls waiting for a reply."""
         return len(self._pending)
 
-    async def call(self, method: Method, request: Message, timeout: float | None = None) -> Any:
+    async def call(
+        self,
+        method: Method,
+        request: Message,
+        timeout: float | None = None,
+        *,
+        retry: Policy = CALL,
+    ) -> Any:
         """Call `method`; return its reply message or raise RpcError (TIMEOUT at the deadline).
 
-        The common case — one attempt, answered — is one await on a future that the Reader's
-        callback (`_replies`) sets.
+        An idempotent method is asked again by `retry`, within `timeout` (`fabric.retry`); a
+        caller that retries the call itself passes `ONCE`. The common case — one attempt,
+        answered — is one await on a future that the Reader's callback (`_replies`) sets.
         """
         if not self._tasks:
             self.start()
-        now = started = _monotonic()
+        started = _monotonic()
         deadline = started + (timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout)
         payload = request.SerializeToString()
         name = method.name
-        attempts = timing.RPC_MAX_ATTEMPTS if method.idempotent else 1
-        backoff = timing.RPC_RETRY_BACKOFF_S
         try:
-            for left in range(attempts, 0, -1):  # attempts left, this one included
-                if self._closed:  # closed meanwhile: no reader or expiry would end it
-                    raise RpcError(pb.UNAVAILABLE, f"{name}: client closed")
-                remaining = deadline - now
-                share = (remaining if remaining > 0.0 else 0.0) / left
-                rid = next(self._ids)
-                fut: asyncio.Future[bytes] = _Future(loop=self._loop)
-                self._pending[rid] = (fut, now + share, name)
-                self._outbox.append(
-                    self._encoder.request(name, rid, int((_time() + share) * 1000), payload)
+            if retry.attempts == 1 or method.idempotency == ASKED_ONCE:
+                reply = await self._ask(name, payload, deadline)
+            else:
+                reply = await run(
+                    lambda until: self._ask(name, payload, until),
+                    policy=retry,
+                    idempotency=method.idempotency,
+                    deadline=deadline,
                 )
-                if not self._flush_soon:
-                    self._flush_soon = True
-                    self._loop.call_soon(self._flush)
-                try:
-                    return _parse_payload(method.reply, await fut)
-                except RpcError as err:
-                    if err.code not in _RETRYABLE or left == 1:
-                        raise
-                except asyncio.CancelledError:
-                    self._pending.pop(rid, None)
-                    raise
-                pause = min(backoff, max(deadline - _monotonic(), 0.0) / 4)
-                await asyncio.sleep(pause)  # retry backoff, bounded by the deadline
-                backoff *= 2
-                now = _monotonic()
-            raise AssertionError("unreachable: the last attempt returns or raises")
+            return _parse_payload(method.reply, reply)
         except RpcError as err:
             metrics.RPC_ERRORS.labels(
                 name, pb.ErrorCode.Name(err.code) if err.code in pb.ErrorCode.values() else "?"
@@ -168,6 +157,26 @@ class RpcClient:
             if latency is None:
                 latency = self._latency[name] = metrics.RPC_SECONDS.labels(name)
             latency.observe(_monotonic() - started)
+
+    async def _ask(self, name: str, payload: bytes, until: float) -> bytes:
+        """One attempt: a request with a fresh id, answered or expired by `until` (monotonic);
+        return the reply's still-serialized payload."""
+        if self._closed:  # closed meanwhile: no reader or expiry would end it
+            raise RpcError(pb.UNAVAILABLE, f"{name}: client closed")
+        rid = next(self._ids)
+        fut: asyncio.Future[bytes] = _Future(loop=self._loop)
+        self._pending[rid] = (fut, until, name)
+        self._outbox.append(
+            self._encoder.request(name, rid, int((_time() + until - _monotonic()) * 1000), payload)
+        )
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._pending.pop(rid, None)
+            raise
 
     def _flush(self) -> None:
         """Send every request queued since the last pass, in one batch."""

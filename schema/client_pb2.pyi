@@ -9,6 +9,9 @@ gets a reply whose Header.error is not OK and whose payload is empty. Server-ini
 messages are EVENT frames with method "client.Push" and a Push payload.
 Ids (user, group, conversation, message) are unsigned 64-bit; times are unix epoch
 milliseconds; every string is UTF-8.
+An rpc with idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT may be asked again after an
+error that may pass (fabric/retry.py says which, how often and by whom); any other rpc is
+asked once.
 """
 
 from collections import abc as _abc

@@ -10,6 +10,9 @@ Chat traffic is batched: a frame carries many messages (one frame per destinatio
 drain pass or per commit), and per-item outcomes come back in the same order. A sender
 splits a batch when the frame would exceed the frame size limit. Users are identified by
 the id the gateway stamped from the authenticated session, never by anything a client sent.
+An rpc with idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT may be asked again after an
+error that may pass (fabric/retry.py says which, how often and by whom); any other rpc is
+asked once.
 """
 
 from collections import abc as _abc

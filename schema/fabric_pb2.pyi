@@ -123,7 +123,7 @@ Global___Bye: _TypeAlias = Bye  # noqa: Y015
 
 @_typing.final
 class EchoRequest(_message.Message):
-    """fabric.Echo: returns its payload; idempotent. Used by tests and `soimctl bench fabric`."""
+    """fabric.Echo: returns its payload. Used by tests and `soimctl bench fabric`."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

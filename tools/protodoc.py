@@ -128,18 +128,27 @@ def enum(comments: Comments, en: d.EnumDescriptorProto, path: LocPath) -> list[s
     return [*out, ""]
 
 
+IDEMPOTENCY = {
+    d.MethodOptions.IDEMPOTENCY_UNKNOWN: "asked once",
+    d.MethodOptions.NO_SIDE_EFFECTS: "no side effects",
+    d.MethodOptions.IDEMPOTENT: "idempotent",
+}
+"""An rpc's `idempotency_level` as the reference shows it (fabric.retry retries the last two)."""
+
+
 def service(comments: Comments, svc: d.ServiceDescriptorProto, path: LocPath) -> list[str]:
     out = [
         f"#### {svc.name} (service)\n",
         describe(comments, path) + "\n",
-        "| method | request | reply | description |",
-        "|---|---|---|---|",
+        "| method | request | reply | idempotency | description |",
+        "|---|---|---|---|---|",
     ]
     for i, m in enumerate(svc.method):
         request, reply = (t.rsplit(".", 1)[-1] for t in (m.input_type, m.output_type))
         out.append(
             f"| `{svc.name.lower()}.{m.name}` | [{request}](#{request.lower()}) "
-            f"| [{reply}](#{reply.lower()}) | {describe(comments, (*path, METHOD, i))} |"
+            f"| [{reply}](#{reply.lower()}) | {IDEMPOTENCY[m.options.idempotency_level]} "
+            f"| {describe(comments, (*path, METHOD, i))} |"
         )
     return [*out, ""]
 

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from fabric import envelope, timing
 from fabric.methods import RpcError
+from fabric.retry import CALL, ONCE, RECONNECT, Policy
 from fabric.rpc_client import RpcClient
 from fabric.security import anonymous_client
 from schema import client_pb2
@@ -35,13 +36,8 @@ from schema import common_pb2 as pb
 from schema.contracts.client import CLIENT, PUSH_METHOD
 
 log = logging.getLogger(__name__)
-RECONNECT_FIRST_S = 0.2
-RECONNECT_MAX_S = 5.0
 RESUME_TIMEOUT_S = 2.0
 LINK_DOWN = frozenset({pb.TIMEOUT, pb.UNAVAILABLE})
-RESUME_AGAIN = LINK_DOWN | {pb.RATE_LIMITED}
-"""A resume refused for one of these is tried again after the reconnect pause (a crowd of
-clients resuming at once after their gateway died may meet its rate limits)."""
 
 Locator = Callable[[], list[str]]
 """Where the cluster's gateways may be: client endpoints, all dialed with the pinned key."""
@@ -136,11 +132,14 @@ class Link:
                 await self._rpc.call(CLIENT["Logout"], client_pb2.LogoutRequest(), timeout=1.0)
         await self._drop()
 
-    async def call(self, name: str, request: Message, timeout: float | None = None) -> Any:
-        """client.<name> on the current gateway; RpcError carries the gateway's code."""
+    async def call(
+        self, name: str, request: Message, timeout: float | None = None, retry: Policy = CALL
+    ) -> Any:
+        """client.<name> on the current gateway, an idempotent one asked again by `retry`
+        (`ONCE` when the caller retries it); RpcError carries the gateway's code."""
         if self._rpc is None:
             raise RpcError(pb.UNAVAILABLE, "not connected")
-        return await self._rpc.call(CLIENT[name], request, timeout or self.timeout)
+        return await self._rpc.call(CLIENT[name], request, timeout or self.timeout, retry=retry)
 
     async def authenticate(self, name: str, request: Message) -> client_pb2.LoginReply:
         """Register, Login or Resume; follow a redirect; keep the link alive from then on."""
@@ -220,7 +219,6 @@ class Link:
         moved, self._redirected = self._redirected, False
         if not moved:
             self.on_state(LinkState.DISCONNECTED, self.endpoint)
-        pause = RECONNECT_FIRST_S
         attempt = 0
         first = self.endpoint
         while not self.closed:
@@ -231,19 +229,19 @@ class Link:
             await self._drop()
             self.open()
             try:
-                reply = await self.call(
+                reply = await self.call(  # asked once: this loop is its retry
                     "Resume",
                     client_pb2.ResumeRequest(token=self.token, device=self.device),
                     timeout=RESUME_TIMEOUT_S,
+                    retry=ONCE,
                 )
             except RpcError as err:
-                if err.code not in RESUME_AGAIN:  # e.g. revoked: the session is over
+                if err.code not in RECONNECT.retriable:  # e.g. revoked: the session is over
                     log.warning("resume refused on %s: %s", self.endpoint, err)
                     self.forget()
                     self.on_state(LinkState.SESSION_ENDED, err.detail or str(err))
                     return
-                await asyncio.sleep(pause)  # reconnect backoff
-                pause = min(pause * 2, RECONNECT_MAX_S)
+                await asyncio.sleep(RECONNECT.pause(attempt, err.code))  # reconnect backoff
                 continue
             self._started(reply)
             self.seen[self.endpoint] = None
@@ -253,8 +251,9 @@ class Link:
     async def _keep_alive(self) -> None:
         while not self.closed:
             await asyncio.sleep(timing.CLIENT_PING_INTERVAL_S)  # the ping period
-            try:  # Me also tells whether the gateway still knows our session
-                await self.call("Me", client_pb2.MeRequest(), timeout=RESUME_TIMEOUT_S)
+            try:  # Me also tells whether the gateway still knows our session; asked once:
+                # a failure reconnects, and the reconnect is the retry
+                await self.call("Me", client_pb2.MeRequest(), timeout=RESUME_TIMEOUT_S, retry=ONCE)
             except RpcError as err:
                 if err.code in LINK_DOWN or err.code == pb.UNAUTHENTICATED:
                     await self.recover()

@@ -9,7 +9,9 @@ order. A message leaves the outbox only when it is acknowledged or refused: for 
 friend, too long …), or by a gateway that answers and keeps saying "later" to it (`LATER_MAX`
 times in a row: it is up, so this is its answer, and the messages behind it must not wait
 forever); if the session itself is gone (logged out, the token refused), every waiting message
-fails with that error. A dead link never fails a message: it waits for the reconnect.
+fails with that error. A dead link never fails a message: it waits for the reconnect. The
+outbox is the one layer that retries a send: its attempts are asked once, which errors may
+pass and the jittered pauses between resends come from its `fabric.retry.Policy` (`RESEND`).
 Peer sockets: none of its own (`attempt` uses the session's link).
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fabric.methods import RpcError
+from fabric.retry import Policy
 from schema import client_pb2
 
 Attempt = Callable[[client_pb2.SendRequest], Awaitable[client_pb2.SendAck]]
@@ -27,8 +30,6 @@ Heal = Callable[[RpcError], Awaitable[bool]]
 """Make the next attempt worth trying after `RpcError`: True if the gateway is up and the error
 was its answer ("later"), False if the link was healed; raise RpcError if it never will be."""
 
-RESEND_PAUSE_FIRST_S = 0.1
-RESEND_PAUSE_MAX_S = 1.0
 LATER_MAX = 30
 """A message the gateway answered "later" this many times in a row fails with that answer."""
 
@@ -43,10 +44,10 @@ class _Waiting:
 class Outbox:
     """Sends that are not acknowledged yet, oldest first."""
 
-    def __init__(self, attempt: Attempt, heal: Heal, retry: frozenset[int]) -> None:
+    def __init__(self, attempt: Attempt, heal: Heal, policy: Policy) -> None:
         self._attempt = attempt
         self._heal = heal
-        self._retry = retry
+        self._policy = policy
         self._waiting: dict[str, _Waiting] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -65,7 +66,7 @@ class Outbox:
                     self._flush(None, None)
                 raise
             except RpcError as err:
-                if err.code not in self._retry:
+                if err.code not in self._policy.retriable:
                     self._settle(item, err=err)
                 elif not self._flushing():
                     self._flush(item, err)
@@ -94,7 +95,7 @@ class Outbox:
 
     async def _resend(self, failed: _Waiting | None, err: RpcError | None) -> None:
         """Heal after `failed` met `err`, then send every waiting message in order."""
-        pause = RESEND_PAUSE_FIRST_S
+        failures = 0  # "later" answers in a row, or 1 after a heal: the pause grows with them
         while self._waiting:
             if failed is not None and err is not None:
                 try:
@@ -105,8 +106,8 @@ class Outbox:
                 failed.later = failed.later + 1 if answered else 0
                 if failed.later >= LATER_MAX:
                     self._settle(failed, err=err)
-                await asyncio.sleep(pause)  # resend backoff
-                pause = min(pause * 2, RESEND_PAUSE_MAX_S) if answered else RESEND_PAUSE_FIRST_S
+                failures = failures + 1 if answered else 1
+                await asyncio.sleep(self._policy.pause(failures, err.code))  # resend backoff
             failed, err = None, None
             for item in list(self._waiting.values()):  # oldest first, one at a time
                 if item.done.done():
@@ -114,7 +115,7 @@ class Outbox:
                 try:
                     self._settle(item, ack=await self._attempt(item.request))
                 except RpcError as refused:
-                    if refused.code not in self._retry:
+                    if refused.code not in self._policy.retriable:
                         self._settle(item, err=refused)
                         continue
                     failed, err = item, refused

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 
 from fabric import timing
 from fabric.methods import RpcError
+from fabric.retry import ONCE, RESEND
 from schema import client_pb2
 from schema import common_pb2 as pb
 from tui.conversations import ConversationTracker
@@ -38,13 +39,6 @@ SEND_ATTEMPT_S = 5.0
 RESYNC_AFTER_S = 1.0
 PING_CHECK_S = 1.0
 """How long a failed send waits for the gateway's Ping before it reconnects."""
-_SEND_RETRY = LINK_DOWN | {
-    pb.UNAUTHENTICATED,
-    pb.RATE_LIMITED,
-    pb.INTERNAL,
-    pb.NOT_OWNER,
-    pb.DEADLINE_EXCEEDED,
-}
 
 
 class EventKind(enum.Enum):
@@ -101,7 +95,7 @@ class ClientSession:
             on_state=self._on_state,
             on_token=on_token,
         )
-        self.outbox = Outbox(self._attempt_send, self._heal, _SEND_RETRY)
+        self.outbox = Outbox(self._attempt_send, self._heal, RESEND)
         self.tracker = ConversationTracker(self._history_page, self._emit, start_at)
         self.auto_delivered = auto_delivered
         self._inbox: asyncio.Queue[client_pb2.Push | asyncio.Future[None] | None] = asyncio.Queue()
@@ -240,7 +234,7 @@ class ClientSession:
         else:
             request.to_user = to_user
         if not self.link.token:
-            return await self.call("Send", request)
+            return await self.link.call("Send", request, retry=ONCE)
         try:
             async with asyncio.timeout(deadline_s):
                 ack = await self.outbox.send(request)
@@ -278,7 +272,8 @@ class ClientSession:
         self._inbox.put_nowait(client_pb2.Push(message=msg))
 
     async def _attempt_send(self, request: client_pb2.SendRequest) -> client_pb2.SendAck:
-        return await self.call("Send", request, timeout=SEND_ATTEMPT_S)
+        """One attempt: the outbox is the one layer that retries a send (`fabric.retry`)."""
+        return await self.link.call("Send", request, timeout=SEND_ATTEMPT_S, retry=ONCE)
 
     async def _heal(self, err: RpcError) -> bool:
         """A send failed with `err`: reconnect and resume if the link is dead or the gateway
@@ -297,7 +292,7 @@ class ClientSession:
         """Does the gateway answer a Ping now? (An UNAVAILABLE may be its answer, not a dead
         link: then the link stays and only the send waits.)"""
         try:
-            await self.link.call("Ping", client_pb2.PingRequest(), timeout=PING_CHECK_S)
+            await self.link.call("Ping", client_pb2.PingRequest(), timeout=PING_CHECK_S, retry=ONCE)
         except RpcError:
             return False
         return True

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from fabric.methods import RpcError
+from fabric.retry import ONCE
 from nodes.gateway.access import AccessCache
 from nodes.gateway.sessions import Session
 from nodes.gateway.upstream import Upstream
@@ -121,7 +122,8 @@ class SendBatcher:
             gateway_id=self.gateway_id, items=[item for _, item in items]
         )
         try:
-            reply = await self.upstream.storage(owner, "StoreBatch", request)
+            # asked once: the client's outbox resends these sends, to the owner it finds then
+            reply = await self.upstream.storage(owner, "StoreBatch", request, ONCE)
         except RpcError as err:
             for pending, _ in items:
                 _fail(

@@ -4,7 +4,9 @@ Role: turn "ask the directory", "who of these users is online", "push this to th
 "who is online anywhere" and "which storage node owns this conversation" into RPCs to the right
 nodes, batched per owner and run concurrently; `Batched` turns many single asks (a token to
 verify, a session to bind) into one call per event-loop pass. Every call has the upstream
-deadline.
+deadline, within which this module (not the RPC client under it) asks an idempotent call again
+by `fabric.retry.CALL`, a directory call on the next live directory at each attempt; a caller
+whose own caller retries (StoreBatch: the client's outbox) passes `ONCE`.
 Peer sockets: DEALERs to directory, router and storage RPC ROUTERs, through `PeerClients`.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -20,8 +23,9 @@ from google.protobuf.message import Message
 
 from fabric import timing
 from fabric.membership import Membership
-from fabric.methods import RpcError
+from fabric.methods import Method, RpcError
 from fabric.peer_clients import PeerClients
+from fabric.retry import CALL, ONCE, Policy, run
 from fabric.ring import LiveRing, Ring
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
@@ -98,16 +102,30 @@ class Upstream:
         self._routers = LiveRing(membership, "router")
         self._storages = LiveRing(membership, "storage")
 
+    async def _call(
+        self, method: Method, peer: Callable[[], str], request: Message, retry: Policy
+    ) -> Any:
+        """Call `method` on the node `peer()` names at each attempt, asked again by `retry`
+        within the upstream deadline; the RPC client under it asks once."""
+
+        async def attempt(until: float) -> Any:
+            return await self.peers.get(peer()).call(
+                method, request, until - time.monotonic(), retry=ONCE
+            )
+
+        deadline = time.monotonic() + timing.UPSTREAM_TIMEOUT_S
+        return await run(attempt, policy=retry, idempotency=method.idempotency, deadline=deadline)
+
     # ---- directory
     async def directory(self, name: str, request: Message) -> Any:
-        """Call Directory.<name> on a live directory (round robin)."""
+        """Call Directory.<name> on a live directory (round robin: a retry goes to the next)."""
+        return await self._call(DIRECTORY[name], self._next_directory, request, CALL)
+
+    def _next_directory(self) -> str:
         live = self.membership.alive("directory")
         if not live:
             raise RpcError(pb.UNAVAILABLE, "no directory node is alive")
-        peer = live[next(self._turn) % len(live)]
-        return await self.peers.get(peer.node_id).call(
-            DIRECTORY[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
-        )
+        return live[next(self._turn) % len(live)].node_id
 
     # ---- storage
     def storage_ring(self) -> Ring:
@@ -121,11 +139,9 @@ class Upstream:
             raise RpcError(pb.UNAVAILABLE, "no storage node is alive")
         return ring.owner(conv_id)
 
-    async def storage(self, node_id: str, name: str, request: Message) -> Any:
+    async def storage(self, node_id: str, name: str, request: Message, retry: Policy = CALL) -> Any:
         """Call Storage.<name> on one storage node."""
-        return await self.peers.get(node_id).call(
-            STORAGE[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
-        )
+        return await self._call(STORAGE[name], lambda: node_id, request, retry)
 
     # ---- routers
     def ring(self) -> Ring:
@@ -134,9 +150,7 @@ class Upstream:
 
     async def router(self, router_id: str, name: str, request: Message) -> Any:
         """Call Router.<name> on one router."""
-        return await self.peers.get(router_id).call(
-            ROUTER[name], request, timeout=timing.UPSTREAM_TIMEOUT_S
-        )
+        return await self._call(ROUTER[name], lambda: router_id, request, CALL)
 
     async def lookup(self, user_ids: Iterable[int]) -> dict[int, list[cluster_pb2.SessionBinding]]:
         """Every session of each user, asking each owner router once."""

@@ -14,27 +14,7 @@ from fabric.methods import Method, RpcError, catalogue
 from schema import client_pb2
 from schema import common_pb2 as pb
 
-CLIENT: dict[str, Method] = catalogue(
-    client_pb2.DESCRIPTOR.services_by_name["Client"],
-    idempotent=[
-        "Resume",
-        "Ping",
-        "Me",
-        "Sync",
-        "History",
-        "Delivered",
-        "Read",
-        "GroupReadCounts",
-        "OnlineUsers",
-        "Friends",
-        "SearchUsers",
-        "Groups",
-        "GroupSearch",
-        "GroupUsers",
-        "SearchMessages",
-        "Send",
-    ],  # Send is idempotent: the same client_msg_id is stored once
-)
+CLIENT: dict[str, Method] = catalogue(client_pb2.DESCRIPTOR.services_by_name["Client"])
 
 PUSH_METHOD = "client.Push"
 """Method name of every EVENT frame a gateway pushes to a client (payload: client.Push)."""

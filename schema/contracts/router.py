@@ -11,10 +11,7 @@ from __future__ import annotations
 from fabric.methods import Method, catalogue
 from schema import cluster_pb2
 
-ROUTER: dict[str, Method] = catalogue(
-    cluster_pb2.DESCRIPTOR.services_by_name["Router"],
-    idempotent=["BindSessions", "UnbindSessions", "Lookup", "OnlineUsers"],
-)
+ROUTER: dict[str, Method] = catalogue(cluster_pb2.DESCRIPTOR.services_by_name["Router"])
 """Router RPCs by rpc name: BindSessions, UnbindSessions, Lookup, OnlineUsers, Deliver."""
 
 DELIVERY_METHOD = "router.GatewayDelivery"

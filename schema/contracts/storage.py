@@ -10,10 +10,7 @@ from __future__ import annotations
 from fabric.methods import Method, catalogue
 from schema import cluster_pb2
 
-STORAGE: dict[str, Method] = catalogue(
-    cluster_pb2.DESCRIPTOR.services_by_name["Storage"],
-    idempotent=["StoreBatch", "History", "Sync", "Cursors", "GroupReadCounts", "Search"],
-)
+STORAGE: dict[str, Method] = catalogue(cluster_pb2.DESCRIPTOR.services_by_name["Storage"])
 
 MAX_SCOPES = 1000
 """Conversations in one Storage.Search (more: INVALID_ARGUMENT)."""
