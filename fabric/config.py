@@ -16,7 +16,6 @@ from pathlib import Path
 
 from fabric import timing
 
-ROLES = ("gateway", "router", "directory", "storage")
 DISCOVERY_MODES = ("mdns", "seeds", "both")
 MAX_SEEDS = 16
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -48,7 +47,6 @@ class Config:
     rpc_port: int = 0
     events_port: int = 0
     metrics_port: int = 0
-    gateway_port: int = 7000
     db: str = "sqlite:var/data"
     shards: int = 8
     redis_url: str = ""
@@ -114,7 +112,6 @@ class Config:
             rpc_port=r.integer("SOIM_RPC_PORT", 0, 0, 65535),
             events_port=r.integer("SOIM_EVENTS_PORT", 0, 0, 65535),
             metrics_port=r.integer("SOIM_METRICS_PORT", 0, 0, 65535),
-            gateway_port=r.integer("SOIM_GATEWAY_PORT", 7000, 0, 65535),
             db=db,
             shards=shards,
             redis_url=redis_url,

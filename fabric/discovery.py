@@ -53,7 +53,8 @@ from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from fabric import timing
-from fabric.config import ROLES, Config, ConfigError
+from fabric.config import Config, ConfigError
+from schema.contracts.roles import ROLES
 
 log = logging.getLogger(__name__)
 

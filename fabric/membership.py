@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fabric import envelope, metrics, timing
-from fabric.config import ROLES
 from fabric.discovery import NodeInfo
 from fabric.events import Subscriber
 from schema import cluster_pb2, fabric_pb2
+from schema.contracts.roles import ROLES
 
 log = logging.getLogger(__name__)
 

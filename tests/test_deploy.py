@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.config import ROLES
+from schema.contracts.roles import ROLES
 from tests.harness import running_cluster
 from tests.processes import ROOT
 from tests.support import async_wait_until, free_port

@@ -86,7 +86,7 @@ class GatewayNode(Node):
         self.addr_resume_rate = Limiter(
             self.options.resume_per_addr_per_s, 10.0 * self.options.resume_per_addr_per_s
         )
-        self.endpoints["client"] = self.bind_socket(self.client_sock, self.cfg.gateway_port)
+        self.endpoints["client"] = self.bind_socket(self.client_sock, self.options.client_port)
         stats.watch(self.sessions, self.connections, self.options.max_unauth_total)
         self.clients = RpcServer(
             self.client_sock,

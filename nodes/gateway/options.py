@@ -3,6 +3,8 @@
 Role: parse and validate them from `Config.extra` at start; a bad value raises
 `fabric.config.ConfigError` naming the variable. No sockets.
 
+    SOIM_GATEWAY_PORT             port of the client plane's ROUTER, where `soim` clients
+                                  connect (default 7000; 0: any free port)
     SOIM_AUTH_DEADLINE_S          seconds a client connection may stay without a session before
                                   the gateway closes it (default 10)
     SOIM_MAX_UNAUTH_PER_ADDR      connections without a session one IP address may hold; the
@@ -55,6 +57,7 @@ MAX_SESSION_RATE = 1_000_000
 class GatewayOptions:
     """Validated gateway settings."""
 
+    client_port: int = 7000
     auth_deadline_s: int = 10
     max_unauth_per_addr: int = 64
     max_unauth_total: int = 4096
@@ -75,6 +78,7 @@ class GatewayOptions:
     def from_extra(cls, extra: Mapping[str, str]) -> GatewayOptions:
         """Read the gateway's variables from `Config.extra`."""
         return cls(
+            client_port=read_int(extra, "SOIM_GATEWAY_PORT", 7000, 0, 65535),
             auth_deadline_s=read_int(extra, "SOIM_AUTH_DEADLINE_S", 10, 1, 3600),
             max_unauth_per_addr=read_int(extra, "SOIM_MAX_UNAUTH_PER_ADDR", 64, 1, 1_000_000),
             max_unauth_total=read_int(extra, "SOIM_MAX_UNAUTH_TOTAL", 4096, 1, 1_000_000),
