@@ -42,11 +42,20 @@ class ModuleCluster:
         self._stop: asyncio.Future[None] | None = None
         self.cluster: Cluster | None = None
         self._args = (tmp_path, name, db, gateways, extra)
-        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),))
+        self._thread = threading.Thread(target=self._run)
         self._thread.start()
         if not self._started.wait(START_TIMEOUT_S) or self._error is not None:
             self.close()
             raise AssertionError(f"cluster did not start: {self._error!r}")
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self._main())
+        left = asyncio.all_tasks(self.loop)
+        for task in left:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
 
     async def _main(self) -> None:
         tmp_path, name, db, gateways, extra = self._args
@@ -120,6 +129,11 @@ class WsClient:
         answer = await self.frame(method, body)
         assert "error" in answer, f"{method} succeeded: {answer}"
         return answer["error"]["code"]
+
+    async def closed(self, timeout: float = 15.0) -> None:
+        """Wait until the gateway closes this WebSocket."""
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(self._reader, return_exceptions=True)
 
     async def close(self) -> None:
         await self.ws.close()
