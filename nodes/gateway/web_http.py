@@ -41,6 +41,8 @@ TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".woff2": "font/woff2",
 }
+MAX_REMEMBERED_ORIGINS = 256
+"""Web origins of gateways seen live, kept after they die (the oldest are forgotten first)."""
 _PATH_RE = re.compile(
     r"^/(?:[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}/){0,4}[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"
 )
@@ -52,7 +54,7 @@ def web_origin(url: str) -> str:
     return ("https" if scheme == "wss" else "http") + "://" + rest.split("/", 1)[0]
 
 
-def response(status: int, body: bytes, content_type: str, cache: bool = False) -> Response:
+def response(status: int, body: bytes, content_type: str) -> Response:
     """A complete HTTP response with the security headers of every answer."""
     code = http.HTTPStatus(status)
     headers = Headers(
@@ -63,7 +65,7 @@ def response(status: int, body: bytes, content_type: str, cache: bool = False) -
             ("Content-Security-Policy", CSP),
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
-            ("Cache-Control", "max-age=60" if cache else "no-store"),
+            ("Cache-Control", "no-cache"),
             ("Connection", "close"),
         ]
     )
@@ -87,11 +89,22 @@ class WebHttp:
         self._gateways = gateways
         self._origins = frozenset(origins)
         self._root = root.resolve()
+        self._seen: dict[str, None] = {}  # web origins of gateways seen live, oldest first
+
+    def remember_gateways(self) -> None:
+        """Note the web origins of the live gateways, kept after they die: a page served by a
+        gateway that was killed fails over here with its Origin (called periodically)."""
+        for url in self._gateways():
+            self._seen.pop(origin := web_origin(url), None)
+            self._seen[origin] = None
+        while len(self._seen) > MAX_REMEMBERED_ORIGINS:
+            del self._seen[next(iter(self._seen))]
 
     def origin_allowed(self, request: Request, scheme: str) -> bool:
         """May a page of this Origin open a WebSocket here? No Origin (not a browser): yes.
         With SOIM_WEB_ORIGINS: only those. Else the origin this page was served from (this
-        port under the Host the browser used) and every live gateway's web origin."""
+        port under the Host the browser used) and every gateway's web origin seen live (also
+        after it died: its pages fail over here)."""
         origin = request.headers.get("Origin")
         if origin is None:
             return True
@@ -100,7 +113,8 @@ class WebHttp:
         host = request.headers.get("Host", "")
         if host and origin == f"{scheme}://{host}":
             return True
-        return origin in {web_origin(url) for url in self._gateways()}
+        self.remember_gateways()
+        return origin in self._seen
 
     def answer(self, request: Request) -> Response:
         """The answer to a plain GET of `request.path` (not the WebSocket of /ws)."""
@@ -124,4 +138,4 @@ class WebHttp:
             return text(404, "not found")
         if len(body) > MAX_FILE_BYTES:
             return text(404, "not found")
-        return response(200, body, kind, cache=True)
+        return response(200, body, kind)

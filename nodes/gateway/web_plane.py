@@ -230,7 +230,11 @@ class WebPlane:
     def authenticated(self, number: int, yes: bool) -> None:
         """A session opened (`yes`) or ended on the connection `number`."""
         conn = self._by_number.get(number)
-        if conn is None or conn.authenticated == yes:
+        if conn is None:
+            if yes:  # it closed while its Login was out: that session ends at once
+                asyncio.get_running_loop().call_soon(self._on_closed, number)
+            return
+        if conn.authenticated == yes:
             return
         conn.authenticated = yes
         if yes:
@@ -243,7 +247,7 @@ class WebPlane:
         """Close the connection `number`: a closing handshake (1008, `reason`), or with `reset`
         at once. False if it is gone."""
         conn = self._by_number.get(number)
-        if conn is None:
+        if conn is None or conn.transport.is_closing():
             return False
         metrics.BAD_FRAMES.labels("web", f"closed_{reason}").inc()
         if reset or not conn.identity:
@@ -254,12 +258,14 @@ class WebPlane:
         return True
 
     def too_far(self, conn: WebConn, buffered: int) -> None:
-        """`conn` left more than SOIM_CLIENT_QUEUE_BYTES unread: end its session (a slow
-        reader: the gateway resets the connection) or, without one, reset it now."""
+        """`conn` left more than SOIM_CLIENT_QUEUE_BYTES unread: soon, end its session (a slow
+        reader) and reset it."""
+        asyncio.get_running_loop().call_soon(self._slow_reader, conn, buffered)
+
+    def _slow_reader(self, conn: WebConn, buffered: int) -> None:
         if self._has_session(conn.identity):
-            asyncio.get_running_loop().call_soon(self._on_over, conn.identity, buffered)
-        else:
-            self.shut(conn.number, "slow_reader", reset=True)
+            self._on_over(conn.identity, buffered)  # ends the session: it resets the connection
+        self.shut(conn.number, "slow_reader", reset=True)
 
     # ---- connections
     def accepted(self, conn: WebConn) -> None:
@@ -293,9 +299,11 @@ class WebPlane:
             self._unauth_by_addr.pop(addr, None)
 
     async def _sweep(self) -> None:
-        """Close connections past the authentication deadline."""
+        """Close connections past the authentication deadline; note the live gateways' web
+        origins (see WebHttp.remember_gateways)."""
         while True:
             await asyncio.sleep(timing.AUTH_SWEEP_INTERVAL_S)  # the deadline sweep period
+            self._http.remember_gateways()
             horizon = time.monotonic() - self.options.auth_deadline_s
             for conn in [
                 c for c in self._by_number.values() if not c.authenticated and c.since < horizon
