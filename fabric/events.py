@@ -19,10 +19,9 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import recv_ready
+from fabric.batch_io import plain, recv_ready, send_now
 
 log = logging.getLogger(__name__)
-_NOBLOCK = int(zmq.NOBLOCK)
 
 EventHandler = Callable[[bytes, envelope.Envelope], None]
 
@@ -33,7 +32,7 @@ class Publisher:
     def __init__(self, sock: zmq.asyncio.Socket, node_id: str, name: str = "events") -> None:
         self.sock = sock
         self.node_id = node_id
-        self._shadow = sock._shadow_sock
+        self._plain = plain(sock)
         self._out = metrics.FRAMES_OUT.labels(name)
 
     def publish(self, topic: bytes, method: str, msg: Message) -> None:
@@ -42,12 +41,9 @@ class Publisher:
 
     def publish_raw(self, topic: bytes, method: str, payload: bytes) -> None:
         """Send one event whose payload is already serialized."""
-        try:
-            self._shadow.send_multipart(
-                [topic, *envelope.event(method, payload, self.node_id)], _NOBLOCK
-            )
+        if send_now(self._plain, [topic, *envelope.event(method, payload, self.node_id)]):
             self._out.inc()
-        except zmq.Again:
+        else:
             metrics.BAD_FRAMES.labels("events_out", "hwm_drop").inc()
 
 
@@ -112,7 +108,7 @@ class Subscriber:
 
     async def _run(self) -> None:
         while True:
-            batch = await recv_ready(self.sock, timing.DRAIN_MAX_BATCH)
+            batch = await recv_ready(self.sock, timing.TAKE_MAX_BATCH)
             self._in.inc(len(batch))
             for frames in batch:
                 self._dispatch(frames)

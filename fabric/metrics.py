@@ -8,7 +8,7 @@ path is 404.
 Peer sockets: an HTTP listener on the node's host (a WSGI server thread that starts a thread
 per request, as prometheus-client's own server does; /readyz blocks only its request's thread).
 
-Hot paths count per drain pass, not per frame. The RPC latency is observed once per call, so it
+Hot paths count per batch pass, not per frame. The RPC latency is observed once per call, so it
 is a `LatencyHistogram`: the same exposition as a prometheus-client Histogram at a fraction of
 the cost of its `observe`, which only appends to a list; the list is sorted into the buckets
 (under one lock, for many observations at once) every `FOLD_EVERY` observations and whenever

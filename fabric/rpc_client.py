@@ -23,7 +23,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
-from fabric.drain import Batch, Reader, send_frames
+from fabric.batch_io import Batch, Reader, send_frames
 from fabric.methods import Method, RpcError
 from fabric.retry import ASKED_ONCE, CALL, Policy, run
 from schema import common_pb2 as pb

@@ -5,7 +5,7 @@ REPLY per request (a payload, or an ErrorCode with a safe detail — never a tra
 Peer sockets: a bound ROUTER (Curve server); peers are `RpcClient` DEALERs.
 
 Handlers take `(request, call)` and return the reply message. Hot handlers are plain functions
-answered in the same drain pass. A handler may instead return an asyncio Future that something
+answered in the same batch pass. A handler may instead return an asyncio Future that something
 else settles (the gateway's batched sends): its reply joins the others settled in the same loop
 iteration in one batch, and a sweep cancels it once the request's deadline has passed. Any other
 awaitable runs as a task bounded by the request's deadline. A handler raises `RpcError` to
@@ -15,7 +15,7 @@ did not parse); they never stop the loop. An optional `gate(identity, method, pe
 peer_addr)` may refuse a request before it is parsed (the gateway: log in first, this
 connection's key, rate limits; a node: revoked keys); with a gate (or `meta=True`) every request
 carries its connection's metadata (`Call.peer_key`, `peer_addr`, `peer_fd`, see
-`fabric.drain.Meta`), read only then. `own_deadline_s` replaces the caller's deadline by the
+`fabric.batch_io.Meta`), read only then. `own_deadline_s` replaces the caller's deadline by the
 server's own (for clients, whose clocks are not trusted). `on_sent(replies)`, if given, hears
 every batch of replies just handed to the socket (the gateway counts bytes per client).
 Requests may also come from elsewhere than the socket (`dispatch`: the gateway's WebSocket
@@ -37,7 +37,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, id_range, metrics, timing
-from fabric.drain import NO_META, Batch, Meta, Reader, send_batch
+from fabric.batch_io import NO_META, Batch, Meta, Reader, send_batch
 from fabric.methods import Method, RpcError
 from schema import common_pb2 as pb
 
@@ -103,7 +103,7 @@ class RpcServer:
         self._in = metrics.FRAMES_IN.labels(name)
         self._out = metrics.FRAMES_OUT.labels(name)
         self._served_children: dict[tuple[str, int], Any] = {}
-        self._answered: dict[str, int] = {}  # OK replies per method in this drain pass
+        self._answered: dict[str, int] = {}  # OK replies per method in this batch pass
         self._encoder = envelope.Encoder(node_id)
         self._awaiting: dict[asyncio.Future[Message], tuple[bytes, pb.Header]] = {}
         self._settled_out: list[list[bytes]] = []  # replies of futures settled, not yet sent

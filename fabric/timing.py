@@ -27,14 +27,14 @@ RPC_MAX_ATTEMPTS = 3
 RPC_EXPIRY_SWEEP_S = 0.05
 """How often the RPC client fails calls whose deadline has passed."""
 
-DRAIN_MAX_BATCH = 256
-"""Most frames taken from one socket in one drain pass."""
+TAKE_MAX_BATCH = 256
+"""Most messages taken from one socket in one batch pass (`fabric.batch_io`)."""
 
 PIPELINE_BATCH = 32
 """Most messages an RPC client's or server's Reader takes in one pass. After each pass the
 server has sent its replies, and the client's woken callers send their next requests before the
 next pass, so the peer starts on them while this side takes the rest. One pass over all that is
-queued (up to DRAIN_MAX_BATCH) made the two sides take turns: with 64 calls in flight, each sat
+queued (up to TAKE_MAX_BATCH) made the two sides take turns: with 64 calls in flight, each sat
 idle while the other handled them all (bench fabric: ratio ~0.47 against ~0.55)."""
 
 SOCKET_LINGER_MS = 200

@@ -5,7 +5,7 @@ Role: one benchmark command. A server process (spawned here) serves fabric.Echo 
 each with the same number of calls in flight and 100-byte payloads, then prints JSON with
 `rpc_per_s`, `pubsub_per_s`, `ceiling_per_s` and `ratio` = rpc_per_s / ceiling_per_s.
 Every socket uses Curve with the cluster keys, as in a real cluster. The raw echo reads and
-sends with the same batch I/O as `RpcServer` (drain.Reader, send_batch) and its client is a
+sends with the same batch I/O as `RpcServer` (batch_io.Reader, send_batch) and its client is a
 plain blocking DEALER, so the ratio prices the envelope and the RPC layer, not an I/O loop.
 The ceiling and RPC runs alternate in slices (ceiling, rpc, rpc, ceiling, ...), each slice
 ending with everything in flight answered, so both see the same background load on a shared
@@ -29,7 +29,7 @@ import zmq.asyncio
 
 from fabric import timing
 from fabric.config import Config
-from fabric.drain import Reader, send_batch
+from fabric.batch_io import Reader, send_batch
 from fabric.events import Publisher, Subscriber
 from fabric.keys import load_node
 from fabric.methods import ECHO
@@ -85,7 +85,7 @@ def _raw_echo(sock: zmq.asyncio.Socket) -> Reader:
     replies; an `await recv_multipart()` loop would pay pyzmq's asyncio cost per wake-up, which
     the RPC path does not, and so understate the ceiling (about half, measured).
     """
-    return Reader(sock, lambda batch: send_batch(sock, batch), timing.DRAIN_MAX_BATCH)
+    return Reader(sock, lambda batch: send_batch(sock, batch), timing.TAKE_MAX_BATCH)
 
 
 async def _publish(pub: Publisher, go: Any) -> None:

@@ -21,7 +21,7 @@ import time
 import zmq
 
 from fabric import envelope, metrics, readiness, timing
-from fabric.drain import send_batch
+from fabric.batch_io import send_batch
 from fabric.keys import load_gateway_public
 from fabric.membership import Peer
 from fabric.methods import Method

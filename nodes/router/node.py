@@ -120,7 +120,7 @@ class RouterNode(Node):
             dropped,
         )
 
-    # ---- RPC handlers (plain functions: answered in the same drain pass)
+    # ---- RPC handlers (plain functions: answered in the same batch pass)
     def _bind(self, req: cluster_pb2.BindRequest, call: Call) -> cluster_pb2.BindReply:
         snapshot_of = req.gateway_id if req.full_snapshot else None
         if snapshot_of is not None and not GATEWAY_ID_RE.match(snapshot_of):

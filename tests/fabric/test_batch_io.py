@@ -1,15 +1,18 @@
-"""drain.Reader on real sockets: nothing queued is missed, not even when the same socket sends
-from another task (ZeroMQ's FD is edge-triggered), and a closed reader lets go of its FD."""
+"""batch_io.Reader on real sockets: nothing queued is missed, not even when the same socket sends
+from another task (ZeroMQ's FD is edge-triggered), and a closed reader lets go of its FD; one
+reader per socket; fabric/ and nodes/ do socket I/O only through fabric/batch_io.py."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+from pathlib import Path
 
 import pytest
 import zmq
 import zmq.asyncio
 
-from fabric.drain import Batch, Reader, send_batch
+from fabric.batch_io import Batch, Reader, recv_ready, send_batch
 from tests.support import async_wait_until
 
 N = 20_000
@@ -114,6 +117,64 @@ def test_queued_before_start_and_closed_reader_lets_go() -> None:
         reader2.close()
         for sock in (again, dealer, dealer2):
             sock.close(0)
+        ctx.term()
+
+    run(main())
+
+
+ROOT = Path(__file__).resolve().parents[2]
+ZMQ_KINDS = ("multipart", "string", "json", "pyobj", "serialized")
+ZMQ_ONLY_IO = {
+    *(f"{verb}_{kind}" for verb in ("send", "recv") for kind in ZMQ_KINDS),
+    "recv_into",
+}
+"""pyzmq's send/receive methods whose names nothing else in the tree uses (websockets and pipes
+have a `send`/`recv` too: those count only on a receiver named like a socket)."""
+MONITORS = {("nodes/gateway/connections.py", "self._monitor.recv_multipart")}
+"""Monitor sockets (PAIR, read by their owner only) are not batch I/O sockets."""
+
+
+def _io_calls(path: Path) -> list[str]:
+    calls = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, receiver = node.func.attr, ast.unparse(node.func.value)
+            socket_like = any(word in receiver.lower() for word in ("sock", "shadow", "plain"))
+            if name in ZMQ_ONLY_IO or (name in ("send", "recv") and socket_like):
+                calls.append(f"{receiver}.{name}")
+    return calls
+
+
+def test_sockets_are_read_and_sent_on_only_through_batch_io() -> None:
+    """The edge-triggered FD rule (see fabric.batch_io) holds because fabric/ and nodes/ send
+    and receive on ZeroMQ sockets only through fabric/batch_io.py, which uses pyzmq's public
+    API only; a direct send elsewhere could swallow the edge a Reader waits on."""
+    found = []
+    for path in sorted([*ROOT.glob("fabric/**/*.py"), *ROOT.glob("nodes/**/*.py")]):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "fabric/batch_io.py":
+            continue
+        found += [(rel, call) for call in _io_calls(path) if (rel, call) not in MONITORS]
+    assert found == []
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] in ("fabric", "nodes", "tui", "tools", "shard_store"):
+            text = path.read_text()
+            assert "_shadow_sock" not in text and "zmq.backend" not in text, path
+
+
+def test_one_reader_per_socket() -> None:
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        router, dealer = pair(ctx)
+        reader = Reader(router, lambda batch: None, 16)
+        reader.start()
+        with pytest.raises(RuntimeError):
+            Reader(router, lambda batch: None, 16).start()
+        with pytest.raises(RuntimeError):
+            await recv_ready(router, 16)
+        reader.close()
+        router.close(0)
+        dealer.close(0)
         ctx.term()
 
     run(main())

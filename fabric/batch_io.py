@@ -4,19 +4,25 @@ Role: the receive and send halves of every so-im hot loop. A `Reader` hands each
 a socket to a callback, straight from the event loop's callback for the socket's FD (the RPC
 client and server); `recv_ready(sock, max_batch)` waits once through pyzmq's asyncio socket,
 then takes whatever else is already queued (the events subscriber); `send_batch(sock, messages)`
-sends many multipart messages (`send_frames`, many one-frame messages) through the socket's
-synchronous shadow with plain int flags and then re-arms whatever reads the socket. Works on
-any socket type (ROUTER, DEALER, PUB, SUB). On request (`meta=True`) a ROUTER's messages come
-with the ZMQ metadata of their connection (`Meta`): the ZAP User-Id (fabric.security's
-authenticator sets it to the peer's z85 Curve public key), the Peer-Address (the peer's IP) and
-the file descriptor of the TCP connection the message arrived on (SRCFD).
+sends many multipart messages (`send_frames`, many one-frame messages) with NOBLOCK and then
+re-arms whatever reads the socket; `send_now(sock, frames)` sends one message on a socket
+nobody reads (a PUB). Works on any socket type (ROUTER, DEALER, PUB, SUB). On request
+(`meta=True`) a ROUTER's messages come with the ZMQ metadata of their connection (`Meta`): the
+ZAP User-Id (fabric.security's authenticator sets it to the peer's z85 Curve public key), the
+Peer-Address (the peer's IP) and the file descriptor of the TCP connection the message arrived
+on (SRCFD).
+
+Only pyzmq's public API: the synchronous calls go through `plain(sock)`, a `zmq.Socket` that
+shadows the asyncio socket's libzmq socket (`zmq.Socket.shadow(sock.underlying)`), one per
+socket. Each pass uses plain int flags and Frames (whose `more` flag is cheaper than the
+RCVMORE option) and no Future per message.
 
 ZeroMQ's FD is edge-triggered: it signals that the socket's state changed, and any operation on
-the socket (a send included) may consume that signal while input stays queued. So a socket with
-a `Reader` or a pending `recv_ready` is sent on only through `send_batch` or `send_frames`, which
-look for input after sending, and has one reader. Everything here bypasses pyzmq's per-call
-conveniences (enum flags, RCVMORE lookups, the routing-id and group handling of `Socket.send`,
-one Future per receive), which cost more than libzmq's own work at these message sizes.
+the socket (a send included) may consume that signal while input stays queued. So this module
+owns every send and receive on a socket it reads: a socket has at most one `Reader` (`start`
+refuses a second) and is sent on only through `send_batch` or `send_frames`, which look for
+input after sending; `recv_ready` refuses a socket that has a `Reader`. tests/fabric/
+test_batch_io.py checks that fabric/ and nodes/ send and receive on ZeroMQ sockets only here.
 """
 
 from __future__ import annotations
@@ -24,20 +30,18 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import zmq
 import zmq.asyncio
-import zmq.backend
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-_FD = int(zmq.FD)
 _TYPE = int(zmq.TYPE)
 _ROUTER = int(zmq.ROUTER)
 _SRCFD = int(zmq.SRCFD)
-_send = zmq.backend.Socket.send  # the plain send under zmq.Socket.send's routing_id/group layer
 
 Batch = list[list[bytes]]
 Meta = tuple[bytes, str, int]
@@ -46,6 +50,20 @@ Meta = tuple[bytes, str, int]
 NO_META: Meta = (b"", "", -1)
 
 _readers: weakref.WeakKeyDictionary[zmq.asyncio.Socket, Reader] = weakref.WeakKeyDictionary()
+_plains: weakref.WeakKeyDictionary[zmq.asyncio.Socket, zmq.Socket] = weakref.WeakKeyDictionary()
+
+
+def plain(sock: zmq.asyncio.Socket) -> zmq.Socket:
+    """The synchronous `zmq.Socket` on the same libzmq socket as `sock` (made once per socket;
+    a shadow never closes the socket it shadows)."""
+    shadow = _plains.get(sock)
+    if shadow is None:
+        shadow = _plains[sock] = zmq.Socket.shadow(sock.underlying)
+    return shadow
+
+
+def _events(sock: zmq.Socket) -> int:
+    return cast(int, sock.get(_EVENTS))  # ZMQ_EVENTS is an int option
 
 
 def take(sock: zmq.Socket, max_batch: int, routed: bool) -> Batch:
@@ -79,9 +97,8 @@ def take_meta(sock: zmq.Socket, max_batch: int, metas: list[Meta]) -> Batch:
             parts = [recv(_NOBLOCK)]
             part = recv(_NOBLOCK, copy=False)
             try:
-                metas.append(
-                    (part.get("User-Id").encode(), part.get("Peer-Address"), part.get(_SRCFD))
-                )
+                user_id, address = part.get("User-Id"), part.get("Peer-Address")
+                metas.append((str(user_id).encode(), str(address), part.get(_SRCFD)))
             except zmq.ZMQError:  # a message from a connection without metadata
                 metas.append(NO_META)
             parts.append(part.bytes)
@@ -115,14 +132,14 @@ class Reader:
         meta: bool = False,
     ) -> None:
         self.sock = sock
-        self._shadow: zmq.Socket = sock._shadow_sock  # the plain socket behind the wrapper
+        self._shadow = plain(sock)
         self._on_batch = on_batch
         self._max_batch = max_batch
         self._routed = self._shadow.get(_TYPE) == _ROUTER
         if meta and not self._routed:
             raise ValueError("metadata is read on ROUTER sockets only")
         self._meta = meta
-        self._fd = self._shadow.get(_FD)
+        self._fd: int = self._shadow.FD
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False  # inside _ready, which looks for input itself before it returns
         self._sent_meanwhile = False  # on_batch sent on the socket during this take's batch
@@ -130,6 +147,9 @@ class Reader:
 
     def start(self) -> None:
         """Read on the running loop."""
+        other = _readers.get(self.sock)
+        if other is not None and other is not self:
+            raise RuntimeError("this socket already has a Reader: one reader per socket")
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._fd, self._ready)
         _readers[self.sock] = self
@@ -151,7 +171,7 @@ class Reader:
             return
         if self._shadow.closed:  # closed under us: at least stop watching its FD
             self.close()
-        elif self._shadow.get(_EVENTS) & _POLLIN:
+        elif _events(self._shadow) & _POLLIN:
             self._schedule()
 
     def _schedule(self) -> None:
@@ -168,7 +188,7 @@ class Reader:
             return
         shadow = self._shadow
         left = self._max_batch
-        drained = False
+        emptied = False
         self._reading = True
         try:
             while True:
@@ -186,24 +206,31 @@ class Reader:
                 if not left:
                     break  # budget spent
                 # take() met an empty queue: done, unless a send may have consumed the edge
-                if not self._sent_meanwhile or not shadow.get(_EVENTS) & _POLLIN:
-                    drained = True
+                if not self._sent_meanwhile or not _events(shadow) & _POLLIN:
+                    emptied = True
                     break
         finally:
             self._reading = False
-            if not drained:  # budget spent, or on_batch failed: the rest after other callbacks
+            if not emptied:  # budget spent, or on_batch failed: the rest after other callbacks
                 self.check()
 
 
 async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> Batch:
-    """Wait for one multipart message, then drain up to `max_batch` in total with NOBLOCK.
+    """Wait for one multipart message, then take up to `max_batch` in total with NOBLOCK.
 
-    The extra messages are read through the socket's synchronous shadow while no async recv is
-    pending on it, so no asyncio reader can miss an edge: the next `await` checks EVENTS first.
+    The extra messages are read through `plain(sock)` while no async recv is pending on it, so
+    no asyncio reader can miss an edge: the next `await` checks EVENTS first. It lets the loop
+    run once before it returns: awaiting a message already queued does not suspend, so a peer
+    that sends faster than this side reads would otherwise keep every other callback and timer
+    of the loop waiting for as long as it sends.
     """
+    if sock in _readers:
+        raise RuntimeError("this socket has a Reader: it alone receives on it")
     first: list[bytes] = await sock.recv_multipart()
-    shadow = sock._shadow_sock
-    return [first, *take(shadow, max_batch - 1, shadow.get(_TYPE) == _ROUTER)]
+    shadow = plain(sock)
+    batch = [first, *take(shadow, max_batch - 1, shadow.get(_TYPE) == _ROUTER)]
+    await asyncio.sleep(0)  # the loop's other work runs (see above)
+    return batch
 
 
 def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int:
@@ -213,13 +240,13 @@ def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int
     EVENTS afterwards (through the socket's `Reader`, or the asyncio socket, which reschedules
     a pending `recv_ready`) catches it.
     """
-    shadow = sock._shadow_sock
+    send = plain(sock).send
     dropped = 0
     for frames in messages:
         try:
             for frame in frames[:-1]:
-                _send(shadow, frame, _MORE_NOBLOCK)
-            _send(shadow, frames[-1], _NOBLOCK)
+                send(frame, _MORE_NOBLOCK)
+            send(frames[-1], _NOBLOCK)
         except zmq.Again:
             dropped += 1
     _after_send(sock)
@@ -228,15 +255,27 @@ def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int
 
 def send_frames(sock: zmq.asyncio.Socket, frames: Iterable[bytes]) -> int:
     """`send_batch` for messages of one frame each, given as the frames themselves."""
-    shadow = sock._shadow_sock
+    send = plain(sock).send
     dropped = 0
     for frame in frames:
         try:
-            _send(shadow, frame, _NOBLOCK)
+            send(frame, _NOBLOCK)
         except zmq.Again:
             dropped += 1
     _after_send(sock)
     return dropped
+
+
+def send_now(sock: zmq.Socket, frames: list[bytes]) -> bool:
+    """Send one multipart message on `sock` (`plain` of a socket nobody reads: a PUB) with
+    NOBLOCK; False if it was dropped at the high-water mark."""
+    try:
+        for frame in frames[:-1]:
+            sock.send(frame, _MORE_NOBLOCK)
+        sock.send(frames[-1], _NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
 
 
 def _after_send(sock: zmq.asyncio.Socket) -> None:
