@@ -1,0 +1,289 @@
+// Drawing the State into the page: the status line, the conversation list (unread counts,
+// online dots), friend requests, search results and the open conversation (messages with
+// their receipt marks, my sends in flight, who is typing). Text is always set as text, never
+// as HTML. Elements carry data attributes (data-conv, data-seq, data-act, ...) that app.js
+// listens to by delegation; nothing here handles events. No sockets.
+
+import { seqOf } from "./session.js";
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+/** Put `nodes` into `container` in order, moving only what is out of place. */
+function place(container, nodes) {
+  let cursor = container.firstChild;
+  for (const node of nodes) {
+    if (node === cursor) cursor = cursor.nextSibling;
+    else container.insertBefore(node, cursor);
+  }
+  while (cursor) {
+    const next = cursor.nextSibling;
+    cursor.remove();
+    cursor = next;
+  }
+}
+
+function clock(tsMs) {
+  const d = new Date(Number(tsMs || 0));
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+export function host(url) {
+  return url.replace(/^wss?:\/\//, "").replace(/\/ws$/, "");
+}
+
+export class Views {
+  constructor() {
+    this.rows = new Map(); // key -> <li> of the open conversation
+    this.rowsOf = "";
+  }
+
+  status(state, text = "", error = false) {
+    const s = $("status");
+    if (text) {
+      s.textContent = text;
+      s.dataset.error = error ? "1" : "";
+      return;
+    }
+    s.dataset.state = state.link.up ? (state.me ? "online" : "connected") : "offline";
+    s.dataset.error = "";
+    const where = state.link.up ? `connected to ${host(state.link.url)}` : "offline, reconnecting…";
+    s.textContent = state.me ? `${state.me.account} · ${where}` : where;
+  }
+
+  screen(loggedIn) {
+    $("login-view").hidden = loggedIn;
+    $("chat-view").hidden = !loggedIn;
+  }
+
+  sidebar(state) {
+    const items = state.sidebar().map((e) => {
+      const unread = state.unread(e);
+      const typing = state.typists(e.convId, Date.now()).length > 0;
+      const label = [
+        e.title,
+        e.group ? "group" : e.online ? "online" : "offline",
+        unread ? `${unread} unread` : "",
+        typing ? "typing" : "",
+      ]
+        .filter(Boolean)
+        .join(", ");
+      return el(
+        "li",
+        { "data-conv": e.convId },
+        el(
+          "button",
+          {
+            class: `conv${e.convId === state.open ? " open" : ""}`,
+            "data-conv": e.convId,
+            "aria-label": label,
+            "aria-current": e.convId === state.open ? "true" : false,
+          },
+          el("span", {
+            class: `dot${e.group ? " group" : e.online ? " online" : ""}`,
+            "aria-hidden": "true",
+            text: e.group ? "#" : "",
+          }),
+          el("span", { class: "title", text: e.title }),
+          unread ? el("span", { class: "unread", text: String(unread) }) : null,
+        ),
+      );
+    });
+    place($("conversations"), items);
+    $("conversations-empty").hidden = items.length > 0;
+
+    const requests = state.incoming().map((f) =>
+      el(
+        "li",
+        { "data-user": f.userId },
+        el("span", { text: `${f.nickname || f.account} (${f.account}) asks to be your friend` }),
+        el("button", { "data-act": "accept", "data-user": f.userId, text: "Accept" }),
+        el("button", { "data-act": "decline", "data-user": f.userId, text: "Decline" }),
+      ),
+    );
+    const sent = state.outgoing().map((f) =>
+      el("li", { "data-user": f.userId, text: `request sent to ${f.account}` }),
+    );
+    place($("request-list"), [...requests, ...sent]);
+    $("requests").hidden = requests.length + sent.length === 0;
+  }
+
+  searchResults(state) {
+    const box = $("search-results");
+    const s = state.search;
+    box.hidden = !s;
+    if (!s) return;
+    const items = s.hits.map((m) => {
+      const e = state.entries.get(m.convId);
+      return el(
+        "li",
+        {},
+        el(
+          "button",
+          { "data-act": "jump", "data-conv": m.convId, "data-seq": String(seqOf(m.seq)) },
+          el("span", { class: "who", text: `${e ? e.title : m.convId} · ${m.senderAccount}` }),
+          el("span", { class: "body", text: m.body }),
+        ),
+      );
+    });
+    if (!items.length) items.push(el("li", { class: "none", text: "no messages found" }));
+    if (s.more) items.push(el("li", {}, el("button", { "data-act": "more", text: "More results" })));
+    place($("search-list"), items);
+    $("search-title").textContent = `Messages with “${s.query}”`;
+  }
+
+  found(listId, rows) {
+    place($(listId), rows.map((r) => el("li", {}, ...r)));
+  }
+
+  button(attrs, text) {
+    return el("button", { ...attrs, text });
+  }
+
+  text(t) {
+    return el("span", { text: t });
+  }
+
+  /** The open conversation. */
+  pane(state) {
+    const e = state.entries.get(state.open);
+    document.body.classList.toggle("chat-open", Boolean(e));
+    $("pane").hidden = !e;
+    $("pane-empty").hidden = Boolean(e);
+    if (!e) return;
+    if (this.rowsOf !== state.open) {
+      this.rows.clear();
+      this.rowsOf = state.open;
+    }
+    $("pane-title").textContent = e.title;
+    const t = state.thread(e.convId);
+    $("pane-sub").textContent = e.group
+      ? `group · ${t.members} members`
+      : e.online
+        ? "online"
+        : "offline";
+
+    const rows = [];
+    const keep = new Set();
+    if (t.loading) rows.push(this.row("loading", "", () => el("li", { class: "note", text: "loading…" })));
+    else if (t.complete && t.seqs.length) {
+      rows.push(this.row("start", "", () => el("li", { class: "note", text: "start of the conversation" })));
+    }
+    for (const msg of t.shown()) {
+      const seq = seqOf(msg.seq);
+      const mine = state.me && msg.sender === state.me.userId;
+      const amend = t.amends.get(seq);
+      const mark = mine ? state.mark(msg) : null;
+      const editing = state.editing?.seq === seq;
+      const found = state.found?.convId === e.convId && state.found.seq === seq;
+      const sig = [msg.body, amend?.seq, mark?.text, editing, found].join("\u0001");
+      const flags = { editing, found };
+      rows.push(this.row(`m${seq}`, sig, () => this.message(msg, mine, amend, mark, flags)));
+      keep.add(`m${seq}`);
+    }
+    for (const p of t.pending) {
+      const sig = [p.body, p.error].join("\u0001");
+      rows.push(this.row(`p${p.clientMsgId}`, sig, () => this.pending(p)));
+    }
+    for (const r of rows) keep.add(r.dataset.key);
+    for (const key of [...this.rows.keys()]) if (!keep.has(key)) this.rows.delete(key);
+    place($("messages"), rows);
+
+    const typists = state.typists(e.convId, Date.now());
+    $("typing").textContent = typists.length
+      ? `${typists.join(", ")} ${typists.length > 1 ? "are" : "is"} typing…`
+      : "";
+    const ed = $("editing");
+    ed.hidden = !state.editing;
+    if (state.editing) $("editing-seq").textContent = String(state.editing.seq);
+  }
+
+  /** A cached row, rebuilt when its signature changes. */
+  row(key, sig, build) {
+    let node = this.rows.get(key);
+    if (!node || node.dataset.sig !== sig) {
+      const fresh = build();
+      fresh.dataset.key = key;
+      fresh.dataset.sig = sig;
+      if (node) node.replaceWith(fresh);
+      node = fresh;
+      this.rows.set(key, node);
+    }
+    return node;
+  }
+
+  message(msg, mine, amend, mark, { editing, found }) {
+    const seq = seqOf(msg.seq);
+    const recalled = amend && amend.kind === "MESSAGE_KIND_RECALL";
+    const body = recalled ? "message recalled" : amend ? amend.body : msg.body;
+    const who = mine ? "me" : msg.senderAccount || `user ${msg.sender}`;
+    return el(
+      "li",
+      {
+        class: ["msg", mine && "mine", recalled && "recalled", editing && "editing", found && "found"]
+          .filter(Boolean)
+          .join(" "),
+        "data-seq": String(seq),
+        "data-sender": msg.senderAccount || "",
+        tabindex: "-1",
+      },
+      el(
+        "div",
+        { class: "meta" },
+        el("span", { class: "who", text: who }),
+        el("time", { datetime: new Date(Number(msg.tsMs || 0)).toISOString(), text: clock(msg.tsMs) }),
+        amend && !recalled ? el("span", { class: "edited", text: "(edited)" }) : null,
+        mark
+          ? el("span", {
+              class: "mark",
+              "data-mark": mark.mark,
+              title: mark.words,
+              "aria-label": mark.words,
+              text: mark.text,
+            })
+          : null,
+      ),
+      el("p", { class: "body", text: body }),
+      mine && !recalled
+        ? el(
+            "div",
+            { class: "actions" },
+            el("button", { "data-act": "edit", "data-seq": String(seq), "aria-label": `Edit message ${seq}`, text: "Edit" }),
+            el("button", { "data-act": "recall", "data-seq": String(seq), "aria-label": `Recall message ${seq}`, text: "Recall" }),
+          )
+        : null,
+    );
+  }
+
+  pending(p) {
+    return el(
+      "li",
+      { class: `msg mine pending${p.error ? " failed" : ""}`, "data-pending": p.clientMsgId },
+      el(
+        "div",
+        { class: "meta" },
+        el("span", { class: "who", text: "me" }),
+        el("span", {
+          class: "mark",
+          "data-mark": p.error ? "failed" : "sending",
+          text: p.error ? `not sent: ${p.error}` : "sending…",
+        }),
+      ),
+      el("p", { class: "body", text: p.body }),
+      p.error
+        ? el("div", { class: "actions" }, el("button", { "data-act": "dismiss", "data-pending": p.clientMsgId, text: "Dismiss" }))
+        : null,
+    );
+  }
+}
