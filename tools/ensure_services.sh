@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure MariaDB (127.0.0.1:3306) and Redis (127.0.0.1:6379) are up for the test suite,
-# and that systemd-analyze (which checks deploy/systemd) and promtool (which checks
-# deploy/prometheus, from Debian's prometheus package) are installed.
+# and that systemd-analyze (which checks deploy/systemd), promtool (which checks
+# deploy/prometheus, from Debian's prometheus package) and headless Chromium with its
+# WebDriver (Debian's chromium and chromium-driver, for the web client's browser tests) are
+# installed.
 # Installs them with apt-get when missing and running as root; otherwise says what to install.
 set -uo pipefail
 
@@ -59,4 +61,11 @@ if ! command -v promtool >/dev/null; then
   fi
   apt_install --no-install-recommends prometheus
 fi
-echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up; systemd-analyze and promtool are installed"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "so-im tests need headless Chromium (tests/web/test_browser.py); apt-get install chromium chromium-driver, or run make test as root." >&2
+    exit 1
+  fi
+  apt_install --no-install-recommends chromium chromium-driver
+fi
+echo "services: MariaDB 127.0.0.1:3306 and Redis 127.0.0.1:6379 are up; systemd-analyze, promtool, chromium and chromedriver are installed"
