@@ -13,7 +13,8 @@ Exactly one layer retries a given call, and the layers below it ask once (`ONCE`
 - soim → gateway, Resume and the keepalive: the link's reconnect loop (`tui.link`), pausing by
   `RECONNECT`.
 - soim → gateway, any other rpc: the RPC client (`fabric.rpc_client`) by `CALL`, within the
-  call's deadline.
+  call's deadline. (A background sync whose calls still fail is started again later by the
+  session — a new sync at the next reconnect, SyncHint or second, not a retry of the call.)
 - gateway → directory, router, storage: `nodes.gateway.upstream.Upstream` by `CALL` within
   the upstream deadline, a directory call going to the next live directory at each attempt;
   except StoreBatch, asked once: the sends it carries are retried end to end by their clients'

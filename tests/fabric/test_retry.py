@@ -17,8 +17,9 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 
 from fabric.methods import ECHO, NODE, RpcError
 from fabric.retry import CALL, ONCE, RECONNECT, RESEND, Policy, run
+from fabric.rpc_client import RpcClient
 from fabric.rpc_server import Call, RpcServer
-from schema import client_pb2
+from schema import client_pb2, fabric_pb2
 from schema import common_pb2 as pb
 from schema.contracts.client import CLIENT
 from schema.contracts.directory import DIRECTORY
@@ -174,6 +175,49 @@ def test_a_success_after_failures_is_returned() -> None:
 
         got = await run(attempt, policy=CALL, idempotency=IDEMPOTENT, deadline=time.monotonic() + 5)
         assert got == "ok"
+
+    asyncio.run(main())
+
+
+def test_the_rpc_client_asks_once_when_its_caller_owns_the_retries() -> None:
+    """Over real sockets: an idempotent call answered UNAVAILABLE reaches the server
+    CALL.attempts times by default, once with ONCE (as the outbox, the link's reconnect loop
+    and the gateway's Upstream ask it), and a call declaring no idempotency once."""
+
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.linger = 0
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        server = RpcServer(router, "srv", 65536)
+        asked: list[str] = []
+
+        def unavailable(req: object, call: Call) -> None:
+            asked.append(call.header.method)
+            raise RpcError(pb.UNAVAILABLE, "not now")
+
+        server.register(ECHO, unavailable)
+        server.register(CLIENT["AddFriend"], unavailable)
+        serving = asyncio.ensure_future(server.serve())
+        client = RpcClient(ctx, f"tcp://127.0.0.1:{port}")
+        try:
+            for method, request, policy, times in (
+                (ECHO, fabric_pb2.EchoRequest(), CALL, CALL.attempts),
+                (ECHO, fabric_pb2.EchoRequest(), ONCE, 1),
+                (CLIENT["AddFriend"], client_pb2.AddFriendRequest(), CALL, 1),
+            ):
+                asked.clear()
+                with pytest.raises(RpcError) as err:
+                    await client.call(method, request, timeout=5, retry=policy)
+                assert err.value.code == pb.UNAVAILABLE
+                assert asked == [method.name] * times
+        finally:
+            await client.close()
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            await server.close()
+            router.close(0)
+            ctx.term()
 
     asyncio.run(main())
 
