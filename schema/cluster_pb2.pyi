@@ -7,7 +7,7 @@ RPCs travel DEALER -> ROUTER as envelopes (common.proto Header) whose method is
 carries the same request_id and an ErrorCode. Events travel PUB -> SUB with the topic named
 on each event message below.
 Chat traffic is batched: a frame carries many messages (one frame per destination node per
-drain pass or per commit), and per-item outcomes come back in the same order. A sender
+batch pass or per commit), and per-item outcomes come back in the same order. A sender
 splits a batch when the frame would exceed the frame size limit. Users are identified by
 the id the gateway stamped from the authenticated session, never by anything a client sent.
 An rpc with idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT may be asked again after an
@@ -1674,7 +1674,7 @@ Global___StoreItem: _TypeAlias = StoreItem  # noqa: Y015
 
 @_typing.final
 class StoreBatchRequest(_message.Message):
-    """Storage.StoreBatch: the sends of one drain pass for this storage node."""
+    """Storage.StoreBatch: the sends of one batch pass for this storage node."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1890,7 +1890,7 @@ Global___CursorUpdate: _TypeAlias = CursorUpdate  # noqa: Y015
 
 @_typing.final
 class CursorBatchRequest(_message.Message):
-    """Storage.Cursors: the receipts of one drain pass for this storage node."""
+    """Storage.Cursors: the receipts of one batch pass for this storage node."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

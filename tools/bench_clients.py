@@ -51,7 +51,7 @@ BODY_CHARS = 100
 FILLER = "so-im bench chat " * 6
 QUIET_S = 2.0
 """A chat phase ends once its acks are in and no push came for this long ..."""
-DRAIN_MAX_S = 20.0
+TAIL_MAX_S = 20.0
 """... or this long after the last send."""
 
 M = TypeVar("M", bound=Message)
@@ -230,7 +230,7 @@ def _chat(
     Until start_at + seconds every connection sends — at the worker's share of a fixed rate, or
     as fast as it may (WINDOW in flight, at most plan.cap a second) — and all the while every
     connection reads its acks and pushes. Then it waits for the acks still out and for the
-    pushes to stop (QUIET_S without one), up to DRAIN_MAX_S.
+    pushes to stop (QUIET_S without one), up to TAIL_MAX_S.
     """
     n = len(plan.targets)
     method = CLIENT["Send"].name
@@ -242,7 +242,7 @@ def _chat(
     in_flight, turns, next_ok = [0] * n, [0] * n, [plan.start_at] * n
     stop_at = plan.start_at + plan.seconds
     deadline_ms = int(
-        (time.time() + plan.start_at - time.monotonic() + plan.seconds + DRAIN_MAX_S) * 1000
+        (time.time() + plan.start_at - time.monotonic() + plan.seconds + TAIL_MAX_S) * 1000
     )
     due = 0
     warm_ns = int((plan.start_at + plan.warmup) * 1e9)  # monotonic_ns of the first counted send
@@ -278,7 +278,7 @@ def _chat(
                         send(i)
                         next_ok[i] = max(next_ok[i] + 1 / plan.cap, now - 1)
                 wait_ms = 1
-        elif (not pending and now - last_push > QUIET_S) or now > stop_at + DRAIN_MAX_S:
+        elif (not pending and now - last_push > QUIET_S) or now > stop_at + TAIL_MAX_S:
             break
         else:
             wait_ms = 100
@@ -450,7 +450,7 @@ class ClientPool:
                 )
                 for w in range(n)
             ],
-            seconds + DRAIN_MAX_S,
+            seconds + TAIL_MAX_S,
         )
 
     def _ask(self, commands: list[tuple[str, Any]], seconds: float) -> list[Any]:

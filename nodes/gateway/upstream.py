@@ -44,7 +44,7 @@ class Batched(Generic[ItemT, ResultT]):
 
     `send(items)` makes the call and returns one result per item, in order. The first item of an
     event-loop pass starts the sender as a task, so every item submitted in the same pass (one
-    drain of requests) goes in the same call. A failed call fails each of its items with the
+    batch pass of requests) goes in the same call. A failed call fails each of its items with the
     call's RpcError (any other exception: INTERNAL).
     """
 

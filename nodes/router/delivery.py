@@ -23,7 +23,7 @@ _ITEM_OVERHEAD = _FIELD_OVERHEAD  # the SessionPush inside GatewayDelivery.items
 
 
 @dataclass(slots=True)
-class FanOut:
+class DeliveryEvents:
     """The outcome of one batch: the events to publish, in order, and what they carry."""
 
     events: list[tuple[str, cluster_pb2.GatewayDelivery]] = field(default_factory=list)
@@ -81,10 +81,10 @@ class _GatewayEvents:
 
 def fan_out(
     presence: Presence, batch: cluster_pb2.DeliverBatch, router_id: str, budget: int
-) -> FanOut:
+) -> DeliveryEvents:
     """The GatewayDelivery events of `batch`, each at most `budget` bytes serialized."""
     gateways: dict[str, _GatewayEvents] = {}
-    out = FanOut()
+    out = DeliveryEvents()
     for delivery in batch.deliveries:
         skip = getattr(delivery, "except")
         skip_key = (skip.gateway_id, skip.session_id)

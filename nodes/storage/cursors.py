@@ -11,7 +11,7 @@ and senders' moves) goes into the next; senders' moves alone wait up to
 them in a few transactions a second rather than one per flush. Each batch is one job on the
 node's one cursor thread (`Workers.write`) with one connection per database, so writes never
 race each other; every statement only ever raises a cursor.
-No sockets: requests arrive on the node's RPC ROUTER; receipts leave through `Fanout`.
+No sockets: requests arrive on the node's RPC ROUTER; receipts leave through `PushForwarder`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fabric import timing
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.storage import queries
-from nodes.storage.fanout import Fanout, Stored
+from nodes.storage.fanout import PushForwarder, Stored
 from nodes.storage.workers import Workers
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
@@ -42,7 +42,7 @@ class Cursors:
     """The cursor writes of one storage node, group-committed: what queues up while a batch is
     being written goes into the next one (one database job, whatever the number of requests)."""
 
-    def __init__(self, store: Store, workers: Workers, fanout: Fanout) -> None:
+    def __init__(self, store: Store, workers: Workers, fanout: PushForwarder) -> None:
         self.store = store
         self.workers = workers
         self.fanout = fanout

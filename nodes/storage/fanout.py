@@ -87,7 +87,7 @@ def chat_message(
     return msg
 
 
-class Fanout:
+class PushForwarder:
     """Queues pushes per commit and hands them to routers in order."""
 
     def __init__(self, membership: Membership, peers: PeerClients, people: People) -> None:
@@ -96,7 +96,7 @@ class Fanout:
         self.people = people
         self._jobs: deque[list[_Push]] = deque()
         self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._idle = asyncio.Event()
         self._live = LiveRing(membership, "router")
         self._ring = Ring()
         self._router_of: dict[int, str] = {}
@@ -111,9 +111,9 @@ class Fanout:
         try:
             async with asyncio.timeout(timeout_s):
                 while self._jobs:
-                    self._drained.clear()
+                    self._idle.clear()
                     self._wake.set()
-                    await self._drained.wait()
+                    await self._idle.wait()
                 await asyncio.gather(*self._calls, return_exceptions=True)
         except TimeoutError:
             LOST.inc(sum(len(job) for job in self._jobs))
@@ -171,7 +171,7 @@ class Fanout:
                     except (RpcError, TimeoutError) as err:
                         log.warning("group members unavailable, pushes lost: %s", err)
                 self._send(job, members)
-            self._drained.set()
+            self._idle.set()
 
     def _routers(self) -> Ring:
         ring = self._live.current()

@@ -253,9 +253,9 @@ class Intake:
         if not self._wake_scheduled:
             self._wake_scheduled = True
             with contextlib.suppress(RuntimeError):  # a closed loop: the node is gone
-                self._loop.call_soon_threadsafe(self.drain)
+                self._loop.call_soon_threadsafe(self.settle)
 
-    def drain(self) -> None:
+    def settle(self) -> None:
         """Handle every settled future: fill replies, answer finished requests, hand fresh
         messages on (runs on the loop after each wake-up, and once more at shutdown)."""
         self._wake_scheduled = False

@@ -37,7 +37,7 @@ from fabric.ring import LiveRing
 from fabric.rpc_server import Call
 from nodes.storage.amends import Amends, edit_window_ms
 from nodes.storage.cursors import Cursors
-from nodes.storage.fanout import Fanout, Stored
+from nodes.storage.fanout import PushForwarder, Stored
 from nodes.storage.intake import Intake, Reply
 from nodes.storage.msg_ids import STEP, MsgIds
 from nodes.storage.people import People
@@ -120,7 +120,7 @@ class StorageNode(Node):
         self.segments: SegmentAllocator | None = None
         self.writer: BatchWriter | None = None
         self.intake: Intake | None = None
-        self.fanout: Fanout | None = None
+        self.fanout: PushForwarder | None = None
         self.cursors: Cursors | None = None
         self.workers = Workers()
         self.sequencer = Sequencer()
@@ -142,7 +142,7 @@ class StorageNode(Node):
             store, self.cfg, sequencer=self.sequencer, on_commit=COMMIT_SECONDS.observe
         )
         people = People(self.membership, self.peers)
-        self.fanout = Fanout(self.membership, self.peers, people)
+        self.fanout = PushForwarder(self.membership, self.peers, people)
         self.fanout.start()
         self.cursors = Cursors(store, self.workers, self.fanout)
         amends = Amends(store, self.workers, edit_window_ms(self.cfg.extra))
@@ -170,7 +170,7 @@ class StorageNode(Node):
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close, WRITER_CLOSE_S)
         if self.intake is not None:
-            self.intake.drain()  # the last commits' acks and pushes
+            self.intake.settle()  # the last commits' acks and pushes
         if self.fanout is not None:
             await self.fanout.close(FANOUT_CLOSE_S)
         if self.cursors is not None:

@@ -65,7 +65,7 @@ class Member:
         ]
 
     def seen(self, conv_id: int) -> list[client_pb2.ChatMessage]:
-        """The session's ordered stream for a conversation (drains its event queue)."""
+        """The session's ordered stream for a conversation (empties its event queue)."""
         events = self.client.events
         while not events.empty():
             event = events.get_nowait()

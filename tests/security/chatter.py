@@ -67,7 +67,7 @@ class _User:
     pushes: int = 0
     seen: list[client_pb2.ChatMessage] = field(default_factory=list)
 
-    def drain(self) -> None:
+    def take_messages(self) -> None:
         """Move the session's ordered messages into `seen`."""
         events = self.client.events
         while not events.empty():
@@ -77,7 +77,7 @@ class _User:
 
     def view(self, conv_id: int) -> list[tuple[int, int]]:
         """(seq, msg_id) of a conversation as this user's client saw it, in order."""
-        self.drain()
+        self.take_messages()
         return [(m.seq, m.msg_id) for m in self.seen if m.conv_id == conv_id]
 
 

@@ -7,7 +7,7 @@ values and ids the cluster really uses) and mutations of them — bit flips, tru
 extensions, wrong kinds, header lengths past the end, random method names, random payloads
 under a valid header, many frames, empty frames, oversized frames — plus pure random bytes.
 `Blaster` sends them fast over several sync DEALERs (pipelined, NOBLOCK, waiting on POLLOUT
-when a high-water mark is hit, draining replies as it goes). `NodeWatch` samples a node
+when a high-water mark is hit, reading replies as it goes). `NodeWatch` samples a node
 process's RSS and checks the node logs. Peer sockets: the Blaster's DEALERs (Curve clients,
 keys set by the caller) to a node's ROUTER.
 """
@@ -32,7 +32,7 @@ from schema import common_pb2 as pb
 from tests.processes import NodeProcess
 
 SEED_ENV = "SOIM_FUZZ_SEED"
-DRAIN_EVERY = 64
+READ_EVERY = 64
 """Sends between two reads of the replies (a fuzzer that never reads is another test)."""
 _F = FieldDescriptor
 _INT_EDGES = {
@@ -324,8 +324,8 @@ class Blaster:
     def send(self, frames: list[bytes], i: int) -> None:
         """Queue `frames` on connection `i` (mod the count); returns once queued."""
         i %= len(self.socks)
-        if self.sent % DRAIN_EVERY == 0:
-            self.drain()
+        if self.sent % READ_EVERY == 0:
+            self.read_replies()
         stalled_at = None
         while True:
             try:
@@ -333,7 +333,7 @@ class Blaster:
                 self.sent += 1
                 return
             except zmq.Again:
-                self.drain()
+                self.read_replies()
                 now = time.monotonic()
                 stalled_at = stalled_at or now
                 if now - stalled_at > self.STALL_S:
@@ -343,7 +343,7 @@ class Blaster:
                     stalled_at = now
                 self.socks[i].poll(50, zmq.POLLOUT)
 
-    def drain(self) -> None:
+    def read_replies(self) -> None:
         """Read every reply that is waiting, counting them by error code."""
         for sock in self.socks:
             while True:
@@ -363,7 +363,7 @@ class Blaster:
                 ] += 1
 
     def close(self) -> None:
-        self.drain()
+        self.read_replies()
         for sock in self.socks:
             sock.close(0)
 
