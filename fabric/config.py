@@ -1,7 +1,9 @@
-"""Configuration: every SOIM_* environment variable, parsed and validated in one place.
+"""Configuration: the SOIM_* variables every process reads, parsed and validated in one place.
 
 Role: turn the environment (honcho reads `.env` into it) into a frozen `Config`; a bad value
-raises `ConfigError`, whose message starts with the variable's name. No sockets.
+raises `ConfigError`, whose message starts with the variable's name. A role reads its own
+variables from `Config.extra` with `read_int` (nodes/<role>/options.py), the store its own with
+`shard_store.settings`. No sockets.
 """
 
 from __future__ import annotations
@@ -47,15 +49,9 @@ class Config:
     rpc_port: int = 0
     events_port: int = 0
     metrics_port: int = 0
-    db: str = "sqlite:var/data"
-    shards: int = 8
-    redis_url: str = ""
-    redis_prefix: str = "soim:"
     log_level: str = "INFO"
     log_format: str = "text"
     max_frame_bytes: int = timing.MAX_FRAME_BYTES
-    batch_rows: int = 512
-    batch_ms: int = 5
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -83,15 +79,6 @@ class Config:
             raise ConfigError("SOIM_DISCOVERY", "is mdns, which ignores SOIM_SEEDS; use both")
         if discovery == "seeds" and not seeds:
             raise ConfigError("SOIM_SEEDS", "names no seed, and SOIM_DISCOVERY=seeds needs one")
-        shards = r.integer("SOIM_SHARDS", 8, 1, 1024)
-        if shards & (shards - 1):
-            raise ConfigError("SOIM_SHARDS", f"must be a power of two, got {shards}")
-        db = env.get("SOIM_DB", "sqlite:var/data").strip()
-        if not (db.startswith("sqlite:") or db.startswith("mysql://")):
-            raise ConfigError("SOIM_DB", f"must start with sqlite: or mysql://, got {db!r}")
-        redis_url = env.get("SOIM_REDIS_URL", "").strip()
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("SOIM_REDIS_URL", f"must be a redis:// URL, got {redis_url!r}")
         level = env.get("SOIM_LOG_LEVEL", "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("SOIM_LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR: {level!r}")
@@ -112,15 +99,9 @@ class Config:
             rpc_port=r.integer("SOIM_RPC_PORT", 0, 0, 65535),
             events_port=r.integer("SOIM_EVENTS_PORT", 0, 0, 65535),
             metrics_port=r.integer("SOIM_METRICS_PORT", 0, 0, 65535),
-            db=db,
-            shards=shards,
-            redis_url=redis_url,
-            redis_prefix=env.get("SOIM_REDIS_PREFIX", "soim:"),
             log_level=level,
             log_format=log_format,
             max_frame_bytes=r.integer("SOIM_MAX_FRAME_BYTES", timing.MAX_FRAME_BYTES, 256, 1 << 24),
-            batch_rows=r.integer("SOIM_BATCH_ROWS", 512, 1, 100_000),
-            batch_ms=r.integer("SOIM_BATCH_MS", 5, 0, 10_000),
             extra=extra,
         )
 

@@ -3,11 +3,12 @@ a group-commit batch writer for messages, and the optional Redis cache.
 
 Role: the public names of the package; each lives in its own module. No connections here.
 
-    store = Store.from_config(config)            # opens and migrates every SOIM_DB database
+    settings = StoreSettings.from_env()          # SOIM_DB, SOIM_SHARDS, SOIM_REDIS_*, SOIM_BATCH_*
+    store = Store.from_settings(settings)        # opens and migrates every SOIM_DB database
     rows = store.query("friend", user_id, "SELECT friend_id, conv_id FROM {t} WHERE user_id=%s",
                        (user_id,))
     ids = SegmentAllocator(store); conv_id = ids.next_id("conv")
-    writer = BatchWriter.from_config(store, config); fut = writer.submit(MessageRow(...))
+    writer = BatchWriter.from_settings(store, settings); fut = writer.submit(MessageRow(...))
     ...; writer.close(); ids.close(); store.close()
 """
 
@@ -36,6 +37,7 @@ from shard_store.schema import (
     MessageRow,
 )
 from shard_store.segments import SegmentAllocator
+from shard_store.settings import SettingError, StoreSettings
 from shard_store.shards import Shard, ShardMap, prefix_range
 from shard_store.store import Location, Store, TableCount
 
@@ -59,10 +61,12 @@ __all__ = [
     "MessageRow",
     "SegmentAllocator",
     "SeqClash",
+    "SettingError",
     "Shard",
     "ShardMap",
     "Store",
     "StoreError",
+    "StoreSettings",
     "StoreUnavailable",
     "TableCount",
     "WriterClosed",

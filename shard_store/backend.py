@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fabric.config import ConfigError
+from shard_store.settings import SettingError
 
 Params = Sequence[Any] | None
 """Statement parameters; None sends the SQL text as it is (no `%` formatting)."""
@@ -92,30 +92,30 @@ def parse_db_urls(value: str) -> list[DbSpec]:
     if value.startswith("sqlite:"):
         path = value[len("sqlite:") :].strip()
         if not path or "," in path:
-            raise ConfigError("SOIM_DB", f"sqlite: needs one folder, got {value!r}")
+            raise SettingError("SOIM_DB", f"sqlite: needs one folder, got {value!r}")
         return [DbSpec(kind="sqlite", path=path)]
     specs = [_parse_mysql(part.strip()) for part in value.split(",")]
     seen = {(s.host, s.port, s.database) for s in specs}
     if len(seen) != len(specs):
-        raise ConfigError("SOIM_DB", "lists the same database twice")
+        raise SettingError("SOIM_DB", "lists the same database twice")
     return specs
 
 
 def _parse_mysql(url: str) -> DbSpec:
     if not url.startswith("mysql://"):
-        raise ConfigError("SOIM_DB", f"each entry must be a mysql:// URL, got {url!r}")
+        raise SettingError("SOIM_DB", f"each entry must be a mysql:// URL, got {url!r}")
     try:
         parts = urlsplit(url)
         port = parts.port or 3306
     except ValueError as err:
-        raise ConfigError("SOIM_DB", f"malformed URL {url!r}: {err}") from None
+        raise SettingError("SOIM_DB", f"malformed URL {url!r}: {err}") from None
     if not parts.hostname or not parts.username:
-        raise ConfigError("SOIM_DB", f"needs mysql://user[:password]@host[:port]/db, got {url!r}")
+        raise SettingError("SOIM_DB", f"needs mysql://user[:password]@host[:port]/db, got {url!r}")
     if parts.query or parts.fragment:
-        raise ConfigError("SOIM_DB", f"takes no ?options or #fragment: {url!r}")
+        raise SettingError("SOIM_DB", f"takes no ?options or #fragment: {url!r}")
     database = parts.path.lstrip("/")
     if not _DB_NAME_RE.match(database):
-        raise ConfigError("SOIM_DB", f"database name must be letters, digits, _ or $: {url!r}")
+        raise SettingError("SOIM_DB", f"database name must be letters, digits, _ or $: {url!r}")
     return DbSpec(
         kind="mysql",
         host=parts.hostname,

@@ -46,12 +46,12 @@ from concurrent.futures import Future
 from dataclasses import fields
 from types import TracebackType
 
-from fabric.config import Config
 from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS
 from shard_store.backend import (
     WriterClosed,
 )
 from shard_store.schema import MAX_MENTIONS_CHARS, MessageRow
+from shard_store.settings import StoreSettings
 from shard_store.shards import ShardMap
 from shard_store.store import Store
 from shard_store.writer_lane import IDLE_WAKE_S, Item, Lane, Sequencer, WriterStats
@@ -113,18 +113,18 @@ class BatchWriter:
         self._closed = False
 
     @classmethod
-    def from_config(
+    def from_settings(
         cls,
         store: Store,
-        config: Config,
+        settings: StoreSettings,
         sequencer: Sequencer | None = None,
         on_commit: Callable[[float], None] | None = None,
     ) -> BatchWriter:
         """A writer with SOIM_BATCH_ROWS and SOIM_BATCH_MS."""
         return cls(
             store,
-            max_rows=config.batch_rows,
-            max_ms=config.batch_ms,
+            max_rows=settings.batch_rows,
+            max_ms=settings.batch_ms,
             sequencer=sequencer,
             on_commit=on_commit,
         )

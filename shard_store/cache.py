@@ -13,8 +13,8 @@ from types import TracebackType
 
 import redis
 
-from fabric.config import Config
 from shard_store.backend import StoreError
+from shard_store.settings import StoreSettings
 
 SOCKET_TIMEOUT_S = 1.0
 
@@ -53,11 +53,11 @@ class Cache:
             raise self._unavailable(err) from None
 
     @classmethod
-    def from_config(cls, config: Config) -> Cache | None:
+    def from_settings(cls, settings: StoreSettings) -> Cache | None:
         """The cache of SOIM_REDIS_URL, or None when it is not set (in-process caches)."""
-        if not config.redis_url:
+        if not settings.redis_url:
             return None
-        return cls(config.redis_url, config.redis_prefix)
+        return cls(settings.redis_url, settings.redis_prefix)
 
     def get(self, key: str) -> bytes | None:
         """The value of `key`, or None when absent or expired."""

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from fabric.config import ConfigError
 from shard_store.backend import Column, Conn, Database, StoreError
 from shard_store.search_index import index_sql
+from shard_store.settings import SettingError
 
 FRIEND_PENDING = "pending"
 FRIEND_ACCEPTED = "accepted"
@@ -343,14 +343,14 @@ def _check_layout(conn: Conn, db: Database, tables_per_db: int, db_count: int) -
             conn.execute(f"{db.insert_ignore} INTO store_meta (k, v) VALUES (%s, %s)", (k, v))
         return
     if have.get("tables_per_db") != want["tables_per_db"]:
-        raise ConfigError(
+        raise SettingError(
             "SOIM_SHARDS",
             f"is {tables_per_db} but {db.spec.display} holds "
             f"{have.get('tables_per_db')} tables per logical table; re-sharding "
             "is not supported",
         )
     if have.get("db_index") != want["db_index"] or have.get("db_count") != want["db_count"]:
-        raise ConfigError(
+        raise SettingError(
             "SOIM_DB",
             f"{db.spec.display} was database {have.get('db_index')} "
             f"of {have.get('db_count')}, now listed as {db.index} of {db_count}; "

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from fabric.config import Config
 from shard_store.backend import Database, Params, open_database, parse_db_urls
 from shard_store.schema import LATEST, TABLES, migrate, schema_version
+from shard_store.settings import StoreSettings
 from shard_store.shards import Shard, ShardMap, merge_ordered
 
 Row = tuple[Any, ...]
@@ -60,7 +60,7 @@ class Store:
     ) -> Store:
         """Open and migrate every database of `db` (a SOIM_DB value).
 
-        Raises ConfigError("SOIM_DB", …) for a malformed value and StoreUnavailable, whose
+        Raises SettingError("SOIM_DB", …) for a malformed value and StoreUnavailable, whose
         message is one line naming SOIM_DB, for a database that is down or unreachable.
         """
         specs = parse_db_urls(db)
@@ -80,9 +80,9 @@ class Store:
         return cls(opened, shard_map)
 
     @classmethod
-    def from_config(cls, config: Config, **options: Any) -> Store:
-        """`Store.open(config.db, config.shards, …)`."""
-        return cls.open(config.db, config.shards, **options)
+    def from_settings(cls, settings: StoreSettings, **options: Any) -> Store:
+        """`Store.open(settings.db, settings.shards, …)`."""
+        return cls.open(settings.db, settings.shards, **options)
 
     @property
     def home(self) -> Database:

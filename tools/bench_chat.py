@@ -39,6 +39,7 @@ from nodes.directory.context import KDF_THREADS
 from nodes.gateway.options import MAX_SESSION_RATE, GatewayOptions
 from schema import client_pb2
 from shard_store.backend import StoreError
+from shard_store.settings import StoreSettings
 from shard_store.store import Store
 from tools import bench_fabric
 from tools.bench_clients import (
@@ -352,7 +353,7 @@ def _check_store(cfg: Config, acked: list[tuple[int, int, int]], convs: set[int]
     """The message tables against the acks: every acked (conv_id, seq, msg_id) stored, each
     message once, seqs contiguous from 1 in every conversation of the run."""
     rows: list[tuple[Any, ...]] = []
-    with Store.from_config(cfg, pool_size=1) as store:
+    with Store.from_settings(StoreSettings.from_env(cfg.extra), pool_size=1) as store:
         for conv_id in convs:
             rows += store.query(
                 "message",
@@ -523,11 +524,12 @@ def _measure(
     env: dict[str, str], cluster: LocalCluster | None, opts: dict[str, Any]
 ) -> dict[str, Any]:
     cfg = Config.from_env(env, role="soimctl")
+    store = StoreSettings.from_env(env)
     result = asyncio.run(_run(cfg, cluster, opts))
     result.update(
         mode="logins" if opts["logins"] else "chat",
-        db=cfg.db.split(":", 1)[0],
-        redis=bool(cfg.redis_url),
+        db=store.db.split(":", 1)[0],
+        redis=bool(store.redis_url),
         cpus=os.cpu_count(),
         python=platform.python_version(),
     )

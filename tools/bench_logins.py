@@ -24,6 +24,7 @@ from nodes.directory import account_rows, passwords
 from nodes.directory.context import KDF_THREADS
 from schema import client_pb2, cluster_pb2
 from schema.contracts.router import ROUTER
+from shard_store.settings import StoreSettings
 from shard_store.store import Store
 from tools.bench_clients import (
     CLIENT_WORKERS,
@@ -229,7 +230,7 @@ async def _logins_and_kdf(
 
 def _scrypt_params(cfg: Config, account: str) -> tuple[int, int, int]:
     """N, r, p of `account`'s stored password hash: what the directory really used."""
-    with Store.from_config(cfg, pool_size=1) as store:
+    with Store.from_settings(StoreSettings.from_env(cfg.extra), pool_size=1) as store:
         creds = account_rows.credentials(store, account)
     if creds is None:
         raise BenchError(f"account {account} is not in SOIM_DB; is it the cluster's database?")

@@ -31,10 +31,10 @@ from typing import Any
 
 import pymysql
 
-from fabric.config import Config
 from shard_store.backend import Statement, StoreError, StoreUnavailable
 from shard_store.batch_writer import BatchWriter
 from shard_store.schema import MESSAGE, MESSAGE_KINDS, MessageRow
+from shard_store.settings import StoreSettings
 from shard_store.store import Store
 
 ROUNDS = 3
@@ -111,9 +111,11 @@ def ceiling(store: Store, rows: list[MessageRow], batch_rows: int) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
-def through_writer(store: Store, rows: list[MessageRow], config: Config) -> tuple[float, float]:
+def through_writer(
+    store: Store, rows: list[MessageRow], settings: StoreSettings
+) -> tuple[float, float]:
     """Rows/s through BatchWriter with SUBMITTERS threads; also the mean rows per flush."""
-    writer = BatchWriter.from_config(store, config)
+    writer = BatchWriter.from_settings(store, settings)
     parts = [[r for r in rows if r.conv_id % SUBMITTERS == k] for k in range(SUBMITTERS)]
     errors: list[BaseException] = []
 
@@ -182,9 +184,9 @@ def _target(backend: str, env: dict[str, str]) -> Iterator[str]:
 
 def measure(backend: str, n: int, env: dict[str, str]) -> dict[str, Any]:
     """Run the benchmark; return its figures."""
-    config = Config.from_env(env)
+    settings = StoreSettings.from_env(env)
     rows = make_rows(n)
-    with _target(backend, env) as url, Store.open(url, config.shards) as store:
+    with _target(backend, env) as url, Store.open(url, settings.shards) as store:
         if _count(store):
             raise StoreError(
                 "SOIM_DB's message tables are not empty; bench store needs a "
@@ -194,9 +196,9 @@ def measure(backend: str, n: int, env: dict[str, str]) -> dict[str, Any]:
         try:
             for _ in range(ROUNDS):
                 _clear(store)
-                raw = ceiling(store, rows, config.batch_rows)
+                raw = ceiling(store, rows, settings.batch_rows)
                 _clear(store)
-                rate, mean_batch = through_writer(store, rows, config)
+                rate, mean_batch = through_writer(store, rows, settings)
                 stored = _count(store)
                 if stored != n:
                     raise StoreError(f"writer stored {stored} of {n} rows")
@@ -217,10 +219,10 @@ def measure(backend: str, n: int, env: dict[str, str]) -> dict[str, Any]:
         "server": version,
         "rows": n,
         "body_bytes": BODY_BYTES,
-        "shards": config.shards,
+        "shards": settings.shards,
         "databases": len(store.databases),
-        "batch_rows": config.batch_rows,
-        "batch_ms": config.batch_ms,
+        "batch_rows": settings.batch_rows,
+        "batch_ms": settings.batch_ms,
         "submitters": SUBMITTERS,
         "window": WINDOW,
         "rows_per_s": best,

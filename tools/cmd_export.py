@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fabric.config import Config
 from shard_store.backend import StoreError
 from shard_store.dump import DATA_TABLES, columns, holdings, load, rows, segments, set_segments
 from shard_store.schema import ID_SEGMENT, LATEST, TABLES
+from shard_store.settings import StoreSettings
 from shard_store.store import Store
 from tools.cmd_errors import failed
 
@@ -132,7 +132,7 @@ def run(args: dict[str, Any]) -> int:
     as_json = bool(args.get("--json"))
     folder = Path(args["DIR"])
     try:
-        with Store.from_config(Config.from_env()) as store:
+        with Store.from_settings(StoreSettings.from_env()) as store:
             result = export(store, folder) if args.get("export") else import_(store, folder)
     except ExportError as err:
         return failed(err.code, str(err), as_json)

@@ -13,9 +13,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from fabric.config import Config
 from shard_store.backend import StoreError
 from shard_store.purge import purge
+from shard_store.settings import StoreSettings
 from shard_store.store import Store
 from tools.cmd_errors import failed
 
@@ -53,7 +53,7 @@ def run(args: dict[str, Any]) -> int:
         return failed("BAD_ARGUMENT", str(err), as_json)
     total = 0
     try:
-        with Store.from_config(Config.from_env()) as store:
+        with Store.from_settings(StoreSettings.from_env()) as store:
             for step in purge(store, before, conv):
                 total = step.total
                 if as_json:

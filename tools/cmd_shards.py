@@ -12,15 +12,15 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from fabric.config import Config
 from shard_store.backend import StoreError
 from shard_store.schema import LATEST, TABLES
+from shard_store.settings import StoreSettings
 from shard_store.store import Store
 
 
-def collect(config: Config) -> dict[str, Any]:
+def collect(settings: StoreSettings) -> dict[str, Any]:
     """Versions and counts as plain data (what --json prints)."""
-    with Store.from_config(config) as store:
+    with Store.from_settings(settings) as store:
         versions = store.schema_versions()
         counts = store.row_counts()
         databases = []
@@ -39,7 +39,7 @@ def collect(config: Config) -> dict[str, Any]:
                     "tables": tables,
                 }
             )
-    return {"schema_latest": LATEST, "tables_per_db": config.shards, "databases": databases}
+    return {"schema_latest": LATEST, "tables_per_db": settings.shards, "databases": databases}
 
 
 def render(data: dict[str, Any]) -> str:
@@ -66,7 +66,7 @@ def render(data: dict[str, Any]) -> str:
 def run(args: dict[str, Any]) -> int:
     """Entry point from soimctl."""
     try:
-        data = collect(Config.from_env())
+        data = collect(StoreSettings.from_env())
     except StoreError as err:
         print(f"soimctl: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from docopt import docopt
 import fabric
 from fabric import env_file
 from fabric.config import ConfigError
+from shard_store.settings import SettingError
 from tools.cmd_errors import failed
 
 USAGE = """soimctl — look after a so-im cluster.
@@ -143,7 +144,7 @@ def _dispatch(args: dict[str, Any]) -> int:
         for words, module in _COMMANDS.items():
             if all(args.get(w) for w in words):
                 return int(importlib.import_module(module).run(args))
-    except ConfigError as err:
+    except (ConfigError, SettingError) as err:
         detail = err.problem if args.get("--json") else str(err)
         return failed("CONFIG", detail, bool(args.get("--json")), variable=err.var)
     print("soimctl: unknown command", file=sys.stderr)

@@ -37,6 +37,7 @@ from schema.contracts.directory import DIRECTORY, INVALIDATION_METHOD, INVALIDAT
 from shard_store.backend import StoreUnavailable
 from shard_store.cache import Cache, CacheUnavailable
 from shard_store.segments import SegmentAllocator
+from shard_store.settings import SettingError, StoreSettings
 from shard_store.store import Store
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,17 @@ class DirectoryNode(Node):
             signing_key(load_secret(cfg.keys_dir, TOKEN_SECRET)), options.token_ttl_s
         )
         try:
-            self.store = await asyncio.to_thread(Store.from_config, cfg)
+            settings = StoreSettings.from_env(cfg.extra)
+            self.store = await asyncio.to_thread(Store.from_settings, settings)
+        except SettingError as err:
+            raise ConfigError(err.var, err.problem) from None
         except StoreUnavailable as err:
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
         await asyncio.to_thread(account_rows.ensure_seen, self.store)
         self.db_check = readiness.DbCheck(self.store.ping)
         self.ids = SegmentAllocator(self.store)
         try:
-            self.cache = await asyncio.to_thread(Cache.from_config, cfg)
+            self.cache = await asyncio.to_thread(Cache.from_settings, settings)
         except CacheUnavailable as err:
             raise ConfigError("SOIM_REDIS_URL", str(err).removeprefix("SOIM_REDIS_URL: ")) from None
         counters = RedisCounters(self.cache) if self.cache is not None else LocalCounters()

@@ -52,6 +52,7 @@ from schema.contracts.storage import STORAGE
 from shard_store.backend import StoreUnavailable
 from shard_store.batch_writer import BatchWriter
 from shard_store.segments import SegmentAllocator
+from shard_store.settings import SettingError, StoreSettings
 from shard_store.store import Store
 
 WRITER_CLOSE_S = 2.0
@@ -131,15 +132,18 @@ class StorageNode(Node):
     # ---- node hooks
     async def on_start(self) -> None:
         try:
-            self.store = store = await asyncio.to_thread(Store.from_config, self.cfg)
+            settings = StoreSettings.from_env(self.cfg.extra)
+            self.store = store = await asyncio.to_thread(Store.from_settings, settings)
+        except SettingError as err:
+            raise ConfigError(err.var, err.problem) from None
         except StoreUnavailable as err:
             raise ConfigError("SOIM_DB", str(err).removeprefix("SOIM_DB: ")) from None
         self.db_check = DbCheck(store.ping)
         self.segments = SegmentAllocator(store, default_step=STEP)
         ids = MsgIds(self.segments, self.workers.reads)
         ids.take_now(0)  # start the first refill now
-        self.writer = writer = BatchWriter.from_config(
-            store, self.cfg, sequencer=self.sequencer, on_commit=COMMIT_SECONDS.observe
+        self.writer = writer = BatchWriter.from_settings(
+            store, settings, sequencer=self.sequencer, on_commit=COMMIT_SECONDS.observe
         )
         people = People(self.membership, self.peers)
         self.fanout = PushForwarder(self.membership, self.peers, people)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from fabric.config import Config
-from shard_store import Cache, CacheUnavailable
+from shard_store import Cache, CacheUnavailable, StoreSettings
 from tests.conftest import REDIS_URL
 from tests.support import free_port
 
@@ -52,9 +51,9 @@ def test_incr_starts_a_window_that_later_hits_do_not_extend(cache: Cache) -> Non
 
 
 def test_from_config_is_none_without_a_url(redis_prefix: str) -> None:
-    assert Cache.from_config(Config.from_env({})) is None
+    assert Cache.from_settings(StoreSettings.from_env({})) is None
     env = {"SOIM_REDIS_URL": REDIS_URL, "SOIM_REDIS_PREFIX": redis_prefix}
-    cache = Cache.from_config(Config.from_env(env))
+    cache = Cache.from_settings(StoreSettings.from_env(env))
     assert cache is not None and cache.prefix == redis_prefix
     cache.close()
 

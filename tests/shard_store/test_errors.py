@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.config import ConfigError
-from shard_store import Store, StoreUnavailable, parse_db_urls
+from shard_store import SettingError, Store, StoreUnavailable, parse_db_urls
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
 )
 def test_malformed_soim_db_names_the_variable(value: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(SettingError) as err:
         Store.open(value)
     assert err.value.var == "SOIM_DB"
     assert str(err.value).startswith("SOIM_DB: ") and "\n" not in str(err.value)

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fabric.config import ConfigError
 from shard_store import Store, prefix_range
 from shard_store.schema import ACCOUNT
+from shard_store.settings import SettingError
 from shard_store.shards import ShardMap
 
 ALPHABET = "abcAB_%é中z"
@@ -175,6 +175,6 @@ def test_keys_spread_over_two_databases(mysql_dbs: list[str]) -> None:
             limit=7,
         )
         assert [r[0] for r in got] == list(range(11, 18))
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(SettingError) as err:
         Store.open(",".join(reversed(mysql_dbs)), 4)
     assert err.value.var == "SOIM_DB" and "original order" in str(err.value)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from fabric.config import ConfigError
 from shard_store import LATEST, TABLES, StoreError
 from shard_store.batch_writer import BatchWriter
 from shard_store.schema import KIND_EDIT, MIGRATIONS, MessageRow, ddl, migrate, schema_version
+from shard_store.settings import SettingError
 from shard_store.store import Store
 from tests.shard_store.conftest import schema_snapshot
 
@@ -66,7 +66,7 @@ def test_newer_schema_is_refused(store: Store, db_url: str) -> None:
 
 
 def test_changed_shard_count_is_refused(store: Store, db_url: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(SettingError) as err:
         Store.open(db_url, 16)
     assert err.value.var == "SOIM_SHARDS" and "re-sharding" in str(err.value)
 
