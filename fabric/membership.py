@@ -4,13 +4,18 @@ Role: keep one view of the peers `fabric.admission` has admitted (their identity
 authenticated Curve link, never from a discovery record) and of which of them are alive by the
 heartbeats and goodbyes heard on the events SUB, and call `on_added` / `on_updated` /
 `on_removed` exactly once per transition. A peer is alive once it was admitted and a heartbeat
-came; it is dead after PEER_DEAD_AFTER_S without one (a crashed node sends no goodbye), at once
-on its `Bye` event (an mDNS goodbye proves nothing: anyone can send one) or when its key is
-revoked. A dead peer whose beats resume comes back. A `DrainNotice` marks a peer as draining
-(alive, but to be given no new work). A second process claiming the id of a live peer is
-refused (logged and counted); once the first is dead, a successor with that id is admitted.
+came; it is dead when the SUB's connection to it broke and reconnects are refused
+(`fabric.link_watch`: a killed process, within about LINK_DEAD_CONFIRM_S + 0.2 s), after
+PEER_DEAD_AFTER_S without a heartbeat (a frozen process, a vanished host), at once on its `Bye`
+event (an mDNS goodbye proves nothing: anyone can send one) or when its key is revoked. A dead
+peer whose beats resume comes back (one found dead by its link only once a handshake with it
+succeeds again: beats it sent before it died may still be queued). A `DrainNotice` marks a
+peer as draining (alive, but to be given no new work). A second process claiming the id of a
+live peer is refused (logged and counted); once the first is dead, a successor with that id is
+admitted.
 Peer sockets: none of its own; it drives the node's events `Subscriber` (connect/disconnect),
-connecting to each admitted peer's events PUB with that peer's server key.
+connecting to each admitted peer's events PUB with that peer's server key, and follows that
+SUB's monitor through a `LinkWatch`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from fabric import envelope, metrics, timing
 from fabric.discovery import NodeInfo
 from fabric.events import Subscriber
+from fabric.link_watch import LinkWatch
 from schema import cluster_pb2, fabric_pb2
 from schema.contracts.roles import ROLES
 
@@ -52,6 +58,7 @@ class Peer:
     uptime_s: float = 0.0
     peers: int = 0  # live peers it sees, by its last heartbeat
     draining: bool = False  # it announced a drain: send it no new work
+    link_down: bool = False  # found dead by its broken link: beats count once it reconnects
 
     @property
     def node_id(self) -> str:
@@ -85,6 +92,7 @@ class Membership:
         self._sweeper: asyncio.Task[None] | None = None
         self.on_known: Callable[[Sequence[fabric_pb2.KnownPeer]], None] | None = None
         """Called with the peers a member's heartbeat lists (hints for fabric.admission)."""
+        self._links = LinkWatch(subscriber.sock, self._link_lost, self._link_back)
         subscriber.on(HEARTBEAT_TOPIC, self._heartbeat)
         subscriber.on(BYE_TOPIC, self._bye)
         subscriber.on(DRAIN_TOPIC, self._drain)
@@ -108,12 +116,14 @@ class Membership:
 
     # ---- lifecycle
     def start(self) -> None:
-        """Start looking for silent peers."""
+        """Start looking for silent peers and broken links."""
         if self._sweeper is None:
+            self._links.start()
             self._sweeper = asyncio.ensure_future(self._sweep())
 
     async def close(self) -> None:
-        """Stop the sweeper."""
+        """Stop the sweeper and the link watch."""
+        await self._links.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -152,6 +162,7 @@ class Membership:
             return
         self._unfollow(known.info)
         known.info = info
+        known.link_down = False
         self._alive_rpc = None
         self._follow(info)
         if known.alive and self._on_updated:
@@ -169,6 +180,21 @@ class Membership:
 
     def _unfollow(self, info: NodeInfo) -> None:
         self.subscriber.disconnect(info.endpoints.get("events", ""))
+        self._links.forget(info.endpoints.get("events", ""))
+
+    # ---- links
+    def _link_lost(self, endpoint: str) -> None:
+        for peer in self._peers.values():
+            if peer.info.endpoints.get("events") == endpoint:
+                peer.link_down = True
+                if peer.alive:
+                    log.info("peer %s: its link broke and reconnects are refused", peer.node_id)
+                    self._dead(peer)
+
+    def _link_back(self, endpoint: str) -> None:
+        for peer in self._peers.values():
+            if peer.info.endpoints.get("events") == endpoint:
+                peer.link_down = False
 
     # ---- heartbeat events
     def _heartbeat(self, topic: bytes, env: envelope.Envelope) -> None:
@@ -178,8 +204,8 @@ class Membership:
             metrics.BAD_FRAMES.labels("membership", err.reason.value).inc()
             return
         peer = self._peers.get(beat.node_id)
-        if peer is None or beat.role != peer.role:
-            return  # not (yet) admitted, or a goodbye already came
+        if peer is None or beat.role != peer.role or peer.link_down:
+            return  # not (yet) admitted, a goodbye already came, or its link is dead
         peer.last_beat = time.monotonic()
         peer.load = beat.load
         peer.sessions = beat.sessions
@@ -230,10 +256,13 @@ class Membership:
             horizon = time.monotonic() - timing.PEER_DEAD_AFTER_S
             for peer in list(self._peers.values()):
                 if peer.alive and peer.last_beat < horizon:
-                    peer.alive = False
-                    self._gauge()
-                    if self._on_removed:
-                        self._on_removed(peer)
+                    self._dead(peer)
+
+    def _dead(self, peer: Peer) -> None:
+        peer.alive = False
+        self._gauge()
+        if self._on_removed:
+            self._on_removed(peer)
 
     def _gauge(self) -> None:
         """A peer came or went: forget cached answers, update the gauges."""

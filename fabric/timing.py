@@ -15,6 +15,10 @@ PEER_DEAD_AFTER_S = HEARTBEAT_INTERVAL_S * HEARTBEAT_MISSES_DEAD
 LIVENESS_CHECK_INTERVAL_S = 0.25
 """How often the membership view looks for silent peers."""
 
+LINK_DEAD_CONFIRM_S = 0.25
+"""A peer whose connection broke is dead once reconnecting to it is still refused this long
+after the break (fabric.link_watch); a break alone may be a blip."""
+
 RPC_DEFAULT_TIMEOUT_S = 5.0
 """Deadline of an RPC when the caller gives none."""
 

@@ -1,10 +1,15 @@
 """The gateway's send path: Sends of one pass become one access check and one StoreBatch per
 storage node, and the StoreBatch replies become the acks.
 
-Role: batch at this hop (every hop batches). Sends queue up; when no batch is in flight the queue is
-flushed at once (no waiting when idle); while one is in flight the next one accumulates. One
-batch in flight at a time also keeps each session's sends in the order they arrived. The sender
-of every item is the session's user, never a field of the request.
+Role: batch at this hop (every hop batches). Sends queue up for the access check, one check in
+flight at a time; each checked send then joins the lane of the storage node owning its
+conversation. Each lane keeps one StoreBatch in flight and flushes at once when idle; while one
+is out the next accumulates. Lanes are independent: a storage node that died (before the
+membership notices) holds up only the sends of the conversations it owned, never another
+owner's. Within a lane sends keep the order they arrived in, so each session's sends to one
+conversation stay in order; sends still queued in a lane whose node is no longer the owner move
+to the new owner's lane. The sender of every item is the session's user, never a field of the
+request.
 Peer sockets: none of its own; directory and storage nodes are reached through `AccessCache`
 and `Upstream`.
 """
@@ -36,8 +41,19 @@ class PendingSend:
     future: asyncio.Future[client_pb2.SendAck]
 
 
+Item = tuple[PendingSend, cluster_pb2.StoreItem]
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The sends bound for one storage node, one StoreBatch in flight."""
+
+    queue: list[Item]
+    task: asyncio.Task[None] | None = None
+
+
 class SendBatcher:
-    """Queues Sends and stores them in batches, one batch in flight at a time."""
+    """Queues Sends, checks them in batches, and stores them in batches per storage node."""
 
     def __init__(self, gateway_id: str, access: AccessCache, upstream: Upstream) -> None:
         self.gateway_id = gateway_id
@@ -45,6 +61,7 @@ class SendBatcher:
         self.upstream = upstream
         self._queue: list[PendingSend] = []
         self._worker: asyncio.Task[None] | None = None
+        self._lanes: dict[str, _Lane] = {}
 
     def submit(
         self, session: Session, request: client_pb2.SendRequest
@@ -58,24 +75,26 @@ class SendBatcher:
 
     async def close(self) -> None:
         """Stop; queued sends fail with UNAVAILABLE (their clients retry elsewhere)."""
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        for pending in self._queue:
+        tasks = [t for t in (self._worker, *(lane.task for lane in self._lanes.values())) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        waiting = self._queue + [p for lane in self._lanes.values() for p, _ in lane.queue]
+        for pending in waiting:
             _fail(pending, pb.UNAVAILABLE, "gateway stopping")
-        self._queue = []
+        self._queue, self._lanes = [], {}
 
     async def _flush(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             try:
-                await self._store(batch)
+                await self._check(batch)
             except Exception:
                 log.exception("send batch failed")
                 for pending in batch:
                     _fail(pending, pb.INTERNAL, "send failed; retry")
 
-    async def _store(self, batch: list[PendingSend]) -> None:
+    async def _check(self, batch: list[PendingSend]) -> None:
         checks = [
             cluster_pb2.AccessCheck(user_id=p.session.user_id, **_target(p.request)) for p in batch
         ]
@@ -85,18 +104,51 @@ class SendBatcher:
             for pending in batch:
                 _fail(pending, err.code, err.detail)
             return
-        by_owner: dict[str, list[tuple[PendingSend, cluster_pb2.StoreItem]]] = {}
         for pending, result in zip(batch, results, strict=True):
             if result.error != pb.OK:
                 _fail(pending, result.error, "")
-                continue
-            try:
-                owner = self.upstream.storage_owner(result.conv_id)
-            except RpcError as err:
-                _fail(pending, err.code, err.detail)
-                continue
-            by_owner.setdefault(owner, []).append((pending, self._item(pending, result)))
-        await asyncio.gather(*(self._store_at(owner, items) for owner, items in by_owner.items()))
+            else:
+                self._route((pending, self._item(pending, result)))
+
+    def _route(self, item: Item) -> None:
+        """Queue `item` in the lane of its conversation's owner as the ring says now."""
+        try:
+            owner = self.upstream.storage_owner(item[1].conv_id)
+        except RpcError as err:
+            _fail(item[0], err.code, err.detail)
+            return
+        lane = self._lanes.get(owner)
+        if lane is None:
+            lane = self._lanes[owner] = _Lane([])
+        lane.queue.append(item)
+        if lane.task is None:
+            lane.task = asyncio.ensure_future(self._run_lane(owner, lane))
+
+    async def _run_lane(self, owner: str, lane: _Lane) -> None:
+        try:
+            while lane.queue:
+                waiting, lane.queue = lane.queue, []
+                batch: list[Item] = []
+                for item in waiting:
+                    try:
+                        still = self.upstream.storage_owner(item[1].conv_id) == owner
+                    except RpcError:
+                        still = False
+                    if still:
+                        batch.append(item)
+                    else:  # the ring changed while it waited: off to the new owner
+                        self._route(item)
+                if batch:
+                    try:
+                        await self._store_at(owner, batch)
+                    except Exception:
+                        log.exception("store batch failed")
+                        for pending, _ in batch:
+                            _fail(pending, pb.INTERNAL, "send failed; retry")
+        finally:
+            lane.task = None
+            if not lane.queue and self._lanes.get(owner) is lane:
+                del self._lanes[owner]
 
     def _item(
         self, pending: PendingSend, access: cluster_pb2.AccessResult
@@ -115,9 +167,7 @@ class SendBatcher:
             **_target(req),
         )
 
-    async def _store_at(
-        self, owner: str, items: list[tuple[PendingSend, cluster_pb2.StoreItem]]
-    ) -> None:
+    async def _store_at(self, owner: str, items: list[Item]) -> None:
         request = cluster_pb2.StoreBatchRequest(
             gateway_id=self.gateway_id, items=[item for _, item in items]
         )

@@ -1,0 +1,84 @@
+"""A storage node killed -9 under load (real processes, MariaDB, two storage nodes): only the
+conversations it owned stall, and only until the survivor takes them over — noticed from the
+broken link, well before the heartbeats would tell — while the survivor's own conversations
+go on at their usual pace; nothing acked is lost, duplicated or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from fabric import timing
+from fabric.ring import Ring
+from tests.cluster.failover_load import PacedLoad
+from tests.cluster.test_storage import befriend, check_database, history, register, start_cluster
+from tests.harness import running_cluster
+from tests.support import async_wait_until
+
+PAIRS = 10
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_storage_node_stalls_only_its_own_conversations_briefly(
+    tmp_path: Path, cluster_name: str, mysql_db: str
+) -> None:
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, mysql_db) as cluster:
+            await start_cluster(cluster, storage=2, routers=1, gateways=2)
+            members = [await register(cluster, f"f{i:02d}", i % 2) for i in range(2 * PAIRS)]
+            for a, b in zip(members[::2], members[1::2], strict=True):
+                await befriend(a, b)
+            targets = [{"to_user": members[i ^ 1].id} for i in range(len(members))]
+            load = PacedLoad(members, targets)
+            running = asyncio.ensure_future(load.run())
+            warm = time.monotonic()
+            await async_wait_until(
+                lambda: len(load.times) == PAIRS and load.acks_since(warm) >= 20,
+                timeout=30,
+                what="every conversation under load",
+            )
+            storage = [n for n in cluster.nodes if n.role == "storage"]
+            ring = Ring(frozenset(n.node_id for n in storage))
+            victim, survivor = storage
+            victim.kill()
+            killed = time.monotonic()
+            await async_wait_until(
+                lambda: load.acks_since(killed + 1.0) >= 10,
+                timeout=30,
+                what="every conversation acked again after the kill",
+            )
+            load.stop()
+            await running
+
+            owned = {c: ring.owner(c) for c in load.times}
+            lost = [c for c, o in owned.items() if o == victim.node_id]
+            kept = [c for c, o in owned.items() if o == survivor.node_id]
+            assert lost and kept, f"the {PAIRS} conversations all hash to one node: {owned}"
+            before = max(load.max_gap(c, killed - 1.5, killed) for c in load.times)
+            survivors = max(load.max_gap(c, killed, killed + 2.0) for c in kept)
+            resumed = [load.stall(c, killed) for c in lost]
+            print(
+                f"\nstorage kill -9: survivors' max gap {survivors * 1000:.0f} ms "
+                f"(before the kill {before * 1000:.0f} ms); the dead node's conversations "
+                f"resumed after median {statistics.median(resumed) * 1000:.0f} ms, "
+                f"max {max(resumed) * 1000:.0f} ms"
+            )
+            # noticed from the broken link: long before PEER_DEAD_AFTER_S of silence
+            assert max(resumed) < timing.PEER_DEAD_AFTER_S
+            # the survivor's conversations never waited for the dead node
+            assert survivors < max(resumed)
+
+            await asyncio.to_thread(check_database, mysql_db, load.acked)
+            await asyncio.gather(*(m.client.catch_up() for m in members))
+            for conv in load.times:
+                parties = [m for m in members if conv in m.client.tracker.last]
+                stored = [(x.seq, x.msg_id) for x in await history(parties[0], conv)]
+                assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
+                for member in parties:
+                    assert [(x.seq, x.msg_id) for x in member.seen(conv)] == stored
+
+    asyncio.run(main())
