@@ -39,7 +39,8 @@ import zmq.auth
 from fabric.config import ConfigError
 
 NODE = "node"
-GATEWAY = "gateway"
+CLIENT_PLANE = "gateway"
+"""The client plane's Curve server keypair (gateway.key): gateways serve `soim` with it."""
 AUTHORIZED = "authorized"
 NODES = "nodes"
 CLUSTER_SECRET = "cluster.secret"
@@ -105,7 +106,7 @@ def generate(keys_dir: Path, if_missing: bool = False, force: bool = False) -> l
     written: list[Path] = []
     with tempfile.TemporaryDirectory(dir=keys_dir, prefix=".new-") as tmp:
         staging = Path(tmp)
-        for name in (NODE, GATEWAY):
+        for name in (NODE, CLIENT_PLANE):
             written += _ensure_pair(keys_dir, staging, name, if_missing)
         for name in (CLUSTER_SECRET, TOKEN_SECRET):
             written += _ensure_secret(keys_dir, staging, name, if_missing)
@@ -118,7 +119,7 @@ def generate(keys_dir: Path, if_missing: bool = False, force: bool = False) -> l
 
 def _generated_files(keys_dir: Path) -> list[Path]:
     """Every file `generate` writes."""
-    pairs = [keys_dir / (n + ext) for n in (NODE, GATEWAY) for ext in (_PUBLIC, _SECRET)]
+    pairs = [keys_dir / (n + ext) for n in (NODE, CLIENT_PLANE) for ext in (_PUBLIC, _SECRET)]
     return [
         *pairs,
         keys_dir / CLUSTER_SECRET,
@@ -198,15 +199,15 @@ def load_node(keys_dir: Path, name: str = NODE) -> KeyPair:
         raise KeysMissing(keys_dir, f"key {name!r}: {err.problem}") from None
 
 
-def load_gateway(keys_dir: Path) -> KeyPair:
-    """The gateway (client-plane server) keypair; raises KeysMissing when absent or broken."""
-    return _load_pair(Path(keys_dir), GATEWAY)
+def load_client_plane(keys_dir: Path) -> KeyPair:
+    """The client plane's server keypair; raises KeysMissing when absent or broken."""
+    return _load_pair(Path(keys_dir), CLIENT_PLANE)
 
 
-def load_gateway_public(keys_dir: Path) -> bytes:
-    """The gateway public key alone, as a `soim` client on the same machine reads it."""
+def load_client_plane_public(keys_dir: Path) -> bytes:
+    """The client plane's public key alone, as a `soim` client on the same machine reads it."""
     keys_dir = Path(keys_dir)
-    return _load_public(keys_dir / (GATEWAY + _PUBLIC), keys_dir)
+    return _load_public(keys_dir / (CLIENT_PLANE + _PUBLIC), keys_dir)
 
 
 def load_secret(keys_dir: Path, name: str) -> bytes:

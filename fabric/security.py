@@ -145,7 +145,7 @@ class Security:
     def client_server(self, sock: zmq.Socket) -> None:
         """Make `sock` the gateway's Curve server for `soim` clients (any client key)."""
         if self._gateway is None:
-            self._gateway = keys.load_gateway(self.keys_dir)
+            self._gateway = keys.load_client_plane(self.keys_dir)
         self._server(sock, self._gateway.secret, CLIENT_DOMAIN)
 
     def cluster_client(self, sock: zmq.Socket, server_public: bytes) -> None:

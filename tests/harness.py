@@ -94,7 +94,7 @@ class Cluster:
         """(client endpoint, server key) of every live gateway, ordered by node id. The key is
         the one a client pins (gateway.key of the cluster's keys), never a record's."""
         assert self.view is not None
-        pinned = keys.load_gateway_public(self.keys_dir)
+        pinned = keys.load_client_plane_public(self.keys_dir)
         return [(p.info.endpoints["client"], pinned) for p in self.view.membership.alive("gateway")]
 
     def web_urls(self) -> list[str]:

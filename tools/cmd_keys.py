@@ -73,7 +73,7 @@ def _revoked(keys_dir: Path, name: str, removed: list[Path], as_json: bool) -> i
 
 def _show(keys_dir: Path, as_json: bool) -> int:
     node = keys.load_node(keys_dir)
-    gateway = keys.load_gateway_public(keys_dir).decode()
+    gateway = keys.load_client_plane_public(keys_dir).decode()
     authorized = {name: key.decode() for key, name in keys.authorized(keys_dir).items()}
     if as_json:
         print(

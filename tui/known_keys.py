@@ -114,10 +114,10 @@ def resolve_pin(server_key: str, keys_dir: Path, cluster: str, known: KnownGatew
             "--server-key",
             "check the key you passed with --server-key against the cluster's operator",
         )
-    local = Path(keys_dir) / (keys.GATEWAY + ".key")
+    local = Path(keys_dir) / (keys.CLIENT_PLANE + ".key")
     if local.exists():
         return Pin(
-            keys.load_gateway_public(keys_dir),
+            keys.load_client_plane_public(keys_dir),
             str(local),
             f"{local} is the key of the cluster run on this machine; point "
             "SOIM_KEYS_DIR elsewhere or pass --server-key to reach another cluster",

@@ -22,7 +22,7 @@ import zmq
 
 from fabric import envelope, metrics, readiness, timing
 from fabric.batch_io import send_batch
-from fabric.keys import load_gateway_public
+from fabric.keys import load_client_plane_public
 from fabric.membership import Peer
 from fabric.methods import Method
 from fabric.node import Node
@@ -211,7 +211,7 @@ class GatewayNode(Node):
         return len(self.sessions)
 
     def client_key(self) -> str:
-        return load_gateway_public(self.cfg.keys_dir).decode()
+        return load_client_plane_public(self.cfg.keys_dir).decode()
 
     def on_drain(self) -> None:
         """Point every client at another gateway (round robin over the live ones)."""

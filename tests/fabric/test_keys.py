@@ -32,12 +32,12 @@ def test_generate_writes_the_layout_and_loads_back(tmp_path: Path) -> None:
     assert sorted(p.relative_to(d).as_posix() for p in written) == sorted(FILES)
     for name in ("node.key_secret", "gateway.key_secret", "cluster.secret", "token.secret"):
         assert stat.S_IMODE((d / name).stat().st_mode) == 0o600
-    node, gateway = keys.load_node(d), keys.load_gateway(d)
+    node, gateway = keys.load_node(d), keys.load_client_plane(d)
     assert node != gateway
     for pair in (node, gateway):
         assert len(pair.public) == len(pair.secret) == 40
         assert zmq.curve_public(pair.secret) == pair.public
-    assert keys.load_gateway_public(d) == gateway.public
+    assert keys.load_client_plane_public(d) == gateway.public
     authorized, _ = zmq.auth.load_certificate(d / "authorized" / "node.key")
     assert authorized == node.public
     assert keys.load_secret(d, keys.CLUSTER_SECRET) != keys.load_secret(d, keys.TOKEN_SECRET)
@@ -63,20 +63,20 @@ def test_generate_again_refuses_if_missing_keeps_force_replaces(tmp_path: Path) 
 def test_if_missing_writes_only_what_is_missing(tmp_path: Path) -> None:
     d = tmp_path / "keys"
     keys.generate(d)
-    node, gateway = keys.load_node(d), keys.load_gateway(d)
+    node, gateway = keys.load_node(d), keys.load_client_plane(d)
     (d / "gateway.key").unlink()  # a lost public half is derived from its secret
     (d / "authorized" / "node.key").unlink()
     written = keys.generate(d, if_missing=True)
     assert written == [d / "gateway.key", d / "authorized" / "node.key"]
-    assert keys.load_gateway(d) == gateway and keys.load_node(d) == node
+    assert keys.load_client_plane(d) == gateway and keys.load_node(d) == node
     (d / "gateway.key_secret").write_text("garbage\n")  # an unreadable secret: a new pair
     assert keys.generate(d, if_missing=True) == [d / "gateway.key", d / "gateway.key_secret"]
-    assert keys.load_gateway(d) != gateway and keys.load_node(d) == node
+    assert keys.load_client_plane(d) != gateway and keys.load_node(d) == node
 
 
 def test_keys_missing_tells_what_to_run(tmp_path: Path) -> None:
     d = tmp_path / "nowhere"
-    for load in (keys.load_node, keys.load_gateway, keys.load_gateway_public):
+    for load in (keys.load_node, keys.load_client_plane, keys.load_client_plane_public):
         with pytest.raises(keys.KeysMissing) as caught:
             load(d)
         assert str(caught.value) == f"SOIM_KEYS_DIR: no keys in {d}; run soimctl keys generate"
@@ -172,7 +172,7 @@ def test_soimctl_keys_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     keys.generate(d)
     assert soimctl(["keys", "show", "--dir", str(d), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["gateway"] == keys.load_gateway_public(d).decode()
+    assert shown["gateway"] == keys.load_client_plane_public(d).decode()
     assert shown["authorized"] == {"node": keys.load_node(d).public.decode()}
     assert soimctl(["keys", "show", "--dir", str(d)]) == 0
     assert f"gateway key (for soim --server-key): {shown['gateway']}" in capsys.readouterr().out

@@ -138,7 +138,7 @@ def test_anonymous_client_reaches_the_client_plane_only(keys_dir: Path) -> None:
     async def scenario() -> None:
         async with started(keys_dir) as (ctx, sec):
             gateway, g_monitor, g_endpoint = server(ctx, sec.client_server)
-            gateway_public = keys.load_gateway_public(keys_dir)
+            gateway_public = keys.load_client_plane_public(keys_dir)
             soim = client(ctx, g_endpoint, lambda s: anonymous_client(s, gateway_public))
             await soim.send(b"login")
             assert await handshake(g_monitor) == zmq.EVENT_HANDSHAKE_SUCCEEDED

@@ -108,7 +108,7 @@ def test_three_hosts_form_a_cluster_through_seeds_only(
 
 async def chat(a: Host, b: Host, c: Host, base: dict[str, str], tmp_path: Path) -> None:
     """Alice on B's gateway and Bob on C's become friends and exchange a message each way."""
-    key = keys.load_gateway_public(Path(base["SOIM_KEYS_DIR"])).decode()
+    key = keys.load_client_plane_public(Path(base["SOIM_KEYS_DIR"])).decode()
     env = {"SOIM_CLUSTER": base["SOIM_CLUSTER"], "XDG_CONFIG_HOME": str(tmp_path / "config")}
     alice = LineClient(
         ["--server", f"tcp://{b.addr}:{GATEWAY_PORT}", "--server-key", key],

@@ -189,7 +189,7 @@ def test_fake_gateway_records_get_no_credentials(tmp_path: Path, cluster_name: s
         try:
             async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
                 await one_gateway_cluster(cluster)
-                real_key = keys.load_gateway_public(cluster.keys_dir)
+                real_key = keys.load_client_plane_public(cluster.keys_dir)
                 await raw.start()
                 await router.announce()
                 raw_record = await announce(
@@ -232,7 +232,7 @@ def test_a_pinned_key_and_only_fake_gateways_is_a_loud_refusal(
     async def main() -> None:
         keys_dir = tmp_path / "keys"
         keys.generate(keys_dir)
-        pinned = keys.load_gateway_public(keys_dir)
+        pinned = keys.load_client_plane_public(keys_dir)
         ctx = zmq.asyncio.Context()
         fake = FakeGateway(ctx, cluster_name, "gateway-fake")
         try:
@@ -275,7 +275,7 @@ def test_first_use_is_remembered_and_a_changed_key_is_refused(
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             await one_gateway_cluster(cluster)
-            real_key = keys.load_gateway_public(cluster.keys_dir)
+            real_key = keys.load_client_plane_public(cluster.keys_dir)
 
             # the full-screen client says it on its screen (its own config dir)
             for name, value in client_env(
@@ -331,7 +331,7 @@ def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
             other_keys = tmp_path / "other-keys"  # the cluster's keys, another gateway key
             shutil.copytree(cluster.keys_dir, other_keys)
-            zmq.auth.create_certificates(other_keys, keys.GATEWAY)
+            zmq.auth.create_certificates(other_keys, keys.CLIENT_PLANE)
             [home] = cluster.start("gateway")
             [stranger] = cluster.start("gateway", SOIM_KEYS_DIR=str(other_keys))
             nodes = [
@@ -352,7 +352,7 @@ def test_a_redirect_to_a_gateway_with_another_key_is_not_followed(
             for i in range(21):
                 await (await cluster.client(home_index)).register(f"filler{i}", PASSWORD)
 
-            pinned = keys.load_gateway_public(cluster.keys_dir).decode()
+            pinned = keys.load_client_plane_public(cluster.keys_dir).decode()
             dave = LineClient(["--server", home_ep, "--server-key", pinned], tmp_path, "dave")
             try:
                 dave.send(f"register -u dave -p {PASSWORD}")
@@ -420,7 +420,7 @@ def test_a_redirect_to_a_gateway_with_the_pinned_key_is_followed(
             gateways = {p.node_id: p for p in cluster.view.membership.alive("gateway")}
             home_ep = gateways[home.node_id].info.endpoints["client"]
             twin_host = gateways[twin.node_id].info.endpoints["client"].removeprefix("tcp://")
-            pinned = keys.load_gateway_public(cluster.keys_dir).decode()
+            pinned = keys.load_client_plane_public(cluster.keys_dir).decode()
             erin = LineClient(["--server", home_ep, "--server-key", pinned], tmp_path, "erin")
             try:
                 erin.send(f"register -u erin -p {PASSWORD}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.keys import load_gateway_public
+from fabric.keys import load_client_plane_public
 from tests.harness import Cluster, running_cluster
 from tests.processes import NodeProcess
 from tests.support import free_port
@@ -38,7 +38,7 @@ class Setup:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.ports = [free_port(), free_port()]
-        self.key = load_gateway_public(cluster.keys_dir).decode()
+        self.key = load_client_plane_public(cluster.keys_dir).decode()
         self.gateways: list[NodeProcess] = []
 
     async def start(self) -> None:

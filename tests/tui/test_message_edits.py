@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.keys import load_gateway_public
+from fabric.keys import load_client_plane_public
 from schema import client_pb2
 from tests.cluster.test_storage import Member
 from tests.harness import Cluster, running_cluster
@@ -58,7 +58,7 @@ async def scenario(cluster: Cluster, tmux: Tmux, port: int) -> None:
     for text in ("hello alice", "typo heer"):
         await bob.client.send(text, to_user=a)
 
-    key = load_gateway_public(cluster.keys_dir).decode()
+    key = load_client_plane_public(cluster.keys_dir).decode()
     tmux.start(
         "alice", ["--server", f"tcp://127.0.0.1:{port}", "--server-key", key, "--device", "tui"]
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric.keys import load_gateway_public
+from fabric.keys import load_client_plane_public
 from shard_store import BatchWriter, MessageRow, Store
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
@@ -120,7 +120,7 @@ def test_big_conversation_views_search_and_notifications(
                 "--server",
                 endpoint,
                 "--server-key",
-                load_gateway_public(cluster.keys_dir).decode(),
+                load_client_plane_public(cluster.keys_dir).decode(),
                 "--device",
                 "tui",
             ]
