@@ -1,6 +1,6 @@
 """The layers' import rules, read from the source: no role imports another role, the client
 imports no node, the fabric and the schema know no role, store, client or tool, and the store
-knows no role or client.
+knows no role, client or fabric.
 
 Role: parse every module under fabric/, nodes/, schema/contracts/, shard_store/, tui/ and tools/
 with `ast` (imports inside functions and `if TYPE_CHECKING:` blocks count too) and list each
@@ -19,7 +19,7 @@ CHECKED = ("fabric", "nodes", "schema/contracts", "shard_store", "tui", "tools")
 FORBIDDEN = {
     "fabric": ("nodes", "tui", "shard_store", "tools"),
     "schema": ("nodes", "tui", "shard_store", "tools"),
-    "shard_store": ("nodes", "tui", "tools"),
+    "shard_store": ("nodes", "tui", "tools", "fabric"),
     "tui": ("nodes", "tools"),
     "nodes": ("tui", "tools"),
 }
@@ -87,6 +87,7 @@ def test_the_rules_catch_what_they_name() -> None:
     assert violation("tui.link", "nodes.gateway.api") == "tui imports nodes"
     assert violation("fabric.readiness", "shard_store.store.Store") == "fabric imports shard_store"
     assert violation("shard_store.store", "nodes.storage") == "shard_store imports nodes"
+    assert violation("shard_store.store", "fabric.config.Config") == "shard_store imports fabric"
     assert violation("tools.bench_chat", "nodes.gateway.options") is None
     assert violation("nodes.storage.fanout", "schema.contracts.router.ROUTER") is None
 

@@ -50,7 +50,7 @@ def test_incr_starts_a_window_that_later_hits_do_not_extend(cache: Cache) -> Non
     assert later is not None and later <= first
 
 
-def test_from_config_is_none_without_a_url(redis_prefix: str) -> None:
+def test_from_settings_is_none_without_a_url(redis_prefix: str) -> None:
     assert Cache.from_settings(StoreSettings.from_env({})) is None
     env = {"SOIM_REDIS_URL": REDIS_URL, "SOIM_REDIS_PREFIX": redis_prefix}
     cache = Cache.from_settings(StoreSettings.from_env(env))
