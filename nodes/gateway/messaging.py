@@ -22,9 +22,8 @@ from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Upstream
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import HISTORY_DEFAULT, HISTORY_MAX
 from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS, MAX_MENTIONS
-
-HISTORY_DEFAULT, HISTORY_MAX = 50, 100
 
 
 class Messaging:

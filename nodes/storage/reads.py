@@ -26,11 +26,10 @@ from nodes.storage.people import DIRECT, GROUP, People
 from nodes.storage.workers import Workers
 from schema import client_pb2, cluster_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import HISTORY_DEFAULT, HISTORY_MAX
 from shard_store.schema import MessageRow
 from shard_store.store import Store
 
-HISTORY_DEFAULT = 50
-HISTORY_MAX = 100
 READ_COUNTS_MAX = 100
 PAGE_MAX_BYTES = timing.MAX_FRAME_BYTES - 1024
 """The largest History page: a soim client drops frames over timing.MAX_FRAME_BYTES, and the

@@ -2,8 +2,9 @@
 called by `soim` and the benchmarks.
 
 Role: the `client.*` method catalogue, the method of pushed events, which methods a connection
-may call before it logs in, and the limits of a request both a gateway and the storage nodes
-behind it check of a search (a message's own bounds: `schema.contracts.message`). No sockets.
+may call before it logs in, and the limits of the History and search requests that both a
+gateway and the storage nodes behind it check (a message's own bounds are in
+`schema.contracts.message`). No sockets.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ AUTHENTICATING = frozenset(
 )
 """The methods that open a session or check a password (each may cost a password hash):
 rate-limited per connection and per source address before login, per connection after."""
+
+HISTORY_DEFAULT = 50
+"""Messages of a History page when `limit` is 0."""
+HISTORY_MAX = 100
 
 SEARCH_DEFAULT = 20
 """Results of a SearchMessages page when `limit` is 0."""
