@@ -80,6 +80,13 @@ DEFAULT_RATE = 2000.0
 """Messages per second of the timed phase when neither --rate nor --rates is given."""
 CEILING_S = 3.0
 CEILING_INFLIGHT = 64
+TRANSPORTS = {
+    "zmq": "raw client-plane DEALERs (Curve)",
+    "ws": "WebSockets (subprotocol soim.proto: binary envelope frames, no TLS)",
+}
+"""What the chat clients connect with (--transport)."""
+PLANES = {"zmq": "client", "ws": "web"}
+"""The gateway endpoint each transport connects to."""
 SPAWN_BURST_S = 4
 """A spawned cluster's gateways get SOIM_SESSION_BURST = this many seconds of --session-rate
 (the ratio of the defaults, 200 to 50)."""
@@ -102,9 +109,10 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
             f"msgs/s, the gateway's session limit (--session-rate)"
         )
     run_id = uuid.uuid4().hex[:8]
-    spread = [
-        (ep, key) for _, ep, key in itertools.islice(itertools.cycle(target.gateways()), clients)
-    ]
+    gateways = target.gateways(PLANES[opts["transport"]])
+    if not gateways:
+        raise BenchError("no live gateway has a WebSocket plane (SOIM_WEB_PORT)")
+    spread = [(ep, key) for _, ep, key in itertools.islice(itertools.cycle(gateways), clients)]
     pool = ClientPool(CHAT_WORKERS)
     try:
         await asyncio.to_thread(pool.open, spread)
@@ -154,6 +162,7 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
     delivered = sum(log.delivered for log in flood)
     return {
         "pattern": opts["pattern"],
+        "transport": opts["transport"],
         "delivered_per_s": round(delivered / seconds),
         "delivered_group_per_s": round(delivered_group / seconds),
         "delivered_pairs_per_s": round((delivered - delivered_group) / seconds),
@@ -194,8 +203,8 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
         "warmup_s": opts["warmup"],
         "session_rate": cap,
         "load": f"{clients} clients in friend pairs and in groups of up to "
-        f"{opts['group_size']}, spread over the gateways, raw client-plane DEALERs "
-        f"(Curve) driven from {CHAT_WORKERS} worker process(es); pattern "
+        f"{opts['group_size']}, spread over the gateways, {TRANSPORTS[opts['transport']]} "
+        f"driven from {CHAT_WORKERS} worker process(es); pattern "
         f"{opts['pattern']}: {PATTERN_TEXT[opts['pattern']]}. One timed phase per rate "
         f"({', '.join(f'{r:g}' for r in rates)} msgs/s in all, evenly over the "
         f"clients): {opts['warmup']:g} s of warm-up (warmup_p50_ms/warmup_p99_ms; the "
@@ -428,6 +437,7 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
                 "gateway": {
                     "SOIM_SESSION_RATE": str(limit),
                     "SOIM_SESSION_BURST": str(SPAWN_BURST_S * limit),
+                    **({"SOIM_WEB_PORT": "0"} if opts["transport"] == "ws" else {}),
                 }
             }
             nodes = [
@@ -479,6 +489,9 @@ def _options(args: dict[str, Any]) -> dict[str, Any]:
     if pattern not in PATTERNS:
         raise BenchError(f"--pattern must be one of {', '.join(PATTERNS)}, got {pattern!r}")
     opts["pattern"] = pattern
+    opts["transport"] = args.get("--transport") or "zmq"
+    if opts["transport"] not in TRANSPORTS:
+        raise BenchError(f"--transport must be zmq or ws, got {opts['transport']!r}")
     listed = args.get("--rates")
     opts["rates"] = (
         [_number("--rates", r, float, 1.0, None) for r in listed.split(",")]

@@ -6,7 +6,8 @@ a chat phase (`ChatPlan` → `ChatLog`, one epoll set: `Readiness`) in which eve
 sends at its pace and records acks and pushes — so neither asyncio nor the client library's
 timers are part of what is measured.
 Peer sockets: in each worker, one DEALER per client connection (Curve with a fresh keypair) to a
-gateway's client ROUTER; a multiprocessing pipe to the parent.
+gateway's client ROUTER, or with --transport ws one `tools.bench_ws.WsConn` (a WebSocket) to a
+gateway's web port; a multiprocessing pipe to the parent.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fabric.security import anonymous_client
 from schema import client_pb2
 from schema import common_pb2 as pb
 from schema.contracts.client import CLIENT
+from tools.bench_ws import WsConn
 
 CLIENT_WORKERS = max(2, os.cpu_count() or 2)
 """Processes the idle sessions of --logins are spread over."""
@@ -152,7 +154,10 @@ def _client_worker(conn: Connection) -> None:
 
 
 def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes) -> zmq.Socket:
-    """A client connection to a gateway: a DEALER with a fresh Curve keypair."""
+    """A client connection to a gateway: a DEALER with a fresh Curve keypair, or for a ws://
+    endpoint a WebSocket that a worker drives like one."""
+    if endpoint.startswith("ws://"):
+        return WsConn(endpoint)  # type: ignore[return-value]
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     sock.rcvhwm = sock.sndhwm = 0
@@ -190,6 +195,7 @@ def _exchange(
     todo = [i for i, p in enumerate(payloads) if p is not None]
     waiting: dict[zmq.Socket, tuple[int, int, float]] = {}  # (connection, request id, sent at)
     poller = zmq.Poller()
+    websockets = {s.fileno(): s for s in socks if isinstance(s, WsConn)}  # a poller names their fd
     started = last = time.monotonic()
     ping_at = started + timing.CLIENT_PING_INTERVAL_S
     while todo or waiting:
@@ -207,18 +213,23 @@ def _exchange(
             socks[i].send(encoder.request(method, rid, deadline_ms, payloads[i] or b""))
             poller.register(socks[i], zmq.POLLIN)
             waiting[socks[i]] = (i, rid, now)
-        for sock, _ in poller.poll(100):
+        for polled, _ in poller.poll(100):
+            sock = websockets[polled] if type(polled) is int else polled
             i, rid, _ = waiting[sock]
-            try:
-                env = envelope.decode([sock.recv()], timing.CLUSTER_MAX_FRAME_BYTES)
-            except envelope.EnvelopeError:
-                continue
-            if env.header.kind != pb.REPLY or env.header.request_id != rid:
-                continue  # a push, or the reply to an earlier keepalive ping
-            results[i] = (env.header.error, env.payload)
-            poller.unregister(sock)
-            del waiting[sock]
-            last = time.monotonic()
+            # a WebSocket's frames read ahead of its TCP socket: the poller would not see them
+            frames = sock.recv_ready() if isinstance(sock, WsConn) else [sock.recv()]
+            for frame in frames:
+                try:
+                    env = envelope.decode([frame], timing.CLUSTER_MAX_FRAME_BYTES)
+                except envelope.EnvelopeError:
+                    continue
+                if env.header.kind != pb.REPLY or env.header.request_id != rid:
+                    continue  # a push, or the reply to an earlier keepalive ping
+                results[i] = (env.header.error, env.payload)
+                poller.unregister(sock)
+                del waiting[sock]
+                last = time.monotonic()
+                break
     return Exchange(started, last, results)
 
 

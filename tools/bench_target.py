@@ -132,11 +132,14 @@ class Target:
     cfg: Config
     pids: dict[str, tuple[str, int]]  # node id -> (role, pid), for the spawned nodes
 
-    def gateways(self) -> list[tuple[str, str, bytes]]:
-        """(node id, client endpoint, server key) of every live gateway, by node id."""
+    def gateways(self, plane: str = "client") -> list[tuple[str, str, bytes]]:
+        """(node id, endpoint, server key) of every live gateway, by node id: its client
+        ROUTER's endpoint, or with `plane` "web" the URL of its WebSocket plane (gateways
+        without one left out)."""
         return [
-            (p.node_id, p.info.endpoints["client"], p.info.client_key.encode())
+            (p.node_id, p.info.endpoints[plane], p.info.client_key.encode())
             for p in self.view.membership.alive("gateway")
+            if plane in p.info.endpoints
         ]
 
     def pid(self, node_id: str, endpoint: str) -> int:

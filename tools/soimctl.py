@@ -45,7 +45,7 @@ Usage:
   soimctl bench store [--json] [--backend B] [--rows N]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
                      [--warmup S] [--sessions N] [--pattern P] [--rates LIST]
-                     [--group-size N] [--session-rate R]
+                     [--group-size N] [--session-rate R] [--transport T]
   soimctl -h | --help
   soimctl --version
 
@@ -88,6 +88,8 @@ Options:
   --group-size N   Members of each group of the chat clients [default: 20].
   --session-rate R  Sends/s each chat client may make: the gateways' SOIM_SESSION_RATE (the
                    gateways of a spawned cluster get it, burst 4 s worth) [default: 50].
+  --transport T    How the chat clients connect: zmq (CurveZMQ, as soim) or ws (WebSocket,
+                   binary frames; a spawned cluster's gateways get SOIM_WEB_PORT) [default: zmq].
 
 Every command reads the SOIM_* settings of the nodes (see .env.example): the environment,
 then the file named by SOIM_ENV_FILE or ./.env for what the environment leaves unset.

@@ -54,7 +54,7 @@ def web_origin(url: str) -> str:
     return ("https" if scheme == "wss" else "http") + "://" + rest.split("/", 1)[0]
 
 
-def response(status: int, body: bytes, content_type: str, cache: bool = False) -> Response:
+def response(status: int, body: bytes, content_type: str) -> Response:
     """A complete HTTP response with the security headers of every answer."""
     code = http.HTTPStatus(status)
     headers = Headers(
@@ -65,7 +65,7 @@ def response(status: int, body: bytes, content_type: str, cache: bool = False) -
             ("Content-Security-Policy", CSP),
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
-            ("Cache-Control", "max-age=60" if cache else "no-store"),
+            ("Cache-Control", "no-cache"),
             ("Connection", "close"),
         ]
     )
@@ -138,4 +138,4 @@ class WebHttp:
             return text(404, "not found")
         if len(body) > MAX_FILE_BYTES:
             return text(404, "not found")
-        return response(200, body, kind, cache=True)
+        return response(200, body, kind)

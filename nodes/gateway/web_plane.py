@@ -185,7 +185,7 @@ class WebPlane:
             create_connection=self._conn_type,
             ssl=tls,
         )
-        port = self._server.sockets[0].getsockname()[1]
+        port = next(iter(self._server.sockets)).getsockname()[1]
         scheme = "wss" if tls is not None else "ws"
         self.url = f"{scheme}://{self.advertise_host}:{port}{WS_PATH}"
         self._sweeper = asyncio.ensure_future(self._sweep())
@@ -230,7 +230,11 @@ class WebPlane:
     def authenticated(self, number: int, yes: bool) -> None:
         """A session opened (`yes`) or ended on the connection `number`."""
         conn = self._by_number.get(number)
-        if conn is None or conn.authenticated == yes:
+        if conn is None:
+            if yes:  # it closed while its Login was out: that session ends at once
+                asyncio.get_running_loop().call_soon(self._on_closed, number)
+            return
+        if conn.authenticated == yes:
             return
         conn.authenticated = yes
         if yes:
@@ -243,7 +247,7 @@ class WebPlane:
         """Close the connection `number`: a closing handshake (1008, `reason`), or with `reset`
         at once. False if it is gone."""
         conn = self._by_number.get(number)
-        if conn is None:
+        if conn is None or conn.transport.is_closing():
             return False
         metrics.BAD_FRAMES.labels("web", f"closed_{reason}").inc()
         if reset or not conn.identity:
@@ -254,12 +258,14 @@ class WebPlane:
         return True
 
     def too_far(self, conn: WebConn, buffered: int) -> None:
-        """`conn` left more than SOIM_CLIENT_QUEUE_BYTES unread: end its session (a slow
-        reader: the gateway resets the connection) or, without one, reset it now."""
+        """`conn` left more than SOIM_CLIENT_QUEUE_BYTES unread: soon, end its session (a slow
+        reader) and reset it."""
+        asyncio.get_running_loop().call_soon(self._slow_reader, conn, buffered)
+
+    def _slow_reader(self, conn: WebConn, buffered: int) -> None:
         if self._has_session(conn.identity):
-            asyncio.get_running_loop().call_soon(self._on_over, conn.identity, buffered)
-        else:
-            self.shut(conn.number, "slow_reader", reset=True)
+            self._on_over(conn.identity, buffered)  # ends the session: it resets the connection
+        self.shut(conn.number, "slow_reader", reset=True)
 
     # ---- connections
     def accepted(self, conn: WebConn) -> None:

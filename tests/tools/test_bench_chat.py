@@ -114,3 +114,15 @@ def test_chat_in_groups_at_two_rates(tmp_path: Path) -> None:
     assert result["send_cap_per_s"] == 600 and result["delivered_pairs_per_s"] == 0
     assert result["pushes"]["expected"] == 2 * result["acked"]
     assert result["lost"] == result["duplicated"] == 0 and not result["send_errors"], result
+
+
+@pytest.mark.timeout(120)
+def test_chat_over_websockets(tmp_path: Path) -> None:
+    """--transport ws: the clients speak the gateways' WebSocket plane (soim.proto); the same
+    figures and the same audit."""
+    result = bench(
+        tmp_path, "--transport", "ws", "--clients", "4", "--rate", "20", "--duration", "1"
+    )
+    assert result.keys() >= CHAT_KEYS and result["transport"] == "ws"
+    assert result["acked"] > 0 and result["p99_ms"] is not None
+    assert result["lost"] == result["duplicated"] == 0 and not result["send_errors"], result
