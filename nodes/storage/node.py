@@ -6,9 +6,11 @@ StoreBatch (`intake`: checked items, message ids, the sequencing batch writer, a
 COMMIT), History / Sync / GroupReadCounts (`reads`, from the database), Search (`search`, the
 full-text index), Cursors (`cursors`).
 The writer's `Sequencer` (`sequencer`) stamps seqs and settles retried sends in the writer's
-builder thread; every ring change makes it start each conversation again from the database
-(`BatchWriter.resequence`), and the (conv_id, seq) primary key fails the flush of a racing
-former owner. Committed messages go to routers (`fanout`) and move their senders' cursors.
+builder thread; a ring change that adds a node makes it start each conversation again from
+the database (`BatchWriter.resequence`; a node leaving moves only its own conversations, of which
+the survivors hold no state, so theirs go on undisturbed), and the (conv_id, seq) primary key
+fails the flush of a racing former owner. Committed messages go to routers (`fanout`) and move
+their senders' cursors.
 Until it has seen a live directory a starting node refuses StoreBatch with UNAVAILABLE (it may
 hear of gateways first, and a group message stored then would find no members to push to).
 The heartbeat load is the writer's backlog. SIGTERM: intake closes, the writer flushes what it
@@ -232,8 +234,15 @@ class StorageNode(Node):
         ring = self._live.current()
         if ring is self.ring:
             return
+        joined = not ring.members <= self.ring.members
         self.ring = ring
         self._owned.clear()
+        if not joined:
+            # nodes only left: each conversation this node owned stays here (a consistent-hash
+            # ring moves only the leavers' conversations), those it takes over it has no state
+            # of, so nothing in flight fails and its own conversations never pause
+            self.log.info("storage ring now %s", ",".join(sorted(ring.members)))
+            return
         if self.writer is not None:
             self.writer.resequence()
         self.log.info(
