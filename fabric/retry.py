@@ -70,6 +70,16 @@ class Policy:
         """Is a call of this idempotency that failed with `code` asked again?"""
         return idempotency != ASKED_ONCE and code in self.retriable
 
+    def tries(self, idempotency: int) -> int:
+        """Most attempts of a call of this idempotency (0: as many as its deadline allows)."""
+        return self.attempts if idempotency != ASKED_ONCE else 1
+
+    def until(self, deadline: float, tries: int, failures: int) -> float:
+        """The deadline of the next attempt (time.monotonic()): an equal share of what is left
+        of `deadline` among the attempts left, so a silent peer leaves time to try again."""
+        now = time.monotonic()
+        return now + max(deadline - now, 0.0) / (tries - failures if tries else 1)
+
     def pause(self, failures: int, code: int, rand: Callable[[], float] = random.random) -> float:
         """The pause after the `failures`-th failure in a row, the last with `code`."""
         first = self.rate_limited_first_s if code == pb.RATE_LIMITED else self.first_s
@@ -115,28 +125,30 @@ async def run(
     policy: Policy,
     idempotency: int,
     deadline: float,
+    failed: RpcError | None = None,
     rand: Callable[[], float] = random.random,
 ) -> T:
     """`await attempt(until)` until it returns, asked again by `policy`; raise its last RpcError.
 
-    `until` is the attempt's own deadline (time.monotonic()): an equal share of what is left
-    of `deadline` among the attempts left, so a silent peer leaves time to try again. No attempt
-    starts or is given time past `deadline`, and no pause is begun that would end past it.
+    `until` is the attempt's own deadline (`Policy.until`). No attempt starts or is given time
+    past `deadline`, and no pause is begun that would end past it. `failed`: the first attempt,
+    made by the caller itself (`Policy.until(deadline, tries, 0)`), failed with this error.
     """
-    tries = policy.attempts if idempotency != ASKED_ONCE else 1
+    tries = policy.tries(idempotency)
     failures = 0
+    err = failed
     while True:
-        now = time.monotonic()
-        share = max(deadline - now, 0.0) / (tries - failures if tries else 1)
-        try:
-            return await attempt(now + share)
-        except RpcError as err:
+        if err is not None:
             failures += 1
             if failures == tries or not policy.retries(err.code, idempotency):
-                raise
+                raise err
             pause = policy.pause(failures, err.code, rand)
             if time.monotonic() + pause >= deadline:
-                raise
+                raise err
             await asyncio.sleep(pause)  # the retry backoff, within the deadline
             if time.monotonic() >= deadline:  # the sleep overran it
-                raise
+                raise err
+        try:
+            return await attempt(policy.until(deadline, tries, failures))
+        except RpcError as again:
+            err = again

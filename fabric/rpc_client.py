@@ -25,7 +25,7 @@ from google.protobuf.message import Message
 from fabric import envelope, metrics, timing
 from fabric.batch_io import Batch, Reader, send_frames
 from fabric.methods import Method, RpcError
-from fabric.retry import ASKED_ONCE, CALL, Policy, run
+from fabric.retry import CALL, Policy, run
 from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -134,15 +134,21 @@ class RpcClient:
         deadline = started + (timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout)
         payload = request.SerializeToString()
         name = method.name
+        tries = retry.tries(method.idempotency)
         try:
-            if retry.attempts == 1 or method.idempotency == ASKED_ONCE:
-                reply = await self._ask(name, payload, deadline)
-            else:
+            try:  # the first attempt here: the common case costs no retry frame
+                reply = await self._ask(
+                    name, payload, deadline if tries == 1 else retry.until(deadline, tries, 0)
+                )
+            except RpcError as err:
+                if tries == 1:
+                    raise
                 reply = await run(
                     lambda until: self._ask(name, payload, until),
                     policy=retry,
                     idempotency=method.idempotency,
                     deadline=deadline,
+                    failed=err,
                 )
             return _parse_payload(method.reply, reply)
         except RpcError as err:
