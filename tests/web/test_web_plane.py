@@ -8,7 +8,7 @@ One cluster for the module (SQLite; two gateways with SOIM_WEB_PORT=0, a third l
 - closing the WebSocket ends the session (the user goes offline);
 - HTTP: the web client's files with Content-Type and CSP, no way out of the web directory,
   /gateways lists both gateways' WebSocket URLs (this one first), and the discovery record
-  names the web endpoint;
+  names the web endpoint, and so does `soimctl nodes`;
 - wss with SOIM_WEB_CERT/SOIM_WEB_KEY (a self-signed certificate made with openssl).
 Peer sockets: the cluster's; the test's WebSocket connections and ZeroMQ clients.
 """
@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import ssl
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +299,29 @@ def test_wss(web: ModuleCluster, tmp_path: Path) -> None:
         node.wait(timing.SHUTDOWN_BUDGET_S + 5)
 
     web.run(main())
+
+
+def test_soimctl_nodes_shows_the_web_endpoint(web: ModuleCluster) -> None:
+    cluster = _cluster(web)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOIM_")}
+    env.update(cluster.env)
+    listed = subprocess.run(
+        [sys.executable, "-m", "tools.soimctl", "nodes", "--json", "--wait", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    nodes = json.loads(listed.stdout)["nodes"]
+    webs = sorted(n["endpoints"]["web"] for n in nodes if "web" in n["endpoints"])
+    assert set(cluster.web_urls()) <= set(webs), webs
+    table = subprocess.run(
+        [sys.executable, "-m", "tools.soimctl", "nodes", "--wait", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert f"web={cluster.web_urls()[0]}" in table.stdout
