@@ -252,7 +252,11 @@ def test_bad_arguments_and_settings_are_one_line_and_exit_2(tmp_path: Path) -> N
             {"SOIM_KEYS_DIR": str(tmp_path / "none"), "XDG_CONFIG_HOME": str(tmp_path / "config")},
             "soim: no gateway key to trust for tcp://127.0.0.1:7000: pass --server-key KEY",
         ),
-        ([], {"SOIM_SHARDS": "3"}, "soim: SOIM_SHARDS: must be a power of two, got 3"),
+        (
+            [],
+            {"SOIM_DISCOVERY": "pigeon"},
+            "soim: SOIM_DISCOVERY: must be mdns, seeds or both, got 'pigeon'",
+        ),
         ([], {}, "soim: the full-screen client needs a terminal; use --plain"),
     ]
     for args, env, message in cases:
