@@ -16,7 +16,7 @@ Exactly one layer retries a given call, and the layers below it ask once (`ONCE`
   call's deadline. (A background sync whose calls still fail is started again later by the
   session — a new sync at the next reconnect, SyncHint or second, not a retry of the call.)
 - gateway → directory, router, storage: `nodes.gateway.upstream.Upstream` by `CALL` within
-  the upstream deadline, a directory call going to the next live directory at each attempt;
+  the upstream deadline, a directory call going to a live directory not asked yet;
   except StoreBatch, asked once: the sends it carries are retried end to end by their clients'
   outboxes, and each retry finds the conversation's owner anew.
 - any other call between nodes (storage → routers and directories, probes, soimctl): the RPC

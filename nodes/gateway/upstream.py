@@ -5,7 +5,7 @@ Role: turn "ask the directory", "who of these users is online", "push this to th
 nodes, batched per owner and run concurrently; `Batched` turns many single asks (a token to
 verify, a session to bind) into one call per event-loop pass. Every call has the upstream
 deadline, within which this module (not the RPC client under it) asks an idempotent call again
-by `fabric.retry.CALL`, a directory call on the next live directory at each attempt; a caller
+by `fabric.retry.CALL`, a directory call on a live directory not asked yet; a caller
 whose own caller retries (StoreBatch: the client's outbox) passes `ONCE`.
 Peer sockets: DEALERs to directory, router and storage RPC ROUTERs, through `PeerClients`.
 """
@@ -103,13 +103,17 @@ class Upstream:
         self._storages = LiveRing(membership, "storage")
 
     async def _call(
-        self, method: Method, peer: Callable[[], str], request: Message, retry: Policy
+        self, method: Method, peer: Callable[[list[str]], str], request: Message, retry: Policy
     ) -> Any:
-        """Call `method` on the node `peer()` names at each attempt, asked again by `retry`
-        within the upstream deadline; the RPC client under it asks once."""
+        """Call `method` on the node `peer(tried)` names at each attempt (`tried`: the nodes
+        asked before), asked again by `retry` within the upstream deadline; the RPC client under
+        it asks once."""
+        tried: list[str] = []
 
         async def attempt(until: float) -> Any:
-            return await self.peers.get(peer()).call(
+            node_id = peer(tried)
+            tried.append(node_id)
+            return await self.peers.get(node_id).call(
                 method, request, until - time.monotonic(), retry=ONCE
             )
 
@@ -118,14 +122,16 @@ class Upstream:
 
     # ---- directory
     async def directory(self, name: str, request: Message) -> Any:
-        """Call Directory.<name> on a live directory (round robin: a retry goes to the next)."""
+        """Call Directory.<name> on a live directory (round robin; a retry goes to one not asked
+        yet, if any)."""
         return await self._call(DIRECTORY[name], self._next_directory, request, CALL)
 
-    def _next_directory(self) -> str:
-        live = self.membership.alive("directory")
+    def _next_directory(self, tried: list[str]) -> str:
+        live = [p.node_id for p in self.membership.alive("directory")]
         if not live:
             raise RpcError(pb.UNAVAILABLE, "no directory node is alive")
-        return live[next(self._turn) % len(live)].node_id
+        fresh = [node_id for node_id in live if node_id not in tried] or live
+        return fresh[next(self._turn) % len(fresh)]
 
     # ---- storage
     def storage_ring(self) -> Ring:
@@ -141,7 +147,7 @@ class Upstream:
 
     async def storage(self, node_id: str, name: str, request: Message, retry: Policy = CALL) -> Any:
         """Call Storage.<name> on one storage node."""
-        return await self._call(STORAGE[name], lambda: node_id, request, retry)
+        return await self._call(STORAGE[name], lambda _: node_id, request, retry)
 
     # ---- routers
     def ring(self) -> Ring:
@@ -150,7 +156,7 @@ class Upstream:
 
     async def router(self, router_id: str, name: str, request: Message) -> Any:
         """Call Router.<name> on one router."""
-        return await self._call(ROUTER[name], lambda: router_id, request, CALL)
+        return await self._call(ROUTER[name], lambda _: router_id, request, CALL)
 
     async def lookup(self, user_ids: Iterable[int]) -> dict[int, list[cluster_pb2.SessionBinding]]:
         """Every session of each user, asking each owner router once."""
