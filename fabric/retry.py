@@ -44,7 +44,9 @@ ASKED_ONCE = MethodOptions.IDEMPOTENCY_UNKNOWN
 """The idempotency of an rpc whose .proto declares none: never asked again."""
 
 TRANSIENT = frozenset({pb.TIMEOUT, pb.UNAVAILABLE, pb.RATE_LIMITED})
-"""Codes that may pass for any idempotent call: no answer in time, no live node, too fast."""
+"""Codes that may pass for any idempotent call: no answer in time, no live node, too fast.
+Not DEADLINE_EXCEEDED (the server is behind its queue: asking again within the same deadline
+adds to it); only a client's send, which waits for no deadline, is resent after it."""
 
 
 @dataclass(frozen=True, slots=True)
