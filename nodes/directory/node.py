@@ -16,7 +16,7 @@ import asyncio
 import logging
 
 from fabric import envelope, readiness, timing
-from fabric.config import ConfigError
+from fabric.config import Config, ConfigError
 from fabric.keys import TOKEN_SECRET, load_secret
 from fabric.node import Node
 from nodes.directory import account_rows, stats
@@ -53,14 +53,21 @@ class DirectoryNode(Node):
     cache: Cache | None = None
     db_check: readiness.DbCheck | None = None
 
+    def __init__(self, cfg: Config) -> None:
+        try:  # a bad store setting stops the node before it loads keys or binds a socket
+            self.store_settings = StoreSettings.from_env(cfg.extra)
+        except SettingError as err:
+            raise ConfigError(err.var, err.problem) from None
+        super().__init__(cfg)
+
     async def on_start(self) -> None:
         cfg = self.cfg
         options = DirectoryOptions.from_extra(cfg.extra)
         signer = TokenSigner(
             signing_key(load_secret(cfg.keys_dir, TOKEN_SECRET)), options.token_ttl_s
         )
+        settings = self.store_settings
         try:
-            settings = StoreSettings.from_env(cfg.extra)
             self.store = await asyncio.to_thread(Store.from_settings, settings)
         except SettingError as err:
             raise ConfigError(err.var, err.problem) from None

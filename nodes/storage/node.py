@@ -115,6 +115,10 @@ class StorageNode(Node):
     role = "storage"
 
     def __init__(self, cfg: Config) -> None:
+        try:  # a bad store setting stops the node before it loads keys or binds a socket
+            self.store_settings = StoreSettings.from_env(cfg.extra)
+        except SettingError as err:
+            raise ConfigError(err.var, err.problem) from None
         super().__init__(cfg)
         self._live = LiveRing(self.membership, "storage", include=self.node_id)
         self.ring = self._live.current()
@@ -133,8 +137,8 @@ class StorageNode(Node):
 
     # ---- node hooks
     async def on_start(self) -> None:
+        settings = self.store_settings
         try:
-            settings = StoreSettings.from_env(self.cfg.extra)
             self.store = store = await asyncio.to_thread(Store.from_settings, settings)
         except SettingError as err:
             raise ConfigError(err.var, err.problem) from None

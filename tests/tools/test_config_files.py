@@ -55,17 +55,31 @@ def test_soimctl_reads_dot_env_and_the_environment_wins(tmp_path: Path) -> None:
     assert missing.stderr.startswith("soimctl: SOIM_ENV_FILE: cannot read"), missing.stderr
 
 
+SHARDS_3 = ("SOIM_SHARDS=3", "SOIM_SHARDS: must be a power of two, got 3")
+
+
 @pytest.mark.parametrize(
-    "argv",
-    [["-m", "tools.soimctl", "shards"], ["-m", "tui.main", "--plain"], ["-m", "nodes.directory"]],
+    ("argv", "setting"),
+    [
+        (["-m", "tools.soimctl", "shards"], SHARDS_3),
+        (
+            ["-m", "tui.main", "--plain"],
+            ("SOIM_DISCOVERY=pigeon", "SOIM_DISCOVERY: must be mdns, seeds or both"),
+        ),
+        (["-m", "nodes.directory"], SHARDS_3),
+    ],
     ids=["soimctl", "soim", "node"],
 )
-def test_every_entry_point_reads_the_same_file(tmp_path: Path, argv: list[str]) -> None:
-    """A bad value in .env stops each of them with the same one line naming the variable."""
-    (tmp_path / ".env").write_text("SOIM_SHARDS=3\n")
+def test_every_entry_point_reads_the_same_file(
+    tmp_path: Path, argv: list[str], setting: tuple[str, str]
+) -> None:
+    """A bad value in .env of a setting it reads stops each of them with one line naming the
+    variable (soim reads no store setting)."""
+    line, problem = setting
+    (tmp_path / ".env").write_text(line + "\n")
     out = _run(tmp_path, _env(), *argv)
     assert out.returncode == 2, out.stderr
-    assert "SOIM_SHARDS: must be a power of two, got 3" in out.stderr
+    assert problem in out.stderr
 
 
 def test_soimctl_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
