@@ -346,8 +346,11 @@ async def chat(alice: Page, bob: Page, carol: LineClient) -> str:
     shots = os.environ.get("SOIM_WEB_SCREENSHOTS")
     if shots:
         alice.open("bob")
+        alice.until(lambda: not alice.all("#toast")[0].is_displayed(), "no notice on screen")
         alice.screenshot(Path(shots) / "web-chat-desktop.png", DESKTOP)
         alice.screenshot(Path(shots) / "web-chat-phone.png", PHONE)
+        alice.one("#compose-input").send_keys(Keys.ESCAPE)  # back to the list
+        alice.screenshot(Path(shots) / "web-list-phone.png", PHONE)
     return a
 
 
@@ -387,3 +390,10 @@ async def failover(
     assert bob.shows(*outage) == before + outage
     alice.open("carol")
     assert alice.shows(*away) == ["hi alice, carol here", "hi carol", *away]
+
+    # logging out forgets the token
+    token = "return localStorage.getItem('soim.token')"
+    assert bob.d.execute_script(token)
+    bob.one("#logout").click()
+    bob.one("#login-account")
+    assert bob.d.execute_script(token) is None

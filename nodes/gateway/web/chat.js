@@ -68,6 +68,10 @@ export class Chat {
   /** Called after each drawing. */
   drawn() {
     const list = $("messages");
+    if (this.keepFromBottom !== null && !this.app.state.thread(this.app.state.open).loading) {
+      list.scrollTop = list.scrollHeight - this.keepFromBottom;
+      this.keepFromBottom = null;
+    }
     if (this.revealing === "bottom") list.scrollTop = list.scrollHeight;
     else if (this.revealing) {
       const row = list.querySelector(`li[data-seq="${this.revealing}"]`);
@@ -153,9 +157,7 @@ export class Chat {
     } finally {
       t.loading = false;
     }
-    this.app.render();
-    if (this.keepFromBottom !== null) list.scrollTop = list.scrollHeight - this.keepFromBottom;
-    this.keepFromBottom = null;
+    this.app.render(); // drawn() keeps the messages that were on screen where they were
   }
 
   async newer(convId) {
