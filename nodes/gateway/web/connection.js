@@ -25,16 +25,21 @@ function pageSocketUrl() {
 }
 
 export class Connection {
-  /** onPush(push), onUp(url) after each (re)connect, onDown() when a live socket is lost. */
-  constructor({ onPush, onUp, onDown }) {
+  /** onPush(push), onUp(url) after each (re)connect, onDown() when a live socket is lost;
+   * wanted() says whether to reconnect (a gateway closes a connection without a session after
+   * a few seconds: then the link waits for `ready()`). */
+  constructor({ onPush, onUp, onDown, wanted }) {
     this.onPush = onPush;
     this.onUp = onUp;
     this.onDown = onDown;
+    this.wanted = wanted;
+    this.upWaiters = [];
     this.urls = [pageSocketUrl()];
     this.index = 0;
     this.url = "";
     this.ws = null;
     this.up = false;
+    this.retrying = false;
     this.stopped = false;
     this.failures = 0;
     this.nextId = 1;
@@ -44,7 +49,21 @@ export class Connection {
 
   async start() {
     await this.refreshGateways();
-    this.open();
+    if (this.wanted()) this.open();
+  }
+
+  /** Resolves once connected (connecting now if the link is idle); LOST after `timeoutMs`. */
+  ready(timeoutMs = CALL_TIMEOUT_MS) {
+    if (this.up) return Promise.resolve();
+    if (!this.ws && !this.retrying) this.open();
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      this.upWaiters.push(waiter);
+      setTimeout(() => {
+        this.upWaiters = this.upWaiters.filter((w) => w !== waiter);
+        reject(new RpcError(LOST, "no gateway answers"));
+      }, timeoutMs);
+    });
   }
 
   /** The cluster's gateways, from this page's gateway; kept as they were if it is gone. */
@@ -78,6 +97,7 @@ export class Connection {
       this.failures = 0;
       this.up = true;
       this.url = url;
+      for (const waiter of this.upWaiters.splice(0)) waiter.resolve();
       this.onUp(url);
     };
     ws.onmessage = (event) => {
@@ -105,15 +125,17 @@ export class Connection {
     this.waiting.clear();
     if (wasUp) this.onDown();
     if (!wasUp) this.index += 1; // this gateway did not answer: try the next one
-    this.retry();
+    if (this.wanted() || this.upWaiters.length) this.retry();
   }
 
   retry() {
     if (this.stopped) return;
     const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
     this.failures += 1;
+    this.retrying = true;
     setTimeout(async () => {
       if (this.index % this.urls.length === 0) await this.refreshGateways();
+      this.retrying = false;
       this.open();
     }, delay);
   }

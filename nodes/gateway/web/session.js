@@ -12,7 +12,8 @@ import { Outbox, newClientMsgId } from "./outbox.js";
 const TOKEN_KEY = "soim.token";
 const DEVICE = "web";
 const FILL_PAGE = 100;
-const FIRST_SIGHT = 100; // a conversation seen for the first time: at most this many unread
+const FIRST_SIGHT = 100;
+const RESUME_AGAIN_MS = 2000; // after a Resume refused for a passing reason (UNAVAILABLE, ...) // a conversation seen for the first time: at most this many unread
 
 export const seqOf = (v) => Number(v || 0);
 
@@ -22,6 +23,7 @@ export class Session {
   constructor(handlers) {
     this.h = handlers;
     this.user = null;
+    this.owner = ""; // whose conversations `last` and `delivered` follow
     this.last = new Map(); // conv id -> last seq passed on
     this.delivered = new Map(); // conv id -> last Delivered sent
     this.chains = new Map(); // conv id -> promise: one fill at a time per conversation
@@ -29,6 +31,7 @@ export class Session {
       onPush: (push) => this.push(push),
       onUp: (url) => this.linkUp(url),
       onDown: () => this.linkDown(),
+      wanted: () => Boolean(this.token),
     });
     this.outbox = new Outbox({
       call: (m, b) => this.conn.call(m, b),
@@ -38,7 +41,10 @@ export class Session {
     });
   }
 
+  /** Connect and resume with the kept token, if there is one; else show the login form (the
+   * link connects when it is sent). */
   start() {
+    if (!this.token) this.h.onLogout("");
     return this.conn.start();
   }
 
@@ -52,6 +58,7 @@ export class Session {
 
   // ---- logging in
   async register(account, password, nickname) {
+    await this.conn.ready();
     return this.loggedIn(
       await this.call("Register", { account, password, nickname, device: DEVICE }),
       false,
@@ -59,6 +66,7 @@ export class Session {
   }
 
   async login(account, password) {
+    await this.conn.ready();
     return this.loggedIn(await this.call("Login", { account, password, device: DEVICE }), false);
   }
 
@@ -77,6 +85,11 @@ export class Session {
   }
 
   loggedIn(reply, resumed) {
+    if (this.owner !== reply.userId) {
+      this.last.clear(); // what another user had seen
+      this.delivered.clear();
+      this.owner = reply.userId;
+    }
     this.user = reply;
     if (reply.token) localStorage.setItem(TOKEN_KEY, reply.token);
     this.h.onLogin(reply, resumed);
@@ -87,10 +100,7 @@ export class Session {
   async linkUp(url) {
     this.h.onLink(true, url);
     const token = this.token;
-    if (!token) {
-      this.h.onLogout("");
-      return;
-    }
+    if (!token) return; // a Login or Register is on its way
     try {
       this.loggedIn(await this.call("Resume", { token, device: DEVICE }), true);
     } catch (err) {
@@ -99,6 +109,8 @@ export class Session {
         localStorage.removeItem(TOKEN_KEY);
         this.user = null;
         this.h.onLogout(err.code);
+      } else {
+        setTimeout(() => this.conn.url === url && this.conn.up && this.linkUp(url), RESUME_AGAIN_MS);
       }
     }
   }

@@ -56,9 +56,11 @@ export class Views {
       s.dataset.error = error ? "1" : "";
       return;
     }
-    s.dataset.state = state.link.up ? (state.me ? "online" : "connected") : "offline";
+    const offline = state.me ? "offline" : "idle";
+    s.dataset.state = state.link.up ? (state.me ? "online" : "connected") : offline;
     s.dataset.error = "";
-    const where = state.link.up ? `connected to ${host(state.link.url)}` : "offline, reconnecting…";
+    const away = state.me ? "offline, reconnecting…" : "not connected";
+    const where = state.link.up ? `connected to ${host(state.link.url)}` : away;
     s.textContent = state.me ? `${state.me.account} · ${where}` : where;
   }
 
