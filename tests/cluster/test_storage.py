@@ -28,6 +28,10 @@ from tui.session import ClientSession, EventKind
 PASSWORD = "correct horse"
 OFFLINE = 1000
 """Messages a user receives while logged out."""
+UNTHROTTLED = {"SOIM_SESSION_RATE": "100000", "SOIM_SESSION_BURST": "100000"}
+"""Gateways that let one user send OFFLINE messages at once: at the default 50/s, sending them
+took 25 of the test's 30 s, waiting out the rate limit (tests/cluster/test_session_limits.py
+and test_gateway.py prove the limit)."""
 Key = tuple[int, int, str]
 
 
@@ -122,7 +126,7 @@ def test_one_order_for_everyone_history_unread_receipts_and_read_counts(
     tmp_path: Path, cluster_name: str, db_url: str
 ) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, db_url) as cluster:
+        async with running_cluster(tmp_path, cluster_name, db_url, UNTHROTTLED) as cluster:
             await start_cluster(cluster)
             people = [await register(cluster, f"user{i:02d}", i % 2) for i in range(20)]
             alice, bob, dave = people[0], people[1], people[2]
