@@ -213,7 +213,8 @@ def _exchange(
             socks[i].send(encoder.request(method, rid, deadline_ms, payloads[i] or b""))
             poller.register(socks[i], zmq.POLLIN)
             waiting[socks[i]] = (i, rid, now)
-        for polled, _ in poller.poll(100):
+        buffered = [(s, 0) for s in websockets.values() if s in waiting and s.get(_EVENTS)]
+        for polled, _ in buffered or poller.poll(100):
             sock = websockets[polled] if type(polled) is int else polled
             i, rid, _ = waiting[sock]
             # a WebSocket's frames read ahead of its TCP socket: the poller would not see them

@@ -7,12 +7,16 @@ protocol on a plain TCP socket, and offers the few calls of a zmq.Socket that
 `tools.bench_clients` makes — `send`, `recv` (NOBLOCK: zmq.Again when nothing is buffered),
 `get(FD)` / `get(EVENTS)` for its epoll set, `fileno()` for a zmq.Poller, `close` — so a worker
 drives WebSockets and DEALERs with the same synchronous loop. `recv_ready()` returns every frame
-already received (a zmq.Poller sees the TCP socket, not what was read ahead of it).
+already received (a zmq.Poller sees the TCP socket, not what was read ahead of it). A NOBLOCK
+send (the worker's keepalive Ping) first takes what has arrived: the gateway pings every
+WebSocket each 20 s and closes one whose pong is 20 s late, and a setup step may leave a
+connection unread that long.
 Peer sockets: one TCP connection to a gateway's SOIM_WEB_PORT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections import deque
 
@@ -56,7 +60,12 @@ class WsConn:
             raise WsClosed(f"WebSocket handshake with {url} failed: {self._proto.handshake_exc}")
 
     def send(self, frame: bytes, flags: int = 0) -> None:
-        """Send one envelope frame (blocking until the kernel took it)."""
+        """Send one envelope frame (blocking until the kernel took it); with NOBLOCK, take
+        what has arrived first (answering pings)."""
+        if flags & _NOBLOCK:
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    self._read(socket.MSG_DONTWAIT)
         self._proto.send_binary(frame)
         self._flush()
 
