@@ -214,7 +214,7 @@ def _number(
 def valid_endpoint(url: str) -> bool:
     """Whether `url` is a tcp://host:port endpoint a record (or a hint) may name."""
     match = _ENDPOINT_RE.match(url)
-    return bool(match) and 0 < int(match[2]) < 65536
+    return match is not None and 0 < int(match[2]) < 65536
 
 
 def record_key(cluster_secret: bytes) -> bytes:

@@ -137,14 +137,12 @@ def error_reply(
     `fabric.Echo` asking for any uint32 — past 2^31 the Header would not even serialize) goes
     out as INTERNAL.
     """
-    if code not in _ERROR_CODES:
-        code = pb.INTERNAL
     return encode(
         pb.Header(
             kind=pb.REPLY,
             request_id=request_id,
             method=method,
-            error=code,
+            error=pb.ErrorCode.ValueType(code) if code in _ERROR_CODES else pb.INTERNAL,
             detail=detail[:200],
             sender=sender,
         )

@@ -15,7 +15,7 @@ from google.protobuf.descriptor_pb2 import MethodOptions
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from schema import cluster_pb2, fabric_pb2
+from schema import cluster_pb2, common_pb2, fabric_pb2
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +57,7 @@ NODE = catalogue(cluster_pb2.DESCRIPTOR.services_by_name["Node"])
 class RpcError(Exception):
     """An RPC ended with an ErrorCode (common.proto) other than OK; `detail` is safe to show."""
 
-    def __init__(self, code: int, detail: str = "") -> None:
-        from schema import common_pb2
-
+    def __init__(self, code: common_pb2.ErrorCode.ValueType, detail: str = "") -> None:
         self.code = code
         self.detail = detail
         name = common_pb2.ErrorCode.Name(code) if code in common_pb2.ErrorCode.values() else code

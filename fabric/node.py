@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from typing import ClassVar
 
 import zmq
@@ -266,9 +267,11 @@ class Node:
             for p in self.membership.alive()[: timing.MAX_KNOWN_PEERS]
         ]
 
-    def _echo(self, req: fabric_pb2.EchoRequest, call: Call) -> object:
-        if req.fail_code:
-            raise RpcError(req.fail_code, "echo asked to fail")
+    def _echo(
+        self, req: fabric_pb2.EchoRequest, call: Call
+    ) -> fabric_pb2.EchoReply | Awaitable[fabric_pb2.EchoReply]:
+        if req.fail_code:  # any uint32: a code outside ErrorCode is answered as INTERNAL
+            raise RpcError(pb.ErrorCode.ValueType(req.fail_code), "echo asked to fail")
         if req.delay_ms:
             return self._echo_later(req)
         return fabric_pb2.EchoReply(data=req.data)

@@ -315,7 +315,8 @@ class RpcServer:
     def _served(self, method: str, code: int, n: int = 1) -> None:
         child = self._served_children.get((method, code))
         if child is None:
-            name = pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else str(code)
+            known = code in pb.ErrorCode.values()
+            name = pb.ErrorCode.Name(pb.ErrorCode.ValueType(code)) if known else str(code)
             child = metrics.RPC_SERVED.labels(method, name)
             self._served_children[(method, code)] = child
         child.inc(n)

@@ -65,7 +65,7 @@ class Cache:
             value = self._client.get(self.prefix + key)
         except redis.RedisError as err:
             raise self._unavailable(err) from None
-        return value if value is None else bytes(value)
+        return value if value is None or isinstance(value, bytes) else value.encode()
 
     def set(self, key: str, value: Value, ttl_s: float | None = None) -> None:
         """Store `value` under `key`, expiring after `ttl_s` seconds (None: never)."""

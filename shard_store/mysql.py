@@ -99,13 +99,13 @@ def row_formatter(kinds: str) -> Callable[[Sequence[Any]], str]:
 
 
 def _one_line(err: BaseException) -> str:
-    args = getattr(err, "args", ())
+    args: tuple[object, ...] = getattr(err, "args", ())
     text = str(args[1]) if len(args) > 1 else str(err)
     return " ".join(text.split()) or type(err).__name__
 
 
 def _code(err: BaseException) -> int:
-    args = getattr(err, "args", ())
+    args: tuple[object, ...] = getattr(err, "args", ())
     return args[0] if args and isinstance(args[0], int) else 0
 
 

@@ -302,6 +302,7 @@ class Lane:
     def _commit_loop(self) -> None:
         try:
             while True:
+                flush: _Flush | None = None
                 with self._cond:
                     taken = None
                     while self._sealed is None:
@@ -405,12 +406,12 @@ class Lane:
                 have = MessageRow(*rec)
                 stored[(have.conv_id, have.sender, have.client_msg_id)] = have
         for row, _, fut in items:
-            have = stored.get((row.conv_id, row.sender, row.client_msg_id))
-            if have is None:
+            found = stored.get((row.conv_id, row.sender, row.client_msg_id))
+            if found is None:
                 special[fut] = SeqClash(row.conv_id, row.seq)
                 self.stats.clashes += 1
-            elif have != row:
-                special[fut] = have
+            elif found != row:
+                special[fut] = found
                 self.stats.duplicates += 1
 
 

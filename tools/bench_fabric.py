@@ -28,8 +28,8 @@ import zmq
 import zmq.asyncio
 
 from fabric import timing
-from fabric.config import Config
 from fabric.batch_io import Reader, send_batch
+from fabric.config import Config
 from fabric.events import Publisher, Subscriber
 from fabric.keys import load_node
 from fabric.methods import ECHO

@@ -397,8 +397,8 @@ async def _run(
             )
         case "add":
             uid, label = await names.user(session, a["USER"] or a["-u"])
-            reply = await session.add_friend(uid)
-            if reply.result == client_pb2.ADD_FRIEND_ACCEPTED:
+            added = await session.add_friend(uid)
+            if added.result == client_pb2.ADD_FRIEND_ACCEPTED:
                 return Info(f"friends now with {label}")
             return Info(f"friend request sent to {label}")
         case "me":
@@ -436,7 +436,7 @@ async def resolve(session: ClientSession, word: str, group: bool | None = None) 
     return Target(uid, name=label)
 
 
-def refusal(code: int, to: Target) -> str:
+def refusal(code: pb.ErrorCode.ValueType, to: Target) -> str:
     """Why a send to `to`, or its opening, was refused ('Not your friend yet: bob …')."""
     text = REFUSALS[(code, to.group)].format(to=to.label)
     return text[:1].upper() + text[1:]
@@ -514,7 +514,7 @@ def _friends_table(reply: client_pb2.FriendsReply) -> Table:
         client_pb2.FRIEND_STATE_INCOMING: "wants to add you",
     }
     blocked = {u.user_id for u in reply.blocked}
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             str(f.user_id),
             f.account,
@@ -540,8 +540,12 @@ async def _group(a: dict[str, Any], session: ClientSession, current: Target | No
                 "GroupCreate",
                 client_pb2.GroupCreateRequest(
                     name=" ".join(a["NAME"]),
-                    visibility=client_pb2.GROUP_INVITE_ONLY if a["--invite-only"] else 0,
-                    history=client_pb2.GROUP_HISTORY_ALL if a["--all-history"] else 0,
+                    visibility=client_pb2.GROUP_INVITE_ONLY
+                    if a["--invite-only"]
+                    else client_pb2.GROUP_VISIBILITY_UNSPECIFIED,
+                    history=client_pb2.GROUP_HISTORY_ALL
+                    if a["--all-history"]
+                    else client_pb2.GROUP_HISTORY_UNSPECIFIED,
                 ),
             )
         ).group

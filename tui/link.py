@@ -152,15 +152,14 @@ class Link:
             self.endpoint = target.endpoint
             self.seen[target.endpoint] = None
             self.open()
-            self._started(
-                await self.call(
-                    "Resume", client_pb2.ResumeRequest(token=self.token, device=self.device)
-                )
+            reply = await self.call(
+                "Resume", client_pb2.ResumeRequest(token=self.token, device=self.device)
             )
+            self._started(reply)
             self.on_state(LinkState.REDIRECTED, self.endpoint)
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.ensure_future(self._keep_alive())
-        return self.user
+        return reply
 
     def _started(self, reply: client_pb2.LoginReply) -> None:
         """A login, register or resume succeeded: its token is the one to resume with."""

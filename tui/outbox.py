@@ -129,5 +129,5 @@ class Outbox:
             return
         if err is not None:
             item.done.set_exception(err)
-        else:
+        elif ack is not None:
             item.done.set_result(ack)

@@ -141,8 +141,8 @@ async def stdin_lines(stream: TextIO) -> AsyncIterator[str]:
         lambda: asyncio.StreamReaderProtocol(reader), stream
     )
     try:
-        while line := await reader.readline():
-            yield line.decode("utf-8", errors="replace")
+        while data := await reader.readline():
+            yield data.decode("utf-8", errors="replace")
     finally:
         transport.close()
 

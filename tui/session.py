@@ -213,7 +213,7 @@ class ClientSession:
         to_user: int = 0,
         to_group: int = 0,
         client_msg_id: str = "",
-        kind: client_pb2.MessageKind.ValueType = 0,
+        kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT,
         ref_seq: int = 0,
         mentions: Sequence[int] = (),
         deadline_s: float | None = None,

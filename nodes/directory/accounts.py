@@ -208,7 +208,7 @@ class Accounts:
         )
 
 
-def _refused(code: int, detail: str) -> cluster_pb2.DirTokenResult:
+def _refused(code: pb.ErrorCode.ValueType, detail: str) -> cluster_pb2.DirTokenResult:
     return cluster_pb2.DirTokenResult(code=code, detail=detail)
 
 

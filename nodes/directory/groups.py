@@ -208,8 +208,8 @@ class Groups:
                 owner=r.owner,
                 owner_account=owners[r.owner].account if r.owner in owners else "",
                 created_ms=r.created_ms,
-                visibility=r.visibility,
-                history=r.history,
+                visibility=client_pb2.GroupVisibility.ValueType(r.visibility),
+                history=client_pb2.GroupHistory.ValueType(r.history),
             )
             for r in rows
         ]

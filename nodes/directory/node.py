@@ -19,6 +19,7 @@ from fabric import envelope, readiness, timing
 from fabric.config import Config, ConfigError
 from fabric.keys import TOKEN_SECRET, load_secret
 from fabric.node import Node
+from fabric.rpc_server import Handler
 from nodes.directory import account_rows, stats
 from nodes.directory.access import Access
 from nodes.directory.accounts import Accounts
@@ -96,7 +97,7 @@ class DirectoryNode(Node):
         ends = Revocation(ctx)
         admin = UserAdmin(ctx, accounts)
         social = Social(ctx, accounts, groups, ends, admin)
-        handlers = {
+        handlers: dict[str, Handler] = {
             "Register": accounts.register,
             "Login": stats.counted_logins(accounts.login),
             "VerifyToken": accounts.verify_token,

@@ -50,7 +50,7 @@ def select_in(
     out: list[Row] = []
     for group in by_shard(store, keys):
         for i in range(0, len(group), IN_CHUNK):
-            chunk = group[i : i + IN_CHUNK]
+            chunk: list[K] = group[i : i + IN_CHUNK]
             marks = ",".join(["%s"] * len(chunk))
             extra = f" AND {where}" if where else ""
             sql = f"SELECT {select} FROM {{t}} WHERE `{column}` IN ({marks}){extra} {tail}"

@@ -47,7 +47,9 @@ def counted_logins(
 
 
 def _outcome(code: int) -> str:
-    return pb.ErrorCode.Name(code).lower() if code in pb.ErrorCode.values() else str(code)
+    if code not in pb.ErrorCode.values():
+        return str(code)
+    return pb.ErrorCode.Name(pb.ErrorCode.ValueType(code)).lower()
 
 
 def looked_up(cache: str, level: str, hits: int, misses: int) -> None:

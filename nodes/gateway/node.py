@@ -26,7 +26,7 @@ from fabric.keys import load_client_plane_public
 from fabric.membership import Peer
 from fabric.methods import Method
 from fabric.node import Node
-from fabric.rpc_server import RpcServer
+from fabric.rpc_server import Handler, RpcServer
 from nodes.gateway import stats
 from nodes.gateway.access import AccessCache
 from nodes.gateway.auth import AuthCommands
@@ -112,7 +112,7 @@ class GatewayNode(Node):
         self.access = AccessCache(self.upstream)
         self.batcher = SendBatcher(self.node_id, self.access, self.upstream)
         msgs = Messaging(self.node_id, self.sessions, self.upstream, self.access, self.batcher)
-        handlers = {
+        handlers: dict[str, Handler] = {
             "Register": auth.register,
             "Login": auth.login,
             "Resume": auth.resume,
@@ -365,7 +365,9 @@ class GatewayNode(Node):
             metrics.BAD_FRAMES.labels("client", "push_dropped").inc(dropped)
 
     def _sync_hint(
-        self, identities: list[bytes], reason: int = client_pb2.SYNC_REASON_ROUTE_CHANGED
+        self,
+        identities: list[bytes],
+        reason: client_pb2.SyncReason.ValueType = client_pb2.SYNC_REASON_ROUTE_CHANGED,
     ) -> None:
         hint = client_pb2.Push(sync_hint=client_pb2.SyncHint(reason=reason))
         self.push(identities, hint.SerializeToString())

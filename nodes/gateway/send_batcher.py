@@ -198,6 +198,6 @@ def _target(req: client_pb2.SendRequest) -> dict[str, int]:
     return {which: getattr(req, which)}
 
 
-def _fail(pending: PendingSend, code: int, detail: str) -> None:
+def _fail(pending: PendingSend, code: pb.ErrorCode.ValueType, detail: str) -> None:
     if not pending.future.done():
         pending.future.set_exception(RpcError(code, detail))

@@ -82,7 +82,7 @@ class Social(Commands):
         name: str,
         req: client_pb2.GroupKickRequest | client_pb2.GroupOwnerRequest,
         call: Call,
-        kind: int,
+        kind: client_pb2.NoticeKind.ValueType,
         says: str,
     ) -> Any:
         """The owner's Directory.<name> on one member, who is then told what happened."""
@@ -136,7 +136,14 @@ class Social(Commands):
         )
         return client_pb2.DeleteAccountReply()
 
-    def _tell(self, me: Session, user_id: int, kind: int, conv_id: int, text: str) -> None:
+    def _tell(
+        self,
+        me: Session,
+        user_id: int,
+        kind: client_pb2.NoticeKind.ValueType,
+        conv_id: int,
+        text: str,
+    ) -> None:
         """Push a Notice from `me` to every session of `user_id` (best effort, in background)."""
         notice = client_pb2.Push(
             notice=client_pb2.Notice(

@@ -86,7 +86,9 @@ class Batched(Generic[ItemT, ResultT]):
             self._task = None
 
 
-def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], code: int, detail: str) -> None:
+def _fail(
+    batch: list[tuple[Any, asyncio.Future[Any]]], code: pb.ErrorCode.ValueType, detail: str
+) -> None:
     for _, fut in batch:
         if not fut.done():
             fut.set_exception(RpcError(code, detail))

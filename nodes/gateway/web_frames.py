@@ -45,7 +45,9 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class FrameError(Exception):
     """A client frame refused: answer `code` (a common.proto ErrorCode) for request `rid`."""
 
-    def __init__(self, code: int, detail: str, rid: int = 0, reason: str = "bad_json") -> None:
+    def __init__(
+        self, code: pb.ErrorCode.ValueType, detail: str, rid: int = 0, reason: str = "bad_json"
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail[:200]
@@ -53,7 +55,7 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def error_json(rid: int, code: int, detail: str) -> str:
+def error_json(rid: int, code: pb.ErrorCode.ValueType, detail: str) -> str:
     """The JSON error frame for request `rid`."""
     return _dumps({"id": rid, "error": {"code": pb.ErrorCode.Name(code), "detail": detail}})
 

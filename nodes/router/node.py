@@ -125,7 +125,7 @@ class RouterNode(Node):
         snapshot_of = req.gateway_id if req.full_snapshot else None
         if snapshot_of is not None and not GATEWAY_ID_RE.match(snapshot_of):
             raise RpcError(_INVALID, "a full snapshot needs a valid gateway_id")
-        results: list[int] = []
+        results: list[pb.ErrorCode.ValueType] = []
         accepted: list[Binding] = []
         for b in req.bindings:
             code = self._check(b, snapshot_of)
@@ -142,7 +142,9 @@ class RouterNode(Node):
             self._bind_counts[code].inc()
         return cluster_pb2.BindReply(results=results)
 
-    def _check(self, b: cluster_pb2.SessionBinding, snapshot_of: str | None) -> int:
+    def _check(
+        self, b: cluster_pb2.SessionBinding, snapshot_of: str | None
+    ) -> pb.ErrorCode.ValueType:
         if (
             not b.user_id
             or not b.session_id

@@ -42,7 +42,9 @@ Target = tuple[int, int, int, str]
 """(sender, ts, kind, body) of the message an item refers to."""
 
 
-def code_of(item: cluster_pb2.StoreItem, target: Target | None, now_ms: int, window_ms: int) -> int:
+def code_of(
+    item: cluster_pb2.StoreItem, target: Target | None, now_ms: int, window_ms: int
+) -> pb.ErrorCode.ValueType:
     """Whether `item` may refer to `target` (the message at its ref_seq, None when there is
     none): OK or the error code."""
     if target is None:
@@ -68,7 +70,9 @@ class Amends:
         self.window_ms = window_ms
         self._background: set[asyncio.Task[Any]] = set()
 
-    async def check(self, items: Sequence[cluster_pb2.StoreItem], now_ms: int) -> list[int]:
+    async def check(
+        self, items: Sequence[cluster_pb2.StoreItem], now_ms: int
+    ) -> list[pb.ErrorCode.ValueType]:
         """One code per item (OK or why not); UNAVAILABLE for all when the store is down."""
         try:
             found = await self.workers.read(self._targets, items)

@@ -75,7 +75,7 @@ def chat_message(
         body=row.body,
         ts_ms=row.ts,
         client_msg_id=row.client_msg_id,
-        kind=row.kind,
+        kind=client_pb2.MessageKind.ValueType(row.kind),
         ref_seq=row.ref_seq,
     )
     if row.mentions:

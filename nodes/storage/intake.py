@@ -103,7 +103,7 @@ class Intake:
     def store_batch(self, req: cluster_pb2.StoreBatchRequest, call: Call) -> Reply:
         reply = cluster_pb2.StoreBatchReply()
         accepted: list[int] = []
-        refused: dict[int, int] = {}
+        refused: dict[pb.ErrorCode.ValueType, int] = {}
         full = not self.open or self.writer.backlog > MAX_BACKLOG
         for i, item in enumerate(req.items):
             result = reply.results.add()
@@ -160,7 +160,7 @@ class Intake:
         )
         return done
 
-    def _check(self, item: cluster_pb2.StoreItem) -> int:
+    def _check(self, item: cluster_pb2.StoreItem) -> pb.ErrorCode.ValueType:
         which = item.WhichOneof("to")
         if (
             not item.conv_id
@@ -187,7 +187,7 @@ class Intake:
             return pb.BODY_TOO_LONG
         return self._owned(item)
 
-    def _owned(self, item: cluster_pb2.StoreItem) -> int:
+    def _owned(self, item: cluster_pb2.StoreItem) -> pb.ErrorCode.ValueType:
         return pb.OK if self.owns(item.conv_id) else pb.NOT_OWNER
 
     def _submit(
@@ -239,7 +239,10 @@ class Intake:
         return request.done
 
     def _refuse(
-        self, reply: cluster_pb2.StoreBatchReply, indexes: list[int], code: int
+        self,
+        reply: cluster_pb2.StoreBatchReply,
+        indexes: list[int],
+        code: pb.ErrorCode.ValueType,
     ) -> cluster_pb2.StoreBatchReply:
         for i in indexes:
             reply.results[i].error = code

@@ -36,8 +36,8 @@ class _Waiter:
     """A request queued for ids."""
 
     n: int
-    then: Callable[[list[int]], None]
-    failed: Callable[[RpcError], None]
+    then: Callable[[list[int]], object]
+    failed: Callable[[RpcError], object]
     timer: asyncio.TimerHandle | None = None
     over: bool = False
 
@@ -68,7 +68,7 @@ class MsgIds:
         return out
 
     def take(
-        self, n: int, then: Callable[[list[int]], None], failed: Callable[[RpcError], None]
+        self, n: int, then: Callable[[list[int]], object], failed: Callable[[RpcError], object]
     ) -> None:
         """Queue for `n` ids behind every request that asked before: `then(ids)` runs as soon
         as refills allow — synchronously, before any later request can take ids — or

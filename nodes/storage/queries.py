@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 def by_shard(
-    store: Store, logical: str, keys: Iterable[T], shard_key: Callable[[T], int] = int
+    store: Store, logical: str, keys: Iterable[T], shard_key: Callable[[T], int]
 ) -> dict[int, dict[str, list[T]]]:
     """`keys` grouped by database index, then by the physical table of `logical` holding them
     (routed by `shard_key(key)`), each in the given order."""
@@ -43,7 +43,7 @@ def by_shard(
 def last_seqs_of(store: Store, conv_ids: Iterable[int]) -> dict[int, int]:
     """MAX(seq) of many conversations, one connection per database."""
     out: dict[int, int] = {}
-    for db_index, tables in by_shard(store, "message", dict.fromkeys(conv_ids)).items():
+    for db_index, tables in by_shard(store, "message", dict.fromkeys(conv_ids), int).items():
         with store.databases[db_index].connection() as conn:
             for table, ids in tables.items():
                 out.update(last_seqs(conn, table, ids))
