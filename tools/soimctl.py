@@ -43,6 +43,7 @@ Usage:
   soimctl prometheus-targets [--json | --out FILE] [--cluster NAME] [--wait S]
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
+  soimctl bench idle [--json] [--settle S]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
                      [--warmup S] [--sessions N] [--pattern P] [--rates LIST]
                      [--group-size N] [--session-rate R] [--transport T]
@@ -71,6 +72,7 @@ Options:
   --conv ID        Only this conversation.
   --backend B      Store backend to measure: mysql or sqlite [default: sqlite].
   --rows N         Rows to write [default: 200000].
+  --settle S       Seconds the ready cluster sits idle before its memory is read [default: 3].
   --spawn          Run on a throwaway local cluster (2 gateways, 2 routers, directory, storage)
                    on the environment's SOIM_DB and SOIM_REDIS_URL, removed afterwards;
                    without it, bench the running cluster of SOIM_CLUSTER.
@@ -121,6 +123,7 @@ _COMMANDS = {
     ("prometheus-targets",): "tools.cmd_prometheus",
     ("bench", "fabric"): "tools.bench_fabric",
     ("bench", "store"): "tools.bench_store",
+    ("bench", "idle"): "tools.bench_idle",
     ("bench", "chat"): "tools.bench_chat",
 }
 
