@@ -43,10 +43,60 @@ export function host(url) {
   return url.replace(/^wss?:\/\//, "").replace(/\/ws$/, "");
 }
 
+/** The rows of one list, kept between drawings: a row is rebuilt only when its signature
+ * changes (then what had the focus in it gets it back), so focus survives a redraw. */
+class Rows {
+  constructor() {
+    this.nodes = new Map(); // key -> element
+    this.used = new Set();
+  }
+
+  get(key, sig, build) {
+    let node = this.nodes.get(key);
+    if (!node || node.dataset.sig !== sig) {
+      const fresh = build();
+      fresh.dataset.sig = sig;
+      if (node) {
+        const focused = node.contains(document.activeElement) ? document.activeElement : null;
+        node.replaceWith(fresh);
+        if (focused) refocus(focused, fresh);
+      }
+      node = fresh;
+      this.nodes.set(key, node);
+    }
+    this.used.add(key);
+    return node;
+  }
+
+  /** Forget the rows not asked for since the last call. */
+  done() {
+    for (const key of [...this.nodes.keys()]) if (!this.used.has(key)) this.nodes.delete(key);
+    this.used.clear();
+  }
+
+  clear() {
+    this.nodes.clear();
+    this.used.clear();
+  }
+}
+
+const IDENTITY = ["data-act", "data-conv", "data-seq", "data-user", "data-pending"];
+
+/** Focus the element of `fresh` that stands where `old` stood (same tag and identity). */
+function refocus(old, fresh) {
+  const attrs = IDENTITY.filter((a) => old.hasAttribute(a));
+  const sel =
+    old.tagName.toLowerCase() + attrs.map((a) => `[${a}="${CSS.escape(old.getAttribute(a))}"]`).join("");
+  const twin = fresh.matches(sel) ? fresh : fresh.querySelector(sel);
+  if (twin) twin.focus({ preventScroll: true });
+}
+
 export class Views {
   constructor() {
-    this.rows = new Map(); // key -> <li> of the open conversation
-    this.rowsOf = "";
+    this.messages = new Rows(); // of the open conversation
+    this.messagesOf = "";
+    this.convs = new Rows();
+    this.requests = new Rows();
   }
 
   status(state, text = "", error = false) {
@@ -81,7 +131,8 @@ export class Views {
       ]
         .filter(Boolean)
         .join(", ");
-      return el(
+      const sig = [label, e.convId === state.open].join("\u0001");
+      return this.convs.get(e.convId, sig, () => el(
         "li",
         { "data-conv": e.convId },
         el(
@@ -100,23 +151,29 @@ export class Views {
           el("span", { class: "title", text: e.title }),
           unread ? el("span", { class: "unread", text: String(unread) }) : null,
         ),
-      );
+      ));
     });
+    this.convs.done();
     place($("conversations"), items);
     $("conversations-empty").hidden = items.length > 0;
 
     const requests = state.incoming().map((f) =>
-      el(
-        "li",
-        { "data-user": f.userId },
-        el("span", { text: `${f.nickname || f.account} (${f.account}) asks to be your friend` }),
-        el("button", { "data-act": "accept", "data-user": f.userId, text: "Accept" }),
-        el("button", { "data-act": "decline", "data-user": f.userId, text: "Decline" }),
+      this.requests.get(`in${f.userId}`, "", () =>
+        el(
+          "li",
+          { "data-user": f.userId },
+          el("span", { text: `${f.nickname || f.account} (${f.account}) asks to be your friend` }),
+          el("button", { "data-act": "accept", "data-user": f.userId, "aria-label": `Accept ${f.account}`, text: "Accept" }),
+          el("button", { "data-act": "decline", "data-user": f.userId, "aria-label": `Decline ${f.account}`, text: "Decline" }),
+        ),
       ),
     );
     const sent = state.outgoing().map((f) =>
-      el("li", { "data-user": f.userId, text: `request sent to ${f.account}` }),
+      this.requests.get(`out${f.userId}`, "", () =>
+        el("li", { "data-user": f.userId, text: `request sent to ${f.account}` }),
+      ),
     );
+    this.requests.done();
     place($("request-list"), [...requests, ...sent]);
     $("requests").hidden = requests.length + sent.length === 0;
   }
@@ -164,9 +221,9 @@ export class Views {
     $("pane").hidden = !e;
     $("pane-empty").hidden = Boolean(e);
     if (!e) return;
-    if (this.rowsOf !== state.open) {
-      this.rows.clear();
-      this.rowsOf = state.open;
+    if (this.messagesOf !== state.open) {
+      this.messages.clear();
+      this.messagesOf = state.open;
     }
     $("pane-title").textContent = e.title;
     const t = state.thread(e.convId);
@@ -177,11 +234,9 @@ export class Views {
         : "offline";
 
     const rows = [];
-    const keep = new Set();
-    if (t.loading) rows.push(this.row("loading", "", () => el("li", { class: "note", text: "loading…" })));
-    else if (t.complete && t.seqs.length) {
-      rows.push(this.row("start", "", () => el("li", { class: "note", text: "start of the conversation" })));
-    }
+    const note = (key, text) => this.messages.get(key, "", () => el("li", { class: "note", text }));
+    if (t.loading) rows.push(note("loading", "loading…"));
+    else if (t.complete && t.seqs.length) rows.push(note("start", "start of the conversation"));
     for (const msg of t.shown()) {
       const seq = seqOf(msg.seq);
       const mine = state.me && msg.sender === state.me.userId;
@@ -191,15 +246,13 @@ export class Views {
       const found = state.found?.convId === e.convId && state.found.seq === seq;
       const sig = [msg.body, amend?.seq, mark?.text, editing, found].join("\u0001");
       const flags = { editing, found };
-      rows.push(this.row(`m${seq}`, sig, () => this.message(msg, mine, amend, mark, flags)));
-      keep.add(`m${seq}`);
+      rows.push(this.messages.get(`m${seq}`, sig, () => this.message(msg, mine, amend, mark, flags)));
     }
     for (const p of t.pending) {
       const sig = [p.body, p.error].join("\u0001");
-      rows.push(this.row(`p${p.clientMsgId}`, sig, () => this.pending(p)));
+      rows.push(this.messages.get(`p${p.clientMsgId}`, sig, () => this.pending(p)));
     }
-    for (const r of rows) keep.add(r.dataset.key);
-    for (const key of [...this.rows.keys()]) if (!keep.has(key)) this.rows.delete(key);
+    this.messages.done();
     place($("messages"), rows);
 
     const typists = state.typists(e.convId, Date.now());
@@ -209,20 +262,6 @@ export class Views {
     const ed = $("editing");
     ed.hidden = !state.editing;
     if (state.editing) $("editing-seq").textContent = String(state.editing.seq);
-  }
-
-  /** A cached row, rebuilt when its signature changes. */
-  row(key, sig, build) {
-    let node = this.rows.get(key);
-    if (!node || node.dataset.sig !== sig) {
-      const fresh = build();
-      fresh.dataset.key = key;
-      fresh.dataset.sig = sig;
-      if (node) node.replaceWith(fresh);
-      node = fresh;
-      this.rows.set(key, node);
-    }
-    return node;
   }
 
   message(msg, mine, amend, mark, { editing, found }) {
