@@ -215,6 +215,7 @@ class Membership:
             self.on_known(beat.known)
         if not peer.alive:
             peer.alive = True
+            log.info("peer %s (%s) alive", peer.node_id, peer.role)
             self._gauge()
             if self._on_added:
                 self._on_added(peer)

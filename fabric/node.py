@@ -13,6 +13,7 @@ zeroconf (AsyncZeroconf) for discovery; an HTTP listener for /metrics, /healthz 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -111,6 +112,7 @@ class Node:
         self.info: NodeInfo | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._beat_seq = 0
+        self._welcome_due = False
         self.drain_deadline_ms = 0
 
     # ---- lifecycle
@@ -150,6 +152,7 @@ class Node:
         self.security.watch(self._keys_changed)
         self._tasks.append(asyncio.ensure_future(self.rpc.serve()))
         self._tasks.append(asyncio.ensure_future(self._beat()))
+        self._tasks.append(asyncio.ensure_future(self._welcome()))
         self.info = NodeInfo(
             node_id=self.node_id,
             role=self.role,
@@ -239,24 +242,48 @@ class Node:
 
     async def _beat(self) -> None:
         while True:
-            self._beat_seq += 1
-            load = self.load()
-            metrics.NODE_LOAD.set(load)
-            self.publisher.publish(
-                HEARTBEAT_TOPIC,
-                HEARTBEAT_METHOD,
-                fabric_pb2.Heartbeat(
-                    node_id=self.node_id,
-                    role=self.role,
-                    seq=self._beat_seq,
-                    load=load,
-                    uptime_s=time.time() - self.started_at,
-                    sessions=self.session_count(),
-                    peers=len(self.membership.alive()),
-                    known=self._known(),
-                ),
-            )
+            self._publish_beat()
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL_S)  # the heartbeat period
+
+    def _publish_beat(self) -> None:
+        self._welcome_due = False
+        self._beat_seq += 1
+        load = self.load()
+        metrics.NODE_LOAD.set(load)
+        self.publisher.publish(
+            HEARTBEAT_TOPIC,
+            HEARTBEAT_METHOD,
+            fabric_pb2.Heartbeat(
+                node_id=self.node_id,
+                role=self.role,
+                seq=self._beat_seq,
+                load=load,
+                uptime_s=time.time() - self.started_at,
+                sessions=self.session_count(),
+                peers=len(self.membership.alive()),
+                known=self._known(),
+            ),
+        )
+
+    async def _welcome(self) -> None:
+        """A peer whose SUB just connected to our events PUB (it admitted us) hears a beat
+        WELCOME_BEAT_S later (once its subscription has arrived), not up to a heartbeat period
+        later: the nodes of a restarted cluster count each other alive sooner."""
+        monitor = self.pub_sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            while True:
+                await monitor.recv_multipart()
+                if not self._welcome_due:
+                    self._welcome_due = True
+                    asyncio.get_running_loop().call_later(timing.WELCOME_BEAT_S, self._welcomed)
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                self.pub_sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def _welcomed(self) -> None:
+        if self._welcome_due:
+            self._publish_beat()
 
     def _known(self) -> list[fabric_pb2.KnownPeer]:
         """The peers this node admitted, for the heartbeat (how seeds spread the cluster)."""

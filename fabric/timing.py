@@ -15,6 +15,10 @@ PEER_DEAD_AFTER_S = HEARTBEAT_INTERVAL_S * HEARTBEAT_MISSES_DEAD
 LIVENESS_CHECK_INTERVAL_S = 0.25
 """How often the membership view looks for silent peers."""
 
+WELCOME_BEAT_S = 0.05
+"""A node beats this long after a peer's SUB connects to its events PUB (its subscription has
+arrived by then), so the peer need not wait up to HEARTBEAT_INTERVAL_S to count it alive."""
+
 LINK_DEAD_CONFIRM_S = 0.25
 """A peer whose connection broke is dead once reconnecting to it is still refused this long
 after the break (fabric.link_watch); a break alone may be a blip."""
