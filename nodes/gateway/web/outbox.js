@@ -1,12 +1,15 @@
 // Messages the store has not acknowledged yet, sent one at a time so they are stored in the
 // order typed. A send that fails because the link or the session is gone stays at the head of
 // the queue and is sent again, with the same clientMsgId, when the session is back (the gateway
-// stores a clientMsgId once and acks a retry with the same seq); any other refusal fails that
-// one message and the next goes. No sockets of its own: it sends through `call`.
+// stores a clientMsgId once and acks a retry with the same seq); a passing refusal
+// (UNAVAILABLE, TIMEOUT, RATE_LIMITED, no answer in time) is tried again a second later; any
+// other refusal fails that one message and the next goes. No sockets of its own: it sends
+// through `call`.
 
 import { LOST } from "./connection.js";
 
-const RETRY = new Set([LOST, "DEADLINE_EXCEEDED", "UNAVAILABLE", "UNAUTHENTICATED"]);
+const WAIT_FOR_SESSION = new Set([LOST, "UNAUTHENTICATED"]); // sent again after the Resume
+const LATER = new Set(["UNAVAILABLE", "TIMEOUT", "RATE_LIMITED", "DEADLINE_EXCEEDED"]);
 const RETRY_LATER_MS = 1000;
 
 /** A clientMsgId: 128 random bits in hex (crypto.randomUUID needs a secure context). */
@@ -34,10 +37,6 @@ export class Outbox {
     this.pump();
   }
 
-  get pending() {
-    return this.queue.slice();
-  }
-
   clear() {
     this.queue = [];
   }
@@ -52,9 +51,10 @@ export class Outbox {
         try {
           ack = await this.call("Send", item.request);
         } catch (err) {
-          if (RETRY.has(err.code)) {
-            if (err.code === "UNAVAILABLE") this.later();
-            return; // the next session (or the timer) pumps again
+          if (WAIT_FOR_SESSION.has(err.code)) return; // the next session pumps again
+          if (LATER.has(err.code)) {
+            this.later();
+            return;
           }
           this.queue.shift();
           this.onFail(item, err);

@@ -6,7 +6,7 @@
 // acknowledged with one Delivered per conversation. Sends go through an Outbox, resent after
 // a reconnect. Peer sockets: those of its Connection.
 
-import { Connection, LOST, RpcError } from "./connection.js";
+import { Connection, LOST } from "./connection.js";
 import { Outbox, newClientMsgId } from "./outbox.js";
 
 const TOKEN_KEY = "soim.token";
@@ -214,5 +214,3 @@ export class Session {
     });
   }
 }
-
-export { RpcError };

@@ -10,7 +10,7 @@ export const TYPING_SHOW_MS = 5000;
 
 const EDIT = "MESSAGE_KIND_EDIT";
 const RECALL = "MESSAGE_KIND_RECALL";
-export const isEvent = (msg) => msg.kind === EDIT || msg.kind === RECALL;
+const isEvent = (msg) => msg.kind === EDIT || msg.kind === RECALL;
 
 class Thread {
   constructor() {

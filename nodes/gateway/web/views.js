@@ -39,7 +39,7 @@ function clock(tsMs) {
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-export function host(url) {
+function host(url) {
   return url.replace(/^wss?:\/\//, "").replace(/\/ws$/, "");
 }
 
@@ -99,16 +99,10 @@ export class Views {
     this.requests = new Rows();
   }
 
-  status(state, text = "", error = false) {
+  status(state) {
     const s = $("status");
-    if (text) {
-      s.textContent = text;
-      s.dataset.error = error ? "1" : "";
-      return;
-    }
     const offline = state.me ? "offline" : "idle";
     s.dataset.state = state.link.up ? (state.me ? "online" : "connected") : offline;
-    s.dataset.error = "";
     const away = state.me ? "offline, reconnecting…" : "not connected";
     const where = state.link.up ? `connected to ${host(state.link.url)}` : away;
     s.textContent = state.me ? `${state.me.account} · ${where}` : where;
