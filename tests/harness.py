@@ -3,14 +3,18 @@
 `Cluster` starts nodes of any role with one environment (unique cluster name, fresh keys, the
 database and Redis of the test), waits until the cluster's membership shows them alive, and
 opens `ClientSession`s against its gateways. Everything it started is stopped at the end.
+`SharedCluster` keeps one running on an event loop of its own, for the tests of a module that
+share it (a module-scoped fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import zmq.asyncio
 
@@ -27,6 +31,11 @@ MAX_CLIENT_SOCKETS = 8192
 
 FAST_SCRYPT_N = "1024"
 """Tests hash passwords with a low scrypt cost so hundreds of logins stay quick."""
+
+SHARED_START_S = 60.0
+"""How long a `SharedCluster` may take to start."""
+
+T = TypeVar("T")
 
 
 class Cluster:
@@ -148,3 +157,65 @@ async def running_cluster(
         for node in cluster.nodes:
             node.kill()
             node.wait(5)
+
+
+class SharedCluster:
+    """A `running_cluster`, started by `start(cluster)`, on an event loop of its own thread until
+    `close()`: the tests of one module share it, each running its coroutine there with `run`.
+    Only for tests that stop no node and whose accounts and group names differ."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        name: str,
+        db: str,
+        start: Callable[[Cluster], Awaitable[object]],
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.cluster: Cluster | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self.loop.run_until_complete,
+            args=(self._main(tmp_path, name, db, start, extra),),
+            name=f"cluster-{name}",
+        )
+        self._thread.start()
+        if not self._ready.wait(SHARED_START_S) or self._error is not None:
+            self.close()
+            raise AssertionError(f"the shared cluster did not start: {self._error!r}")
+
+    async def _main(
+        self,
+        tmp_path: Path,
+        name: str,
+        db: str,
+        start: Callable[[Cluster], Awaitable[object]],
+        extra: Mapping[str, str] | None,
+    ) -> None:
+        self._stop = self.loop.create_future()
+        try:
+            async with running_cluster(tmp_path, name, db, extra) as cluster:
+                self.cluster = cluster
+                await start(cluster)
+                self._ready.set()
+                await self._stop
+        except BaseException as err:  # reported by __init__
+            self._error = err
+        finally:
+            self._ready.set()
+
+    def run(self, test: Callable[[Cluster], Coroutine[Any, Any, T]], timeout: float = 110.0) -> T:
+        """Run `test(cluster)` on the cluster's loop; its result (or its exception)."""
+        assert self.cluster is not None
+        return asyncio.run_coroutine_threadsafe(test(self.cluster), self.loop).result(timeout)
+
+    def close(self) -> None:
+        """Stop every node, then the loop."""
+        if self._stop is not None and not self._stop.done():
+            self.loop.call_soon_threadsafe(self._stop.set_result, None)
+        self._thread.join(60)
+        if not self._thread.is_alive():
+            self.loop.close()

@@ -11,11 +11,13 @@ import asyncio
 import os
 import re
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, running_cluster
+from tests.harness import Cluster, SharedCluster
 from tests.tui.lines import LineClient
 from tests.tui.terminal import ROOT, SOIM
 
@@ -46,20 +48,27 @@ def host(cluster: Cluster, gateway: int) -> str:
     return re.escape(cluster.gateways()[gateway][0].removeprefix("tcp://"))
 
 
-@pytest.mark.timeout(90)
-def test_the_command_script(tmp_path: Path, cluster_name: str) -> None:
-    async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            await start_cluster(cluster)
-            alice = LineClient(server_args(cluster, 0), tmp_path, "alice")
-            bob = LineClient(server_args(cluster, 1), tmp_path, "bob")
-            try:
-                await script(cluster, alice, bob)
-            finally:
-                codes = alice.close(), bob.close()
-            assert codes == (2, 1)  # alice typed bad lines; bob's commands failed
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedCluster]:
+    """One cluster for the module's tests: they stop no node, and their users differ."""
+    tmp = tmp_path_factory.mktemp("plain")
+    cluster = SharedCluster(tmp, f"t{uuid.uuid4().hex[:12]}", f"sqlite:{tmp}/db", start_cluster)
+    yield cluster
+    cluster.close()
 
-    asyncio.run(main())
+
+@pytest.mark.timeout(90)
+def test_the_command_script(tmp_path: Path, shared: SharedCluster) -> None:
+    async def main(cluster: Cluster) -> None:
+        alice = LineClient(server_args(cluster, 0), tmp_path, "alice")
+        bob = LineClient(server_args(cluster, 1), tmp_path, "bob")
+        try:
+            await script(cluster, alice, bob)
+        finally:
+            codes = alice.close(), bob.close()
+        assert codes == (2, 1)  # alice typed bad lines; bob's commands failed
+
+    shared.run(main)
 
 
 async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
@@ -168,44 +177,41 @@ async def script(cluster: Cluster, alice: LineClient, bob: LineClient) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_script_that_ends_without_exit(tmp_path: Path, cluster_name: str) -> None:
+def test_a_script_that_ends_without_exit(tmp_path: Path, shared: SharedCluster) -> None:
     """stdin at EOF after the last command, from a pipe and from a file: all output, exit 0."""
 
-    async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            await start_cluster(cluster)
-            script = (
-                f"register -u carol -p {PASSWORD} -n Carol\nme\n"
-                "group create readers\ngroup\nfriends\n"
-            )
-            piped = await run_script(cluster, script, tmp_path, None)
-            lines = piped.splitlines()
-            assert re.fullmatch(rf"uid=(\d+), entryHost={host(cluster, 0)}", lines[0])
-            uid = lines[0].split(",")[0].removeprefix("uid=")
-            assert lines[1:4] == ["uid | account", f"{uid} | carol", lines[3]]
-            assert re.fullmatch(r"created group readers gid=\d+", lines[3])
-            assert lines[4] == "gid | name | limit | members/limit | owner | created"
-            assert re.fullmatch(rf"\d+ \| readers \| \d+ \| 1/\d+ \| carol \| {WHEN}", lines[5])
-            assert lines[6:] == ["uid | account | nickname | online", "(none)"]
+    async def main(cluster: Cluster) -> None:
+        script = (
+            f"register -u carol -p {PASSWORD} -n Carol\nme\ngroup create readers\ngroup\nfriends\n"
+        )
+        piped = await run_script(cluster, script, tmp_path, None)
+        lines = piped.splitlines()
+        assert re.fullmatch(rf"uid=(\d+), entryHost={host(cluster, 0)}", lines[0])
+        uid = lines[0].split(",")[0].removeprefix("uid=")
+        assert lines[1:4] == ["uid | account", f"{uid} | carol", lines[3]]
+        assert re.fullmatch(r"created group readers gid=\d+", lines[3])
+        assert lines[4] == "gid | name | limit | members/limit | owner | created"
+        assert re.fullmatch(rf"\d+ \| readers \| \d+ \| 1/\d+ \| carol \| {WHEN}", lines[5])
+        assert lines[6:] == ["uid | account | nickname | online", "(none)"]
 
-            path = tmp_path / "script.txt"
-            path.write_text(f"login -u carol -p {PASSWORD}\nme\nlogin -u carol -p wrong-one\n")
-            from_file = await run_script(cluster, "", tmp_path, path, status=1)
-            assert from_file.splitlines() == [
-                lines[0],
-                "uid | account",
-                f"{uid} | carol",
-                "Bad credentials: wrong account or password",
-            ]
+        path = tmp_path / "script.txt"
+        path.write_text(f"login -u carol -p {PASSWORD}\nme\nlogin -u carol -p wrong-one\n")
+        from_file = await run_script(cluster, "", tmp_path, path, status=1)
+        assert from_file.splitlines() == [
+            lines[0],
+            "uid | account",
+            f"{uid} | carol",
+            "Bad credentials: wrong account or password",
+        ]
 
-            # no --server: the cluster's gateways are found by zeroconf, the key from the TXT
-            found = await run_script(
-                cluster, f"login -u carol -p {PASSWORD}\n", tmp_path, None, args=[], env=cluster.env
-            )
-            hosts = [e.removeprefix("tcp://") for e, _ in cluster.gateways()]
-            assert found.splitlines() in [[f"uid={uid}, entryHost={h}"] for h in hosts]
+        # no --server: the cluster's gateways are found by zeroconf, the key from the TXT
+        found = await run_script(
+            cluster, f"login -u carol -p {PASSWORD}\n", tmp_path, None, args=[], env=cluster.env
+        )
+        hosts = [e.removeprefix("tcp://") for e, _ in cluster.gateways()]
+        assert found.splitlines() in [[f"uid={uid}, entryHost={h}"] for h in hosts]
 
-    asyncio.run(main())
+    shared.run(main)
 
 
 async def run_script(
