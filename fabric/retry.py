@@ -12,9 +12,13 @@ Exactly one layer retries a given call, and the layers below it ask once (`ONCE`
   reconnects, pausing by `RESEND`; the same client_msg_id is stored once.
 - soim → gateway, Resume and the keepalive: the link's reconnect loop (`tui.link`), pausing by
   `RECONNECT`.
+- soim → gateway, the background sync (a Sync and the History pages that fill the gaps it
+  finds, and the History that fills a gap a push shows): the session (`tui.session`) by
+  `RESYNC`, each call asked once; a whole sync is started again until one completes (or the
+  next reconnect or SyncHint starts one). `catch_up`, a caller waiting for its sync, is not
+  a background sync: its calls are the RPC client's, by `CALL`.
 - soim → gateway, any other rpc: the RPC client (`fabric.rpc_client`) by `CALL`, within the
-  call's deadline. (A background sync whose calls still fail is started again later by the
-  session — a new sync at the next reconnect, SyncHint or second, not a retry of the call.)
+  call's deadline.
 - gateway → directory, router, storage: `nodes.gateway.upstream.Upstream` by `CALL` within
   the upstream deadline, a directory call going to a live directory not asked yet;
   except StoreBatch, asked once: the sends it carries are retried end to end by their clients'
@@ -119,6 +123,17 @@ RECONNECT = Policy(
     rate_limited_first_s=0.5,
 )
 """A client's reconnect and resume: a crowd resuming at once may meet rate limits."""
+
+RESYNC = Policy(
+    attempts=0,  # the session syncs again until a sync completes (tui.session)
+    first_s=0.5,
+    max_s=5.0,
+    retriable=TRANSIENT | {pb.DEADLINE_EXCEEDED, pb.INTERNAL},
+    rate_limited_first_s=1.0,
+)
+"""A client's background sync, started again whole after a failed call: each sync is a new
+request, so a server that was behind (DEADLINE_EXCEEDED) or failed inside is asked again; any
+other refusal waits for the next reconnect or SyncHint."""
 
 
 async def run(

@@ -28,15 +28,15 @@ from google.protobuf.message import Message
 
 from fabric import timing
 from fabric.methods import RpcError
-from fabric.retry import ONCE, RESEND
+from fabric.retry import CALL, ONCE, RESEND, RESYNC, Policy
 from schema import client_pb2
 from schema import common_pb2 as pb
+from schema.contracts.client import CLIENT
 from tui.conversations import ConversationTracker
 from tui.link import LINK_DOWN, Link, LinkState, Locator
 from tui.outbox import Outbox
 
 SEND_ATTEMPT_S = 5.0
-RESYNC_AFTER_S = 1.0
 PING_CHECK_S = 1.0
 """How long a failed send waits for the gateway's Ping before it reconnects."""
 
@@ -101,6 +101,9 @@ class ClientSession:
         self._inbox: asyncio.Queue[client_pb2.Push | asyncio.Future[None] | None] = asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._fill_retry: Policy = ONCE  # History pages: CALL only in catch_up (_sync_for)
+        self._resync: asyncio.Task[None] | None = None
+        self._sync_failures = 0
 
     @property
     def user(self) -> client_pb2.LoginReply | None:
@@ -434,7 +437,8 @@ class ClientSession:
         self.events.put_nowait(ClientEvent(EventKind.MESSAGE, message=msg))
 
     async def _history_page(self, conv_id: int, after: int, limit: int) -> client_pb2.HistoryReply:
-        return await self.history(conv_id, after_seq=after, limit=limit)
+        request = client_pb2.HistoryRequest(conv_id=conv_id, after_seq=after, limit=limit)
+        return await self.link.call("History", request, retry=self._fill_retry)
 
     async def _dispatch(self) -> None:
         """Handle pushes and syncs one at a time, so messages come out in order."""
@@ -448,7 +452,7 @@ class ClientSession:
                     if item is not None:
                         self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
                     if self.link.user is not None:
-                        await self.tracker.sync((await self.sync()).conversations)
+                        await self._background_sync()
                 elif item.WhichOneof("item") == "message":
                     await self.tracker.on_message(item.message)
                 elif (
@@ -459,9 +463,8 @@ class ClientSession:
                     self._later(self.link.move(item.notice.redirect))
                 else:
                     self.events.put_nowait(ClientEvent(EventKind.PUSH, push=item))
-            except RpcError:
-                if self.link.user is not None:  # try again after the next reconnect or hint
-                    self._later(self._resync_soon())
+            except RpcError as err:
+                self._sync_failed(err)
             if self._inbox.empty():
                 self._acknowledge()
 
@@ -472,17 +475,42 @@ class ClientSession:
         await done
 
     async def _sync_for(self, done: asyncio.Future[None]) -> None:
+        """catch_up's sync: its caller waits for it, so its calls are retried by the RPC client
+        (`CALL`) within their deadlines and a failure is the caller's to handle."""
+        self._fill_retry = CALL
         try:
             await self.tracker.sync((await self.sync()).conversations)
         except RpcError as err:
             if not done.done():
                 done.set_exception(err)
             return
+        finally:
+            self._fill_retry = ONCE
         if not done.done():
             done.set_result(None)
 
-    async def _resync_soon(self) -> None:
-        await asyncio.sleep(RESYNC_AFTER_S)  # back off before another sync attempt
+    async def _background_sync(self) -> None:
+        """A sync nobody waits for: each call asked once, the whole sync started again by
+        `RESYNC` when one fails (`_sync_failed`), the one layer retrying it (`fabric.retry`)."""
+        reply = await self.link.call("Sync", client_pb2.SyncRequest(), retry=ONCE)
+        await self.tracker.sync(reply.conversations)
+        self._sync_failures = 0
+
+    def _sync_failed(self, err: RpcError) -> None:
+        """A background sync (or a gap's History) failed: sync again after `RESYNC`'s pause,
+        once, while logged in and the code is one to try again after."""
+        if self.link.user is None or not RESYNC.retries(err.code, CLIENT["Sync"].idempotency):
+            return
+        if self._resync is None or self._resync.done():
+            self._sync_failures += 1
+            self._resync = asyncio.ensure_future(
+                self._resync_after(RESYNC.pause(self._sync_failures, err.code))
+            )
+            self._background.add(self._resync)
+            self._resync.add_done_callback(self._background.discard)
+
+    async def _resync_after(self, pause_s: float) -> None:
+        await asyncio.sleep(pause_s)  # RESYNC's backoff before the next sync
         self._inbox.put_nowait(None)
 
     def _acknowledge(self) -> None:
