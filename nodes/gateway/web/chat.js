@@ -187,9 +187,10 @@ export class Chat {
     if (!e || convId !== state.open || document.visibilityState === "hidden" || !state.me) return;
     const newest = state.thread(convId).newest;
     if (newest > e.readSeq) {
+      const before = e.readSeq;
       e.readSeq = newest;
       session.call("Read", { convId, seq: String(newest) }).catch(() => {
-        e.readSeq = 0; // again after the next message or sync
+        e.readSeq = Math.min(e.readSeq, before); // again after the next message or sync
       });
       this.app.render();
     }
