@@ -20,6 +20,7 @@ export class Chat {
     this.typingNext = 0;
     this.keepFromBottom = null; // set while an older page is prepended
     this.revealing = null; // what drawn() shows next: "bottom", a seq, or nothing
+    this.focusing = false; // drawn() focuses the message box
     setInterval(() => this.counts(), COUNTS_EVERY_MS);
     const list = $("messages");
     list.addEventListener("scroll", () => this.scrolled());
@@ -48,8 +49,8 @@ export class Chat {
     else if (!t.fetched) this.newest(convId);
     this.seen(convId);
     this.counts();
+    this.focusing = !seq; // the message box, once the pane is drawn
     this.reveal(seq);
-    if (!seq) $("compose-input").focus();
   }
 
   close() {
@@ -71,6 +72,10 @@ export class Chat {
     if (this.keepFromBottom !== null && !this.app.state.thread(this.app.state.open).loading) {
       list.scrollTop = list.scrollHeight - this.keepFromBottom;
       this.keepFromBottom = null;
+    }
+    if (this.focusing && !$("pane").hidden) {
+      this.focusing = false;
+      $("compose-input").focus();
     }
     if (this.revealing === "bottom") list.scrollTop = list.scrollHeight;
     else if (this.revealing) {
