@@ -38,7 +38,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.harness import Cluster, running_cluster
 from tests.processes import NodeProcess
-from tests.support import async_wait_until, free_port
+from tests.support import async_wait_until
 from tests.tui.lines import LineClient
 
 CHROMIUM = "/usr/bin/chromium"
@@ -180,10 +180,10 @@ class Page:
     def typing(self) -> str:
         return self.text("#typing")
 
-    def connected_to(self, port: int) -> None:
+    def connected_to(self, host_port: str) -> None:
         self.until(
-            lambda: self.text("#status").endswith(f"connected to 127.0.0.1:{port}"),
-            f"connected to port {port}",
+            lambda: self.text("#status").endswith(f"connected to {host_port}"),
+            f"connected to {host_port}",
         )
 
     def hover_click(self, over: str, button: str) -> None:
@@ -204,12 +204,16 @@ def rx(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def soim_args(cluster: Cluster, node: NodeProcess) -> list[str]:
-    """soim's arguments for the ZeroMQ client endpoint of one gateway."""
+def endpoint(cluster: Cluster, node: NodeProcess, name: str) -> str:
+    """One endpoint ("client", "web") of a live gateway, from its discovery record."""
     assert cluster.view is not None
     peer = next(p for p in cluster.view.membership.alive("gateway") if p.node_id == node.node_id)
-    [(_, key), *_] = cluster.gateways()
-    return ["--server", peer.info.endpoints["client"], "--server-key", key.decode()]
+    return peer.info.endpoints[name]
+
+
+def page_url(cluster: Cluster, node: NodeProcess) -> str:
+    """The web client's address on a gateway: ws://host:port/ws -> http://host:port/."""
+    return endpoint(cluster, node, "web").replace("ws://", "http://").removesuffix("ws")
 
 
 @pytest.mark.timeout(120)
@@ -218,21 +222,20 @@ def test_two_browsers_and_soim_chat_and_survive_a_gateway_kill(
 ) -> None:
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            port_a, port_b = free_port(), free_port()
             core = cluster.start("directory") + cluster.start("router") + cluster.start("storage")
-            [gw_a] = cluster.start("gateway", SOIM_WEB_PORT=str(port_a))
-            [gw_b] = cluster.start("gateway", SOIM_WEB_PORT=str(port_b))
+            gw_a, gw_b = cluster.start("gateway", 2, SOIM_WEB_PORT="0")
             await cluster.wait_alive([*core, gw_a, gw_b])
-            carol = LineClient(soim_args(cluster, gw_b), tmp_path, "carol")
+            [(_, key), *_] = cluster.gateways()
+            server = ["--server", endpoint(cluster, gw_b, "client"), "--server-key", key.decode()]
+            carol = LineClient(server, tmp_path, "carol")
             pages: list[Page] = []
             try:
                 for name in ("alice", "bob"):
-                    profile = tmp_path / f"chromium-{name}"
-                    pages.append(
-                        Page(f"http://127.0.0.1:{port_a}/", profile, tmp_path / f"{name}.driver")
-                    )
+                    profile, log = tmp_path / f"chromium-{name}", tmp_path / f"{name}.driver"
+                    pages.append(Page(page_url(cluster, gw_a), profile, log))
                 a = await chat(pages[0], pages[1], carol)
-                await failover(cluster, pages[0], pages[1], carol, a, gw_a, port_b)
+                other = page_url(cluster, gw_b).removeprefix("http://").rstrip("/")
+                await failover(cluster, pages[0], pages[1], carol, a, gw_a, other)
             finally:
                 for page in pages:
                     page.quit()
@@ -366,7 +369,7 @@ async def failover(
     carol: LineClient,
     a: str,
     gw_a: NodeProcess,
-    port_b: int,
+    other: str,
 ) -> None:
     """alice and bob are on gateway A, carol on B; A is frozen, then killed."""
     before = ["hi bob", "still there?", "yes"]
@@ -387,8 +390,8 @@ async def failover(
         )
     finally:
         gw_a.kill()  # kill -9 (a stopped process dies too)
-    alice.connected_to(port_b)
-    bob.connected_to(port_b)
+    alice.connected_to(other)
+    bob.connected_to(other)
     got = alice.shows(*outage)
     assert got == before + outage  # once each, in order, nothing left pending
     assert not alice.all("#messages li[data-pending]")
