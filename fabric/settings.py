@@ -76,6 +76,7 @@ KNOWN = frozenset(
         "SOIM_TEST_MYSQL_PASSWORD",
         "SOIM_TEST_REDIS_URL",
         "SOIM_FUZZ_SEED",
+        "SOIM_WEB_SCREENSHOTS",
     }
 )
 
