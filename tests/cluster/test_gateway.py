@@ -5,6 +5,8 @@ no acting as another user, member lists only for members); the session rate limi
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from fabric import timing
 from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
-from tests.harness import Cluster, running_cluster
+from tests.harness import Cluster, SharedCluster, running_cluster
 from tests.support import expect_error
 from tui.session import ClientSession
 
@@ -23,6 +25,16 @@ PASSWORD = "correct horse"
 async def start_cluster(cluster: Cluster) -> None:
     nodes = cluster.start("directory") + cluster.start("router", 2) + cluster.start("gateway", 2)
     await cluster.wait_alive(nodes)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedCluster]:
+    """One SQLite cluster for the tests below the command set: they stop no node, and their
+    users differ."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    cluster = SharedCluster(tmp, f"t{uuid.uuid4().hex[:12]}", f"sqlite:{tmp}/db", start_cluster)
+    yield cluster
+    cluster.close()
 
 
 async def user(cluster: Cluster, account: str, gateway: int = 0) -> ClientSession:
@@ -139,64 +151,60 @@ async def collect_online(client: ClientSession, page: int) -> set[int]:
 
 
 @pytest.mark.timeout(90)
-def test_nothing_before_login_and_no_acting_as_another(tmp_path: Path, cluster_name: str) -> None:
-    async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            await start_cluster(cluster)
-            stranger = await cluster.client()
-            assert (await stranger.ping()).server_time_ms > 0
-            for name, request in [
-                ("Me", client_pb2.MeRequest()),
-                ("Friends", client_pb2.FriendsRequest()),
-                ("AddFriend", client_pb2.AddFriendRequest(user_id=1)),
-                ("OnlineUsers", client_pb2.OnlineUsersRequest()),
-                ("SearchUsers", client_pb2.SearchUsersRequest(prefix="a")),
-                ("Groups", client_pb2.GroupsRequest()),
-                ("GroupCreate", client_pb2.GroupCreateRequest(name="g")),
-                ("GroupJoin", client_pb2.GroupJoinRequest(group_id=1)),
-                ("GroupUsers", client_pb2.GroupUsersRequest(group_id=1)),
-                ("Logout", client_pb2.LogoutRequest()),
-            ]:
-                await expect_error(pb.UNAUTHENTICATED, stranger.call(name, request))
-            await expect_error(pb.TOKEN_INVALID, stranger.resume("forged.token.value"))
+def test_nothing_before_login_and_no_acting_as_another(shared: SharedCluster) -> None:
+    async def main(cluster: Cluster) -> None:
+        stranger = await cluster.client()
+        assert (await stranger.ping()).server_time_ms > 0
+        for name, request in [
+            ("Me", client_pb2.MeRequest()),
+            ("Friends", client_pb2.FriendsRequest()),
+            ("AddFriend", client_pb2.AddFriendRequest(user_id=1)),
+            ("OnlineUsers", client_pb2.OnlineUsersRequest()),
+            ("SearchUsers", client_pb2.SearchUsersRequest(prefix="a")),
+            ("Groups", client_pb2.GroupsRequest()),
+            ("GroupCreate", client_pb2.GroupCreateRequest(name="g")),
+            ("GroupJoin", client_pb2.GroupJoinRequest(group_id=1)),
+            ("GroupUsers", client_pb2.GroupUsersRequest(group_id=1)),
+            ("Logout", client_pb2.LogoutRequest()),
+        ]:
+            await expect_error(pb.UNAUTHENTICATED, stranger.call(name, request))
+        await expect_error(pb.TOKEN_INVALID, stranger.resume("forged.token.value"))
 
-            alice = await user(cluster, "alice")
-            mallory = await user(cluster, "mallory", 1)
-            assert alice.user and mallory.user
-            # Mallory's requests carry no sender: whatever she sends, she acts as herself.
-            await mallory.add_friend(alice.user.user_id)
-            friends = (await alice.friends()).friends
-            assert [(f.user_id, f.state) for f in friends] == [
-                (mallory.user.user_id, client_pb2.FRIEND_STATE_INCOMING)
-            ]
-            group = (await alice.group_create("private")).group
-            await expect_error(pb.NOT_MEMBER, mallory.group_users(group.group_id))
-            # after logout the connection is a stranger again
-            await mallory.logout()
-            await expect_error(pb.UNAUTHENTICATED, mallory.me())
+        alice = await user(cluster, "alice")
+        mallory = await user(cluster, "mallory", 1)
+        assert alice.user and mallory.user
+        # Mallory's requests carry no sender: whatever she sends, she acts as herself.
+        await mallory.add_friend(alice.user.user_id)
+        friends = (await alice.friends()).friends
+        assert [(f.user_id, f.state) for f in friends] == [
+            (mallory.user.user_id, client_pb2.FRIEND_STATE_INCOMING)
+        ]
+        group = (await alice.group_create("private")).group
+        await expect_error(pb.NOT_MEMBER, mallory.group_users(group.group_id))
+        # after logout the connection is a stranger again
+        await mallory.logout()
+        await expect_error(pb.UNAUTHENTICATED, mallory.me())
 
-    asyncio.run(main())
+    shared.run(main)
 
 
 @pytest.mark.timeout(120)
 def test_a_busy_session_is_rate_limited_and_its_idempotent_calls_wait_their_turn(
-    tmp_path: Path, cluster_name: str
+    shared: SharedCluster,
 ) -> None:
-    async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
-            await start_cluster(cluster)
-            alice = await user(cluster, "alice")
-            burst = int(timing.SESSION_RATE_BURST) + 50
-            # AddFriend is not idempotent: past the burst it fails at once; Me, sent right
-            # behind them, is idempotent and retried until the limit lets it through
-            *asked, me = await asyncio.gather(
-                *(alice.add_friend(10**9 + i) for i in range(burst)),
-                alice.me(),
-                return_exceptions=True,
-            )
-            codes = [r.code for r in asked if isinstance(r, RpcError)]
-            assert len(codes) == burst and pb.RATE_LIMITED in codes, codes
-            assert alice.user and isinstance(me, client_pb2.MeReply), me
-            assert me.user_id == alice.user.user_id
+    async def main(cluster: Cluster) -> None:
+        alice = await user(cluster, "busy")
+        burst = int(timing.SESSION_RATE_BURST) + 50
+        # AddFriend is not idempotent: past the burst it fails at once; Me, sent right
+        # behind them, is idempotent and retried until the limit lets it through
+        *asked, me = await asyncio.gather(
+            *(alice.add_friend(10**9 + i) for i in range(burst)),
+            alice.me(),
+            return_exceptions=True,
+        )
+        codes = [r.code for r in asked if isinstance(r, RpcError)]
+        assert len(codes) == burst and pb.RATE_LIMITED in codes, codes
+        assert alice.user and isinstance(me, client_pb2.MeReply), me
+        assert me.user_id == alice.user.user_id
 
-    asyncio.run(main())
+    shared.run(main)
