@@ -32,8 +32,9 @@ Role: parse and validate them from `Config.extra` at start; a bad value raises
     SOIM_WEB_CERT, SOIM_WEB_KEY   PEM certificate chain and private key: serve https and wss
                                   (both or neither; unset: plain http and ws)
     SOIM_WEB_ORIGINS              comma-separated origins (scheme://host[:port]) whose pages may
-                                  open a WebSocket; unset: this gateway's own and the other live
-                                  gateways' web origins (requests without Origin always may)
+                                  open a WebSocket; unset: this gateway's own and the web origins
+                                  of the gateways seen alive, also after they died (requests
+                                  without Origin always may)
 """
 
 from __future__ import annotations
