@@ -177,6 +177,7 @@ class App {
       NOTICE_FRIEND_REQUEST: `${who} asks to be your friend`,
       NOTICE_FRIEND_ACCEPTED: `${who} accepted: you are friends now`,
       NOTICE_GOING_AWAY: "the gateway is stopping; moving…",
+      NOTICE_REDIRECT: "the gateway is draining; moving…",
       NOTICE_GROUP_INVITE: `${who} invited you to ${n.text || "a group"}`,
     }[n.kind];
     if (n.kind === "NOTICE_SESSION_ENDED") {

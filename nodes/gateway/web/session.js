@@ -13,6 +13,7 @@ const TOKEN_KEY = "soim.token";
 const DEVICE = "web";
 const FILL_PAGE = 100;
 const FIRST_SIGHT = 100;
+const MOVE_ON = new Set(["NOTICE_GOING_AWAY", "NOTICE_REDIRECT"]); // to the next of /gateways
 const RESUME_AGAIN_MS = 2000; // after a Resume refused for a passing reason (UNAVAILABLE, ...) // a conversation seen for the first time: at most this many unread
 
 export const seqOf = (v) => Number(v || 0);
@@ -137,7 +138,7 @@ export class Session {
       const msg = push.message;
       this.serial(msg.convId, () => this.pushed(msg));
     } else {
-      if (push.notice && push.notice.kind === "NOTICE_GOING_AWAY") this.conn.moveOn();
+      if (push.notice && MOVE_ON.has(push.notice.kind)) this.conn.moveOn();
       this.h.onPush(push);
     }
   }
