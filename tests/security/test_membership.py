@@ -190,8 +190,8 @@ def test_strangers_records_of_every_role_are_never_dialled(
                                 cluster_name, victim, role, dead_endpoint(), peer.info.public_key
                             ),
                         ]  # hijack, dead end
-                    for fake in fakes:
-                        await announcer.announce(fake)
+                    # at once: each registration waits out mDNS probing (about a second)
+                    await asyncio.gather(*(announcer.announce(fake) for fake in fakes))
                     bad = c.view.discovery.bad_records
                     await async_wait_until(
                         lambda: bad[RecordError.BAD_SIGNATURE] >= len(fakes),
@@ -226,7 +226,7 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path, cluster
                 async with Chatter(c):
                     directory = c.view.membership.alive("directory")[0]
                     own_key = zmq.curve_keypair()[0].decode()
-                    await announcer.announce(
+                    insider = [
                         record(
                             cluster_name,
                             "directory-evil",
@@ -234,9 +234,6 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path, cluster
                             unauthorized.endpoint,
                             own_key,
                         ),
-                        signing,
-                    )
-                    await announcer.announce(
                         record(
                             cluster_name,
                             directory.node_id,
@@ -244,9 +241,6 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path, cluster
                             unauthorized.endpoint,
                             own_key,
                         ),
-                        signing,
-                    )
-                    await announcer.announce(
                         record(
                             cluster_name,
                             directory.node_id,
@@ -254,9 +248,6 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path, cluster
                             proving.endpoint,
                             directory.info.public_key,
                         ),
-                        signing,
-                    )
-                    await announcer.announce(
                         record(
                             cluster_name,
                             directory.node_id,
@@ -264,8 +255,9 @@ def test_an_insiders_signed_records_are_still_only_hints(tmp_path: Path, cluster
                             dead_endpoint(),
                             directory.info.public_key,
                         ),
-                        signing,
-                    )
+                    ]
+                    # at once: each registration waits out mDNS probing (about a second)
+                    await asyncio.gather(*(announcer.announce(r, signing) for r in insider))
                     refused = c.view.admission.refused
                     await async_wait_until(
                         lambda: refused["unauthorized_key"] >= 2 and refused["no_answer"] >= 1,
