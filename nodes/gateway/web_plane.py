@@ -32,7 +32,6 @@ Peer sockets: the listening TCP socket of SOIM_WEB_PORT and its connections (no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
@@ -108,16 +107,25 @@ class WebConn(ServerConnection):
             self.send_data()
         except (InvalidState, OSError):
             return  # closing: what it would say is lost with the connection
-        buffered = self.transport.get_write_buffer_size()
-        if buffered > self.plane.options.client_queue_bytes:
-            self.over = True
-            self.plane.too_far(self, buffered)
+        self.check_backlog()
 
     def write_text(self, message: str) -> None:
         """Send a JSON frame made here (a refusal)."""
-        with contextlib.suppress(InvalidState, OSError):
+        if self.over:
+            return
+        try:
             self.protocol.send_text(message.encode())
             self.send_data()
+        except (InvalidState, OSError):
+            return
+        self.check_backlog()
+
+    def check_backlog(self) -> None:
+        """Past SOIM_CLIENT_QUEUE_BYTES unread in the write buffer: a slow reader."""
+        buffered = self.transport.get_write_buffer_size()
+        if buffered > self.plane.options.client_queue_bytes and not self.over:
+            self.over = True
+            self.plane.too_far(self, buffered)
 
 
 class WebPlane:
@@ -299,16 +307,18 @@ class WebPlane:
             self._unauth_by_addr.pop(addr, None)
 
     async def _sweep(self) -> None:
-        """Close connections past the authentication deadline; note the live gateways' web
-        origins (see WebHttp.remember_gateways)."""
+        """Close connections past the authentication deadline; catch readers that fell behind
+        on what websockets writes by itself (the pongs of a client's pings); note the live
+        gateways' web origins (see WebHttp.remember_gateways)."""
         while True:
             await asyncio.sleep(timing.AUTH_SWEEP_INTERVAL_S)  # the deadline sweep period
             self._http.remember_gateways()
             horizon = time.monotonic() - self.options.auth_deadline_s
-            for conn in [
-                c for c in self._by_number.values() if not c.authenticated and c.since < horizon
-            ]:
-                self.shut(conn.number, "auth_deadline", reset=True)
+            for conn in list(self._by_number.values()):
+                if not conn.authenticated and conn.since < horizon:
+                    self.shut(conn.number, "auth_deadline", reset=True)
+                else:
+                    conn.check_backlog()
 
     # ---- HTTP and the WebSocket
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:

@@ -15,7 +15,8 @@ limits):
   (or the reply of the rare valid Ping) on a handful of connections; the gateway's RSS stays
   within 50 MB and it still serves;
 - a reader that stops reading while pushes and History pages flow to it has its session ended
-  (a slow reader, counted) and its connection reset; the gateway's RSS stays bounded;
+  (a slow reader, counted) and its connection reset; so is a connection without a session that
+  floods bad frames and reads none of their error frames; the gateway's RSS stays bounded;
 - a browser page of a foreign Origin gets HTTP 403.
 Peer sockets: the cluster's; the test's WebSocket connections (one with a 4 KiB receive
 buffer), a ZeroMQ ClientSession, HTTP GETs of the gateway's metrics.
@@ -418,5 +419,28 @@ def test_slow_reader(web: ModuleCluster) -> None:
         assert _rss(gateway.pid) - baseline < RSS_SLACK_BYTES
         await _still_serving(url)
         slow.transport.abort()
+
+    web.run(main())
+
+
+def test_a_flood_that_reads_no_answers(web: ModuleCluster) -> None:
+    """Bad frames from a connection that never reads its error frames: once they pass
+    SOIM_CLIENT_QUEUE_BYTES the connection is reset, session or not."""
+
+    async def main() -> None:
+        cluster = _cluster(web)
+        url = cluster.web_urls()[0]
+        gateway = _gateway(cluster)
+        ended = 'soim_bad_frames_total{reason="closed_slow_reader",socket="web"}'
+        before = _metric(cluster, gateway.node_id, ended)
+        baseline = _rss(gateway.pid)
+        flood = await _stalled_client(url)
+        bad = json.dumps({"id": 1, "method": "x" * 60})  # answered UNKNOWN_METHOD, ~110 bytes
+        with pytest.raises(ConnectionClosed):
+            for _ in range(500_000):
+                await flood.send(bad)
+        assert _metric(cluster, gateway.node_id, ended) > before
+        assert _rss(gateway.pid) - baseline < RSS_SLACK_BYTES
+        await _still_serving(url)
 
     web.run(main())

@@ -154,6 +154,9 @@ def test_chat_across_planes(web: ModuleCluster) -> None:
         await wanda.call("Send", {"clientMsgId": "w-2", "toGroup": gid, "body": "web to group"})
         assert (await _next_message(zed, "web to group")).sender == wanda_id
 
+        # field names: lowerCamelCase out, either form in
+        assert (await wanda.call("Ping", {"client_time_ms": 5}))["clientTimeMs"] == "5"
+
         # errors are frames with the code's name
         assert await wanda.error("Send", {"toUser": "999999", "body": "x"}) == "INVALID_ARGUMENT"
         assert await wanda.error("GroupJoin", {"groupId": gid}) == "ALREADY_MEMBER"
