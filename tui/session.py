@@ -104,6 +104,7 @@ class ClientSession:
         self._fill_retry: Policy = ONCE  # History pages: CALL only in catch_up (_sync_for)
         self._resync: asyncio.Task[None] | None = None
         self._sync_failures = 0
+        self._own_seq: dict[int, int] = {}  # conv_id -> seq of my newest acked message there
 
     @property
     def user(self) -> client_pb2.LoginReply | None:
@@ -272,6 +273,7 @@ class ClientSession:
             msg.to_group = request.to_group
         else:
             msg.to_user = request.to_user
+        self._own_seq[ack.conv_id] = max(ack.seq, self._own_seq.get(ack.conv_id, 0))
         self._inbox.put_nowait(client_pb2.Push(message=msg))
 
     async def _attempt_send(self, request: client_pb2.SendRequest) -> client_pb2.SendAck:
@@ -514,12 +516,18 @@ class ClientSession:
         self._inbox.put_nowait(None)
 
     def _acknowledge(self) -> None:
-        """Tell the gateway what has been delivered here, one Delivered per conversation."""
+        """Tell the gateway what has been delivered here, one Delivered per conversation —
+        except where the newest message passed on is my own acked one: the storage node moved
+        my cursors to it when it stored it (`Cursors.own`, read and delivered, so everything
+        before it too), and a Delivered would be a call, a cursor write and a receipt for
+        nothing on every message I send."""
         touched, self.tracker.touched = self.tracker.touched, set()
         if not self.auto_delivered:
             return
         for conv_id in touched:
-            self._later(self._delivered_quietly(conv_id, self.tracker.last[conv_id]))
+            last = self.tracker.last[conv_id]
+            if last != self._own_seq.get(conv_id):
+                self._later(self._delivered_quietly(conv_id, last))
 
     async def _delivered_quietly(self, conv_id: int, seq: int) -> None:
         with contextlib.suppress(RpcError):

@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import logging
 
+from prometheus_client import Counter
+
 from fabric import timing
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
@@ -36,6 +38,10 @@ Move = tuple[int, int, int, int]
 """(user_id, conv_id, read_seq, delivered_seq) asked for; 0 leaves a cursor as it is."""
 Outcome = tuple[int, tuple[int, int], tuple[int, int]]
 """(error code, (read, delivered) before, (read, delivered) after)."""
+CURSOR_BATCHES = Counter(
+    "soim_storage_cursor_batches_total",
+    "Cursor batches written on the cursor thread (a transaction per database they touch)",
+)
 
 
 class Cursors:
@@ -115,6 +121,7 @@ class Cursors:
             batch, self._queue = self._queue, []
             moves = [m for ms, _, _ in batch for m in ms]
             requested = [r for ms, r, _ in batch for _ in ms]
+            CURSOR_BATCHES.inc()
             try:
                 outcomes = await self.workers.write(self._apply, moves, requested)
             except RpcError as err:
