@@ -96,6 +96,25 @@ SESSION_RATE_PER_S = 50.0
 SESSION_RATE_BURST = 200.0
 """Requests a session may send in a burst (token bucket size)."""
 
+REBALANCE_INTERVAL_S = 1.0
+"""How often a gateway checks whether it holds more than its share of the sessions."""
+
+REBALANCE_SLACK = 1
+"""Sessions a gateway may hold above its share (total / live gateways) before it moves some."""
+
+REBALANCE_PER_ROUND = 10
+"""At most this many sessions are asked to move in one round (no reconnect storm)."""
+
+REBALANCE_SETTLE_S = 0.5
+"""A round waits until every other gateway beat this long after the last one that moved
+sessions: their counts then include the sessions that moved."""
+
+REBALANCE_GRACE_S = 10.0
+"""A gateway receives rebalanced sessions once it has been up this long."""
+
+REBALANCE_ASK_S = 5.0
+"""A session asked to move and still here after this long may be asked again."""
+
 REDIRECT_MARGIN_SESSIONS = 20
 """A login is redirected only to a gateway with at least this many fewer sessions ..."""
 

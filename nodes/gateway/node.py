@@ -1,8 +1,9 @@
 """The gateway node: client access over a Curve ROUTER on a well-known port.
 
 Role: accept `soim` clients (register, login, resume, the people, group and message commands),
-hold their sessions, keep each session bound at its owner router, and push to clients what routers
-publish for this gateway. The user of every request comes from the session, never the client.
+hold their sessions, keep each session bound at its owner router, push to clients what routers
+publish for this gateway, and move sessions to a gateway below its share after a failover
+(`nodes.gateway.rebalance`). The user of every request comes from the session, never the client.
 Peer sockets: the client ROUTER (Curve server, ZAP domain "client", port SOIM_GATEWAY_PORT,
 messages capped at SOIM_MAX_FRAME_BYTES by libzmq, its connections followed by `Connections`
 through the socket's monitor PAIR, the bytes queued for each session capped by `Backlogs`);
@@ -36,6 +37,7 @@ from nodes.gateway.connections import Connections
 from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
 from nodes.gateway.options import GatewayOptions
+from nodes.gateway.rebalance import Rebalancer
 from nodes.gateway.revocation import SessionEnder
 from nodes.gateway.searching import MessageSearch
 from nodes.gateway.send_batcher import SendBatcher
@@ -174,6 +176,9 @@ class GatewayNode(Node):
             asyncio.ensure_future(self.clients.serve()),
             asyncio.ensure_future(self._expire_idle()),
             asyncio.ensure_future(ender.audit_forever()),
+            asyncio.ensure_future(
+                Rebalancer(self.node_id, self.membership, self.sessions, self.push).run()
+            ),
         ]
         self.connections.start()
         self.backlogs.start()

@@ -30,6 +30,10 @@ PUSHES = Counter(
 )
 PUSHES_SENT = PUSHES.labels("sent")
 PUSHES_DROPPED = PUSHES.labels("dropped")
+REBALANCED = Counter(
+    "soim_gateway_rebalanced_total",
+    "Sessions asked to move to a less loaded gateway (after a failover)",
+)
 SYNC_HINTS = Counter(
     "soim_gateway_sync_hints_total", "SyncHints pushed to sessions (each then runs a full Sync)"
 )

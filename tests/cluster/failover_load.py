@@ -56,6 +56,8 @@ class PacedLoad:
         return min(t for t in self.times[conv_id] if t >= at) - at
 
     def max_gap(self, conv_id: int, start: float, end: float) -> float:
-        """The longest wait for an ack of a conversation that came within [start, end]."""
+        """The longest wait between two acks of a conversation that overlaps [start, end]."""
         ts = self.times[conv_id]
-        return max((b - a for a, b in itertools.pairwise(ts) if start <= b <= end), default=0.0)
+        return max(
+            (b - a for a, b in itertools.pairwise(ts) if b >= start and a <= end), default=0.0
+        )
