@@ -4,6 +4,7 @@ bad records; plus TXT validation and interface resolution."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -94,6 +95,10 @@ def test_txt_record_round_trip() -> None:
     assert NodeInfo.from_txt(node.to_txt()) == node
     wire = {k.encode(): v.encode() for k, v in node.to_txt().items()}
     assert NodeInfo.from_txt(wire) == node
+    gateway = dataclasses.replace(
+        node, endpoints={**node.endpoints, "web": "wss://127.0.0.1:8443/ws"}
+    )  # a gateway's WebSocket plane
+    assert NodeInfo.from_txt(gateway.to_txt()) == gateway
 
 
 @pytest.mark.parametrize(
@@ -104,6 +109,9 @@ def test_txt_record_round_trip() -> None:
         ({"txtvers": "9"}, RecordError.BAD_TXT_VERSION),
         ({"ep.rpc": "udp://127.0.0.1:1"}, RecordError.BAD_ENDPOINT),
         ({"ep.rpc": "tcp://127.0.0.1:70000"}, RecordError.BAD_ENDPOINT),
+        ({"ep.web": "tcp://127.0.0.1:8080"}, RecordError.BAD_ENDPOINT),
+        ({"ep.web": "ws://127.0.0.1:8080/other"}, RecordError.BAD_ENDPOINT),
+        ({"ep.rpc": "ws://127.0.0.1:8080/ws"}, RecordError.BAD_ENDPOINT),
         ({"metrics": "many"}, RecordError.BAD_NUMBER),
         ({"t": "nan"}, RecordError.BAD_NUMBER),
         ({"pk": "short"}, RecordError.BAD_KEY),
