@@ -3,7 +3,8 @@
 Two browser users (alice, bob) and one user of the real terminal client (carol, `soim --plain`
 on a pipe) befriend each other and chat 1:1 and in a group: the browsers see each other's
 typing and receipt marks (sent, delivered, read; read counts in the group), an edit, a recall,
-a search hit, and carol's messages; bob reloads the page and is back without a password. Then
+a search hit, and carol's messages; bob reloads the page, is back without a password, and pages
+back through 62 group messages by scrolling up. Then
 the gateway both browsers are on is frozen (so what alice types now is certainly not
 acknowledged, and carol's messages to alice cannot be pushed), given up by the cluster, and
 killed with SIGKILL: both pages resume on the other gateway, and every message of the outage
@@ -339,7 +340,13 @@ async def chat(alice: Page, bob: Page, carol: LineClient) -> str:
     alice.until(lambda: alice.text("#pane-title") == "crew", "crew open at the hit")
     alice.one('#messages li.found[data-seq="2"]')
     alice.one("#compose-input").send_keys(Keys.ESCAPE)  # closes the search results
-    alice.until(lambda: not alice.all("#search-list li") or not alice.text("#search-title"), "")
+    alice.until(lambda: not alice.text("#search-title"), "search results closed")
+
+    # a long history, which bob pages back through after his reload
+    burst = [f"line {i}" for i in range(1, 61)]
+    for text in burst:
+        carol.send(f"send -g {g} {text}")
+    await carol.expect([f"sent to g:{g} seq={seq}" for seq in range(4, 64)])
 
     # bob reloads: back in without a password, everything there
     bob.d.refresh()
@@ -350,6 +357,11 @@ async def chat(alice: Page, bob: Page, carol: LineClient) -> str:
     bob.until(lambda: bob.text("#pane-title") == "alice", "alice open from the keyboard")
     bob.shows("hi bob", "still there?", "yes")
     bob.marked("yes", "read")
+    bob.open("crew")
+    bob.until(lambda: bob.bodies() == burst[-50:], "the newest 50")
+    bob.d.execute_script("document.getElementById('messages').scrollTop = 0")
+    bob.until(lambda: bob.bodies() == ["message recalled", "carol was here", *burst], "older ones")
+    assert bob.text("#messages li.note") == "start of the conversation"
 
     shots = os.environ.get("SOIM_WEB_SCREENSHOTS")
     if shots:
@@ -376,6 +388,7 @@ async def failover(
     outage = ["one while down", "two while down", "three while down"]
     away = ["while you were away 1", "while you were away 2"]
     alice.open("bob")
+    bob.open("alice")
     os.kill(gw_a.pid, signal.SIGSTOP)  # frozen: nothing alice sends now can be acknowledged
     try:
         for text in outage:
