@@ -210,7 +210,12 @@ class SharedCluster:
     def run(self, test: Callable[[Cluster], Coroutine[Any, Any, T]], timeout: float = 110.0) -> T:
         """Run `test(cluster)` on the cluster's loop; its result (or its exception)."""
         assert self.cluster is not None
-        return asyncio.run_coroutine_threadsafe(test(self.cluster), self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(test(self.cluster), self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:  # a failure, or pytest-timeout: leave nothing running
+            future.cancel()
+            raise
 
     def close(self) -> None:
         """Stop every node, then the loop."""

@@ -87,8 +87,9 @@ async def next_message(
     async with asyncio.timeout(WAIT_S):
         while True:
             event = await session.events.get()
-            if event.kind is EventKind.MESSAGE and wanted(event.message):
-                return event.message
+            msg = event.message
+            if event.kind is EventKind.MESSAGE and msg is not None and wanted(msg):
+                return msg
 
 
 async def befriended(alice: ClientSession, bot: int) -> int:
@@ -103,9 +104,11 @@ async def befriended(alice: ClientSession, bot: int) -> int:
     return await async_wait_until(conv, timeout=WAIT_S, what="the bot accepted")
 
 
-async def echoed(alice: ClientSession, bot: int, text: str, **to: int) -> None:
+async def echoed(
+    alice: ClientSession, bot: int, text: str, to_user: int = 0, to_group: int = 0
+) -> None:
     """Send `text`; the bot answers it with the same text, as a reply to it."""
-    ack = await alice.send(text, **to)
+    ack = await alice.send(text, to_user=to_user, to_group=to_group)
     echo = await next_message(alice, lambda m: m.sender == bot and m.conv_id == ack.conv_id)
     assert (echo.body, echo.ref_seq, echo.seq) == (text, ack.seq, ack.seq + 1)
 
@@ -141,9 +144,7 @@ def test_the_echo_bot_of_the_sdk_docs_answers(tmp_path: Path, cluster_name: str)
                 await alice.call(
                     "GroupInvite", client_pb2.GroupInviteRequest(group_id=group, user_id=echo2)
                 )
-                await async_wait_until(
-                    lambda: _members(alice, group), timeout=WAIT_S, what="echo2 joined"
-                )
+                await joined(alice, group)
                 await echoed(alice, echo2, "hello group", to_group=group)
             finally:
                 stopped = [await bot.stop() for bot in bots]
@@ -153,5 +154,10 @@ def test_the_echo_bot_of_the_sdk_docs_answers(tmp_path: Path, cluster_name: str)
     asyncio.run(main())
 
 
-async def _members(alice: ClientSession, group: int) -> bool:
-    return len((await alice.group_users(group)).members) == 2
+async def joined(alice: ClientSession, group: int) -> None:
+    """Until the bot joined the group it was invited to."""
+
+    async def two() -> bool:
+        return len((await alice.group_users(group)).members) == 2
+
+    await async_wait_until(two, timeout=WAIT_S, what="the bot joined")
