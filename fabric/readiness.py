@@ -2,7 +2,9 @@
 
 Role: `ask` runs a node's async `ready()` hook on its event loop from the metrics server's
 request thread (the loop stays the only thread that reads the membership); `missing_roles`
-names the roles absent from the live membership; `DbCheck` runs a role's blocking database
+names the roles absent from the live membership; `unsettled` says whether a live peer knows of
+a node this one has not admitted yet (its rings would place work on the wrong node: it just
+started, or a peer just joined); `DbCheck` runs a role's blocking database
 probe (such as `shard_store.store.Store.ping`) in a worker thread and keeps the answer for
 DB_CHECK_CACHE_S. Each answer is None (ready) or a one-line reason. Peer sockets: none of its
 own (the probe borrows a pooled database connection).
@@ -42,6 +44,17 @@ def missing_roles(membership: Membership, roles: Iterable[str]) -> str | None:
     """'no live directory, storage' when those roles have no live member; None when all do."""
     missing = [role for role in roles if not membership.alive(role)]
     return f"no live {', '.join(missing)} in the membership" if missing else None
+
+
+def unsettled(membership: Membership) -> str | None:
+    """'membership settling: …' while a live peer's last heartbeat counted more live peers
+    than this node sees (a peer only it knows of yet); None once none does."""
+    live = membership.alive()
+    ahead = [p for p in live if p.peers > len(live)]
+    if not ahead:
+        return None
+    first = ahead[0]
+    return f"membership settling: {first.node_id} sees {first.peers} peers, this node {len(live)}"
 
 
 class DbCheck:

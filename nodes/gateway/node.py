@@ -186,8 +186,11 @@ class GatewayNode(Node):
 
     async def ready(self) -> str | None:
         """A client's session needs a directory (login), a router (presence) and a storage
-        node (messages) alive."""
-        return readiness.missing_roles(self.membership, NEEDS)
+        node (messages) alive, and the router ring settled (no peer knows a node this one
+        has not admitted yet)."""
+        return readiness.missing_roles(self.membership, NEEDS) or readiness.unsettled(
+            self.membership
+        )
 
     async def on_stop(self) -> None:
         for task in self._gateway_tasks:

@@ -34,7 +34,7 @@ from fabric.config import Config, ConfigError
 from fabric.membership import Peer
 from fabric.methods import RpcError
 from fabric.node import Node
-from fabric.readiness import DbCheck, missing_roles
+from fabric.readiness import DbCheck, missing_roles, unsettled
 from fabric.ring import LiveRing
 from fabric.rpc_server import Call
 from nodes.storage.amends import Amends, edit_window_ms
@@ -194,12 +194,17 @@ class StorageNode(Node):
             REGISTRY.unregister(self._stats)
 
     async def ready(self) -> str | None:
-        """Ready while its database answers and a directory is alive (fan-out, History and
-        read counts ask it for group members and account names); routers are optional:
+        """Ready while its database answers, a directory is alive (fan-out, History and
+        read counts ask it for group members and account names) and the storage ring is
+        settled (no peer knows a node this one has not admitted yet); routers are optional:
         messages are stored, and synced later, without them."""
         if self.db_check is None:
             return "starting"
-        return await self.db_check.reason() or missing_roles(self.membership, ("directory",))
+        return (
+            await self.db_check.reason()
+            or missing_roles(self.membership, ("directory",))
+            or unsettled(self.membership)
+        )
 
     def load(self) -> float:
         return float(self.writer.backlog) if self.writer is not None else 0.0
