@@ -4,7 +4,8 @@ One cluster for the module (SQLite, one gateway with a web port and SOIM_CLIENT_
 2 MiB minimum, per-address login budgets lifted; a second, strict gateway for the pre-auth
 limits):
 - pre-auth limits: Login faster than a connection may is RATE_LIMITED; past
-  SOIM_MAX_UNAUTH_PER_ADDR connections without a session the next is closed at once; a
+  SOIM_MAX_UNAUTH_PER_ADDR connections without a session the next is closed at once, and past
+  SOIM_MAX_UNAUTH_TOTAL (from a second loopback address) too; a
   connection without a session is closed at SOIM_AUTH_DEADLINE_S while a logged-in one stays;
 - a message over SOIM_MAX_FRAME_BYTES closes its connection with 1009, and HTTP requests its
   parser refuses (other methods, bodies, HTTP/1.0, long lines, too many headers, TLS or binary
@@ -52,7 +53,13 @@ WINDOW = 2_000
 FUZZ_CONNECTIONS = 4
 """Connections open at once (one soim.proto, four soim.json)."""
 RSS_SLACK_BYTES = 50 << 20
-STRICT = {"SOIM_MAX_UNAUTH_PER_ADDR": "4", "SOIM_AUTH_DEADLINE_S": "2"}
+STRICT = {
+    "SOIM_MAX_UNAUTH_PER_ADDR": "4",
+    "SOIM_MAX_UNAUTH_TOTAL": "6",
+    "SOIM_AUTH_DEADLINE_S": "3",
+}
+OTHER_ADDR = ("127.0.0.2", 0)
+"""A second source address on loopback."""
 ERROR_CODES = frozenset(pb.ErrorCode.keys()) - {"OK"}
 BIG_BODY = "\U0001f600" * 4000
 LIFTED = {
@@ -149,9 +156,18 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
         fifth = await WsClient.open(url)
         assert await fifth.error("Me") == "UNAUTHENTICATED"
 
-        # SOIM_AUTH_DEADLINE_S=2: the connections without a session are closed, the logged-in
+        # SOIM_MAX_UNAUTH_TOTAL=6: another address may add two, not a third
+        others = [await WsClient.open(url, local_addr=OTHER_ADDR) for _ in range(2)]
+        with pytest.raises((ConnectionClosed, OSError, InvalidHandshake)):
+            extra = await connect(url, local_addr=OTHER_ADDR)
+            await extra.recv()
+        assert await others[1].error("Me") == "UNAUTHENTICATED"
+        total_cap = 'soim_bad_frames_total{reason="closed_unauth_total",socket="web"}'
+        assert _metric(cluster, strict.node_id, total_cap) == 1
+
+        # SOIM_AUTH_DEADLINE_S=3: the connections without a session are closed, the logged-in
         # one stays
-        for client in [*held[1:], fifth]:
+        for client in [*held[1:], fifth, *others]:
             await client.closed()
         assert (await held[0].call("Me"))["account"] == "holder"
         assert (
@@ -160,7 +176,7 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
                 strict.node_id,
                 'soim_bad_frames_total{reason="closed_auth_deadline",socket="web"}',
             )
-            >= 4
+            >= 6
         )
         await held[0].close()
         strict.stop()
