@@ -139,8 +139,8 @@ export class Chat {
     if (!e) return;
     const t = this.app.state.thread(e.convId);
     if (list.scrollTop < NEAR_EDGE_PX && !t.complete && !t.loading && t.seqs.length) this.older(e.convId);
-    else if (list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_EDGE_PX && t.newerMissing && !t.loading) {
-      this.newer(e.convId);
+    else if (t.newerMissing && !t.loading) {
+      if (list.scrollHeight - list.scrollTop - list.clientHeight < NEAR_EDGE_PX) this.newer(e.convId);
     }
   }
 
@@ -268,7 +268,8 @@ export class Chat {
     const item = editing
       ? session.send(e.convId, to, body, "MESSAGE_KIND_EDIT", editing.seq)
       : session.send(e.convId, to, body);
-    state.addPending(e.convId, item.request.clientMsgId, editing ? `(edit of #${editing.seq}) ${body}` : body);
+    const shown = editing ? `(edit of #${editing.seq}) ${body}` : body;
+    state.addPending(e.convId, item.request.clientMsgId, shown);
     state.editing = null;
     input.value = "";
     this.typingNext = 0;

@@ -55,7 +55,7 @@ export class People {
         const act = st === "FRIEND_STATE_INCOMING" ? "Accept" : "Add friend";
         return [
           views.text(label),
-          views.button({ "data-act": "add", "data-user": u.userId, "aria-label": `${act} ${u.account}` }, act),
+          views.button({ "data-act": "add", "data-user": u.userId }, act, u.account),
         ];
       });
     views.found("user-results", rows.length ? rows : [[views.text("nobody found")]]);
@@ -84,11 +84,12 @@ export class People {
     const rows = (reply.groups || []).map((g) => {
       const label = `${g.name} · ${g.members || 0}/${g.userLimit || 0} members`;
       if (state.entries.has(g.groupId)) {
-        return [views.text(label), views.button({ "data-act": "open", "data-conv": g.groupId }, "Open")];
+        const open = views.button({ "data-act": "open", "data-conv": g.groupId }, "Open", g.name);
+        return [views.text(label), open];
       }
       return [
         views.text(label),
-        views.button({ "data-act": "join", "data-group": g.groupId, "aria-label": `Join ${g.name}` }, "Join"),
+        views.button({ "data-act": "join", "data-group": g.groupId }, "Join", g.name),
       ];
     });
     views.found("group-results", rows.length ? rows : [[views.text("no such group")]]);

@@ -12,9 +12,9 @@ import { Outbox, newClientMsgId } from "./outbox.js";
 const TOKEN_KEY = "soim.token";
 const DEVICE = "web";
 const FILL_PAGE = 100;
-const FIRST_SIGHT = 100;
+const FIRST_SIGHT = 100; // a conversation seen for the first time: at most this many unread
 const MOVE_ON = new Set(["NOTICE_GOING_AWAY", "NOTICE_REDIRECT"]); // to the next of /gateways
-const RESUME_AGAIN_MS = 2000; // after a Resume refused for a passing reason (UNAVAILABLE, ...) // a conversation seen for the first time: at most this many unread
+const RESUME_AGAIN_MS = 2000; // after a Resume refused for a passing reason (UNAVAILABLE, ...)
 
 export const seqOf = (v) => Number(v || 0);
 

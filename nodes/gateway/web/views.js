@@ -20,6 +20,11 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A button saying `text`, labelled "`text` `what`" for screen readers. */
+function action(text, attrs, what) {
+  return el("button", { ...attrs, "aria-label": `${text} ${what}`, text });
+}
+
 /** Put `nodes` into `container` in order, moving only what is out of place. */
 function place(container, nodes) {
   let cursor = container.firstChild;
@@ -157,8 +162,8 @@ export class Views {
           "li",
           { "data-user": f.userId },
           el("span", { text: `${f.nickname || f.account} (${f.account}) asks to be your friend` }),
-          el("button", { "data-act": "accept", "data-user": f.userId, "aria-label": `Accept ${f.account}`, text: "Accept" }),
-          el("button", { "data-act": "decline", "data-user": f.userId, "aria-label": `Decline ${f.account}`, text: "Decline" }),
+          action("Accept", { "data-act": "accept", "data-user": f.userId }, f.account),
+          action("Decline", { "data-act": "decline", "data-user": f.userId }, f.account),
         ),
       ),
     );
@@ -200,8 +205,8 @@ export class Views {
     place($(listId), rows.map((r) => el("li", {}, ...r)));
   }
 
-  button(attrs, text) {
-    return el("button", { ...attrs, text });
+  button(attrs, text, what) {
+    return action(text, attrs, what);
   }
 
   text(t) {
@@ -294,8 +299,8 @@ export class Views {
         ? el(
             "div",
             { class: "actions" },
-            el("button", { "data-act": "edit", "data-seq": String(seq), "aria-label": `Edit message ${seq}`, text: "Edit" }),
-            el("button", { "data-act": "recall", "data-seq": String(seq), "aria-label": `Recall message ${seq}`, text: "Recall" }),
+            action("Edit", { "data-act": "edit", "data-seq": String(seq) }, `message ${seq}`),
+            action("Recall", { "data-act": "recall", "data-seq": String(seq) }, `message ${seq}`),
           )
         : null,
     );
@@ -317,7 +322,11 @@ export class Views {
       ),
       el("p", { class: "body", text: p.body }),
       p.error
-        ? el("div", { class: "actions" }, el("button", { "data-act": "dismiss", "data-pending": p.clientMsgId, text: "Dismiss" }))
+        ? el(
+            "div",
+            { class: "actions" },
+            action("Dismiss", { "data-act": "dismiss", "data-pending": p.clientMsgId }, "the message"),
+          )
         : null,
     );
   }
