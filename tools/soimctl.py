@@ -44,6 +44,7 @@ Usage:
   soimctl bench fabric [--json] [--seconds S] [--inflight N]
   soimctl bench store [--json] [--backend B] [--rows N]
   soimctl bench idle [--json] [--settle S]
+  soimctl bench hops [--json] [--messages N]
   soimctl bench chat [--json] [--spawn] [--logins] [--clients N] [--rate R] [--duration S]
                      [--warmup S] [--sessions N] [--pattern P] [--rates LIST]
                      [--group-size N] [--session-rate R] [--transport T]
@@ -73,6 +74,7 @@ Options:
   --backend B      Store backend to measure: mysql or sqlite [default: sqlite].
   --rows N         Rows to write [default: 200000].
   --settle S       Seconds the ready cluster sits idle before its memory is read [default: 3].
+  --messages N     Lone 1:1 messages to count the costs of, one at a time [default: 100].
   --spawn          Run on a throwaway local cluster (2 gateways, 2 routers, directory, storage)
                    on the environment's SOIM_DB and SOIM_REDIS_URL, removed afterwards;
                    without it, bench the running cluster of SOIM_CLUSTER.
@@ -124,6 +126,7 @@ _COMMANDS = {
     ("bench", "fabric"): "tools.bench_fabric",
     ("bench", "store"): "tools.bench_store",
     ("bench", "idle"): "tools.bench_idle",
+    ("bench", "hops"): "tools.bench_hops",
     ("bench", "chat"): "tools.bench_chat",
 }
 
