@@ -24,6 +24,8 @@ from zmq.utils.monitor import parse_monitor_message
 from fabric import timing
 
 _EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+MAX_BROKEN = 1024
+"""Broken links remembered at most (the oldest is dropped: a peer long gone)."""
 
 
 class LinkWatch:
@@ -75,6 +77,8 @@ class LinkWatch:
     def seen(self, kind: int, endpoint: str, now: float) -> None:
         """One monitor event on `endpoint` at `now`."""
         if kind == zmq.EVENT_DISCONNECTED:
+            if endpoint not in self._broken and len(self._broken) >= MAX_BROKEN:
+                self._broken.pop(next(iter(self._broken)))  # e.g. endpoints no longer followed
             self._broken.setdefault(endpoint, now)
         elif kind == zmq.EVENT_CLOSED:  # a connect failed: nothing accepts there now
             since = self._broken.get(endpoint)
