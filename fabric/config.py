@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +60,7 @@ class Config:
         env = os.environ if env is None else env
         r = _Reader(env)
         cluster = r.name("SOIM_CLUSTER", "soim")
-        default_id = f"{role or 'node'}-{socket.gethostname()[:20]}-{uuid.uuid4().hex[:6]}"
+        default_id = f"{role or 'node'}-{socket.gethostname()[:20]}-{secrets.token_hex(3)}"
         node_id = r.name("SOIM_NODE_ID", default_id)
         host = r.host("SOIM_HOST", "127.0.0.1")
         advertise = r.host("SOIM_ADVERTISE_HOST", host if host not in ("0.0.0.0", "*") else "")

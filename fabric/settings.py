@@ -10,7 +10,6 @@ test_health.py fails when the source reads a SOIM_* name missing here. No socket
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 
 PREFIX = "SOIM_"
@@ -85,6 +84,8 @@ def unknown(env: Mapping[str, str] | Iterable[str]) -> list[str]:
     """One line per SOIM_* name of `env` that no part of so-im reads, sorted, e.g.
     'SOIM_SHARD: unknown setting; did you mean SOIM_SHARDS?'."""
     lines = []
+    import difflib  # only for a misspelt name: not loaded by every process that starts
+
     tails = {name[len(PREFIX) :]: name for name in KNOWN}
     for name in sorted(n for n in env if n.startswith(PREFIX) and n not in KNOWN):
         close = difflib.get_close_matches(name[len(PREFIX) :], tails, n=1)
