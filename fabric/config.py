@@ -39,6 +39,8 @@ class Config:
 
     cluster: str = "soim"
     node_id: str = ""
+    node_id_generated: bool = False
+    """No SOIM_NODE_ID: the id has a random part, so no live node can hold it already."""
     host: str = "127.0.0.1"
     advertise_host: str = "127.0.0.1"
     discovery_ifaces: tuple[str, ...] = ("127.0.0.1",)
@@ -89,6 +91,7 @@ class Config:
         return cls(
             cluster=cluster,
             node_id=node_id,
+            node_id_generated=not env.get("SOIM_NODE_ID"),
             host=host,
             advertise_host=advertise,
             discovery_ifaces=ifaces,

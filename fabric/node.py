@@ -168,7 +168,7 @@ class Node:
         if self.cfg.discovery != "seeds":
             await self.discovery.async_start()
             try:
-                await self.discovery.async_register(self.info)
+                await self.discovery.async_register(self.info, probe=not self.cfg.node_id_generated)
             except NonUniqueNameException:
                 raise ConfigError(
                     "SOIM_NODE_ID",

@@ -1,13 +1,16 @@
 """How fast a dead node is noticed (real processes): a node killed -9 leaves the membership
 when its broken connections cannot be re-made — well before PEER_DEAD_AFTER_S of missed
 heartbeats — in every peer's view; a frozen node (SIGSTOP: its connections stay up) is
-noticed by its heartbeats, and is alive again once it thaws."""
+noticed by its heartbeats, and is alive again once it thaws. A node with a generated id
+(announced without mDNS probing) joins."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 
 from fabric import timing
 from tests.harness import running_cluster
+from tests.processes import ROOT
 from tests.support import async_wait_until
 
 
@@ -63,5 +67,25 @@ def test_a_killed_node_is_noticed_by_its_links_a_frozen_one_by_its_heartbeats(
                 os.kill(frozen.pid, signal.SIGCONT)
             await cluster.wait_alive([frozen], timeout=3 * timing.PEER_DEAD_AFTER_S)
             assert directory.node_id in cluster.alive()
+
+            # a node given no SOIM_NODE_ID (a random id: it announces without mDNS probing)
+            env = {k: v for k, v in {**os.environ, **cluster.env}.items() if k != "SOIM_NODE_ID"}
+            known = set(cluster.alive())
+            fresh = subprocess.Popen(
+                [sys.executable, "-m", "nodes.router"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                await async_wait_until(
+                    lambda: set(cluster.alive("router")) - known,
+                    timeout=20,
+                    what="a router with a generated id alive",
+                )
+            finally:
+                fresh.terminate()
+                await asyncio.to_thread(fresh.wait, 10)
 
     asyncio.run(main())
