@@ -63,6 +63,7 @@ KNOWN = frozenset(
         "SOIM_REGISTER_PER_MIN",
         "SOIM_SCRYPT_N",
         "SOIM_TOKEN_TTL_S",
+        "SOIM_TOKEN_REUSE_GRACE_S",
         # the Procfile (`make run`)
         "SOIM_GATEWAY1_PORT",
         "SOIM_GATEWAY2_PORT",

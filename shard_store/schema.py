@@ -176,9 +176,16 @@ ID_SEGMENT = Table(
     key=None,
 )
 TOKEN = Table(
-    "token", _cols("user_id id", "nonce id", "expires id"), ("user_id", "nonce"), key="user_id"
+    "token",
+    _cols("user_id id", "nonce id", "expires id", "successor id=0", "claimed id=0"),
+    ("user_id", "nonce"),
+    key="user_id",
 )
-"""Live session tokens: a signed token resumes only while its (user_id, nonce) row is here."""
+"""Session tokens: a signed token resumes only while its (user_id, nonce) row is here
+unclaimed (claimed = 0); a resumed token's row names its successor's nonce and the claim time
+(ms) until its reuse grace passes (nodes.directory.token_rows)."""
+_TOKEN_V3 = replace(TOKEN, columns=TOKEN.columns[:3])
+"""The token table as schema v3 created it; v8 added successor and claimed."""
 USER_BLOCK = Table(
     "user_block",
     _cols("user_id id", "other_id id", "mine int", "created id"),
@@ -248,7 +255,7 @@ MIGRATIONS = (
         ),
     ),
     Migration(2, "messages, conversations, read cursors", (_MESSAGE_V2, CONVERSATION, CURSOR)),
-    Migration(3, "session tokens (revocation and rotation)", (TOKEN,)),
+    Migration(3, "session tokens (revocation and rotation)", (_TOKEN_V3,)),
     Migration(
         4,
         "group visibility and history rules, invitations, history floors",
@@ -267,6 +274,12 @@ MIGRATIONS = (
         "full-text search index of message bodies (built over stored messages)",
         (),
         searchable=(MESSAGE,),
+    ),
+    Migration(
+        8,
+        "token reuse grace: a resumed token's successor and claim time",
+        (),
+        columns=tuple((TOKEN, column) for column in TOKEN.columns[3:]),
     ),
 )
 LATEST = MIGRATIONS[-1].version

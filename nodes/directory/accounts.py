@@ -116,8 +116,9 @@ class Accounts:
 
     async def _verify(self, tokens: list[str]) -> cluster_pb2.DirTokensReply:
         """Check signatures and expiry here, then in one database job read every signed user
-        (so a disabled account is refused at once), claim each token's row (a revoked or
-        already resumed token has none) and record a fresh token for each claimed one."""
+        (so a disabled account is refused at once), record a successor for each token of an
+        enabled user and claim each token's row for it (a revoked or already resumed token
+        has none; one resumed within the reuse grace gets its existing successor again)."""
         checked = [self._signed(token) for token in tokens]
         if not any(isinstance(c, Token) for c in checked):
             return _results(checked, {})
@@ -130,42 +131,63 @@ class Accounts:
             return err
 
     def _rotate(self, checked: list[Token | RpcError]) -> cluster_pb2.DirTokensReply:
-        """The database half of `_verify` (blocking: a database thread)."""
+        """The database half of `_verify` (blocking: a database thread). The successors' rows
+        go in before the claims name them, so a claimed row's successor always exists (until
+        it is revoked): a repeated resume finds it, whichever directory claimed."""
         store = self.ctx.store
         found = account_rows.users(store, [c.user_id for c in checked if isinstance(c, Token)])
+        minted: dict[int, tuple[cluster_pb2.DirAuthReply, tuple[int, int, int]]] = {}
+        for i, c in enumerate(checked):
+            user = found.get(c.user_id) if isinstance(c, Token) else None
+            if user is not None and not user.disabled:
+                minted[i] = self._mint(user)
+        now = now_ms()
+        grace_ms = self.ctx.options.token_reuse_grace_s * 1000
+        if minted:
+            token_rows.add(store, [row for _, row in minted.values()], now, grace_ms)
         outcomes: dict[int, cluster_pb2.DirTokenResult] = {}
-        fresh: list[tuple[int, int, int]] = []
+        unused: list[tuple[int, int]] = []
         for i, c in enumerate(checked):
             if not isinstance(c, Token):
                 continue
-            user = found.get(c.user_id)
-            if user is None or not token_rows.claim(store, (c.user_id, c.nonce)):
-                outcomes[i] = _refused(
-                    pb.TOKEN_INVALID, "not a token" if user is None else "revoked or already used"
+            user, key = found.get(c.user_id), (c.user_id, c.nonce)
+            auth, row = minted.get(i, (None, (c.user_id, 0, 0)))
+            if user is None:
+                outcomes[i] = _refused(pb.TOKEN_INVALID, "not a token")
+            elif token_rows.claim(store, key, row[1], now):
+                outcomes[i] = (
+                    _refused(pb.ACCOUNT_DISABLED, "this account is disabled")
+                    if auth is None
+                    else cluster_pb2.DirTokenResult(code=pb.OK, auth=auth)
                 )
-            elif user.disabled:
-                outcomes[i] = _refused(pb.ACCOUNT_DISABLED, "this account is disabled")
             else:
-                auth = self._mint(user, fresh)
-                outcomes[i] = cluster_pb2.DirTokenResult(code=pb.OK, auth=auth)
-        if fresh:
-            token_rows.add(store, fresh, now_ms())
+                if auth is not None:
+                    unused.append((row[0], row[1]))
+                again = None if auth is None else token_rows.successor(store, key, now, grace_ms)
+                outcomes[i] = (
+                    _refused(pb.TOKEN_INVALID, "revoked or already used")
+                    if again is None
+                    else cluster_pb2.DirTokenResult(code=pb.OK, auth=self._mint(user, *again)[0])
+                )
+        if unused:
+            token_rows.drop(store, unused)
         return _results(checked, outcomes)
 
     def _mint(
-        self, user: cluster_pb2.UserRecord, fresh: list[tuple[int, int, int]]
-    ) -> cluster_pb2.DirAuthReply:
-        """A new token for `user`, its row appended to `fresh` (for token_rows.add)."""
-        nonce = new_nonce()
-        token, expires_ms = self.ctx.signer.issue(user.user_id, nonce=nonce)
-        fresh.append((user.user_id, nonce, expires_ms))
-        return cluster_pb2.DirAuthReply(user=user, token=token, token_expires_ms=expires_ms)
+        self, user: cluster_pb2.UserRecord, nonce: int | None = None, expires_ms: int | None = None
+    ) -> tuple[cluster_pb2.DirAuthReply, tuple[int, int, int]]:
+        """A token for `user` (a new one, or the one of the row `nonce`, `expires_ms`) and its
+        row (user_id, nonce, expires_ms), for token_rows.add when it is new."""
+        nonce = new_nonce() if nonce is None else nonce
+        token, expires_ms = self.ctx.signer.issue(user.user_id, expires_ms, nonce)
+        auth = cluster_pb2.DirAuthReply(user=user, token=token, token_expires_ms=expires_ms)
+        return auth, (user.user_id, nonce, expires_ms)
 
     def authorised(self, user: cluster_pb2.UserRecord) -> cluster_pb2.DirAuthReply:
         """A new token for `user`, recorded (blocking: a database thread)."""
-        fresh: list[tuple[int, int, int]] = []
-        auth = self._mint(user, fresh)
-        token_rows.add(self.ctx.store, fresh, now_ms())
+        auth, row = self._mint(user)
+        grace_ms = self.ctx.options.token_reuse_grace_s * 1000
+        token_rows.add(self.ctx.store, [row], now_ms(), grace_ms)
         return auth
 
     async def users(self, req: cluster_pb2.UserIds, call: Call) -> cluster_pb2.DirUsersReply:

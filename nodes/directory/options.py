@@ -8,6 +8,9 @@ prints as one line. No sockets.
                            2**10..2**20 (default 2**17, see nodes.directory.passwords); tests
                            lower it to stay fast. Stored hashes keep the cost they were made with.
     SOIM_TOKEN_TTL_S       lifetime of a session token in seconds, 60..30 days (default 1 day)
+    SOIM_TOKEN_REUSE_GRACE_S  seconds after a resume during which the old token resumes
+                           again, to the same new token (a resume whose reply was lost);
+                           0..300, default 30; 0: strictly single use (nodes.directory.token_rows)
     SOIM_REGISTER_PER_MIN  accounts one client address may register per minute; 0 (default)
                            means no limit — gateways already rate-limit each session
     SOIM_KDF_PER_ADDR      password hashes one client address may have waiting or running at
@@ -26,6 +29,7 @@ from nodes.directory import passwords
 
 TOKEN_TTL_DEFAULT_S = 24 * 3600
 TOKEN_TTL_MIN_S, TOKEN_TTL_MAX_S = 60, 30 * 24 * 3600
+TOKEN_REUSE_GRACE_DEFAULT_S, TOKEN_REUSE_GRACE_MAX_S = 30, 300
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class DirectoryOptions:
 
     scrypt_n: int = passwords.SCRYPT_N
     token_ttl_s: int = TOKEN_TTL_DEFAULT_S
+    token_reuse_grace_s: int = TOKEN_REUSE_GRACE_DEFAULT_S
     register_per_min: int = 0
     kdf_per_addr: int = timing.KDF_JOBS_PER_ADDRESS
 
@@ -47,6 +52,13 @@ class DirectoryOptions:
             scrypt_n=scrypt_n,
             token_ttl_s=read_int(
                 extra, "SOIM_TOKEN_TTL_S", TOKEN_TTL_DEFAULT_S, TOKEN_TTL_MIN_S, TOKEN_TTL_MAX_S
+            ),
+            token_reuse_grace_s=read_int(
+                extra,
+                "SOIM_TOKEN_REUSE_GRACE_S",
+                TOKEN_REUSE_GRACE_DEFAULT_S,
+                0,
+                TOKEN_REUSE_GRACE_MAX_S,
             ),
             register_per_min=read_int(extra, "SOIM_REGISTER_PER_MIN", 0, 0, 1_000_000),
             kdf_per_addr=read_int(

@@ -34,14 +34,15 @@ class Revocation:
     async def revoke_token(
         self, req: cluster_pb2.DirTokenRequest, call: Call
     ) -> cluster_pb2.DirRevokeReply:
-        """Logout: the token stops working everywhere; anything not a live token is OK too."""
+        """Logout: the token stops working everywhere, and so does its successor if it was
+        resumed (a resume whose reply was lost); anything not a live token is OK too."""
         try:
             token = self.ctx.signer.verify(req.token)
         except Expired as err:
             token = err.token
         except RpcError:
             return cluster_pb2.DirRevokeReply()
-        await self.ctx.db(token_rows.claim, self.ctx.store, (token.user_id, token.nonce))
+        await self.ctx.db(token_rows.revoke, self.ctx.store, (token.user_id, token.nonce))
         return cluster_pb2.DirRevokeReply()
 
     async def check_tokens(

@@ -15,7 +15,9 @@ nothing) and "expired" for a genuine old token.
 
 A signature only says the directory once issued the token; whether it still works is the
 `token` table's answer (nodes.directory.token_rows): each issued token has a (user_id, nonce)
-row there until logout, rotation on resume, a password change, disable or kick deletes it.
+row there, and works while that row is unclaimed: until a resume rotates it (then, for a short
+reuse grace, it resumes only to the same successor), or logout, a password change, disable or
+kick deletes it.
 """
 
 from __future__ import annotations

@@ -94,3 +94,23 @@ def test_messages_of_v5_gain_kind_ref_seq_and_mentions(db_url: str) -> None:
         with new.home.connection() as conn:
             migrate(new.home, 8, 1)
             assert schema_version(conn) == LATEST
+
+
+def test_tokens_of_v7_gain_successor_and_claimed(db_url: str) -> None:
+    """v8 adds the reuse grace's columns to every token table: a token issued before reads as
+    live (unclaimed, no successor); migrating again changes nothing."""
+    with Store.open(db_url, 8, target_version=7) as old:
+        old.execute("token", 9, "INSERT INTO {t} (user_id, nonce, expires) VALUES (9, 1, 5)")
+    with Store.open(db_url, 8) as new:
+        assert new.schema_versions() == [LATEST] == [8]
+        new.execute(
+            "token",
+            9,
+            "INSERT INTO {t} (user_id, nonce, expires, successor, claimed) VALUES (9, 2, 6, 3, 4)",
+        )
+        assert new.query(
+            "token", 9, "SELECT nonce, successor, claimed FROM {t} WHERE user_id = 9 ORDER BY nonce"
+        ) == [(1, 0, 0), (2, 3, 4)]
+        with new.home.connection() as conn:
+            migrate(new.home, 8, 1)
+            assert schema_version(conn) == LATEST
