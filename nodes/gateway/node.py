@@ -175,7 +175,7 @@ class GatewayNode(Node):
         self._gateway_tasks = [
             asyncio.ensure_future(self.clients.serve()),
             asyncio.ensure_future(self._expire_idle()),
-            asyncio.ensure_future(ender.audit_forever()),
+            asyncio.ensure_future(ender.audit_forever(self.options.token_audit_s)),
             asyncio.ensure_future(
                 Rebalancer(self.node_id, self.membership, self.sessions, self.push).run()
             ),

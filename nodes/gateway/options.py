@@ -27,6 +27,9 @@ Role: parse and validate them from `Config.extra` at start; a bad value raises
                                   session ends and the connection is reset (default 4 MiB, at
                                   least 2 MiB: one History page can take 1.6 MB); on the
                                   WebSocket plane: bytes in the connection's write buffer
+    SOIM_TOKEN_AUDIT_S            seconds between two checks of every session's token with a
+                                  directory, the backstop for a lost SessionsEnd event
+                                  (default 5)
     SOIM_WEB_PORT                 port of the WebSocket plane and the web client (HTTP on the
                                   gateway's SOIM_HOST; 0: any free port; unset or empty: off)
     SOIM_WEB_CERT, SOIM_WEB_KEY   PEM certificate chain and private key: serve https and wss
@@ -68,6 +71,7 @@ class GatewayOptions:
     client_queue_bytes: int = 4 << 20
     session_rate: int = int(timing.SESSION_RATE_PER_S)
     session_burst: int = int(timing.SESSION_RATE_BURST)
+    token_audit_s: int = int(timing.REVOCATION_AUDIT_INTERVAL_S)
     web_port: int | None = None
     """None: no WebSocket plane."""
     web_cert: str = ""
@@ -95,6 +99,7 @@ class GatewayOptions:
             session_burst=read_int(
                 extra, "SOIM_SESSION_BURST", cls.session_burst, 1, MAX_SESSION_RATE
             ),
+            token_audit_s=read_int(extra, "SOIM_TOKEN_AUDIT_S", cls.token_audit_s, 1, 86_400),
             web_port=_web_port(extra),
             web_cert=_pem_file(extra, "SOIM_WEB_CERT"),
             web_key=_pem_file(extra, "SOIM_WEB_KEY"),

@@ -4,7 +4,7 @@ Role: when a directory disables, kicks or sets a new password for a user it publ
 SessionsEnd (topic "end"); this gateway then ends every session of those users it holds, but
 the one the event says to keep (the session that changed the password): a NOTICE_SESSION_ENDED
 push saying why, the session removed and unbound, the connection dropped
-(`GatewayNode.end_session`). PUB/SUB is best effort, so every REVOCATION_AUDIT_INTERVAL_S the
+(`GatewayNode.end_session`). PUB/SUB is best effort, so every SOIM_TOKEN_AUDIT_S (5 s) the
 gateway also asks a directory (CheckTokens, at most 500 tokens a call) whether its sessions'
 tokens still hold and ends those that do not: a session whose event was lost acts at most that
 long. Peer sockets: none of its own — the node's events SUB (topic "end" of every directory)
@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from fabric import envelope, timing
+from fabric import envelope
 from fabric.methods import RpcError
 from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Upstream
@@ -68,10 +68,10 @@ class SessionEnder:
             ),
         )
 
-    async def audit_forever(self) -> None:
-        """Run `audit()` every REVOCATION_AUDIT_INTERVAL_S until cancelled."""
+    async def audit_forever(self, interval_s: float) -> None:
+        """Run `audit()` every `interval_s` (SOIM_TOKEN_AUDIT_S) until cancelled."""
         while True:
-            await asyncio.sleep(timing.REVOCATION_AUDIT_INTERVAL_S)  # the audit period
+            await asyncio.sleep(interval_s)  # the audit period
             try:
                 await self.audit()
             except RpcError as err:  # no directory now: the next round tries again
