@@ -236,8 +236,8 @@ def test_verify_tokens_answers_each_token(dir_env: dict[str, str], tmp_path: Pat
             (expired, pb.TOKEN_INVALID),
             ("not a token", pb.TOKEN_INVALID),
             (nobody, pb.TOKEN_INVALID),
-            (alice.token, pb.TOKEN_INVALID),
-        ]  # rotated by [0]
+            (alice.token, pb.OK),
+        ]  # rotated by [0]: a repeat gets the same successor (the reuse grace)
         reply = await d(
             "VerifyTokens",
             dpb.DirTokensRequest(tokens=[dpb.DirTokenRequest(token=t) for t, _ in asks]),
@@ -249,7 +249,10 @@ def test_verify_tokens_answers_each_token(dir_env: dict[str, str], tmp_path: Pat
         assert (
             await d("VerifyToken", dpb.DirTokenRequest(token=result.auth.token))
         ).user.user_id == alice.user.user_id
-        assert reply.results[5].detail == "revoked or already used"
+        assert reply.results[5].auth.token == result.auth.token
+        with pytest.raises(RpcError) as err:  # its successor was used: spent
+            await d("VerifyToken", dpb.DirTokenRequest(token=alice.token))
+        assert err.value.detail == "revoked or already used"
         assert not reply.results[1].HasField("auth")
 
         # enabled again, the revoked token stays revoked; a new login's token resumes; empty
