@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,6 +79,7 @@ class Cluster:
             + self.start("gateway", gateways, **web_env)
         )
         await self.wait_alive(nodes)
+        await self.wait_ready([n for n in nodes if n.role == "gateway"])
         return nodes
 
     def alive(self, role: str | None = None) -> list[str]:
@@ -98,6 +100,32 @@ class Cluster:
             raise AssertionError(
                 "\n".join(n.log()[-3000:] for n in nodes if n.node_id not in self.alive())
             ) from None
+
+    async def wait_ready(self, nodes: list[NodeProcess], timeout: float = 20.0) -> None:
+        """Wait until every node of `nodes` answers 200 on /readyz: a gateway, for one, has then
+        admitted a directory, a router and a storage node itself (the observer seeing them alive
+        does not mean the gateway does yet, and a login before that gets UNAVAILABLE)."""
+        assert self.view is not None
+        view = self.view
+
+        def ready(node_id: str) -> bool:
+            peer = view.membership.get(node_id)
+            if peer is None:
+                return False
+            url = f"http://{peer.info.host}:{peer.info.metrics_port}/readyz"
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as reply:
+                    return bool(reply.status == 200)
+            except OSError:
+                return False
+
+        for node in nodes:
+            await async_wait_until(
+                lambda n=node: asyncio.to_thread(ready, n.node_id),
+                timeout=timeout,
+                interval=0.05,
+                what=f"{node.node_id} ready",
+            )
 
     def gateways(self) -> list[tuple[str, bytes]]:
         """(client endpoint, server key) of every live gateway, ordered by node id. The key is
