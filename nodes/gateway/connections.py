@@ -38,6 +38,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from fabric import metrics, timing
 from nodes.gateway.options import GatewayOptions
+from nodes.gateway.unauth import UnauthCount
 
 log = logging.getLogger(__name__)
 _EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_MONITOR_STOPPED
@@ -66,25 +67,23 @@ class Connections:
     """The client socket's connections by fd; `start()` on the loop, `close()` to stop."""
 
     def __init__(
-        self, sock: zmq.asyncio.Socket, options: GatewayOptions, on_closed: Callable[[int], None]
+        self,
+        sock: zmq.asyncio.Socket,
+        options: GatewayOptions,
+        unauth: UnauthCount,
+        on_closed: Callable[[int], None],
     ) -> None:
         self.options = options
+        self.unauth = unauth
         self._on_closed = on_closed
         self._monitor: zmq.asyncio.Socket = sock.get_monitor_socket(_EVENTS)
         self._sock = sock
         self._by_fd: dict[int, Conn] = {}
-        self._unauth_by_addr: dict[str, int] = {}
-        self._unauth = 0
         self._closed_since_trim = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def __len__(self) -> int:
         return len(self._by_fd)
-
-    @property
-    def unauthenticated(self) -> int:
-        """Connections holding no session."""
-        return self._unauth
 
     def start(self) -> None:
         """Follow the monitor and sweep for the authentication deadline."""
@@ -106,10 +105,10 @@ class Connections:
             return
         conn.authenticated = yes
         if yes:
-            self._count(conn.addr, -1)
+            self.unauth.remove(conn.addr)
         else:
             conn.since = time.monotonic()
-            self._count(conn.addr, +1)
+            self.unauth.add(conn.addr)
 
     def shut(self, fd: int, reason: str, reset: bool = False) -> bool:
         """Close the connection `fd` (see the module docstring); False if it is gone. With
@@ -182,31 +181,21 @@ class Connections:
             peer.detach()  # libzmq owns the fd
         old = self._by_fd.pop(fd, None)  # its DISCONNECTED was missed
         if old is not None and not old.authenticated:
-            self._count(old.addr, -1)
+            self.unauth.remove(old.addr)
         conn = Conn(fd=fd, addr=addr, port=port, since=time.monotonic())
         self._by_fd[fd] = conn
-        self._count(addr, +1)
-        if self._unauth_by_addr[addr] > self.options.max_unauth_per_addr:
-            self.shut(fd, "unauth_per_addr")
-        elif self._unauth > self.options.max_unauth_total:
-            self.shut(fd, "unauth_total")
+        over = self.unauth.add(addr)
+        if over is not None:
+            self.shut(fd, over)
 
     def _gone(self, fd: int) -> None:
         conn = self._by_fd.pop(fd, None)
         if conn is None:
             return
         if not conn.authenticated:
-            self._count(conn.addr, -1)
+            self.unauth.remove(conn.addr)
         self._closed_since_trim += 1
         self._on_closed(fd)
-
-    def _count(self, addr: str, delta: int) -> None:
-        self._unauth += delta
-        n = self._unauth_by_addr.get(addr, 0) + delta
-        if n > 0:
-            self._unauth_by_addr[addr] = n
-        else:
-            self._unauth_by_addr.pop(addr, None)
 
     async def _sweep(self) -> None:
         """Close connections past the authentication deadline; give freed memory back."""

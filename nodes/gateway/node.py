@@ -37,13 +37,14 @@ from nodes.gateway.connections import Connections
 from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
 from nodes.gateway.options import GatewayOptions
-from nodes.gateway.rebalance import Rebalancer
+from nodes.gateway.rebalance import Rebalancer, accepting_gateways, redirect_notice
 from nodes.gateway.revocation import SessionEnder
 from nodes.gateway.searching import MessageSearch
 from nodes.gateway.send_batcher import SendBatcher
 from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.social import Social
 from nodes.gateway.typing import TypingRelay
+from nodes.gateway.unauth import UnauthCount
 from nodes.gateway.upstream import Upstream
 from nodes.gateway.web_plane import WebPlane
 from schema import client_pb2, cluster_pb2
@@ -70,7 +71,10 @@ class GatewayNode(Node):
         self.client_sock.setsockopt(zmq.SNDHWM, timing.CLIENT_HWM_MESSAGES)
         self.client_sock.setsockopt(zmq.RCVHWM, timing.CLIENT_HWM_MESSAGES)
         self.security.client_server(self.client_sock)
-        self.connections = Connections(self.client_sock, self.options, self._connection_closed)
+        self.unauth = UnauthCount(self.options.max_unauth_per_addr, self.options.max_unauth_total)
+        self.connections = Connections(
+            self.client_sock, self.options, self.unauth, self._connection_closed
+        )
         self.sessions = SessionTable(self._session_fd)
         self.backlogs = Backlogs(
             self.sessions,
@@ -89,7 +93,7 @@ class GatewayNode(Node):
             self.options.resume_per_addr_per_s, 10.0 * self.options.resume_per_addr_per_s
         )
         self.endpoints["client"] = self.bind_socket(self.client_sock, self.options.client_port)
-        stats.watch(self.sessions, self.connections, self.options.max_unauth_total)
+        stats.watch(self.sessions, self.connections, self.unauth)
         self.clients = RpcServer(
             self.client_sock,
             self.node_id,
@@ -155,6 +159,7 @@ class GatewayNode(Node):
         if self.options.web_port is not None:
             self.web = WebPlane(
                 self.options,
+                self.unauth,
                 self.cfg.host,
                 self.cfg.advertise_host,
                 self.cfg.max_frame_bytes,
@@ -223,24 +228,11 @@ class GatewayNode(Node):
 
     def on_drain(self) -> None:
         """Point every client at another gateway (round robin over the live ones)."""
-        others = [
-            p
-            for p in self.membership.alive("gateway")
-            if not p.draining and "client" in p.info.endpoints
-        ]
+        others = accepting_gateways(self.membership)
         sessions = list(self.sessions)
         for i, session in enumerate(sessions):
             if others:
-                target = others[i % len(others)]
-                notice = client_pb2.Notice(
-                    kind=client_pb2.NOTICE_REDIRECT,
-                    text="gateway draining",
-                    redirect=client_pb2.Redirect(
-                        gateway_id=target.node_id,
-                        endpoint=target.info.endpoints["client"],
-                        server_key=target.info.client_key,
-                    ),
-                )
+                notice = redirect_notice(others[i % len(others)], "gateway draining")
             else:
                 notice = client_pb2.Notice(
                     kind=client_pb2.NOTICE_GOING_AWAY, text="gateway draining; reconnect later"

@@ -58,11 +58,7 @@ class Rebalancer:
 
     def round(self, now: float) -> int:
         """One round at `now`: how many sessions were asked to move."""
-        others = [
-            p
-            for p in self.membership.alive("gateway")
-            if not p.draining and "client" in p.info.endpoints
-        ]
+        others = accepting_gateways(self.membership)
         settled = self._moved_at + timing.REBALANCE_SETTLE_S
         if not others or any(p.last_beat < settled for p in others):
             return 0  # alone, or some count may not include the last round's moves yet
@@ -89,7 +85,9 @@ class Rebalancer:
             room = min(share - target.sessions, len(movable) - moved)
             if room <= 0:
                 continue
-            notice = _redirect(target)
+            notice = client_pb2.Push(
+                notice=redirect_notice(target, "rebalancing: please move to a less loaded gateway")
+            ).SerializeToString()
             batch = movable[moved : moved + room]
             self._push([s.identity for s in batch], notice)
             for s in batch:
@@ -102,15 +100,21 @@ class Rebalancer:
         return moved
 
 
-def _redirect(target: Peer) -> bytes:
-    return client_pb2.Push(
-        notice=client_pb2.Notice(
-            kind=client_pb2.NOTICE_REDIRECT,
-            text="rebalancing: please move to a less loaded gateway",
-            redirect=client_pb2.Redirect(
-                gateway_id=target.node_id,
-                endpoint=target.info.endpoints["client"],
-                server_key=target.info.client_key,
-            ),
-        )
-    ).SerializeToString()
+def accepting_gateways(membership: Membership) -> list[Peer]:
+    """The other live gateways a client may be sent to: not draining, with a client plane."""
+    return [
+        p for p in membership.alive("gateway") if not p.draining and "client" in p.info.endpoints
+    ]
+
+
+def redirect_notice(target: Peer, text: str) -> client_pb2.Notice:
+    """A NOTICE_REDIRECT sending a client to `target` (it resumes there with its token)."""
+    return client_pb2.Notice(
+        kind=client_pb2.NOTICE_REDIRECT,
+        text=text,
+        redirect=client_pb2.Redirect(
+            gateway_id=target.node_id,
+            endpoint=target.info.endpoints["client"],
+            server_key=target.info.client_key,
+        ),
+    )

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge
 
 if TYPE_CHECKING:
     from nodes.gateway.connections import Connections
+    from nodes.gateway.unauth import UnauthCount
 
 SESSIONS = Gauge("soim_gateway_sessions", "Logged-in client sessions on this gateway")
 CONNECTIONS = Gauge("soim_gateway_connections", "Client TCP connections open")
@@ -43,12 +44,12 @@ REBIND_SNAPSHOTS = Counter(
 )
 
 
-def watch(sessions: Sized, connections: Connections, unauth_limit: int) -> None:
+def watch(sessions: Sized, connections: Connections, unauth: UnauthCount) -> None:
     """Point the gauges at this gateway's session table and connections."""
     SESSIONS.set_function(lambda: len(sessions))
     CONNECTIONS.set_function(lambda: len(connections))
-    UNAUTHENTICATED.set_function(lambda: connections.unauthenticated)
-    UNAUTHENTICATED_LIMIT.set(unauth_limit)
+    UNAUTHENTICATED.set_function(lambda: unauth.total)
+    UNAUTHENTICATED_LIMIT.set(unauth.max_total)
 
 
 def pushed(total: int, dropped: int) -> None:

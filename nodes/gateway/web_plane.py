@@ -46,6 +46,7 @@ from websockets.typing import Subprotocol
 from fabric import envelope, metrics, timing
 from fabric.rpc_server import RpcServer
 from nodes.gateway.options import GatewayOptions
+from nodes.gateway.unauth import UnauthCount
 from nodes.gateway.web_frames import FrameError, JsonCodec, error_json
 from nodes.gateway.web_http import WebHttp, text
 from schema import common_pb2 as pb
@@ -134,6 +135,7 @@ class WebPlane:
     def __init__(
         self,
         options: GatewayOptions,
+        unauth: UnauthCount,
         host: str,
         advertise_host: str,
         max_frame_bytes: int,
@@ -144,6 +146,7 @@ class WebPlane:
         gateways: Callable[[], list[str]],
     ) -> None:
         self.options = options
+        self.unauth = unauth
         self.host = host
         self.advertise_host = advertise_host
         self.max_frame_bytes = max_frame_bytes
@@ -159,8 +162,6 @@ class WebPlane:
         self._conn_type = type("PlaneConn", (WebConn,), {"plane": self})
         self._by_number: dict[int, WebConn] = {}
         self._by_identity: dict[bytes, WebConn] = {}
-        self._unauth_by_addr: dict[str, int] = {}
-        self._unauth = 0
         self._next = 2
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -246,10 +247,10 @@ class WebPlane:
             return
         conn.authenticated = yes
         if yes:
-            self._count(conn.addr, -1)
+            self.unauth.remove(conn.addr)
         else:
             conn.since = time.monotonic()
-            self._count(conn.addr, +1)
+            self.unauth.add(conn.addr)
 
     def shut(self, number: int, reason: str, reset: bool = False) -> bool:
         """Close the connection `number`: a closing handshake (1008, `reason`), or with `reset`
@@ -283,11 +284,9 @@ class WebPlane:
         peer = conn.transport.get_extra_info("peername")
         conn.addr = peer[0] if peer else ""
         self._by_number[conn.number] = conn
-        self._count(conn.addr, +1)
-        if self._unauth_by_addr[conn.addr] > self.options.max_unauth_per_addr:
-            self.shut(conn.number, "unauth_per_addr", reset=True)
-        elif self._unauth > self.options.max_unauth_total:
-            self.shut(conn.number, "unauth_total", reset=True)
+        over = self.unauth.add(conn.addr)
+        if over is not None:
+            self.shut(conn.number, over, reset=True)
 
     def lost(self, conn: WebConn) -> None:
         """The connection closed (websockets' `connection_lost`): its session ends."""
@@ -295,16 +294,8 @@ class WebPlane:
             return
         self._by_identity.pop(conn.identity, None)
         if not conn.authenticated:
-            self._count(conn.addr, -1)
+            self.unauth.remove(conn.addr)
         self._on_closed(conn.number)
-
-    def _count(self, addr: str, delta: int) -> None:
-        self._unauth += delta
-        n = self._unauth_by_addr.get(addr, 0) + delta
-        if n > 0:
-            self._unauth_by_addr[addr] = n
-        else:
-            self._unauth_by_addr.pop(addr, None)
 
     async def _sweep(self) -> None:
         """Close connections past the authentication deadline; catch readers that fell behind

@@ -4,7 +4,8 @@ One cluster for the module (SQLite, one gateway with a web port and SOIM_CLIENT_
 2 MiB minimum, per-address login budgets lifted; a second, strict gateway for the pre-auth
 limits):
 - pre-auth limits: Login faster than a connection may is RATE_LIMITED; past
-  SOIM_MAX_UNAUTH_PER_ADDR connections without a session the next is closed at once, and past
+  SOIM_MAX_UNAUTH_PER_ADDR connections without a session the next is closed at once (a
+  connection to the ZeroMQ plane too: the caps count both planes), and past
   SOIM_MAX_UNAUTH_TOTAL (from a second loopback address) too; a
   connection without a session is closed at SOIM_AUTH_DEADLINE_S while a logged-in one stays;
 - a message over SOIM_MAX_FRAME_BYTES closes its connection with 1009, and HTTP requests its
@@ -155,6 +156,16 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
         await held[0].call("Register", {"account": "holder", "password": PASSWORD})
         fifth = await WsClient.open(url)
         assert await fifth.error("Me") == "UNAUTHENTICATED"
+
+        # the caps count both planes together: with four WebSockets of 127.0.0.1 waiting, a
+        # TCP connection to the ZeroMQ client port from there is closed at once too
+        host, port = peer.info.endpoints["client"].removeprefix("tcp://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        async with asyncio.timeout(10):
+            await reader.read()  # libzmq's greeting, then end of stream
+        writer.close()
+        per_addr_cap = 'soim_bad_frames_total{reason="closed_unauth_per_addr",socket="client"}'
+        assert _metric(cluster, strict.node_id, per_addr_cap) == 1
 
         # SOIM_MAX_UNAUTH_TOTAL=6: another address may add two, not a third
         others = [await WsClient.open(url, local_addr=OTHER_ADDR) for _ in range(2)]
