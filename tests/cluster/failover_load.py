@@ -2,7 +2,8 @@
 
 `PacedLoad` has each member send to its target one message at a time, a pause between sends,
 each retried with its client_msg_id until acked (the session's outbox), and records when each
-ack came back; `stall` and `max_gap` read those times around a kill.
+ack came back; `stall` and `max_gap` read those times around a kill. `paired_members` sets up
+the members, `check_nothing_lost` is every failover test's last word.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import itertools
 import time
 
 from schema import client_pb2
-from tests.cluster.test_storage import Key, Member
+from tests.cluster.test_storage import Key, Member, befriend, check_database, history, register
+from tests.harness import Cluster
 
 PACE_S = 0.05
 """Pause between one member's sends: 20 a second each, well inside the session's limit."""
@@ -61,3 +63,27 @@ class PacedLoad:
         return max(
             (b - a for a, b in itertools.pairwise(ts) if b >= start and a <= end), default=0.0
         )
+
+
+async def paired_members(
+    cluster: Cluster, prefix: str, pairs: int
+) -> tuple[list[Member], list[dict[str, int]]]:
+    """Twice `pairs` members registered on the first two gateways in turn, friends in pairs, and
+    each member's target (its friend) for `PacedLoad`."""
+    members = [await register(cluster, f"{prefix}{i:02d}", i % 2) for i in range(2 * pairs)]
+    for a, b in zip(members[::2], members[1::2], strict=True):
+        await befriend(a, b)
+    return members, [{"to_user": members[i ^ 1].id} for i in range(len(members))]
+
+
+async def check_nothing_lost(db: str, load: PacedLoad, members: list[Member]) -> None:
+    """Every acked message is stored once, and every party of each conversation received
+    exactly what is stored, once each and in seq order, with no gap."""
+    await asyncio.to_thread(check_database, db, load.acked)
+    await asyncio.gather(*(m.client.catch_up() for m in members))
+    for conv in load.times:
+        parties = [m for m in members if conv in m.client.tracker.last]
+        stored = [(x.seq, x.msg_id) for x in await history(parties[0], conv)]
+        assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
+        for member in parties:
+            assert [(x.seq, x.msg_id) for x in member.seen(conv)] == stored

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from fabric import timing
-from tests.cluster.failover_load import PacedLoad
-from tests.cluster.test_storage import befriend, check_database, history, register
+from tests.cluster.failover_load import PacedLoad, check_nothing_lost, paired_members
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until, free_port
 
@@ -38,10 +37,7 @@ def test_sessions_move_back_gradually_to_a_gateway_that_returns(
             gateways = [g for p in ports for g in cluster.start("gateway", SOIM_GATEWAY_PORT=p)]
             nodes = cluster.start("directory") + cluster.start("router") + cluster.start("storage")
             await cluster.wait_alive(nodes + gateways)
-            members = [await register(cluster, f"g{i:02d}", i % 2) for i in range(2 * PAIRS)]
-            for a, b in zip(members[::2], members[1::2], strict=True):
-                await befriend(a, b)
-            targets = [{"to_user": members[i ^ 1].id} for i in range(len(members))]
+            members, targets = await paired_members(cluster, "g", PAIRS)
             load = PacedLoad(members, targets)
             running = asyncio.ensure_future(load.run())
             total = 2 * PAIRS
@@ -86,13 +82,6 @@ def test_sessions_move_back_gradually_to_a_gateway_that_returns(
             )
             load.stop()
             await running
-            await asyncio.to_thread(check_database, mysql_db, load.acked)
-            await asyncio.gather(*(m.client.catch_up() for m in members))
-            for conv in load.times:
-                parties = [m for m in members if conv in m.client.tracker.last]
-                stored = [(x.seq, x.msg_id) for x in await history(parties[0], conv)]
-                assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
-                for member in parties:
-                    assert [(x.seq, x.msg_id) for x in member.seen(conv)] == stored
+            await check_nothing_lost(mysql_db, load, members)
 
     asyncio.run(main())

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.failover_load import PacedLoad
-from tests.cluster.test_storage import befriend, check_database, history, register
+from tests.cluster.failover_load import PacedLoad, check_nothing_lost, paired_members
 from tests.harness import running_cluster
 from tests.support import async_wait_until, free_port
 
@@ -33,10 +32,7 @@ def test_after_every_node_is_killed_and_restarted_clients_chat_again(
                 + [g for port in ports for g in cluster.start("gateway", SOIM_GATEWAY_PORT=port)]
             )
             await cluster.wait_alive(nodes)
-            members = [await register(cluster, f"r{i:02d}", i % 2) for i in range(2 * PAIRS)]
-            for a, b in zip(members[::2], members[1::2], strict=True):
-                await befriend(a, b)
-            targets = [{"to_user": members[i ^ 1].id} for i in range(len(members))]
+            members, targets = await paired_members(cluster, "r", PAIRS)
             load = PacedLoad(members, targets)
             running = asyncio.ensure_future(load.run())
             warm = time.monotonic()
@@ -74,13 +70,6 @@ def test_after_every_node_is_killed_and_restarted_clients_chat_again(
                 f"{statistics.median(back) * 1000:.0f} ms, max {max(back) * 1000:.0f} ms"
             )
 
-            await asyncio.to_thread(check_database, mysql_db, load.acked)
-            await asyncio.gather(*(m.client.catch_up() for m in members))
-            for conv in load.times:
-                parties = [m for m in members if conv in m.client.tracker.last]
-                stored = [(x.seq, x.msg_id) for x in await history(parties[0], conv)]
-                assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
-                for member in parties:
-                    assert [(x.seq, x.msg_id) for x in member.seen(conv)] == stored
+            await check_nothing_lost(mysql_db, load, members)
 
     asyncio.run(main())

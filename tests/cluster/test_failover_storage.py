@@ -18,8 +18,8 @@ import pytest
 
 from fabric import timing
 from fabric.ring import Ring
-from tests.cluster.failover_load import PacedLoad
-from tests.cluster.test_storage import befriend, check_database, history, register, start_cluster
+from tests.cluster.failover_load import PacedLoad, check_nothing_lost, paired_members
+from tests.cluster.test_storage import start_cluster
 from tests.harness import running_cluster
 from tests.support import async_wait_until
 
@@ -34,10 +34,7 @@ def test_a_dead_storage_node_stalls_only_its_own_conversations(
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, mysql_db) as cluster:
             await start_cluster(cluster, storage=2, routers=1, gateways=2)
-            members = [await register(cluster, f"f{i:02d}", i % 2) for i in range(2 * PAIRS)]
-            for a, b in zip(members[::2], members[1::2], strict=True):
-                await befriend(a, b)
-            targets = [{"to_user": members[i ^ 1].id} for i in range(len(members))]
+            members, targets = await paired_members(cluster, "f", PAIRS)
             load = PacedLoad(members, targets)
             running = asyncio.ensure_future(load.run())
             warm = time.monotonic()
@@ -94,13 +91,6 @@ def test_a_dead_storage_node_stalls_only_its_own_conversations(
             assert survivors < max(resumed)
             assert survivors <= 3 * before + 0.2
 
-            await asyncio.to_thread(check_database, mysql_db, load.acked)
-            await asyncio.gather(*(m.client.catch_up() for m in members))
-            for conv in load.times:
-                parties = [m for m in members if conv in m.client.tracker.last]
-                stored = [(x.seq, x.msg_id) for x in await history(parties[0], conv)]
-                assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
-                for member in parties:
-                    assert [(x.seq, x.msg_id) for x in member.seen(conv)] == stored
+            await check_nothing_lost(mysql_db, load, members)
 
     asyncio.run(main())
