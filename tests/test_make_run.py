@@ -1,6 +1,7 @@
 """`make run` brings up the whole local cluster under honcho — 2 gateways, 2 routers, a
 directory and a storage node on the embedded defaults — which `soimctl nodes` sees within 20 s;
-a node killed with -9 is started again (tools.keep_running) and the rest stay up; and Ctrl-C
+the README's `curl …/gateways` lists both gateways' WebSocket URLs; a node killed with -9 is
+started again (tools.keep_running) and the rest stay up; and Ctrl-C
 stops it all cleanly. (The test points keys, data and gateway ports at its own tmp dir;
 the .venv is the one `make test` made, so nothing is installed again.)"""
 
@@ -68,6 +69,19 @@ def test_make_run_starts_a_cluster_restarts_a_killed_node_and_ctrl_c_stops_it(
         )
         assert time.monotonic() - started < 20 + 10, "nodes seen late (20 s + keys and start-up)"
 
+        # the README's curl of the web port, on this test's port for 8080: both gateways listed
+        web_port = env["SOIM_GATEWAY1_WEB_PORT"]
+        curl = _readme_line("curl ").replace(":8080/", f":{web_port}/")
+        urls = wait_until(
+            lambda: (
+                len(got := json.loads(subprocess.check_output(curl, shell=True))["gateways"]) == 2
+                and got
+            ),
+            timeout=10,
+            what="both gateways in /gateways",
+        )
+        assert urls[0] == f"ws://127.0.0.1:{web_port}/ws", urls
+
         # kill -9 one router: its Procfile entry starts it again, nothing else stops
         routers = {i for r, i in nodes if r == "router"}
         os.kill(_node_pids(env["SOIM_CLUSTER"], "router")[0], signal.SIGKILL)
@@ -98,6 +112,14 @@ def test_make_run_starts_a_cluster_restarts_a_killed_node_and_ctrl_c_stops_it(
     wait_until(
         lambda: not _survivors(env["SOIM_CLUSTER"]), timeout=10, what="every node process gone"
     )
+
+
+def _readme_line(start: str) -> str:
+    """The README's command line that starts with `start`, without its comment."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(start):
+            return line.split("#", 1)[0].strip()
+    raise AssertionError(f"README.md has no line starting {start!r}")
 
 
 def _node_pids(cluster: str, role: str) -> list[int]:
