@@ -199,7 +199,8 @@ export class Session {
   pass(msg) {
     this.last.set(msg.convId, seqOf(msg.seq));
     this.h.onMessage(msg);
-    this.acknowledge(msg.convId);
+    // my own message needs no Delivered: the server moved my cursors to it when it stored it
+    if (msg.sender !== this.owner) this.acknowledge(msg.convId);
   }
 
   /** One Delivered per conversation for what has arrived (after the current burst). */
