@@ -4,16 +4,13 @@ timed tests); correctness is: nothing lost, nothing duplicated."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.tools.bench_run import run_bench
+
 LOGIN_KEYS = {
     "logins_per_s",
     "kdf_per_s",
@@ -49,19 +46,11 @@ CHAT_KEYS = {
 
 def bench(tmp_path: Path, *args: str) -> dict[str, Any]:
     """Run `soimctl bench chat --spawn --json ARGS` on SQLite; its JSON."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOIM_")}
-    env.update(SOIM_DB=f"sqlite:{tmp_path / 'unused'}", TMPDIR=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.soimctl", "bench", "chat", "--spawn", "--json", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
+    result = run_bench(
+        tmp_path, "chat", "--spawn", "--json", *args, SOIM_DB=f"sqlite:{tmp_path / 'unused'}"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     assert not list(tmp_path.glob("soim-local-*")), "the throwaway cluster's folder is left"
-    return json.loads(done.stdout)
+    return result
 
 
 @pytest.mark.timeout(120)

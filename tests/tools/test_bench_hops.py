@@ -5,28 +5,13 @@ node's count of stored messages among them."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.tools.bench_run import run_bench
 
 
 def test_bench_hops_prints_the_costs_of_every_role(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOIM_")}
-    env["TMPDIR"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.soimctl", "bench", "hops", "--json", "--messages", "3"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_bench(tmp_path, "hops", "--json", "--messages", "3")
     assert result["messages"] == 3
     assert result["nodes"] == {"gateway": 2, "router": 2, "directory": 1, "storage": 1}
     per_message = result["per_message"]

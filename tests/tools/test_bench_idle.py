@@ -6,30 +6,16 @@ sums that add up."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.tools.bench_run import run_bench
+
 FIGURES = {"rss_mb", "pss_mb", "uss_mb", "threads"}
 NODES = ["directory", "gateway", "gateway", "router", "router", "storage"]
 
 
 def test_bench_idle_prints_every_process_and_the_sums(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOIM_")}
-    env["TMPDIR"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.soimctl", "bench", "idle", "--json", "--settle", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_bench(tmp_path, "idle", "--json", "--settle", "0")
     processes = result["processes"]
     for proc in processes:
         assert proc.keys() >= FIGURES | {"pid", "kind", "name"}
