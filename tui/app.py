@@ -27,7 +27,8 @@ from blessed import Terminal
 
 from fabric.methods import RpcError
 from schema import client_pb2
-from tui import commands, render_screen
+from tui import command_results as results
+from tui import commands, grammar, render_screen
 from tui.app_input import Action, LineEditor, key_action
 from tui.app_state import Model
 from tui.commands import Target
@@ -98,7 +99,7 @@ class App:
         self.model.endpoint = session.endpoint
         self.editor = LineEditor()
         self.names = Names()
-        self.completer = Completer(self.names, commands.USAGES)
+        self.completer = Completer(self.names, grammar.USAGES)
         self.scroll = 0
         self._at_top = False
         self._clear = True
@@ -117,7 +118,7 @@ class App:
         fd = sys.stdin.fileno()
         self.model.log([line.format(where=entry_host(self.session.endpoint)) for line in INTRO])
         if self.session.user is not None:  # the remembered login, resumed at start
-            self._show(commands.LoggedIn(self.session.user, self.session.endpoint), self._views)
+            self._show(results.LoggedIn(self.session.user, self.session.endpoint), self._views)
         workers = [
             asyncio.ensure_future(job)
             for job in (self._run_commands(), self._send_outbox(), self._events(), self._tick())
@@ -261,7 +262,7 @@ class App:
             return False
         if entry is None:
             return False
-        self.model.log(result_lines(commands.Opened(entry.target, entry.conv_id, entry.title)))
+        self.model.log(result_lines(results.Opened(entry.target, entry.conv_id, entry.title)))
         self._open(entry.conv_id)
         return True
 
@@ -285,7 +286,7 @@ class App:
             try:
                 cmd = commands.parse(line)
             except commands.CommandError as err:
-                self._show(commands.Failure(str(err), err.usage), views)
+                self._show(results.Failure(str(err), err.usage), views)
                 continue
             msg_id = uuid.uuid4().hex if cmd.name in commands.SENDS else ""
             if cmd.name in LOCAL or (cmd.name == "search" and cmd.args["--more"]):
@@ -293,7 +294,7 @@ class App:
             else:
                 self._show(await commands.execute(cmd, self.session, current, msg_id), views)
 
-    async def _local(self, cmd: commands.Command, current: Target | None) -> commands.Result:
+    async def _local(self, cmd: commands.Command, current: Target | None) -> results.Result:
         """The commands this client answers itself: further search pages, jumps, mutes."""
         try:
             if cmd.name == "search":
@@ -308,26 +309,26 @@ class App:
             )
             entry = self.model.entry_of(to) if to is not None else None
             if entry is None:
-                return commands.Failure(f"{cmd.name} what? open a conversation or name one")
+                return results.Failure(f"{cmd.name} what? open a conversation or name one")
             self.mutes.set(entry.conv_id, cmd.name == "mute")
-            return commands.Info(f"{entry.title}: {cmd.name}d")
+            return results.Info(f"{entry.title}: {cmd.name}d")
         except commands.CommandError as err:
-            return commands.Failure(str(err), err.usage)
+            return results.Failure(str(err), err.usage)
         except RpcError as err:
-            return commands.Failure(commands.humanise(err))
+            return results.Failure(commands.humanise(err))
 
-    async def _jump(self, hit: client_pb2.ChatMessage) -> commands.Result:
+    async def _jump(self, hit: client_pb2.ChatMessage) -> results.Result:
         """Open a search result's conversation at the result (a page around it)."""
         entry = self.model.entries.get(hit.conv_id)
         if entry is None:
-            return commands.Failure("that conversation is no longer in your list")
+            return results.Failure("that conversation is no longer in your list")
         page = await around(self.session, hit, PAGE)
         thread = self.model.thread(hit.conv_id)
         thread.reset(list(page.messages))
         thread.fetched, thread.newer_missing = True, page.more
         self._open(hit.conv_id)
         thread.marked, self.scroll = hit_seq(hit), 1 << 30  # the top of the page: the result
-        return commands.Info(f"{entry.title}: message {hit_seq(hit)}")
+        return results.Info(f"{entry.title}: message {hit_seq(hit)}")
 
     async def _send_outbox(self) -> None:
         while True:
@@ -342,48 +343,48 @@ class App:
                 self._after_messages(conv_id)
             self.invalidate()
 
-    def _show(self, result: commands.Result, views: int) -> None:
+    def _show(self, result: results.Result, views: int) -> None:
         """Apply a command's result to the screen; `views` counted view changes when it was
         typed (a table shows the console only if the user has not moved on since)."""
-        if isinstance(result, commands.LoggedIn | commands.LoggedOut):  # a new model
+        if isinstance(result, results.LoggedIn | results.LoggedOut):  # a new model
             console, self.model = self.model.console, Model()
             self.model.console = console
-        if isinstance(result, commands.LoggedIn):
+        if isinstance(result, results.LoggedIn):
             self.mutes.load(result.reply.account, result.reply.user_id)
             self.model.muted = self.mutes.convs
-        if isinstance(result, commands.Found):
+        if isinstance(result, results.Found):
             self.searches.saw(result)
-        if not isinstance(result, commands.History):  # history shows in its conversation
+        if not isinstance(result, results.History):  # history shows in its conversation
             self.model.log(result_lines(result))
-        if isinstance(result, commands.Table):
+        if isinstance(result, results.Table):
             self.names.saw_table(result)
-        elif isinstance(result, commands.LoggedIn):
+        elif isinstance(result, results.LoggedIn):
             self.names.clear()
         match result:
-            case commands.LoggedIn(reply=reply, endpoint=endpoint):
+            case results.LoggedIn(reply=reply, endpoint=endpoint):
                 self.model.me, self.model.endpoint = reply, endpoint
                 self.model.say(f"logged in as {reply.account} (uid {reply.user_id})")
                 self._refresh()
-            case commands.Failure(text=text, usage=usage):
+            case results.Failure(text=text, usage=usage):
                 self.model.say(text, error=True)
                 self.model.log(usage.splitlines())
-            case commands.Info(text=text):  # a friend or group changed
+            case results.Info(text=text):  # a friend or group changed
                 self.model.say(text)
                 self._refresh()
-            case commands.Sent(ack=ack, target=target, body=body):
+            case results.Sent(ack=ack, target=target, body=body):
                 self.model.say(f"sent to {target.label}")
                 if ack.conv_id not in self.model.entries:
                     self._refresh()
                 self.model.acked(target, ack, body, result.kind, result.ref_seq, result.mentions)
-            case commands.Opened(target=target, conv_id=conv_id, title=title):
+            case results.Opened(target=target, conv_id=conv_id, title=title):
                 self.model.ensure(conv_id, target, title)
                 self._open(conv_id)
-            case commands.History(conv_id=conv_id, messages=messages):
+            case results.History(conv_id=conv_id, messages=messages):
                 for msg in messages:
                     self.model.add_message(msg)
                 self.model.say(f"{len(messages)} messages loaded")
                 self._open(conv_id)
-            case commands.Bye():
+            case results.Bye():
                 self.quit()
             case _ if views == self._views:  # tables and help: show the console
                 self._open(0)

@@ -1,9 +1,9 @@
-"""The so-im command set, shared by `soim` and `soim --plain`: grammar, parsing and execution.
+"""The so-im command set, shared by `soim` and `soim --plain`: parsing and execution.
 
-Role: one docopt usage string per command (the grammar, also the help text); `parse` turns a
-typed line into a `Command` or raises `CommandError`; `execute` runs a command on a
-`ClientSession` and returns a result (a table, a line of text, a failure, …) that each front end
-renders its own way. Nothing here draws or prints.
+Role: `parse` turns a typed line into a `Command` by the grammar of `tui.grammar` or raises
+`CommandError`; `execute` runs a command on a `ClientSession` and returns a result
+(`tui.command_results`: a table, a line of text, a failure, …) that each front end renders its
+own way. Nothing here draws or prints.
 Peer sockets: those of the `ClientSession` it is given.
 """
 
@@ -21,92 +21,22 @@ from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
 from tui import cmd_messages, cmd_social, names
+from tui.command_results import (
+    Bye,
+    Failure,
+    Found,
+    Help,
+    History,
+    Info,
+    LoggedIn,
+    LoggedOut,
+    Opened,
+    Result,
+    Sent,
+    Table,
+)
+from tui.grammar import SUMMARY, USAGES
 from tui.session import ClientSession
-
-USAGES: dict[str, str] = {
-    "login": "Usage: login -u ACCOUNT -p PASSWORD\n\nOptions:\n  -u ACCOUNT   account name\n"
-    "  -p PASSWORD  password",
-    "register": "Usage: register -u ACCOUNT -p PASSWORD [-n NICKNAME]\n\nOptions:\n"
-    "  -u ACCOUNT   account name (3-32 of a-z 0-9 _ . -)\n"
-    "  -p PASSWORD  password (8-128 characters)\n  -n NICKNAME  shown to others",
-    "send": "Usage: send (-u USER_ID | -g GROUP_ID) TEXT...\n\nOptions:\n"
-    "  -u USER_ID   to a friend\n  -g GROUP_ID  to a group",
-    "msg": "Usage: msg WHO TEXT...\n\nWHO is a friend (account name or user id) or a group "
-    "(#NAME or g:GROUP_ID).",
-    "users": "Usage: users [--all]\n\nOptions:\n"
-    "  --all  everyone online, not only my friends and the members of my groups",
-    "friends": "Usage: friends",
-    "group": "Usage:\n  group\n  group create NAME... [--invite-only] [--all-history]\n"
-    "  group search PREFIX\n  group join GROUP_ID\n  group leave GROUP_ID\n"
-    "  group users [GROUP_ID]\n  group invite GROUP_ID USER_ID\n"
-    "  group kick GROUP_ID USER\n  group owner GROUP_ID USER\n\nOptions:\n"
-    "  --invite-only  only users I invite may join; search shows it to members only\n"
-    "  --all-history  members read messages from before they joined too",
-    "search": "Usage:\n  search -u PREFIX\n  search --more\n  search WORDS...\n\n"
-    "WORDS: my messages holding every word (each starts a word of the message), "
-    "newest first and numbered; jump N opens one.\n\nOptions:\n"
-    "  -u PREFIX  users whose account starts with PREFIX\n"
-    "  --more     the next page of the last message search",
-    "jump": "Usage: jump N\n\nOpen the conversation of result N of the last search, at that "
-    "message.",
-    "mute": "Usage: mute [TARGET]\n\nNo bell and no title count for TARGET (a friend or a "
-    "#group; default: the open conversation), except a message that mentions me.",
-    "unmute": "Usage: unmute [TARGET]\n\nTARGET: a friend or a #group (default: the open "
-    "conversation).",
-    "add": "Usage:\n  add USER\n  add -u USER_ID\n\nUSER is an account name or a user id.\n\n"
-    "Options:\n  -u USER_ID  the user to befriend (or accept)",
-    "me": "Usage: me",
-    "history": "Usage: history [-n N]\n\nOptions:\n  -n N  how many messages [default: 20]",
-    "edit": "Usage: edit TEXT...\n\nedit [SEQ] TEXT: new text for my message SEQ (12 or #12) "
-    "of the open conversation; without SEQ, my newest one.",
-    "recall": "Usage: recall [SEQ]\n\nWithdraw my message SEQ of the open conversation "
-    '(without SEQ, my newest one): everyone sees "message recalled".',
-    "reply": "Usage: reply TEXT...\n\nreply [SEQ] TEXT: answer message SEQ of the open "
-    "conversation, quoting it; without SEQ, the newest message of someone else.",
-    "open": "Usage: open TARGET\n\nTARGET is a friend (account name or user id) or a group "
-    "(#NAME or g:GROUP_ID).",
-    "help": "Usage: help [COMMAND]",
-    "exit": "Usage: exit",
-    "logout": "Usage: logout",
-    "unfriend": "Usage: unfriend USER\n\nUSER is an account name or a user id.",
-    "decline": "Usage: decline USER\n\nUSER is an account name or a user id.",
-    "block": "Usage: block USER\n\nUSER is an account name or a user id.",
-    "unblock": "Usage: unblock USER\n\nUSER is an account name or a user id.",
-    "passwd": "Usage: passwd OLD_PASSWORD NEW_PASSWORD",
-    "delete-account": "Usage: delete-account -p PASSWORD [--yes]\n\nOptions:\n"
-    "  -p PASSWORD  my password\n  --yes        really delete the account",
-}
-"""The grammar: the usage string of every command, by name."""
-
-SUMMARY: dict[str, str] = {
-    "login": "log in",
-    "register": "create an account and log in",
-    "send": "send to a friend or a group",
-    "users": "friends and members of my groups online now",
-    "friends": "my friends and friend requests",
-    "group": "my groups; create, search, join, leave, members, invite, kick, hand over",
-    "search": "search my messages for words (or users by account prefix)",
-    "jump": "open a search result's conversation at that message",
-    "mute": "no notifications from a conversation",
-    "unmute": "notifications again",
-    "add": "ask for (or accept) a friend",
-    "edit": "change the text of my message",
-    "recall": "withdraw my message",
-    "reply": "answer a message, quoting it",
-    "me": "who I am",
-    "history": "recent messages of the open conversation",
-    "open": "open a conversation with a friend or a #group",
-    "help": "this list; help COMMAND: its usage",
-    "msg": "send to a friend or a #group",
-    "exit": "quit",
-    "logout": "log out; the remembered login ends (its token stops working) and is forgotten",
-    "unfriend": "end a friendship (or withdraw a request)",
-    "decline": "decline a friend request",
-    "block": "refuse someone's messages and requests, and look offline to them",
-    "unblock": "lift a block",
-    "passwd": "change my password (my other sessions end)",
-    "delete-account": "delete my account for good",
-}
 
 SENDS = ("send", "msg", "edit", "recall", "reply")
 """The commands that send a message (each needs a client_msg_id)."""
@@ -147,96 +77,6 @@ class Command:
 
     name: str
     args: dict[str, Any]
-
-
-# ---- results
-@dataclass(frozen=True)
-class Table:
-    """Rows under a header, so-im style."""
-
-    columns: tuple[str, ...]
-    rows: list[tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class Info:
-    """One line that says what happened."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What went wrong, for the user."""
-
-    text: str
-    usage: str = ""
-
-
-@dataclass(frozen=True)
-class LoggedIn:
-    """Login or register succeeded; `endpoint` is the gateway serving the session."""
-
-    reply: client_pb2.LoginReply
-    endpoint: str
-
-
-@dataclass(frozen=True)
-class Sent:
-    """A message is stored: its ack, and what was sent where."""
-
-    ack: client_pb2.SendAck
-    target: Target
-    body: str
-    kind: client_pb2.MessageKind.ValueType = client_pb2.MESSAGE_KIND_TEXT
-    ref_seq: int = 0  # the message edited, recalled or replied to
-    mentions: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Opened:
-    """A conversation is now the open one."""
-
-    target: Target
-    conv_id: int
-    title: str
-
-
-@dataclass(frozen=True)
-class History:
-    """The newest messages of a conversation, oldest first."""
-
-    conv_id: int
-    messages: list[client_pb2.ChatMessage] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Found:
-    """A page of message search results, newest first, numbered from `first`."""
-
-    query: str
-    messages: list[client_pb2.ChatMessage]
-    more: bool
-    first: int = 1
-
-
-@dataclass(frozen=True)
-class Help:
-    """The usage of every command."""
-
-    lines: list[str]
-
-
-class LoggedOut(Info):
-    """The session ended at the user's request; the remembered login is gone."""
-
-
-@dataclass(frozen=True)
-class Bye:
-    """The user asked to quit."""
-
-
-Result = Table | Info | Failure | LoggedIn | Sent | Opened | History | Found | Help | Bye
 
 
 # ---- parsing

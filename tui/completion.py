@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from schema import client_pb2
-from tui.commands import Table, Target
+from tui.command_results import Table
+from tui.commands import Target
 
 
 class Names:

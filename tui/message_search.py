@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from fabric.methods import RpcError
 from schema import client_pb2
-from tui.commands import CommandError, Failure, Found, Result, humanise, number
+from tui.command_results import Failure, Found, Result
+from tui.commands import CommandError, humanise, number
 from tui.session import ClientSession
 
 BEFORE_HIT = 5

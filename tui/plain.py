@@ -22,6 +22,7 @@ from typing import TextIO
 
 from fabric.methods import RpcError
 from schema import client_pb2
+from tui import command_results as results
 from tui import commands
 from tui.message_search import Searches
 from tui.render_text import entry_host, message_line, result_lines
@@ -75,14 +76,14 @@ class PlainClient:
             result = await self.searches.next_page(self.session)
         else:
             result = await commands.execute(cmd, self.session, self.current, msg_id)
-        if isinstance(result, commands.Found):
+        if isinstance(result, results.Found):
             self.searches.saw(result)
-        if isinstance(result, commands.Opened):
+        if isinstance(result, results.Opened):
             self.current = result.target
-        elif isinstance(result, commands.Failure):
+        elif isinstance(result, results.Failure):
             self.status = max(self.status, USAGE_ERROR if result.usage else FAILED)
         self.write(result_lines(result))
-        return not isinstance(result, commands.Bye)
+        return not isinstance(result, results.Bye)
 
     def write(self, lines: list[str]) -> None:
         self.out.write("".join(line + "\n" for line in lines))

@@ -9,7 +9,7 @@ console view. No sockets, no terminal.
 from __future__ import annotations
 
 from schema import client_pb2
-from tui.commands import (
+from tui.command_results import (
     Bye,
     Failure,
     Found,
@@ -21,8 +21,8 @@ from tui.commands import (
     Result,
     Sent,
     Table,
-    stamp,
 )
+from tui.commands import stamp
 from tui.message_view import line_tail
 
 SEPARATOR = " | "

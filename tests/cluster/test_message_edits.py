@@ -22,6 +22,7 @@ from schema import common_pb2 as pb
 from tests.cluster.test_storage import Member, history, login, register
 from tests.harness import Cluster, running_cluster
 from tests.support import async_wait_until
+from tui import command_results as results
 from tui import commands, message_view
 from tui.commands import Target
 from tui.render_text import message_line
@@ -30,7 +31,7 @@ EDIT = client_pb2.MESSAGE_KIND_EDIT
 RECALL = client_pb2.MESSAGE_KIND_RECALL
 
 
-async def run(m: Member, line: str, to: Target, client_msg_id: str = "") -> commands.Result:
+async def run(m: Member, line: str, to: Target, client_msg_id: str = "") -> results.Result:
     """A command line as `soim` runs it, with `to` open."""
     return await commands.execute(commands.parse(line), m.client, to, client_msg_id)
 
@@ -84,15 +85,15 @@ async def scenario(cluster: Cluster) -> None:
     for text in ("hello bob", "typo heer", "secret"):
         await alice.client.send(text, to_user=bob.id)
     # edit SEQ TEXT, edit TEXT (my newest: seq 3), recall SEQ, edit again: seqs 4-7
-    assert isinstance(await run(alice, "edit 2 typo here", to_bob), commands.Sent)
+    assert isinstance(await run(alice, "edit 2 typo here", to_bob), results.Sent)
     edited = await run(alice, "edit secret, edited", to_bob)
-    assert isinstance(edited, commands.Sent) and edited.ref_seq == 3 and edited.kind == EDIT
+    assert isinstance(edited, results.Sent) and edited.ref_seq == 3 and edited.kind == EDIT
     recalled = await run(alice, "recall #3", to_bob, "recall-3")
     again = await run(alice, "recall #3", to_bob, "recall-3")  # a retry: acked, stored once
-    assert isinstance(recalled, commands.Sent) and isinstance(again, commands.Sent)
+    assert isinstance(recalled, results.Sent) and isinstance(again, results.Sent)
     assert again.ack.duplicate and again.ack.seq == recalled.ack.seq == 6
     last = await run(alice, 'edit 2 "typo here!"', to_bob)
-    assert isinstance(last, commands.Sent) and last.ack.seq == 7
+    assert isinstance(last, results.Sent) and last.ack.seq == 7
 
     # refusals: a recalled message, a seq that does not exist, a recall with text
     assert (
@@ -155,11 +156,11 @@ async def scenario(cluster: Cluster) -> None:
         == pb.NOT_AUTHOR
     )
     failed = await run(phone, "edit 1 mine", Target(alice.id))
-    assert failed == commands.Failure(
+    assert failed == results.Failure(
         "Not author: message #1 is not yours: only its author may change it"
     )
     failed = await run(phone, "recall 42", Target(alice.id))
-    assert failed == commands.Failure("No message #42 here (or it was recalled)")
+    assert failed == results.Failure("No message #42 here (or it was recalled)")
     sent_ms = seen[0].ts_ms
     await async_wait_until(
         lambda: time.time() * 1000 - sent_ms > 1500, timeout=5, what="seq 1 older than the window"
@@ -209,7 +210,7 @@ async def typing_replies_and_mentions(
     await carol.client.send("first!", to_group=gid)
     group = Target(gid, group=True)
     reply = await run(bob, "reply 1 @alice @carol @nobody look at this", group)
-    assert isinstance(reply, commands.Sent) and reply.ref_seq == 1
+    assert isinstance(reply, results.Sent) and reply.ref_seq == 1
 
     await async_wait_until(
         lambda: [m for m in alice.seen(gid) if m.seq == 2], timeout=10, what="the reply at alice"

@@ -9,8 +9,9 @@ import pytest
 from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
-from tui import commands
-from tui.commands import CommandError, Table, Target, parse
+from tui import commands, grammar
+from tui.command_results import Table
+from tui.commands import CommandError, Target, parse
 from tui.completion import Completer, Names
 
 
@@ -63,7 +64,7 @@ def test_tab_completes_commands_accounts_and_groups() -> None:
         ]
     )
     names.saw_table(Table(("uid", "account", "nickname"), [("6", "carol", "Carol")]))
-    completer = Completer(names, commands.USAGES)
+    completer = Completer(names, grammar.USAGES)
 
     assert tab(completer, "/he") == ("/help ", ["/help"])
     assert tab(completer, "/help ms") == ("/help msg ", ["msg"])

@@ -9,6 +9,7 @@ from blessed.keyboard import Keystroke
 from fabric.methods import RpcError
 from schema import client_pb2
 from schema import common_pb2 as pb
+from tui import command_results as results
 from tui import commands
 from tui.app_input import Action, LineEditor, key_action
 from tui.app_state import Model
@@ -81,14 +82,14 @@ def test_every_command_parses_and_bad_lines_say_why() -> None:
 
 @pytest.mark.timeout(10)
 def test_results_print_as_so_im_did() -> None:
-    table = commands.Table(("uid", "account"), [("1", "alice"), ("2", "bob")])
+    table = results.Table(("uid", "account"), [("1", "alice"), ("2", "bob")])
     assert result_lines(table) == ["uid | account", "1 | alice", "2 | bob"]
-    assert result_lines(commands.Table(("uid", "account"), [])) == ["uid | account", "(none)"]
+    assert result_lines(results.Table(("uid", "account"), [])) == ["uid | account", "(none)"]
     reply = client_pb2.LoginReply(user_id=42, account="alice")
-    assert result_lines(commands.LoggedIn(reply, "tcp://10.0.0.5:7001")) == [
+    assert result_lines(results.LoggedIn(reply, "tcp://10.0.0.5:7001")) == [
         "uid=42, entryHost=10.0.0.5:7001"
     ]
-    assert result_lines(commands.Bye()) == ["bye bye"]
+    assert result_lines(results.Bye()) == ["bye bye"]
     assert (
         commands.humanise(RpcError(pb.ALREADY_EXISTS, "group name 'x' is taken"))
         == "Already exists: group name 'x' is taken"

@@ -21,7 +21,7 @@ from tests.harness import Cluster, running_cluster
 from tests.tui.lines import LineClient
 from tests.tui.terminal import ROOT, Tmux
 from tests.tui.test_plain import server_args, start_cluster
-from tui.commands import USAGES
+from tui.grammar import USAGES
 
 README = ROOT / "README.md"
 ID = re.compile(r"(?<=uid )\d+|(?<=uid=)\d+|(?<=gid=)\d+|(?<=g:)\d+|^\d+(?= \| )")
