@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from schema import client_pb2
 from tests.harness import running_cluster
 from tests.support import async_wait_until
 from tui.session import EventKind
@@ -113,8 +114,12 @@ def test_a_bot_from_the_docs(tmp_path: Path, cluster_name: str) -> None:
             echobot = await async_wait_until(bot_id, timeout=15, what="the bot registered")
             await alice.add_friend(echobot)
 
-            async def accepted() -> bool:
-                return echobot in {f.user_id for f in (await alice.friends()).friends}
+            async def accepted() -> bool:  # friends lists pending requests too: check state
+                friends = (await alice.friends()).friends
+                return any(
+                    f.user_id == echobot and f.state == client_pb2.FRIEND_STATE_ACCEPTED
+                    for f in friends
+                )
 
             await async_wait_until(accepted, timeout=15, what="the bot accepted")
             await alice.send("hello bot", to_user=echobot)
