@@ -37,6 +37,7 @@ async def start_cluster(cluster: Cluster) -> None:
         + cluster.start("storage")
     )
     await cluster.wait_alive(nodes)
+    await cluster.wait_ready([n for n in nodes if n.role == "gateway"])
 
 
 def server_args(cluster: Cluster, gateway: int) -> list[str]:
