@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import zmq
@@ -63,6 +63,19 @@ _STRINGS = (
 )
 
 
+def _integers(msg: Message) -> Iterator[int]:
+    """Every integer field value in `msg` and the messages nested in it."""
+    for field, value in msg.ListFields():
+        values = value if field.is_repeated else [value]
+        if field.cpp_type == _F.CPPTYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                continue  # the one map (NodeInfo.endpoints) holds strings
+            for nested in values:
+                yield from _integers(nested)
+        elif field.cpp_type in _INT_RANGE:
+            yield from values
+
+
 def seed_from_env() -> int:
     """The run's seed: $SOIM_FUZZ_SEED, or a fresh one (printed by the caller for replay)."""
     given = os.environ.get(SEED_ENV, "").strip()
@@ -89,6 +102,7 @@ class FrameFactory:
         self.ids = [i for i in ids if i not in avoid] or [1]
         self.strings = (*_STRINGS, *strings)
         self.avoid = avoid
+        self._by_name = {m.name: m for m in self.methods}
         self.max_bytes = max_bytes
         self.request_id = 0
         self.kinds: Counter[str] = Counter()
@@ -112,10 +126,31 @@ class FrameFactory:
         self._weights = [w for _, w in strategies]
 
     def message(self) -> list[bytes]:
-        """One multipart message of a randomly chosen kind."""
-        strategy = self.rng.choices(self._strategies, self._weights)[0]
-        self.kinds[strategy.__name__] += 1
-        return strategy()
+        """One multipart message of a randomly chosen kind that names no id in `avoid`.
+
+        A mutation (a flipped bit, random payload bytes) can turn any integer into an avoided
+        id, so each message is decoded as its node would decode it and drawn again if it
+        does."""
+        while True:
+            strategy = self.rng.choices(self._strategies, self._weights)[0]
+            frames = strategy()
+            if not self.avoid or not self._names_avoided(frames):
+                self.kinds[strategy.__name__] += 1
+                return frames
+
+    def _names_avoided(self, frames: list[bytes]) -> bool:
+        """Would a node that decodes `frames` as a request see an id in `avoid`?"""
+        if len(frames) != 1:
+            return False  # refused for its frame count
+        try:
+            header, payload = envelope.decode_frame(frames[0], len(frames[0]))
+            method = self._by_name.get(header.method)
+            if method is None or header.kind != pb.REQUEST:
+                return False
+            request = envelope.parse_payload(method.request, payload)
+        except envelope.EnvelopeError:
+            return False
+        return any(value in self.avoid for value in _integers(request))
 
     # ---- building blocks
     def _rid(self) -> int:
