@@ -228,7 +228,7 @@ class Admission:
 
     def _identity(self, reply: fabric_pb2.StatusReply, key: str) -> NodeInfo | None:
         """The peer as it describes itself over the authenticated link; None if unusable."""
-        info = NodeInfo(
+        told = NodeInfo(
             node_id=reply.node_id,
             role=reply.role,
             cluster=reply.cluster,
@@ -241,7 +241,7 @@ class Admission:
             started_at=reply.started_at,
         )
         try:
-            NodeInfo.from_txt(info.to_txt())
+            info = NodeInfo.from_txt(told.to_txt())  # validated; unknown endpoints left out
         except DiscoveryError as err:
             self.refused[err.reason.value] += 1
             return None

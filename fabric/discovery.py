@@ -67,6 +67,13 @@ _ENDPOINT_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 _ENDPOINT_RE = re.compile(r"^tcp://([A-Za-z0-9_.:-]{1,253}|\[[0-9A-Fa-f:]+\]):(\d{1,5})$")
 _WEB_ENDPOINT_RE = re.compile(r"^wss?://([A-Za-z0-9_.:-]{1,253}|\[[0-9A-Fa-f:]+\]):(\d{1,5})/ws$")
 """A gateway's "web" endpoint: the URL of its WebSocket plane."""
+ENDPOINT_PATTERNS = {
+    "rpc": _ENDPOINT_RE,
+    "events": _ENDPOINT_RE,
+    "client": _ENDPOINT_RE,
+    "web": _WEB_ENDPOINT_RE,
+}
+"""The endpoints a record may carry, by name; `from_txt` leaves out any other name."""
 _VERSION_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
 _Z85_RE = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _EP = "ep."
@@ -144,13 +151,7 @@ class NodeInfo:
         role = _field(txt, "role")
         if role not in ROLES:
             raise DiscoveryError(RecordError.BAD_ROLE, repr(role))
-        endpoints = {k[len(_EP) :]: v for k, v in txt.items() if k.startswith(_EP)}
-        if not endpoints:
-            raise DiscoveryError(RecordError.MISSING_FIELD, "no ep.* endpoint")
-        for name, url in endpoints.items():
-            match = (_WEB_ENDPOINT_RE if name == "web" else _ENDPOINT_RE).match(url)
-            if not _ENDPOINT_NAME_RE.match(name) or not match or not 0 < int(match[2]) < 65536:
-                raise DiscoveryError(RecordError.BAD_ENDPOINT, f"{name}={url!r}")
+        endpoints = _endpoints(txt)
         client_key = txt.get("ck", "")
         if client_key and not _Z85_RE.match(client_key):
             raise DiscoveryError(RecordError.BAD_KEY, "ck is not a z85 key")
@@ -166,6 +167,31 @@ class NodeInfo:
             client_key=client_key,
             started_at=_number(txt, "t", float, 0.0, math.inf),
         )
+
+
+def _endpoints(txt: Mapping[str, str]) -> dict[str, str]:
+    """The record's endpoints this version knows (`ENDPOINT_PATTERNS`), each validated.
+
+    An endpoint name it does not know is left out rather than refused, so a newer node that
+    announces one more kind of endpoint stays visible to older nodes during a rolling upgrade;
+    the name must still be well formed (and the TXT record as a whole stays bounded)."""
+    endpoints: dict[str, str] = {}
+    for key, url in txt.items():
+        if not key.startswith(_EP):
+            continue
+        name = key[len(_EP) :]
+        if not _ENDPOINT_NAME_RE.match(name):
+            raise DiscoveryError(RecordError.BAD_ENDPOINT, f"name {name[:20]!r}")
+        pattern = ENDPOINT_PATTERNS.get(name)
+        if pattern is None:
+            continue
+        match = pattern.match(url)
+        if not match or not 0 < int(match[2]) < 65536:
+            raise DiscoveryError(RecordError.BAD_ENDPOINT, f"{name}={url!r}")
+        endpoints[name] = url
+    if not endpoints:
+        raise DiscoveryError(RecordError.MISSING_FIELD, "no ep.* endpoint")
+    return endpoints
 
 
 def _decode(props: Mapping[bytes, bytes | None] | Mapping[str, str]) -> dict[str, str]:

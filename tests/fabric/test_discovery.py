@@ -101,6 +101,18 @@ def test_txt_record_round_trip() -> None:
     assert NodeInfo.from_txt(gateway.to_txt()) == gateway
 
 
+def test_an_endpoint_this_version_does_not_know_is_left_out_not_refused() -> None:
+    """A newer node announcing one more kind of endpoint stays visible to older nodes (a
+    rolling upgrade); the unknown endpoint is simply not part of the view."""
+    node = info("c1", "n1")
+    txt = {**node.to_txt(), "ep.mqtt": "mqtt://127.0.0.1:1883", "ep.h3": "https://x/y"}
+    assert NodeInfo.from_txt(txt) == node
+    only_unknown = {k: v for k, v in txt.items() if k not in ("ep.rpc", "ep.events")}
+    with pytest.raises(DiscoveryError) as caught:
+        NodeInfo.from_txt(only_unknown)
+    assert caught.value.reason is RecordError.MISSING_FIELD
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
@@ -112,6 +124,7 @@ def test_txt_record_round_trip() -> None:
         ({"ep.web": "tcp://127.0.0.1:8080"}, RecordError.BAD_ENDPOINT),
         ({"ep.web": "ws://127.0.0.1:8080/other"}, RecordError.BAD_ENDPOINT),
         ({"ep.rpc": "ws://127.0.0.1:8080/ws"}, RecordError.BAD_ENDPOINT),
+        ({"ep.Bad Name": "tcp://127.0.0.1:1"}, RecordError.BAD_ENDPOINT),
         ({"metrics": "many"}, RecordError.BAD_NUMBER),
         ({"t": "nan"}, RecordError.BAD_NUMBER),
         ({"pk": "short"}, RecordError.BAD_KEY),
