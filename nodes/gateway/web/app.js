@@ -67,6 +67,26 @@ class App {
     return WORDS[err.code] || err.message || String(err);
   }
 
+  /** A refusal with the server's error code: "FORBIDDEN: only the group's owner invites". */
+  explain(err) {
+    if (!err.code) return String(err.message || err);
+    const why = err.detail || WORDS[err.code] || "";
+    return why ? `${err.code}: ${why}` : err.code;
+  }
+
+  /** Ask before what cannot be undone: a modal dialog (Escape or Cancel: no); true if `yes`
+   * was chosen. */
+  ask(question, yes) {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = question;
+    $("confirm-yes").textContent = yes;
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+      dialog.showModal();
+    });
+  }
+
   wire() {
     $("login-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -115,6 +135,7 @@ class App {
   }
 
   loggedOut(reason) {
+    if ($("confirm").open) $("confirm").close(); // a question of the session that ended
     const link = this.state.link;
     this.state.clear();
     this.state.link = link;
@@ -172,14 +193,30 @@ class App {
   }
 
   notice(n) {
+    const { state } = this;
     const who = n.user ? n.user.account : "";
+    const convId = n.convId || "";
+    const group = (convId && state.entries.get(convId)?.title) || `group ${convId}`;
     const text = {
       NOTICE_FRIEND_REQUEST: `${who} asks to be your friend`,
       NOTICE_FRIEND_ACCEPTED: `${who} accepted: you are friends now`,
       NOTICE_GOING_AWAY: "the gateway is stopping; moving…",
       NOTICE_REDIRECT: "the gateway is draining; moving…",
-      NOTICE_GROUP_INVITE: `${who} invited you to ${n.text || "a group"}`,
+      NOTICE_GROUP_INVITE: `${who} invited you to group ${convId}: Join is at the top of the list`,
+      NOTICE_GROUP_REMOVED: `${who} removed you from ${group}`,
+      NOTICE_GROUP_OWNER: `${who} handed you ${group}: you own it now`,
+      NOTICE_FRIEND_REMOVED: convId
+        ? `${who} ended your friendship`
+        : `${who} withdrew or declined a friend request`,
     }[n.kind];
+    if (n.kind === "NOTICE_GROUP_INVITE" && convId) state.invited(convId, n.user);
+    if (n.kind === "NOTICE_FRIEND_REMOVED" && convId && n.user) {
+      state.friendshipEnded(convId, n.user, `${who} ended your friendship`);
+    }
+    if (n.kind === "NOTICE_GROUP_OWNER" && state.entries.has(convId) && state.me) {
+      state.entries.get(convId).owner = state.me.userId;
+      this.people.members();
+    }
     if (n.kind === "NOTICE_SESSION_ENDED") {
       this.session.logout();
       this.loggedOut("");
@@ -204,14 +241,17 @@ class App {
             this.session.call("Friends"),
             this.session.call("Groups"),
           ]);
-          this.state.setFriends(friends.friends || []);
+          this.state.setFriends(friends.friends || [], friends.blocked || []);
           this.state.setGroups(groups.groups || []);
           this.state.applySync(await this.session.sync());
         } catch (err) {
           if (err.code !== "CONNECTION_LOST") this.toast(this.words(err), true);
           break; // the next login refreshes
         }
-        if (this.state.open && !this.state.entries.has(this.state.open)) this.state.open = "";
+        if (this.state.open && !this.state.entries.has(this.state.open)) {
+          this.state.open = ""; // left, removed or unfriended
+          if ($("pane").contains(document.activeElement)) $("search-input").focus();
+        }
         this.chat.seen(this.state.open);
         this.render();
       } while (this.refreshAgain && this.state.me);
@@ -268,13 +308,16 @@ class App {
     (b || $("search-input")).focus();
   }
 
-  /** Page-wide keys: Escape leaves search or the conversation; Ctrl+K searches; Alt+Up and
-   * Alt+Down move between conversations. */
+  /** Page-wide keys: Escape leaves search, the member panel (when the focus is in it) or the
+   * conversation; Ctrl+K searches; Alt+Up and Alt+Down move between conversations. */
   key(ev) {
-    if (!this.state.me) return;
+    if (!this.state.me || $("confirm").open) return; // the dialog answers its own keys
     if (ev.key === "Escape") {
       if (this.state.search) this.people.closeSearch();
-      else if (this.state.open) this.back();
+      else if (this.state.membersOpen && $("members").contains(document.activeElement)) {
+        this.people.toggleMembers();
+        $("members-toggle").focus();
+      } else if (this.state.open) this.back();
     } else if ((ev.ctrlKey || ev.metaKey) && ev.key.toLowerCase() === "k") {
       ev.preventDefault();
       $("search-input").focus();

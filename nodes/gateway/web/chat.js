@@ -42,13 +42,18 @@ export class Chat {
 
   open(convId, seq = 0) {
     const { state } = this.app;
-    if (state.open !== convId) state.editing = state.found = null;
+    if (state.open !== convId) {
+      state.editing = state.found = null;
+      state.membersOpen = false; // each conversation opens without its member panel
+    }
     state.open = convId;
     const t = state.thread(convId);
+    if (state.entries.get(convId)?.ended) t.fetched = true; // the server shows it no more
     if (seq && !t.messages.has(seq)) this.jump(convId, seq);
     else if (!t.fetched) this.newest(convId);
     this.seen(convId);
     this.counts();
+    this.app.people.members();
     this.focusing = !seq; // the message box, once the pane is drawn
     this.reveal(seq);
   }

@@ -1,8 +1,9 @@
 // What the web client shows, as data: my conversations (title, online dot, unread count, the
 // peer's cursors for the receipt marks), the loaded messages of each (by seq, with the edits
 // and recalls folded into the messages they change), my sends still in flight, group read
-// counts, who is typing, friend requests and search results. Every change goes through a
-// method here; views.js draws from it. No sockets, no DOM.
+// counts, who is typing, friend requests, group invitations, whom I block, the members of the
+// groups whose member list was fetched, friendships the other side ended, and search results.
+// Every change goes through a method here; views.js draws from it. No sockets, no DOM.
 
 import { seqOf } from "./session.js";
 
@@ -68,6 +69,12 @@ export class State {
     this.entries = new Map(); // conv id -> entry
     this.threads = new Map();
     this.friends = []; // Friend, all states
+    this.blocked = new Set(); // user ids I block
+    this.blockedUsers = []; // UserSummary of each, by account
+    this.invites = new Map(); // group id -> {groupId, from (UserSummary)}: invitations to answer
+    this.ended = new Map(); // conv id -> why: a friendship the other side ended (kept, read-only)
+    this.members = new Map(); // group id -> GroupMember[] (the last GroupUsers answer)
+    this.membersOpen = false; // the open group's member panel is shown
     this.open = ""; // conv id of the open conversation
     this.typing = new Map(); // conv id -> Map(account -> shown until, ms)
     this.search = null; // {query, hits, more}
@@ -98,6 +105,8 @@ export class State {
         peerReadSeq: 0,
         peerDeliveredSeq: 0,
         floorSeq: 0,
+        owner: "", // groups: the owner's user id
+        ended: "", // 1:1: why the friendship ended (the other side ended it)
       };
       this.entries.set(convId, e);
     }
@@ -115,8 +124,10 @@ export class State {
     );
   }
 
-  setFriends(friends) {
+  setFriends(friends, blocked = []) {
     this.friends = friends;
+    this.blocked = new Set(blocked.map((u) => u.userId));
+    this.blockedUsers = blocked;
     const mine = new Set();
     for (const f of friends) {
       if (f.state !== "FRIEND_STATE_ACCEPTED" || !f.convId) continue;
@@ -125,16 +136,64 @@ export class State {
       e.title = f.nickname || f.account;
       e.online = Boolean(f.online);
     }
-    for (const [id, e] of this.entries) if (!e.group && !mine.has(id)) this.entries.delete(id);
+    for (const id of this.ended.keys()) if (mine.has(id)) this.ended.delete(id);
+    for (const [id, e] of this.entries) {
+      if (e.group || mine.has(id)) continue;
+      if (this.ended.has(id)) {
+        e.ended = this.ended.get(id);
+        e.online = false;
+      } else this.entries.delete(id);
+    }
+  }
+
+  /** The other side ended our friendship: its conversation stays listed, marked and
+   * read-only, until dismissed (the server lists it no more). */
+  friendshipEnded(convId, user, why) {
+    this.ended.set(convId, why);
+    const e = this.ensure(convId, false, user.userId, user.nickname || user.account);
+    e.ended = why;
+    e.online = false;
+  }
+
+  /** Forget a conversation (one whose friendship ended, or one I left). */
+  forget(convId) {
+    this.ended.delete(convId);
+    this.entries.delete(convId);
+    this.members.delete(convId);
+    if (this.open === convId) {
+      this.open = "";
+      this.editing = null;
+    }
   }
 
   setGroups(groups) {
     const mine = new Set(groups.map((g) => g.groupId));
     for (const g of groups) {
-      this.ensure(g.groupId, true, g.groupId, g.name).title = g.name;
+      const e = this.ensure(g.groupId, true, g.groupId, g.name);
+      e.title = g.name;
+      e.owner = g.owner || "";
       this.thread(g.groupId).members = g.members || 0;
+      this.invites.delete(g.groupId);
     }
-    for (const [id, e] of this.entries) if (e.group && !mine.has(id)) this.entries.delete(id);
+    for (const [id, e] of this.entries) {
+      if (e.group && !mine.has(id)) {
+        this.entries.delete(id);
+        this.members.delete(id);
+      }
+    }
+  }
+
+  /** Do I own group entry `e`? */
+  owns(e) {
+    return Boolean(e && e.group && this.me && e.owner === this.me.userId);
+  }
+
+  /** Accepted friends who are not members of group `groupId` (whom its owner may invite). */
+  invitable(groupId) {
+    const inside = new Set((this.members.get(groupId) || []).map((m) => m.userId));
+    return this.friends
+      .filter((f) => f.state === "FRIEND_STATE_ACCEPTED" && !inside.has(f.userId))
+      .sort((a, b) => a.account.localeCompare(b.account));
   }
 
   applySync(conversations) {
@@ -154,8 +213,23 @@ export class State {
   }
 
   setPresence(userId, online) {
-    for (const e of this.entries.values()) if (!e.group && e.peerId === userId) e.online = online;
+    for (const e of this.entries.values()) {
+      if (!e.group && !e.ended && e.peerId === userId) e.online = online;
+    }
     for (const f of this.friends) if (f.userId === userId) f.online = online;
+    for (const list of this.members.values()) {
+      for (const m of list) if (m.userId === userId) m.online = online;
+    }
+  }
+
+  /** An owner invited me to group `groupId` (NOTICE_GROUP_INVITE). */
+  invited(groupId, from) {
+    if (!this.entries.has(groupId)) this.invites.set(groupId, { groupId, from });
+  }
+
+  /** Invitations to answer, oldest first. */
+  invitations() {
+    return [...this.invites.values()];
   }
 
   /** Keep a message; true if its conversation is new to the sidebar. */

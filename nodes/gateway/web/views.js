@@ -1,6 +1,7 @@
 // Drawing the State into the page: the status line, the conversation list (unread counts,
-// online dots), friend requests, search results and the open conversation (messages with
-// their receipt marks, my sends in flight, who is typing). Text is always set as text, never
+// online dots), friend requests and group invitations, search results and the open
+// conversation (messages with their receipt marks, my sends in flight, who is typing; the
+// actions on the friend or the group, and a group's member panel). Text is always set as text, never
 // as HTML. Elements carry data attributes (data-conv, data-seq, data-act, ...) that app.js
 // listens to by delegation; nothing here handles events. No sockets.
 
@@ -42,6 +43,11 @@ function place(container, nodes) {
 function clock(tsMs) {
   const d = new Date(Number(tsMs || 0));
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** "Bobby (bob)", or "bob" when the nickname is the account. */
+function named(u) {
+  return u.nickname && u.nickname !== u.account ? `${u.nickname} (${u.account})` : u.account;
 }
 
 function host(url) {
@@ -102,6 +108,9 @@ export class Views {
     this.messagesOf = "";
     this.convs = new Rows();
     this.requests = new Rows();
+    this.memberRows = new Rows(); // the member panel's rows
+    this.blockedRows = new Rows();
+    this.inviteSig = "";
   }
 
   status(state) {
@@ -124,7 +133,8 @@ export class Views {
       const typing = state.typists(e.convId, Date.now()).length > 0;
       const label = [
         e.title,
-        e.group ? "group" : e.online ? "online" : "offline",
+        e.group ? "group" : e.ended ? "no longer friends" : e.online ? "online" : "offline",
+        !e.group && state.blocked.has(e.peerId) ? "blocked" : "",
         unread ? `${unread} unread` : "",
         typing ? "typing" : "",
       ]
@@ -137,7 +147,7 @@ export class Views {
         el(
           "button",
           {
-            class: `conv${e.convId === state.open ? " open" : ""}`,
+            class: `conv${e.convId === state.open ? " open" : ""}${e.ended ? " ended" : ""}`,
             "data-conv": e.convId,
             "aria-label": label,
             "aria-current": e.convId === state.open ? "true" : false,
@@ -172,9 +182,46 @@ export class Views {
         el("li", { "data-user": f.userId, text: `request sent to ${f.account}` }),
       ),
     );
+    const invites = state.invitations().map((i) => {
+      const who = i.from ? i.from.nickname || i.from.account : "someone";
+      const what = `the invitation of ${who} to group ${i.groupId}`;
+      return this.requests.get(`inv${i.groupId}`, "", () =>
+        el(
+          "li",
+          { "data-group": i.groupId },
+          el("span", { text: `${who} invites you to group ${i.groupId}` }),
+          el("button", {
+            "data-act": "join-invite",
+            "data-group": i.groupId,
+            "aria-label": `Join: accept ${what}`,
+            text: "Join",
+          }),
+          el("button", {
+            "data-act": "drop-invite",
+            "data-group": i.groupId,
+            "aria-label": `Ignore ${what}`,
+            text: "Ignore",
+          }),
+        ),
+      );
+    });
     this.requests.done();
-    place($("request-list"), [...requests, ...sent]);
-    $("requests").hidden = requests.length + sent.length === 0;
+    place($("request-list"), [...requests, ...invites, ...sent]);
+    $("requests").hidden = requests.length + invites.length + sent.length === 0;
+
+    const blocked = state.blockedUsers.map((u) =>
+      this.blockedRows.get(u.userId, u.account, () =>
+        el(
+          "li",
+          { "data-user": u.userId },
+          el("span", { text: named(u) }),
+          action("Unblock", { "data-act": "unblock", "data-user": u.userId }, u.account),
+        ),
+      ),
+    );
+    this.blockedRows.done();
+    place($("blocked-list"), blocked);
+    $("blocked").hidden = blocked.length === 0;
   }
 
   searchResults(state) {
@@ -226,11 +273,24 @@ export class Views {
     }
     $("pane-title").textContent = e.title;
     const t = state.thread(e.convId);
+    const blocked = !e.group && state.blocked.has(e.peerId);
+    const owner = state.owns(e);
     $("pane-sub").textContent = e.group
-      ? `group · ${t.members} members`
-      : e.online
-        ? "online"
-        : "offline";
+      ? `group · ${t.members} members${owner ? " · you own it" : ""}`
+      : e.ended
+        ? "no longer friends"
+        : `${e.online ? "online" : "offline"}${blocked ? " · blocked" : ""}`;
+    this.actions(state, e, blocked);
+    this.roster(state, e, owner);
+    const banner = $("pane-note");
+    banner.textContent = e.ended
+      ? `${e.ended}: this conversation is read-only`
+      : blocked
+        ? `You block ${e.title}: their messages and friend requests are refused, ` +
+          "and they see you offline."
+        : "";
+    banner.hidden = !banner.textContent;
+    $("composer").hidden = Boolean(e.ended);
 
     const rows = [];
     const note = (key, text) => this.messages.get(key, "", () => el("li", { class: "note", text }));
@@ -261,6 +321,92 @@ export class Views {
     const ed = $("editing");
     ed.hidden = !state.editing;
     if (state.editing) $("editing-seq").textContent = String(state.editing.seq);
+  }
+
+  /** The buttons of the open conversation's header: Members and Leave for a group; Block or
+   * Unblock and Unfriend for a friend; Remove from list for an ended friendship. */
+  actions(state, e, blocked) {
+    const show = (id, on, label) => {
+      const b = $(id);
+      b.hidden = !on;
+      if (on && label && b.getAttribute("aria-label") !== label) b.setAttribute("aria-label", label);
+    };
+    const live = !e.group && !e.ended;
+    show("members-toggle", e.group, `Members of ${e.title}`);
+    $("members-toggle").setAttribute("aria-expanded", String(e.group && state.membersOpen));
+    show("leave", e.group, `Leave the group ${e.title}`);
+    show("unfriend", live, `Unfriend ${e.title}`);
+    show("block", live, `${blocked ? "Unblock" : "Block"} ${e.title}`);
+    $("block").textContent = blocked ? "Unblock" : "Block";
+    show("forget", Boolean(e.ended), `Remove ${e.title} from the list`);
+  }
+
+  /** The member panel of the open group: who is in it (the owner marked, online dots), and
+   * for its owner Remove and Make owner on each other member and the invitation form. */
+  roster(state, e, owner) {
+    const panel = $("members");
+    panel.hidden = !(e.group && state.membersOpen);
+    if (panel.hidden) return;
+    const list = state.members.get(e.convId);
+    const me = state.me ? state.me.userId : "";
+    $("members-title").textContent = list ? `Members (${list.length})` : "Members";
+    const rows = (list || []).map((m) => {
+      const name = named(m);
+      const isOwner = m.userId === e.owner;
+      const sig = [name, m.online, isOwner, owner].join("\u0001");
+      return this.memberRows.get(m.userId, sig, () => {
+        const tags = [isOwner ? "owner" : "", m.userId === me ? "you" : ""].filter(Boolean);
+        const label = [name, m.online ? "online" : "offline", ...tags].join(", ");
+        return el(
+          "li",
+          { "data-user": m.userId, "aria-label": label },
+          el("span", { class: `dot${m.online ? " online" : ""}`, "aria-hidden": "true" }),
+          el("span", { class: "title", text: name }),
+          isOwner ? el("span", { class: "badge", "data-role": "owner", text: "owner" }) : null,
+          m.userId === me ? el("span", { class: "badge", text: "you" }) : null,
+          owner && m.userId !== me
+            ? el(
+                "span",
+                { class: "member-actions" },
+                el("button", {
+                  "data-act": "owner",
+                  "data-user": m.userId,
+                  "aria-label": `Make ${m.account} the owner`,
+                  text: "Make owner",
+                }),
+                el("button", {
+                  "data-act": "kick",
+                  "data-user": m.userId,
+                  "aria-label": `Remove ${m.account} from the group`,
+                  text: "Remove",
+                }),
+              )
+            : null,
+        );
+      });
+    });
+    const loading = () => el("li", { class: "note", text: "loading…" });
+    if (!list) rows.push(this.memberRows.get("loading", "", loading));
+    this.memberRows.done();
+    place($("member-list"), rows);
+
+    const form = $("invite-form");
+    form.hidden = !owner || !list;
+    if (form.hidden) return;
+    const friends = state.invitable(e.convId);
+    const sig = friends.map((f) => f.userId).join(",");
+    if (sig !== this.inviteSig) {
+      this.inviteSig = sig;
+      const select = $("invite-select");
+      const kept = select.value;
+      select.replaceChildren(
+        ...friends.map((f) => el("option", { value: f.userId, text: named(f) })),
+      );
+      if (!friends.length) select.append(el("option", { value: "", text: "no friend to invite" }));
+      if (friends.some((f) => f.userId === kept)) select.value = kept;
+    }
+    $("invite-select").disabled = !friends.length;
+    $("invite-submit").disabled = !friends.length;
   }
 
   message(msg, mine, amend, mark, { editing, found }) {
