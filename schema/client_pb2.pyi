@@ -410,22 +410,28 @@ class Redirect(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     ENDPOINT_FIELD_NUMBER: _builtins.int
     SERVER_KEY_FIELD_NUMBER: _builtins.int
+    WEB_FIELD_NUMBER: _builtins.int
     gateway_id: _builtins.str
     """node id of the gateway"""
     endpoint: _builtins.str
     """ZeroMQ endpoint of its client socket, e.g. "tcp://10.0.0.5:7001" """
     server_key: _builtins.str
     """its Curve public key (Z85, 40 characters); the client must check it"""
+    web: _builtins.str
+    """its WebSocket URL ("ws://10.0.0.5:8080/ws" or wss://) when it serves the WebSocket plane,
+    else empty: a WebSocket client resumes there (a rebalancing moves it only to such a gateway)
+    """
     def __init__(
         self,
         *,
         gateway_id: _builtins.str = ...,
         endpoint: _builtins.str = ...,
         server_key: _builtins.str = ...,
+        web: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "gateway_id", b"gateway_id", "server_key", b"server_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint", b"endpoint", "gateway_id", b"gateway_id", "server_key", b"server_key", "web", b"web"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
