@@ -19,6 +19,7 @@ from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.rpc_server import Call
 from nodes.gateway.binding import RouteBinder
+from nodes.gateway.rebalance import redirect_to
 from nodes.gateway.sessions import Session, SessionTable
 from nodes.gateway.upstream import Batched, Upstream
 from schema import client_pb2, cluster_pb2
@@ -186,11 +187,7 @@ class AuthCommands:
             best.sessions + timing.REDIRECT_MARGIN_SESSIONS <= mine
             and best.sessions <= timing.REDIRECT_RATIO * mine
         ):
-            return client_pb2.Redirect(
-                gateway_id=best.node_id,
-                endpoint=best.info.endpoints["client"],
-                server_key=best.info.client_key,
-            )
+            return redirect_to(best)
         return None
 
     def _touch(self, user_id: int) -> None:

@@ -37,7 +37,7 @@ from nodes.gateway.connections import Connections
 from nodes.gateway.limits import Limiter
 from nodes.gateway.messaging import Messaging
 from nodes.gateway.options import GatewayOptions
-from nodes.gateway.rebalance import Rebalancer, accepting_gateways, redirect_notice
+from nodes.gateway.rebalance import Rebalancer, accepting_gateways, redirect_notice, serving
 from nodes.gateway.revocation import SessionEnder
 from nodes.gateway.searching import MessageSearch
 from nodes.gateway.send_batcher import SendBatcher
@@ -227,12 +227,14 @@ class GatewayNode(Node):
         return load_client_plane_public(self.cfg.keys_dir).decode()
 
     def on_drain(self) -> None:
-        """Point every client at another gateway (round robin over the live ones)."""
+        """Point every client at another gateway (round robin over the live ones serving its
+        plane)."""
         others = accepting_gateways(self.membership)
         sessions = list(self.sessions)
         for i, session in enumerate(sessions):
-            if others:
-                notice = redirect_notice(others[i % len(others)], "gateway draining")
+            targets = serving(others, session)
+            if targets:
+                notice = redirect_notice(targets[i % len(targets)], "gateway draining")
             else:
                 notice = client_pb2.Notice(
                     kind=client_pb2.NOTICE_GOING_AWAY, text="gateway draining; reconnect later"

@@ -11,8 +11,9 @@ may not stay). A round moves at
 most half of the excess and at most REBALANCE_PER_ROUND sessions, and the next round waits
 until every other gateway has beaten REBALANCE_SETTLE_S after the last one (their counts then
 include the moved sessions), so a crowd of clients never reconnects at once and two gateways
-shedding load never overshoot. Only sessions of the ZeroMQ plane move (a redirect names a
-client endpoint).
+shedding load never overshoot. A session moves only to a gateway serving its plane: a ZeroMQ
+session to one with a client endpoint (the redirect's `endpoint`), a WebSocket session to one
+with a web endpoint (the redirect's `web`, which the browser client follows).
 Peer sockets: none of its own (the notice goes out through the gateway's client socket).
 """
 
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from fabric import timing
 from fabric.membership import Membership, Peer
 from nodes.gateway import stats
-from nodes.gateway.sessions import SessionTable
+from nodes.gateway.sessions import Session, SessionTable
 from schema import client_pb2
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Rebalancer:
         if excess <= 0:
             return 0
         budget = min(timing.REBALANCE_PER_ROUND, math.ceil(excess / 2))
-        movable = [s for s in self.sessions if s.fd >= 0 and s.identity not in self._asked][:budget]
+        movable = [s for s in self.sessions if s.identity not in self._asked and plane(s)]
         # a gateway that just started gets new logins first (the login redirect), and sessions
         # only once it has been up REBALANCE_GRACE_S (it may not stay)
         targets = sorted(
@@ -82,17 +83,21 @@ class Rebalancer:
         )
         moved = 0
         for target in targets:
-            room = min(share - target.sessions, len(movable) - moved)
+            room = min(share - target.sessions, budget - moved)
             if room <= 0:
+                continue
+            batch = [s for s in movable if plane(s) in target.info.endpoints][:room]
+            if not batch:
                 continue
             notice = client_pb2.Push(
                 notice=redirect_notice(target, "rebalancing: please move to a less loaded gateway")
             ).SerializeToString()
-            batch = movable[moved : moved + room]
             self._push([s.identity for s in batch], notice)
             for s in batch:
                 self._asked[s.identity] = now
-            moved += room
+            taken = {s.identity for s in batch}
+            movable = [s for s in movable if s.identity not in taken]
+            moved += len(batch)
         if moved:
             self._moved_at = now
             stats.REBALANCED.inc(moved)
@@ -107,14 +112,32 @@ def accepting_gateways(membership: Membership) -> list[Peer]:
     ]
 
 
+def plane(session: Session) -> str:
+    """The endpoint a gateway needs to take this session: "client" for the ZeroMQ plane (a TCP
+    fd), "web" for the WebSocket plane (-2, -3, ...); "" for a session of neither."""
+    if session.fd >= 0:
+        return "client"
+    return "web" if session.fd < -1 else ""
+
+
+def serving(peers: list[Peer], session: Session) -> list[Peer]:
+    """Those of `peers` that can take `session` (they serve its plane; one of neither plane is
+    sent where ZeroMQ clients go)."""
+    wanted = plane(session) or "client"
+    return [p for p in peers if wanted in p.info.endpoints]
+
+
+def redirect_to(target: Peer) -> client_pb2.Redirect:
+    """Where `target` is: its client endpoint and key, and its WebSocket URL if it has one."""
+    return client_pb2.Redirect(
+        gateway_id=target.node_id,
+        endpoint=target.info.endpoints["client"],
+        server_key=target.info.client_key,
+        web=target.info.endpoints.get("web", ""),
+    )
+
+
 def redirect_notice(target: Peer, text: str) -> client_pb2.Notice:
     """A NOTICE_REDIRECT sending a client to `target` (it resumes there with its token)."""
-    return client_pb2.Notice(
-        kind=client_pb2.NOTICE_REDIRECT,
-        text=text,
-        redirect=client_pb2.Redirect(
-            gateway_id=target.node_id,
-            endpoint=target.info.endpoints["client"],
-            server_key=target.info.client_key,
-        ),
-    )
+    redirect = redirect_to(target)
+    return client_pb2.Notice(kind=client_pb2.NOTICE_REDIRECT, text=text, redirect=redirect)
