@@ -2,7 +2,8 @@
 // Requests are matched to replies by id; pushes go to a callback. When the socket dies (or a
 // ping goes unanswered) every pending call fails with LOST, and the link reconnects with
 // backoff, moving on to the next gateway of the list GET /gateways gave (this page's gateway
-// first). Peer sockets: the gateways' /ws endpoints and this page's /gateways.
+// first), or to the one a redirect names. Peer sockets: the gateways' /ws endpoints and this
+// page's /gateways.
 
 export const LOST = "CONNECTION_LOST";
 const CALL_TIMEOUT_MS = 15000;
@@ -144,6 +145,20 @@ export class Connection {
   moveOn() {
     if (this.ws) {
       this.index += 1;
+      this.lost(this.ws);
+    }
+  }
+
+  /** Leave this gateway for the one at `url` (ws:// or wss://; added to the list if new):
+   * the link reconnects there, and the session resumes with its token. */
+  moveTo(url) {
+    if (!/^wss?:\/\//.test(url)) {
+      this.moveOn();
+      return;
+    }
+    if (!this.urls.includes(url)) this.urls.push(url);
+    if (this.ws) {
+      this.index = this.urls.indexOf(url);
       this.lost(this.ws);
     }
   }

@@ -13,7 +13,8 @@ const TOKEN_KEY = "soim.token";
 const DEVICE = "web";
 const FILL_PAGE = 100;
 const FIRST_SIGHT = 100; // a conversation seen for the first time: at most this many unread
-const MOVE_ON = new Set(["NOTICE_GOING_AWAY", "NOTICE_REDIRECT"]); // to the next of /gateways
+// to the gateway a redirect names (its `web` URL), else to the next of /gateways
+const MOVE_ON = new Set(["NOTICE_GOING_AWAY", "NOTICE_REDIRECT"]);
 const RESUME_AGAIN_MS = 2000; // after a Resume refused for a passing reason (UNAVAILABLE, ...)
 
 export const seqOf = (v) => Number(v || 0);
@@ -138,7 +139,12 @@ export class Session {
       const msg = push.message;
       this.serial(msg.convId, () => this.pushed(msg));
     } else {
-      if (push.notice && MOVE_ON.has(push.notice.kind)) this.conn.moveOn();
+      const notice = push.notice;
+      if (notice && MOVE_ON.has(notice.kind)) {
+        const web = notice.kind === "NOTICE_REDIRECT" && notice.redirect && notice.redirect.web;
+        if (web) this.conn.moveTo(web);
+        else this.conn.moveOn();
+      }
       this.h.onPush(push);
     }
   }
