@@ -51,6 +51,7 @@ from tools.bench_clients import (
 )
 from tools.bench_logins import logins
 from tools.bench_target import PASSWORD, SETTLE_S, SPAWN, Target, bucket_quantile_ms, step
+from tools.bench_ws import JSON, PROTO
 from tools.cluster_view import ClusterView
 from tools.local_cluster import LocalCluster, throwaway
 
@@ -83,10 +84,13 @@ CEILING_INFLIGHT = 64
 TRANSPORTS = {
     "zmq": "raw client-plane DEALERs (Curve)",
     "ws": "WebSockets (subprotocol soim.proto: binary envelope frames, no TLS)",
+    "wsjson": "WebSockets (subprotocol soim.json: JSON text frames, as the web client; no TLS)",
 }
 """What the chat clients connect with (--transport)."""
-PLANES = {"zmq": "client", "ws": "web"}
+PLANES = {"zmq": "client", "ws": "web", "wsjson": "web"}
 """The gateway endpoint each transport connects to."""
+SUBPROTOCOLS = {"zmq": PROTO, "ws": PROTO, "wsjson": JSON}
+"""The frames each transport carries: envelope frames, or soim.json's JSON."""
 SPAWN_BURST_S = 4
 """A spawned cluster's gateways get SOIM_SESSION_BURST = this many seconds of --session-rate
 (the ratio of the defaults, 200 to 50)."""
@@ -115,7 +119,7 @@ async def chat(target: Target, clients: int, opts: dict[str, Any]) -> dict[str, 
     spread = [(ep, key) for _, ep, key in itertools.islice(itertools.cycle(gateways), clients)]
     pool = ClientPool(CHAT_WORKERS)
     try:
-        await asyncio.to_thread(pool.open, spread)
+        await asyncio.to_thread(pool.open, spread, 0, SUBPROTOCOLS[opts["transport"]])
         friend, convs, groups = await _befriend(pool, run_id, clients, opts["group_size"])
         group_of = {i: gid for gid, members in groups.items() for i in members}
         targets = [
@@ -437,7 +441,7 @@ async def _run(cfg: Config, cluster: LocalCluster | None, opts: dict[str, Any]) 
                 "gateway": {
                     "SOIM_SESSION_RATE": str(limit),
                     "SOIM_SESSION_BURST": str(SPAWN_BURST_S * limit),
-                    **({"SOIM_WEB_PORT": "0"} if opts["transport"] == "ws" else {}),
+                    **({"SOIM_WEB_PORT": "0"} if PLANES[opts["transport"]] == "web" else {}),
                 }
             }
             nodes = [
@@ -491,7 +495,9 @@ def _options(args: dict[str, Any]) -> dict[str, Any]:
     opts["pattern"] = pattern
     opts["transport"] = args.get("--transport") or "zmq"
     if opts["transport"] not in TRANSPORTS:
-        raise BenchError(f"--transport must be zmq or ws, got {opts['transport']!r}")
+        raise BenchError(
+            f"--transport must be one of {', '.join(TRANSPORTS)}, got {opts['transport']!r}"
+        )
     listed = args.get("--rates")
     opts["rates"] = (
         [_number("--rates", r, float, 1.0, None) for r in listed.split(",")]

@@ -5,9 +5,11 @@ its connections synchronously — the requests of a setup step (`Exchange`, one 
 a chat phase (`ChatPlan` → `ChatLog`, one epoll set: `Readiness`) in which every connection
 sends at its pace and records acks and pushes — so neither asyncio nor the client library's
 timers are part of what is measured.
+Every connection of a worker speaks through one `tools.bench_wire` wire: envelope frames, or the
+JSON text frames of `soim.json` (--transport wsjson).
 Peer sockets: in each worker, one DEALER per client connection (Curve with a fresh keypair) to a
-gateway's client ROUTER, or with --transport ws one `tools.bench_ws.WsConn` (a WebSocket) to a
-gateway's web port; a multiprocessing pipe to the parent.
+gateway's client ROUTER, or with --transport ws|wsjson one `tools.bench_ws.WsConn` (a WebSocket)
+to a gateway's web port; a multiprocessing pipe to the parent.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from typing import Any, TypeVar
 import zmq
 from google.protobuf.message import Message
 
-from fabric import envelope, timing
+from fabric import timing
 from fabric.security import anonymous_client
 from schema import client_pb2
 from schema import common_pb2 as pb
-from schema.contracts.client import CLIENT
-from tools.bench_ws import WsConn
+from tools.bench_wire import WIRES, EnvelopeWire, Pushed, Reply, Wire
+from tools.bench_ws import PROTO, WsConn
 
 CLIENT_WORKERS = max(2, os.cpu_count() or 2)
 """Processes the idle sessions of --logins are spread over."""
@@ -120,29 +122,36 @@ def _client_worker(conn: Connection) -> None:
     ctx = zmq.Context()
     ctx.max_sockets = 65536
     socks: list[zmq.Socket] = []
-    encoder = envelope.Encoder()
+    wire: Wire = EnvelopeWire()
     rids = itertools.count(1)
     ping = client_pb2.PingRequest().SerializeToString()
     try:
         while True:
             if not conn.poll(timing.CLIENT_PING_INTERVAL_S):
-                _keepalive(socks, encoder, rids)
+                _keepalive(socks, wire, rids)
                 continue
             command, arg = conn.recv()
             if command == "open":  # `window` connections at a time, each answering a Ping
-                targets, window = arg
+                targets, window, subprotocol = arg
+                if not socks:
+                    wire = WIRES[subprotocol]()
+                elif wire.subprotocol != subprotocol:
+                    raise ValueError("a worker's connections speak one subprotocol")
                 results: list[tuple[int, bytes] | None] = []
                 for at in range(0, len(targets), window):
-                    fresh = [_connect(ctx, *target) for target in targets[at : at + window]]
+                    fresh = [
+                        _connect(ctx, endpoint, key, subprotocol)
+                        for endpoint, key in targets[at : at + window]
+                    ]
                     socks += fresh
                     results += _exchange(
-                        fresh, encoder, rids, "Ping", [ping] * len(fresh), window
+                        fresh, wire, rids, "Ping", [ping] * len(fresh), window
                     ).results
                 conn.send(Exchange(0.0, 0.0, results))
             elif command == "call":
-                conn.send(_exchange(socks, encoder, rids, *arg))
+                conn.send(_exchange(socks, wire, rids, *arg))
             elif command == "chat":
-                conn.send(_chat(socks, encoder, rids, arg))
+                conn.send(_chat(socks, wire, rids, arg))
             else:
                 return
     except (EOFError, BrokenPipeError):
@@ -153,11 +162,11 @@ def _client_worker(conn: Connection) -> None:
         ctx.term()
 
 
-def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes) -> zmq.Socket:
+def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes, subprotocol: str) -> zmq.Socket:
     """A client connection to a gateway: a DEALER with a fresh Curve keypair, or for a ws://
-    endpoint a WebSocket that a worker drives like one."""
+    endpoint a WebSocket of `subprotocol` that a worker drives like one."""
     if endpoint.startswith("ws://"):
-        return WsConn(endpoint)  # type: ignore[return-value]
+        return WsConn(endpoint, WIRES[subprotocol].subprotocol)  # type: ignore[return-value]
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     sock.rcvhwm = sock.sndhwm = 0
@@ -166,21 +175,19 @@ def _connect(ctx: zmq.Context, endpoint: str, server_key: bytes) -> zmq.Socket:
     return sock
 
 
-def _keepalive(socks: Iterable[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int]) -> None:
+def _keepalive(socks: Iterable[zmq.Socket], wire: Wire, rids: Iterator[int]) -> None:
     """A Ping on each connection, so its session does not expire idle; nobody waits for the
     replies (whoever reads the socket next skips them)."""
     deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
     frame = client_pb2.PingRequest().SerializeToString()
     for sock in socks:
         with contextlib.suppress(zmq.Again):
-            sock.send(
-                encoder.request(CLIENT["Ping"].name, next(rids), deadline_ms, frame), zmq.NOBLOCK
-            )
+            sock.send(wire.request("Ping", next(rids), deadline_ms, frame), zmq.NOBLOCK)
 
 
 def _exchange(
     socks: list[zmq.Socket],
-    encoder: envelope.Encoder,
+    wire: Wire,
     rids: Iterator[int],
     name: str,
     payloads: Sequence[bytes | None],
@@ -188,7 +195,6 @@ def _exchange(
 ) -> Exchange:
     """Send payloads[i] (unless None) as client.<name> on socks[i], at most `window` in flight;
     wait for every reply (TIMEOUT for one not here REQUEST_TIMEOUT_S after its request)."""
-    method = CLIENT[name].name
     results: list[tuple[int, bytes] | None] = [
         None if p is None else (pb.TIMEOUT, b"") for p in payloads
     ]
@@ -201,7 +207,7 @@ def _exchange(
     while todo or waiting:
         now = time.monotonic()
         if now > ping_at:  # a long step: keep the sessions that wait for nothing alive
-            _keepalive((sock for sock in socks if sock not in waiting), encoder, rids)
+            _keepalive((sock for sock in socks if sock not in waiting), wire, rids)
             ping_at = now + timing.CLIENT_PING_INTERVAL_S
         for sock, (_, _, sent_at) in list(waiting.items()):
             if now - sent_at > REQUEST_TIMEOUT_S:
@@ -210,7 +216,7 @@ def _exchange(
         deadline_ms = int((time.time() + REQUEST_TIMEOUT_S) * 1000)
         while todo and len(waiting) < window:
             i, rid = todo.pop(), next(rids)
-            socks[i].send(encoder.request(method, rid, deadline_ms, payloads[i] or b""))
+            socks[i].send(wire.request(name, rid, deadline_ms, payloads[i] or b""))
             poller.register(socks[i], zmq.POLLIN)
             waiting[socks[i]] = (i, rid, now)
         buffered = [(s, 0) for s in websockets.values() if s in waiting and s.get(_EVENTS)]
@@ -220,13 +226,10 @@ def _exchange(
             # a WebSocket's frames read ahead of its TCP socket: the poller would not see them
             frames = sock.recv_ready() if isinstance(sock, WsConn) else [sock.recv()]
             for frame in frames:
-                try:
-                    env = envelope.decode([frame], timing.CLUSTER_MAX_FRAME_BYTES)
-                except envelope.EnvelopeError:
-                    continue
-                if env.header.kind != pb.REPLY or env.header.request_id != rid:
+                answer = wire.reply(frame, rid, name)
+                if answer is None:
                     continue  # a push, or the reply to an earlier keepalive ping
-                results[i] = (env.header.error, env.payload)
+                results[i] = answer
                 poller.unregister(sock)
                 del waiting[sock]
                 last = time.monotonic()
@@ -234,9 +237,7 @@ def _exchange(
     return Exchange(started, last, results)
 
 
-def _chat(
-    socks: list[zmq.Socket], encoder: envelope.Encoder, rids: Iterator[int], plan: ChatPlan
-) -> ChatLog:
+def _chat(socks: list[zmq.Socket], wire: Wire, rids: Iterator[int], plan: ChatPlan) -> ChatLog:
     """Run one chat phase on the first len(plan.targets) connections.
 
     Until start_at + seconds every connection sends — at the worker's share of a fixed rate, or
@@ -245,7 +246,6 @@ def _chat(
     pushes to stop (QUIET_S without one), up to TAIL_MAX_S.
     """
     n = len(plan.targets)
-    method = CLIENT["Send"].name
     log = ChatLog([], [[] for _ in range(n)], [], [], [], [], 0, 0, 0, 0, {})
     errors: Counter[str] = Counter()
     ready = Readiness(socks[:n])
@@ -257,18 +257,15 @@ def _chat(
         (time.time() + plan.start_at - time.monotonic() + plan.seconds + TAIL_MAX_S) * 1000
     )
     due = 0
+    event, ack = wire.event, wire.ack
     warm_ns = int((plan.start_at + plan.warmup) * 1e9)  # monotonic_ns of the first counted send
 
     def send(i: int) -> None:
         turn = turns[i]
         field, to = plan.targets[i][turn % len(plan.targets[i])]
         rid, now_ns = next(rids), time.monotonic_ns()
-        request = client_pb2.SendRequest(
-            client_msg_id=f"{plan.tag}{rid}",
-            body=(f"{now_ns:016x}" + FILLER)[:BODY_CHARS],
-            **{field: to},
-        )
-        socks[i].send(encoder.request(method, rid, deadline_ms, request.SerializeToString()))
+        body = (f"{now_ns:016x}" + FILLER)[:BODY_CHARS]
+        socks[i].send(wire.send(rid, deadline_ms, f"{plan.tag}{rid}", field, to, body))
         ready.sent(i)
         pending[rid] = (i, turn, now_ns, field == "to_group")
         in_flight[i] += 1
@@ -302,19 +299,11 @@ def _chat(
                 except zmq.Again:
                     break
                 at = time.monotonic()
-                try:
-                    env = envelope.decode([frame], timing.CLUSTER_MAX_FRAME_BYTES)
-                except envelope.EnvelopeError as err:
-                    errors[f"bad frame {err.reason.value}"] += 1
-                    continue
-                if env.header.kind == pb.EVENT:
-                    push = client_pb2.Push.FromString(env.payload)
-                    if push.WhichOneof("item") != "message":
-                        continue
-                    msg = push.message
-                    log.received[i].append(msg.msg_id)
-                    sent_ns = int(msg.body[:16], 16)
-                    to_group = msg.HasField("to_group")
+                got = event(frame)
+                if type(got) is Pushed:
+                    log.received[i].append(got.msg_id)
+                    sent_ns = int(got.body[:16], 16)
+                    to_group = got.to_group
                     (
                         log.warmup_latencies_ns
                         if sent_ns < warm_ns
@@ -327,15 +316,18 @@ def _chat(
                         log.delivered_group += to_group
                     last_push = at
                     continue
-                sent = pending.pop(env.header.request_id, None)
+                if not isinstance(got, Reply):
+                    if isinstance(got, str):
+                        errors[got] += 1  # an unreadable frame
+                    continue  # another push
+                sent = pending.pop(got.rid, None)
                 if sent is None:
                     continue  # a keepalive ping's reply
                 in_flight[i] -= 1
-                if env.header.error != pb.OK:
-                    errors[pb.ErrorCode.Name(env.header.error)] += 1
+                if got.error:
+                    errors[got.error] += 1
                     continue
-                ack = client_pb2.SendAck.FromString(env.payload)
-                log.acks.append((i, sent[1], ack.conv_id, ack.seq, ack.msg_id))
+                log.acks.append((i, sent[1], *ack(got.body)))
                 if sent[2] >= warm_ns:
                     log.ack_latencies_ns.append(time.monotonic_ns() - sent[2])
                 if at < stop_at:
@@ -399,14 +391,18 @@ class ClientPool:
         self.pids = [p.pid for p in self._procs]
         self.workers = workers
 
-    def open(self, targets: Sequence[tuple[str, bytes]], window: int = 0) -> None:
+    def open(
+        self, targets: Sequence[tuple[str, bytes]], window: int = 0, subprotocol: str = PROTO
+    ) -> None:
         """Connect one client per (endpoint, server key), `window` at a time per worker (0:
-        all at once); BenchError unless each answers a Ping."""
+        all at once), a WebSocket one speaking `subprotocol`; BenchError unless each answers a
+        Ping. A worker's connections all speak the subprotocol of its first."""
         n = len(self._pipes)
         window = window or len(targets)
         rounds = -(-len(targets) // (n * window)) + 1  # each at most REQUEST_TIMEOUT_S
         replies = self._ask(
-            [("open", (list(targets[w::n]), window)) for w in range(n)], rounds * REQUEST_TIMEOUT_S
+            [("open", (list(targets[w::n]), window, subprotocol)) for w in range(n)],
+            rounds * REQUEST_TIMEOUT_S,
         )
         replies_ok(
             "connect (Ping)",

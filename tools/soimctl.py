@@ -92,8 +92,10 @@ Options:
   --group-size N   Members of each group of the chat clients [default: 20].
   --session-rate R  Sends/s each chat client may make: the gateways' SOIM_SESSION_RATE (the
                    gateways of a spawned cluster get it, burst 4 s worth) [default: 50].
-  --transport T    How the chat clients connect: zmq (CurveZMQ, as soim) or ws (WebSocket,
-                   binary frames; a spawned cluster's gateways get SOIM_WEB_PORT) [default: zmq].
+  --transport T    How the chat clients connect: zmq (CurveZMQ, as soim), ws (WebSocket,
+                   binary soim.proto frames) or wsjson (WebSocket, soim.json text frames, as
+                   the web client); a spawned cluster's gateways get SOIM_WEB_PORT for ws and
+                   wsjson [default: zmq].
 
 Every command reads the SOIM_* settings of the nodes (see .env.example): the environment,
 then the file named by SOIM_ENV_FILE or ./.env for what the environment leaves unset.

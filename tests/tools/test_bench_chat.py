@@ -115,3 +115,20 @@ def test_chat_over_websockets(tmp_path: Path) -> None:
     assert result.keys() >= CHAT_KEYS and result["transport"] == "ws"
     assert result["acked"] > 0 and result["p99_ms"] is not None
     assert result["lost"] == result["duplicated"] == 0 and not result["send_errors"], result
+
+
+@pytest.mark.timeout(120)
+def test_chat_over_websockets_in_json(tmp_path: Path) -> None:
+    """--transport wsjson: the clients speak `soim.json` (JSON text frames, as the web client);
+    1:1 and group messages all arrive once and are stored once, and the client worker's CPU is
+    reported apart from the nodes'."""
+    result = bench(
+        tmp_path, "--transport", "wsjson", "--clients", "4", "--rate", "20", "--duration", "1"
+    )
+    assert result.keys() >= CHAT_KEYS and result["transport"] == "wsjson"
+    assert result["acked"] > 0 and result["p99_ms"] is not None
+    assert result["pushes"]["expected"] > result["acked"]  # group messages fan out
+    assert result["unthrottled"]["pairs"]["pushes"] > 0
+    assert result["unthrottled"]["group"]["pushes"] > 0
+    assert "clients" in result["cpu_cores"]["unthrottled"]
+    assert result["lost"] == result["duplicated"] == 0 and not result["send_errors"], result
