@@ -192,6 +192,10 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
         await held[0].close()
         strict.stop()
         strict.wait(timing.SHUTDOWN_BUDGET_S + 5)
+        # the module's later tests take the first live gateway's URL: not the stopped one's
+        await async_wait_until(
+            lambda: strict.node_id not in cluster.alive(), what="the strict gateway gone"
+        )
 
     web.run(main())
 

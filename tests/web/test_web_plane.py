@@ -300,6 +300,8 @@ def test_wss(web: ModuleCluster, tmp_path: Path) -> None:
         await client.close()
         node.stop()
         node.wait(timing.SHUTDOWN_BUDGET_S + 5)
+        # the module's later tests list the live gateways' URLs: not the stopped one's
+        await async_wait_until(lambda: node.node_id not in cluster.alive(), what="the gateway gone")
 
     web.run(main())
 
