@@ -4,9 +4,12 @@ Role: bind a session at login (the sessions opened while the previous BindSessio
 router was out go in one call), unbind it at logout or expiry, and keep every binding on the
 owner of the current router ring — when a router joins, leaves or dies, the sessions whose
 owner changed are bound at the new owner (one call per router), and their clients get a
-`SyncHint` so they fetch what a push may have missed meanwhile. Bindings a router refuses as not
-its own (its ring view lags ours) are retried shortly; every REBIND_SNAPSHOT_INTERVAL_S each
-router gets the full list of this gateway's sessions it owns, which heals anything else.
+`SyncHint` so they fetch what a push may have missed meanwhile; so do the clients of sessions
+whose bind at login did not succeed (no router known yet, a failed call), once the loop binds
+them: their login's sync may have run before a message no router could push to them.
+Bindings a router refuses as not its own (its ring view lags ours) are retried shortly; every
+REBIND_SNAPSHOT_INTERVAL_S each router gets the full list of this gateway's sessions it owns,
+which heals anything else.
 Peer sockets: DEALERs to router RPC ROUTERs, through `Upstream`.
 """
 
@@ -46,6 +49,8 @@ class RouteBinder:
         self.upstream = upstream
         self.sync_hint = sync_hint
         self.bound_at: dict[bytes, str] = {}
+        self._late: set[bytes] = set()
+        """Sessions whose bind at login did not succeed: a SyncHint once the loop binds them."""
         self._wake = asyncio.Event()
         self._binds: dict[str, Batched[cluster_pb2.SessionBinding, int]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +87,7 @@ class RouteBinder:
         """
         ring = self.upstream.ring()
         if not ring:
+            self._late.add(session.identity)  # bound when a router joins (`ring_changed`)
             return
         owner = ring.owner(session.user_id)
         batched = self._binds.get(owner)
@@ -93,11 +99,11 @@ class RouteBinder:
             code = await batched.submit(self.binding(session))
         except RpcError as err:
             log.warning("bind of user %d at %s failed: %s", session.user_id, owner, err)
-            self._wake.set()
-            return
+            code = err.code
         if code == pb.OK:
             self.bound_at[session.identity] = owner
         else:
+            self._late.add(session.identity)
             self._wake.set()
 
     async def _bind_at(self, owner: str, bindings: list[cluster_pb2.SessionBinding]) -> list[int]:
@@ -162,6 +168,7 @@ class RouteBinder:
         live = {s.identity for s in self.sessions}
         for identity in [i for i in self.bound_at if i not in live]:
             del self.bound_at[identity]
+        self._late &= live
         for router in [r for r in self._binds if r not in ring.members]:
             del self._binds[router]  # a call still out there finishes on its own
         todo: dict[str, list[Session]] = {}
@@ -194,8 +201,9 @@ class RouteBinder:
                 complete = False
                 continue
             previous = self.bound_at.get(session.identity)
-            if previous is not None and previous != owner:  # a snapshot re-sends the unmoved
-                moved.append(session.identity)
+            if previous != owner and (previous is not None or session.identity in self._late):
+                moved.append(session.identity)  # (a snapshot re-sends the unmoved)
+            self._late.discard(session.identity)
             self.bound_at[session.identity] = owner
         if moved:
             self.sync_hint(moved)

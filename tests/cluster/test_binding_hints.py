@@ -1,10 +1,11 @@
-"""SyncHints go only to sessions whose router really changed.
+"""SyncHints go to the sessions whose router really changed, and to those bound late.
 
 A gateway re-sends each router the full list of its sessions every rebind snapshot; that must
 not hint (and so make sync) a client whose session stays where it was. Idle clients of a real
 cluster see no SyncHint over two snapshots, counted by the gateway's own metrics; when a second
 router joins, exactly the sessions whose users it now owns get one hint each, and a later
-snapshot adds none.
+snapshot adds none. Sessions that logged in while no router was known get one hint each once
+they are bound, and the message sent to one of them meanwhile reaches it by that sync.
 """
 
 from __future__ import annotations
@@ -111,3 +112,49 @@ async def _all_held_by(
     if any(len(h) != 1 or not h <= routers for h in held.values()):
         return None
     return held
+
+
+@pytest.mark.timeout(90)
+def test_a_session_bound_late_gets_one_hint_and_what_it_missed(
+    tmp_path: Path, cluster_name: str
+) -> None:
+    """Sessions that log in while their gateway knows no router cannot be bound then, and a
+    message sent meanwhile reaches no router; once a router joins and the gateway binds them,
+    each gets one SyncHint, and the recipient's sync fetches that message."""
+
+    async def main() -> None:
+        async with running_cluster(
+            tmp_path, cluster_name, f"sqlite:{tmp_path}/db", LOAD_TEST_LIMITS
+        ) as cluster:
+            nodes = cluster.start("directory") + cluster.start("storage")
+            nodes += cluster.start("gateway")
+            await cluster.wait_alive(nodes)
+            alice, bob = await cluster.client(), await cluster.client()
+            a = (await alice.register("alice", "correct horse")).user_id
+            b = (await bob.register("bob", "correct horse")).user_id
+            await alice.add_friend(b)
+            await bob.add_friend(a)
+            ack = await alice.send("while no router was up", to_user=b)
+
+            router = cluster.start("router")
+            await cluster.wait_alive(router)
+            await async_wait_until(
+                lambda: _all_held_by(cluster, [a, b], {router[0].node_id}),
+                timeout=15,
+                what="both sessions bound at the router",
+            )
+            seen: dict[int, int] = {}
+            await async_wait_until(
+                lambda: len(_hinted([alice, bob], seen)) == 2,
+                timeout=10,
+                what="a SyncHint to each late-bound session",
+            )
+            await async_wait_until(
+                lambda: bob.tracker.last.get(ack.conv_id, 0) >= ack.seq,
+                timeout=10,
+                what="bob has the message sent while no router was up",
+            )
+            await _snapshots_pass(cluster, 1)
+            assert _hinted([alice, bob], seen) == {0: 1, 1: 1}
+
+    asyncio.run(main())
