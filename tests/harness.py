@@ -35,6 +35,8 @@ FAST_SCRYPT_N = "1024"
 
 SHARED_START_S = 60.0
 """How long a `SharedCluster` may take to start."""
+LOG_TAIL_LINES = 25
+"""Lines of each node's log printed when a test of a running cluster fails."""
 
 T = TypeVar("T")
 
@@ -179,12 +181,26 @@ async def running_cluster(
     try:
         async with ClusterView(cfg) as view:
             cluster.view = view
-            yield cluster
+            try:
+                yield cluster
+            except BaseException:
+                print(log_tails(cluster.nodes))  # shown with the failure (the logs may be gone)
+                raise
             await cluster.close()
     finally:
         for node in cluster.nodes:
             node.kill()
             node.wait(5)
+
+
+def log_tails(nodes: list[NodeProcess], lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines above DEBUG of every node's log, for a failed test's report."""
+    parts = []
+    for node in nodes:
+        shown = [line for line in node.log().splitlines() if " DEBUG " not in line][-lines:]
+        parts.append(f"--- {node.node_id} (pid {node.pid}), last {len(shown)} lines")
+        parts.extend(shown)
+    return "\n".join(parts)
 
 
 class SharedCluster:
