@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import json
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,11 +82,14 @@ class ModuleCluster:
 
 
 class WsClient:
-    """A `soim.json` WebSocket: requests by method name, replies by id, pushes kept in order."""
+    """A `soim.json` WebSocket: requests by method name, replies by id, pushes kept in order
+    (and handed to `on_push` as they come, if set). Once the socket closes, the requests still
+    waiting fail with ConnectionError."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.pushes: list[dict[str, Any]] = []
+        self.on_push: Callable[[dict[str, Any]], None] | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._reader = asyncio.ensure_future(self._read())
@@ -97,14 +100,22 @@ class WsClient:
         return cls(ws)
 
     async def _read(self) -> None:
-        async for text in self.ws:
-            frame = json.loads(text)
-            if "push" in frame:
-                self.pushes.append(frame["push"])
-            else:
-                waiter = self._waiting.pop(frame["id"], None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(frame)
+        try:
+            async for text in self.ws:
+                frame = json.loads(text)
+                if "push" in frame:
+                    self.pushes.append(frame["push"])
+                    if self.on_push is not None:
+                        self.on_push(frame["push"])
+                else:
+                    waiter = self._waiting.pop(frame["id"], None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(frame)
+        finally:
+            for waiter in self._waiting.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("the WebSocket closed"))
+            self._waiting.clear()
 
     async def frame(self, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """The whole answer frame ({"id", "body"} or {"id", "error"}) of one request."""
