@@ -46,6 +46,7 @@ class Setup:
         self.gateways = [c.start("gateway", SOIM_GATEWAY_PORT=str(p))[0] for p in self.ports]
         nodes = c.start("directory") + c.start("router", 2) + c.start("storage") + self.gateways
         await c.wait_alive(nodes)
+        await c.wait_ready(self.gateways)  # each knows both routers: no session moves later
 
     def args(self, gateway: int) -> list[str]:
         return [
@@ -64,6 +65,7 @@ class Setup:
         [fresh] = self.cluster.start("gateway", SOIM_GATEWAY_PORT=str(self.ports[gateway]))
         self.gateways[gateway] = fresh
         await self.cluster.wait_alive([fresh])
+        await self.cluster.wait_ready([fresh])
 
 
 @pytest.mark.timeout(150)
