@@ -83,6 +83,11 @@ before it tries the next one."""
 
 UPSTREAM_TIMEOUT_S = 5.0
 """Deadline of a gateway's call to a directory, router or storage node."""
+NONE_ALIVE_WAIT_S = 3.0
+"""How long a gateway's call waits for a node of the role it needs when none is alive (the
+gateway has just started, or that node is restarting) before failing UNAVAILABLE."""
+NONE_ALIVE_POLL_S = 0.05
+"""How often such a call looks again."""
 
 REBIND_SNAPSHOT_INTERVAL_S = 5.0
 """A gateway re-sends each router the full list of its sessions this often (self-healing)."""

@@ -6,7 +6,9 @@ nodes, batched per owner and run concurrently; `Batched` turns many single asks 
 verify, a session to bind) into one call per event-loop pass. Every call has the upstream
 deadline, within which this module (not the RPC client under it) asks an idempotent call again
 by `fabric.retry.CALL`, a directory call on a live directory not asked yet; a caller
-whose own caller retries (StoreBatch: the client's outbox) passes `ONCE`.
+whose own caller retries (StoreBatch: the client's outbox) passes `ONCE`. A call that finds no
+live directory waits up to NONE_ALIVE_WAIT_S for one (nothing was sent: a login to a gateway
+that has just started, or during a directory's restart, is served rather than refused).
 Peer sockets: DEALERs to directory, router and storage RPC ROUTERs, through `PeerClients`.
 """
 
@@ -86,6 +88,19 @@ class Batched(Generic[ItemT, ResultT]):
             self._task = None
 
 
+async def _when_alive(peer: Callable[[list[str]], str], tried: list[str], until: float) -> str:
+    """`peer(tried)`; while it finds no live node (UNAVAILABLE: nothing was sent, so any call
+    may wait) look again, for at most NONE_ALIVE_WAIT_S and never past `until`."""
+    limit = min(until, time.monotonic() + timing.NONE_ALIVE_WAIT_S)
+    while True:
+        try:
+            return peer(tried)
+        except RpcError as err:
+            if err.code != pb.UNAVAILABLE or time.monotonic() >= limit:
+                raise
+        await asyncio.sleep(timing.NONE_ALIVE_POLL_S)  # a node of the role may join meanwhile
+
+
 def _fail(
     batch: list[tuple[Any, asyncio.Future[Any]]], code: pb.ErrorCode.ValueType, detail: str
 ) -> None:
@@ -113,7 +128,7 @@ class Upstream:
         tried: list[str] = []
 
         async def attempt(until: float) -> Any:
-            node_id = peer(tried)
+            node_id = await _when_alive(peer, tried, until)
             tried.append(node_id)
             return await self.peers.get(node_id).call(
                 method, request, until - time.monotonic(), retry=ONCE

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
+from fabric import timing
+from fabric.methods import RpcError
+from schema import common_pb2 as pb
 from tests.cluster.test_storage import metric
 from tests.harness import running_cluster
 
@@ -49,6 +53,30 @@ def test_a_frozen_directory_costs_the_gateway_one_attempt_not_the_client_a_call(
             now = {code: metric(cluster, gateway, SERVED.format(code=code)) for code in CODES}
             assert now["OK"] - served["OK"] == CALLS  # one attempt of the client's each
             assert all(now[code] == served[code] for code in CODES if code != "OK"), now
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(90)
+def test_a_login_waits_briefly_for_a_directory_to_come(tmp_path: Path, cluster_name: str) -> None:
+    """A gateway that knows no live directory holds a client's call up to NONE_ALIVE_WAIT_S for
+    one: a Register sent before any directory started is served once one joins; with none
+    coming it is refused UNAVAILABLE within that bound (plus the gateway's deadline slack)."""
+
+    async def main() -> None:
+        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+            nodes = cluster.start("router") + cluster.start("gateway")
+            await cluster.wait_alive(nodes)
+            alice = await cluster.client()
+            began = time.monotonic()
+            with pytest.raises(RpcError) as refused:
+                await alice.register("alice", PASSWORD)
+            assert refused.value.code == pb.UNAVAILABLE
+            assert time.monotonic() - began < timing.NONE_ALIVE_WAIT_S + 3.0
+
+            waiting = asyncio.ensure_future(alice.register("alice", PASSWORD))
+            cluster.start("directory")
+            assert (await waiting).user_id > 0
 
     asyncio.run(main())
 
