@@ -65,6 +65,9 @@ class Tmux:
             command,
         )
         self.tmux("set-option", "-t", name, "remain-on-exit", "on")
+        # the server outlives its last session: a test that kills one and starts the next at
+        # once would otherwise reach a server on its way out (new-session fails)
+        self.tmux("set-option", "-s", "exit-empty", "off")
 
     def type(self, name: str, text: str, enter: bool = True) -> None:
         """Type `text` literally, then Enter."""
