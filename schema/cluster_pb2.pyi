@@ -123,6 +123,7 @@ class SessionBinding(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
+    FRESH_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """the session's user"""
     gateway_id: _builtins.str
@@ -131,6 +132,10 @@ class SessionBinding(_message.Message):
     """the connection's ROUTER identity on that gateway"""
     device: _builtins.str
     """the device name the client logged in with"""
+    fresh: _builtins.bool
+    """A new session (a login or resume), not a rebind after a ring change nor a snapshot: the
+    router tells the user's contacts it came online if it had no session there before.
+    """
     def __init__(
         self,
         *,
@@ -138,10 +143,11 @@ class SessionBinding(_message.Message):
         gateway_id: _builtins.str = ...,
         session_id: _builtins.bytes = ...,
         device: _builtins.str = ...,
+        fresh: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "gateway_id", b"gateway_id", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "fresh", b"fresh", "gateway_id", b"gateway_id", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1053,19 +1059,25 @@ class ContactsRequest(_message.Message):
 
     USER_ID_FIELD_NUMBER: _builtins.int
     BLOCKERS_ONLY_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
     user_id: _builtins.int
     """the user"""
     blockers_only: _builtins.bool
     """only the users who have blocked it (contacts left empty)"""
+    audience: _builtins.bool
+    """Instead: the users whose Contacts list this user — its friends and co-members except
+    those it has blocked; not itself (blockers left empty; account set).
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.int = ...,
         blockers_only: _builtins.bool = ...,
+        audience: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blockers_only", b"blockers_only", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "blockers_only", b"blockers_only", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1079,6 +1091,9 @@ class ContactsReply(_message.Message):
 
     CONTACTS_FIELD_NUMBER: _builtins.int
     BLOCKERS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    """the user's account name (audience only)"""
     @_builtins.property
     def contacts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """friends and co-members, ascending, not blockers; at most 20,000"""
@@ -1092,10 +1107,11 @@ class ContactsReply(_message.Message):
         *,
         contacts: _abc.Iterable[_builtins.int] | None = ...,
         blockers: _abc.Iterable[_builtins.int] | None = ...,
+        account: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blockers", b"blockers", "contacts", b"contacts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "blockers", b"blockers", "contacts", b"contacts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

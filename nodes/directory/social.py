@@ -84,8 +84,30 @@ class Social:
         self, req: cluster_pb2.ContactsRequest, call: Call
     ) -> cluster_pb2.ContactsReply:
         """Friends, co-members and the user itself (whom it may see online), and who has
-        blocked the user."""
+        blocked the user; or its audience (who may see it online) and its account."""
+        if req.audience:
+            return await self.ctx.db(self._audience, req.user_id)
         return await self.ctx.db(self._contacts, req.user_id, req.blockers_only)
+
+    def _audience(self, user_id: int) -> cluster_pb2.ContactsReply:
+        """The users whose Contacts list `user_id`: its friends and co-members except those it
+        has blocked (a user who has blocked it still sees it online), not itself."""
+        store = self.ctx.store
+        seen = self._related(user_id)
+        seen.difference_update(block_rows.of_user(store, user_id, mine=True))
+        seen.discard(user_id)
+        found = account_rows.users(store, [user_id]).get(user_id)
+        return cluster_pb2.ContactsReply(
+            contacts=sorted(seen)[:CONTACTS_MAX], account=found.account if found else ""
+        )
+
+    def _related(self, user_id: int) -> set[int]:
+        """Accepted friends and members of the user's groups (itself among them if in one)."""
+        store = self.ctx.store
+        seen = {r.friend_id for r in friend_rows.of_user(store, user_id) if r.accepted}
+        for members in group_rows.members(store, group_rows.of_user(store, user_id)).values():
+            seen.update(members)
+        return seen
 
     def _contacts(self, user_id: int, blockers_only: bool) -> cluster_pb2.ContactsReply:
         store = self.ctx.store
@@ -93,9 +115,7 @@ class Social:
             return cluster_pb2.ContactsReply(
                 blockers=block_rows.of_user(store, user_id, mine=False)
             )
-        seen = {r.friend_id for r in friend_rows.of_user(store, user_id) if r.accepted}
-        for members in group_rows.members(store, group_rows.of_user(store, user_id)).values():
-            seen.update(members)
+        seen = self._related(user_id)
         blockers = block_rows.of_user(store, user_id, mine=False)
         seen.difference_update(blockers)
         seen.add(user_id)
