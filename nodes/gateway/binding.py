@@ -9,7 +9,9 @@ whose bind at login did not succeed (no router known yet, a failed call), once t
 them: their login's sync may have run before a message no router could push to them.
 Bindings a router refuses as not its own (its ring view lags ours) are retried shortly; every
 REBIND_SNAPSHOT_INTERVAL_S each router gets the full list of this gateway's sessions it owns,
-which heals anything else.
+which heals anything else. A binding is marked `fresh` when it is a new session (the bind at
+login, or the loop's first successful bind of a session whose login bind did not succeed) —
+the router then tells the user's contacts it came online — and never in a rebind or snapshot.
 Peer sockets: DEALERs to router RPC ROUTERs, through `Upstream`.
 """
 
@@ -71,13 +73,14 @@ class RouteBinder:
         """A router joined, left or died: reconcile now."""
         self._wake.set()
 
-    def binding(self, session: Session) -> cluster_pb2.SessionBinding:
-        """The router's record of `session`."""
+    def binding(self, session: Session, fresh: bool = False) -> cluster_pb2.SessionBinding:
+        """The router's record of `session` (`fresh`: a new session, not a rebind)."""
         return cluster_pb2.SessionBinding(
             user_id=session.user_id,
             gateway_id=self.gateway_id,
             session_id=session.identity,
             device=session.device,
+            fresh=fresh,
         )
 
     async def bind(self, session: Session) -> None:
@@ -96,7 +99,7 @@ class RouteBinder:
                 functools.partial(self._bind_at, owner), MAX_BINDINGS_PER_CALL
             )
         try:
-            code = await batched.submit(self.binding(session))
+            code = await batched.submit(self.binding(session, fresh=True))
         except RpcError as err:
             log.warning("bind of user %d at %s failed: %s", session.user_id, owner, err)
             code = err.code
@@ -185,7 +188,7 @@ class RouteBinder:
 
     async def _send(self, owner: str, chunk: list[Session], full: bool) -> bool:
         request = cluster_pb2.BindRequest(
-            bindings=[self.binding(s) for s in chunk],
+            bindings=[self.binding(s, fresh=not full and s.identity in self._late) for s in chunk],
             gateway_id=self.gateway_id,
             full_snapshot=full,
         )

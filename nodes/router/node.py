@@ -8,10 +8,13 @@ of owned users) and Deliver (fan-out through `delivery.fan_out`, published as Ga
 events under `api.delivery_topic(gateway id)`). Membership drives the rest: a router joining,
 leaving or dying changes the ring and the sessions of users this router no longer owns are
 dropped at once (gateways re-bind them at the new owner); a gateway dying takes its sessions
-with it. The heartbeat load is the number of bound sessions.
+with it. The heartbeat load is the number of bound sessions. The contacts of its users hear
+when they come online (a fresh session, none before) and go offline (the last session gone,
+after a grace) through `announce.Announcer`; rebinds and snapshots announce nothing.
 Peer sockets: those of `fabric.node.Node` — the RPC ROUTER (gateways and storage call it), the
 events PUB (heartbeats and deliveries; every gateway subscribes), the events SUB (peers'
-heartbeats, for membership) and peer DEALERs (unused by the router itself).
+heartbeats, for membership) and peer DEALERs (directories' Contacts and other routers' Deliver,
+for presence announcements).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from fabric.methods import RpcError
 from fabric.node import Node
 from fabric.ring import LiveRing
 from fabric.rpc_server import Call
+from nodes.router.announce import Announcer
 from nodes.router.delivery import fan_out
 from nodes.router.presence import Binding, Presence
 from schema import client_pb2, cluster_pb2
@@ -68,9 +72,17 @@ class RouterNode(Node):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        self.presence = Presence()
+        self.presence = Presence(on_empty=self._user_left)
         self._live = LiveRing(self.membership, "router", include=self.node_id)
         self.ring = self._live.current()
+        self.announcer = Announcer(
+            self.peers,
+            self.membership,
+            lambda: self.ring,
+            self.node_id,
+            self._publish,
+            lambda user_id: self.owns(user_id) and not self.presence.sessions_of(user_id),
+        )
         self._delivery_budget = cfg.max_frame_bytes - EVENT_HEADER_ROOM
         self._bind_counts = {
             code: BIND_RESULTS.labels(pb.ErrorCode.Name(code))
@@ -86,6 +98,10 @@ class RouterNode(Node):
         self.rpc.register(ROUTER["Lookup"], self._lookup)
         self.rpc.register(ROUTER["OnlineUsers"], self._online_users)
         self.rpc.register(ROUTER["Deliver"], self._deliver)
+        self.announcer.start()
+
+    async def on_stop(self) -> None:
+        await self.announcer.close()
 
     def load(self) -> float:
         return float(self.presence.session_count)
@@ -101,6 +117,12 @@ class RouterNode(Node):
             dropped = self.presence.drop_gateway(peer.node_id)
             SESSIONS_DROPPED.labels("gateway_gone").inc(dropped)
             self.log.info("gateway %s gone: dropped %d sessions", peer.node_id, dropped)
+
+    def _user_left(self, user_id: int) -> None:
+        """The last session of `user_id` went: announce it offline after the grace, unless it
+        went because another router owns the user now."""
+        if self.owns(user_id):
+            self.announcer.went_offline(user_id)
 
     # ---- ring
     def owns(self, user_id: int) -> bool:
@@ -127,17 +149,29 @@ class RouterNode(Node):
             raise RpcError(_INVALID, "a full snapshot needs a valid gateway_id")
         results: list[pb.ErrorCode.ValueType] = []
         accepted: list[Binding] = []
+        fresh: set[int] = set()
         for b in req.bindings:
             code = self._check(b, snapshot_of)
             results.append(code)
             if code == _OK:
                 accepted.append(Binding(b.user_id, b.gateway_id, b.session_id, b.device))
+                if b.fresh and snapshot_of is None:
+                    fresh.add(b.user_id)
+        announcer = self.announcer
         if snapshot_of is not None:
             dropped = self.presence.replace_gateway(snapshot_of, accepted)
             SESSIONS_DROPPED.labels("snapshot").inc(dropped)
+            for binding in accepted:
+                announcer.rebound(binding.user_id)
         else:
             for binding in accepted:
-                self.presence.bind(*binding)
+                user_id = binding.user_id
+                if not self.presence.bind(*binding):
+                    continue
+                if user_id in fresh:
+                    announcer.came_online(user_id)
+                else:
+                    announcer.rebound(user_id)
         for code in results:
             self._bind_counts[code].inc()
         return cluster_pb2.BindReply(results=results)
@@ -184,6 +218,10 @@ class RouterNode(Node):
         return cluster_pb2.RouterOnlineUsersReply(user_ids=page, more=more)
 
     def _deliver(self, req: cluster_pb2.DeliverBatch, call: Call) -> cluster_pb2.DeliverReply:
+        return cluster_pb2.DeliverReply(sessions=self._publish(req))
+
+    def _publish(self, req: cluster_pb2.DeliverBatch) -> int:
+        """Fan `req` out to the gateways holding its users' sessions; return the pushes."""
         out = fan_out(self.presence, req, self.node_id, self._delivery_budget)
         publish = self.publisher.publish
         for gateway_id, event in out.events:
@@ -192,4 +230,4 @@ class RouterNode(Node):
         PUSHES.inc(out.sessions)
         if out.too_large:
             PUSHES_TOO_LARGE.inc(out.too_large)
-        return cluster_pb2.DeliverReply(sessions=out.sessions)
+        return out.sessions

@@ -5,8 +5,10 @@ Role: the router's table user id → sessions, where a session is a connection o
 with. A user may have several sessions (devices, gateways); a session has one user at a time.
 A second index by gateway lets a dead gateway's sessions go at once and a gateway's full
 snapshot replace what the router held for it. Online users come out in ascending user id, one
-page after a cursor. Every operation is a plain function on the event loop. No sockets: the
-router node feeds this from its RPC handlers and membership callbacks.
+page after a cursor. `bind` says whether the user had no session before, and `on_empty` hears
+of every user whose last session went, however it went (presence announcements). Every
+operation is a plain function on the event loop. No sockets: the router node feeds this from
+its RPC handlers and membership callbacks.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class Binding(NamedTuple):
 class Presence:
     """User → sessions, indexed by gateway too."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_empty: Callable[[int], None] | None = None) -> None:
+        self.on_empty = on_empty
+        """Called with a user whose last session has just gone."""
         self._users: dict[int, dict[SessionKey, str]] = {}  # user → {(gw, sid): device}
         self._gateways: dict[str, dict[bytes, int]] = {}  # gw → {sid: user}
         self._sessions = 0
@@ -73,12 +77,14 @@ class Presence:
         return page, start + limit < len(self._sorted)
 
     # ---- changes
-    def bind(self, user_id: int, gateway_id: str, session_id: bytes, device: str) -> None:
-        """Record a session (again: the device is updated; under another user: it moves)."""
+    def bind(self, user_id: int, gateway_id: str, session_id: bytes, device: str) -> bool:
+        """Record a session (again: the device is updated; under another user: it moves).
+        True if the user had no session before."""
         owner = self._gateways.get(gateway_id, {}).get(session_id)
         if owner is not None and owner != user_id:
             self._remove(owner, gateway_id, session_id)
         sessions = self._users.get(user_id)
+        first = sessions is None
         if sessions is None:
             sessions = self._users[user_id] = {}
             self._sorted = None
@@ -87,6 +93,7 @@ class Presence:
             self._sessions += 1
         sessions[key] = device
         self._gateways.setdefault(gateway_id, {})[session_id] = user_id
+        return first
 
     def unbind(self, user_id: int, gateway_id: str, session_id: bytes) -> bool:
         """Forget a session if it is bound to `user_id` (a stale unbind of a connection that has
@@ -143,3 +150,5 @@ class Presence:
         if not sessions:
             del self._users[user_id]
             self._sorted = None
+            if self.on_empty is not None:
+                self.on_empty(user_id)
