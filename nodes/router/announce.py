@@ -182,12 +182,13 @@ class Announcer:
             if found is None:
                 continue
             account, audience = found
+            self._gone.pop(user_id, None)
             if online:
                 self._online.inc()
             else:
                 self._offline.inc()
-                self._gone.pop(user_id, None)
-                self._gone[user_id] = asyncio.get_running_loop().time()
+                if self.offline_now(user_id):  # (not back while its audience was asked)
+                    self._gone[user_id] = asyncio.get_running_loop().time()
             if not audience:
                 continue
             push = client_pb2.Push(

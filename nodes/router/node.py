@@ -159,10 +159,12 @@ class RouterNode(Node):
                     fresh.add(b.user_id)
         announcer = self.announcer
         if snapshot_of is not None:
+            sessions_of = self.presence.sessions_of
+            had_none = {b.user_id for b in accepted if not sessions_of(b.user_id)}
             dropped = self.presence.replace_gateway(snapshot_of, accepted)
             SESSIONS_DROPPED.labels("snapshot").inc(dropped)
-            for binding in accepted:
-                announcer.rebound(binding.user_id)
+            for user_id in had_none:
+                announcer.rebound(user_id)
         else:
             for binding in accepted:
                 user_id = binding.user_id

@@ -135,9 +135,13 @@ async def presence_pushes(cluster: Cluster, router: NodeProcess) -> None:
         return dict(zip(observers.values(), got, strict=True))
 
     async def marker_in(i: int) -> None:
+        """Marker i logs in, on a new connection (a gateway closes one left without a session
+        for SOIM_AUTH_DEADLINE_S)."""
+        markers[i] = await cluster.client(i % 2)
         await markers[i].login(f"mark{i}", PASSWORD)
 
     # bob logs in: his friends and co-members hear it once; the stranger and bert do not
+    bob1 = await cluster.client(1, device="phone")
     await bob1.login("bob", PASSWORD)
     await marker_in(0)
     got = await step((m[0], True))
