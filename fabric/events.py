@@ -9,7 +9,6 @@ connected to the PUB of every peer it follows.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import zmq.asyncio
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
+from fabric.background import Background
 from fabric.batch_io import plain, recv_ready, send_now
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Subscriber:
         self.name = name
         self._handlers: list[tuple[bytes, EventHandler]] = []
         self._connected: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._runner = Background(self._run)
         self._in = metrics.FRAMES_IN.labels(name)
 
     def on(self, topic: bytes, handler: EventHandler) -> None:
@@ -95,15 +95,11 @@ class Subscriber:
 
     def start(self) -> None:
         """Start the receive loop."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+        self._runner.start()
 
     async def close(self) -> None:
         """Stop the loop and close the socket."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._runner.stop()
         self.sock.close(linger=0)
 
     async def _run(self) -> None:

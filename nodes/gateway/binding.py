@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 
 from fabric import timing
+from fabric.background import Background
 from fabric.methods import RpcError
 from nodes.gateway import stats
 from nodes.gateway.sessions import Session, SessionTable
@@ -55,19 +56,15 @@ class RouteBinder:
         """Sessions whose bind at login did not succeed: a SyncHint once the loop binds them."""
         self._wake = asyncio.Event()
         self._binds: dict[str, Batched[cluster_pb2.SessionBinding, int]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._runner = Background(self._run)
 
     def start(self) -> None:
         """Start the reconcile loop."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+        self._runner.start()
 
     async def close(self) -> None:
         """Stop the loop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._runner.stop()
 
     def ring_changed(self) -> None:
         """A router joined, left or died: reconcile now."""

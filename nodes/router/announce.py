@@ -29,6 +29,7 @@ from collections.abc import Callable
 from prometheus_client import Counter
 
 from fabric import timing
+from fabric.background import Background
 from fabric.membership import Membership
 from fabric.methods import RpcError
 from fabric.peer_clients import PeerClients
@@ -87,19 +88,15 @@ class Announcer:
         self._gone: dict[int, float] = {}  # user → when announced offline (ascending)
         self._wake = asyncio.Event()
         self._turn = 0
-        self._task: asyncio.Task[None] | None = None
+        self._runner = Background(self._run)
         self._online = ANNOUNCED.labels("online")
         self._offline = ANNOUNCED.labels("offline")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+        self._runner.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._runner.stop()
 
     # ---- transitions (plain functions, called from the router's handlers)
     def came_online(self, user_id: int) -> None:
