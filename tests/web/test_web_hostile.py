@@ -57,7 +57,7 @@ RSS_SLACK_BYTES = 50 << 20
 STRICT = {
     "SOIM_MAX_UNAUTH_PER_ADDR": "4",
     "SOIM_MAX_UNAUTH_TOTAL": "6",
-    "SOIM_AUTH_DEADLINE_S": "3",
+    "SOIM_AUTH_DEADLINE_S": "5",
 }
 OTHER_ADDR = ("127.0.0.2", 0)
 """A second source address on loopback."""
@@ -109,6 +109,14 @@ def _metric(cluster: Cluster, node_id: str, name: str) -> float:
     return 0.0
 
 
+async def _unauth_count(cluster: Cluster, node_id: str, n: int) -> None:
+    """Wait until the gateway counts `n` connections without a session."""
+    await async_wait_until(
+        lambda: _metric(cluster, node_id, "soim_gateway_unauthenticated_connections") == n,
+        what=f"{n} connections without a session",
+    )
+
+
 async def _still_serving(url: str) -> None:
     client = await WsClient.open(url)
     assert (await client.call("Ping", {"clientTimeMs": "1"}))["clientTimeMs"] == "1"
@@ -146,6 +154,7 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
         ]
         assert codes[:5] == ["BAD_CREDENTIALS"] * 5 and codes[-1] == "RATE_LIMITED", codes
         await guesser.close()
+        await _unauth_count(cluster, strict.node_id, 0)
 
         # SOIM_MAX_UNAUTH_PER_ADDR=4: four connections without a session are kept, a fifth is
         # closed at once; one that logs in frees its place
@@ -166,6 +175,9 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
         writer.close()
         per_addr_cap = 'soim_bad_frames_total{reason="closed_unauth_per_addr",socket="client"}'
         assert _metric(cluster, strict.node_id, per_addr_cap) == 1
+        # the gateway hears of that connection's end from libzmq's monitor, a moment after the
+        # peer sees it closed
+        await _unauth_count(cluster, strict.node_id, 4)
 
         # SOIM_MAX_UNAUTH_TOTAL=6: another address may add two, not a third
         others = [await WsClient.open(url, local_addr=OTHER_ADDR) for _ in range(2)]
@@ -176,7 +188,7 @@ def test_pre_auth_limits(web: ModuleCluster) -> None:
         total_cap = 'soim_bad_frames_total{reason="closed_unauth_total",socket="web"}'
         assert _metric(cluster, strict.node_id, total_cap) == 1
 
-        # SOIM_AUTH_DEADLINE_S=3: the connections without a session are closed, the logged-in
+        # SOIM_AUTH_DEADLINE_S=5: the connections without a session are closed, the logged-in
         # one stays
         for client in [*held[1:], fifth, *others]:
             await client.closed()
