@@ -8,8 +8,13 @@ it too, and rolls the affected conversations back. See `shard_store.batch_writer
 outcomes of a row.
 Who builds: an idle committer takes and builds the next batch itself, so a lone row costs one
 thread hand-off in and one out; the builder thread builds only while a commit runs, so the
-next flush is ready when it ends. One batch is built at a time (`_building`), and batches are
-committed in the order they were taken, so stamping needs no lock of its own.
+next flush is ready when it ends. It is called in only when rows were already waiting as a
+commit began (the committer could not take them all) or `max_rows` of them piled up during
+one: rows that trickle in during a commit are taken by the committer itself when it ends, with
+no thread woken for them (a moderate load used to wake the builder at the first row of every
+commit, mostly to find the commit over and nothing to do). One batch is built at a time
+(`_building`), and batches are committed in the order they were taken, so stamping needs no
+lock of its own.
 Connections: one pooled connection of its database, held by the committer thread, which
 closes it.
 """
@@ -115,8 +120,8 @@ class Lane:
         self._cond = threading.Condition(lock)
         self._builder_idle = threading.Condition(lock)
         """Where the builder waits while there is nothing for it to take: woken only when a
-        commit runs with rows pending, not by every change the committer is told of (a lone
-        row used to wake it ~2.4 times for nothing)."""
+        commit begins with rows pending or `max_rows` pile up during one, not by every change
+        the committer is told of nor by the first row behind a commit."""
         self._pending: list[Item] = []
         self._first_at = 0.0
         self._sealed: _Flush | None = None
@@ -156,11 +161,12 @@ class Lane:
             self._pending.extend(items)
             if before == 0:
                 self._first_at = time.monotonic()
+                if not self._busy:
+                    self._cond.notify_all()  # an idle committer takes them
+            if before < self._max_rows <= len(self._pending):
                 self._cond.notify_all()
                 if self._busy:
-                    self._builder_idle.notify()
-            elif before < self._max_rows <= len(self._pending):
-                self._cond.notify_all()
+                    self._builder_idle.notify()  # seal them while the commit runs
 
     def begin_close(self) -> None:
         with self._cond:
