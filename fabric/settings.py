@@ -57,6 +57,8 @@ KNOWN = frozenset(
         "SOIM_WEB_CERT",
         "SOIM_WEB_KEY",
         "SOIM_WEB_ORIGINS",
+        # router options
+        "SOIM_PRESENCE_GRACE_S",
         # storage options
         "SOIM_EDIT_WINDOW_S",
         # directory options

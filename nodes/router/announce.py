@@ -3,18 +3,22 @@ and when it goes offline.
 
 Role: the router tells the announcer of its users' transitions — a fresh session (a login or
 resume, `SessionBinding.fresh`) of a user that had none: online at once; the last session of a
-user gone (unbound, its gateway dead, left out of a snapshot): offline after OFFLINE_GRACE_S,
-and only if the user is still without a session here by then (a resume on another gateway, a
-rebalancing redirect, a reconnect within the grace announces nothing). Rebinds after a ring
-change and snapshots never announce, and users that moved to another router are not announced
-offline — except that a rebind of a user announced offline less than REPAIR_WINDOW_S ago
-announces it online again: the router had lost sessions a gateway still holds (it thought that
-gateway dead for a moment), so the offline was wrong. One task works through the
+user gone (unbound, its gateway dead, left out of a snapshot): offline after the grace
+(SOIM_PRESENCE_GRACE_S, default OFFLINE_GRACE_S), and only if the user is still without a
+session by then (a resume on another gateway, a rebalancing redirect, a reconnect within the
+grace announces nothing) — here, or, if a ring change gave the user to another router during the
+grace, at that router (a Router.Lookup there). Rebinds after a ring change and snapshots never
+announce, and users whose sessions moved to another router are not announced offline — except
+that a rebind of a user announced offline less than REPAIR_WINDOW_S ago announces it online
+again: the router had lost sessions a gateway still holds (it thought that gateway dead for a
+moment), so the offline was wrong. One task works through the
 announcements, at most PASS_MAX per pass: one Directory.Contacts (audience: friends and
 co-members who may see the user online) per user, with the pass's calls in parallel, then one
 Router.Deliver per router owning some of the audience (its own users straight to the
 gateways). Best effort: a failed call loses its announcements (counted), nothing is retried,
 and a backlog beyond QUEUE_MAX is dropped (counted). Logins never wait for any of it.
+Pending offlines die with their router: a router that stops or dies within the grace leaves
+those users' contacts seeing them online until their next contacts fetch.
 Peer sockets: none of its own; directories and routers through the node's `PeerClients`.
 """
 
@@ -40,9 +44,11 @@ from schema.contracts.router import ROUTER
 
 log = logging.getLogger(__name__)
 
-OFFLINE_GRACE_S = 3.0
-"""A user whose last session went is announced offline only if still without one this long
-after: a client moving to another gateway or reconnecting does not flap."""
+OFFLINE_GRACE_S = 3
+"""Default of SOIM_PRESENCE_GRACE_S: a user whose last session went is announced offline only
+if still without one this many seconds after, so a client moving to another gateway or
+reconnecting does not flap."""
+OFFLINE_GRACE_MAX_S = 3600
 PASS_MAX = 32
 """Announcements handled in one pass (their Contacts calls run in parallel)."""
 QUEUE_MAX = 20_000
@@ -75,6 +81,7 @@ class Announcer:
         router_id: str,
         deliver_here: Callable[[cluster_pb2.DeliverBatch], object],
         offline_now: Callable[[int], bool],
+        grace_s: float = OFFLINE_GRACE_S,
     ) -> None:
         self.peers = peers
         self.membership = membership
@@ -83,6 +90,7 @@ class Announcer:
         self.deliver_here = deliver_here
         self.offline_now = offline_now
         """Is the user this router's and still without a session?"""
+        self.grace_s = grace_s
         self._leaving: dict[int, float] = {}  # user → when to announce it offline (ascending)
         self._queue: dict[int, bool] = {}  # user → online: to announce
         self._gone: dict[int, float] = {}  # user → when announced offline (ascending)
@@ -121,7 +129,7 @@ class Announcer:
     def went_offline(self, user_id: int) -> None:
         """The user's last session here is gone: offline after the grace, unless it returns."""
         self._leaving.pop(user_id, None)
-        self._leaving[user_id] = asyncio.get_running_loop().time() + OFFLINE_GRACE_S
+        self._leaving[user_id] = asyncio.get_running_loop().time() + self.grace_s
         self._wake.set()
 
     def _enqueue(self, user_id: int, online: bool) -> None:
@@ -158,21 +166,23 @@ class Announcer:
                     log.exception("presence announcement failed")
 
     def _due(self, now: float) -> None:
-        """Queue the offline announcements whose grace is over."""
+        """Queue the offline announcements whose grace is over (of a user another router owns
+        now too: the pass asks that router)."""
+        ring = self.ring()
         while self._leaving:
             user_id, when = next(iter(self._leaving.items()))
             if when > now:
                 return
             del self._leaving[user_id]
-            if self.offline_now(user_id):
+            if ring.owner(user_id) != self.router_id or self.offline_now(user_id):
                 self._enqueue(user_id, False)
 
     async def _pass(self) -> None:
         take = list(itertools.islice(self._queue.items(), PASS_MAX))
         for user_id, _ in take:
             del self._queue[user_id]
-        audiences = await asyncio.gather(*(self._audience(u) for u, _ in take))
         ring = self.ring()
+        audiences = await asyncio.gather(*(self._audience(u, on, ring) for u, on in take))
         batches: dict[str, list[cluster_pb2.DeliverBatch]] = {}
         counts: dict[str, int] = {}
         for (user_id, online), found in zip(take, audiences, strict=True):
@@ -210,8 +220,14 @@ class Announcer:
                     calls.append(self._deliver(router_id, batch))
         await asyncio.gather(*calls)
 
-    async def _audience(self, user_id: int) -> tuple[str, list[int]] | None:
-        """(account, who may see `user_id` online), or None if no directory answered."""
+    async def _audience(
+        self, user_id: int, online: bool, ring: Ring
+    ) -> tuple[str, list[int]] | None:
+        """(account, who may see `user_id` online), or None if there is nothing to announce:
+        an offline of a user another router owns now and holds a session of, or no answer."""
+        owner = ring.owner(user_id)
+        if not online and owner != self.router_id and not await self._offline_at(owner, user_id):
+            return None
         live = self.membership.alive("directory")
         if not live:
             LOST.labels("no_directory").inc()
@@ -229,6 +245,22 @@ class Announcer:
             log.warning("Contacts of user %d failed, presence not announced: %s", user_id, err)
             return None
         return reply.account, list(reply.contacts)
+
+    async def _offline_at(self, router_id: str, user_id: int) -> bool:
+        """Does the router `router_id` hold no session of `user_id`? (False if it did not say.)"""
+        try:
+            reply = await self.peers.get(router_id).call(
+                ROUTER["Lookup"],
+                cluster_pb2.UserIds(user_ids=[user_id]),
+                timeout=timing.UPSTREAM_TIMEOUT_S,
+            )
+        except RpcError as err:
+            LOST.labels("lookup").inc()
+            log.warning(
+                "Lookup of user %d at %s failed, offline not announced: %s", user_id, router_id, err
+            )
+            return False
+        return not any(entry.sessions for entry in reply.users)
 
     async def _deliver(self, router_id: str, batch: cluster_pb2.DeliverBatch) -> None:
         try:

@@ -23,13 +23,13 @@ import re
 
 from prometheus_client import Counter, Gauge
 
-from fabric.config import Config
+from fabric.config import Config, read_int
 from fabric.membership import Peer
 from fabric.methods import RpcError
 from fabric.node import Node
 from fabric.ring import LiveRing
 from fabric.rpc_server import Call
-from nodes.router.announce import Announcer
+from nodes.router.announce import OFFLINE_GRACE_MAX_S, OFFLINE_GRACE_S, Announcer
 from nodes.router.delivery import fan_out
 from nodes.router.presence import Binding, Presence
 from schema import client_pb2, cluster_pb2
@@ -82,6 +82,7 @@ class RouterNode(Node):
             self.node_id,
             self._publish,
             lambda user_id: self.owns(user_id) and not self.presence.sessions_of(user_id),
+            read_int(cfg.extra, "SOIM_PRESENCE_GRACE_S", OFFLINE_GRACE_S, 0, OFFLINE_GRACE_MAX_S),
         )
         self._delivery_budget = cfg.max_frame_bytes - EVENT_HEADER_ROOM
         self._bind_counts = {
