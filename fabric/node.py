@@ -204,6 +204,7 @@ class Node:
         self.log.info("stopped")
 
     async def _shutdown_steps(self) -> None:
+        await self.before_bye()
         self.publisher.publish(BYE_TOPIC, BYE_METHOD, fabric_pb2.Bye(node_id=self.node_id))
         await self.discovery.async_unregister()
         for task in self._tasks:
@@ -399,6 +400,10 @@ class Node:
     # ---- hooks for roles
     async def on_start(self) -> None:
         """Register handlers, bind role sockets (endpoints go in `self.endpoints`)."""
+
+    async def before_bye(self) -> None:
+        """Stopping, while peers still count this node alive (it serves, its events reach
+        them): the last moment to hand work over. Within the shutdown budget."""
 
     async def on_stop(self) -> None:
         """Flush and close role state; intake has stopped."""

@@ -17,8 +17,9 @@ co-members who may see the user online) per user, with the pass's calls in paral
 Router.Deliver per router owning some of the audience (its own users straight to the
 gateways). Best effort: a failed call loses its announcements (counted), nothing is retried,
 and a backlog beyond QUEUE_MAX is dropped (counted). Logins never wait for any of it.
-Pending offlines die with their router: a router that stops or dies within the grace leaves
-those users' contacts seeing them online until their next contacts fetch.
+A router that stops announces what it still holds before it says goodbye — the offlines still
+in their grace too, of users still without a session (within HANDOVER_BUDGET_S); a router that
+dies loses them, and those users' contacts see them online until their next contacts fetch.
 Peer sockets: none of its own; directories and routers through the node's `PeerClients`.
 """
 
@@ -55,6 +56,9 @@ QUEUE_MAX = 20_000
 """Announcements waiting beyond this are dropped (counted): a burst never grows without bound."""
 REPAIR_WINDOW_S = 60.0
 """How long a router remembers whom it announced offline (a rebind then means: back online)."""
+HANDOVER_BUDGET_S = 1.5
+"""How long a stopping router spends announcing what it still holds (within the node's
+SHUTDOWN_BUDGET_S)."""
 IDS_PER_DELIVER = 50_000
 """User ids in one Router.Deliver (a Contacts answer has at most 20,000)."""
 
@@ -102,6 +106,24 @@ class Announcer:
 
     def start(self) -> None:
         self._runner.start()
+
+    async def announce_pending(self) -> None:
+        """The router is stopping but its peers still count it alive: stop, and announce now
+        what waits — the offlines still in their grace too, of users still without a session
+        (best effort, within HANDOVER_BUDGET_S)."""
+        await self._runner.stop()
+        for user_id in self._leaving:
+            if self.offline_now(user_id):
+                self._queue.setdefault(user_id, False)
+        self._leaving.clear()
+        try:
+            async with asyncio.timeout(HANDOVER_BUDGET_S):
+                while self._queue:
+                    await self._pass()
+        except TimeoutError:
+            LOST.labels("stopping").inc(len(self._queue))
+        except Exception:
+            log.exception("presence announcements at stop failed")
 
     async def close(self) -> None:
         await self._runner.stop()

@@ -10,7 +10,8 @@ leaving or dying changes the ring and the sessions of users this router no longe
 dropped at once (gateways re-bind them at the new owner); a gateway dying takes its sessions
 with it. The heartbeat load is the number of bound sessions. The contacts of its users hear
 when they come online (a fresh session, none before) and go offline (the last session gone,
-after a grace) through `announce.Announcer`; rebinds and snapshots announce nothing.
+after a grace) through `announce.Announcer`; rebinds and snapshots announce nothing, and a
+router that stops announces the offlines still in their grace before it says goodbye.
 Peer sockets: those of `fabric.node.Node` — the RPC ROUTER (gateways and storage call it), the
 events PUB (heartbeats and deliveries; every gateway subscribes), the events SUB (peers'
 heartbeats, for membership) and peer DEALERs (directories' Contacts and other routers' Deliver,
@@ -100,6 +101,9 @@ class RouterNode(Node):
         self.rpc.register(ROUTER["OnlineUsers"], self._online_users)
         self.rpc.register(ROUTER["Deliver"], self._deliver)
         self.announcer.start()
+
+    async def before_bye(self) -> None:
+        await self.announcer.announce_pending()
 
     async def on_stop(self) -> None:
         await self.announcer.close()

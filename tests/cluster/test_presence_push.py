@@ -4,7 +4,8 @@ session ends; a second device, one device of two logging out, and a session resu
 gateway within the grace announce nothing; a friend and a co-member hear, a stranger and a user
 it has blocked do not (a user who blocked it does: its own Contacts show it online); a router
 joining the ring announces no one. An offline whose grace ends after a router joined and took
-the user is still announced, unless the user has a session at its new router by then.
+the user is still announced, unless the user has a session at its new router by then; a router
+that stops announces the offlines still in their grace.
 
 No push is proved absent by waiting: each step ends with a barrier — a marker user (a co-member
 of every observer) coming online or going offline after the step. A router's announcements go
@@ -230,7 +231,7 @@ GRACE_S = 10
 
 
 @pytest.mark.timeout(90)
-def test_an_offline_due_after_a_ring_change_asks_the_new_owner(
+def test_pending_offlines_outlive_a_ring_change_and_a_router_stop(
     tmp_path: Path, cluster_name: str
 ) -> None:
     async def main() -> None:
@@ -238,12 +239,14 @@ def test_an_offline_due_after_a_ring_change_asks_the_new_owner(
         db = f"sqlite:{tmp_path}/db"
         async with running_cluster(tmp_path, cluster_name, db, extra) as cluster:
             await cluster.start_all()
-            await offline_after_a_ring_change(cluster)
+            await offline_at_a_router_stop(cluster, *await offline_after_a_ring_change(cluster))
 
     asyncio.run(main())
 
 
-async def offline_after_a_ring_change(cluster: Cluster) -> None:
+async def offline_after_a_ring_change(
+    cluster: Cluster,
+) -> tuple[NodeProcess, ClientSession, ClientSession]:
     """bob and dan log out, a router joins and takes both over within the grace, dan logs in
     again there: when the grace ends the first router announces bob offline (the new owner
     holds no session of his) and not dan; mark, who stays with the first router and logs out
@@ -287,10 +290,28 @@ async def offline_after_a_ring_change(cluster: Cluster) -> None:
     # nothing else offline; online pushes may come: the new router saw dan come online, and
     # the registrations' announcements may have found alice a friend already
     assert all(online for _, online in seen), seen
+    return second, alice, dan
 
 
-async def _only_at(cluster: Cluster, user_id: int, router: str) -> bool:
-    return await sessions_at(cluster, user_id) == {router: 1}
+async def offline_at_a_router_stop(
+    cluster: Cluster, second: NodeProcess, alice: ClientSession, dan: ClientSession
+) -> None:
+    """dan (now the second router's) logs out and the second router stops within his grace:
+    it announces him offline as it stops (its successor holds no session of his) — alice
+    hears it though no router is left to end the grace."""
+    d = (await dan.me()).user_id
+    await dan.logout()
+    await async_wait_until(
+        lambda: _only_at(cluster, d, second.node_id, 0), timeout=5, what="dan's session unbound"
+    )
+    second.stop()
+    seen = await until(alice, (d, False))
+    assert all(online for _, online in seen), seen
+
+
+async def _only_at(cluster: Cluster, user_id: int, router: str, n: int = 1) -> bool:
+    """Does `router` hold `n` sessions of `user_id`, and no other router any?"""
+    return await sessions_at(cluster, user_id) == ({router: n} if n else {})
 
 
 def _splits(ring: Ring, joined: str, bob: int, stays: int, moves: int) -> bool:
