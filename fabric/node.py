@@ -113,6 +113,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._beat_seq = 0
         self._welcome_due = False
+        self._said_bye = False  # no heartbeat after the Bye: it would bring this node back
         self.drain_deadline_ms = 0
 
     # ---- lifecycle
@@ -205,6 +206,7 @@ class Node:
 
     async def _shutdown_steps(self) -> None:
         await self.before_bye()
+        self._said_bye = True
         self.publisher.publish(BYE_TOPIC, BYE_METHOD, fabric_pb2.Bye(node_id=self.node_id))
         await self.discovery.async_unregister()
         for task in self._tasks:
@@ -248,6 +250,8 @@ class Node:
 
     def _publish_beat(self) -> None:
         self._welcome_due = False
+        if self._said_bye:
+            return  # peers that still hear of this node (another's beat) must not revive it
         self._beat_seq += 1
         load = self.load()
         metrics.NODE_LOAD.set(load)

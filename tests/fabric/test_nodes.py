@@ -1,5 +1,6 @@
 """Real node processes of one cluster: discovery within 3 s, cluster isolation, kill -9 noticed
-within 4 s, a graceful stop noticed at once and finished in under 5 s, keys enforced, and
+within 4 s, a graceful stop noticed at once and finished in under 5 s (and never undone by
+the peers' heartbeats), keys enforced, and
 `soimctl nodes --json` listing them, also right after a node joined."""
 
 from __future__ import annotations
@@ -85,6 +86,36 @@ def test_discovery_isolation_and_failure_detection(
             assert time.monotonic() - stopped < 1.5
             assert a.wait(6) == 0
             assert time.monotonic() - stopped < 5.0
+
+    with node_processes(cluster_env, tmp_path) as nodes:
+        asyncio.run(main(nodes))
+
+
+@pytest.mark.timeout(60)
+def test_a_node_that_said_goodbye_stays_gone(cluster_env: dict[str, str], tmp_path: Path) -> None:
+    """A stopping node sends no heartbeat after its Bye. The peers' heartbeats still name it for
+    a moment (the peers they know, which is how seeds spread a cluster), so an observer that has
+    forgotten it admits it again; a beat of its own would then count it alive until its link
+    broke (it did, for ~0.6 s, before the fix)."""
+
+    async def main(nodes: list[NodeProcess]) -> None:
+        async with ClusterView(view_config(cluster_env)) as view:
+            leaving = NodeProcess("router", cluster_env, tmp_path)
+            nodes += [leaving, *(NodeProcess("router", cluster_env, tmp_path) for _ in range(3))]
+            ids = {n.node_id for n in nodes}
+            await async_wait_until(lambda: alive_ids(view)() >= ids, timeout=20, what="all alive")
+            leaving.stop()
+            await async_wait_until(
+                lambda: leaving.node_id not in alive_ids(view)(), timeout=3, what="its Bye heard"
+            )
+            await async_wait_until(
+                lambda: leaving.proc.poll() is not None or leaving.node_id in alive_ids(view)(),
+                timeout=10,
+                interval=0.005,
+                what="the stopped node's exit",
+            )
+            assert leaving.node_id not in alive_ids(view)(), "a node that said goodbye came back"
+            assert leaving.wait(1) == 0
 
     with node_processes(cluster_env, tmp_path) as nodes:
         asyncio.run(main(nodes))
