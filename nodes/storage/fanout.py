@@ -66,25 +66,35 @@ def chat_message(
     row: MessageRow, sender_account: str, to_user: int = 0, to_group: int = 0
 ) -> client_pb2.ChatMessage:
     """The client view of a stored row."""
-    msg = client_pb2.ChatMessage(
-        conv_id=row.conv_id,
-        seq=row.seq,
-        msg_id=row.msg_id,
-        sender=row.sender,
-        sender_account=sender_account,
-        body=row.body,
-        ts_ms=row.ts,
-        client_msg_id=row.client_msg_id,
-        kind=client_pb2.MessageKind.ValueType(row.kind),
-        ref_seq=row.ref_seq,
-    )
+    msg = client_pb2.ChatMessage()
+    fill_chat_message(msg, row, sender_account, to_user, to_group)
+    return msg
+
+
+def fill_chat_message(
+    msg: client_pb2.ChatMessage,
+    row: MessageRow,
+    sender_account: str,
+    to_user: int = 0,
+    to_group: int = 0,
+) -> None:
+    """Set an empty ChatMessage (e.g. a Push's, in place: no copy) to the client view of a row."""
+    msg.conv_id = row.conv_id
+    msg.seq = row.seq
+    msg.msg_id = row.msg_id
+    msg.sender = row.sender
+    msg.sender_account = sender_account
+    msg.body = row.body
+    msg.ts_ms = row.ts
+    msg.client_msg_id = row.client_msg_id
+    msg.kind = client_pb2.MessageKind.ValueType(row.kind)
+    msg.ref_seq = row.ref_seq
     if row.mentions:
         msg.mentions.extend(int(m) for m in row.mentions.split(","))
     if to_group:
         msg.to_group = to_group
     elif to_user:
         msg.to_user = to_user
-    return msg
 
 
 class PushForwarder:
@@ -126,13 +136,13 @@ class PushForwarder:
         job = []
         for s in stored:
             item = s.item
-            msg = chat_message(s.row, item.sender_account, item.to_user, item.to_group)
-            push = client_pb2.Push(message=msg).SerializeToString()
+            push = client_pb2.Push()
+            fill_chat_message(push.message, s.row, item.sender_account, item.to_user, item.to_group)
             skip = cluster_pb2.SessionRef(
                 user_id=item.sender, gateway_id=s.gateway_id, session_id=item.origin.session_id
             )
             users = () if item.to_group else (item.sender, item.to_user)
-            job.append(_Push(push, users, item.to_group, skip))
+            job.append(_Push(push.SerializeToString(), users, item.to_group, skip))
         self._queue(job)
 
     def receipts(

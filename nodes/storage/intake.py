@@ -212,7 +212,7 @@ class Intake:
                 it.body,
                 it.kind,
                 it.ref_seq,
-                ",".join(map(str, it.mentions)),
+                ",".join(map(str, it.mentions)) if it.mentions else "",
             )
             for it, msg_id in zip(items, ids, strict=True)
         ]

@@ -168,8 +168,8 @@ def upsert_cursors(conn: Conn, kind: str, table: str, rows: Sequence[CursorRow])
             "delivered_seq = MAX(delivered_seq, excluded.delivered_seq)"
         )
     for chunk in _chunks(sorted(rows)):  # one lock order for every writer
-        sql = (
+        values = ",".join([f"({u:d},{c:d},{r:d},{d:d})" for u, c, r, d in chunk])  # ints only
+        conn.execute(
             f"INSERT INTO `{table}` (user_id, conv_id, read_seq, delivered_seq) VALUES "
-            f"{','.join(['(%s,%s,%s,%s)'] * len(chunk))} {tail}"
+            f"{values} {tail}"
         )
-        conn.execute(sql, [v for row in chunk for v in row])

@@ -169,7 +169,8 @@ class Sequencer:
                 _follow(prior[1], fut)
                 RETRIES.inc()
                 continue
-            out.append((row._replace(seq=conv.next_seq), table_no, fut))
+            stamped = MessageRow(row[0], conv.next_seq, *row[2:])  # ~3x faster than _replace
+            out.append((stamped, table_no, fut))
             conv.next_seq += 1
             conv.last = fut
             self._remember(lane, key, conv.gen, fut, row)
