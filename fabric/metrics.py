@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import platform
 import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -162,7 +163,19 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class _Server6(ThreadingWSGIServer):
+class _Server(ThreadingWSGIServer):
+    """prometheus-client's threading WSGI server, bound without http.server's reverse lookup of
+    its own address (socket.getfqdn, which also loads the idna codec and unicodedata) for a
+    SERVER_NAME that nothing here reads: the host it was given is the name."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+
+class _Server6(_Server):
     """The same server on an IPv6 address (SOIM_HOST such as ::1)."""
 
     address_family = socket.AF_INET6
@@ -181,7 +194,7 @@ class MetricsServer:
 
     def start(self) -> int:
         """Start serving in a daemon thread; return the bound port."""
-        kind = _Server6 if ":" in self.host else ThreadingWSGIServer
+        kind = _Server6 if ":" in self.host else _Server
         self._server = make_server(
             self.host, self.port, self._app, kind, handler_class=_QuietHandler
         )

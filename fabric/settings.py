@@ -88,10 +88,10 @@ def unknown(env: Mapping[str, str] | Iterable[str]) -> list[str]:
     """One line per SOIM_* name of `env` that no part of so-im reads, sorted, e.g.
     'SOIM_SHARD: unknown setting; did you mean SOIM_SHARDS?'."""
     lines = []
-    import difflib  # only for a misspelt name: not loaded by every process that starts
-
     tails = {name[len(PREFIX) :]: name for name in KNOWN}
     for name in sorted(n for n in env if n.startswith(PREFIX) and n not in KNOWN):
+        import difflib  # only for a misspelt name: not loaded by every process that starts
+
         close = difflib.get_close_matches(name[len(PREFIX) :], tails, n=1)
         hint = f"did you mean {tails[close[0]]}?" if close else "see docs/operations.md"
         lines.append(f"{name}: unknown setting; {hint}")
