@@ -28,7 +28,7 @@ import zmq.asyncio
 from zeroconf import NonUniqueNameException
 
 import fabric
-from fabric import env_file, keys, logs, metrics, readiness, settings, timing
+from fabric import env_file, heap, keys, logs, metrics, readiness, settings, timing
 from fabric.admission import Admission
 from fabric.config import Config, ConfigError
 from fabric.discovery import Discovery, NodeInfo, record_key
@@ -181,6 +181,7 @@ class Node:
             self.admission.seed(seed.endpoint, seed.key_name)
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the node: no collection scans it again
+        heap.trim()
         gc.set_threshold(*timing.GC_THRESHOLDS)
         sys.setswitchinterval(timing.GIL_SWITCH_INTERVAL_S)
         self.log.info(
@@ -447,6 +448,7 @@ class Node:
 
 def main(node_cls: type[Node]) -> int:
     """Run one node of `node_cls` from the environment; config errors are one line, exit 2."""
+    heap.limit_arenas()
     try:
         env_file.load()
         cfg = Config.from_env(role=node_cls.role)
