@@ -66,14 +66,21 @@ class SegmentAllocator:
 
     def next_ids(self, tag: str, n: int) -> list[int]:
         """`n` ids of `tag`, increasing; may span two ranges. Raises StoreError on a deadline."""
+        return [i for ids in self.next_ranges(tag, n) for i in ids]
+
+    def next_ranges(self, tag: str, n: int) -> list[range]:
+        """`n` ids of `tag` as increasing ranges, without an int object per id (for a caller
+        that buffers many). Raises StoreError on a deadline."""
         t = self._tag(tag)
-        out: list[int] = []
+        out: list[range] = []
+        got = 0
         deadline = time.monotonic() + self._wait_s
         with t.cond:
-            while len(out) < n:
+            while got < n:
                 if t.pos < t.end:
-                    take = min(n - len(out), t.end - t.pos)
-                    out.extend(range(t.pos, t.pos + take))
+                    take = min(n - got, t.end - t.pos)
+                    out.append(range(t.pos, t.pos + take))
+                    got += take
                     t.pos += take
                     self._maybe_prefetch(t)
                 elif t.spare is not None:

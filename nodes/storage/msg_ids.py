@@ -53,15 +53,16 @@ class MsgIds:
     def __init__(self, allocator: SegmentAllocator, executor: Executor) -> None:
         self._alloc = allocator
         self._executor = executor
-        self._ids: deque[int] = deque()
-        self._refill: asyncio.Future[list[int]] | None = None
+        self._ids: deque[range] = deque()
+        self._count = 0  # ids in self._ids
+        self._refill: asyncio.Future[list[range]] | None = None
         self._waiters: deque[_Waiter] = deque()
 
     def take_now(self, n: int) -> list[int] | None:
         """`n` ids from memory, or None when fewer are buffered or a request is already waiting
         (a refill has started; call `take`, which keeps this request's place in line)."""
         self._maybe_refill()
-        if self._waiters or len(self._ids) < n:
+        if self._waiters or self._count < n:
             return None
         out = self._pop(n)
         self._maybe_refill()
@@ -80,12 +81,21 @@ class MsgIds:
         self._serve()
 
     def _pop(self, n: int) -> list[int]:
-        pop = self._ids.popleft
-        return [pop() for _ in range(n)]
+        out: list[int] = []
+        while len(out) < n:
+            head = self._ids[0]
+            take = head[: n - len(out)]
+            out.extend(take)
+            if len(take) == len(head):
+                self._ids.popleft()
+            else:
+                self._ids[0] = head[len(take) :]
+        self._count -= n
+        return out
 
     def _serve(self) -> None:
         waiters = self._waiters
-        while waiters and (waiters[0].over or len(self._ids) >= waiters[0].n):
+        while waiters and (waiters[0].over or self._count >= waiters[0].n):
             waiter = waiters.popleft()
             if not waiter.over:
                 waiter.end()
@@ -99,13 +109,15 @@ class MsgIds:
         self._serve()  # drop it from the line
 
     def _maybe_refill(self) -> None:
-        short = self._waiters and len(self._ids) < self._waiters[0].n
-        if self._refill is None and (len(self._ids) < LOW_WATER or short):
+        short = self._waiters and self._count < self._waiters[0].n
+        if self._refill is None and (self._count < LOW_WATER or short):
             loop = asyncio.get_running_loop()
-            self._refill = loop.run_in_executor(self._executor, self._alloc.next_ids, TAG, REFILL)
+            self._refill = loop.run_in_executor(
+                self._executor, self._alloc.next_ranges, TAG, REFILL
+            )
             self._refill.add_done_callback(self._refilled)
 
-    def _refilled(self, fut: asyncio.Future[list[int]]) -> None:
+    def _refilled(self, fut: asyncio.Future[list[range]]) -> None:
         self._refill = None
         if fut.cancelled():
             return
@@ -118,5 +130,7 @@ class MsgIds:
                     waiter.end()
                     waiter.failed(RpcError(pb.UNAVAILABLE, "no message ids: database unavailable"))
             return
-        self._ids.extend(fut.result())
+        ranges = fut.result()
+        self._ids.extend(ranges)
+        self._count += sum(map(len, ranges))
         self._serve()
