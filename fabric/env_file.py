@@ -7,10 +7,9 @@ real environment wins over the file; the file fills in the rest. No sockets.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-
-from dotenv import load_dotenv
 
 from fabric.config import ConfigError
 
@@ -31,8 +30,11 @@ def load() -> Path | None:
     if not named and not path.is_file():
         return None
     try:
-        with path.open(encoding="utf-8") as stream:
-            load_dotenv(stream=stream, override=False)
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(ENV_FILE_VAR, f"cannot read {path}: {err}") from None
+    if text.strip():
+        from dotenv import load_dotenv  # only for a file that sets something (not /dev/null)
+
+        load_dotenv(stream=io.StringIO(text), override=False)
     return path
