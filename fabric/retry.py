@@ -37,14 +37,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf.descriptor_pb2 import MethodOptions
-
 from fabric import timing
-from fabric.methods import RpcError
+from fabric.methods import IDEMPOTENCY_UNKNOWN, RpcError
 from schema import common_pb2 as pb
 
 T = TypeVar("T")
-ASKED_ONCE = MethodOptions.IDEMPOTENCY_UNKNOWN
+ASKED_ONCE = IDEMPOTENCY_UNKNOWN
 """The idempotency of an rpc whose .proto declares none: never asked again."""
 
 TRANSIENT = frozenset({pb.TIMEOUT, pb.UNAVAILABLE, pb.RATE_LIMITED})
