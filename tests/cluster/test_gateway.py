@@ -44,9 +44,16 @@ async def user(cluster: Cluster, account: str, gateway: int = 0) -> ClientSessio
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("db_url", "redis_env"), [("sqlite", "no-redis"), ("mysql", "redis")], indirect=True
+)
 def test_the_command_set(
     tmp_path: Path, cluster_name: str, db_url: str, redis_env: dict[str, str]
 ) -> None:
+    """Each database's SQL once and each Redis mode once: the directory's Redis layer (its L2
+    cache and login throttle, nodes/directory/caches.py and throttle.py) works alike over either
+    database, so SQLite with Redis and MariaDB without ran the same code again."""
+
     async def main() -> None:
         async with running_cluster(tmp_path, cluster_name, db_url, redis_env) as cluster:
             await start_cluster(cluster)
