@@ -1,5 +1,5 @@
-"""Batch writer: group commit of message rows. `submit(row)` returns a Future (a `RowFuture`,
-cheap to make per row) that resolves only after the COMMIT that made the row durable.
+"""Batch writer: group commit of message rows. `submit(row)` returns a Future that resolves only
+after the COMMIT that made the row durable.
 
 Role: the one place where messages become durable. Each database of SOIM_DB gets a lane
 (`shard_store.writer_lane`) of two threads fed by a pending list: a committer that runs each
@@ -51,7 +51,6 @@ from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS
 from shard_store.backend import (
     WriterClosed,
 )
-from shard_store.row_future import RowFuture
 from shard_store.schema import MAX_MENTIONS_CHARS, MessageRow
 from shard_store.settings import StoreSettings
 from shard_store.shards import ShardMap
@@ -149,7 +148,7 @@ class BatchWriter:
         futures: list[Future[MessageRow]] = []
         for row in rows:
             shard = self._map.shard_of(row.conv_id)
-            fut: Future[MessageRow] = RowFuture()
+            fut: Future[MessageRow] = Future()
             per_lane[shard.db].append((row, shard.table_no, fut))
             futures.append(fut)
         for lane, items in zip(self._lanes, per_lane, strict=True):
