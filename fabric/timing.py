@@ -115,7 +115,8 @@ REBALANCE_SETTLE_S = 0.5
 sessions: their counts then include the sessions that moved."""
 
 REBALANCE_GRACE_S = 10.0
-"""A gateway receives rebalanced sessions once it has been up this long."""
+"""Default of SOIM_REBALANCE_GRACE_S: a gateway receives rebalanced sessions once it has been
+up this long."""
 
 REBALANCE_ASK_S = 5.0
 """A session asked to move and still here after this long may be asked again."""

@@ -182,7 +182,13 @@ class GatewayNode(Node):
             asyncio.ensure_future(self._expire_idle()),
             asyncio.ensure_future(ender.audit_forever(self.options.token_audit_s)),
             asyncio.ensure_future(
-                Rebalancer(self.node_id, self.membership, self.sessions, self.push).run()
+                Rebalancer(
+                    self.node_id,
+                    self.membership,
+                    self.sessions,
+                    self.push,
+                    self.options.rebalance_grace_s,
+                ).run()
             ),
         ]
         self.connections.start()

@@ -72,6 +72,8 @@ class GatewayOptions:
     session_rate: int = int(timing.SESSION_RATE_PER_S)
     session_burst: int = int(timing.SESSION_RATE_BURST)
     token_audit_s: int = int(timing.REVOCATION_AUDIT_INTERVAL_S)
+    rebalance_grace_s: int = int(timing.REBALANCE_GRACE_S)
+    """How long another gateway must have been up before sessions are moved to it."""
     web_port: int | None = None
     """None: no WebSocket plane."""
     web_cert: str = ""
@@ -100,6 +102,9 @@ class GatewayOptions:
                 extra, "SOIM_SESSION_BURST", cls.session_burst, 1, MAX_SESSION_RATE
             ),
             token_audit_s=read_int(extra, "SOIM_TOKEN_AUDIT_S", cls.token_audit_s, 1, 86_400),
+            rebalance_grace_s=read_int(
+                extra, "SOIM_REBALANCE_GRACE_S", cls.rebalance_grace_s, 0, 86_400
+            ),
             web_port=_web_port(extra),
             web_cert=_pem_file(extra, "SOIM_WEB_CERT"),
             web_key=_pem_file(extra, "SOIM_WEB_KEY"),

@@ -6,8 +6,8 @@ of the sessions — the total over the live gateways that are not draining, by t
 their heartbeats, over their number, plus REBALANCE_SLACK — asks some of its clients to move
 to the gateways furthest below their share: a NOTICE_REDIRECT push, which the client follows by
 resuming there with its token (nothing is lost: it syncs after the resume); a gateway is a
-target once it has been up REBALANCE_GRACE_S (until then logins are redirected to it, and it
-may not stay). A round moves at
+target once it has been up SOIM_REBALANCE_GRACE_S (default REBALANCE_GRACE_S; until then
+logins are redirected to it, and it may not stay). A round moves at
 most half of the excess and at most REBALANCE_PER_ROUND sessions, and the next round waits
 until every other gateway has beaten REBALANCE_SETTLE_S after the last one (their counts then
 include the moved sessions), so a crowd of clients never reconnects at once and two gateways
@@ -43,11 +43,14 @@ class Rebalancer:
         membership: Membership,
         sessions: SessionTable,
         push: Callable[[list[bytes], bytes], None],
+        grace_s: float = timing.REBALANCE_GRACE_S,
     ) -> None:
         self.gateway_id = gateway_id
         self.membership = membership
         self.sessions = sessions
         self._push = push
+        self.grace_s = grace_s
+        """How long another gateway must have been up to receive sessions."""
         self._moved_at = 0.0  # time.monotonic() of the last round that moved sessions
         self._asked: dict[bytes, float] = {}  # identity -> when it was asked to move
 
@@ -76,9 +79,9 @@ class Rebalancer:
         budget = min(timing.REBALANCE_PER_ROUND, math.ceil(excess / 2))
         movable = [s for s in self.sessions if s.identity not in self._asked and plane(s)]
         # a gateway that just started gets new logins first (the login redirect), and sessions
-        # only once it has been up REBALANCE_GRACE_S (it may not stay)
+        # only once it has been up the grace (it may not stay)
         targets = sorted(
-            (p for p in others if p.uptime_s >= timing.REBALANCE_GRACE_S),
+            (p for p in others if p.uptime_s >= self.grace_s),
             key=lambda p: p.sessions,
         )
         moved = 0

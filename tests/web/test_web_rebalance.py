@@ -40,6 +40,10 @@ ZMQ_PAIRS = 4
 IDLE_WEB = 24
 """WebSocket users that only stay logged in: with them a round moves as many sessions as it may
 (REBALANCE_PER_ROUND), so the cap is what paces the first round."""
+GRACE_S = 3
+"""SOIM_REBALANCE_GRACE_S of these clusters: the new gateway receives sessions 3 s after it
+started, not 10 (the rounds, their cap and the spread are what the tests prove)."""
+FAST = {"SOIM_REBALANCE_GRACE_S": str(GRACE_S)}
 RECONNECT_PAUSE_S = 0.2
 """A WebSocket user's pause before trying the gateways again when none answered (as the web
 client's first backoff step)."""
@@ -240,7 +244,7 @@ def test_sessions_of_both_planes_spread_to_a_new_gateway_after_a_failover(
     tmp_path: Path, cluster_name: str, mysql_db: str, web_target: bool
 ) -> None:
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, mysql_db) as cluster:
+        async with running_cluster(tmp_path, cluster_name, mysql_db, FAST) as cluster:
             nodes = await cluster.start_all(gateways=2, web=True)
             by_id = {n.node_id: n for n in nodes}
             ids = cluster.alive("gateway")  # the order of cluster.gateways() and web_urls()
@@ -299,7 +303,7 @@ def test_sessions_of_both_planes_spread_to_a_new_gateway_after_a_failover(
                     return a + b == total and abs(a - b) <= 2 * timing.REBALANCE_SLACK
                 return [a, b] == [total - len(zmqs), len(zmqs)]  # every ZeroMQ session, only
 
-            window = timing.REBALANCE_GRACE_S + 20 * timing.REBALANCE_INTERVAL_S
+            window = GRACE_S + 20 * timing.REBALANCE_INTERVAL_S
             await async_wait_until(spread, timeout=window, what=f"sessions spread: {samples[-1:]}")
             took = time.monotonic() - started
             # it stays so: a few more rounds move nothing back and forth
@@ -395,7 +399,8 @@ def test_a_page_follows_a_rebalancing_redirect_to_the_gateway_it_names(
     /gateways was fetched while no other ran) moves to the new gateway the redirect names."""
 
     async def main() -> None:
-        async with running_cluster(tmp_path, cluster_name, f"sqlite:{tmp_path}/db") as cluster:
+        db = f"sqlite:{tmp_path}/db"
+        async with running_cluster(tmp_path, cluster_name, db, FAST) as cluster:
             [gw_a] = [n for n in await cluster.start_all(web=True) if n.role == "gateway"]
             page = Page(page_url(cluster, gw_a), tmp_path / "chromium", tmp_path / "page.driver")
             try:
@@ -409,7 +414,7 @@ def test_a_page_follows_a_rebalancing_redirect_to_the_gateway_it_names(
                 page.until(
                     lambda: page.text("#status") == f"pat · connected to {there}",
                     f"the page resumed on {there}",
-                    timeout=timing.REBALANCE_GRACE_S + 10 * timing.REBALANCE_INTERVAL_S,
+                    timeout=GRACE_S + 10 * timing.REBALANCE_INTERVAL_S,
                 )
                 ids = [gw_a.node_id, gw_b.node_id]
                 await async_wait_until(
