@@ -1,7 +1,7 @@
 """The one long-running task of a component: started once, cancelled and awaited at close.
 
-Role: the start/stop pair of every component that runs a loop of its own (the events
-subscriber, a gateway's route binder, a router's presence announcer). No sockets.
+Role: the start/stop pair of every component that runs a loop of its own (a gateway's route
+binder, a router's presence announcer). No sockets.
 """
 
 from __future__ import annotations

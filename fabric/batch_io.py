@@ -2,8 +2,7 @@
 
 Role: the receive and send halves of every so-im hot loop. A `Reader` hands each batch queued on
 a socket to a callback, straight from the event loop's callback for the socket's FD (the RPC
-client and server); `recv_ready(sock, max_batch)` waits once through pyzmq's asyncio socket,
-then takes whatever else is already queued (the events subscriber); `send_batch(sock, messages)`
+client and server, the events subscriber); `send_batch(sock, messages)`
 sends many multipart messages (`send_frames`, many one-frame messages) with NOBLOCK and then
 re-arms whatever reads the socket; `send_now(sock, frames)` sends one message on a socket
 nobody reads (a PUB). Works on any socket type (ROUTER, DEALER, PUB, SUB). On request
@@ -21,8 +20,9 @@ ZeroMQ's FD is edge-triggered: it signals that the socket's state changed, and a
 the socket (a send included) may consume that signal while input stays queued. So this module
 owns every send and receive on a socket it reads: a socket has at most one `Reader` (`start`
 refuses a second) and is sent on only through `send_batch` or `send_frames`, which look for
-input after sending; `recv_ready` refuses a socket that has a `Reader`. tests/fabric/
-test_batch_io.py checks that fabric/ and nodes/ send and receive on ZeroMQ sockets only here.
+input after sending; whoever changes a read socket otherwise (a SUB's subscribe or connect)
+calls `Reader.check()` after it. tests/fabric/test_batch_io.py checks that fabric/ and nodes/
+send and receive on ZeroMQ sockets only here.
 """
 
 from __future__ import annotations
@@ -215,30 +215,12 @@ class Reader:
                 self.check()
 
 
-async def recv_ready(sock: zmq.asyncio.Socket, max_batch: int) -> Batch:
-    """Wait for one multipart message, then take up to `max_batch` in total with NOBLOCK.
-
-    The extra messages are read through `plain(sock)` while no async recv is pending on it, so
-    no asyncio reader can miss an edge: the next `await` checks EVENTS first. It lets the loop
-    run once before it returns: awaiting a message already queued does not suspend, so a peer
-    that sends faster than this side reads would otherwise keep every other callback and timer
-    of the loop waiting for as long as it sends.
-    """
-    if sock in _readers:
-        raise RuntimeError("this socket has a Reader: it alone receives on it")
-    first: list[bytes] = await sock.recv_multipart()
-    shadow = plain(sock)
-    batch = [first, *take(shadow, max_batch - 1, shadow.get(_TYPE) == _ROUTER)]
-    await asyncio.sleep(0)  # the loop's other work runs (see above)
-    return batch
-
-
 def send_batch(sock: zmq.asyncio.Socket, messages: Iterable[list[bytes]]) -> int:
     """Send each multipart message now; return how many were dropped at the high-water mark.
 
     Sending may make libzmq read pending input and swallow the edge a reader waits on; reading
     EVENTS afterwards (through the socket's `Reader`, or the asyncio socket, which reschedules
-    a pending `recv_ready`) catches it.
+    a pending receive) catches it.
     """
     send = plain(sock).send
     dropped = 0
