@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from fabric.membership import Membership
 
 VNODES = 128
+OWNERS_CACHED = 16_384
+"""Keys whose owner one Ring remembers (a hot path asks the same conversations' owners on
+every message); past that it forgets them all and starts again."""
 
 
 def _point(data: bytes) -> int:
@@ -25,7 +28,8 @@ def _point(data: bytes) -> int:
 
 
 class Ring:
-    """An immutable ring over `members`; build a new one when membership changes."""
+    """An immutable ring over `members`; build a new one when membership changes. It remembers
+    the owners it computed (up to OWNERS_CACHED keys): hashing a key is the costly part."""
 
     def __init__(self, members: Iterable[str] = (), vnodes: int = VNODES) -> None:
         self.members = frozenset(members)
@@ -34,6 +38,7 @@ class Ring:
         )
         self._hashes = [h for h, _ in points]
         self._owners = [m for _, m in points]
+        self._owned: dict[int, str] = {}
 
     def __bool__(self) -> bool:
         return bool(self.members)
@@ -46,10 +51,16 @@ class Ring:
 
     def owner(self, key: int) -> str:
         """The member owning `key`; raises LookupError on an empty ring."""
-        if not self._hashes:
-            raise LookupError("the ring has no members")
-        i = bisect.bisect(self._hashes, _point(key.to_bytes(8, "big")))
-        return self._owners[i % len(self._owners)]
+        owner = self._owned.get(key)
+        if owner is None:
+            if not self._hashes:
+                raise LookupError("the ring has no members")
+            i = bisect.bisect(self._hashes, _point(key.to_bytes(8, "big")))
+            owner = self._owners[i % len(self._owners)]
+            if len(self._owned) >= OWNERS_CACHED:
+                self._owned.clear()
+            self._owned[key] = owner
+        return owner
 
     def owners(self, keys: Iterable[int]) -> dict[str, list[int]]:
         """Keys grouped by owner, each group in the given order."""

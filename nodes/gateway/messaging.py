@@ -25,6 +25,9 @@ from schema import common_pb2 as pb
 from schema.contracts.client import HISTORY_DEFAULT, HISTORY_MAX
 from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS, MAX_MENTIONS
 
+_KINDS = frozenset(client_pb2.MessageKind.values())
+"""The message kinds a Send may carry (a set made once, not a list per Send)."""
+
 
 class Messaging:
     """Message handlers of one gateway."""
@@ -57,9 +60,7 @@ class Messaging:
                 raise RpcError(pb.INVALID_ARGUMENT, "a recall has no text")
         elif not req.body.strip():
             raise RpcError(pb.EMPTY_BODY, "a message needs text")
-        if req.kind not in client_pb2.MessageKind.values() or (
-            req.kind != client_pb2.MESSAGE_KIND_TEXT and not req.ref_seq
-        ):
+        if req.kind not in _KINDS or (req.kind != client_pb2.MESSAGE_KIND_TEXT and not req.ref_seq):
             raise RpcError(pb.INVALID_ARGUMENT, "an edit or recall needs the seq it changes")
         if (
             len(req.mentions) > MAX_MENTIONS

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from pytest import MonkeyPatch
 
+from fabric import ring as ring_module
 from fabric.ring import Ring
 
 KEYS = range(1, 20_001)
@@ -41,3 +43,14 @@ def test_join_moves_only_to_the_newcomer_and_leave_only_from_the_leaver() -> Non
 def test_owner_is_always_a_member(members: set[str], keys: list[int]) -> None:
     ring = Ring(members)
     assert all(ring.owner(k) in members for k in keys)
+
+
+def test_remembered_owners_are_the_computed_ones_and_bounded(monkeypatch: MonkeyPatch) -> None:
+    monkeypatch.setattr(ring_module, "OWNERS_CACHED", 100)
+    members = ["s1", "s2", "s3"]
+    ring = Ring(members)
+    keys = range(1, 1001)
+    first = [ring.owner(k) for k in keys]
+    assert [ring.owner(k) for k in keys] == first  # asked again: remembered or computed anew
+    assert first == [Ring(members).owner(k) for k in keys]  # each a fresh ring's first answer
+    assert len(ring._owned) <= 100
