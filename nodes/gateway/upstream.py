@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
@@ -124,24 +124,41 @@ class Upstream:
     ) -> Any:
         """Call `method` on the node `peer(tried)` names at each attempt (`tried`: the nodes
         asked before), asked again by `retry` within the upstream deadline; the RPC client under
-        it asks once."""
+        it asks once. A node found at once is asked without a wait's frame."""
         tried: list[str] = []
 
         async def attempt(until: float) -> Any:
-            node_id = await _when_alive(peer, tried, until)
+            try:
+                node_id = peer(tried)
+            except RpcError as err:
+                if err.code != pb.UNAVAILABLE:
+                    raise
+                node_id = await _when_alive(peer, tried, until)
             tried.append(node_id)
             return await self.peers.get(node_id).call(
                 method, request, until - time.monotonic(), retry=ONCE
             )
 
         deadline = time.monotonic() + timing.UPSTREAM_TIMEOUT_S
-        return await run(attempt, policy=retry, idempotency=method.idempotency, deadline=deadline)
+        tries = retry.tries(method.idempotency)
+        try:  # the first attempt here: the common case costs no retry frame
+            return await attempt(deadline if tries == 1 else retry.until(deadline, tries, 0))
+        except RpcError as err:
+            if tries == 1:
+                raise
+            return await run(
+                attempt,
+                policy=retry,
+                idempotency=method.idempotency,
+                deadline=deadline,
+                failed=err,
+            )
 
     # ---- directory
-    async def directory(self, name: str, request: Message) -> Any:
+    def directory(self, name: str, request: Message) -> Coroutine[Any, Any, Any]:
         """Call Directory.<name> on a live directory (round robin; a retry goes to one not asked
-        yet, if any)."""
-        return await self._call(DIRECTORY[name], self._next_directory, request, CALL)
+        yet, if any): the call's coroutine, to await."""
+        return self._call(DIRECTORY[name], self._next_directory, request, CALL)
 
     def _next_directory(self, tried: list[str]) -> str:
         live = [p.node_id for p in self.membership.alive("directory")]
@@ -162,18 +179,20 @@ class Upstream:
             raise RpcError(pb.UNAVAILABLE, "no storage node is alive")
         return ring.owner(conv_id)
 
-    async def storage(self, node_id: str, name: str, request: Message, retry: Policy = CALL) -> Any:
-        """Call Storage.<name> on one storage node."""
-        return await self._call(STORAGE[name], lambda _: node_id, request, retry)
+    def storage(
+        self, node_id: str, name: str, request: Message, retry: Policy = CALL
+    ) -> Coroutine[Any, Any, Any]:
+        """Call Storage.<name> on one storage node: the call's coroutine, to await."""
+        return self._call(STORAGE[name], lambda _: node_id, request, retry)
 
     # ---- routers
     def ring(self) -> Ring:
         """The router ring as this gateway sees it now."""
         return self._routers.current()
 
-    async def router(self, router_id: str, name: str, request: Message) -> Any:
-        """Call Router.<name> on one router."""
-        return await self._call(ROUTER[name], lambda _: router_id, request, CALL)
+    def router(self, router_id: str, name: str, request: Message) -> Coroutine[Any, Any, Any]:
+        """Call Router.<name> on one router: the call's coroutine, to await."""
+        return self._call(ROUTER[name], lambda _: router_id, request, CALL)
 
     async def lookup(self, user_ids: Iterable[int]) -> dict[int, list[cluster_pb2.SessionBinding]]:
         """Every session of each user, asking each owner router once."""
