@@ -47,6 +47,12 @@ def check(msg: Message) -> None:
         raise RpcError(pb.INVALID_ARGUMENT, f"{where}: at most {ID_MAX} (2**63-1)")
 
 
+def may_hold_ids(msg_type: type[Message]) -> bool:
+    """Whether a message of `msg_type` can hold a uint64 at any depth: a server checks only the
+    requests of the methods whose type can (`check` of any other finds nothing)."""
+    return _wide(msg_type.DESCRIPTOR)
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Where a message type can hold a uint64: the fields to look at, by kind."""

@@ -34,6 +34,7 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 
 from fabric import envelope, id_range, metrics, timing
@@ -45,8 +46,8 @@ log = logging.getLogger(__name__)
 _REQUEST = pb.REQUEST
 _ROUTED_FRAMES = 1 + envelope.N_FRAMES  # the peer's routing id, then the envelope
 _decode_frame = envelope.decode_frame
-_parse_payload = envelope.parse_payload
 _check_ids = id_range.check
+_time = time.time
 
 Handler = Callable[[Any, "Call"], Message | Awaitable[Message]]
 Gate = Callable[[bytes, Method, bytes, str], int]
@@ -98,7 +99,9 @@ class RpcServer:
         self.node_id = node_id
         self.max_bytes = max_bytes
         self.name = name
-        self._handlers: dict[str, tuple[Method, Handler]] = {}
+        self._handlers: dict[str, tuple[Method, Handler, bool]] = {}
+        """Per method name: the method, its handler, and whether its request can hold an id
+        (a uint64 that `id_range.check` reads; `check_ids` checks only those)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._in = metrics.FRAMES_IN.labels(name)
         self._out = metrics.FRAMES_OUT.labels(name)
@@ -113,7 +116,7 @@ class RpcServer:
 
     def register(self, method: Method, handler: Handler) -> None:
         """Serve `method` with `handler`."""
-        self._handlers[method.name] = (method, handler)
+        self._handlers[method.name] = (method, handler, id_range.may_hold_ids(method.request))
 
     async def serve(self) -> None:
         """Receive, dispatch and reply forever (cancel to stop)."""
@@ -140,10 +143,11 @@ class RpcServer:
     def _requests(self, batch: Batch) -> None:
         """Answer a batch of requests (the Reader calls this)."""
         self._in.inc(len(batch))
-        now_ms = time.time() * 1000.0
+        now_ms = _time() * 1000.0
+        handle = self._handle
         replies: list[list[bytes]] = []
         for frames in batch:
-            out = self._handle(frames, now_ms, NO_META)
+            out = handle(frames, now_ms, NO_META)
             if out is not None:
                 replies.append(out)
         self._send(replies)
@@ -152,10 +156,11 @@ class RpcServer:
     def _requests_meta(self, batch: Batch, metas: list[Meta]) -> None:
         """`_requests` for a batch read with each message's connection metadata."""
         self._in.inc(len(batch))
-        now_ms = time.time() * 1000.0
+        now_ms = _time() * 1000.0
+        handle = self._handle
         replies: list[list[bytes]] = []
         for frames, meta in zip(batch, metas, strict=True):
-            out = self._handle(frames, now_ms, meta)
+            out = handle(frames, now_ms, meta)
             if out is not None:
                 replies.append(out)
         self._send(replies)
@@ -177,6 +182,8 @@ class RpcServer:
             await asyncio.wait(self._tasks, timeout=1.0)
 
     def _handle(self, frames: list[bytes], now_ms: float, meta: Meta) -> list[bytes] | None:
+        """One request's reply frames, or None when it has none now (no reply is owed, or a
+        future or task sends it later)."""
         identity = frames[0]
         try:
             if len(frames) != _ROUTED_FRAMES:
@@ -203,22 +210,26 @@ class RpcServer:
                     header.request_id, pb.UNKNOWN_METHOD, header.method[:64], sender=self.node_id
                 ),
             ]
-        method, handler = entry
+        method, handler, holds_ids = entry
         if self.gate is not None:
             code = self.gate(identity, method, meta[0], meta[1])
             if code != pb.OK:
                 return self._error(identity, header, code, "")
         if self.own_deadline_s is not None:
-            header.deadline_ms = int((time.time() + self.own_deadline_s) * 1000)
+            header.deadline_ms = int((_time() + self.own_deadline_s) * 1000)
         elif header.deadline_ms < now_ms:
             self._served(method.name, pb.DEADLINE_EXCEEDED)
             return None  # the caller has already given up
         try:
-            request = _parse_payload(method.request, payload, header)
-            if self.check_ids:  # INVALID_ARGUMENT for an id above a signed 64-bit column
+            request = method.request.FromString(payload)
+        except (_PbDecodeError, ValueError) as err:  # as envelope.parse_payload, without a call
+            metrics.BAD_FRAMES.labels(self.name, envelope.DecodeError.BAD_PAYLOAD.value).inc()
+            return self._error(identity, header, pb.BAD_REQUEST, type(err).__name__)
+        try:
+            if holds_ids and self.check_ids:  # INVALID_ARGUMENT for an id past a BIGINT column
                 _check_ids(request)
             result = handler(request, Call(identity, header, *meta))
-        except envelope.EnvelopeError as err:
+        except envelope.EnvelopeError as err:  # a handler's own parse of a nested payload
             metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
             return self._error(identity, header, pb.BAD_REQUEST, err.detail)
         except RpcError as err:
@@ -226,19 +237,19 @@ class RpcServer:
         except Exception:
             log.exception("handler %s failed", header.method)
             return self._error(identity, header, pb.INTERNAL, "handler failed")
+        if isinstance(result, Message):
+            answered = self._answered
+            name = method.name
+            answered[name] = answered.get(name, 0) + 1
+            return [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
         if isinstance(result, asyncio.Future):
             self._awaiting[result] = (identity, header)
             result.add_done_callback(self._settled)
             return None
-        if not isinstance(result, Message):
-            task = asyncio.ensure_future(self._finish(identity, header, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return None
-        answered = self._answered
-        name = method.name
-        answered[name] = answered.get(name, 0) + 1
-        return [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
+        task = asyncio.ensure_future(self._finish(identity, header, result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return None
 
     async def _finish(
         self, identity: bytes, header: pb.Header, pending: Awaitable[Message]

@@ -11,12 +11,12 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from fabric import envelope
+from fabric import envelope, id_range
 from fabric.methods import ECHO, Method, RpcError
 from fabric.rpc_client import RpcClient
 from fabric.rpc_server import Call, RpcServer
+from schema import cluster_pb2, fabric_pb2
 from schema import common_pb2 as pb
-from schema import fabric_pb2
 from tests.support import async_wait_until
 
 NOT_IDEMPOTENT_ECHO = Method("test.Echo", fabric_pb2.EchoRequest, fabric_pb2.EchoReply)
@@ -304,5 +304,53 @@ def test_thousand_calls_in_flight() -> None:
             replies = await asyncio.gather(*calls)
             assert [r.data for r in replies] == [str(i).encode() for i in range(1000)]
             assert client.in_flight == 0
+
+    run(main())
+
+
+def test_ids_past_a_signed_column_are_refused_only_where_a_request_can_hold_them() -> None:
+    """check_ids reads the requests whose type holds a uint64 (here only nested, in a repeated
+    message) and refuses one past ID_MAX with INVALID_ARGUMENT before the handler; a type that
+    holds none is not read (id_range.may_hold_ids)."""
+    deliver = Method("test.Deliver", cluster_pb2.DeliverBatch, fabric_pb2.EchoReply)
+    handled: list[str] = []
+
+    def answer(req: object, call: Call) -> fabric_pb2.EchoReply:
+        handled.append(call.header.method)
+        return fabric_pb2.EchoReply(data=b"ok")
+
+    assert not id_range.may_hold_ids(fabric_pb2.EchoRequest)
+    assert id_range.may_hold_ids(cluster_pb2.DeliverBatch)
+
+    async def main() -> None:
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.linger = 0
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        server = RpcServer(router, "srv", 65536, check_ids=True)
+        server.register(deliver, answer)
+        server.register(ECHO, answer)
+        task = asyncio.ensure_future(server.serve())
+        client = RpcClient(ctx, f"tcp://127.0.0.1:{port}")
+        try:
+            too_big = cluster_pb2.DeliverBatch(
+                deliveries=[cluster_pb2.Delivery(user_ids=[1, id_range.ID_MAX + 1])]
+            )
+            with pytest.raises(RpcError) as err:
+                await client.call(deliver, too_big, timeout=5)
+            assert err.value.code == pb.INVALID_ARGUMENT
+            assert "deliveries.user_ids" in err.value.detail
+            fits = cluster_pb2.DeliverBatch(
+                deliveries=[cluster_pb2.Delivery(user_ids=[id_range.ID_MAX])]
+            )
+            assert (await client.call(deliver, fits, timeout=5)).data == b"ok"
+            assert (await client.call(ECHO, fabric_pb2.EchoRequest(), timeout=5)).data == b"ok"
+            assert handled == ["test.Deliver", "fabric.Echo"]
+        finally:
+            await client.close()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            router.close(0)
+            ctx.term()
 
     run(main())
