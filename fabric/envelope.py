@@ -49,6 +49,9 @@ _HEADER_AT = _PREFIX.size
 _PREFIXES = tuple(_PREFIX.pack(MAGIC, n) for n in range(256))
 """The prefix of every header shorter than 256 bytes (all but odd error details), prebuilt."""
 _MAGIC_LEN = len(MAGIC)
+_HEADER_ENDS = {prefix: _HEADER_AT + n for n, prefix in enumerate(_PREFIXES)}
+"""Where the header ends, by the frame's first `_HEADER_AT` bytes, for the prebuilt prefixes: one
+lookup checks the magic and reads the length."""
 _KINDS = frozenset(pb.Kind.values()) - {pb.KIND_UNSPECIFIED}
 _ERROR_CODES = frozenset(pb.ErrorCode.values())
 _REQUEST, _REPLY = pb.REQUEST, pb.REPLY
@@ -207,11 +210,9 @@ def decode_frame(data: bytes, max_bytes: int) -> tuple[pb.Header, bytes]:
     size = len(data)
     if size > max_bytes:
         raise EnvelopeError(DecodeError.TOO_LARGE, f"{size} bytes")
-    if not data.startswith(MAGIC):
-        raise EnvelopeError(DecodeError.BAD_MAGIC)
-    if size < _HEADER_AT:
-        raise EnvelopeError(DecodeError.BAD_HEADER, "no header length")
-    end = _HEADER_AT + (data[_MAGIC_LEN] << 8 | data[_MAGIC_LEN + 1])
+    end = _HEADER_ENDS.get(data[:_HEADER_AT])
+    if end is None:  # not a prebuilt prefix: a long header, or the magic or length is wrong
+        end = _header_end(data)
     if end > size:
         raise EnvelopeError(DecodeError.BAD_HEADER, "header length past the frame")
     try:
@@ -234,6 +235,15 @@ def decode_frame(data: bytes, max_bytes: int) -> tuple[pb.Header, bytes]:
     elif not header.method:
         raise EnvelopeError(DecodeError.MISSING_FIELD, "method", header)
     return header, data[end:]
+
+
+def _header_end(data: bytes) -> int:
+    """Where the header of `data` ends, by its prefix (EnvelopeError if there is none)."""
+    if not data.startswith(MAGIC):
+        raise EnvelopeError(DecodeError.BAD_MAGIC)
+    if len(data) < _HEADER_AT:
+        raise EnvelopeError(DecodeError.BAD_HEADER, "no header length")
+    return _HEADER_AT + (data[_MAGIC_LEN] << 8 | data[_MAGIC_LEN + 1])
 
 
 def parse_payload(msg_type: type[M], payload: bytes, header: pb.Header | None = None) -> M:
