@@ -3,9 +3,14 @@
 Role: after a commit, every message goes to the routers owning each of its recipients — both
 users of a 1:1 conversation, every member of a group — as one `Router.Deliver` per router per
 batch, skipping the session that sent it (it has its ack). Receipts go the same way to the
-friend of a direct conversation and to the user's other devices. Work is queued per commit and
-handled by one task in commit order, so one conversation's pushes leave in seq order; a batch
-waits only for the member lists of its groups (usually prefetched while the rows committed).
+friend of a direct conversation and to the user's other devices. Work is handled per commit, in
+commit order, so one conversation's pushes leave in seq order: at once when it needs no member
+list and nothing waits ahead of it, else queued for one task; a batch waits only for the member
+lists of its groups (usually prefetched while the rows committed).
+Each router has at most one Deliver in flight: pushes for a router that is still answering
+the last one wait for its reply and leave together in the next (under a moderate load a flush
+is a message or two, and a call per router per flush was most of the fan-out's cost, here and
+in the routers); a router that answers at once is called at once.
 Delivery is best effort: a router or directory that fails loses those pushes (counted), and
 clients recover them with Sync and History. Large batches are split under MAX_BATCH_BYTES.
 Peer sockets: none of its own; routers and directories through the node's `PeerClients`.
@@ -112,6 +117,13 @@ class PushForwarder:
         self._router_of: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        self._held: dict[str, list[tuple[cluster_pb2.DeliverBatch, int]]] = {}
+        """Batches per router not sent yet: its Deliver in flight is not answered."""
+        self._busy: dict[str, int] = {}
+        """Deliver calls in flight per router (the batches of one hand-off)."""
+        self._stopped = False
+        self._awaiting = False
+        """The task waits for a job's member lists: jobs queued meanwhile go after it."""
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -124,12 +136,16 @@ class PushForwarder:
                     self._idle.clear()
                     self._wake.set()
                     await self._idle.wait()
-                await asyncio.gather(*self._calls, return_exceptions=True)
+                while self._calls:  # an answered call hands on what its router held
+                    await asyncio.gather(*self._calls, return_exceptions=True)
         except TimeoutError:
             LOST.inc(sum(len(job) for job in self._jobs))
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, *self._calls, return_exceptions=True)
+        LOST.inc(sum(len(b.deliveries) for out in self._held.values() for b, _ in out))
+        self._held.clear()
 
     def messages(self, stored: list[Stored]) -> None:
         """Push newly committed messages to their recipients (the sender's other devices too)."""
@@ -162,9 +178,15 @@ class PushForwarder:
         )
 
     def _queue(self, job: list[_Push]) -> None:
-        if job:
-            self._jobs.append(job)
-            self._wake.set()
+        """Send a job now when nothing is ahead of it and it needs no member list (a flush of
+        1:1 messages, receipts); else queue it for the task."""
+        if not job:
+            return
+        if not (self._jobs or self._awaiting) and not any(p.group for p in job):
+            self._send(job, {})
+            return
+        self._jobs.append(job)
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -175,12 +197,14 @@ class PushForwarder:
                 groups = {p.group for p in job if p.group}
                 members: dict[int, tuple[int, ...]] = {}
                 if groups:
+                    self._awaiting = True  # later jobs wait behind this one
                     try:
                         async with asyncio.timeout(MEMBERS_WAIT_S):
                             members = await self.people.members(groups)
                     except (RpcError, TimeoutError) as err:
                         log.warning("group members unavailable, pushes lost: %s", err)
                 self._send(job, members)
+                self._awaiting = False
             self._idle.set()
 
     def _routers(self) -> Ring:
@@ -204,8 +228,10 @@ class PushForwarder:
         return out
 
     def _send(self, job: list[_Push], members: dict[int, tuple[int, ...]]) -> None:
+        """Add the job's pushes to each router's held batches; hand them to the routers with
+        no Deliver in flight."""
         ring = self._routers()
-        batches: dict[str, list[tuple[cluster_pb2.DeliverBatch, int]]] = {}
+        batches = self._held
         lost = 0
         for p in job:
             users = members.get(p.group) if p.group else p.users
@@ -221,12 +247,19 @@ class PushForwarder:
                 delivery = batch.deliveries.add(user_ids=ids, push=p.push)
                 getattr(delivery, "except").CopyFrom(p.skip)
                 out[-1] = (batch, used + size)
-        LOST.inc(lost)
-        for router_id, out in batches.items():
-            for batch, _ in out:  # tasks start in creation order: frames leave in this order
-                task = asyncio.ensure_future(self._deliver(router_id, batch))
-                self._calls.add(task)
-                task.add_done_callback(self._calls.discard)
+        if lost:
+            LOST.inc(lost)
+        for router_id in [r for r in batches if r not in self._busy]:
+            self._hand_on(router_id)
+
+    def _hand_on(self, router_id: str) -> None:
+        """Call `router_id`'s Deliver with the batches held for it (it has none in flight)."""
+        out = self._held.pop(router_id)
+        self._busy[router_id] = len(out)
+        for batch, _ in out:  # tasks start in creation order: frames leave in this order
+            task = asyncio.ensure_future(self._deliver(router_id, batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
 
     async def _deliver(self, router_id: str, batch: cluster_pb2.DeliverBatch) -> None:
         DELIVER_CALLS.inc()
@@ -237,5 +270,13 @@ class PushForwarder:
         except RpcError as err:
             LOST.inc(len(batch.deliveries))
             log.warning("Deliver to %s failed: %s", router_id, err)
-            return
-        DELIVERIES.inc(len(batch.deliveries))
+        else:
+            DELIVERIES.inc(len(batch.deliveries))
+        finally:
+            left = self._busy[router_id] - 1
+            if left:
+                self._busy[router_id] = left
+            else:
+                del self._busy[router_id]
+                if router_id in self._held and not self._stopped:
+                    self._hand_on(router_id)
