@@ -47,6 +47,16 @@ from shard_store.schema import (
 
 IDLE_WAKE_S = 0.5
 """Idle threads re-check their state at least this often."""
+_settling = threading.local()
+
+
+def settling_flush() -> bool:
+    """True in a committer thread while it settles the futures of a flush it ran: a future's
+    callback may leave a wake-up to the lane's `after_flush` hook, which runs once, after the
+    last of them (a callback that wakes another thread at the flush's first row lets that
+    thread in while the others are still being settled, and needs a second wake for them)."""
+    return getattr(_settling, "on", False)
+
 
 _COLUMNS = MessageRow._fields
 _KEY = ("conv_id", "sender", "client_msg_id")
@@ -108,6 +118,8 @@ class Lane:
     ) -> None:
         self.db = db
         self._on_commit = on_commit
+        self.after_flush: Callable[[], None] | None = None
+        """Runs in the committer thread after each flush it ran has settled its futures."""
         self.stats = WriterStats()
         self._seq = sequencer
         self._epoch = 0
@@ -353,7 +365,13 @@ class Lane:
                 if stale:
                     self._stale(flush.items, "an earlier flush failed; retry")
                     continue
-                self._commit(flush)
+                _settling.on = True
+                try:
+                    self._commit(flush)
+                finally:
+                    _settling.on = False
+                if self.after_flush is not None:
+                    self.after_flush()
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
