@@ -40,6 +40,16 @@ class AccessCache:
         self.hits = 0
         self.misses = 0
 
+    def cached(self, user_id: int, target: str, target_id: int) -> cluster_pb2.AccessResult | None:
+        """The cached positive answer for `user_id` and a target (`target`: the name of its
+        field, "to_user" or "to_group"), counted as a hit; None when none is cached (`check`
+        asks and counts the miss)."""
+        entries = self._by_user.get(user_id)
+        hit = entries.get((_KINDS[target], target_id)) if entries else None
+        if hit is not None:
+            self.hits += 1
+        return hit
+
     async def check(
         self, checks: Sequence[cluster_pb2.AccessCheck]
     ) -> list[cluster_pb2.AccessResult]:

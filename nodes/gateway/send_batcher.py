@@ -3,13 +3,14 @@ storage node, and the StoreBatch replies become the acks.
 
 Role: batch at this hop (every hop batches). Sends queue up for the access check, one check in
 flight at a time; each checked send then joins the lane of the storage node owning its
-conversation. Each lane keeps one StoreBatch in flight and flushes at once when idle; while one
-is out the next accumulates. Lanes are independent: a storage node that died (before the
-membership notices) holds up only the sends of the conversations it owned, never another
-owner's. Within a lane sends keep the order they arrived in, so each session's sends to one
-conversation stay in order; sends still queued in a lane whose node is no longer the owner move
-to the new owner's lane. The sender of every item is the session's user, never a field of the
-request.
+conversation. A send whose answer is cached, arriving while no check is queued or in flight,
+joins its lane at once (no send waits for a check before it, so none is overtaken). Each lane
+keeps one StoreBatch in flight and flushes at once when idle; while one is out the next
+accumulates. Lanes are independent: a storage node that died (before the membership notices)
+holds up only the sends of the conversations it owned, never another owner's. Within a lane
+sends keep the order they arrived in, so each session's sends to one conversation stay in order;
+sends still queued in a lane whose node is no longer the owner move to the new owner's lane.
+The sender of every item is the session's user, never a field of the request.
 Peer sockets: none of its own; directory and storage nodes are reached through `AccessCache`
 and `Upstream`.
 """
@@ -40,15 +41,15 @@ class PendingSend:
     request: client_pb2.SendRequest
     future: asyncio.Future[client_pb2.SendAck]
 
-
-Item = tuple[PendingSend, cluster_pb2.StoreItem]
+    conv_id: int = 0
+    """Its conversation, once the access check has found it."""
 
 
 @dataclass(slots=True)
 class _Lane:
     """The sends bound for one storage node, one StoreBatch in flight."""
 
-    queue: list[Item]
+    queue: list[PendingSend]
     task: asyncio.Task[None] | None = None
 
 
@@ -68,8 +69,16 @@ class SendBatcher:
     ) -> asyncio.Future[client_pb2.SendAck]:
         """Queue a Send; the future resolves to its SendAck or fails with RpcError."""
         future: asyncio.Future[client_pb2.SendAck] = asyncio.get_running_loop().create_future()
-        self._queue.append(PendingSend(session, request, future))
-        if self._worker is None or self._worker.done():
+        pending = PendingSend(session, request, future)
+        which = request.WhichOneof("to")
+        if self._worker is None and which is not None:
+            hit = self.access.cached(session.user_id, which, getattr(request, which))
+            if hit is not None:
+                pending.conv_id = hit.conv_id
+                self._route(pending)
+                return future
+        self._queue.append(pending)
+        if self._worker is None:
             self._worker = asyncio.ensure_future(self._flush())
         return future
 
@@ -79,20 +88,23 @@ class SendBatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        waiting = self._queue + [p for lane in self._lanes.values() for p, _ in lane.queue]
+        waiting = self._queue + [p for lane in self._lanes.values() for p in lane.queue]
         for pending in waiting:
             _fail(pending, pb.UNAVAILABLE, "gateway stopping")
         self._queue, self._lanes = [], {}
 
     async def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            try:
-                await self._check(batch)
-            except Exception:
-                log.exception("send batch failed")
-                for pending in batch:
-                    _fail(pending, pb.INTERNAL, "send failed; retry")
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await self._check(batch)
+                except Exception:
+                    log.exception("send batch failed")
+                    for pending in batch:
+                        _fail(pending, pb.INTERNAL, "send failed; retry")
+        finally:
+            self._worker = None
 
     async def _check(self, batch: list[PendingSend]) -> None:
         checks = [
@@ -108,19 +120,20 @@ class SendBatcher:
             if result.error != pb.OK:
                 _fail(pending, result.error, "")
             else:
-                self._route((pending, self._item(pending, result)))
+                pending.conv_id = result.conv_id
+                self._route(pending)
 
-    def _route(self, item: Item) -> None:
-        """Queue `item` in the lane of its conversation's owner as the ring says now."""
+    def _route(self, pending: PendingSend) -> None:
+        """Queue `pending` in the lane of its conversation's owner as the ring says now."""
         try:
-            owner = self.upstream.storage_owner(item[1].conv_id)
+            owner = self.upstream.storage_owner(pending.conv_id)
         except RpcError as err:
-            _fail(item[0], err.code, err.detail)
+            _fail(pending, err.code, err.detail)
             return
         lane = self._lanes.get(owner)
         if lane is None:
             lane = self._lanes[owner] = _Lane([])
-        lane.queue.append(item)
+        lane.queue.append(pending)
         if lane.task is None:
             lane.task = asyncio.ensure_future(self._run_lane(owner, lane))
 
@@ -128,61 +141,58 @@ class SendBatcher:
         try:
             while lane.queue:
                 waiting, lane.queue = lane.queue, []
-                batch: list[Item] = []
-                for item in waiting:
-                    try:
-                        still = self.upstream.storage_owner(item[1].conv_id) == owner
-                    except RpcError:
-                        still = False
-                    if still:
-                        batch.append(item)
+                batch: list[PendingSend] = []
+                ring = self.upstream.storage_ring()
+                for pending in waiting:
+                    if ring and ring.owner(pending.conv_id) == owner:
+                        batch.append(pending)
                     else:  # the ring changed while it waited: off to the new owner
-                        self._route(item)
+                        self._route(pending)
                 if batch:
                     try:
                         await self._store_at(owner, batch)
                     except Exception:
                         log.exception("store batch failed")
-                        for pending, _ in batch:
+                        for pending in batch:
                             _fail(pending, pb.INTERNAL, "send failed; retry")
         finally:
             lane.task = None
             if not lane.queue and self._lanes.get(owner) is lane:
                 del self._lanes[owner]
 
-    def _item(
-        self, pending: PendingSend, access: cluster_pb2.AccessResult
-    ) -> cluster_pb2.StoreItem:
-        s, req = pending.session, pending.request
-        return cluster_pb2.StoreItem(
-            origin=cluster_pb2.ClientRequestRef(session_id=s.identity),
-            sender=s.user_id,
-            sender_account=s.account,
-            client_msg_id=req.client_msg_id,
-            conv_id=access.conv_id,
-            body=req.body,
-            kind=req.kind,
-            ref_seq=req.ref_seq,
-            mentions=req.mentions,
-            **_target(req),
-        )
-
-    async def _store_at(self, owner: str, items: list[Item]) -> None:
-        request = cluster_pb2.StoreBatchRequest(
-            gateway_id=self.gateway_id, items=[item for _, item in items]
-        )
+    async def _store_at(self, owner: str, items: list[PendingSend]) -> None:
+        request = cluster_pb2.StoreBatchRequest(gateway_id=self.gateway_id)
+        add = request.items.add
+        for pending in items:  # built in place: a StoreItem made apart is copied in again
+            s, req = pending.session, pending.request
+            item = add(
+                sender=s.user_id,
+                sender_account=s.account,
+                client_msg_id=req.client_msg_id,
+                conv_id=pending.conv_id,
+                body=req.body,
+                kind=req.kind,
+                ref_seq=req.ref_seq,
+            )
+            item.origin.session_id = s.identity
+            if req.mentions:
+                item.mentions.extend(req.mentions)
+            if req.WhichOneof("to") == "to_user":
+                item.to_user = req.to_user
+            else:
+                item.to_group = req.to_group
         try:
             # asked once: the client's outbox resends these sends, to the owner it finds then
             reply = await self.upstream.storage(owner, "StoreBatch", request, ONCE)
         except RpcError as err:
-            for pending, _ in items:
+            for pending in items:
                 _fail(
                     pending,
                     pb.UNAVAILABLE if err.code in _RETRY_LATER else err.code,
                     "not stored; retry",
                 )
             return
-        for (pending, _), result in zip(items, reply.results, strict=True):
+        for pending, result in zip(items, reply.results, strict=True):
             if result.error == pb.OK:
                 if not pending.future.done():
                     pending.future.set_result(result.ack)
