@@ -354,3 +354,21 @@ def test_ids_past_a_signed_column_are_refused_only_where_a_request_can_hold_them
             ctx.term()
 
     run(main())
+
+
+def test_a_reply_that_does_not_parse_is_bad_request() -> None:
+    """The client parses the reply's payload as the method's reply type; one that does not parse
+    (here invalid UTF-8 in a string field) fails the call with BAD_REQUEST, not an exception of
+    protobuf's."""
+    misread = Method("test.Echo", fabric_pb2.EchoRequest, fabric_pb2.StatusReply)
+
+    async def main() -> None:
+        async with served() as client:
+            with pytest.raises(RpcError) as err:
+                await client.call(misread, fabric_pb2.EchoRequest(data=b"\xff\xfe"), timeout=5)
+            assert err.value.code == pb.BAD_REQUEST
+            assert err.value.detail.startswith("bad reply: bad_payload")
+            reply = await client.call(misread, fabric_pb2.EchoRequest(data=b"fine"), timeout=5)
+            assert reply.node_id == "fine"
+
+    run(main())
