@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import zmq
@@ -142,29 +143,11 @@ class RpcServer:
 
     def _requests(self, batch: Batch) -> None:
         """Answer a batch of requests (the Reader calls this)."""
-        self._in.inc(len(batch))
-        now_ms = _time() * 1000.0
-        handle = self._handle
-        replies: list[list[bytes]] = []
-        for frames in batch:
-            out = handle(frames, now_ms, NO_META)
-            if out is not None:
-                replies.append(out)
-        self._send(replies)
-        self._count_answered()
+        self._answer(batch, repeat(NO_META, len(batch)))
 
     def _requests_meta(self, batch: Batch, metas: list[Meta]) -> None:
         """`_requests` for a batch read with each message's connection metadata."""
-        self._in.inc(len(batch))
-        now_ms = _time() * 1000.0
-        handle = self._handle
-        replies: list[list[bytes]] = []
-        for frames, meta in zip(batch, metas, strict=True):
-            out = handle(frames, now_ms, meta)
-            if out is not None:
-                replies.append(out)
-        self._send(replies)
-        self._count_answered()
+        self._answer(batch, metas)
 
     def dispatch(self, batch: Batch, metas: list[Meta]) -> None:
         """Answer requests that came from elsewhere than the socket, as if read from it (each
@@ -181,75 +164,107 @@ class RpcServer:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
 
-    def _handle(self, frames: list[bytes], now_ms: float, meta: Meta) -> list[bytes] | None:
-        """One request's reply frames, or None when it has none now (no reply is owed, or a
-        future or task sends it later)."""
-        identity = frames[0]
-        try:
-            if len(frames) != _ROUTED_FRAMES:
-                raise envelope.frame_count_error(len(frames) - 1)
-            header, payload = _decode_frame(frames[1], self.max_bytes)
-        except envelope.EnvelopeError as err:
-            metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
-            rid = err.header.request_id if err.header is not None else 0
-            return [
-                identity,
-                *envelope.error_reply(
-                    rid, err.reason.error_code(), err.detail, sender=self.node_id
-                ),
-            ]
-        if header.kind != _REQUEST:
-            metrics.BAD_FRAMES.labels(self.name, "not_request").inc()
-            return None
-        entry = self._handlers.get(header.method)
-        if entry is None:
-            self._served("<unknown>", pb.UNKNOWN_METHOD)
-            return [
-                identity,
-                *envelope.error_reply(
-                    header.request_id, pb.UNKNOWN_METHOD, header.method[:64], sender=self.node_id
-                ),
-            ]
-        method, handler, holds_ids = entry
-        if self.gate is not None:
-            code = self.gate(identity, method, meta[0], meta[1])
-            if code != pb.OK:
-                return self._error(identity, header, code, "")
-        if self.own_deadline_s is not None:
-            header.deadline_ms = int((_time() + self.own_deadline_s) * 1000)
-        elif header.deadline_ms < now_ms:
-            self._served(method.name, pb.DEADLINE_EXCEEDED)
-            return None  # the caller has already given up
-        try:
-            request = method.request.FromString(payload)
-        except (_PbDecodeError, ValueError) as err:  # as envelope.parse_payload, without a call
-            metrics.BAD_FRAMES.labels(self.name, envelope.DecodeError.BAD_PAYLOAD.value).inc()
-            return self._error(identity, header, pb.BAD_REQUEST, type(err).__name__)
-        try:
-            if holds_ids and self.check_ids:  # INVALID_ARGUMENT for an id past a BIGINT column
-                _check_ids(request)
-            result = handler(request, Call(identity, header, *meta))
-        except envelope.EnvelopeError as err:  # a handler's own parse of a nested payload
-            metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
-            return self._error(identity, header, pb.BAD_REQUEST, err.detail)
-        except RpcError as err:
-            return self._error(identity, header, err.code, err.detail)
-        except Exception:
-            log.exception("handler %s failed", header.method)
-            return self._error(identity, header, pb.INTERNAL, "handler failed")
-        if isinstance(result, Message):
-            answered = self._answered
-            name = method.name
-            answered[name] = answered.get(name, 0) + 1
-            return [identity, self._encoder.reply(header.request_id, result.SerializeToString())]
+    def _answer(self, batch: Batch, metas: Iterable[Meta]) -> None:
+        """Answer each request of `batch` (with its connection's `Meta`), then send the replies
+        due now in one batch. Each request's path is inline: at ~3 us of Python per request, a
+        call per request and its attribute reads cost as much as any of its checks."""
+        self._in.inc(len(batch))
+        now_ms = _time() * 1000.0
+        handlers = self._handlers
+        max_bytes = self.max_bytes
+        gate = self.gate
+        own_deadline_s = self.own_deadline_s
+        check_ids = self.check_ids
+        answered = self._answered
+        reply = self._encoder.reply
+        replies: list[list[bytes]] = []
+        for frames, meta in zip(batch, metas, strict=True):
+            identity = frames[0]
+            try:
+                if len(frames) != _ROUTED_FRAMES:
+                    raise envelope.frame_count_error(len(frames) - 1)
+                header, payload = _decode_frame(frames[1], max_bytes)
+            except envelope.EnvelopeError as err:
+                replies.append(self._bad_frame(identity, err))
+                continue
+            if header.kind != _REQUEST:
+                metrics.BAD_FRAMES.labels(self.name, "not_request").inc()
+                continue
+            entry = handlers.get(header.method)
+            if entry is None:
+                replies.append(self._unknown_method(identity, header))
+                continue
+            method, handler, holds_ids = entry
+            if gate is not None:
+                code = gate(identity, method, meta[0], meta[1])
+                if code != pb.OK:
+                    replies.append(self._error(identity, header, code, ""))
+                    continue
+            if own_deadline_s is not None:
+                header.deadline_ms = int((_time() + own_deadline_s) * 1000)
+            elif header.deadline_ms < now_ms:
+                self._served(method.name, pb.DEADLINE_EXCEEDED)
+                continue  # the caller has already given up
+            try:
+                request = method.request.FromString(payload)
+            except (_PbDecodeError, ValueError) as err:  # as envelope.parse_payload, uncalled
+                metrics.BAD_FRAMES.labels(self.name, envelope.DecodeError.BAD_PAYLOAD.value).inc()
+                replies.append(self._error(identity, header, pb.BAD_REQUEST, type(err).__name__))
+                continue
+            try:
+                if holds_ids and check_ids:  # INVALID_ARGUMENT for an id past a BIGINT column
+                    _check_ids(request)
+                result = handler(request, Call(identity, header, *meta))
+            except envelope.EnvelopeError as err:  # a handler's own parse of a nested payload
+                metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+                replies.append(self._error(identity, header, pb.BAD_REQUEST, err.detail))
+                continue
+            except RpcError as err:
+                replies.append(self._error(identity, header, err.code, err.detail))
+                continue
+            except Exception:
+                log.exception("handler %s failed", header.method)
+                replies.append(self._error(identity, header, pb.INTERNAL, "handler failed"))
+                continue
+            if isinstance(result, Message):
+                name = method.name
+                answered[name] = answered.get(name, 0) + 1
+                replies.append([identity, reply(header.request_id, result.SerializeToString())])
+            else:
+                self._later(identity, header, result)
+        self._send(replies)
+        self._count_answered()
+
+    def _bad_frame(self, identity: bytes, err: envelope.EnvelopeError) -> list[bytes]:
+        """The error reply to a frame that failed `decode_frame` (request id 0 when its header
+        did not parse), counted by reason."""
+        metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
+        rid = err.header.request_id if err.header is not None else 0
+        return [
+            identity,
+            *envelope.error_reply(rid, err.reason.error_code(), err.detail, sender=self.node_id),
+        ]
+
+    def _unknown_method(self, identity: bytes, header: pb.Header) -> list[bytes]:
+        """UNKNOWN_METHOD's reply, naming the method asked for (counted as "<unknown>")."""
+        self._served("<unknown>", pb.UNKNOWN_METHOD)
+        return [
+            identity,
+            *envelope.error_reply(
+                header.request_id, pb.UNKNOWN_METHOD, header.method[:64], sender=self.node_id
+            ),
+        ]
+
+    def _later(self, identity: bytes, header: pb.Header, result: Awaitable[Message]) -> None:
+        """A handler's reply that is not ready: a future settled elsewhere (its reply joins the
+        others of its loop iteration), or any other awaitable, run as a task."""
         if isinstance(result, asyncio.Future):
             self._awaiting[result] = (identity, header)
             result.add_done_callback(self._settled)
-            return None
+            return
         task = asyncio.ensure_future(self._finish(identity, header, result))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return None
 
     async def _finish(
         self, identity: bytes, header: pb.Header, pending: Awaitable[Message]
