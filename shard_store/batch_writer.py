@@ -5,11 +5,13 @@ Role: the one place where messages become durable. Each database of SOIM_DB gets
 (`shard_store.writer_lane`) of two threads fed by a pending list: a committer that runs each
 flush — one multi-row INSERT IGNORE per shard table — in one transaction and then resolves its
 futures, and a builder. An idle committer takes the pending rows and builds their flush itself
-(an idle writer flushes at once, with no thread hand-off between); while a commit is in flight
-rows accumulate and the committer takes them when it ends, unless they reach `max_rows` first
-or rows were already waiting as it began: then the builder seals the next batch at `max_rows`
-rows or `max_ms` after its first row, whichever comes first, its SQL built while the commit
-still runs. Rows of one conversation share a lane, so they commit in submission order.
+(an idle writer flushes at once, with no thread hand-off between — under a steady load, its last
+flush taken less than LINGER_RECENT_S ago, it lets rows gather for LINGER_S first); while a
+commit is in flight rows accumulate and the committer takes them when it ends, unless they reach
+`max_rows` first or rows were already waiting as it began: then the builder seals the next batch
+at `max_rows` rows or `max_ms` after its first row, whichever comes first, its SQL built while
+the commit still runs. Rows of one conversation share a lane, so they commit in submission
+order.
 
 Outcome of a row:
 - inserted: the future resolves to the row itself;
