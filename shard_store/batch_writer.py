@@ -57,16 +57,7 @@ from shard_store.schema import MAX_MENTIONS_CHARS, MessageRow
 from shard_store.settings import StoreSettings
 from shard_store.shards import ShardMap
 from shard_store.store import Store
-from shard_store.writer_lane import (
-    IDLE_WAKE_S,
-    Item,
-    Lane,
-    Sequencer,
-    WriterStats,
-    settling_flush,
-)
-
-__all__ = ["BatchWriter", "Item", "Sequencer", "WriterStats", "settling_flush"]
+from shard_store.writer_lane import IDLE_WAKE_S, Item, Lane, Sequencer, WriterStats
 
 CLOSE_TIMEOUT_S = 4.0
 """Default deadline of close(): a node stops within 5 s of SIGTERM."""
@@ -166,13 +157,6 @@ class BatchWriter:
             if items:
                 lane.put(items)
         return futures
-
-    def after_flush(self, hook: Callable[[], None]) -> None:
-        """Have `hook` run in a committer thread after each flush has settled its futures:
-        their callbacks, seeing `settling_flush()`, may leave their wake-ups to it (one per
-        flush instead of one at its first row)."""
-        for lane in self._lanes:
-            lane.after_flush = hook
 
     @property
     def backlog(self) -> int:

@@ -55,16 +55,6 @@ whose fixed cost (~0.7 ms of the storage node's CPU each: the StoreBatch, the co
 hand-offs, the transaction, the loop's wake-up, a Deliver per router) is most of a message's;
 a lone send after a pause is taken at once."""
 LINGER_RECENT_S = 0.004
-_settling = threading.local()
-
-
-def settling_flush() -> bool:
-    """True in a committer thread while it settles the futures of a flush it ran: a future's
-    callback may leave a wake-up to the lane's `after_flush` hook, which runs once, after the
-    last of them (a callback that wakes another thread at the flush's first row lets that
-    thread in while the others are still being settled, and needs a second wake for them)."""
-    return getattr(_settling, "on", False)
-
 
 _COLUMNS = MessageRow._fields
 _KEY = ("conv_id", "sender", "client_msg_id")
@@ -126,8 +116,6 @@ class Lane:
     ) -> None:
         self.db = db
         self._on_commit = on_commit
-        self.after_flush: Callable[[], None] | None = None
-        """Runs in the committer thread after each flush it ran has settled its futures."""
         self.stats = WriterStats()
         self._seq = sequencer
         self._epoch = 0
@@ -389,13 +377,7 @@ class Lane:
                 if stale:
                     self._stale(flush.items, "an earlier flush failed; retry")
                     continue
-                _settling.on = True
-                try:
-                    self._commit(flush)
-                finally:
-                    _settling.on = False
-                if self.after_flush is not None:
-                    self.after_flush()
+                self._commit(flush)
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()

@@ -9,9 +9,8 @@ checked against it first (`amends`). A retried send comes back as the row alread
 acked with that seq and msg_id and `duplicate` set. A failed write is UNAVAILABLE for its item
 (the gateway has the client retry with the same client_msg_id).
 Writer futures settle in the writer's threads; they are collected in a queue and handled on the
-event loop in one pass per wake-up, so one commit costs one loop wake-up (asked for once its
-last row is settled: `BatchWriter.after_flush`), one ack batch per request, and one hand-off of
-its fresh messages to fan-out and cursors (`on_committed`).
+event loop in one pass per wake-up, so one commit costs one loop wake-up, one ack batch per
+request, and one hand-off of its fresh messages to fan-out and cursors (`on_committed`).
 No sockets: requests arrive on the node's RPC ROUTER.
 """
 
@@ -37,7 +36,7 @@ from schema import cluster_pb2
 from schema import common_pb2 as pb
 from schema.contracts.message import MAX_BODY_CHARS, MAX_CLIENT_MSG_ID_CHARS, MAX_MENTIONS
 from shard_store.backend import StoreError
-from shard_store.batch_writer import BatchWriter, settling_flush
+from shard_store.batch_writer import BatchWriter
 from shard_store.schema import (
     KIND_EDIT,
     KIND_RECALL,
@@ -100,7 +99,6 @@ class Intake:
         self._loop = asyncio.get_running_loop()
         self._settled: deque[tuple[_Pending, Future[MessageRow]]] = deque()
         self._wake_scheduled = False
-        writer.after_flush(self._flushed)
 
     def store_batch(self, req: cluster_pb2.StoreBatchRequest, call: Call) -> Reply:
         reply = cluster_pb2.StoreBatchReply()
@@ -253,21 +251,12 @@ class Intake:
 
     # ---- settling (any thread → the loop)
     def _on_settled(self, pending: _Pending, fut: Future[MessageRow]) -> None:
-        """A writer future settled (writer thread): queue it, wake the loop once — after the
-        whole flush when a committer is settling one (`_flushed`)."""
+        """A writer future settled (writer thread): queue it, wake the loop once."""
         self._settled.append((pending, fut))
-        if not self._wake_scheduled and not settling_flush():
-            self._wake()
-
-    def _flushed(self) -> None:
-        """A committer settled a flush (its thread): wake the loop for what it queued."""
-        if self._settled and not self._wake_scheduled:
-            self._wake()
-
-    def _wake(self) -> None:
-        self._wake_scheduled = True
-        with contextlib.suppress(RuntimeError):  # a closed loop: the node is gone
-            self._loop.call_soon_threadsafe(self.settle)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            with contextlib.suppress(RuntimeError):  # a closed loop: the node is gone
+                self._loop.call_soon_threadsafe(self.settle)
 
     def settle(self) -> None:
         """Handle every settled future: fill replies, answer finished requests, hand fresh
