@@ -39,6 +39,7 @@ KNOWN = frozenset(
         "SOIM_REDIS_PREFIX",
         "SOIM_BATCH_ROWS",
         "SOIM_BATCH_MS",
+        "SOIM_BATCH_LINGER_MS",
         # fabric.env_file
         "SOIM_ENV_FILE",
         # gateway options

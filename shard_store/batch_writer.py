@@ -6,7 +6,7 @@ Role: the one place where messages become durable. Each database of SOIM_DB gets
 flush — one multi-row INSERT IGNORE per shard table — in one transaction and then resolves its
 futures, and a builder. An idle committer takes the pending rows and builds their flush itself
 (an idle writer flushes at once, with no thread hand-off between — under a steady load, its last
-flush taken less than LINGER_RECENT_S ago, it lets rows gather for LINGER_S first); while a
+flush taken less than LINGER_RECENT_S ago, it lets rows gather for `linger_ms` first); while a
 commit is in flight rows accumulate and the committer takes them when it ends, unless they reach
 `max_rows` first or rows were already waiting as it began: then the builder seals the next batch
 at `max_rows` rows or `max_ms` after its first row, whichever comes first, its SQL built while
@@ -102,16 +102,22 @@ class BatchWriter:
         *,
         max_rows: int = 512,
         max_ms: float = 5.0,
+        linger_ms: float = 1.0,
         sequencer: Sequencer | None = None,
         on_commit: Callable[[float], None] | None = None,
     ) -> None:
-        """`on_commit(seconds)`, if given, hears how long each committed flush's transaction
-        took, in the committer thread (for a latency histogram)."""
-        if max_rows < 1 or max_ms < 0:
-            raise ValueError(f"max_rows must be >= 1 and max_ms >= 0: {max_rows}, {max_ms}")
+        """`linger_ms`: how long an idle committer under a steady load lets rows gather (see
+        `writer_lane.Lane`; 0: never). `on_commit(seconds)`, if given, hears how long each
+        committed flush's transaction took, in the committer thread (for a latency histogram)."""
+        if max_rows < 1 or max_ms < 0 or linger_ms < 0:
+            raise ValueError(
+                f"max_rows must be >= 1, max_ms and linger_ms >= 0: {max_rows}, {max_ms}, "
+                f"{linger_ms}"
+            )
         self._map: ShardMap = store.shard_map
         self._lanes = [
-            Lane(db, max_rows, max_ms / 1000, sequencer, on_commit) for db in store.databases
+            Lane(db, max_rows, max_ms / 1000, linger_ms / 1000, sequencer, on_commit)
+            for db in store.databases
         ]
         self._closed = False
 
@@ -123,11 +129,12 @@ class BatchWriter:
         sequencer: Sequencer | None = None,
         on_commit: Callable[[float], None] | None = None,
     ) -> BatchWriter:
-        """A writer with SOIM_BATCH_ROWS and SOIM_BATCH_MS."""
+        """A writer with SOIM_BATCH_ROWS, SOIM_BATCH_MS and SOIM_BATCH_LINGER_MS."""
         return cls(
             store,
             max_rows=settings.batch_rows,
             max_ms=settings.batch_ms,
+            linger_ms=settings.batch_linger_ms,
             sequencer=sequencer,
             on_commit=on_commit,
         )

@@ -14,6 +14,8 @@ and the benchmarks. No sockets.
     SOIM_BATCH_ROWS       rows a storage node's writer commits in one flush at most (default 512)
     SOIM_BATCH_MS         how long a sealed batch may wait for more rows while a commit runs
                           (default 5)
+    SOIM_BATCH_LINGER_MS  how long an idle writer under a steady load lets rows gather before
+                          it flushes them (default 1; 0: it flushes at once)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class StoreSettings:
     redis_prefix: str = "soim:"
     batch_rows: int = 512
     batch_ms: int = 5
+    batch_linger_ms: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> StoreSettings:
@@ -64,6 +67,7 @@ class StoreSettings:
             redis_prefix=env.get("SOIM_REDIS_PREFIX", "soim:"),
             batch_rows=_integer(env, "SOIM_BATCH_ROWS", 512, 1, 100_000),
             batch_ms=_integer(env, "SOIM_BATCH_MS", 5, 0, 10_000),
+            batch_linger_ms=_integer(env, "SOIM_BATCH_LINGER_MS", 1, 0, 100),
         )
 
 

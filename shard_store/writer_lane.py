@@ -7,7 +7,7 @@ futures; a failed flush fails every row of it, and with a sequencer every batch 
 it too, and rolls the affected conversations back. See `shard_store.batch_writer` for the
 outcomes of a row.
 Who builds: an idle committer takes and builds the next batch itself, so a lone row costs one
-thread hand-off in and one out (under a steady load it first lets rows gather for LINGER_S); the
+thread hand-off in and one out (under a steady load it first lets rows gather for `linger_s`); the
 builder thread builds only while a commit runs, so the next flush is ready when it ends. It is
 called in only when rows were already waiting as a commit began (the committer could not take
 them all) or `max_rows` of them piled up during one: rows that trickle in during a commit are
@@ -47,14 +47,13 @@ from shard_store.schema import (
 
 IDLE_WAKE_S = 0.5
 """Idle threads re-check their state at least this often."""
-LINGER_S = 0.001
-"""How long an idle committer lets rows gather before it takes them, when its last take was
-less than LINGER_RECENT_S ago: under a steady moderate load (hundreds to a few thousand
-sends a second, one StoreBatch of a row or two per gateway at a time) this halves the flushes,
-whose fixed cost (~0.7 ms of the storage node's CPU each: the StoreBatch, the committer's
-hand-offs, the transaction, the loop's wake-up, a Deliver per router) is most of a message's;
-a lone send after a pause is taken at once."""
 LINGER_RECENT_S = 0.004
+"""An idle committer whose last take was less than this long ago lets rows gather for the
+lane's `linger_s` (SOIM_BATCH_LINGER_MS, default 1 ms) before it takes them: under a steady
+moderate load (hundreds to a few thousand sends a second, one StoreBatch of a row or two per
+gateway at a time) this halves the flushes, whose fixed cost (~0.7 ms of the storage node's CPU
+each: the StoreBatch, the committer's hand-offs, the transaction, the loop's wake-up, a Deliver
+per router) is most of a message's; a lone send after a pause is taken at once."""
 
 _COLUMNS = MessageRow._fields
 _KEY = ("conv_id", "sender", "client_msg_id")
@@ -111,6 +110,7 @@ class Lane:
         db: Database,
         max_rows: int,
         max_s: float,
+        linger_s: float,
         sequencer: Sequencer | None,
         on_commit: Callable[[float], None] | None = None,
     ) -> None:
@@ -124,6 +124,7 @@ class Lane:
         """Sequencing: conversations to forget before the next stamping (None: all)."""
         self._max_rows = max_rows
         self._max_s = max_s
+        self._linger_s = linger_s
         lock = threading.RLock()
         self._cond = threading.Condition(lock)
         self._builder_idle = threading.Condition(lock)
@@ -288,13 +289,13 @@ class Lane:
 
     def _linger(self) -> float:
         """With the lock held, pending rows and an idle committer: how long it should still let
-        rows gather (see LINGER_S); 0: take them now."""
-        if self._closing or len(self._pending) >= self._max_rows:
+        rows gather (see LINGER_RECENT_S); 0: take them now."""
+        if not self._linger_s or self._closing or len(self._pending) >= self._max_rows:
             return 0.0
         now = time.monotonic()
         if now - self._taken_at >= LINGER_RECENT_S:
             return 0.0
-        return self._first_at + LINGER_S - now
+        return self._first_at + self._linger_s - now
 
     def _prepare(self, batch: list[Item], epoch: int, forget: set[int] | None) -> _Flush | None:
         """Stamp and build a taken batch; None when nothing is left to write (a failure has

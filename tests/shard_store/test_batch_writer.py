@@ -15,7 +15,9 @@ from shard_store import (
     FlushFailed,
     MessageRow,
     SeqClash,
+    SettingError,
     Store,
+    StoreSettings,
     WriterClosed,
 )
 from shard_store.batch_writer import Item
@@ -154,6 +156,23 @@ def test_idle_writer_flushes_at_once(store: Store) -> None:
     with BatchWriter(store, max_rows=1000, max_ms=60_000) as writer:
         row = msg(5, 1)
         assert writer.submit(row).result(timeout=10) == row  # never waits out max_ms
+
+
+def test_the_linger_is_a_setting(store: Store) -> None:
+    """SOIM_BATCH_LINGER_MS (default 1) reaches the writer; 0 turns the linger off, and a
+    writer without it still writes each lone row at once."""
+    assert StoreSettings.from_env({}).batch_linger_ms == 1
+    off = StoreSettings.from_env({"SOIM_BATCH_LINGER_MS": "0"})
+    assert off.batch_linger_ms == 0
+    for bad in ("101", "-1", "1.5"):
+        with pytest.raises(SettingError) as err:
+            StoreSettings.from_env({"SOIM_BATCH_LINGER_MS": bad})
+        assert err.value.var == "SOIM_BATCH_LINGER_MS"
+    with BatchWriter.from_settings(store, off) as writer:
+        for i in range(1, 6):
+            row = msg(7, i)
+            assert writer.submit(row).result(timeout=10) == row
+        assert writer.stats().flushes == 5
 
 
 @pytest.mark.timeout(60)
