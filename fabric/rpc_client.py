@@ -20,7 +20,6 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 
 from fabric import envelope, metrics, timing
@@ -31,12 +30,12 @@ from schema import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 _EVENT = pb.EVENT
-_N_FRAMES = envelope.N_FRAMES
 _Pending = tuple["asyncio.Future[bytes]", float, str]
 """A call waiting for its reply: the caller's future (set to the reply's still-serialized payload,
 or failed with the reply's error), when it expires (monotonic), the method."""
 _Future = asyncio.Future
 _decode_frame = envelope.decode_frame
+_parse_payload = envelope.parse_payload
 _monotonic = time.monotonic
 _time = time.time
 
@@ -132,21 +131,15 @@ class RpcClient:
         if not self._tasks:
             self.start()
         started = _monotonic()
-        span = timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout
-        deadline = started + span
+        deadline = started + (timing.RPC_DEFAULT_TIMEOUT_S if timeout is None else timeout)
         payload = request.SerializeToString()
         name = method.name
         tries = retry.tries(method.idempotency)
-        # the first attempt's share of the deadline: retry.until(deadline, tries, 0), uncalled
-        until = deadline if tries <= 1 else started + max(span, 0.0) / tries
         try:
-            try:  # the first attempt here: the common case costs no retry frame nor coroutine
-                rid, fut = self._request(name, payload, until, started)
-                try:
-                    reply = await fut
-                except asyncio.CancelledError:
-                    self._pending.pop(rid, None)
-                    raise
+            try:  # the first attempt here: the common case costs no retry frame
+                reply = await self._ask(
+                    name, payload, deadline if tries == 1 else retry.until(deadline, tries, 0)
+                )
             except RpcError as err:
                 if tries == 1:
                     raise
@@ -157,12 +150,7 @@ class RpcClient:
                     deadline=deadline,
                     failed=err,
                 )
-            try:  # envelope.parse_payload, without a call
-                return method.reply.FromString(reply)
-            except (_PbDecodeError, ValueError) as err:
-                raise envelope.EnvelopeError(
-                    envelope.DecodeError.BAD_PAYLOAD, type(err).__name__
-                ) from None
+            return _parse_payload(method.reply, reply)
         except RpcError as err:
             metrics.RPC_ERRORS.labels(
                 name, pb.ErrorCode.Name(err.code) if err.code in pb.ErrorCode.values() else "?"
@@ -179,31 +167,22 @@ class RpcClient:
     async def _ask(self, name: str, payload: bytes, until: float) -> bytes:
         """One attempt: a request with a fresh id, answered or expired by `until` (monotonic);
         return the reply's still-serialized payload."""
-        rid, fut = self._request(name, payload, until, _monotonic())
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self._pending.pop(rid, None)
-            raise
-
-    def _request(
-        self, name: str, payload: bytes, until: float, now: float
-    ) -> tuple[int, _Future[bytes]]:
-        """Queue a request with a fresh id that expires at `until` (monotonic; `now` is the
-        monotonic time of the call); return the id and the future its reply settles (the caller
-        pops the id if it stops waiting)."""
         if self._closed:  # closed meanwhile: no reader or expiry would end it
             raise RpcError(pb.UNAVAILABLE, f"{name}: client closed")
         rid = next(self._ids)
         fut: asyncio.Future[bytes] = _Future(loop=self._loop)
         self._pending[rid] = (fut, until, name)
         self._outbox.append(
-            self._encoder.request(name, rid, int((_time() + until - now) * 1000), payload)
+            self._encoder.request(name, rid, int((_time() + until - _monotonic()) * 1000), payload)
         )
         if not self._flush_soon:
             self._flush_soon = True
             self._loop.call_soon(self._flush)
-        return rid, fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._pending.pop(rid, None)
+            raise
 
     def _flush(self) -> None:
         """Send every request queued since the last pass, in one batch."""
@@ -234,7 +213,7 @@ class RpcClient:
         self._in.inc(len(batch))
         for frames in batch:
             try:
-                if len(frames) != _N_FRAMES:
+                if len(frames) != envelope.N_FRAMES:
                     raise envelope.frame_count_error(len(frames))
                 header, payload = _decode_frame(frames[0], max_bytes)
             except envelope.EnvelopeError as err:
@@ -245,14 +224,14 @@ class RpcClient:
                     self.on_event(envelope.Envelope(header, payload))
                 continue
             call = pending.pop(header.request_id, None)
-            if call is None or (fut := call[0]).done():
+            if call is None or call[0].done():
                 metrics.BAD_FRAMES.labels(self.name, "late_reply").inc()
                 continue
             error = header.error
             if error:
-                fut.set_exception(RpcError(error, header.detail))
+                call[0].set_exception(RpcError(error, header.detail))
             else:
-                fut.set_result(payload)
+                call[0].set_result(payload)
         if not self._flush_soon:
             # the callers woken above run next and queue their next requests: send those in the
             # same loop iteration rather than one later

@@ -35,7 +35,6 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 
 from fabric import envelope, id_range, metrics, timing
@@ -47,6 +46,7 @@ log = logging.getLogger(__name__)
 _REQUEST = pb.REQUEST
 _ROUTED_FRAMES = 1 + envelope.N_FRAMES  # the peer's routing id, then the envelope
 _decode_frame = envelope.decode_frame
+_parse_payload = envelope.parse_payload
 _check_ids = id_range.check
 _time = time.time
 
@@ -206,16 +206,11 @@ class RpcServer:
                 self._served(method.name, pb.DEADLINE_EXCEEDED)
                 continue  # the caller has already given up
             try:
-                request = method.request.FromString(payload)
-            except (_PbDecodeError, ValueError) as err:  # as envelope.parse_payload, uncalled
-                metrics.BAD_FRAMES.labels(self.name, envelope.DecodeError.BAD_PAYLOAD.value).inc()
-                replies.append(self._error(identity, header, pb.BAD_REQUEST, type(err).__name__))
-                continue
-            try:
+                request = _parse_payload(method.request, payload)
                 if holds_ids and check_ids:  # INVALID_ARGUMENT for an id past a BIGINT column
                     _check_ids(request)
                 result = handler(request, Call(identity, header, *meta))
-            except envelope.EnvelopeError as err:  # a handler's own parse of a nested payload
+            except envelope.EnvelopeError as err:  # the payload, or a handler's nested one
                 metrics.BAD_FRAMES.labels(self.name, err.reason.value).inc()
                 replies.append(self._error(identity, header, pb.BAD_REQUEST, err.detail))
                 continue
