@@ -216,7 +216,8 @@ class Database(ABC):
 
     @abstractmethod
     def interrupt(self, conn: Conn) -> None:
-        """Abort what `conn` is doing from another thread (MySQL: KILL CONNECTION)."""
+        """Abort what `conn` is doing from another thread and fail whatever it does next
+        (MySQL: KILL CONNECTION; SQLite: interrupt the running statement, refuse later ones)."""
 
     @abstractmethod
     def close(self) -> None:

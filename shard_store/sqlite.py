@@ -68,10 +68,15 @@ class SQLiteConn(Conn):
         super().__init__(db)
         self._db = db
         self.raw: sqlite3.Connection | None = raw
+        self.killed = False
+        """Set by `SQLiteDatabase.interrupt`: every later statement fails, as on a server
+        connection that was killed."""
 
     def _run(self, sql: str, params: Params) -> sqlite3.Cursor:
         if self.raw is None:
             raise StoreError(f"{self._db.spec.display}: connection already closed")
+        if self.killed:
+            raise StoreUnavailable(f"{self._db.spec.display}: connection killed")
         try:
             if params is None:
                 return self.raw.execute(sql)
@@ -195,6 +200,7 @@ class SQLiteDatabase(Database):
     def interrupt(self, conn: Conn) -> None:
         if not isinstance(conn, SQLiteConn):
             raise TypeError("not a connection of this database")
+        conn.killed = True  # a statement between two statements fails too, as in MySQL
         raw = conn.raw
         if raw is not None:
             raw.interrupt()

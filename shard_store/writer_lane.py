@@ -378,10 +378,7 @@ class Lane:
                 if stale:
                     self._stale(flush.items, "an earlier flush failed; retry")
                     continue
-                self._commit(flush)
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
+                self._commit(flush)  # clears _busy once the flush is committed or failed
         finally:
             if self._conn is not None:
                 self._conn.close()
@@ -400,8 +397,14 @@ class Lane:
                 self.roll_back({row.conv_id for row, _, _ in flush.items})
             self.stats.failed_flushes += 1
             self.stats.failed_rows += len(flush.items)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
             _fail(flush.items, FlushFailed, f"flush of {len(flush.items)} rows failed: {err}")
             return
+        with self._cond:  # committed: nothing left that an abort could interrupt
+            self._busy = False
+            self._cond.notify_all()
         if self._on_commit is not None:
             self._on_commit(time.perf_counter() - started)
         self.stats.flushes += 1

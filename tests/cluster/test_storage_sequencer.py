@@ -204,9 +204,9 @@ def test_kills_ring_changes_and_retries_under_load_leave_no_gap(store: Store, me
     writer.close()
     assert not any(t.is_alive() for t in clients)
     assert chaos["kills"] >= kills_wanted and chaos["rings"] >= rings_wanted, chaos
-    # the kills were real: a third of them at least failed a flush (a kill that lands while the
-    # committer settles a committed flush's futures, or between SQLite statements, fails none)
-    assert writer.stats().failed_flushes >= kills_wanted // 3, writer.stats()
+    # the kills were real: half of them at least failed a flush (a kill counts only while a
+    # flush is being written; one that lands between SQLite statements fails none)
+    assert writer.stats().failed_flushes >= kills_wanted // 2, writer.stats()
     if memory == "tiny":  # keys forgotten: sends were looked up in the database
         assert REGISTRY.get_sample_value("soim_storage_sequencer_lookups_total") > lookups + 100
     check_store(store, acked)
