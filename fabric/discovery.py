@@ -49,7 +49,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ifaddr
-from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import (
+    DNSQuestionType,
+    DNSText,
+    IPVersion,
+    RecordUpdate,
+    RecordUpdateListener,
+    ServiceStateChange,
+    Zeroconf,
+)
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from fabric import timing
@@ -336,6 +344,9 @@ class Discovery:
         self._pump: asyncio.Task[None] | None = None
         self._records: dict[str, NodeInfo] = {}  # service name -> valid record, any cluster
         self._peers: dict[str, NodeInfo] = {}  # service name -> record, as callbacks saw it
+        self.on_conflict: Callable[[NodeInfo], None] | None = None
+        """Called (once) with an older live node's record for the name this node registered."""
+        self._claims = _ClaimWatch(self)
 
     def records(self) -> list[NodeInfo]:
         """Every record of this cluster's other nodes, one per service name: hints of where to
@@ -359,6 +370,7 @@ class Discovery:
             handlers=[self._on_change],
             question_type=DNSQuestionType.QM,
         )
+        self._azc.zeroconf.async_add_listener(self._claims, None)
 
     async def async_register(self, info: NodeInfo, probe: bool = True) -> None:
         """Announce `info` once mDNS probing is done; a second call publishes the new record.
@@ -385,12 +397,20 @@ class Discovery:
             server=f"{label}.local.",
             addresses=[socket.inet_aton(a) for a in self._service_addresses(info)],
         )
+        self._claims.claim(service, NodeInfo.from_txt(txt))
         if self._own is not None and self._own.name == service.name:
             await (await self._azc.async_update_service(service))
         else:
             await self.async_unregister()
             await self._azc.async_register_service(service, cooperating_responders=not probe)
         self._own = service
+
+    def withdraw_silently(self) -> None:
+        """Stop answering for this node's service without a goodbye: the name belongs to
+        another live node (`on_conflict`), whose record peers must keep."""
+        if self._azc is not None and self._own is not None:
+            self._azc.zeroconf.registry.async_remove(self._own)
+        self._own = None
 
     async def async_unregister(self) -> None:
         """Withdraw this node's service; peers see it removed at once (mDNS goodbye)."""
@@ -492,6 +512,76 @@ class Discovery:
             callback(info)
         except Exception:
             log.exception("discovery callback %r failed for %s", callback, info.node_id)
+
+
+class _ClaimWatch(RecordUpdateListener):
+    """Watches every record zeroconf receives for an older live node's TXT under the service
+    name this node registered. Zeroconf's probing hears only answers that arrive within about
+    a second of its first probe; a defender stalled longer (a loaded host) answers later, and
+    this catches that answer. A responder answers only for its own records, so a TXT with this
+    name and another content comes from a live process; the older one keeps the name."""
+
+    def __init__(self, discovery: Discovery) -> None:
+        self._discovery = discovery
+        self._name = ""
+        self._own: NodeInfo | None = None
+        self._texts: set[bytes] = set()  # what this node published under the name
+        self._reported = False
+
+    def claim(self, service: AsyncServiceInfo, info: NodeInfo) -> None:
+        if service.name.lower() != self._name:
+            self._texts.clear()
+        self._name = service.name.lower()
+        self._own = info
+        self._texts.add(service.text)
+
+    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
+        for update in records:
+            record = update.new
+            if (
+                isinstance(record, DNSText)
+                and record.ttl > 0
+                and record.name.lower() == self._name
+                and record.text not in self._texts
+            ):
+                self._check(record.text)
+
+    def _check(self, text: bytes) -> None:
+        own, discovery = self._own, self._discovery
+        if own is None or self._reported or discovery.on_conflict is None:
+            return
+        props = txt_properties(text)
+        try:
+            other = NodeInfo.from_txt(props)
+        except DiscoveryError:
+            return
+        if discovery.signing_key is not None and not signature_ok(props, discovery.signing_key):
+            return
+        if (other.cluster, other.node_id) != (own.cluster, own.node_id):
+            return
+        if (other.started_at, sorted(other.endpoints.items())) >= (
+            own.started_at,
+            sorted(own.endpoints.items()),
+        ):
+            return  # a younger claimant: it is the one to yield
+        self._reported = True
+        discovery._notify(discovery.on_conflict, other)
+
+
+def txt_properties(text: bytes) -> dict[bytes, bytes | None]:
+    """A TXT record's raw data as properties (RFC 6763 6.3-6.4: length-prefixed strings, the
+    first occurrence of a key wins, a key without `=` has no value)."""
+    props: dict[bytes, bytes | None] = {}
+    seen: set[bytes] = set()
+    i = 0
+    while i < len(text):
+        item = text[i + 1 : i + 1 + text[i]]
+        i += 1 + text[i]
+        key, sep, value = item.partition(b"=")
+        if key and key.lower() not in seen:
+            seen.add(key.lower())
+            props[key] = value if sep else None
+    return props
 
 
 def _service_port(info: NodeInfo) -> int:

@@ -115,6 +115,8 @@ class Node:
         self._welcome_due = False
         self._said_bye = False  # no heartbeat after the Bye: it would bring this node back
         self.drain_deadline_ms = 0
+        self._refused: ConfigError | None = None  # set when a live node holds this node id
+        self.discovery.on_conflict = self._node_id_taken
 
     # ---- lifecycle
     async def run(self) -> None:
@@ -127,6 +129,8 @@ class Node:
             await self.stopping.wait()
         finally:
             await self.shutdown()
+        if self._refused is not None:
+            raise self._refused
 
     def stop(self) -> None:
         """Ask the node to stop (safe from a signal handler)."""
@@ -171,12 +175,8 @@ class Node:
             try:
                 await self.discovery.async_register(self.info, probe=not self.cfg.node_id_generated)
             except NonUniqueNameException:
-                raise ConfigError(
-                    "SOIM_NODE_ID",
-                    f"a live node of cluster "
-                    f"{self.cfg.cluster!r} already announces node id "
-                    f"{self.node_id!r}; refusing to start",
-                ) from None
+                self._refused = self._node_id_error()
+                raise self._refused from None
         for seed in self.cfg.seeds:
             self.admission.seed(seed.endpoint, seed.key_name)
         gc.collect()
@@ -208,7 +208,8 @@ class Node:
     async def _shutdown_steps(self) -> None:
         await self.before_bye()
         self._said_bye = True
-        self.publisher.publish(BYE_TOPIC, BYE_METHOD, fabric_pb2.Bye(node_id=self.node_id))
+        if self._refused is None:  # else the id is a live node's: a Bye would end it for peers
+            self.publisher.publish(BYE_TOPIC, BYE_METHOD, fabric_pb2.Bye(node_id=self.node_id))
         await self.discovery.async_unregister()
         for task in self._tasks:
             task.cancel()
@@ -224,6 +225,26 @@ class Node:
         for sock in (self.rpc_sock, self.pub_sock):
             sock.close(linger=timing.SOCKET_LINGER_MS)
         self.security.stop()
+
+    def _node_id_error(self) -> ConfigError:
+        return ConfigError(
+            "SOIM_NODE_ID",
+            f"a live node of cluster {self.cfg.cluster!r} already announces node id "
+            f"{self.node_id!r}; refusing to start",
+        )
+
+    def _node_id_taken(self, other: NodeInfo) -> None:
+        """An older live node answered for this node's id after mDNS probing had passed (it
+        was stalled): leave it the id, and stop as if probing had caught it (exit status 2)."""
+        self.log.error(
+            "node %s (started %.3f, rpc %s) holds this node id; stopping",
+            other.node_id,
+            other.started_at,
+            other.endpoints.get("rpc", "?"),
+        )
+        self._refused = self._node_id_error()
+        self.discovery.withdraw_silently()
+        self.stop()
 
     # ---- helpers
     def new_socket(self, kind: int) -> zmq.asyncio.Socket:

@@ -345,3 +345,34 @@ def test_signed_records_and_a_second_record_for_one_node_id(cluster_name: str) -
             await rogue.async_close()
 
     run(scenario())
+
+
+def test_a_live_nodes_late_answer_for_ones_own_name_is_a_conflict(cluster_name: str) -> None:
+    """mDNS probing hears only answers within about a second of its first probe; a live node
+    stalled longer answers after the newcomer announced. The newcomer (here announced without
+    probing, as if probing had missed the stalled node) hears that answer and is told the
+    older node holds its id; the older node, hearing the newcomer, is told nothing."""
+    key = record_key(b"s" * 32)
+
+    async def scenario() -> None:
+        live, twin = Seen(cluster_name, "router-x"), Seen(cluster_name, "router-x")
+        conflicts: dict[str, list[NodeInfo]] = {"live": [], "twin": []}
+        for name, seen in (("live", live), ("twin", twin)):
+            seen.discovery.signing_key = key
+            seen.discovery.on_conflict = conflicts[name].append
+        older = info(cluster_name, "router-x", port=7300)
+        try:
+            await started(live)
+            await live.discovery.async_register(older)
+            await started(twin)
+            await twin.discovery.async_register(info(cluster_name, "router-x"), probe=False)
+            await async_wait_until(
+                lambda: conflicts["twin"], timeout=SEE_EACH_OTHER_S, what="the twin told"
+            )
+            assert conflicts["twin"] == [older]
+            twin.discovery.withdraw_silently()
+            assert conflicts["live"] == []
+        finally:
+            await closed(live, twin)
+
+    run(scenario())
