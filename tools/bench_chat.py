@@ -38,6 +38,7 @@ from fabric.config import Config
 from nodes.directory.context import KDF_THREADS
 from nodes.gateway.options import MAX_SESSION_RATE, GatewayOptions
 from schema import client_pb2
+from schema import common_pb2 as pb
 from shard_store.backend import StoreError
 from shard_store.settings import StoreSettings
 from shard_store.store import Store
@@ -237,12 +238,7 @@ async def _befriend(
     """Register a user per connection, make friends of 0-1, 2-3, … and groups of consecutive
     connections (`group_size` each, the last one at least 2); (the friend's user id per
     connection, the 1:1 conversations, group id -> its connections)."""
-    register = [
-        client_pb2.RegisterRequest(account=f"c{run_id}{i}", password=PASSWORD).SerializeToString()
-        for i in range(clients)
-    ]
-    _, replies = await step(pool, "Register", register, max(1, KDF_THREADS // pool.workers))
-    users = [u.user_id for u in replies]
+    users = await _register(pool, run_id, clients)
     friend = [users[i ^ 1] for i in range(clients)]
     for side in (0, 1):  # the even side asks, the odd side accepts
         _, replies = await step(
@@ -289,6 +285,72 @@ async def _befriend(
     for i in range(clients):
         groups.setdefault(ids[firsts.index(first_of[i])], []).append(i)
     return friend, convs, groups
+
+
+REGISTER_ROUNDS = 3
+"""Rounds of Register (and Login) requests a connection gets at most. A Register answered
+TIMEOUT may still have landed (the directory created the account, the answer came too late),
+so it is asked again; ALREADY_EXISTS to that second Register means the account is this
+connection's, which then logs in to it. Each request is bounded (REQUEST_TIMEOUT_S), so the
+registration is too."""
+
+
+def _next_request(asked: str, code: int, timed_out_before: bool) -> str:
+    """What a connection asks after `asked` answered `code`: "" (done: it has its account and
+    its session), "Register" or "Login" (again), or "fail". `timed_out_before`: a Register of
+    this connection timed out, so its account may exist."""
+    if code == pb.OK:
+        return ""
+    if code == pb.TIMEOUT:
+        return asked
+    if asked == "Register" and code == pb.ALREADY_EXISTS and timed_out_before:
+        return "Login"
+    return "fail"
+
+
+def _auth_request(name: str, account: str) -> bytes:
+    """A Register or a Login of `account` with the bench's password."""
+    if name == "Register":
+        return client_pb2.RegisterRequest(account=account, password=PASSWORD).SerializeToString()
+    return client_pb2.LoginRequest(account=account, password=PASSWORD).SerializeToString()
+
+
+async def _register(pool: ClientPool, run_id: str, clients: int) -> list[int]:
+    """A new account on each connection, logged in; the user ids in connection order.
+    BenchError if a request failed or some still timed out after REGISTER_ROUNDS rounds."""
+    window = max(1, KDF_THREADS // pool.workers)
+    users = [0] * clients
+    pending = dict.fromkeys(range(clients), "Register")  # connection -> what it asks next
+    timed_out: set[int] = set()
+    failed: Counter[str] = Counter()
+    for _ in range(REGISTER_ROUNDS):
+        for name in ("Register", "Login"):
+            asked = [i for i, what in pending.items() if what == name]
+            if not asked:
+                continue
+            payloads: list[bytes | None] = [None] * clients
+            for i in asked:
+                payloads[i] = _auth_request(name, f"c{run_id}{i}")
+            _, results = await asyncio.to_thread(pool.call, name, payloads, window)
+            for i in asked:
+                code, body = results[i] or (pb.TIMEOUT, b"")
+                what = _next_request(name, code, i in timed_out)
+                if code == pb.TIMEOUT:
+                    timed_out.add(i)
+                if what == "":
+                    users[i] = client_pb2.LoginReply.FromString(body).user_id
+                    del pending[i]
+                elif what == "fail":
+                    failed[f"{name} {pb.ErrorCode.Name(pb.ErrorCode.ValueType(code))}"] += 1
+                    del pending[i]
+                else:
+                    pending[i] = what
+        if failed:
+            break
+    failed.update(f"{what} TIMEOUT" for what in pending.values())
+    if failed:
+        raise BenchError(f"Register: {sum(failed.values())} of {clients} failed: {dict(failed)}")
+    return users
 
 
 def _pushes(logs: list[ChatLog], kind: str) -> list[int]:

@@ -4,12 +4,18 @@ timed tests); correctness is: nothing lost, nothing duplicated."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from schema import client_pb2
+from schema import common_pb2 as pb
 from tests.tools.bench_run import run_bench
+from tools.bench_chat import REGISTER_ROUNDS, _register
+from tools.bench_clients import BenchError, ClientPool
 
 LOGIN_KEYS = {
     "logins_per_s",
@@ -135,3 +141,62 @@ def test_chat_over_websockets_in_json(tmp_path: Path) -> None:
     assert result["unthrottled"]["group"]["pushes"] > 0
     assert "clients" in result["cpu_cores"]["unthrottled"]
     assert result["lost"] == result["duplicated"] == 0 and not result["send_errors"], result
+
+
+class ScriptedPool:
+    """A ClientPool stand-in: each connection answers its requests from a script of (request
+    name, error code) in turn; an OK gives user id 100 + the connection."""
+
+    workers = 1
+
+    def __init__(self, scripts: list[list[tuple[str, int]]]) -> None:
+        self.scripts = [list(s) for s in scripts]
+        self.calls: list[str] = []
+
+    def call(
+        self, name: str, payloads: Sequence[bytes | None], window: int
+    ) -> tuple[float, list[tuple[int, bytes] | None]]:
+        self.calls.append(name)
+        results: list[tuple[int, bytes] | None] = []
+        for i, payload in enumerate(payloads):
+            if payload is None:
+                results.append(None)
+                continue
+            asked, code = self.scripts[i].pop(0)
+            assert asked == name, (i, asked, name)
+            reply = client_pb2.LoginReply(user_id=100 + i) if code == pb.OK else None
+            results.append((code, reply.SerializeToString() if reply else b""))
+        return 0.1, results
+
+
+def register(pool: ScriptedPool, clients: int) -> list[int]:
+    return asyncio.run(_register(cast(ClientPool, pool), "r", clients))
+
+
+def test_a_register_that_timed_out_is_retried_and_logs_in_if_it_had_landed() -> None:
+    pool = ScriptedPool(
+        [
+            [("Register", pb.OK)],
+            [("Register", pb.TIMEOUT), ("Register", pb.OK)],  # the first one had not landed
+            [("Register", pb.TIMEOUT), ("Register", pb.ALREADY_EXISTS), ("Login", pb.OK)],
+            [
+                ("Register", pb.TIMEOUT),
+                ("Register", pb.ALREADY_EXISTS),
+                ("Login", pb.TIMEOUT),
+                ("Login", pb.OK),
+            ],
+        ]
+    )
+    assert register(pool, 4) == [100, 101, 102, 103]
+    assert pool.calls == ["Register", "Register", "Login", "Login"]
+    assert not any(pool.scripts)
+
+
+def test_registration_fails_on_a_taken_account_and_after_its_rounds() -> None:
+    taken = ScriptedPool([[("Register", pb.OK)], [("Register", pb.ALREADY_EXISTS)]])
+    with pytest.raises(BenchError, match="Register ALREADY_EXISTS"):
+        register(taken, 2)
+    lost = ScriptedPool([[("Register", pb.TIMEOUT)] * REGISTER_ROUNDS])
+    with pytest.raises(BenchError, match="Register TIMEOUT"):
+        register(lost, 1)
+    assert lost.calls == ["Register"] * REGISTER_ROUNDS
