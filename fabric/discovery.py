@@ -555,8 +555,8 @@ class _ClaimWatch(RecordUpdateListener):
             other = NodeInfo.from_txt(props)
         except DiscoveryError:
             return
-        if discovery.signing_key is not None and not signature_ok(props, discovery.signing_key):
-            return
+        if discovery.signing_key is None or not signature_ok(props, discovery.signing_key):
+            return  # only a record signed with the cluster's key may stop this node
         if (other.cluster, other.node_id) != (own.cluster, own.node_id):
             return
         if (other.started_at, sorted(other.endpoints.items())) >= (
