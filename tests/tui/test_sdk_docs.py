@@ -52,6 +52,8 @@ class Bot:
         }
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-X",
+            "faulthandler",  # a SIGABRT prints every thread's stack (see `stop`)
             str(script),
             *args,
             cwd=script.parent,
@@ -71,13 +73,20 @@ class Bot:
         raise AssertionError(f"the bot exited: {await self.stop()}")
 
     async def stop(self) -> tuple[int | None, str]:
-        """Ctrl-C; its exit status and stderr."""
+        """Ctrl-C; its exit status and stderr. A bot still running WAIT_S later fails the test
+        with the stack of each of its threads."""
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGINT)
         assert self.proc.stderr is not None
-        async with asyncio.timeout(WAIT_S):
-            err = (await self.proc.stderr.read()).decode()
-            return await self.proc.wait(), err
+        try:
+            async with asyncio.timeout(WAIT_S):
+                err = (await self.proc.stderr.read()).decode()
+                return await self.proc.wait(), err
+        except TimeoutError:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes the stacks, then it dies
+            async with asyncio.timeout(WAIT_S):
+                err = (await self.proc.stderr.read()).decode()
+            raise AssertionError(f"the bot ignored Ctrl-C for {WAIT_S:g} s:\n{err}") from None
 
 
 async def next_message(
