@@ -524,6 +524,7 @@ class _ClaimWatch(RecordUpdateListener):
     def __init__(self, discovery: Discovery) -> None:
         self._discovery = discovery
         self._name = ""
+        self._service: AsyncServiceInfo | None = None  # the service registered under the name
         self._own: NodeInfo | None = None
         self._texts: set[bytes] = set()  # what this node published under the name
         self._reported = False
@@ -532,6 +533,7 @@ class _ClaimWatch(RecordUpdateListener):
         if service.name.lower() != self._name:
             self._texts.clear()
         self._name = service.name.lower()
+        self._service = service
         self._own = info
         self._texts.add(service.text)
 
@@ -547,10 +549,10 @@ class _ClaimWatch(RecordUpdateListener):
                 self._check(record.text)
 
     def _check(self, text: bytes) -> None:
-        own, discovery = self._own, self._discovery
-        if own is None or self._reported or discovery.on_conflict is None:
+        own, service, discovery = self._own, self._service, self._discovery
+        if own is None or service is None or self._reported or discovery.on_conflict is None:
             return
-        props = txt_properties(text)
+        props = AsyncServiceInfo(service.type, service.name, properties=text).properties
         try:
             other = NodeInfo.from_txt(props)
         except DiscoveryError:
@@ -566,22 +568,6 @@ class _ClaimWatch(RecordUpdateListener):
             return  # a younger claimant: it is the one to yield
         self._reported = True
         discovery._notify(discovery.on_conflict, other)
-
-
-def txt_properties(text: bytes) -> dict[bytes, bytes | None]:
-    """A TXT record's raw data as properties (RFC 6763 6.3-6.4: length-prefixed strings, the
-    first occurrence of a key wins, a key without `=` has no value)."""
-    props: dict[bytes, bytes | None] = {}
-    seen: set[bytes] = set()
-    i = 0
-    while i < len(text):
-        item = text[i + 1 : i + 1 + text[i]]
-        i += 1 + text[i]
-        key, sep, value = item.partition(b"=")
-        if key and key.lower() not in seen:
-            seen.add(key.lower())
-            props[key] = value if sep else None
-    return props
 
 
 def _service_port(info: NodeInfo) -> int:
